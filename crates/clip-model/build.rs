@@ -1,0 +1,5 @@
+include!("../torch-ext/rpath.rs");
+
+fn main() {
+    link_libtorch();
+}

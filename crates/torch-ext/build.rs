@@ -1,0 +1,30 @@
+//! Compiles the C++ shim against the same libtorch headers torch-sys found, and passes the
+//! libtorch library folder on to dependents (`DEP_TORCH_EXT_LIBTORCH_LIB`) so their build
+//! scripts can set an rpath: the binaries then run with no environment variables.
+use std::path::PathBuf;
+
+fn main() {
+    let lib = PathBuf::from(
+        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys did not report its libtorch lib dir"),
+    );
+    let root = lib.parent().expect("libtorch lib dir has a parent").to_path_buf();
+    let include = root.join("include");
+    println!("cargo:rerun-if-changed=src/shim.cpp");
+    cc::Build::new()
+        .cpp(true)
+        .pic(true)
+        .warnings(false)
+        .std("c++17")
+        .include(&include)
+        .include(include.join("torch/csrc/api/include"))
+        .define("_GLIBCXX_USE_CXX11_ABI", "1")
+        .file("src/shim.cpp")
+        .compile("torch_ext_shim");
+    // This crate's own tests need the rpath too.
+    println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
+    println!("cargo:libtorch_lib={}", lib.display());
+    println!(
+        "cargo:cuda={}",
+        if lib.join("libtorch_cuda.so").exists() { "1" } else { "0" }
+    );
+}

@@ -1,0 +1,179 @@
+//! The libtorch calls tch 0.24 does not bind, through a small C++ shim (`src/shim.cpp`):
+//! autocast with a chosen dtype (tch's is fp16-only), gradient checkpointing (a custom autograd
+//! function that recomputes a Rust closure in backward), and loading torch.save'd dicts such as
+//! OpenCLIP's `epoch_N.pt` (tch only reads plain tensor dicts).
+
+use std::ffi::{c_char, c_int, c_void, CStr, CString};
+use std::path::Path;
+
+use anyhow::{anyhow, Result};
+use tch::{Device, Kind, Tensor};
+
+type CTensor = *mut torch_sys::C_tensor;
+type CallFn = unsafe extern "C" fn(*mut c_void, CTensor) -> CTensor;
+type DropFn = unsafe extern "C" fn(*mut c_void);
+type TensorCb = unsafe extern "C" fn(*mut c_void, *const c_char, CTensor);
+type IntCb = unsafe extern "C" fn(*mut c_void, *const c_char, i64);
+
+extern "C" {
+    fn torch_ext_free(p: *mut c_char);
+    fn torch_ext_autocast_enter(
+        device: c_int,
+        dtype: c_int,
+        prev_enabled: *mut c_int,
+        prev_dtype: *mut c_int,
+    ) -> *mut c_char;
+    fn torch_ext_autocast_exit(device: c_int, prev_enabled: c_int, prev_dtype: c_int)
+        -> *mut c_char;
+    fn torch_ext_checkpoint(
+        x: CTensor,
+        params: *const CTensor,
+        n_params: c_int,
+        ctx: *mut c_void,
+        call: CallFn,
+        drop: DropFn,
+        out: *mut CTensor,
+    ) -> *mut c_char;
+    fn torch_ext_load_pickle(
+        path: *const c_char,
+        data: *mut c_void,
+        on_tensor: TensorCb,
+        on_int: IntCb,
+    ) -> *mut c_char;
+}
+
+/// Turns a message returned by the shim into an error (null means success).
+fn check(err: *mut c_char) -> Result<()> {
+    if err.is_null() {
+        return Ok(());
+    }
+    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    unsafe { torch_ext_free(err) };
+    Err(anyhow!(msg))
+}
+
+/// c10::ScalarType codes (c10/core/ScalarType.h); tch keeps its own mapping private.
+fn scalar_type(kind: Kind) -> Result<c_int> {
+    match kind {
+        Kind::Half => Ok(5),
+        Kind::Float => Ok(6),
+        Kind::BFloat16 => Ok(15),
+        k => Err(anyhow!("autocast dtype {k:?} is not a floating-point type autocast supports")),
+    }
+}
+
+fn device_code(device: Device) -> c_int {
+    match device {
+        Device::Cuda(_) => 1,
+        _ => 0,
+    }
+}
+
+/// Autocast on `device` to `dtype` while the guard lives (torch.autocast's context manager).
+/// Nested guards restore the state they found.
+pub struct AutocastGuard {
+    device: c_int,
+    prev_enabled: c_int,
+    prev_dtype: c_int,
+}
+
+impl AutocastGuard {
+    pub fn new(device: Device, dtype: Kind) -> Result<Self> {
+        let device = device_code(device);
+        let (mut prev_enabled, mut prev_dtype) = (0, 0);
+        check(unsafe {
+            torch_ext_autocast_enter(device, scalar_type(dtype)?, &mut prev_enabled, &mut prev_dtype)
+        })?;
+        Ok(Self { device, prev_enabled, prev_dtype })
+    }
+}
+
+impl Drop for AutocastGuard {
+    fn drop(&mut self) {
+        // Restoring plain flags cannot fail in practice; a failure here has no caller to go to.
+        let _ = check(unsafe { torch_ext_autocast_exit(self.device, self.prev_enabled, self.prev_dtype) });
+    }
+}
+
+type Closure = Box<dyn Fn(&Tensor) -> Tensor>;
+
+unsafe extern "C" fn call_closure(ctx: *mut c_void, x: CTensor) -> CTensor {
+    let f = &*(ctx as *const Closure);
+    let x = Tensor::clone_from_ptr(x);
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(&x))) {
+        Ok(mut y) => {
+            let p = y.as_mut_ptr();
+            std::mem::forget(y);
+            p
+        }
+        Err(_) => std::ptr::null_mut(),
+    }
+}
+
+unsafe extern "C" fn drop_closure(ctx: *mut c_void) {
+    drop(Box::from_raw(ctx as *mut Closure));
+}
+
+/// `f(x)` with gradient checkpointing: the forward keeps no activations inside `f`; backward
+/// runs `f` again with grad enabled (under the autocast state of the forward) and
+/// differentiates it. `params` are the tensors requiring grad that `f` reads; `f` must be
+/// deterministic (draw any random mask outside and capture it).
+///
+/// The closure lives in the autograd graph until backward is done with it. On CUDA the
+/// autograd engine calls it from its device thread, one call at a time, never concurrently.
+pub fn checkpoint<F>(x: &Tensor, params: &[Tensor], f: F) -> Result<Tensor>
+where
+    F: Fn(&Tensor) -> Tensor + 'static,
+{
+    let boxed: Box<Closure> = Box::new(Box::new(f));
+    let ctx = Box::into_raw(boxed) as *mut c_void;
+    let ptrs: Vec<CTensor> = params.iter().map(|p| p.as_ptr() as CTensor).collect();
+    let mut out: CTensor = std::ptr::null_mut();
+    // The shim takes ownership of ctx at once: drop_closure runs even if this call fails.
+    check(unsafe {
+        torch_ext_checkpoint(
+            x.as_ptr() as CTensor,
+            ptrs.as_ptr(),
+            ptrs.len() as c_int,
+            ctx,
+            call_closure,
+            drop_closure,
+            &mut out,
+        )
+    })?;
+    Ok(unsafe { Tensor::from_ptr(out) })
+}
+
+/// What a torch.save'd dict holds that this project reads: the tensors of its state dict
+/// (under `state_dict`, or the top level itself) and its top-level integers (`epoch`, …).
+#[derive(Default)]
+pub struct PickledDict {
+    pub tensors: Vec<(String, Tensor)>,
+    pub ints: Vec<(String, i64)>,
+}
+
+unsafe extern "C" fn on_tensor(data: *mut c_void, name: *const c_char, t: CTensor) {
+    let d = &mut *(data as *mut PickledDict);
+    let name = CStr::from_ptr(name).to_string_lossy().into_owned();
+    d.tensors.push((name, Tensor::from_ptr(t)));
+}
+
+unsafe extern "C" fn on_int(data: *mut c_void, name: *const c_char, v: i64) {
+    let d = &mut *(data as *mut PickledDict);
+    d.ints.push((CStr::from_ptr(name).to_string_lossy().into_owned(), v));
+}
+
+/// Reads a torch.save'd (zip format) dict onto the CPU.
+pub fn load_pickle(path: &Path) -> Result<PickledDict> {
+    let c_path = CString::new(path.to_string_lossy().as_bytes())?;
+    let mut out = PickledDict::default();
+    check(unsafe {
+        torch_ext_load_pickle(
+            c_path.as_ptr(),
+            &mut out as *mut PickledDict as *mut c_void,
+            on_tensor,
+            on_int,
+        )
+    })?;
+    Ok(out)
+}
