@@ -1,9 +1,11 @@
 //! The libtorch calls tch 0.24 does not bind, through a small C++ shim (`src/shim.cpp`):
 //! autocast with a chosen dtype (tch's is fp16-only), gradient checkpointing (a custom autograd
-//! function that recomputes a Rust closure in backward), and loading torch.save'd dicts such as
-//! OpenCLIP's `epoch_N.pt` (tch only reads plain tensor dicts).
+//! function that recomputes a Rust closure in backward), and — in Rust, see [`pickle`] —
+//! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts).
 
-use std::ffi::{c_char, c_int, c_void, CStr, CString};
+pub mod pickle;
+
+use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
 
 use anyhow::{anyhow, Result};
@@ -12,8 +14,6 @@ use tch::{Device, Kind, Tensor};
 type CTensor = *mut torch_sys::C_tensor;
 type CallFn = unsafe extern "C" fn(*mut c_void, CTensor) -> CTensor;
 type DropFn = unsafe extern "C" fn(*mut c_void);
-type TensorCb = unsafe extern "C" fn(*mut c_void, *const c_char, CTensor);
-type IntCb = unsafe extern "C" fn(*mut c_void, *const c_char, i64);
 
 extern "C" {
     fn torch_ext_free(p: *mut c_char);
@@ -33,12 +33,6 @@ extern "C" {
         call: CallFn,
         drop: DropFn,
         out: *mut CTensor,
-    ) -> *mut c_char;
-    fn torch_ext_load_pickle(
-        path: *const c_char,
-        data: *mut c_void,
-        on_tensor: TensorCb,
-        on_int: IntCb,
     ) -> *mut c_char;
 }
 
@@ -145,35 +139,34 @@ where
 }
 
 /// What a torch.save'd dict holds that this project reads: the tensors of its state dict
-/// (under `state_dict`, or the top level itself) and its top-level integers (`epoch`, …).
+/// (under `state_dict`, or the top level itself) in file order, and its top-level integers
+/// (`epoch`, …).
 #[derive(Default)]
 pub struct PickledDict {
     pub tensors: Vec<(String, Tensor)>,
     pub ints: Vec<(String, i64)>,
 }
 
-unsafe extern "C" fn on_tensor(data: *mut c_void, name: *const c_char, t: CTensor) {
-    let d = &mut *(data as *mut PickledDict);
-    let name = CStr::from_ptr(name).to_string_lossy().into_owned();
-    d.tensors.push((name, Tensor::from_ptr(t)));
-}
-
-unsafe extern "C" fn on_int(data: *mut c_void, name: *const c_char, v: i64) {
-    let d = &mut *(data as *mut PickledDict);
-    d.ints.push((CStr::from_ptr(name).to_string_lossy().into_owned(), v));
-}
-
 /// Reads a torch.save'd (zip format) dict onto the CPU.
 pub fn load_pickle(path: &Path) -> Result<PickledDict> {
-    let c_path = CString::new(path.to_string_lossy().as_bytes())?;
+    let root = pickle::load(path)?;
+    let pickle::Value::Dict(top) = &root else {
+        return Err(anyhow!("the pickled object is not a dict"));
+    };
+    let sd = match root.get("state_dict") {
+        Some(pickle::Value::Dict(sd)) => sd,
+        _ => top,
+    };
     let mut out = PickledDict::default();
-    check(unsafe {
-        torch_ext_load_pickle(
-            c_path.as_ptr(),
-            &mut out as *mut PickledDict as *mut c_void,
-            on_tensor,
-            on_int,
-        )
-    })?;
+    for (k, v) in sd {
+        if let (pickle::Value::Str(k), pickle::Value::Tensor(t)) = (k, v) {
+            out.tensors.push((k.clone(), t.shallow_clone()));
+        }
+    }
+    for (k, v) in top {
+        if let (pickle::Value::Str(k), pickle::Value::Int(i)) = (k, v) {
+            out.ints.push((k.clone(), *i));
+        }
+    }
     Ok(out)
 }

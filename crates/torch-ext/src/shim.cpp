@@ -2,12 +2,10 @@
 // and reports them as a malloc'd message (freed by Rust with torch_ext_free), so no exception
 // ever unwinds into Rust.
 #include <ATen/autocast_mode.h>
-#include <caffe2/serialize/inline_container.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
 #include <torch/csrc/autograd/functions/utils.h>
 #include <torch/csrc/autograd/grad_mode.h>
-#include <torch/csrc/jit/serialization/import_read.h>
 
 #include <cstdlib>
 #include <cstring>
@@ -189,37 +187,6 @@ char *torch_ext_checkpoint(tensor x, tensor *params, int n_params, void *ctx, ru
       torch::autograd::create_gradient_edge(y, node);
     }
     *out = new at::Tensor(y);
-  })
-}
-
-// ---- pickle load ------------------------------------------------------------------------
-// Reads a torch.save'd zip file (an OpenCLIP `epoch_N.pt`, a state dict) with the TorchScript
-// unpickler, and reports the tensors of its state dict: the value under "state_dict" when the
-// top level is a dict holding one, else the top-level dict itself. Integer top-level entries
-// (such as "epoch") are reported too.
-
-typedef void (*tensor_cb_t)(void *data, const char *name, tensor t);
-typedef void (*int_cb_t)(void *data, const char *name, int64_t v);
-
-char *torch_ext_load_pickle(const char *path, void *data, tensor_cb_t on_tensor,
-                            int_cb_t on_int) {
-  GUARD({
-    caffe2::serialize::PyTorchStreamReader reader(path);
-    c10::IValue root = torch::jit::readArchiveAndTensors(
-        "data", "", "", std::nullopt, std::nullopt, at::Device(at::kCPU), reader);
-    if (!root.isGenericDict()) throw std::runtime_error("the pickled object is not a dict");
-    auto top = root.toGenericDict();
-    c10::Dict<c10::IValue, c10::IValue> sd = top;
-    for (auto &kv : top) {
-      if (!kv.key().isString()) continue;
-      const std::string &k = kv.key().toStringRef();
-      if (k == "state_dict" && kv.value().isGenericDict()) sd = kv.value().toGenericDict();
-      if (kv.value().isInt()) on_int(data, k.c_str(), kv.value().toInt());
-    }
-    for (auto &kv : sd) {
-      if (!kv.key().isString() || !kv.value().isTensor()) continue;
-      on_tensor(data, kv.key().toStringRef().c_str(), new at::Tensor(kv.value().toTensor()));
-    }
   })
 }
 

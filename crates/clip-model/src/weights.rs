@@ -1,0 +1,171 @@
+//! Weights in and out, by OpenCLIP state-dict key. Model variables are named exactly as
+//! OpenCLIP's state dict, so loading is a lookup by name: no rename tables.
+//!
+//! Reads: OpenCLIP training checkpoints (`epoch_N.pt`: a torch.save'd dict whose `state_dict`
+//! has `module.` prefixes under DDP), plain torch.save'd state dicts (`.pt` / `.bin`), and
+//! `.safetensors` (including clip-train's own checkpoints, whose optimizer tensors sit under
+//! the `optimizer.` prefix and are skipped here). Writes: safetensors that
+//! `open_clip.create_model(name, pretrained=FILE)` loads strictly.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use tch::{nn::VarStore, Tensor};
+
+/// Keys under this prefix in a clip-train checkpoint hold optimizer state, not weights.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// The on-disk formats this module reads, told apart by their first bytes, not their names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    /// torch.save's zip container (PyTorch ≥ 1.6).
+    TorchZip,
+    Safetensors,
+}
+
+pub fn detect_format(path: &Path) -> Result<Format> {
+    let mut head = [0u8; 9];
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let n = f.read(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    if n >= 4 && head[..4] == *b"PK\x03\x04" {
+        return Ok(Format::TorchZip);
+    }
+    // safetensors: an 8-byte little-endian header length, then a JSON object.
+    if n == 9 && head[8] == b'{' {
+        return Ok(Format::Safetensors);
+    }
+    if n >= 2 && head[0] == 0x80 {
+        bail!(
+            "{}: a legacy (pre-1.6, non-zip) torch.save file; re-save it with a current torch or convert it to safetensors",
+            path.display()
+        );
+    }
+    bail!(
+        "{}: not a checkpoint clip-train reads (expected a torch.save zip or safetensors file{})",
+        path.display(),
+        if n == 0 { "; the file is empty" } else { "" }
+    )
+}
+
+/// The model weights a checkpoint holds, keyed as OpenCLIP's state dict (`module.` stripped).
+pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let tensors = match detect_format(path)? {
+        Format::TorchZip => {
+            torch_ext::load_pickle(path)
+                .with_context(|| format!("{}: unreadable torch.save file", path.display()))?
+                .tensors
+        }
+        Format::Safetensors => Tensor::read_safetensors(path)
+            .with_context(|| format!("{}: unreadable safetensors file", path.display()))?,
+    };
+    // OpenCLIP strips `module.` when the first key has it (a DDP-wrapped model's state dict).
+    let ddp = tensors.first().is_some_and(|(k, _)| k.starts_with("module."));
+    let out: Vec<(String, Tensor)> = tensors
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
+        .map(|(k, t)| {
+            let k = if ddp { k.strip_prefix("module.").map(str::to_owned).unwrap_or(k) } else { k };
+            (k, t)
+        })
+        .collect();
+    if out.is_empty() {
+        bail!("{}: holds no tensors", path.display());
+    }
+    Ok(out)
+}
+
+/// Copies `state_dict` into the variables of `vs` by name. Strict: every variable must be
+/// present with its shape and no key may be left over; otherwise one error line lists the
+/// missing, unexpected and mis-shaped keys (a few of each, with counts).
+pub fn load_state_dict(vs: &VarStore, state_dict: Vec<(String, Tensor)>) -> Result<()> {
+    let vars: BTreeMap<String, Tensor> = vs.variables().into_iter().collect();
+    let given: BTreeMap<String, Tensor> = state_dict.into_iter().collect();
+    let missing: Vec<&String> = vars.keys().filter(|k| !given.contains_key(*k)).collect();
+    let unexpected: Vec<&String> = given.keys().filter(|k| !vars.contains_key(*k)).collect();
+    let misshaped: Vec<String> = vars
+        .iter()
+        .filter_map(|(k, v)| {
+            let g = given.get(k)?;
+            (g.size() != v.size())
+                .then(|| format!("{k}: checkpoint {:?} vs model {:?}", g.size(), v.size()))
+        })
+        .collect();
+    if !missing.is_empty() || !unexpected.is_empty() || !misshaped.is_empty() {
+        let mut parts = vec![];
+        if !missing.is_empty() {
+            parts.push(format!("{} missing ({})", missing.len(), few(&missing)));
+        }
+        if !unexpected.is_empty() {
+            parts.push(format!("{} unexpected ({})", unexpected.len(), few(&unexpected)));
+        }
+        if !misshaped.is_empty() {
+            parts.push(format!("{} mis-shaped ({})", misshaped.len(), few(&misshaped)));
+        }
+        bail!("state dict does not fit the model: {}", parts.join("; "));
+    }
+    tch::no_grad(|| {
+        for (k, v) in &vars {
+            let mut v = v.shallow_clone();
+            v.copy_(&given[k].to_device(v.device()).to_kind(v.kind()));
+        }
+    });
+    Ok(())
+}
+
+fn few<T: std::fmt::Display>(items: &[T]) -> String {
+    const SHOWN: usize = 6;
+    let mut s = items.iter().take(SHOWN).map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+    if items.len() > SHOWN {
+        s.push_str(&format!(", … {} more", items.len() - SHOWN));
+    }
+    s
+}
+
+/// Reads the weights at `path` into `vs` (strict), naming the file in any error.
+pub fn load_weights(vs: &VarStore, path: &Path) -> Result<()> {
+    let sd = read_state_dict(path)?;
+    load_state_dict(vs, sd).with_context(|| format!("{}", path.display()))
+}
+
+/// Writes `tensors` as safetensors, atomically: a temporary file beside `path`, fsynced, then
+/// renamed over it (and the folder fsynced), so a crash leaves the old file or the new one.
+pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
+    let cpu: Vec<(String, Tensor)> = tensors
+        .iter()
+        .map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .collect();
+    write_atomically(path, |tmp| {
+        Tensor::write_safetensors(&cpu, tmp).map_err(anyhow::Error::from)
+    })
+}
+
+/// The variables of `vs` by name, sorted, ready for [`save_safetensors`].
+pub fn named_variables(vs: &VarStore) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = vs.variables().into_iter().collect();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+/// Runs `write` on a temporary path beside `path`, then fsyncs and renames it into place.
+pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| -> Result<()> {
+        write(&tmp)?;
+        File::open(&tmp)?.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        File::open(&dir)?.sync_all()?;
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result.with_context(|| format!("writing {}", path.display()))
+}
