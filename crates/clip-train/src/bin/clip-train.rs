@@ -1,1 +1,28 @@
-fn main(){}
+//! `clip-train`: OpenCLIP's `python -m open_clip_train.main <flags>`, in Rust.
+use clip_train::params;
+
+fn main() {
+    let p = match params::parse(std::env::args_os()) {
+        Ok(p) => p,
+        Err(e) if !e.use_stderr() => {
+            // --help / --version
+            let _ = e.print();
+            std::process::exit(0);
+        }
+        Err(e) => {
+            // One line naming the culprit; argparse's exit status.
+            let text = e.render().to_string();
+            let first = text.lines().next().unwrap_or("invalid arguments");
+            eprintln!("clip-train: {}", first.trim_start_matches("error: "));
+            std::process::exit(2);
+        }
+    };
+    if p.print_params {
+        use std::io::Write;
+        // A closed pipe (`| head`) is not an error worth a panic.
+        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&p).expect("params serialise"));
+        return;
+    }
+    eprintln!("clip-train: error: the training loop is not built yet (issue 4); --print-params works");
+    std::process::exit(2);
+}

@@ -1,0 +1,88 @@
+//! `clip-tool bench-model`: seconds per forward+backward step (ClipLoss, train mode) of a model
+//! on random inputs, and peak memory; the last line is JSON. `scripts/bench-model.sh` runs it
+//! next to OpenCLIP's `scripts/bench-model.py` doing the same.
+use std::time::Instant;
+
+use anyhow::{bail, Result};
+use tch::{Device, Kind, Tensor};
+
+use crate::loss::{clip_loss, LocalOnly};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Built-in model name or config JSON.
+    #[arg(long)]
+    model: String,
+    #[arg(long, default_value_t = 2)]
+    batch_size: i64,
+    /// Timed steps (after one warm-up step).
+    #[arg(long, default_value_t = 3)]
+    steps: usize,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    grad_checkpointing: bool,
+    /// fp32 or amp_bf16 (autocast to bf16).
+    #[arg(long, default_value = "fp32", value_parser = ["fp32", "amp_bf16"])]
+    precision: String,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let device = super::parse_device(&args.device)?;
+    if args.batch_size < 2 || args.steps == 0 {
+        bail!("--batch-size must be at least 2 and --steps at least 1");
+    }
+    tch::manual_seed(0);
+    let (_vs, model) = super::build_model(&args.model, device)?;
+    model.set_grad_checkpointing(args.grad_checkpointing);
+    let cfg = model.config();
+    let (h, w) = cfg.vision.image_size;
+    let b = args.batch_size;
+    let images = Tensor::randn([b, 3, h, w], (Kind::Float, device));
+    let ctx = cfg.text.context_length;
+    let tokens = Tensor::randint_low(1, cfg.text.vocab_size - 1, [b, ctx], (Kind::Int64, device));
+    let step = || -> Result<()> {
+        for (_, p) in model.named_parameters() {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        let _autocast = match args.precision.as_str() {
+            "amp_bf16" => Some(torch_ext::AutocastGuard::new(device, Kind::BFloat16)?),
+            _ => None,
+        };
+        let (img, txt, scale) = model.forward(&images, &tokens, true);
+        let loss = clip_loss(&img, &txt, &scale, &LocalOnly);
+        drop(_autocast);
+        loss.backward();
+        if let Device::Cuda(_) = device {
+            tch::Cuda::synchronize(0);
+        }
+        Ok(())
+    };
+    step()?;
+    let t0 = Instant::now();
+    for _ in 0..args.steps {
+        step()?;
+    }
+    let per_step = t0.elapsed().as_secs_f64() / args.steps as f64;
+    println!(
+        "{}",
+        serde_json::json!({
+            "impl": "clip-train", "model": args.model, "batch": b, "precision": args.precision,
+            "grad_checkpointing": args.grad_checkpointing, "device": args.device,
+            "step_s": per_step, "samples_per_s": b as f64 / per_step,
+            "peak_rss_mb": peak_rss_mb(),
+        })
+    );
+    Ok(())
+}
+
+/// The process's peak resident set (VmHWM), in MiB.
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}

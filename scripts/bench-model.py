@@ -1,0 +1,69 @@
+#!/usr/bin/env python3
+"""OpenCLIP's side of scripts/bench-model.sh: seconds per forward+backward step (ClipLoss,
+train mode) on random inputs and peak memory, printed as one JSON line like
+`clip-tool bench-model`.
+
+    bench-model.py --model NAME [--batch-size 2] [--steps 3] [--grad-checkpointing] [--precision fp32|amp_bf16] [--device cpu]
+"""
+import argparse
+import json
+import resource
+import sys
+import time
+from pathlib import Path
+
+import torch
+import open_clip
+from open_clip.loss import ClipLoss
+
+ROOT = Path(__file__).resolve().parent.parent
+
+ap = argparse.ArgumentParser()
+ap.add_argument("--model", required=True)
+ap.add_argument("--batch-size", type=int, default=2)
+ap.add_argument("--steps", type=int, default=3)
+ap.add_argument("--device", default="cpu")
+ap.add_argument("--grad-checkpointing", action="store_true")
+ap.add_argument("--precision", default="fp32", choices=["fp32", "amp_bf16"])
+a = ap.parse_args()
+
+if a.model == "clip_tiny_test":
+    # Importing the goldens script registers the tiny timm trunk the test config names.
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("goldens", ROOT / "scripts/make-model-goldens.py")
+    mod = sys.modules["goldens"] = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    open_clip.add_model_config(str(ROOT / "configs/clip_tiny_test.json"))
+
+torch.manual_seed(0)
+model = open_clip.create_model(a.model, device=a.device)
+model.set_grad_checkpointing(a.grad_checkpointing)
+model.train()
+size = model.visual.image_size if hasattr(model.visual, "image_size") else 224
+size = size if isinstance(size, (tuple, list)) else (size, size)
+ctx = model.context_length
+b = a.batch_size
+images = torch.randn(b, 3, *size, device=a.device)
+tokens = torch.randint(1, model.vocab_size - 1, (b, ctx), device=a.device)
+loss_fn = ClipLoss()
+
+
+def step():
+    model.zero_grad(set_to_none=False)
+    with torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.precision == "amp_bf16"):
+        img, txt, scale = model(images, tokens)
+        loss = loss_fn(img, txt, scale)
+    loss.backward()
+    if a.device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+step()
+t0 = time.perf_counter()
+for _ in range(a.steps):
+    step()
+per = (time.perf_counter() - t0) / a.steps
+print(json.dumps({"impl": "openclip", "model": a.model, "batch": b, "precision": a.precision,
+                  "grad_checkpointing": a.grad_checkpointing, "device": a.device, "step_s": per,
+                  "samples_per_s": b / per,
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
