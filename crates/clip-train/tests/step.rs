@@ -1,0 +1,72 @@
+//! One training step (ClipLoss → backward → clip_grad_norm → AdamW with OpenCLIP's groups →
+//! logit-scale clamp), twice, against OpenCLIP's on the same weights and batch (fp32, CPU).
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clip_model::{weights, Clip, ClipConfig};
+use clip_train::loss::{clip_loss, LocalOnly};
+use clip_train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use tch::{nn::VarStore, Device, Tensor};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
+}
+
+fn python() -> PathBuf {
+    std::env::var_os("CLIP_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"))
+}
+
+fn get(tensors: &[(String, Tensor)], name: &str) -> Tensor {
+    tensors.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no {name}")).1.shallow_clone()
+}
+
+#[test]
+fn two_steps_match_openclip() {
+    let out = std::env::temp_dir().join(format!("step-golden-{}.safetensors", std::process::id()));
+    let status = Command::new(python())
+        .arg(root().join("scripts/make-step-goldens.py"))
+        .arg(&out)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gold = Tensor::read_safetensors(&out).unwrap();
+    let _ = std::fs::remove_file(&out);
+    let init = Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors")).unwrap();
+
+    let vs = VarStore::new(Device::Cpu);
+    let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
+    let names: Vec<String> = model.named_parameters().iter().map(|(k, _)| k.clone()).collect();
+    let mut sd: Vec<(String, Tensor)> = names.iter().map(|k| (k.clone(), get(&init, k))).collect();
+    for (k, t) in sd.iter_mut() {
+        if k == "logit_scale" {
+            *t = Tensor::from(5.0f32); // above ln(100), as the golden script sets it
+        }
+    }
+    weights::load_state_dict(&vs, sd).unwrap();
+    let (image, text) = (get(&init, "image"), get(&init, "text"));
+    let cfg = AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 };
+    let mut opt = AdamW::new(model.named_parameters(), cfg);
+    for (i, lr) in [(1, 1e-2), (2, 5e-3)] {
+        opt.zero_grad();
+        // The golden turns drop path off; with no other dropout, eval mode is that forward.
+        let (img, txt, scale) = model.forward(&image, &text, false);
+        let loss = clip_loss(&img, &txt, &scale, &LocalOnly);
+        loss.backward();
+        let norm = clip_grad_norm(&opt.params, 0.5);
+        opt.step(lr);
+        model.clamp_logit_scale();
+        if i == 1 {
+            let s = get(model.named_parameters(), "logit_scale").double_value(&[]);
+            assert!((s - 100f64.ln()).abs() < 1e-6, "clamped to ln 100: {s}");
+        }
+        let want_loss = get(&gold, &format!("loss{i}")).double_value(&[0]);
+        let want_norm = get(&gold, &format!("grad_norm{i}")).double_value(&[0]);
+        assert!((loss.double_value(&[]) - want_loss).abs() <= 1e-5 * want_loss.abs(), "loss {i}");
+        assert!((norm - want_norm).abs() <= 1e-5 * want_norm, "grad norm {i}: {norm} vs {want_norm}");
+        for (k, t) in model.named_parameters() {
+            let want = get(&gold, &format!("step{i}.{k}"));
+            let err = (t - &want).abs().max().double_value(&[]) / want.abs().max().double_value(&[]).max(1e-30);
+            assert!(err <= 1e-5, "step {i} {k}: relative error {err}");
+        }
+    }
+}

@@ -1,0 +1,68 @@
+#!/usr/bin/env python3
+"""OpenCLIP's training step, as open_clip_train.main / train.py assemble it, on the tiny test
+model: two optimizer steps from the weights and batch of tests/golden/model/clip_tiny_test.safetensors
+with logit_scale set above ln(100) (so the clamp acts) and a small --grad-clip-norm (so clipping
+acts). Writes OUT.safetensors with the weights after each step (`step1.<key>`, `step2.<key>`)
+and the total grad norms, for crates/clip-train/tests/step.rs.
+
+    make-step-goldens.py OUT.safetensors
+"""
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import torch
+import open_clip
+from open_clip.loss import ClipLoss
+from safetensors.torch import load_file, save_file
+
+ROOT = Path(__file__).resolve().parent.parent
+spec = importlib.util.spec_from_file_location("goldens", ROOT / "scripts/make-model-goldens.py")
+mod = sys.modules["goldens"] = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mod)
+open_clip.add_model_config(ROOT / "configs/clip_tiny_test.json")
+
+LR = (1e-2, 5e-3)          # two scheduler values
+WD, BETAS, EPS, CLIP = 0.2, (0.9, 0.98), 1e-6, 0.5
+LOGIT_SCALE = 5.0           # above ln(100): the clamp after the step must bring it back
+
+g = load_file(ROOT / "tests/golden/model/clip_tiny_test.safetensors")
+model = open_clip.create_model("clip_tiny_test")
+sd = {k: g[k] for k in model.state_dict()}
+sd["logit_scale"] = torch.tensor(LOGIT_SCALE)
+model.load_state_dict(sd, strict=True)
+model.train()  # drop path is on in train mode; the golden uses timm_drop_path, so the Rust
+               # test gets the same masks only if it draws none: set drop path off here.
+for m in model.modules():
+    if hasattr(m, "drop_prob"):
+        m.drop_prob = 0.0
+
+# OpenCLIP main.py's parameter groups and optimizer.
+named = list(model.named_parameters())
+exclude = lambda n, p: p.ndim < 2 or "bn" in n or "ln" in n or "bias" in n or "logit_scale" in n
+gain_or_bias = [p for n, p in named if exclude(n, p) and p.requires_grad]
+rest = [p for n, p in named if not exclude(n, p) and p.requires_grad]
+opt = torch.optim.AdamW([{"params": gain_or_bias, "weight_decay": 0.0},
+                         {"params": rest, "weight_decay": WD}], lr=LR[0], betas=BETAS, eps=EPS)
+loss_fn = ClipLoss()
+out = {}
+for i, lr in enumerate(LR, 1):
+    for group in opt.param_groups:
+        group["lr"] = lr
+    opt.zero_grad()
+    img, txt, scale = model(g["image"], g["text"])
+    loss = loss_fn(img, txt, scale)
+    loss.backward()
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP, norm_type=2.0)
+    assert norm > CLIP, "clipping must act"
+    opt.step()
+    with torch.no_grad():
+        model.logit_scale.clamp_(0, math.log(100))
+    if i == 1:
+        assert abs(model.logit_scale.item() - math.log(100)) < 1e-6, "the clamp acted"
+    out[f"loss{i}"] = loss.detach().reshape(1)
+    out[f"grad_norm{i}"] = norm.detach().reshape(1)
+    for k, v in model.state_dict().items():
+        out[f"step{i}.{k}"] = v.detach().clone().contiguous()
+save_file(out, sys.argv[1])
