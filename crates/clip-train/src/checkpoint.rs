@@ -1,0 +1,212 @@
+//! clip-train's checkpoints: one safetensors file holding the model weights under OpenCLIP's
+//! state-dict keys (so `clip-tool convert`, `--pretrained` and OpenCLIP's own loader read the
+//! weights directly), the optimizer moments under `optimizer.`, and in the header's metadata the
+//! training state (epoch, step, data position, …) and a CRC-32 of all of it.
+//!
+//! Written atomically (temporary file, fsync, rename, fsync of the folder): a crash or a kill
+//! during the save leaves the previous checkpoints untouched. `--resume latest` takes the newest
+//! checkpoint (by step) whose checksum verifies, skipping a corrupt or truncated newer one with a
+//! warning.
+
+use std::borrow::Cow;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use anyhow::{anyhow, bail, Context, Result};
+use clip_model::weights::{write_atomically, OPTIMIZER_PREFIX};
+use safetensors::tensor::{Dtype, View};
+use serde::{Deserialize, Serialize};
+use tch::{Device, Kind, Tensor};
+
+pub const FORMAT: &str = "clip-train-checkpoint/1";
+
+/// The training state a checkpoint carries beside its tensors.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainState {
+    /// The run's name (`--name`).
+    pub name: String,
+    /// Epochs completed (OpenCLIP's `epoch` field).
+    pub epoch: i64,
+    /// Optimizer steps taken since the start of the run.
+    pub step: i64,
+    /// Optimizer steps taken inside the current epoch (0 at an epoch boundary).
+    pub step_in_epoch: i64,
+    /// The input pipeline's position (opaque JSON, from the data loader).
+    pub data_position: serde_json::Value,
+}
+
+struct Bytes {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    data: Vec<u8>,
+}
+
+impl View for &Bytes {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(&self.data)
+    }
+    fn data_len(&self) -> usize {
+        self.data.len()
+    }
+}
+
+fn dtype(kind: Kind) -> Result<Dtype> {
+    Ok(match kind {
+        Kind::Float => Dtype::F32,
+        Kind::BFloat16 => Dtype::BF16,
+        Kind::Half => Dtype::F16,
+        Kind::Double => Dtype::F64,
+        Kind::Int64 => Dtype::I64,
+        Kind::Int => Dtype::I32,
+        k => bail!("checkpoint: tensors of kind {k:?} are not supported"),
+    })
+}
+
+fn to_bytes(t: &Tensor) -> Result<Bytes> {
+    let t = t.detach().to_device(Device::Cpu).contiguous();
+    let numel = t.numel();
+    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
+    t.f_copy_data_u8(&mut data, numel)?;
+    Ok(Bytes {
+        dtype: dtype(t.kind())?,
+        shape: t.size().iter().map(|&d| d as usize).collect(),
+        data,
+    })
+}
+
+/// CRC-32 over the state JSON and every tensor's name, shape and bytes, in name order.
+fn checksum<'a>(state_json: &str, tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> u32 {
+    let mut h = crc32fast::Hasher::new();
+    h.update(state_json.as_bytes());
+    for (name, shape, data) in tensors {
+        h.update(name.as_bytes());
+        for d in shape {
+            h.update(&(*d as u64).to_le_bytes());
+        }
+        h.update(data);
+    }
+    h.finalize()
+}
+
+/// Writes a checkpoint of `model` (OpenCLIP-keyed tensors) and `optimizer` tensors (keyed
+/// without the prefix, which is added here) at `path`, atomically.
+pub fn save(
+    path: &Path,
+    model: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
+    state: &TrainState,
+) -> Result<()> {
+    let mut entries: Vec<(String, Bytes)> = Vec::with_capacity(model.len() + optimizer.len());
+    for (k, t) in model {
+        entries.push((k.clone(), to_bytes(t)?));
+    }
+    for (k, t) in optimizer {
+        entries.push((format!("{OPTIMIZER_PREFIX}{k}"), to_bytes(t)?));
+    }
+    entries.sort_by(|a, b| a.0.cmp(&b.0));
+    let state_json = serde_json::to_string(state)?;
+    let crc = checksum(&state_json, entries.iter().map(|(k, b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())));
+    let meta = HashMap::from([
+        ("format".to_string(), FORMAT.to_string()),
+        ("state".to_string(), state_json),
+        ("crc32".to_string(), format!("{crc:08x}")),
+    ]);
+    write_atomically(path, |tmp| {
+        safetensors::tensor::serialize_to_file(entries.iter().map(|(k, b)| (k.as_str(), b)), &Some(meta), tmp)
+            .map_err(|e| anyhow!("{e:?}"))
+    })
+}
+
+/// A checkpoint read back and verified.
+pub struct Loaded {
+    pub state: TrainState,
+    /// Model weights, OpenCLIP keys.
+    pub model: Vec<(String, Tensor)>,
+    /// Optimizer tensors, keys without the `optimizer.` prefix.
+    pub optimizer: Vec<(String, Tensor)>,
+}
+
+/// The header metadata of a safetensors file (reads only the header).
+fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+    let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).with_context(|| format!("{}: truncated header", path.display()))?;
+    let len = u64::from_le_bytes(len);
+    if len > 100 << 20 {
+        bail!("{}: not a safetensors file (header length {len})", path.display());
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).with_context(|| format!("{}: truncated header", path.display()))?;
+    let v: serde_json::Value =
+        serde_json::from_slice(&header).with_context(|| format!("{}: unreadable header", path.display()))?;
+    let meta = v.get("__metadata__").cloned().unwrap_or_default();
+    Ok(serde_json::from_value(meta).unwrap_or_default())
+}
+
+/// The training state of a checkpoint, from its header only (no verification).
+pub fn peek_state(path: &Path) -> Result<TrainState> {
+    let meta = read_metadata(path)?;
+    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+        bail!("{}: not a clip-train checkpoint", path.display());
+    }
+    let state = meta.get("state").ok_or_else(|| anyhow!("{}: no training state", path.display()))?;
+    serde_json::from_str(state).with_context(|| format!("{}: unreadable training state", path.display()))
+}
+
+/// Reads a checkpoint and verifies its checksum.
+pub fn load(path: &Path) -> Result<Loaded> {
+    let meta = read_metadata(path)?;
+    let state = peek_state(path)?;
+    let want = meta.get("crc32").ok_or_else(|| anyhow!("{}: no checksum", path.display()))?;
+    let mut tensors = Tensor::read_safetensors(path)
+        .with_context(|| format!("{}: unreadable checkpoint (truncated?)", path.display()))?;
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let bytes: Vec<Bytes> = tensors.iter().map(|(_, t)| to_bytes(t)).collect::<Result<_>>()?;
+    let crc = checksum(
+        &meta["state"],
+        tensors.iter().zip(&bytes).map(|((k, _), b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())),
+    );
+    if format!("{crc:08x}") != *want {
+        bail!("{}: checksum mismatch (corrupt checkpoint)", path.display());
+    }
+    let (optimizer, model): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(k, _)| k.starts_with(OPTIMIZER_PREFIX));
+    let optimizer = optimizer
+        .into_iter()
+        .map(|(k, t)| (k[OPTIMIZER_PREFIX.len()..].to_owned(), t))
+        .collect();
+    Ok(Loaded { state, model, optimizer })
+}
+
+/// The clip-train checkpoints in `dir`, newest (highest step) first; unreadable headers are
+/// listed last so they are reported, not silently ignored.
+pub fn candidates(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let mut found: Vec<(i64, PathBuf)> = rd
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .map(|p| (peek_state(&p).map(|s| s.step).unwrap_or(i64::MIN), p))
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));
+    found.into_iter().map(|(_, p)| p).collect()
+}
+
+/// `--resume latest`: the newest checkpoint in `dir` that verifies, with a warning (through
+/// `warn`) for each newer one skipped; None when there is none (start fresh, as OpenCLIP does).
+pub fn load_latest(dir: &Path, mut warn: impl FnMut(String)) -> Option<(PathBuf, Loaded)> {
+    for p in candidates(dir) {
+        match load(&p) {
+            Ok(l) => return Some((p, l)),
+            Err(e) => warn(format!("skipping checkpoint: {e:#}")),
+        }
+    }
+    None
+}
