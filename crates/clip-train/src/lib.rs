@@ -1,1 +1,10 @@
 pub mod tool;
+pub mod params;
+pub mod pyliteral;
+pub mod loss;
+pub mod scheduler;
+pub mod optimizer;
+pub mod checkpoint;
+pub mod pyfmt;
+pub mod synthetic;
+pub mod trainer;

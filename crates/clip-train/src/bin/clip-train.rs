@@ -1,5 +1,5 @@
 //! `clip-train`: OpenCLIP's `python -m open_clip_train.main <flags>`, in Rust.
-use clip_train::params;
+use clip_train::{params, trainer};
 
 fn main() {
     let p = match params::parse(std::env::args_os()) {
@@ -23,6 +23,15 @@ fn main() {
         let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&p).expect("params serialise"));
         return;
     }
-    eprintln!("clip-train: error: the training loop is not built yet (issue 4); --print-params works");
-    std::process::exit(2);
+    if let Err(e) = trainer::validate(&p) {
+        eprintln!("clip-train: {e:#}");
+        std::process::exit(2);
+    }
+    match trainer::run(p) {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("clip-train: error: {e:#}");
+            std::process::exit(1);
+        }
+    }
 }

@@ -1,0 +1,166 @@
+//! OpenCLIP's `CLIP` (`open_clip/model.py`) with a timm ConvNeXt image tower.
+
+use anyhow::{bail, Result};
+use tch::{nn, Tensor};
+
+use crate::config::ClipConfig;
+use crate::layers::{l2_normalize, Init, ParamRecorder};
+use crate::timm_model::TimmModel;
+use crate::transformer::TextTransformer;
+
+/// `ln(1/0.07)`, OpenCLIP's initial logit scale.
+pub const INIT_LOGIT_SCALE: f64 = 2.659_260_036_932_778_4;
+
+pub struct Clip {
+    pub visual: TimmModel,
+    pub text: TextTransformer,
+    /// The scalar parameter `logit_scale` (its exp multiplies the logits).
+    pub logit_scale: Tensor,
+    params: Vec<(String, Tensor)>,
+    cfg: ClipConfig,
+}
+
+/// Where a state-dict key sits in OpenCLIP's `CLIP.state_dict()`: CLIP's own parameters
+/// (`positional_embedding`, `text_projection`, `logit_scale`) first, then its children in
+/// registration order (`visual`, `transformer`, `token_embedding`, `ln_final`).
+fn state_dict_rank(name: &str) -> usize {
+    let first = name.split('.').next().unwrap_or("");
+    match first {
+        "positional_embedding" => 0,
+        "text_projection" => 1,
+        "logit_scale" => 2,
+        "visual" => 3,
+        "transformer" => 4,
+        "token_embedding" => 5,
+        "ln_final" => 6,
+        _ => 7,
+    }
+}
+
+impl Clip {
+    /// Builds the model's variables under `path` (normally a VarStore's root, so that variable
+    /// names are OpenCLIP's state-dict keys), freshly initialised as OpenCLIP initialises them.
+    pub fn new(path: &nn::Path, cfg: &ClipConfig) -> Result<Clip> {
+        validate(cfg)?;
+        let r = ParamRecorder::new();
+        let visual = TimmModel::new(&(path / "visual"), &r, &cfg.vision, cfg.embed_dim);
+        let text = TextTransformer::new(path, &r, &cfg.text, cfg.embed_dim, cfg.quick_gelu);
+        let logit_scale = r.param(path, "logit_scale", &[], Init::Const(INIT_LOGIT_SCALE));
+        let prefix_len = {
+            let c: Vec<&str> = path.components().collect();
+            if c.is_empty() {
+                0
+            } else {
+                c.join(".").len() + 1
+            }
+        };
+        let mut params = r.into_vec();
+        params.sort_by_key(|(n, _)| state_dict_rank(&n[prefix_len..]));
+        Ok(Clip {
+            visual,
+            text,
+            logit_scale,
+            params,
+            cfg: cfg.clone(),
+        })
+    }
+
+    pub fn config(&self) -> &ClipConfig {
+        &self.cfg
+    }
+
+    /// `(name, tensor)` for every parameter, in OpenCLIP's state-dict order. The tensors share
+    /// storage with the VarStore's variables.
+    pub fn named_parameters(&self) -> &[(String, Tensor)] {
+        &self.params
+    }
+
+    /// The number of scalar parameters.
+    pub fn parameter_count(&self) -> i64 {
+        self.params.iter().map(|(_, t)| t.numel() as i64).sum()
+    }
+
+    /// Per-block gradient checkpointing in both towers (OpenCLIP's `set_grad_checkpointing`).
+    pub fn set_grad_checkpointing(&self, enable: bool) {
+        self.visual.trunk.set_grad_checkpointing(enable);
+        self.text.set_grad_checkpointing(enable);
+    }
+
+    /// Channels-last activations in the image trunk (faster on GPUs; see `ConvNeXt::set_channels_last`).
+    pub fn set_channels_last(&self, enable: bool) {
+        self.visual.trunk.set_channels_last(enable);
+    }
+
+    /// OpenCLIP's `encode_image(images, normalize=False)`; `train` turns on drop path / dropout.
+    pub fn encode_image(&self, images: &Tensor, train: bool) -> Tensor {
+        self.visual.forward(images, train)
+    }
+
+    /// OpenCLIP's `encode_text(tokens, normalize=False)` (the text tower has no dropout).
+    pub fn encode_text(&self, tokens: &Tensor) -> Tensor {
+        self.text.forward(tokens)
+    }
+
+    /// `(normalize(encode_image), normalize(encode_text), logit_scale.exp())`, the inputs of ClipLoss.
+    pub fn forward(
+        &self,
+        images: &Tensor,
+        tokens: &Tensor,
+        train: bool,
+    ) -> (Tensor, Tensor, Tensor) {
+        let img = l2_normalize(&self.encode_image(images, train));
+        let txt = l2_normalize(&self.encode_text(tokens));
+        (img, txt, self.logit_scale.exp())
+    }
+
+    /// Clamps `logit_scale` to [0, ln 100] in place, as OpenCLIP does after every optimizer step.
+    pub fn clamp_logit_scale(&self) {
+        tch::no_grad(|| {
+            let mut s = self.logit_scale.shallow_clone();
+            let _ = s.clamp_(0.0, 100f64.ln());
+        });
+    }
+}
+
+/// Checks what `ClipConfig`'s parser checks, for configs built or edited in code.
+fn validate(cfg: &ClipConfig) -> Result<()> {
+    let t = &cfg.text;
+    let v = &cfg.vision.trunk;
+    if cfg.embed_dim <= 0 {
+        bail!(
+            "{}: embed_dim must be positive, found {}",
+            cfg.name,
+            cfg.embed_dim
+        );
+    }
+    if t.width <= 0 || t.heads <= 0 || t.layers <= 0 || t.context_length <= 0 || t.vocab_size <= 0 {
+        bail!(
+            "{}: text width, heads, layers, context_length and vocab_size must be positive",
+            cfg.name
+        );
+    }
+    if t.width % t.heads != 0 {
+        bail!(
+            "{}: text width {} is not a multiple of heads {}",
+            cfg.name,
+            t.width,
+            t.heads
+        );
+    }
+    if v.depths.len() != 4 || v.dims.len() != 4 || v.dims.iter().chain(&v.depths).any(|&d| d <= 0) {
+        bail!(
+            "{}: a ConvNeXt trunk needs 4 positive depths and dims, found {:?} / {:?}",
+            cfg.name,
+            v.depths,
+            v.dims
+        );
+    }
+    if !(0.0..1.0).contains(&v.drop_path_rate) {
+        bail!(
+            "{}: drop_path_rate must be in [0, 1), found {}",
+            cfg.name,
+            v.drop_path_rate
+        );
+    }
+    Ok(())
+}

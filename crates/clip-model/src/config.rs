@@ -1,0 +1,630 @@
+//! OpenCLIP model-config JSON (`open_clip/model_configs/*.json`), as far as this crate builds
+//! models from it: a timm ConvNeXt image tower and OpenCLIP's text transformer.
+//!
+//! Parsing is by hand over `serde_json::Value` so that every error is one line naming the field
+//! and the reason (`text_cfg.width: invalid type: string "x", expected i64`). Fields OpenCLIP knows
+//! but this crate does not build (ViT towers, HF text towers, SigLIP bias, ...) are accepted only at
+//! their defaults; anything else is an error naming the field.
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::de::DeserializeOwned;
+use serde_json::{Map, Value};
+
+use crate::convnext::ConvNextConfig;
+
+/// The built-in configs: OpenCLIP's own files, copied verbatim, plus a tiny test model.
+pub const BUILTIN: &[(&str, &str)] = &[
+    (
+        "convnext_base_w",
+        include_str!("../../../configs/convnext_base_w.json"),
+    ),
+    (
+        "convnext_base_w_320",
+        include_str!("../../../configs/convnext_base_w_320.json"),
+    ),
+    (
+        "convnext_large_d",
+        include_str!("../../../configs/convnext_large_d.json"),
+    ),
+    (
+        "convnext_large_d_320",
+        include_str!("../../../configs/convnext_large_d_320.json"),
+    ),
+    (
+        "convnext_xxlarge",
+        include_str!("../../../configs/convnext_xxlarge.json"),
+    ),
+    (
+        "clip_tiny_test",
+        include_str!("../../../configs/clip_tiny_test.json"),
+    ),
+];
+
+/// The names `ClipConfig::load` knows without a path.
+pub fn builtin_names() -> Vec<&'static str> {
+    BUILTIN.iter().map(|(n, _)| *n).collect()
+}
+
+/// Pooling of the timm trunk's feature map (`timm_pool`). `""` leaves the trunk's own pooling,
+/// which for ConvNeXt is global average pooling, so both mean the same here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimmPool {
+    Avg,
+}
+
+/// The projection head after the trunk (`timm_proj`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimmProj {
+    /// `visual.head.proj`: Dropout(timm_drop) → Linear(num_features, embed_dim, bias=timm_proj_bias).
+    Linear,
+    /// `visual.head.mlp`: timm Mlp: fc1 (bias) → GELU → Dropout(timm_drop) → fc2 (bias=timm_proj_bias).
+    Mlp,
+    /// `"none"`: the pooled, normed trunk features pass through (dim = trunk width).
+    None,
+    /// `""` / null: the trunk's own classifier `visual.trunk.head.fc` (with bias) projects.
+    TrunkFc,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    pub timm_model_name: String,
+    pub timm_model_pretrained: bool,
+    pub timm_pool: TimmPool,
+    pub timm_proj: TimmProj,
+    pub timm_proj_bias: bool,
+    pub timm_drop: f64,
+    /// None: timm's default (0).
+    pub timm_drop_path: Option<f64>,
+    /// (height, width). ConvNeXt itself works at any size; the data pipeline uses it.
+    pub image_size: (i64, i64),
+    /// The trunk, resolved from `timm_model_name` (with `timm_drop_path` filled in).
+    pub trunk: ConvNextConfig,
+}
+
+/// Which token's output the text tower keeps (`text_cfg.pool_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextPool {
+    /// The position of the largest token id (the CLIP tokenizer's eot).
+    Argmax,
+    First,
+    Last,
+    /// The first position holding `eos_id`.
+    Eos,
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct TextConfig {
+    pub context_length: i64,
+    pub vocab_size: i64,
+    pub width: i64,
+    pub heads: i64,
+    pub layers: i64,
+    pub mlp_ratio: f64,
+    pub pool_type: TextPool,
+    pub eos_id: i64,
+    /// `no_causal_mask`: bidirectional attention.
+    pub no_causal_mask: bool,
+    /// false for `proj_type: "none"` (features are the width-sized pooled tokens).
+    pub projection: bool,
+}
+
+impl TextConfig {
+    /// `int(width * mlp_ratio)`, as OpenCLIP computes it.
+    pub fn mlp_width(&self) -> i64 {
+        (self.width as f64 * self.mlp_ratio) as i64
+    }
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClipConfig {
+    /// The built-in name, or the path the config came from.
+    pub name: String,
+    pub embed_dim: i64,
+    /// QuickGELU in the text tower (timm trunks always use exact GELU).
+    pub quick_gelu: bool,
+    pub vision: VisionConfig,
+    pub text: TextConfig,
+}
+
+/// A JSON object being read: the section name for messages and the keys consumed so far.
+struct Section<'a> {
+    src: &'a str,
+    name: &'a str,
+    obj: &'a Map<String, Value>,
+    known: Vec<&'static str>,
+}
+
+impl<'a> Section<'a> {
+    fn new(src: &'a str, name: &'a str, v: &'a Value) -> Result<Self> {
+        let obj = v.as_object().ok_or_else(|| {
+            anyhow!(
+                "config {src}: `{name}` must be a JSON object, found {}",
+                kind_of(v)
+            )
+        })?;
+        Ok(Self {
+            src,
+            name,
+            obj,
+            known: Vec::new(),
+        })
+    }
+
+    fn field_name(&self, key: &str) -> String {
+        if self.name.is_empty() {
+            key.to_string()
+        } else {
+            format!("{}.{key}", self.name)
+        }
+    }
+
+    /// An optional field; JSON null counts as absent.
+    fn opt<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<Option<T>> {
+        self.known.push(key);
+        match self.obj.get(key) {
+            None | Some(Value::Null) => Ok(None),
+            Some(v) => serde_json::from_value::<T>(v.clone())
+                .map(Some)
+                .map_err(|e| {
+                    anyhow!(
+                        "config {}: `{}`: {e} (found {})",
+                        self.src,
+                        self.field_name(key),
+                        short(v)
+                    )
+                }),
+        }
+    }
+
+    fn get<T: DeserializeOwned>(&mut self, key: &'static str, default: T) -> Result<T> {
+        Ok(self.opt(key)?.unwrap_or(default))
+    }
+
+    fn req<T: DeserializeOwned>(&mut self, key: &'static str) -> Result<T> {
+        self.opt(key)?.ok_or_else(|| {
+            anyhow!(
+                "config {}: missing field `{}`",
+                self.src,
+                self.field_name(key)
+            )
+        })
+    }
+
+    fn raw(&mut self, key: &'static str) -> Option<&'a Value> {
+        self.known.push(key);
+        self.obj.get(key)
+    }
+
+    /// A field OpenCLIP knows whose non-default values this crate does not build.
+    fn unsupported_unless(
+        &mut self,
+        key: &'static str,
+        is_default: impl Fn(&Value) -> bool,
+        why: &str,
+    ) -> Result<()> {
+        self.known.push(key);
+        match self.obj.get(key) {
+            Some(v) if !v.is_null() && !is_default(v) => bail!(
+                "config {}: `{}` = {} is not supported: {why}",
+                self.src,
+                self.field_name(key),
+                short(v)
+            ),
+            _ => Ok(()),
+        }
+    }
+
+    /// Fields OpenCLIP accepts that do not change the model built here.
+    fn ignore(&mut self, keys: &[&'static str]) {
+        self.known.extend_from_slice(keys);
+    }
+
+    fn finish(self) -> Result<()> {
+        let mut unknown: Vec<&String> = self
+            .obj
+            .keys()
+            .filter(|k| !self.known.contains(&k.as_str()))
+            .collect();
+        unknown.sort();
+        if let Some(k) = unknown.first() {
+            bail!(
+                "config {}: unknown field `{}` (known: {})",
+                self.src,
+                self.field_name(k),
+                self.known.join(", ")
+            );
+        }
+        Ok(())
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+fn short(v: &Value) -> String {
+    let s = v.to_string();
+    if s.len() > 60 {
+        format!(
+            "{}…",
+            &s[..s.char_indices().nth(57).map(|(i, _)| i).unwrap_or(s.len())]
+        )
+    } else {
+        s
+    }
+}
+
+fn is_false(v: &Value) -> bool {
+    v == &Value::Bool(false)
+}
+
+fn is_zero(v: &Value) -> bool {
+    v.as_f64() == Some(0.0)
+}
+
+fn is_empty_obj(v: &Value) -> bool {
+    v.as_object().is_some_and(|o| o.is_empty())
+}
+
+impl ClipConfig {
+    /// A built-in config by name (`convnext_large_d_320`, ...), else a path to a JSON file.
+    pub fn load(name_or_path: &str) -> Result<Self> {
+        if let Some((name, json)) = BUILTIN.iter().find(|(n, _)| *n == name_or_path) {
+            return Self::from_json_str(json, name);
+        }
+        let path = Path::new(name_or_path);
+        if path.is_file() {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading model config {}", path.display()))?;
+            return Self::from_json_str(&text, name_or_path);
+        }
+        let looks_like_path = name_or_path.contains('/') || name_or_path.ends_with(".json");
+        if looks_like_path {
+            bail!("model config file {name_or_path} does not exist");
+        }
+        bail!(
+            "unknown model `{name_or_path}`: not a built-in config ({}) and not a JSON file",
+            builtin_names().join(", ")
+        )
+    }
+
+    /// Parses OpenCLIP model-config JSON; `src` names it in error messages.
+    pub fn from_json_str(json: &str, src: &str) -> Result<Self> {
+        let v: Value =
+            serde_json::from_str(json).map_err(|e| anyhow!("config {src}: malformed JSON: {e}"))?;
+        Self::from_value(&v, src)
+    }
+
+    pub fn from_value(v: &Value, src: &str) -> Result<Self> {
+        let mut top = Section::new(src, "", v)?;
+        let embed_dim: i64 = top.req("embed_dim")?;
+        if embed_dim <= 0 {
+            bail!("config {src}: `embed_dim` must be positive, found {embed_dim}");
+        }
+        let quick_gelu: bool = top.get("quick_gelu", false)?;
+        top.unsupported_unless(
+            "custom_text",
+            is_false,
+            "CustomTextCLIP (keys under `text.`) is not built by clip-model",
+        )?;
+        top.unsupported_unless(
+            "init_logit_bias",
+            |_| false,
+            "SigLIP's logit bias is not built by clip-model",
+        )?;
+        top.unsupported_unless(
+            "multimodal_cfg",
+            |_| false,
+            "CoCa models are not built by clip-model",
+        )?;
+        top.unsupported_unless(
+            "nonscalar_logit_scale",
+            is_false,
+            "logit_scale is a scalar here",
+        )?;
+        let vision_v = top
+            .raw("vision_cfg")
+            .ok_or_else(|| anyhow!("config {src}: missing field `vision_cfg`"))?;
+        let text_v = top
+            .raw("text_cfg")
+            .ok_or_else(|| anyhow!("config {src}: missing field `text_cfg`"))?;
+        top.ignore(&[
+            "init_logit_scale",
+            "cast_dtype",
+            "output_dict",
+            "preprocess_cfg",
+        ]);
+        top.finish()?;
+        let vision = parse_vision(src, vision_v)?;
+        let text = parse_text(src, text_v)?;
+        Ok(Self {
+            name: src.to_string(),
+            embed_dim,
+            quick_gelu,
+            vision,
+            text,
+        })
+    }
+
+    /// The width of `encode_image`'s output.
+    pub fn image_feature_dim(&self) -> i64 {
+        match self.vision.timm_proj {
+            TimmProj::None => *self.vision.trunk.dims.last().unwrap(),
+            _ => self.embed_dim,
+        }
+    }
+
+    /// The width of `encode_text`'s output.
+    pub fn text_feature_dim(&self) -> i64 {
+        if self.text.projection {
+            self.embed_dim
+        } else {
+            self.text.width
+        }
+    }
+}
+
+fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
+    let mut s = Section::new(src, "vision_cfg", v)?;
+    let name: Option<String> = s.opt("timm_model_name")?;
+    let Some(timm_model_name) = name else {
+        bail!(
+            "config {src}: `vision_cfg.timm_model_name` is missing: only timm ConvNeXt image towers are \
+             supported (this looks like a ViT or ModifiedResNet config)"
+        );
+    };
+    let timm_model_pretrained: bool = s.get("timm_model_pretrained", false)?;
+    if timm_model_pretrained {
+        bail!(
+            "config {src}: `vision_cfg.timm_model_pretrained` = true is not supported: timm ImageNet \
+             weights are not downloaded; start from an OpenCLIP checkpoint instead"
+        );
+    }
+    let pool: String = s.get("timm_pool", "avg".to_string())?;
+    let timm_pool = match pool.as_str() {
+        "" | "avg" => TimmPool::Avg,
+        other => bail!(
+            "config {src}: `vision_cfg.timm_pool` = {other:?} is not supported (supported: \"\", \"avg\")"
+        ),
+    };
+    // Absent: OpenCLIP's default "linear". Null or "": no extra head, the trunk's classifier projects.
+    let proj: Option<String> = match s.raw("timm_proj") {
+        None => Some("linear".to_string()),
+        Some(Value::Null) => None,
+        Some(Value::String(p)) => Some(p.clone()),
+        Some(v) => bail!(
+            "config {src}: `vision_cfg.timm_proj`: expected a string or null, found {}",
+            short(v)
+        ),
+    };
+    let timm_proj = match proj.as_deref() {
+        Some("linear") => TimmProj::Linear,
+        Some("mlp") => TimmProj::Mlp,
+        Some("none") => TimmProj::None,
+        Some("") | None => TimmProj::TrunkFc,
+        Some(other) => bail!(
+            "config {src}: `vision_cfg.timm_proj` = {other:?} is not supported (supported: \"linear\", \"mlp\", \"none\", \"\")"
+        ),
+    };
+    if pool.is_empty() && matches!(timm_proj, TimmProj::None | TimmProj::TrunkFc) {
+        bail!(
+            "config {src}: `vision_cfg.timm_pool` = \"\" with `timm_proj` = {:?} makes the trunk return an \
+             unpooled feature map (timm builds it with global_pool=''), which is not supported",
+            proj.unwrap_or_default()
+        );
+    }
+    let timm_proj_bias: bool = s.get("timm_proj_bias", false)?;
+    let timm_drop: f64 = s.get("timm_drop", 0.0)?;
+    if !(0.0..1.0).contains(&timm_drop) {
+        bail!("config {src}: `vision_cfg.timm_drop` must be in [0, 1), found {timm_drop}");
+    }
+    let timm_drop_path: Option<f64> = s.opt("timm_drop_path")?;
+    if let Some(dp) = timm_drop_path {
+        if !(0.0..1.0).contains(&dp) {
+            bail!("config {src}: `vision_cfg.timm_drop_path` must be in [0, 1), found {dp}");
+        }
+    }
+    let image_size = match s.raw("image_size") {
+        None | Some(Value::Null) => (224, 224),
+        Some(v) => {
+            if let Some(n) = v.as_i64() {
+                (n, n)
+            } else if let Some([h, w]) = v.as_array().map(|a| a.as_slice()) {
+                match (h.as_i64(), w.as_i64()) {
+                    (Some(h), Some(w)) => (h, w),
+                    _ => bail!("config {src}: `vision_cfg.image_size` must be an integer or [h, w], found {}", short(v)),
+                }
+            } else {
+                bail!(
+                    "config {src}: `vision_cfg.image_size` must be an integer or [h, w], found {}",
+                    short(v)
+                )
+            }
+        }
+    };
+    if image_size.0 <= 0 || image_size.1 <= 0 {
+        bail!("config {src}: `vision_cfg.image_size` must be positive, found {image_size:?}");
+    }
+    s.unsupported_unless(
+        "patch_dropout",
+        is_zero,
+        "timm ConvNeXt has no patch dropout",
+    )?;
+    // CLIPVisionCfg fields that only ViT / ModifiedResNet towers read: a timm tower ignores them.
+    s.ignore(&[
+        "layers",
+        "width",
+        "head_width",
+        "mlp_ratio",
+        "patch_size",
+        "ls_init_value",
+        "attentional_pool",
+        "attn_pooler_queries",
+        "attn_pooler_heads",
+        "no_ln_pre",
+        "pos_embed_type",
+        "final_ln_after_pool",
+        "pool_type",
+        "output_tokens",
+        "act_kwargs",
+        "norm_kwargs",
+        "block_type",
+        "qk_norm",
+        "scaled_cosine_attn",
+        "scale_heads",
+        "scale_attn_inner",
+        "scale_attn",
+        "scale_fc",
+    ]);
+    s.finish()?;
+    let mut trunk = ConvNextConfig::preset(&timm_model_name).ok_or_else(|| {
+        anyhow!(
+            "config {src}: `vision_cfg.timm_model_name` = {timm_model_name:?} is not supported (supported timm models: {})",
+            ConvNextConfig::preset_names().join(", ")
+        )
+    })?;
+    trunk.drop_path_rate = timm_drop_path.unwrap_or(0.0);
+    Ok(VisionConfig {
+        timm_model_name,
+        timm_model_pretrained,
+        timm_pool,
+        timm_proj,
+        timm_proj_bias,
+        timm_drop,
+        timm_drop_path,
+        image_size,
+        trunk,
+    })
+}
+
+fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
+    let mut s = Section::new(src, "text_cfg", v)?;
+    let context_length: i64 = s.get("context_length", 77)?;
+    let vocab_size: i64 = s.get("vocab_size", 49408)?;
+    let width: i64 = s.get("width", 512)?;
+    let heads: i64 = s.get("heads", 8)?;
+    let layers: i64 = s.get("layers", 12)?;
+    let mlp_ratio: f64 = s.get("mlp_ratio", 4.0)?;
+    let eos_id: i64 = s.get("eos_id", 2)?;
+    let no_causal_mask: bool = s.get("no_causal_mask", false)?;
+    let pool: String = s.get("pool_type", "argmax".to_string())?;
+    let pool_type = match pool.as_str() {
+        "argmax" => TextPool::Argmax,
+        "first" => TextPool::First,
+        "last" => TextPool::Last,
+        "eos" => TextPool::Eos,
+        other => bail!(
+            "config {src}: `text_cfg.pool_type` = {other:?} is not supported (supported: argmax, first, last, eos)"
+        ),
+    };
+    let proj_type: String = s.get("proj_type", "linear".to_string())?;
+    let projection = match proj_type.as_str() {
+        "linear" => true,
+        "none" => false,
+        other => bail!("config {src}: `text_cfg.proj_type` = {other:?} is not supported (supported: linear, none)"),
+    };
+    s.unsupported_unless(
+        "proj_bias",
+        is_false,
+        "the text projection is a bias-free matrix here",
+    )?;
+    s.unsupported_unless(
+        "hf_model_name",
+        |_| false,
+        "HuggingFace text towers are not built by clip-model",
+    )?;
+    s.unsupported_unless(
+        "embed_cls",
+        is_false,
+        "CoCa's class token is not built by clip-model",
+    )?;
+    s.unsupported_unless(
+        "ls_init_value",
+        |_| false,
+        "text layer scale is not built by clip-model",
+    )?;
+    s.unsupported_unless(
+        "final_ln_after_pool",
+        is_false,
+        "ln_final runs before pooling here",
+    )?;
+    s.unsupported_unless(
+        "output_tokens",
+        is_false,
+        "only pooled features are returned",
+    )?;
+    s.unsupported_unless(
+        "norm_kwargs",
+        is_empty_obj,
+        "LayerNorm options are fixed (eps 1e-5)",
+    )?;
+    s.unsupported_unless("act_kwargs", is_empty_obj, "activation options are fixed")?;
+    s.unsupported_unless(
+        "block_type",
+        |v| v == "default",
+        "only the default residual attention block is built",
+    )?;
+    for key in [
+        "qk_norm",
+        "scaled_cosine_attn",
+        "scale_heads",
+        "scale_attn_inner",
+        "scale_attn",
+        "scale_fc",
+    ] {
+        s.unsupported_unless(
+            key,
+            is_false,
+            "custom attention blocks are not built by clip-model",
+        )?;
+    }
+    // Tokenizer settings and HF-only fields: not part of the model built here.
+    s.ignore(&[
+        "hf_tokenizer_name",
+        "tokenizer_mode",
+        "tokenizer_kwargs",
+        "pad_id",
+        "hf_model_pretrained",
+        "hf_proj_type",
+        "hf_pooler_type",
+    ]);
+    s.finish()?;
+    for (k, val) in [
+        ("context_length", context_length),
+        ("vocab_size", vocab_size),
+        ("width", width),
+        ("heads", heads),
+        ("layers", layers),
+    ] {
+        if val <= 0 {
+            bail!("config {src}: `text_cfg.{k}` must be positive, found {val}");
+        }
+    }
+    if width % heads != 0 {
+        bail!("config {src}: `text_cfg.width` ({width}) must be a multiple of `text_cfg.heads` ({heads})");
+    }
+    if mlp_ratio.is_nan() || mlp_ratio <= 0.0 {
+        bail!("config {src}: `text_cfg.mlp_ratio` must be positive, found {mlp_ratio}");
+    }
+    Ok(TextConfig {
+        context_length,
+        vocab_size,
+        width,
+        heads,
+        layers,
+        mlp_ratio,
+        pool_type,
+        eos_id,
+        no_causal_mask,
+        projection,
+    })
+}
