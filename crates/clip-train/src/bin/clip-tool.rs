@@ -18,6 +18,14 @@ enum Command {
     Tokenize(tool::tokenize::Args),
     /// Any checkpoint clip-train reads → OpenCLIP-keyed safetensors.
     Convert(tool::convert::Args),
+    /// Webdataset shards from a folder of image+caption pairs or a CSV/TSV.
+    MakeShards(tool::make_shards::Args),
+    /// JSON summary of shards from any source (files, pipe:, s3://).
+    Inspect(tool::inspect::Args),
+    /// Images/s of the full training input pipeline (last line of the output).
+    BenchData(tool::bench_data::Args),
+    /// Seconds per forward+backward step and peak memory of a model (JSON last line).
+    BenchModel(tool::bench_model::Args),
 }
 
 fn main() {
@@ -26,6 +34,10 @@ fn main() {
         Command::Embed(a) => tool::embed::run(a),
         Command::Tokenize(a) => tool::tokenize::run(a),
         Command::Convert(a) => tool::convert::run(a),
+        Command::MakeShards(a) => tool::make_shards::run(a),
+        Command::Inspect(a) => tool::inspect::run(a),
+        Command::BenchData(a) => tool::bench_data::run(a),
+        Command::BenchModel(a) => tool::bench_model::run(a),
     };
     if let Err(e) = result {
         // One line, no backtrace: the chain of contexts joined, culprit first.

@@ -1,0 +1,684 @@
+//! The training/eval loader: streams → decode pool → batches, with a resumable position.
+//!
+//! ## Use (the trainer)
+//! ```ignore
+//! let shards = ShardList::parse(&args.train_data, args.train_data_upsampling_factors.as_deref())?;
+//! let mut cfg = LoaderConfig::new(shards, args.batch_size);
+//! cfg.resampled = args.dataset_resampled; cfg.seed = args.seed; cfg.rank = rank; cfg.world = world;
+//! cfg.workers = args.workers; cfg.num_samples = Some(args.train_num_samples);
+//! let aug = AugCfg::parse(&args.aug_cfg)?;
+//! let loader = Loader::new(cfg, Arc::new(ClipProcessor::train(size, &aug, mean, std, 77)))?;
+//! let (_, batches_per_epoch, samples_per_epoch) = loader.plan().unwrap();
+//! let mut it = loader.epoch(epoch, saved_position.as_ref())?;   // None = epoch start
+//! while let Some(batch) = it.next() {
+//!     let batch = batch?;            // an error = stalled/empty input: stop the run
+//!     // upload batch.images ([B,3,S,S] f32) and batch.tokens ([B,77] i64), train a step
+//!     // at checkpoint time: save it.position().to_json() next to the weights
+//! }
+//! ```
+//!
+//! ## Threads and queues (per rank)
+//! - one **reader** thread per stream (OpenCLIP's "worker"): shard order, tar streaming, grouping,
+//!   sample shuffle buffer ([`crate::order::SampleStream`]). It tags each raw sample with its index
+//!   in the stream and puts it on the shared job queue. At most `prefetch_samples` samples per
+//!   stream are in flight (read but not yet taken by the consumer): the bound on memory.
+//! - `workers` **decode** threads take jobs in any order and decode + augment + tokenize. The
+//!   augmentation RNG of a sample is seeded from (seed, rank, stream, epoch, index), so the result
+//!   does not depend on which thread runs it.
+//! - the **consumer** (the iterator the trainer drives) builds batches stream by stream in a fixed
+//!   round-robin order, as PyTorch's DataLoader interleaves its workers, putting each stream's
+//!   results back into index order. A sample that fails to decode is skipped (counted, logged) and
+//!   the batch is filled from the next one.
+//!
+//! Hence the batches are a function of (seed, rank, world, streams, epoch, batch size) only —
+//! identical for any number of decode threads. `streams` defaults to `workers`, which gives
+//! OpenCLIP's shard split and epoch arithmetic; pin it to keep a run's order when changing
+//! `--workers`.
+//!
+//! ## Position and resume
+//! [`Position`] records, per stream, how many raw samples of its (shuffled) stream the consumer
+//! has taken and how many batches it produced, plus the round-robin cursor. Restore re-derives
+//! everything else: the shard order and shuffle RNGs are pure functions of the seeds, so a
+//! restored reader replays its stream and drops the first `taken` samples *without decoding
+//! them* (tar reading and the shuffle buffer only), then continues. The resumed run therefore sees
+//! exactly the samples the uninterrupted run would have. The cost is re-reading the shards the
+//! stream had consumed in the current epoch (decode, the expensive part, is skipped); a position
+//! taken at an epoch boundary costs nothing. The JSON is tiny (a few numbers per stream).
+//!
+//! ## Images on the host as normalised f32
+//! Batches carry images as one contiguous `[B,3,S,S]` f32 buffer, already normalised: random
+//! erasing in pixel mode writes N(0,1) noise in the normalised space, which u8 cannot hold, and the
+//! transform already produces normalised CHW floats, so the device only needs one copy.
+
+use crate::order::{self, Event, OrderCfg, SampleStream};
+use crate::samples::{RawSample, SkipLog, SkipReason, Stats};
+use crate::shards::ShardList;
+use anyhow::{anyhow, bail, Result};
+use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
+use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Turns raw bytes into model inputs. Implemented by [`ClipProcessor`]; tests may use their own.
+pub trait Processor: Send + Sync {
+    /// Decode and transform one image into `out`: `3*S*S` normalised CHW floats (every value
+    /// written; `out` is a recycled buffer).
+    fn image_into(&self, bytes: &[u8], rng: &mut Pcg64, out: &mut [f32]) -> Result<()>;
+    /// Tokenize one caption into `out` (length = context length).
+    fn text(&self, caption: &str, out: &mut [i64]);
+    /// Image side length S.
+    fn image_size(&self) -> usize;
+    fn context_length(&self) -> usize {
+        77
+    }
+}
+
+/// The loader's configuration (OpenCLIP flag names in brackets).
+#[derive(Clone, Debug)]
+pub struct LoaderConfig {
+    /// `--train-data` / `--val-data` with `--train-data-upsampling-factors`
+    pub shards: ShardList,
+    /// `--dataset-resampled`
+    pub resampled: bool,
+    /// training (shuffle, split by rank, full batches, epoch quota) or eval (in order, partial last batch)
+    pub train: bool,
+    /// `--seed`
+    pub seed: u64,
+    pub rank: usize,
+    pub world: usize,
+    /// `--workers`: decode threads per rank
+    pub workers: usize,
+    /// logical streams (OpenCLIP's dataloader workers); `None` = `workers`
+    pub streams: Option<usize>,
+    /// `--batch-size` per rank
+    pub batch_size: usize,
+    /// `--train-num-samples` (`--val-num-samples`): the epoch length; required for training
+    pub num_samples: Option<u64>,
+    /// raw samples in flight per stream (prefetch); default = batch size
+    pub prefetch_samples: Option<usize>,
+    /// stop with an error if no valid sample arrives for this long
+    pub no_progress_timeout: Duration,
+    pub shard_shuffle: (usize, usize),
+    pub sample_shuffle: (usize, usize),
+}
+
+impl LoaderConfig {
+    pub fn new(shards: ShardList, batch_size: usize) -> Self {
+        LoaderConfig {
+            shards,
+            resampled: false,
+            train: true,
+            seed: 0,
+            rank: 0,
+            world: 1,
+            workers: 4,
+            streams: None,
+            batch_size,
+            num_samples: None,
+            prefetch_samples: None,
+            no_progress_timeout: Duration::from_secs(600),
+            shard_shuffle: order::SHARD_SHUFFLE,
+            sample_shuffle: order::SAMPLE_SHUFFLE,
+        }
+    }
+    pub fn streams(&self) -> usize {
+        self.streams.unwrap_or(self.workers).max(1)
+    }
+}
+
+/// OpenCLIP's epoch arithmetic: `global = batch × world; batches = ceil(N / global)` rounded up to
+/// a multiple of the workers; samples = batches × global. Returns (batches per stream, batches, samples).
+pub fn epoch_plan(num_samples: u64, batch_size: usize, world: usize, workers: usize) -> (u64, u64, u64) {
+    let global = (batch_size * world) as u64;
+    let batches = num_samples.div_ceil(global);
+    let w = workers.max(1) as u64;
+    let per_worker = batches.div_ceil(w);
+    let batches = per_worker * w;
+    (per_worker, batches, batches * global)
+}
+
+/// One batch: `images` is `[B,3,S,S]` normalised f32 (row-major), `tokens` is `[B,ctx]` i64.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub images: Vec<f32>,
+    pub tokens: Vec<i64>,
+    pub batch_size: usize,
+    pub image_size: usize,
+    pub context_length: usize,
+    /// `shard#key` of every sample, in batch order (for logs and tests)
+    pub keys: Vec<String>,
+    /// the stream that produced it
+    pub stream: usize,
+    /// where `images` goes back for reuse when the batch is dropped (saves re-faulting ~B·1.2 MB
+    /// of fresh pages per batch; `std::mem::take(&mut batch.images)` opts out)
+    pool: Option<std::sync::Weak<Mutex<Vec<Vec<f32>>>>>,
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(pool) = self.pool.take().and_then(|w| w.upgrade()) {
+            let mut p = pool.lock().unwrap();
+            if p.len() < 4 && self.images.capacity() > 0 {
+                p.push(std::mem::take(&mut self.images));
+            }
+        }
+    }
+}
+
+/// A resumable position inside an epoch (serde JSON, stored in checkpoints).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Position {
+    pub version: u32,
+    pub epoch: u64,
+    /// batches yielded so far in this epoch (this rank)
+    pub batches: u64,
+    /// the stream the next batch comes from (round-robin cursor)
+    pub next_stream: usize,
+    pub streams: Vec<StreamPos>,
+    /// configuration fingerprint: a position only restores under the same data order
+    pub seed: u64,
+    pub rank: usize,
+    pub world: usize,
+    pub batch_size: usize,
+    pub resampled: bool,
+    pub num_shards: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamPos {
+    /// raw samples taken from the stream (including ones that failed to decode)
+    pub taken: u64,
+    pub batches: u64,
+    /// stream exhausted (plain mode) or its quota reached
+    pub done: bool,
+}
+
+impl Position {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).unwrap()
+    }
+    pub fn from_json(s: &str) -> Result<Position> {
+        Ok(serde_json::from_str(s)?)
+    }
+}
+
+/// What each shard yielded, for the no-progress error and for stats.
+#[derive(Debug, Default, Clone, Serialize)]
+pub struct ShardReport {
+    pub samples: u64,
+    pub skipped: BTreeMap<SkipReason, u64>,
+    pub last_error: Option<String>,
+}
+
+/// The loader of one rank. Create once; call [`Loader::epoch`] per epoch.
+pub struct Loader {
+    cfg: LoaderConfig,
+    order: OrderCfg,
+    proc_: Arc<dyn Processor>,
+    stats: Arc<Mutex<Stats>>,
+    shards: Arc<Mutex<BTreeMap<String, ShardReport>>>,
+}
+
+impl Loader {
+    pub fn new(mut cfg: LoaderConfig, processor: Arc<dyn Processor>) -> Result<Loader> {
+        if cfg.train && cfg.num_samples.is_none() {
+            cfg.num_samples = crate::shards::dataset_size(&cfg.shards.urls());
+        }
+        if cfg.batch_size == 0 {
+            bail!("batch size must be > 0");
+        }
+        if cfg.world == 0 || cfg.rank >= cfg.world {
+            bail!("rank {} out of world size {}", cfg.rank, cfg.world);
+        }
+        if cfg.train && cfg.num_samples.is_none() {
+            bail!("the number of training samples must be given (--train-num-samples); no sizes.json beside the shards either");
+        }
+        let order = OrderCfg {
+            urls: Arc::new(cfg.shards.urls()),
+            weights: Arc::new(cfg.shards.weights()),
+            resampled: cfg.resampled && cfg.train,
+            train: cfg.train,
+            seed: cfg.seed,
+            rank: cfg.rank,
+            world: cfg.world,
+            streams: cfg.streams(),
+            shard_shuffle: cfg.shard_shuffle,
+            sample_shuffle: cfg.sample_shuffle,
+        };
+        order.check()?;
+        Ok(Loader { cfg, order, proc_: processor, stats: Default::default(), shards: Default::default() })
+    }
+
+    pub fn config(&self) -> &LoaderConfig {
+        &self.cfg
+    }
+
+    /// (batches per stream, batches per epoch, samples per epoch) — OpenCLIP's `num_batches`, `num_samples`.
+    pub fn plan(&self) -> Option<(u64, u64, u64)> {
+        self.cfg.num_samples.map(|n| epoch_plan(n, self.cfg.batch_size, self.cfg.world, self.cfg.streams()))
+    }
+
+    pub fn stats(&self) -> Stats {
+        self.stats.lock().unwrap().clone()
+    }
+
+    pub fn shard_reports(&self) -> BTreeMap<String, ShardReport> {
+        self.shards.lock().unwrap().clone()
+    }
+
+    /// The batches of `epoch`, from its start or from a saved position.
+    pub fn epoch(&self, epoch: u64, resume: Option<&Position>) -> Result<EpochIter> {
+        let streams = self.order.streams;
+        let quota = if self.cfg.train { self.plan().map(|p| p.0).unwrap_or(u64::MAX) } else { u64::MAX };
+        let mut pos = Position {
+            version: 1,
+            epoch,
+            batches: 0,
+            next_stream: 0,
+            streams: vec![StreamPos { taken: 0, batches: 0, done: false }; streams],
+            seed: self.cfg.seed,
+            rank: self.cfg.rank,
+            world: self.cfg.world,
+            batch_size: self.cfg.batch_size,
+            resampled: self.order.resampled,
+            num_shards: self.order.urls.len(),
+        };
+        if let Some(r) = resume {
+            let mine = Position { batches: r.batches, next_stream: r.next_stream, streams: r.streams.clone(), epoch: r.epoch, ..pos.clone() };
+            if *r != mine || r.streams.len() != streams {
+                bail!(
+                    "saved data position does not match this configuration (saved: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards; now: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards)",
+                    r.seed, r.rank, r.world, r.streams.len(), r.batch_size, r.resampled, r.num_shards,
+                    pos.seed, pos.rank, pos.world, streams, pos.batch_size, pos.resampled, pos.num_shards
+                );
+            }
+            if r.epoch != epoch {
+                bail!("saved data position is for epoch {}, asked for epoch {epoch}", r.epoch);
+            }
+            pos = r.clone();
+        }
+        EpochIter::start(self, epoch, pos, quota)
+    }
+}
+
+struct Job {
+    stream: usize,
+    idx: u64,
+    raw: RawSample,
+}
+
+enum Msg {
+    Done { idx: u64, shard: Arc<str>, key: String, out: Result<(Vec<f32>, Vec<i64>), String> },
+    Event(Event),
+    /// the stream source is exhausted after `n` samples
+    End { n: u64 },
+    /// the reader is fast-forwarding after a resume (not a stall)
+    Heartbeat,
+}
+
+/// (shard, key, image + tokens or the decode error)
+type Decoded = (Arc<str>, String, Result<(Vec<f32>, Vec<i64>), String>);
+
+struct StreamState {
+    rx: Receiver<Msg>,
+    inflight: Receiver<()>,
+    reorder: HashMap<u64, Decoded>,
+    end: Option<u64>,
+}
+
+/// Iterator over the batches of one epoch. Dropping it stops all its threads.
+pub struct EpochIter {
+    pos: Position,
+    quota: u64,
+    train: bool,
+    batch_size: usize,
+    image_size: usize,
+    ctx: usize,
+    timeout: Duration,
+    streams: Vec<StreamState>,
+    stats: Arc<Mutex<Stats>>,
+    shards: Arc<Mutex<BTreeMap<String, ShardReport>>>,
+    skiplog: SkipLog,
+    last_progress: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    job_tx: Option<Sender<Job>>,
+    failed: bool,
+    pipe_groups: crate::source::PipeGroups,
+    pool: Arc<Mutex<Vec<Vec<f32>>>>,
+    sample_pool: Arc<Mutex<Vec<Vec<f32>>>>,
+    sample_pool_cap: usize,
+}
+
+impl EpochIter {
+    fn start(l: &Loader, epoch: u64, pos: Position, quota: u64) -> Result<EpochIter> {
+        let n_streams = l.order.streams;
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (job_tx, job_rx) = unbounded::<Job>();
+        let mut threads = Vec::new();
+        let mut states = Vec::new();
+        let mut result_txs = Vec::new();
+        let prefetch = l.cfg.prefetch_samples.unwrap_or(l.cfg.batch_size).max(1);
+        let pipe_groups = crate::source::PipeGroups::default();
+        for s in 0..n_streams {
+            let (tx, rx) = unbounded::<Msg>();
+            let (inflight_tx, inflight_rx) = bounded::<()>(prefetch);
+            result_txs.push(tx.clone());
+            states.push(StreamState { rx, inflight: inflight_rx, reorder: HashMap::new(), end: None });
+            if pos.streams[s].done {
+                continue;
+            }
+            let order = l.order.clone();
+            let skip = pos.streams[s].taken;
+            let job_tx = job_tx.clone();
+            let stop = stop.clone();
+            let groups = pipe_groups.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("clip-data-read-{s}"))
+                    .spawn(move || reader(order, s, epoch, skip, job_tx, tx, inflight_tx, stop, groups))?,
+            );
+        }
+        let workers = l.cfg.workers.max(1);
+        // recycled per-sample image buffers (no zeroing, no fresh pages per sample)
+        let sample_pool: Arc<Mutex<Vec<Vec<f32>>>> = Default::default();
+        for w in 0..workers {
+            let job_rx = job_rx.clone();
+            let txs = result_txs.clone();
+            let p = l.proc_.clone();
+            let stop = stop.clone();
+            let spool = sample_pool.clone();
+            let (seed, rank) = (l.cfg.seed, l.cfg.rank as u64);
+            threads.push(std::thread::Builder::new().name(format!("clip-data-decode-{w}")).spawn(move || {
+                let ctx = p.context_length();
+                loop {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    let job = match job_rx.recv_timeout(Duration::from_millis(100)) {
+                        Ok(j) => j,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break,
+                    };
+                    let mut rng = order::rng(&[seed, rank, job.stream as u64, epoch, job.idx, order::purpose::AUGMENT]);
+                    let n = 3 * p.image_size() * p.image_size();
+                    let mut img = spool.lock().unwrap().pop().unwrap_or_default();
+                    img.resize(n, 0.0);
+                    let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.image_into(&job.raw.image, &mut rng, &mut img))) {
+                        Ok(Ok(())) => {
+                            let mut tok = vec![0i64; ctx];
+                            p.text(&job.raw.caption, &mut tok);
+                            Ok((img, tok))
+                        }
+                        Ok(Err(e)) => Err(format!("{e:#}")),
+                        Err(_) => Err("panic while decoding".to_string()),
+                    };
+                    let msg = Msg::Done { idx: job.idx, shard: job.raw.shard.clone(), key: job.raw.key, out };
+                    if txs[job.stream].send(msg).is_err() {
+                        // consumer gone
+                    }
+                }
+            })?);
+        }
+        Ok(EpochIter {
+            pos,
+            quota,
+            train: l.cfg.train,
+            batch_size: l.cfg.batch_size,
+            image_size: l.proc_.image_size(),
+            ctx: l.proc_.context_length(),
+            timeout: l.cfg.no_progress_timeout,
+            streams: states,
+            stats: l.stats.clone(),
+            shards: l.shards.clone(),
+            skiplog: SkipLog::default(),
+            last_progress: Instant::now(),
+            stop,
+            threads,
+            job_tx: Some(job_tx),
+            failed: false,
+            pipe_groups,
+            pool: Default::default(),
+            sample_pool,
+            sample_pool_cap: workers * 4 + 8,
+        })
+    }
+
+    /// The position after the last batch returned: save it with the checkpoint.
+    pub fn position(&self) -> &Position {
+        &self.pos
+    }
+
+    fn note_event(&mut self, e: Event) {
+        match e {
+            Event::Skip { shard, key, reason, detail } => {
+                self.skiplog.log(&shard, &key, reason, &detail);
+                self.stats.lock().unwrap().skip(reason);
+                let mut m = self.shards.lock().unwrap();
+                let r = m.entry(shard.to_string()).or_default();
+                *r.skipped.entry(reason).or_default() += 1;
+                if !detail.is_empty() {
+                    r.last_error = Some(detail);
+                }
+            }
+            Event::ShardDone { shard, samples } => {
+                let mut m = self.shards.lock().unwrap();
+                m.entry(shard.to_string()).or_default().samples += samples;
+            }
+            Event::Sample(_) => unreachable!(),
+        }
+    }
+
+    fn no_progress_error(&self) -> anyhow::Error {
+        let m = self.shards.lock().unwrap();
+        let mut lines = Vec::new();
+        for (url, r) in m.iter().take(50) {
+            let sk: Vec<String> = r.skipped.iter().map(|(k, v)| format!("{} {v}", k.as_str())).collect();
+            lines.push(format!(
+                "  {url}: {} usable samples; skipped: {}{}",
+                r.samples,
+                if sk.is_empty() { "none".to_string() } else { sk.join(", ") },
+                r.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+            ));
+        }
+        if m.is_empty() {
+            lines.push("  (no shard finished or failed yet: the sources are stalled)".into());
+        }
+        anyhow!(
+            "no valid sample for {:?}; shards tried ({}):\n{}",
+            self.last_progress.elapsed(),
+            m.len(),
+            lines.join("\n")
+        )
+    }
+
+    /// Build the next batch from stream `s`; `Ok(None)` if the stream ends first.
+    fn batch_from(&mut self, s: usize) -> Result<Option<Batch>> {
+        let (b, sz, ctx) = (self.batch_size, self.image_size, self.ctx);
+        let mut images: Vec<f32> = self.pool.lock().unwrap().pop().unwrap_or_default();
+        images.clear();
+        images.reserve(b * 3 * sz * sz);
+        let mut tokens: Vec<i64> = Vec::with_capacity(b * ctx);
+        let mut keys = Vec::with_capacity(b);
+        let mut taken = self.pos.streams[s].taken;
+        while keys.len() < b {
+            let st = &mut self.streams[s];
+            if let Some((shard, key, out)) = st.reorder.remove(&taken) {
+                taken += 1;
+                let _ = st.inflight.try_recv(); // release one in-flight slot
+                match out {
+                    Ok((img, tok)) => {
+                        if img.len() != 3 * sz * sz || tok.len() != ctx {
+                            bail!("processor returned {} floats / {} tokens for {shard}#{key}", img.len(), tok.len());
+                        }
+                        images.extend_from_slice(&img);
+                        tokens.extend_from_slice(&tok);
+                        {
+                            let mut sp = self.sample_pool.lock().unwrap();
+                            if sp.len() < self.sample_pool_cap {
+                                sp.push(img);
+                            }
+                        }
+                        keys.push(format!("{shard}#{key}"));
+                        self.last_progress = Instant::now();
+                        self.stats.lock().unwrap().samples += 1;
+                    }
+                    Err(detail) => {
+                        self.skiplog.log(&shard, &key, SkipReason::DecodeError, &detail);
+                        self.stats.lock().unwrap().skip(SkipReason::DecodeError);
+                        let mut m = self.shards.lock().unwrap();
+                        let r = m.entry(shard.to_string()).or_default();
+                        *r.skipped.entry(SkipReason::DecodeError).or_default() += 1;
+                        r.last_error = Some(detail);
+                    }
+                }
+                continue;
+            }
+            if st.end == Some(taken) {
+                self.pos.streams[s].taken = taken;
+                if !self.train && !keys.is_empty() {
+                    break; // eval: keep the partial last batch
+                }
+                return Ok(None);
+            }
+            let wait = self.timeout.saturating_sub(self.last_progress.elapsed());
+            if wait.is_zero() {
+                return Err(self.no_progress_error());
+            }
+            match st.rx.recv_timeout(wait.min(Duration::from_millis(500))) {
+                Ok(Msg::Done { idx, shard, key, out }) => {
+                    st.reorder.insert(idx, (shard, key, out));
+                }
+                Ok(Msg::End { n }) => st.end = Some(n),
+                Ok(Msg::Heartbeat) => self.last_progress = Instant::now(),
+                Ok(Msg::Event(e)) => self.note_event(e),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => bail!("data stream {s} ended unexpectedly (reader thread died)"),
+            }
+        }
+        self.pos.streams[s].taken = taken;
+        let pool = Some(Arc::downgrade(&self.pool));
+        Ok(Some(Batch { batch_size: keys.len(), images, tokens, image_size: sz, context_length: ctx, keys, stream: s, pool }))
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn reader(
+    order: OrderCfg,
+    s: usize,
+    epoch: u64,
+    skip: u64,
+    job_tx: Sender<Job>,
+    tx: Sender<Msg>,
+    inflight: Sender<()>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    groups: crate::source::PipeGroups,
+) {
+    groups.enter();
+    let mut stream = SampleStream::new(&order, s, epoch);
+    let mut idx = 0u64;
+    for ev in stream.by_ref() {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            return;
+        }
+        match ev {
+            Event::Sample(raw) => {
+                if idx < skip {
+                    idx += 1; // fast-forward on resume: no decode
+                    if idx % 1000 == 999 && tx.send(Msg::Heartbeat).is_err() {
+                        return;
+                    }
+                    continue;
+                }
+                // wait for an in-flight slot (bounded prefetch); give up when the consumer is gone
+                loop {
+                    match inflight.send_timeout((), Duration::from_millis(200)) {
+                        Ok(()) => break,
+                        Err(crossbeam_channel::SendTimeoutError::Timeout(_)) => {
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                return;
+                            }
+                        }
+                        Err(_) => return,
+                    }
+                }
+                if job_tx.send(Job { stream: s, idx, raw }).is_err() {
+                    return;
+                }
+                idx += 1;
+            }
+            e => {
+                if idx < skip {
+                    continue; // already counted before the save
+                }
+                if tx.send(Msg::Event(e)).is_err() {
+                    return;
+                }
+            }
+        }
+    }
+    let _ = tx.send(Msg::End { n: idx });
+}
+
+impl Iterator for EpochIter {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        if self.failed {
+            return None;
+        }
+        let n = self.streams.len();
+        for _ in 0..n {
+            let s = self.pos.next_stream;
+            if self.pos.streams[s].done || self.pos.streams[s].batches >= self.quota {
+                self.pos.streams[s].done = true;
+                self.pos.next_stream = (s + 1) % n;
+                continue;
+            }
+            match self.batch_from(s) {
+                Ok(Some(b)) => {
+                    self.pos.streams[s].batches += 1;
+                    self.pos.batches += 1;
+                    if self.pos.streams[s].batches >= self.quota {
+                        self.pos.streams[s].done = true;
+                    }
+                    self.pos.next_stream = (s + 1) % n;
+                    return Some(Ok(b));
+                }
+                Ok(None) => {
+                    self.pos.streams[s].done = true;
+                    self.pos.next_stream = (s + 1) % n;
+                }
+                Err(e) => {
+                    self.failed = true;
+                    return Some(Err(e));
+                }
+            }
+        }
+        // every stream finished
+        if self.pos.batches == 0 && self.stats.lock().unwrap().samples == 0 {
+            self.failed = true;
+            return Some(Err(self.no_progress_error().context("the shards yielded no usable sample")));
+        }
+        None
+    }
+}
+
+impl Drop for EpochIter {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        self.job_tx = None;
+        // a reader blocked on a pipe command (e.g. a hung `aws s3 cp`) is released: EOF
+        self.pipe_groups.kill_all();
+        // drop our receivers so blocked senders fail; join the decode threads (they finish their
+        // current sample). Reader threads are detached: one may be blocked in a network read and
+        // exits (dropping and reaping its source) at its next step.
+        self.streams.clear();
+        for t in self.threads.drain(..) {
+            if t.thread().name().is_some_and(|n| n.starts_with("clip-data-decode")) {
+                let _ = t.join();
+            }
+        }
+    }
+}
