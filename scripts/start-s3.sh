@@ -37,6 +37,10 @@ if [ ! -x "$BIN" ] || [ "$("$BIN" --version 2>/dev/null)" != "s3s-fs $S3S_FS_VER
   cargo install s3s-fs --version "$S3S_FS_VERSION" --locked --features binary --root "$ROOT/.deps/s3s" --force
 fi
 
+# `--install-only`: make sure the binary is there (the test command does this; each S3 test then
+# starts its own server with this script).
+[ "${1:-}" = --install-only ] && exit 0
+
 for b in $S3_BUCKETS; do mkdir -p "$S3_DATA/$b"; done   # a bucket is a directory
 if alive; then
   S3_PORT="$(cat "$PORTFILE")"
