@@ -243,3 +243,16 @@ fn bad_input_is_one_clear_line() {
     fails_with(&["embed", "--model", "clip_tiny_test", "--inputs", wrong.to_str().unwrap(), "--output", o], "[N,77]");
     assert!(!out.exists(), "nothing written on failure");
 }
+
+#[test]
+fn binaries_run_with_no_environment_and_link_torch_cuda() {
+    for bin in [env!("CARGO_BIN_EXE_clip-tool"), env!("CARGO_BIN_EXE_clip-train")] {
+        let out = Command::new(bin).env_clear().arg("--version").output().unwrap();
+        assert!(out.status.success(), "{bin} without env: {}", String::from_utf8_lossy(&out.stderr));
+        // The libtorch here is the CUDA wheel's: without torch_cuda in NEEDED, CUDA would be
+        // silently unavailable on a GPU host.
+        let elf = std::fs::read(bin).unwrap();
+        let needle = b"libtorch_cuda.so";
+        assert!(elf.windows(needle.len()).any(|w| w == needle), "{bin} does not link libtorch_cuda.so");
+    }
+}
