@@ -27,25 +27,11 @@ import torch.nn.functional as F
 
 import open_clip
 import timm
-from timm.models import register_model
-from timm.models.convnext import ConvNeXt
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-@register_model
-def convnext_test_tiny(pretrained=False, **kwargs):
-    """A tiny timm-style ConvNeXt, the trunk of configs/clip_tiny_test.json (clip-model preset
-    `convnext_test_tiny`): depths (1,1,2,1), dims (16,32,48,64), everything else as convnext_tiny."""
-    assert not pretrained
-    for k in ('pretrained_cfg', 'pretrained_cfg_overlay', 'cache_dir'):
-        kwargs.pop(k, None)
-    model = ConvNeXt(depths=(1, 1, 2, 1), dims=(16, 32, 48, 64), **kwargs)
-    cfg = {'num_classes': 1000, 'input_size': (3, 64, 64), 'pool_size': (2, 2)}
-    model.pretrained_cfg = cfg
-    model.default_cfg = cfg
-    return model
+sys.path.insert(0, str(ROOT / 'scripts'))
+import openclip_tiny  # noqa: E402,F401  (registers the tiny trunk and configs)
 
 
 def make_text(n, ctx, vocab, gen):
@@ -125,7 +111,7 @@ def make(name, out_path, batch, seed=0):
 
 
 BUILTIN = ['convnext_base_w', 'convnext_base_w_320', 'convnext_large_d', 'convnext_large_d_320',
-           'convnext_xxlarge', 'clip_tiny_test']
+           'convnext_xxlarge', 'clip_tiny_test', 'clip_tiny']
 
 
 def write_shapes(out_path):
@@ -152,7 +138,6 @@ def main():
     ap.add_argument('--only-large', action='store_true', help='write only convnext_large_d_320')
     args = ap.parse_args()
     torch.set_num_threads(max(1, os.cpu_count() or 1))
-    open_clip.add_model_config(ROOT / 'configs' / 'clip_tiny_test.json')
     if not args.only_large:
         write_shapes(args.out_dir / 'state_dict_shapes.json')
         make('clip_tiny_test', args.out_dir / 'clip_tiny_test.safetensors', batch=4)

@@ -14,12 +14,10 @@ fn python() -> PathBuf {
 
 /// Python with open_clip, the tiny test trunk registered and its config added.
 const PY_PRELUDE: &str = r#"
-import importlib.util, sys, json, torch, open_clip
+import sys, json, torch, open_clip
 ROOT = sys.argv[1]
-spec = importlib.util.spec_from_file_location("goldens", ROOT + "/scripts/make-model-goldens.py")
-mod = sys.modules["goldens"] = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(mod)
-open_clip.add_model_config(ROOT + "/configs/clip_tiny_test.json")
+sys.path.insert(0, ROOT + "/scripts")
+import openclip_tiny
 "#;
 
 fn run_python(code: &str, args: &[&str]) -> String {
