@@ -7,4 +7,6 @@ pub mod optimizer;
 pub mod checkpoint;
 pub mod pyfmt;
 pub mod synthetic;
+pub mod data;
 pub mod trainer;
+pub mod tensorboard;

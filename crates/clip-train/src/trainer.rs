@@ -3,9 +3,10 @@
 //! → checkpoints. Multi-process data parallelism (issue 5) plugs into the loss's
 //! `FeatureGather` and a gradient all-reduce before clipping.
 //!
-//! Scope so far: `--dataset-type synthetic`; fp32 and amp_bf16; checkpoints every
-//! `--save-frequency` epochs and `--save-every-n-steps` steps; `--resume latest|PATH` to the exact
-//! step; preemption signals. Flags whose non-default values are not implemented yet are refused
+//! Scope so far: `--dataset-type synthetic` and `webdataset` (clip-data's loader, see
+//! [`crate::data`]; the data position is saved in every checkpoint and restored on resume);
+//! fp32 and amp_bf16; checkpoints every `--save-frequency` epochs and `--save-every-n-steps`
+//! steps; `--resume latest|PATH` to the exact step (and sample); preemption signals. Flags whose non-default values are not implemented yet are refused
 //! up front ("not supported yet: --X"), never silently ignored.
 
 use std::fs::OpenOptions;
@@ -20,29 +21,30 @@ use clip_model::{weights, Clip, ClipConfig};
 use tch::{nn::VarStore, Kind};
 
 use crate::checkpoint::{self, TrainState};
+use crate::data::TrainData;
 use crate::loss::{clip_loss, LocalOnly};
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::Params;
 use crate::pyfmt::{alt_g, repr_float};
 use crate::scheduler::LrSchedule;
-use crate::synthetic::Synthetic;
 
 /// Exit status after a preemption signal made the run checkpoint and stop: slurm scripts
 /// requeue on it (EX_TEMPFAIL).
 pub const EXIT_PREEMPTED: i32 = 75;
 
 /// Flags accepted by the parser whose non-default values the trainer does not honour yet.
+#[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "train_data", "train_data_upsampling_factors", "val_data", "val_num_samples", "dataset_resampled",
+    "val_data", "val_num_samples",
     "imagenet_val", "imagenet_v2", "cache_dir", "log_local", "momentum", "opt", "use_bn_sync",
     "skip_scheduler", "pretrained_image", "lock_image", "lock_image_unlocked_groups",
-    "lock_image_freeze_bn_stats", "image_mean", "image_std", "image_interpolation",
-    "image_resize_mode", "aug_cfg", "local_loss", "gather_with_grad", "force_context_length",
-    "force_image_size", "force_quick_gelu", "force_patch_dropout", "force_custom_text", "torchscript",
-    "torchcompile", "trace", "accum_freq", "dist_url", "dist_backend", "report_to", "wandb_notes",
-    "copy_codebase", "horovod", "ddp_static_graph", "no_set_device_rank", "lock_text",
-    "lock_text_unlocked_layers", "lock_text_freeze_layer_norm", "remote_sync", "distill_model",
-    "distill_pretrained", "use_bnb_linear", "siglip", "loss_dist_impl",
+    "lock_image_freeze_bn_stats", "image_interpolation", "image_resize_mode", "local_loss",
+    "gather_with_grad", "force_context_length", "force_image_size", "force_quick_gelu",
+    "force_patch_dropout", "force_custom_text", "torchscript", "torchcompile", "trace",
+    "accum_freq", "dist_url", "dist_backend", "report_to", "wandb_notes", "copy_codebase",
+    "horovod", "ddp_static_graph", "no_set_device_rank", "lock_text", "lock_text_unlocked_layers",
+    "lock_text_freeze_layer_norm", "remote_sync", "distill_model", "distill_pretrained",
+    "use_bnb_linear", "siglip", "loss_dist_impl",
 ];
 
 fn flag(field: &str) -> String {
@@ -57,13 +59,6 @@ fn check_supported(p: &Params) -> Result<()> {
         if given[*f] != default[*f] {
             bail!("not supported yet: {}", flag(f));
         }
-    }
-    match p.dataset_type.as_str() {
-        "synthetic" => {}
-        other => bail!("not supported yet: --dataset-type {other} (the trainer runs on --dataset-type synthetic so far)"),
-    }
-    if p.train_num_samples.is_none() {
-        bail!("--dataset-type synthetic needs --train-num-samples");
     }
     match p.precision.as_str() {
         "fp32" | "amp_bf16" | "amp_bfloat16" => {}
@@ -108,7 +103,10 @@ impl Log {
 
 /// Local wall-clock time as Python logging's `%Y-%m-%d,%H:%M:%S` (UTC here).
 fn timestamp() -> String {
-    let secs = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0) as i64;
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0) as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;
@@ -120,7 +118,12 @@ fn timestamp() -> String {
     let d = doy - (153 * mp + 2) / 5 + 1;
     let m = if mp < 10 { mp + 3 } else { mp - 9 };
     let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02},{:02}:{:02}:{:02}", rem / 3600, rem % 3600 / 60, rem % 60)
+    format!(
+        "{y:04}-{m:02}-{d:02},{:02}:{:02}:{:02}",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
 }
 
 /// `params.txt`: OpenCLIP's `name: value` lines (Python's str of each value), sorted by name.
@@ -129,21 +132,33 @@ fn params_txt(p: &Params, extra: &[(&str, String)]) -> Result<String> {
         match v {
             serde_json::Value::Null => "None".into(),
             serde_json::Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-            serde_json::Value::Number(n) if n.is_f64() => repr_float(n.as_f64().unwrap_or(f64::NAN)),
+            serde_json::Value::Number(n) if n.is_f64() => {
+                repr_float(n.as_f64().unwrap_or(f64::NAN))
+            }
             serde_json::Value::Number(n) => n.to_string(),
             serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(a) => format!("[{}]", a.iter().map(py).collect::<Vec<_>>().join(", ")),
+            serde_json::Value::Array(a) => {
+                format!("[{}]", a.iter().map(py).collect::<Vec<_>>().join(", "))
+            }
             serde_json::Value::Object(o) => format!(
                 "{{{}}}",
-                o.iter().map(|(k, v)| format!("'{k}': {}", py(v))).collect::<Vec<_>>().join(", ")
+                o.iter()
+                    .map(|(k, v)| format!("'{k}': {}", py(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             ),
         }
     }
-    let serde_json::Value::Object(map) = serde_json::to_value(p)? else { bail!("params are not an object") };
+    let serde_json::Value::Object(map) = serde_json::to_value(p)? else {
+        bail!("params are not an object")
+    };
     let mut lines: Vec<(String, String)> = map.iter().map(|(k, v)| (k.clone(), py(v))).collect();
     lines.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
     lines.sort();
-    Ok(lines.into_iter().map(|(k, v)| format!("{k}: {v}\n")).collect())
+    Ok(lines
+        .into_iter()
+        .map(|(k, v)| format!("{k}: {v}\n"))
+        .collect())
 }
 
 /// Everything about the command line that can be refused before anything is written (the
@@ -151,7 +166,8 @@ fn params_txt(p: &Params, extra: &[(&str, String)]) -> Result<String> {
 pub fn validate(p: &Params) -> Result<()> {
     check_supported(p)?;
     crate::tool::parse_device(&p.device)?;
-    ClipConfig::load(&p.model)?;
+    let cfg = ClipConfig::load(&p.model)?;
+    TrainData::new(p, &cfg)?;
     if let Some(path) = p.resume.as_deref().filter(|r| *r != "latest") {
         if !Path::new(path).is_file() {
             bail!("--resume {path}: no such checkpoint");
@@ -167,11 +183,18 @@ pub fn validate(p: &Params) -> Result<()> {
 pub fn run(mut p: Params) -> Result<i32> {
     let device = crate::tool::parse_device(&p.device)?;
     let cfg = ClipConfig::load(&p.model)?;
-    let resume_path = p.resume.as_deref().filter(|r| *r != "latest").map(PathBuf::from);
+    let resume_path = p
+        .resume
+        .as_deref()
+        .filter(|r| *r != "latest")
+        .map(PathBuf::from);
     let name = p.name.clone().unwrap_or_else(|| {
         format!(
             "{}-model_{}-lr_{}-b_{}-j_{}-p_{}",
-            timestamp().replace('-', "_").replace(',', "-").replace(':', "_"),
+            timestamp()
+                .replace('-', "_")
+                .replace(',', "-")
+                .replace(':', "_"),
             p.model.replace('/', "-"),
             repr_float(p.lr.unwrap_or(0.0)),
             p.batch_size,
@@ -186,18 +209,27 @@ pub fn run(mut p: Params) -> Result<i32> {
         bail!("experiment {} already exists: use --name to start a new one or --resume to continue it", run_dir.display());
     }
     let ckpt_dir = run_dir.join("checkpoints");
-    std::fs::create_dir_all(&ckpt_dir).with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
-    let mut log = Log { file: OpenOptions::new().create(true).append(true).open(&log_path)? };
+    std::fs::create_dir_all(&ckpt_dir)
+        .with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
+    let mut log = Log {
+        file: OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?,
+    };
     std::fs::write(
         run_dir.join("params.txt"),
-        params_txt(&p, &[
-            ("checkpoint_path", ckpt_dir.display().to_string()),
-            ("distributed", "False".into()),
-            ("local_rank", "0".into()),
-            ("log_path", log_path.display().to_string()),
-            ("rank", "0".into()),
-            ("world_size", "1".into()),
-        ])?,
+        params_txt(
+            &p,
+            &[
+                ("checkpoint_path", ckpt_dir.display().to_string()),
+                ("distributed", "False".into()),
+                ("local_rank", "0".into()),
+                ("log_path", log_path.display().to_string()),
+                ("rank", "0".into()),
+                ("world_size", "1".into()),
+            ],
+        )?,
     )?;
 
     // Model: identical init from --seed (on every rank, once ranks exist).
@@ -209,7 +241,11 @@ pub fn run(mut p: Params) -> Result<i32> {
         log.info(&format!("Loaded pretrained weights from {}", p.pretrained));
     }
     model.set_grad_checkpointing(p.grad_checkpointing);
-    log.info(&format!("Model {}: {} parameters", p.model, model.parameter_count()));
+    log.info(&format!(
+        "Model {}: {} parameters",
+        p.model,
+        model.parameter_count()
+    ));
 
     let adamw = AdamWConfig {
         beta1: p.beta1.unwrap_or(0.9),
@@ -219,30 +255,51 @@ pub fn run(mut p: Params) -> Result<i32> {
     };
     let mut opt = AdamW::new(model.named_parameters(), adamw);
 
-    // Data: OpenCLIP's synthetic loader drops the last partial batch.
-    let num_samples = p.train_num_samples.unwrap_or(0);
-    let batches_per_epoch = num_samples / p.batch_size;
-    if batches_per_epoch == 0 {
-        bail!("--train-num-samples {num_samples} is less than one batch of {}", p.batch_size);
+    // Data: the epoch plan (OpenCLIP's arithmetic) fixes the schedule's length.
+    let data = TrainData::new(&p, &cfg)?;
+    for w in &data.warnings {
+        log.warn(w);
     }
-    let data = Synthetic {
-        seed: p.seed,
-        image_size: cfg.vision.image_size,
-        context_length: cfg.text.context_length,
-        vocab_size: cfg.text.vocab_size,
-    };
+    let batches_per_epoch = data.batches_per_epoch;
+    let samples_per_epoch = data.samples_per_epoch;
+    log.info(&format!(
+        "Data: {} ({batches_per_epoch} batches of {} = {samples_per_epoch} samples per epoch)",
+        p.train_data.as_deref().unwrap_or("synthetic"),
+        p.batch_size
+    ));
     let total_steps = batches_per_epoch * p.epochs;
-    let cooldown = p.epochs_cooldown.map(|e| (batches_per_epoch * e, p.lr_cooldown_power, p.lr_cooldown_end));
-    let schedule = LrSchedule::new(&p.lr_scheduler, p.lr.unwrap_or(5e-4), p.warmup, total_steps, cooldown)?;
+    let cooldown = p.epochs_cooldown.map(|e| {
+        (
+            batches_per_epoch * e,
+            p.lr_cooldown_power,
+            p.lr_cooldown_end,
+        )
+    });
+    let schedule = LrSchedule::new(
+        &p.lr_scheduler,
+        p.lr.unwrap_or(5e-4),
+        p.warmup,
+        total_steps,
+        cooldown,
+    )?;
 
     // Resume.
-    let mut state = TrainState { name: name.clone(), epoch: 0, step: 0, step_in_epoch: 0, data_position: serde_json::Value::Null };
+    let mut state = TrainState {
+        name: name.clone(),
+        epoch: 0,
+        step: 0,
+        step_in_epoch: 0,
+        data_position: serde_json::Value::Null,
+    };
     let loaded = match (&resume_path, p.resume.as_deref()) {
         (Some(path), _) => Some((path.clone(), checkpoint::load(path)?)),
         (None, Some("latest")) => {
             let found = checkpoint::load_latest(&ckpt_dir, |w| log.warn(&w));
             if found.is_none() {
-                log.info(&format!("No latest resume checkpoint found in {}.", ckpt_dir.display()));
+                log.info(&format!(
+                    "No latest resume checkpoint found in {}.",
+                    ckpt_dir.display()
+                ));
             }
             found
         }
@@ -250,15 +307,21 @@ pub fn run(mut p: Params) -> Result<i32> {
     };
     if let Some((path, l)) = loaded {
         weights::load_state_dict(&vs, l.model).with_context(|| format!("{}", path.display()))?;
-        opt.load_state(&l.optimizer, l.state.step).with_context(|| format!("{}", path.display()))?;
+        opt.load_state(&l.optimizer, l.state.step)
+            .with_context(|| format!("{}", path.display()))?;
         state = l.state;
         state.name = name.clone();
-        log.info(&format!("=> resuming checkpoint '{}' (epoch {}, step {})", path.display(), state.epoch, state.step));
+        log.info(&format!(
+            "=> resuming checkpoint '{}' (epoch {}, step {})",
+            path.display(),
+            state.epoch,
+            state.step
+        ));
     }
 
     let preempted = preemption_flag()?;
     let autocast = matches!(p.precision.as_str(), "amp_bf16" | "amp_bfloat16");
-    let sample_digits = ((num_samples + 1) as f64).log10().ceil() as usize;
+    let sample_digits = ((samples_per_epoch + 1) as f64).log10().ceil() as usize;
     let save = |state: &TrainState, file: &str, opt: &AdamW| -> Result<PathBuf> {
         let path = ckpt_dir.join(file);
         checkpoint::save(&path, model.named_parameters(), &opt.state_tensors(), state)?;
@@ -268,16 +331,33 @@ pub fn run(mut p: Params) -> Result<i32> {
     while state.epoch < p.epochs {
         let epoch = state.epoch;
         log.info(&format!("Start epoch {epoch}"));
+        let mut batches = data.epoch(epoch, state.step_in_epoch, &state.data_position)?;
         let (mut loss_sum, mut loss_n) = (0.0, 0i64);
         let (mut data_t, mut batch_t, mut window) = (0.0f64, 0.0f64, 0i64);
         let mut end = Instant::now();
-        while state.step_in_epoch < batches_per_epoch {
-            let i = state.step_in_epoch;
-            let lr = schedule.lr(state.step);
-            // Sample indices within the epoch: every epoch sees the same synthetic dataset, as
-            // OpenCLIP's SyntheticDataset of --train-num-samples samples.
-            let first = i * p.batch_size;
-            let (images, tokens) = data.batch(first, p.batch_size);
+        while state.epoch == epoch {
+            // OpenCLIP's step: batches_per_epoch * epoch + i (equal to the optimizer steps taken
+            // unless an earlier epoch's shards ran out before its plan).
+            let lr = schedule.lr(batches_per_epoch * epoch + state.step_in_epoch);
+            let (images, tokens) = match batches.next_batch() {
+                Some(Ok(b)) => b,
+                Some(Err(e)) => {
+                    log.line("ERROR", &format!("training data: {e:#}"));
+                    return Err(e.context(format!("training data, epoch {epoch}")));
+                }
+                None => {
+                    // Non-resampled shards ran out before the plan: the epoch ends here, as
+                    // OpenCLIP's does.
+                    log.warn(&format!(
+                        "epoch {epoch} ended after {} of {batches_per_epoch} batches: the shards ran out (--train-num-samples larger than the data?)",
+                        state.step_in_epoch
+                    ));
+                    state.epoch += 1;
+                    state.step_in_epoch = 0;
+                    state.data_position = data.epoch_start(state.epoch);
+                    break;
+                }
+            };
             // Drop-path masks from a generator seeded by (seed, step): a resumed run draws the
             // same ones without saving RNG state.
             tch::manual_seed(p.seed.wrapping_mul(1_000_003).wrapping_add(state.step));
@@ -285,7 +365,11 @@ pub fn run(mut p: Params) -> Result<i32> {
             data_t += end.elapsed().as_secs_f64();
             opt.zero_grad();
             let loss = {
-                let _ac = if autocast { Some(torch_ext::AutocastGuard::new(device, Kind::BFloat16)?) } else { None };
+                let _ac = if autocast {
+                    Some(torch_ext::AutocastGuard::new(device, Kind::BFloat16)?)
+                } else {
+                    None
+                };
                 let (img, txt, scale) = model.forward(&images, &tokens, true);
                 clip_loss(&img, &txt, &scale, &LocalOnly)
             };
@@ -297,6 +381,7 @@ pub fn run(mut p: Params) -> Result<i32> {
             model.clamp_logit_scale();
             state.step += 1;
             state.step_in_epoch += 1;
+            state.data_position = batches.position();
             let loss_v = loss.double_value(&[]);
             if !loss_v.is_finite() {
                 bail!("loss is {loss_v} at step {}: stopping", state.step);
@@ -311,10 +396,15 @@ pub fn run(mut p: Params) -> Result<i32> {
             if (count - 1) % p.log_every_n_steps.max(1) == 0 || count == batches_per_epoch {
                 let (bt, dt) = (batch_t / window as f64, data_t / window as f64);
                 let sps = p.batch_size as f64 / bt;
-                let scale = model.named_parameters().iter().find(|(k, _)| k == "logit_scale").map(|(_, t)| t.exp().double_value(&[])).unwrap_or(f64::NAN);
+                let scale = model
+                    .named_parameters()
+                    .iter()
+                    .find(|(k, _)| k == "logit_scale")
+                    .map(|(_, t)| t.exp().double_value(&[]))
+                    .unwrap_or(f64::NAN);
                 let avg = loss_sum / loss_n as f64;
                 log.info(&format!(
-                    "Train Epoch: {epoch} [{:>sample_digits$}/{num_samples} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}%",
+                    "Train Epoch: {epoch} [{:>sample_digits$}/{samples_per_epoch} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}%",
                     count * p.batch_size,
                     100.0 * count as f64 / batches_per_epoch as f64,
                     alt_g(sps, 6), alt_g(sps, 6),
@@ -326,6 +416,7 @@ pub fn run(mut p: Params) -> Result<i32> {
             if state.step_in_epoch == batches_per_epoch {
                 state.epoch += 1;
                 state.step_in_epoch = 0;
+                state.data_position = data.epoch_start(state.epoch);
             }
             let every = p.save_every_n_steps.is_some_and(|n| state.step % n == 0);
             let stop = preempted.load(Ordering::SeqCst);
@@ -334,19 +425,22 @@ pub fn run(mut p: Params) -> Result<i32> {
                 log.info(&format!("Saved checkpoint {}", path.display()));
             }
             if stop {
-                log.warn(&format!("Preemption signal: checkpointed step {} and stopping (exit {EXIT_PREEMPTED})", state.step));
+                log.warn(&format!(
+                    "Preemption signal: checkpointed step {} and stopping (exit {EXIT_PREEMPTED})",
+                    state.step
+                ));
                 return Ok(EXIT_PREEMPTED);
             }
-            if state.step_in_epoch == 0 {
-                break;
-            }
         }
+        drop(batches);
         let completed = state.epoch;
         if completed == p.epochs || (p.save_frequency > 0 && completed % p.save_frequency == 0) {
             let path = save(&state, &format!("epoch_{completed}.safetensors"), &opt)?;
             log.info(&format!("Saved checkpoint {}", path.display()));
             if p.delete_previous_checkpoint {
-                let _ = std::fs::remove_file(ckpt_dir.join(format!("epoch_{}.safetensors", completed - 1)));
+                let _ = std::fs::remove_file(
+                    ckpt_dir.join(format!("epoch_{}.safetensors", completed - 1)),
+                );
             }
         }
         if p.save_most_recent {

@@ -1,0 +1,468 @@
+//! The trainer's training data, behind one small interface: `--dataset-type synthetic`
+//! ([`crate::synthetic`]) or `webdataset` (clip-data's [`Loader`]).
+//!
+//! [`TrainData::new`] checks every data flag (the trainer's `validate` calls it, so a bad
+//! `--aug-cfg` key is one line, exit 2, nothing written) and fixes the epoch plan: OpenCLIP's
+//! arithmetic (`global = batch × world; batches = ceil(N / global)` rounded up to a multiple of
+//! the workers) for webdataset, `floor(N / batch)` (the last partial batch dropped) for synthetic.
+//! [`TrainData::epoch`] yields (images f32 `[B,3,S,S]`, tokens i64 `[B,ctx]`) CPU tensors and,
+//! after every batch, a JSON position ([`Epoch::position`]) that checkpoints store in
+//! `TrainState.data_position` and `--resume` hands back, so a resumed run sees exactly the
+//! samples the uninterrupted one would have.
+//!
+//! The loader stops the run when no valid sample arrives for 600 s (a stalled source);
+//! `CLIP_TRAIN_DATA_TIMEOUT=SECONDS` in the environment changes that limit.
+//!
+//! Position JSON: `{"source": "synthetic"|"webdataset", "epoch": E, "batches": k, "loader": …}`
+//! where `loader` is clip-data's [`Position`] (webdataset, mid-epoch) or null (epoch start).
+
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clip_data::loader::{EpochIter, Loader, LoaderConfig, Position};
+use clip_data::processor::ClipProcessor;
+use clip_data::shards::ShardList;
+use clip_data::transform::{AugCfg, OPENAI_MEAN, OPENAI_STD};
+use clip_model::ClipConfig;
+use serde_json::{json, Value};
+use tch::Tensor;
+
+use crate::params::Params;
+use crate::pyfmt::repr_float;
+use crate::pyliteral::PyLiteral;
+use crate::synthetic::Synthetic;
+
+/// Ids the CLIP tokenizer produces (`[0, 49408)`): the text tower must have at least as many.
+const TOKENIZER_VOCAB: i64 = clip_data::tokenizer::VOCAB_SIZE as i64;
+
+/// The resolved `--dataset-type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DataKind {
+    Synthetic,
+    WebDataset,
+}
+
+impl DataKind {
+    fn name(self) -> &'static str {
+        match self {
+            DataKind::Synthetic => "synthetic",
+            DataKind::WebDataset => "webdataset",
+        }
+    }
+}
+
+/// `--dataset-type` as OpenCLIP resolves it (`auto`: `.tar` → webdataset); `auto` also takes
+/// `::`-joined sources, brace patterns, `pipe:` and `s3://` URLs as webdataset.
+pub fn dataset_kind(p: &Params) -> Result<DataKind> {
+    match (p.dataset_type.as_str(), p.train_data.as_deref()) {
+        ("synthetic", None) => Ok(DataKind::Synthetic),
+        ("synthetic", Some(_)) => bail!("--dataset-type synthetic does not read --train-data"),
+        ("webdataset", Some(_)) => Ok(DataKind::WebDataset),
+        ("webdataset", None) => bail!("--dataset-type webdataset needs --train-data"),
+        ("csv", _) => bail!("not supported yet: --dataset-type csv"),
+        ("auto", None) => bail!(
+            "no training data: give --train-data (webdataset shards) or --dataset-type synthetic"
+        ),
+        ("auto", Some(d)) => {
+            let ext = d.rsplit('.').next().unwrap_or("");
+            if ext == "tar"
+                || d.contains("::")
+                || d.contains('{')
+                || d.starts_with("pipe:")
+                || d.starts_with("s3://")
+            {
+                Ok(DataKind::WebDataset)
+            } else if ext == "csv" || ext == "tsv" {
+                bail!("not supported yet: --dataset-type csv (--train-data {d})")
+            } else {
+                bail!("--dataset-type auto: cannot tell the dataset type of --train-data {d} (extension {ext:?}); give .tar shards or --dataset-type webdataset")
+            }
+        }
+        (other, _) => bail!("unsupported --dataset-type {other}"),
+    }
+}
+
+/// Python's `repr` of a literal: `--aug-cfg` values back into the `key=value` tokens
+/// [`AugCfg::parse`] reads.
+fn py_repr(v: &PyLiteral) -> String {
+    let join = |items: &[PyLiteral]| items.iter().map(py_repr).collect::<Vec<_>>().join(", ");
+    match v {
+        PyLiteral::None => "None".into(),
+        PyLiteral::Bool(b) => if *b { "True" } else { "False" }.into(),
+        PyLiteral::Int(i) => i.to_string(),
+        PyLiteral::Float(f) => repr_float(*f),
+        PyLiteral::Str(s) => format!("'{}'", s.replace('\\', "\\\\").replace('\'', "\\'")),
+        PyLiteral::Tuple(items) if items.len() == 1 => format!("({},)", py_repr(&items[0])),
+        PyLiteral::Tuple(items) => format!("({})", join(items)),
+        PyLiteral::List(items) => format!("[{}]", join(items)),
+        PyLiteral::Dict(kv) => {
+            format!(
+                "{{{}}}",
+                kv.iter()
+                    .map(|(k, v)| format!("{}: {}", py_repr(k), py_repr(v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }
+    }
+}
+
+/// `--aug-cfg` parsed by clip-data (unknown keys and bad values are errors naming them).
+pub fn aug_cfg(p: &Params) -> Result<AugCfg> {
+    let tokens: Vec<String> = p
+        .aug_cfg
+        .iter()
+        .map(|(k, v)| format!("{k}={}", py_repr(v)))
+        .collect();
+    AugCfg::parse(&tokens).map_err(|e| anyhow::anyhow!("--aug-cfg: {e:#}"))
+}
+
+/// `--image-mean` / `--image-std`: one value (all channels, as torchvision broadcasts it) or three.
+fn channels(flag: &str, v: Option<&[f64]>, default: [f32; 3]) -> Result<[f32; 3]> {
+    match v {
+        None => Ok(default),
+        Some([x]) => Ok([*x as f32; 3]),
+        Some([r, g, b]) => Ok([*r as f32, *g as f32, *b as f32]),
+        Some(v) => bail!("{flag}: expected 1 or 3 values, got {}", v.len()),
+    }
+}
+
+enum Source {
+    Synthetic(Synthetic),
+    WebDataset(Box<Loader>),
+}
+
+/// The training data of a run: its plan and a way to iterate its epochs.
+pub struct TrainData {
+    source: Source,
+    batch_size: i64,
+    /// Optimizer steps per epoch (OpenCLIP's `num_batches`): the schedule's unit.
+    pub batches_per_epoch: i64,
+    /// OpenCLIP's `dataloader.num_samples` (the `[n/N]` of the log lines).
+    pub samples_per_epoch: i64,
+    /// Things to log once the run directory exists (e.g. unused `--aug-cfg` keys).
+    pub warnings: Vec<String>,
+}
+
+impl TrainData {
+    /// Checks the data flags and builds the source; starts no thread and reads no shard
+    /// (only a `sizes.json` beside local shards when `--train-num-samples` is absent).
+    pub fn new(p: &Params, cfg: &ClipConfig) -> Result<TrainData> {
+        let kind = dataset_kind(p)?;
+        let aug = aug_cfg(p)?;
+        let mean = channels("--image-mean", p.image_mean.as_deref(), OPENAI_MEAN)?;
+        let std = channels("--image-std", p.image_std.as_deref(), OPENAI_STD)?;
+        if std.iter().any(|s| *s == 0.0 || !s.is_finite()) || mean.iter().any(|m| !m.is_finite()) {
+            bail!("--image-mean/--image-std must be finite and the std non-zero");
+        }
+        if p.batch_size < 1 {
+            bail!("--batch-size must be at least 1");
+        }
+        if p.train_num_samples.is_some_and(|n| n < 1) {
+            bail!("--train-num-samples must be at least 1");
+        }
+        let mut warnings = Vec::new();
+        match kind {
+            DataKind::Synthetic => {
+                let webdataset_only = [
+                    ("--aug-cfg", !p.aug_cfg.is_empty()),
+                    ("--image-mean", p.image_mean.is_some()),
+                    ("--image-std", p.image_std.is_some()),
+                    ("--dataset-resampled", p.dataset_resampled),
+                    (
+                        "--train-data-upsampling-factors",
+                        p.train_data_upsampling_factors.is_some(),
+                    ),
+                ];
+                if let Some((f, _)) = webdataset_only.iter().find(|(_, given)| *given) {
+                    bail!("{f} has no effect with --dataset-type synthetic");
+                }
+                let Some(n) = p.train_num_samples else {
+                    bail!("--dataset-type synthetic needs --train-num-samples")
+                };
+                let batches = n / p.batch_size;
+                if batches == 0 {
+                    bail!(
+                        "--train-num-samples {n} is less than one batch of {}",
+                        p.batch_size
+                    );
+                }
+                let data = Synthetic {
+                    seed: p.seed,
+                    image_size: cfg.vision.image_size,
+                    context_length: cfg.text.context_length,
+                    vocab_size: cfg.text.vocab_size,
+                };
+                Ok(TrainData {
+                    source: Source::Synthetic(data),
+                    batch_size: p.batch_size,
+                    batches_per_epoch: batches,
+                    samples_per_epoch: n,
+                    warnings,
+                })
+            }
+            DataKind::WebDataset => {
+                let spec = p.train_data.as_deref().unwrap_or_default();
+                if p.train_data_upsampling_factors.is_some() && !p.dataset_resampled {
+                    bail!("--train-data-upsampling-factors is only supported with --dataset-resampled (sampling with replacement)");
+                }
+                let (h, w) = cfg.vision.image_size;
+                if h != w || h < 1 {
+                    bail!(
+                        "not supported yet: non-square image size {h}x{w} of model {}",
+                        p.model
+                    );
+                }
+                if cfg.text.vocab_size < TOKENIZER_VOCAB {
+                    bail!(
+                        "model {}: text vocab_size {} is smaller than the tokenizer's {TOKENIZER_VOCAB} ids (captions would index past the token embedding)",
+                        p.model,
+                        cfg.text.vocab_size
+                    );
+                }
+                let shards = ShardList::parse(spec, p.train_data_upsampling_factors.as_deref())
+                    .context("--train-data")?;
+                let urls = shards.urls();
+                if let Some(missing) = urls.iter().find(|u| {
+                    is_local(u) && !Path::new(u.strip_prefix("file://").unwrap_or(u)).is_file()
+                }) {
+                    bail!("--train-data: no such shard: {missing}");
+                }
+                let mut lc = LoaderConfig::new(shards, p.batch_size as usize);
+                lc.resampled = p.dataset_resampled;
+                lc.seed = p.seed as u64;
+                lc.workers = p.workers.max(0) as usize;
+                lc.num_samples = p.train_num_samples.map(|n| n as u64);
+                if let Ok(t) = std::env::var("CLIP_TRAIN_DATA_TIMEOUT") {
+                    let secs: f64 = t.parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).with_context(|| {
+                        format!("CLIP_TRAIN_DATA_TIMEOUT={t:?}: expected a positive number of seconds")
+                    })?;
+                    lc.no_progress_timeout = std::time::Duration::from_secs_f64(secs);
+                }
+                let unused = aug.unused_keys();
+                if !unused.is_empty() {
+                    warnings.push(format!(
+                        "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
+                    ));
+                }
+                let processor = ClipProcessor::train(
+                    h as u32,
+                    &aug,
+                    mean,
+                    std,
+                    cfg.text.context_length as usize,
+                );
+                let loader = Loader::new(lc, Arc::new(processor)).map_err(|e| {
+                    if p.train_num_samples.is_none() && e.to_string().contains("number of training samples") {
+                        anyhow::anyhow!("--train-num-samples is required: no sizes.json beside the shards gives the dataset size")
+                    } else {
+                        e
+                    }
+                })?;
+                let Some((_, batches, samples)) = loader.plan() else {
+                    bail!("--train-num-samples is required")
+                };
+                Ok(TrainData {
+                    source: Source::WebDataset(Box::new(loader)),
+                    batch_size: p.batch_size,
+                    batches_per_epoch: batches as i64,
+                    samples_per_epoch: samples as i64,
+                    warnings,
+                })
+            }
+        }
+    }
+
+    pub fn kind(&self) -> DataKind {
+        match self.source {
+            Source::Synthetic(_) => DataKind::Synthetic,
+            Source::WebDataset(_) => DataKind::WebDataset,
+        }
+    }
+
+    /// The position at the start of `epoch` (what an epoch-end checkpoint stores).
+    pub fn epoch_start(&self, epoch: i64) -> Value {
+        json!({ "source": self.kind().name(), "epoch": epoch, "batches": 0, "loader": Value::Null })
+    }
+
+    /// The batches of `epoch` from `step_in_epoch` on; `saved` is the checkpoint's position
+    /// (needed by webdataset when `step_in_epoch > 0`).
+    pub fn epoch(&self, epoch: i64, step_in_epoch: i64, saved: &Value) -> Result<Epoch<'_>> {
+        let saved_source = saved.get("source").and_then(Value::as_str);
+        if step_in_epoch > 0 {
+            if let Some(s) = saved_source.filter(|s| *s != self.kind().name()) {
+                bail!("the checkpoint was taken mid-epoch on --dataset-type {s} data; resume it with the same data (or from an epoch checkpoint)");
+            }
+            let (se, sb) = (
+                saved.get("epoch").and_then(Value::as_i64),
+                saved.get("batches").and_then(Value::as_i64),
+            );
+            if saved_source.is_some() && (se != Some(epoch) || sb != Some(step_in_epoch)) {
+                bail!("the checkpoint's data position (epoch {se:?}, batch {sb:?}) does not match its training state (epoch {epoch}, step in epoch {step_in_epoch})");
+            }
+        }
+        let inner = match &self.source {
+            Source::Synthetic(data) => Inner::Synthetic {
+                data,
+                next: step_in_epoch,
+            },
+            Source::WebDataset(loader) => {
+                let resume = if step_in_epoch == 0 {
+                    None
+                } else {
+                    let pos = saved.get("loader").filter(|v| !v.is_null()).with_context(|| {
+                        format!("the checkpoint (epoch {epoch}, step {step_in_epoch} in the epoch) has no webdataset data position to resume from")
+                    })?;
+                    let pos: Position = serde_json::from_value(pos.clone())
+                        .context("unreadable data position in the checkpoint")?;
+                    Some(pos)
+                };
+                let it = loader
+                    .epoch(epoch as u64, resume.as_ref())
+                    .context("cannot resume the data position")?;
+                Inner::WebDataset(Box::new(it))
+            }
+        };
+        Ok(Epoch {
+            inner,
+            epoch,
+            batches: step_in_epoch,
+            batches_per_epoch: self.batches_per_epoch,
+            batch_size: self.batch_size,
+        })
+    }
+}
+
+fn is_local(url: &str) -> bool {
+    !url.starts_with("pipe:") && (!url.contains("://") || url.starts_with("file://"))
+}
+
+enum Inner<'a> {
+    Synthetic { data: &'a Synthetic, next: i64 },
+    WebDataset(Box<EpochIter>),
+}
+
+/// One epoch's batches.
+pub struct Epoch<'a> {
+    inner: Inner<'a>,
+    epoch: i64,
+    batches: i64,
+    batches_per_epoch: i64,
+    batch_size: i64,
+}
+
+impl Epoch<'_> {
+    /// The next (images, tokens) batch as CPU tensors; None at the end of the epoch; an error
+    /// when the input stalls or yields nothing usable (the run must stop).
+    pub fn next_batch(&mut self) -> Option<Result<(Tensor, Tensor)>> {
+        if self.batches >= self.batches_per_epoch {
+            return None;
+        }
+        let out = match &mut self.inner {
+            Inner::Synthetic { data, next } => {
+                let b = data.batch(*next * self.batch_size, self.batch_size);
+                *next += 1;
+                b
+            }
+            Inner::WebDataset(it) => match it.next()? {
+                Err(e) => return Some(Err(e)),
+                Ok(b) => {
+                    let (n, s, ctx) = (
+                        b.batch_size as i64,
+                        b.image_size as i64,
+                        b.context_length as i64,
+                    );
+                    let images = Tensor::from_slice(&b.images).reshape([n, 3, s, s]);
+                    let tokens = Tensor::from_slice(&b.tokens).reshape([n, ctx]);
+                    (images, tokens)
+                }
+            },
+        };
+        self.batches += 1;
+        Some(Ok(out))
+    }
+
+    /// The position after the last batch returned (store it with a checkpoint).
+    pub fn position(&self) -> Value {
+        match &self.inner {
+            Inner::Synthetic { .. } => {
+                json!({ "source": "synthetic", "epoch": self.epoch, "batches": self.batches, "loader": Value::Null })
+            }
+            Inner::WebDataset(it) => {
+                let pos = serde_json::to_value(EpochIter::position(it)).unwrap_or(Value::Null);
+                json!({ "source": "webdataset", "epoch": self.epoch, "batches": self.batches, "loader": pos })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn params(extra: &[&str]) -> Params {
+        let mut args = vec!["clip-train", "--model", "clip_tiny_test"];
+        args.extend_from_slice(extra);
+        crate::params::parse(args).unwrap()
+    }
+
+    #[test]
+    fn aug_cfg_values_round_trip_through_python_repr() {
+        let p = params(&[
+            "--aug-cfg",
+            "scale=(0.5, 1.0)",
+            "re_prob=0.25",
+            "use_timm=True",
+            "re_count=2",
+            "ratio=(0.75,1.3333333333333333)",
+        ]);
+        let a = aug_cfg(&p).unwrap();
+        assert_eq!(a.scale, (0.5, 1.0));
+        assert_eq!(a.re_prob, 0.25);
+        assert!(a.use_timm);
+        assert_eq!(a.re_count, 2);
+        assert_eq!(a.ratio, (0.75, 4.0 / 3.0));
+        let bad = params(&["--aug-cfg", "sclae=(0.5, 1.0)"]);
+        let e = aug_cfg(&bad).unwrap_err().to_string();
+        assert!(e.contains("sclae") && !e.contains('\n'), "{e}");
+        assert_eq!(py_repr(&PyLiteral::Tuple(vec![PyLiteral::Int(1)])), "(1,)");
+        assert_eq!(py_repr(&PyLiteral::Str("it's".into())), "'it\\'s'");
+    }
+
+    #[test]
+    fn auto_dataset_type_follows_openclip_and_shard_syntax() {
+        let k = |d: &str| dataset_kind(&params(&["--train-data", d]));
+        assert_eq!(k("/d/00000.tar").unwrap(), DataKind::WebDataset);
+        assert_eq!(
+            k("/d/{00000..00003}.tar::/e/x.tar").unwrap(),
+            DataKind::WebDataset
+        );
+        assert_eq!(
+            k("pipe:aws s3 cp s3://b/x - ").unwrap(),
+            DataKind::WebDataset
+        );
+        assert_eq!(k("s3://bucket/shard").unwrap(), DataKind::WebDataset);
+        assert!(k("/d/train.csv")
+            .unwrap_err()
+            .to_string()
+            .contains("not supported yet"));
+        assert!(k("/d/train.parquet").is_err());
+        assert!(dataset_kind(&params(&[])).is_err());
+        assert_eq!(
+            dataset_kind(&params(&["--dataset-type", "synthetic"])).unwrap(),
+            DataKind::Synthetic
+        );
+    }
+
+    #[test]
+    fn mean_std_take_one_or_three_values() {
+        assert_eq!(channels("m", Some(&[0.5]), OPENAI_MEAN).unwrap(), [0.5; 3]);
+        assert_eq!(
+            channels("m", Some(&[0.1, 0.2, 0.3]), OPENAI_MEAN).unwrap(),
+            [0.1, 0.2, 0.3]
+        );
+        assert!(channels("m", Some(&[0.1, 0.2]), OPENAI_MEAN).is_err());
+        assert_eq!(channels("m", None, OPENAI_MEAN).unwrap(), OPENAI_MEAN);
+    }
+}

@@ -1,0 +1,511 @@
+//! The trainer on webdataset shards (CPU, fp32, the tiny model with the tokenizer's vocabulary):
+//! exact resume of the data position from mid-epoch and epoch-boundary checkpoints (plain and
+//! resampled + upsampled sources), `--dataset-type auto`, data-flag errors up front, loader errors
+//! stopping the run.
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use tch::Tensor;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
+
+fn tempdir(tag: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("clip-train-wds-{tag}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// `clip_tiny_test` with the CLIP tokenizer's 49408 ids (real captions index up to 49407).
+fn model_json(dir: &Path) -> String {
+    let path = dir.join("clip_tiny_wds.json");
+    let mut cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/clip_tiny_test.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    cfg["text_cfg"]["vocab_size"] = 49408.into();
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    path.display().to_string()
+}
+
+const COLOURS: [(&str, [u8; 3]); 4] = [
+    ("red", [220, 30, 30]),
+    ("green", [30, 200, 40]),
+    ("blue", [30, 60, 220]),
+    ("yellow", [230, 220, 40]),
+];
+const SHAPES: [&str; 3] = ["square", "circle", "stripe"];
+
+/// `n` coloured-shape images with captions naming colour and shape, as `clip-tool make-shards`
+/// input, then shards of `per_shard` samples (and sizes.json) in `out`.
+fn make_shards(dir: &Path, out: &Path, n: usize, per_shard: usize, salt: usize) {
+    let src = dir.join(format!("src-{salt}"));
+    std::fs::create_dir_all(&src).unwrap();
+    for i in 0..n {
+        let (cname, c) = COLOURS[(i + salt) % 4];
+        let shape = SHAPES[(i / 4 + salt) % 3];
+        let img = image::RgbImage::from_fn(72, 64, |x, y| {
+            let (cx, cy) = (x as i32 - 36, y as i32 - 32);
+            let inside = match shape {
+                "square" => cx.abs() < 16 && cy.abs() < 16,
+                "circle" => cx * cx + cy * cy < 18 * 18,
+                _ => (x / 8) % 2 == 0,
+            };
+            if inside {
+                image::Rgb(c)
+            } else {
+                image::Rgb([
+                    ((x * 3 + i as u32) % 64 + 96) as u8,
+                    110,
+                    ((y * 5) % 64 + 96) as u8,
+                ])
+            }
+        });
+        img.save(src.join(format!("{i:05}.png"))).unwrap();
+        std::fs::write(
+            src.join(format!("{i:05}.txt")),
+            format!("a photo of a {cname} {shape}"),
+        )
+        .unwrap();
+    }
+    let cfg = clip_data::make_shards::MakeShardsCfg {
+        input: src,
+        output: out.to_path_buf(),
+        samples_per_shard: per_shard,
+        max_size: 64,
+        quality: 90,
+        prefix: String::new(),
+        img_key: "filepath".into(),
+        caption_key: "title".into(),
+        separator: None,
+        threads: 2,
+    };
+    clip_data::make_shards::make_shards(&cfg).unwrap();
+}
+
+/// A tar of (name, bytes) members (ustar headers), for shards `make-shards` would not write.
+fn write_tar(path: &Path, members: &[(String, Vec<u8>)]) {
+    let mut out = Vec::new();
+    for (name, data) in members {
+        let mut h = [0u8; 512];
+        h[..name.len()].copy_from_slice(name.as_bytes());
+        h[100..107].copy_from_slice(b"0000644");
+        h[108..115].copy_from_slice(b"0000000");
+        h[116..123].copy_from_slice(b"0000000");
+        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
+        h[136..147].copy_from_slice(b"00000000000");
+        h[156] = b'0';
+        h[257..263].copy_from_slice(b"ustar\0");
+        h[263..265].copy_from_slice(b"00");
+        h[148..156].copy_from_slice(b"        ");
+        let sum: u32 = h.iter().map(|&b| b as u32).sum();
+        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
+        out.extend_from_slice(&h);
+        out.extend_from_slice(data);
+        out.resize(out.len().div_ceil(512) * 512, 0);
+    }
+    out.resize(out.len() + 1024, 0);
+    std::fs::write(path, out).unwrap();
+}
+
+fn args(model: &str, data: &str, logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--train-data",
+        data,
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--workers",
+        "2",
+        "--model",
+        model,
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "3",
+        "--grad-clip-norm",
+        "1.0",
+        "--save-every-n-steps",
+        "3",
+        "--log-every-n-steps",
+        "4",
+        "--seed",
+        "5",
+        "--name",
+        name,
+        "--logs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(logs.display().to_string());
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+fn run(args: &[String]) -> Output {
+    Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run clip-train")
+}
+
+fn ok(args: &[String]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "clip-train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn weights(path: &Path) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = Tensor::read_safetensors(path).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+fn assert_bitwise_equal(a: &Path, b: &Path) {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.len(), wb.len());
+    for ((ka, ta), (kb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(ka, kb);
+        assert!(
+            ta.equal(tb),
+            "{ka} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// A run dir holding only the checkpoints of `full` up to `step` (and its log).
+fn stopped_copy(full: &Path, dir: &Path, step: i64) {
+    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+    std::fs::copy(full.join("out.log"), dir.join("out.log")).unwrap();
+    for e in std::fs::read_dir(full.join("checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if clip_train::checkpoint::peek_state(&p).unwrap().step <= step {
+            std::fs::copy(&p, dir.join("checkpoints").join(p.file_name().unwrap())).unwrap();
+        }
+    }
+}
+
+/// Runs `full`, then for each stop step a copy of its checkpoints up to there resumed with
+/// `--resume latest`: the final weights must be bitwise the full run's.
+fn check_resume(base: impl Fn(&str) -> Vec<String>, logs: &Path, stops: &[i64], last: &str) {
+    ok(&base("full"));
+    let full = logs.join("full");
+    let last_ckpt = full.join("checkpoints").join(last);
+    assert!(last_ckpt.exists());
+    for &step in stops {
+        let name = format!("stop{step}");
+        stopped_copy(&full, &logs.join(&name), step);
+        let mut a = base(&name);
+        a.extend(["--resume".into(), "latest".into()]);
+        ok(&a);
+        assert_bitwise_equal(&logs.join(&name).join("checkpoints").join(last), &last_ckpt);
+        let log = std::fs::read_to_string(logs.join(&name).join("out.log")).unwrap();
+        assert!(
+            log.contains(&format!("step {step})")),
+            "resumed from step {step}: {log}"
+        );
+    }
+}
+
+#[test]
+fn webdataset_resume_mid_epoch_and_at_epoch_boundary_is_bitwise_the_uninterrupted_run() {
+    let dir = tempdir("resume");
+    let model = model_json(&dir);
+    let shards = dir.join("shards");
+    make_shards(&dir, &shards, 64, 16, 0);
+    let data = format!("{}/{{00000..00003}}.tar", shards.display());
+    let logs = dir.join("logs");
+    // 64 samples (from sizes.json: no --train-num-samples), batch 8, 2 workers: 8 batches per
+    // epoch (4 per worker); 16 steps.
+    let base = |name: &str| {
+        args(
+            &model,
+            &data,
+            &logs,
+            name,
+            &["--dataset-type", "webdataset"],
+        )
+    };
+    check_resume(base, &logs, &[3, 8, 12, 15], "epoch_2.safetensors");
+
+    let full = logs.join("full");
+    let log = std::fs::read_to_string(full.join("out.log")).unwrap();
+    assert!(log.contains("Train Epoch: 1 [64/64 (100%)]"), "{log}");
+    // The checkpoint carries the loader position: mid-epoch a clip-data Position, at the epoch
+    // boundary the start of the next epoch.
+    let mid =
+        clip_train::checkpoint::peek_state(&full.join("checkpoints/step_3.safetensors")).unwrap();
+    assert_eq!(mid.data_position["source"], "webdataset");
+    assert_eq!(mid.data_position["batches"], 3);
+    let pos: clip_data::loader::Position =
+        serde_json::from_value(mid.data_position["loader"].clone()).unwrap();
+    assert_eq!((pos.epoch, pos.batches, pos.streams.len()), (0, 3, 2));
+    assert_eq!(pos.streams.iter().map(|s| s.taken).sum::<u64>(), 24);
+    let boundary =
+        clip_train::checkpoint::peek_state(&full.join("checkpoints/epoch_1.safetensors")).unwrap();
+    assert_eq!((boundary.epoch, boundary.step_in_epoch), (1, 0));
+    assert_eq!(boundary.data_position["epoch"], 1);
+    assert!(boundary.data_position["loader"].is_null());
+
+    // A different seed is a different data order (and init): the comparison above has teeth.
+    let mut other = base("seed6");
+    let i = other.iter().position(|a| a == "--seed").unwrap();
+    other[i + 1] = "6".into();
+    ok(&other);
+    let a = weights(&full.join("checkpoints/epoch_2.safetensors"));
+    let b = weights(&logs.join("seed6/checkpoints/epoch_2.safetensors"));
+    assert!(a.iter().zip(&b).any(|((_, x), (_, y))| !x.equal(y)));
+
+    // Resuming a mid-epoch checkpoint under another data order is refused, not silently wrong.
+    stopped_copy(&full, &logs.join("moved"), 3);
+    let mut moved = base("moved");
+    let i = moved.iter().position(|a| a == "--workers").unwrap();
+    moved[i + 1] = "1".into();
+    moved.extend(["--resume".into(), "latest".into()]);
+    let out = run(&moved);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn resampled_upsampled_sources_with_auto_type_resume_exactly() {
+    let dir = tempdir("resampled");
+    let model = model_json(&dir);
+    let (a, b) = (dir.join("a"), dir.join("b"));
+    make_shards(&dir, &a, 40, 20, 0);
+    make_shards(&dir, &b, 20, 20, 1);
+    // `--dataset-type auto` (the default) on .tar sources.
+    let data = format!(
+        "{}/{{00000..00001}}.tar::{}/00000.tar",
+        a.display(),
+        b.display()
+    );
+    let logs = dir.join("logs");
+    let base = |name: &str| {
+        let mut a = args(
+            &model,
+            &data,
+            &logs,
+            name,
+            &[
+                "--dataset-resampled",
+                "--train-data-upsampling-factors",
+                "1::3",
+                "--train-num-samples",
+                "60",
+            ],
+        );
+        let i = a.iter().position(|x| x == "--epochs").unwrap();
+        a[i + 1] = "1".into();
+        a
+    };
+    // 60 samples, batch 8, 2 workers: ceil(60/8) = 8 batches (4 per worker).
+    check_resume(base, &logs, &[3, 6], "epoch_1.safetensors");
+    let log = std::fs::read_to_string(logs.join("full/out.log")).unwrap();
+    assert!(log.contains("Train Epoch: 0 [64/64 (100%)]"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn data_flag_errors_are_one_line_exit_2_and_write_nothing() {
+    let dir = tempdir("flags");
+    let model = model_json(&dir);
+    let shards = dir.join("shards");
+    make_shards(&dir, &shards, 8, 4, 0);
+    let data = format!("{}/{{00000..00001}}.tar", shards.display());
+    let logs = dir.join("logs");
+    let refused = |name: &str, model: &str, data: &str, extra: &[&str], what: &str| {
+        let out = run(&args(model, data, &logs, name, extra));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{name}: {err}");
+        assert_eq!(err.trim_end().lines().count(), 1, "{name}: {err}");
+        assert!(err.contains(what), "{name}: {err}");
+        assert!(!logs.join(name).exists(), "{name}: nothing written");
+    };
+    refused(
+        "aug",
+        &model,
+        &data,
+        &["--aug-cfg", "scale=(0.5, 1.0)", "sclae=(0.5, 1.0)"],
+        "sclae",
+    );
+    refused(
+        "augval",
+        &model,
+        &data,
+        &["--aug-cfg", "re_prob=2"],
+        "re_prob",
+    );
+    refused(
+        "up",
+        &model,
+        &data,
+        &["--train-data-upsampling-factors", "2"],
+        "--dataset-resampled",
+    );
+    refused(
+        "mean",
+        &model,
+        &data,
+        &["--image-mean", "0.5", "0.5"],
+        "--image-mean",
+    );
+    refused("vocab", "clip_tiny_test", &data, &[], "vocab_size");
+    refused(
+        "missing",
+        &model,
+        &format!("{}/{{00000..00002}}.tar", shards.display()),
+        &[],
+        "00002.tar",
+    );
+    refused(
+        "auto",
+        &model,
+        &format!("{}/train.parquet", shards.display()),
+        &[],
+        "dataset type",
+    );
+    // No sizes.json beside the shards and no --train-num-samples.
+    let bare = dir.join("bare");
+    std::fs::create_dir_all(&bare).unwrap();
+    for s in ["00000.tar", "00001.tar"] {
+        std::fs::copy(shards.join(s), bare.join(s)).unwrap();
+    }
+    refused(
+        "nosize",
+        &model,
+        &format!("{}/{{00000..00001}}.tar", bare.display()),
+        &[],
+        "--train-num-samples",
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn shards_without_a_usable_sample_stop_the_run_with_the_loaders_error() {
+    let dir = tempdir("bad");
+    let model = model_json(&dir);
+    for s in 0..2 {
+        let members: Vec<(String, Vec<u8>)> = (0..6)
+            .flat_map(|i| {
+                let key = format!("{s}{i:04}");
+                [
+                    (format!("{key}.jpg"), b"not a jpeg".to_vec()),
+                    (format!("{key}.txt"), b"a red square".to_vec()),
+                ]
+            })
+            .collect();
+        write_tar(&dir.join(format!("{s:05}.tar")), &members);
+    }
+    let logs = dir.join("logs");
+    let data = format!("{}/{{00000..00001}}.tar", dir.display());
+    let out = run(&args(
+        &model,
+        &data,
+        &logs,
+        "bad",
+        &["--train-num-samples", "16"],
+    ));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no usable sample"), "{err}");
+    let log = std::fs::read_to_string(logs.join("bad/out.log")).unwrap();
+    assert!(log.contains("| ERROR | training data"), "{log}");
+    assert!(!logs.join("bad/checkpoints/epoch_1.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn a_stalled_source_stops_the_run_after_the_no_progress_timeout() {
+    let dir = tempdir("stall");
+    let model = model_json(&dir);
+    let logs = dir.join("logs");
+    // Two sources that produce nothing for a minute.
+    let a = args(
+        &model,
+        "pipe:sleep 6{0..1}",
+        &logs,
+        "stall",
+        &["--dataset-type", "webdataset", "--train-num-samples", "16"],
+    );
+    let t0 = std::time::Instant::now();
+    let out = Command::new(BIN)
+        .args(&a)
+        .env("CLIP_TRAIN_DATA_TIMEOUT", "2")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(err.contains("no valid sample for"), "{err}");
+    assert!(
+        t0.elapsed().as_secs() < 40,
+        "stopped after {:?}",
+        t0.elapsed()
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[test]
+fn aug_cfg_and_image_mean_std_reach_the_transform() {
+    let dir = tempdir("aug");
+    let model = model_json(&dir);
+    let shards = dir.join("shards");
+    make_shards(&dir, &shards, 32, 16, 0);
+    let data = format!("{}/{{00000..00001}}.tar", shards.display());
+    let logs = dir.join("logs");
+    let one_epoch = |name: &str, extra: &[&str]| {
+        let mut a = args(&model, &data, &logs, name, extra);
+        let i = a.iter().position(|x| x == "--epochs").unwrap();
+        a[i + 1] = "1".into();
+        let out = ok(&a);
+        (
+            weights(&logs.join(name).join("checkpoints/epoch_1.safetensors")),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (plain, _) = one_epoch("plain", &[]);
+    let (same, _) = one_epoch(
+        "same",
+        &["--image-mean", "0.48145466", "0.4578275", "0.40821073"],
+    );
+    let (mean, _) = one_epoch("mean", &["--image-mean", "0.5", "--image-std", "0.5"]);
+    let (aug, err) = one_epoch("aug", &["--aug-cfg", "scale=(0.3, 0.6)", "re_prob=0.5"]);
+    let differs = |a: &[(String, Tensor)], b: &[(String, Tensor)]| {
+        a.iter().zip(b).any(|((_, x), (_, y))| !x.equal(y))
+    };
+    assert!(
+        !differs(&plain, &same),
+        "the default mean given explicitly changes nothing"
+    );
+    assert!(
+        differs(&plain, &mean),
+        "--image-mean/--image-std are applied"
+    );
+    assert!(differs(&plain, &aug), "--aug-cfg scale is applied");
+    // re_prob needs use_timm: OpenCLIP warns that it is unused.
+    assert!(
+        err.contains("Unused augmentation cfg items") && err.contains("re_prob"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
