@@ -14,7 +14,8 @@ use serde_json::{Map, Value};
 
 use crate::convnext::ConvNextConfig;
 
-/// The built-in configs: OpenCLIP's own files, copied verbatim, plus a tiny test model.
+/// The built-in configs: OpenCLIP's own files, copied verbatim, plus two tiny models
+/// (`clip_tiny_test`: vocab 1000 for small goldens; `clip_tiny`: CLIP's vocab, for the demo).
 pub const BUILTIN: &[(&str, &str)] = &[
     (
         "convnext_base_w",
@@ -40,6 +41,7 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "clip_tiny_test",
         include_str!("../../../configs/clip_tiny_test.json"),
     ),
+    ("clip_tiny", include_str!("../../../configs/clip_tiny.json")),
 ];
 
 /// The names `ClipConfig::load` knows without a path.
