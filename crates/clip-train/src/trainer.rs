@@ -27,6 +27,7 @@ use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::Params;
 use crate::pyfmt::{alt_g, repr_float};
 use crate::scheduler::LrSchedule;
+use crate::tensorboard::SummaryWriter;
 
 /// Exit status after a preemption signal made the run checkpoint and stop: slurm scripts
 /// requeue on it (EX_TEMPFAIL).
@@ -41,7 +42,7 @@ const NOT_YET: &[&str] = &[
     "lock_image_freeze_bn_stats", "image_interpolation", "image_resize_mode", "local_loss",
     "gather_with_grad", "force_context_length", "force_image_size", "force_quick_gelu",
     "force_patch_dropout", "force_custom_text", "torchscript", "torchcompile", "trace",
-    "accum_freq", "dist_url", "dist_backend", "report_to", "wandb_notes", "copy_codebase",
+    "accum_freq", "dist_url", "dist_backend", "wandb_notes", "copy_codebase",
     "horovod", "ddp_static_graph", "no_set_device_rank", "lock_text", "lock_text_unlocked_layers",
     "lock_text_freeze_layer_norm", "remote_sync", "distill_model", "distill_pretrained",
     "use_bnb_linear", "siglip", "loss_dist_impl",
@@ -59,6 +60,10 @@ fn check_supported(p: &Params) -> Result<()> {
         if given[*f] != default[*f] {
             bail!("not supported yet: {}", flag(f));
         }
+    }
+    match p.report_to.as_str() {
+        "" | "tensorboard" => {}
+        other => bail!("not supported yet: --report-to {other} (tensorboard works)"),
     }
     match p.precision.as_str() {
         "fp32" | "amp_bf16" | "amp_bfloat16" => {}
@@ -209,6 +214,12 @@ pub fn run(mut p: Params) -> Result<i32> {
         bail!("experiment {} already exists: use --name to start a new one or --resume to continue it", run_dir.display());
     }
     let ckpt_dir = run_dir.join("checkpoints");
+    let tensorboard_dir = run_dir.join("tensorboard");
+    let mut tensorboard = if p.report_to == "tensorboard" {
+        Some(SummaryWriter::new(&tensorboard_dir)?)
+    } else {
+        None
+    };
     std::fs::create_dir_all(&ckpt_dir)
         .with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
     let mut log = Log {
@@ -411,6 +422,19 @@ pub fn run(mut p: Params) -> Result<i32> {
                     alt_g(loss_v, 5), alt_g(avg, 5), alt_g(loss_v, 5), alt_g(avg, 5),
                     100.0 * dt / bt.max(1e-12),
                 ));
+                if let Some(tb) = tensorboard.as_mut() {
+                    // OpenCLIP's scalars (window values, not averages) at its step index.
+                    tb.add_scalars(state.step - 1, &[
+                        ("train/data_time", dt),
+                        ("train/batch_time", bt),
+                        ("train/samples_per_second", sps),
+                        ("train/samples_per_second_per_gpu", sps),
+                        ("train/scale", scale),
+                        ("train/lr", lr),
+                        ("train/contrastive_loss", loss_v),
+                        ("train/loss", loss_v),
+                    ])?;
+                }
                 (data_t, batch_t, window) = (0.0, 0.0, 0);
             }
             if state.step_in_epoch == batches_per_epoch {

@@ -159,6 +159,19 @@ fn existing_run_dir_needs_resume_and_missing_resume_path_writes_nothing() {
     assert!(err.contains("nope.safetensors"), "{err}");
     assert!(!logs.join("m").exists(), "nothing written");
 
+    // --report-to tensorboard writes event files TensorBoard reads (format: tests/tensorboard.rs).
+    let mut tb = base_args(&logs, "tb");
+    tb.iter_mut().for_each(|a| if a == "2" { *a = "1".into() });
+    tb.extend(["--report-to".into(), "tensorboard".into()]);
+    ok(&tb);
+    let events: Vec<_> = std::fs::read_dir(logs.join("tb/tensorboard")).unwrap().collect();
+    assert_eq!(events.len(), 1);
+    let mut wandb = base_args(&logs, "w");
+    wandb.extend(["--report-to".into(), "wandb".into()]);
+    let out = run(&wandb);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet: --report-to wandb"));
+
     let mut unsupported = base_args(&logs, "u");
     unsupported.extend(["--accum-freq".into(), "2".into()]);
     let out = run(&unsupported);
