@@ -78,10 +78,12 @@ fn eval_and_resized_crop_match_open_clip() {
             max * 255.0
         );
         assert!(mean < 2.0 / 255.0, "{}: mean error {mean}", c["file"]);
-        // Lossless inputs isolate the resampler: it is Pillow-exact. JPEG inputs differ by the
-        // decoder (zune-jpeg vs libjpeg-turbo IDCT/upsampling rounding).
+        // Lossless inputs isolate the resampler: it is Pillow's algorithm in 14-bit (not 22-bit)
+        // fixed point, so a byte may differ by a rounding step per pass (two at most), rarely.
+        // JPEG inputs also differ by the decoder (zune-jpeg vs libjpeg-turbo IDCT/upsampling).
         if !c["image"].as_str().unwrap().ends_with(".jpg") {
-            assert!(max < 1e-6, "{}: lossless input should match exactly, max {max}", c["file"]);
+            assert!(max <= 2.01 / 255.0, "{}: lossless input: max error {max} over 2/255", c["file"]);
+            assert!(mean < 0.05 / 255.0, "{}: lossless input: mean error {mean} over 0.05/255", c["file"]);
         }
         worst = worst.max(mean);
     }
@@ -233,6 +235,8 @@ fn train_transform_erases_at_re_prob() {
     let lut: Vec<Vec<f32>> = (0..3)
         .map(|c| (0..256).map(|v| (v as f32 / 255.0 - OPENAI_MEAN[c]) / OPENAI_STD[c]).collect())
         .collect();
+    // Normalisation is one FMA per value: within a few ulp of torchvision's formula.
+    let on_grid = |c: usize, v: f32| lut[c].iter().any(|&l| (l - v).abs() <= 4.0 * f32::EPSILON * l.abs().max(1.0));
     let mut rng = Pcg64::seed_from_u64(11);
     let n = 2000;
     let mut erased = 0;
@@ -240,7 +244,7 @@ fn train_transform_erases_at_re_prob() {
     for _ in 0..n {
         t.apply_into(&img, &mut rng, &mut buf);
         let plane = 64 * 64;
-        if buf.iter().enumerate().any(|(i, v)| !lut[i / plane].contains(v)) {
+        if buf.iter().enumerate().any(|(i, &v)| !on_grid(i / plane, v)) {
             erased += 1;
         }
     }
@@ -253,7 +257,7 @@ fn train_transform_erases_at_re_prob() {
     let t = ImageTransform::train(64, &aug, OPENAI_MEAN, OPENAI_STD);
     for _ in 0..50 {
         t.apply_into(&img, &mut rng, &mut buf);
-        assert!(buf.iter().enumerate().all(|(i, v)| lut[i / 4096].contains(v)));
+        assert!(buf.iter().enumerate().all(|(i, &v)| on_grid(i / 4096, v)));
     }
 }
 
@@ -355,3 +359,47 @@ fn bench_decode_train_transform() {
     );
 }
 
+/// Per-stage costs of the train transform (same images and settings as the bench above):
+/// `CLIP_BENCH_DIR=DIR cargo test --release -p clip-data --test transform -- --ignored
+/// --nocapture stage_costs`.
+#[test]
+#[ignore]
+fn stage_costs() {
+    let dir = std::env::var("CLIP_BENCH_DIR").expect("set CLIP_BENCH_DIR");
+    let imgs: Vec<image::RgbImage> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "jpg"))
+        .map(|p| decode_image(&std::fs::read(p).unwrap()).unwrap())
+        .collect();
+    let cpu = || -> f64 {
+        let s = std::fs::read_to_string("/proc/thread-self/schedstat").unwrap();
+        s.split_whitespace().next().unwrap().parse::<f64>().unwrap() * 1e-9
+    };
+    let n = 2000;
+    let mut rng = Pcg64::seed_from_u64(0);
+    for re in ["0.4", "0.0"] {
+        let aug = AugCfg::parse(&toks(&["scale=(0.5, 1.0)", &format!("re_prob={re}"), "use_timm=True"])).unwrap();
+        let t = ImageTransform::train(320, &aug, OPENAI_MEAN, OPENAI_STD);
+        let mut out = vec![0f32; t.output_len()];
+        let s = cpu();
+        for i in 0..n {
+            t.apply_into(&imgs[i % imgs.len()], &mut rng, &mut out);
+        }
+        eprintln!("apply_into re_prob={re}: {:.3} ms", (cpu() - s) / n as f64 * 1e3);
+    }
+    let mut px = vec![0u8; 320 * 320 * 3];
+    let s = cpu();
+    for i in 0..n {
+        let img = &imgs[i % imgs.len()];
+        let b = random_resized_crop_params(img.width(), img.height(), (0.5, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+        resize_crop_window(img, b, 320, 320, (0, 0, 320, 320), &mut px);
+    }
+    eprintln!("resize only: {:.3} ms", (cpu() - s) / n as f64 * 1e3);
+    let mut buf = vec![0f32; 3 * 320 * 320];
+    let s = cpu();
+    for _ in 0..n {
+        random_erasing(&mut buf, 3, 320, 320, 1.0, 1, &mut rng);
+    }
+    eprintln!("erasing (p=1): {:.3} ms", (cpu() - s) / n as f64 * 1e3);
+}
