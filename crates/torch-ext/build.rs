@@ -5,9 +5,13 @@ use std::path::PathBuf;
 
 fn main() {
     let lib = PathBuf::from(
-        std::env::var("DEP_TCH_LIBTORCH_LIB").expect("torch-sys did not report its libtorch lib dir"),
+        std::env::var("DEP_TCH_LIBTORCH_LIB")
+            .expect("torch-sys did not report its libtorch lib dir"),
     );
-    let root = lib.parent().expect("libtorch lib dir has a parent").to_path_buf();
+    let root = lib
+        .parent()
+        .expect("libtorch lib dir has a parent")
+        .to_path_buf();
     let include = root.join("include");
     println!("cargo:rerun-if-changed=src/shim.cpp");
     cc::Build::new()
@@ -25,6 +29,10 @@ fn main() {
     println!("cargo:libtorch_lib={}", lib.display());
     println!(
         "cargo:cuda={}",
-        if lib.join("libtorch_cuda.so").exists() { "1" } else { "0" }
+        if lib.join("libtorch_cuda.so").exists() {
+            "1"
+        } else {
+            "0"
+        }
     );
 }

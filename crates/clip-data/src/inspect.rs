@@ -54,7 +54,10 @@ pub fn inspect(urls: &[String], max_samples_per_shard: Option<u64>) -> Result<Re
     let mut rep = Report::default();
     let mut total = Stats::default();
     for url in urls {
-        let mut info = ShardInfo { url: url.clone(), ..Default::default() };
+        let mut info = ShardInfo {
+            url: url.clone(),
+            ..Default::default()
+        };
         let mut st = Stats::default();
         for item in ShardSamples::open(url) {
             match item {
@@ -70,7 +73,9 @@ pub fn inspect(urls: &[String], max_samples_per_shard: Option<u64>) -> Result<Re
                             rep.image_height.add(h as f64);
                             rep.image_bytes.add(s.image.len() as f64);
                             rep.caption_chars.add(s.caption.chars().count() as f64);
-                            *rep.image_formats.entry(s.image_ext.to_string()).or_default() += 1;
+                            *rep.image_formats
+                                .entry(s.image_ext.to_string())
+                                .or_default() += 1;
                         }
                         None => st.skip(SkipReason::DecodeError),
                     }

@@ -130,7 +130,12 @@ impl LoaderConfig {
 
 /// OpenCLIP's epoch arithmetic: `global = batch × world; batches = ceil(N / global)` rounded up to
 /// a multiple of the workers; samples = batches × global. Returns (batches per stream, batches, samples).
-pub fn epoch_plan(num_samples: u64, batch_size: usize, world: usize, workers: usize) -> (u64, u64, u64) {
+pub fn epoch_plan(
+    num_samples: u64,
+    batch_size: usize,
+    world: usize,
+    workers: usize,
+) -> (u64, u64, u64) {
     let global = (batch_size * world) as u64;
     let batches = num_samples.div_ceil(global);
     let w = workers.max(1) as u64;
@@ -248,7 +253,13 @@ impl Loader {
             sample_shuffle: cfg.sample_shuffle,
         };
         order.check()?;
-        Ok(Loader { cfg, order, proc_: processor, stats: Default::default(), shards: Default::default() })
+        Ok(Loader {
+            cfg,
+            order,
+            proc_: processor,
+            stats: Default::default(),
+            shards: Default::default(),
+        })
     }
 
     pub fn config(&self) -> &LoaderConfig {
@@ -257,7 +268,9 @@ impl Loader {
 
     /// (batches per stream, batches per epoch, samples per epoch) — OpenCLIP's `num_batches`, `num_samples`.
     pub fn plan(&self) -> Option<(u64, u64, u64)> {
-        self.cfg.num_samples.map(|n| epoch_plan(n, self.cfg.batch_size, self.cfg.world, self.cfg.streams()))
+        self.cfg
+            .num_samples
+            .map(|n| epoch_plan(n, self.cfg.batch_size, self.cfg.world, self.cfg.streams()))
     }
 
     pub fn stats(&self) -> Stats {
@@ -271,13 +284,24 @@ impl Loader {
     /// The batches of `epoch`, from its start or from a saved position.
     pub fn epoch(&self, epoch: u64, resume: Option<&Position>) -> Result<EpochIter> {
         let streams = self.order.streams;
-        let quota = if self.cfg.train { self.plan().map(|p| p.0).unwrap_or(u64::MAX) } else { u64::MAX };
+        let quota = if self.cfg.train {
+            self.plan().map(|p| p.0).unwrap_or(u64::MAX)
+        } else {
+            u64::MAX
+        };
         let mut pos = Position {
             version: 1,
             epoch,
             batches: 0,
             next_stream: 0,
-            streams: vec![StreamPos { taken: 0, batches: 0, done: false }; streams],
+            streams: vec![
+                StreamPos {
+                    taken: 0,
+                    batches: 0,
+                    done: false
+                };
+                streams
+            ],
             seed: self.cfg.seed,
             rank: self.cfg.rank,
             world: self.cfg.world,
@@ -286,7 +310,13 @@ impl Loader {
             num_shards: self.order.urls.len(),
         };
         if let Some(r) = resume {
-            let mine = Position { batches: r.batches, next_stream: r.next_stream, streams: r.streams.clone(), epoch: r.epoch, ..pos.clone() };
+            let mine = Position {
+                batches: r.batches,
+                next_stream: r.next_stream,
+                streams: r.streams.clone(),
+                epoch: r.epoch,
+                ..pos.clone()
+            };
             if *r != mine || r.streams.len() != streams {
                 bail!(
                     "saved data position does not match this configuration (saved: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards; now: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards)",
@@ -295,7 +325,10 @@ impl Loader {
                 );
             }
             if r.epoch != epoch {
-                bail!("saved data position is for epoch {}, asked for epoch {epoch}", r.epoch);
+                bail!(
+                    "saved data position is for epoch {}, asked for epoch {epoch}",
+                    r.epoch
+                );
             }
             pos = r.clone();
         }
@@ -310,10 +343,17 @@ struct Job {
 }
 
 enum Msg {
-    Done { idx: u64, shard: Arc<str>, key: String, out: Result<(Vec<f32>, Vec<i64>), String> },
+    Done {
+        idx: u64,
+        shard: Arc<str>,
+        key: String,
+        out: Result<(Vec<f32>, Vec<i64>), String>,
+    },
     Event(Event),
     /// the stream source is exhausted after `n` samples
-    End { n: u64 },
+    End {
+        n: u64,
+    },
     /// the reader is fast-forwarding after a resume (not a stall)
     Heartbeat,
 }
@@ -366,7 +406,12 @@ impl EpochIter {
             let (tx, rx) = unbounded::<Msg>();
             let (inflight_tx, inflight_rx) = bounded::<()>(prefetch);
             result_txs.push(tx.clone());
-            states.push(StreamState { rx, inflight: inflight_rx, reorder: HashMap::new(), end: None });
+            states.push(StreamState {
+                rx,
+                inflight: inflight_rx,
+                reorder: HashMap::new(),
+                end: None,
+            });
             if pos.streams[s].done {
                 continue;
             }
@@ -378,7 +423,9 @@ impl EpochIter {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("clip-data-read-{s}"))
-                    .spawn(move || reader(order, s, epoch, skip, job_tx, tx, inflight_tx, stop, groups))?,
+                    .spawn(move || {
+                        reader(order, s, epoch, skip, job_tx, tx, inflight_tx, stop, groups)
+                    })?,
             );
         }
         let workers = l.cfg.workers.max(1);
@@ -391,36 +438,55 @@ impl EpochIter {
             let stop = stop.clone();
             let spool = sample_pool.clone();
             let (seed, rank) = (l.cfg.seed, l.cfg.rank as u64);
-            threads.push(std::thread::Builder::new().name(format!("clip-data-decode-{w}")).spawn(move || {
-                let ctx = p.context_length();
-                loop {
-                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                        break;
-                    }
-                    let job = match job_rx.recv_timeout(Duration::from_millis(100)) {
-                        Ok(j) => j,
-                        Err(RecvTimeoutError::Timeout) => continue,
-                        Err(RecvTimeoutError::Disconnected) => break,
-                    };
-                    let mut rng = order::rng(&[seed, rank, job.stream as u64, epoch, job.idx, order::purpose::AUGMENT]);
-                    let n = 3 * p.image_size() * p.image_size();
-                    let mut img = spool.lock().unwrap().pop().unwrap_or_default();
-                    img.resize(n, 0.0);
-                    let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| p.image_into(&job.raw.image, &mut rng, &mut img))) {
-                        Ok(Ok(())) => {
-                            let mut tok = vec![0i64; ctx];
-                            p.text(&job.raw.caption, &mut tok);
-                            Ok((img, tok))
+            threads.push(
+                std::thread::Builder::new()
+                    .name(format!("clip-data-decode-{w}"))
+                    .spawn(move || {
+                        let ctx = p.context_length();
+                        loop {
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                break;
+                            }
+                            let job = match job_rx.recv_timeout(Duration::from_millis(100)) {
+                                Ok(j) => j,
+                                Err(RecvTimeoutError::Timeout) => continue,
+                                Err(RecvTimeoutError::Disconnected) => break,
+                            };
+                            let mut rng = order::rng(&[
+                                seed,
+                                rank,
+                                job.stream as u64,
+                                epoch,
+                                job.idx,
+                                order::purpose::AUGMENT,
+                            ]);
+                            let n = 3 * p.image_size() * p.image_size();
+                            let mut img = spool.lock().unwrap().pop().unwrap_or_default();
+                            img.resize(n, 0.0);
+                            let out =
+                                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                                    p.image_into(&job.raw.image, &mut rng, &mut img)
+                                })) {
+                                    Ok(Ok(())) => {
+                                        let mut tok = vec![0i64; ctx];
+                                        p.text(&job.raw.caption, &mut tok);
+                                        Ok((img, tok))
+                                    }
+                                    Ok(Err(e)) => Err(format!("{e:#}")),
+                                    Err(_) => Err("panic while decoding".to_string()),
+                                };
+                            let msg = Msg::Done {
+                                idx: job.idx,
+                                shard: job.raw.shard.clone(),
+                                key: job.raw.key,
+                                out,
+                            };
+                            if txs[job.stream].send(msg).is_err() {
+                                // consumer gone
+                            }
                         }
-                        Ok(Err(e)) => Err(format!("{e:#}")),
-                        Err(_) => Err("panic while decoding".to_string()),
-                    };
-                    let msg = Msg::Done { idx: job.idx, shard: job.raw.shard.clone(), key: job.raw.key, out };
-                    if txs[job.stream].send(msg).is_err() {
-                        // consumer gone
-                    }
-                }
-            })?);
+                    })?,
+            );
         }
         Ok(EpochIter {
             pos,
@@ -453,7 +519,12 @@ impl EpochIter {
 
     fn note_event(&mut self, e: Event) {
         match e {
-            Event::Skip { shard, key, reason, detail } => {
+            Event::Skip {
+                shard,
+                key,
+                reason,
+                detail,
+            } => {
                 self.skiplog.log(&shard, &key, reason, &detail);
                 self.stats.lock().unwrap().skip(reason);
                 let mut m = self.shards.lock().unwrap();
@@ -475,12 +546,23 @@ impl EpochIter {
         let m = self.shards.lock().unwrap();
         let mut lines = Vec::new();
         for (url, r) in m.iter().take(50) {
-            let sk: Vec<String> = r.skipped.iter().map(|(k, v)| format!("{} {v}", k.as_str())).collect();
+            let sk: Vec<String> = r
+                .skipped
+                .iter()
+                .map(|(k, v)| format!("{} {v}", k.as_str()))
+                .collect();
             lines.push(format!(
                 "  {url}: {} usable samples; skipped: {}{}",
                 r.samples,
-                if sk.is_empty() { "none".to_string() } else { sk.join(", ") },
-                r.last_error.as_ref().map(|e| format!("; last error: {e}")).unwrap_or_default()
+                if sk.is_empty() {
+                    "none".to_string()
+                } else {
+                    sk.join(", ")
+                },
+                r.last_error
+                    .as_ref()
+                    .map(|e| format!("; last error: {e}"))
+                    .unwrap_or_default()
             ));
         }
         if m.is_empty() {
@@ -511,7 +593,11 @@ impl EpochIter {
                 match out {
                     Ok((img, tok)) => {
                         if img.len() != 3 * sz * sz || tok.len() != ctx {
-                            bail!("processor returned {} floats / {} tokens for {shard}#{key}", img.len(), tok.len());
+                            bail!(
+                                "processor returned {} floats / {} tokens for {shard}#{key}",
+                                img.len(),
+                                tok.len()
+                            );
                         }
                         images.extend_from_slice(&img);
                         tokens.extend_from_slice(&tok);
@@ -526,7 +612,8 @@ impl EpochIter {
                         self.stats.lock().unwrap().samples += 1;
                     }
                     Err(detail) => {
-                        self.skiplog.log(&shard, &key, SkipReason::DecodeError, &detail);
+                        self.skiplog
+                            .log(&shard, &key, SkipReason::DecodeError, &detail);
                         self.stats.lock().unwrap().skip(SkipReason::DecodeError);
                         let mut m = self.shards.lock().unwrap();
                         let r = m.entry(shard.to_string()).or_default();
@@ -548,19 +635,35 @@ impl EpochIter {
                 return Err(self.no_progress_error());
             }
             match st.rx.recv_timeout(wait.min(Duration::from_millis(500))) {
-                Ok(Msg::Done { idx, shard, key, out }) => {
+                Ok(Msg::Done {
+                    idx,
+                    shard,
+                    key,
+                    out,
+                }) => {
                     st.reorder.insert(idx, (shard, key, out));
                 }
                 Ok(Msg::End { n }) => st.end = Some(n),
                 Ok(Msg::Heartbeat) => self.last_progress = Instant::now(),
                 Ok(Msg::Event(e)) => self.note_event(e),
                 Err(RecvTimeoutError::Timeout) => {}
-                Err(RecvTimeoutError::Disconnected) => bail!("data stream {s} ended unexpectedly (reader thread died)"),
+                Err(RecvTimeoutError::Disconnected) => {
+                    bail!("data stream {s} ended unexpectedly (reader thread died)")
+                }
             }
         }
         self.pos.streams[s].taken = taken;
         let pool = Some(Arc::downgrade(&self.pool));
-        Ok(Some(Batch { batch_size: keys.len(), images, tokens, image_size: sz, context_length: ctx, keys, stream: s, pool }))
+        Ok(Some(Batch {
+            batch_size: keys.len(),
+            images,
+            tokens,
+            image_size: sz,
+            context_length: ctx,
+            keys,
+            stream: s,
+            pool,
+        }))
     }
 }
 
@@ -604,7 +707,14 @@ fn reader(
                         Err(_) => return,
                     }
                 }
-                if job_tx.send(Job { stream: s, idx, raw }).is_err() {
+                if job_tx
+                    .send(Job {
+                        stream: s,
+                        idx,
+                        raw,
+                    })
+                    .is_err()
+                {
                     return;
                 }
                 idx += 1;
@@ -659,7 +769,9 @@ impl Iterator for EpochIter {
         // every stream finished
         if self.pos.batches == 0 && self.stats.lock().unwrap().samples == 0 {
             self.failed = true;
-            return Some(Err(self.no_progress_error().context("the shards yielded no usable sample")));
+            return Some(Err(self
+                .no_progress_error()
+                .context("the shards yielded no usable sample")));
         }
         None
     }
@@ -676,7 +788,10 @@ impl Drop for EpochIter {
         // exits (dropping and reaping its source) at its next step.
         self.streams.clear();
         for t in self.threads.drain(..) {
-            if t.thread().name().is_some_and(|n| n.starts_with("clip-data-decode")) {
+            if t.thread()
+                .name()
+                .is_some_and(|n| n.starts_with("clip-data-decode"))
+            {
                 let _ = t.join();
             }
         }

@@ -44,7 +44,11 @@ pub fn list_pairs(cfg: &MakeShardsCfg) -> Result<Vec<(PathBuf, String)>> {
         files.sort();
         let mut out = Vec::new();
         for f in files {
-            let ext = f.extension().and_then(|e| e.to_str()).unwrap_or("").to_ascii_lowercase();
+            let ext = f
+                .extension()
+                .and_then(|e| e.to_str())
+                .unwrap_or("")
+                .to_ascii_lowercase();
             if !["jpg", "jpeg", "png", "webp"].contains(&ext.as_str()) {
                 continue;
             }
@@ -55,11 +59,28 @@ pub fn list_pairs(cfg: &MakeShardsCfg) -> Result<Vec<(PathBuf, String)>> {
         }
         return Ok(out);
     }
-    let text = std::fs::read_to_string(input).with_context(|| format!("cannot read {}", input.display()))?;
-    let sep = cfg.separator.unwrap_or(if input.extension().is_some_and(|e| e == "csv") { ',' } else { '\t' });
+    let text = std::fs::read_to_string(input)
+        .with_context(|| format!("cannot read {}", input.display()))?;
+    let sep = cfg
+        .separator
+        .unwrap_or(if input.extension().is_some_and(|e| e == "csv") {
+            ','
+        } else {
+            '\t'
+        });
     let mut lines = text.lines();
-    let header: Vec<&str> = lines.next().context("empty CSV")?.split(sep).map(|s| s.trim()).collect();
-    let col = |k: &str| header.iter().position(|h| *h == k).with_context(|| format!("column {k:?} not in header {header:?}"));
+    let header: Vec<&str> = lines
+        .next()
+        .context("empty CSV")?
+        .split(sep)
+        .map(|s| s.trim())
+        .collect();
+    let col = |k: &str| {
+        header
+            .iter()
+            .position(|h| *h == k)
+            .with_context(|| format!("column {k:?} not in header {header:?}"))
+    };
     let (ic, cc) = (col(&cfg.img_key)?, col(&cfg.caption_key)?);
     let base = input.parent().unwrap_or(Path::new("."));
     let mut out = Vec::new();
@@ -69,7 +90,12 @@ pub fn list_pairs(cfg: &MakeShardsCfg) -> Result<Vec<(PathBuf, String)>> {
         }
         let f: Vec<&str> = line.split(sep).collect();
         if f.len() <= ic.max(cc) {
-            bail!("line {} of {} has {} fields", n + 2, input.display(), f.len());
+            bail!(
+                "line {} of {} has {} fields",
+                n + 2,
+                input.display(),
+                f.len()
+            );
         }
         out.push((base.join(f[ic].trim()), f[cc].trim().to_string()));
     }
@@ -89,12 +115,19 @@ fn walk(d: &Path, out: &mut Vec<PathBuf>) -> Result<()> {
 }
 
 /// Resize so the longest side is at most `max_size` and encode as JPEG.
-pub fn encode_resized(img: image::DynamicImage, max_size: u32, quality: u8) -> Result<(Vec<u8>, u32, u32)> {
+pub fn encode_resized(
+    img: image::DynamicImage,
+    max_size: u32,
+    quality: u8,
+) -> Result<(Vec<u8>, u32, u32)> {
     let img = img.to_rgb8();
     let (w, h) = img.dimensions();
     let img = if w.max(h) > max_size {
         let s = max_size as f64 / w.max(h) as f64;
-        let (nw, nh) = (((w as f64 * s).round() as u32).max(1), ((h as f64 * s).round() as u32).max(1));
+        let (nw, nh) = (
+            ((w as f64 * s).round() as u32).max(1),
+            ((h as f64 * s).round() as u32).max(1),
+        );
         image::imageops::resize(&img, nw, nh, image::imageops::FilterType::Lanczos3)
     } else {
         img
@@ -128,7 +161,9 @@ pub fn make_shards(cfg: &MakeShardsCfg) -> Result<MakeShardsReport> {
         for _ in 0..cfg.threads.max(1) {
             sc.spawn(|| loop {
                 let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let Some(&(si, chunk)) = chunks.get(i) else { break };
+                let Some(&(si, chunk)) = chunks.get(i) else {
+                    break;
+                };
                 let r = write_shard(cfg, si, chunk, si * per);
                 results.lock().unwrap().push((si, r));
             });
@@ -141,22 +176,34 @@ pub fn make_shards(cfg: &MakeShardsCfg) -> Result<MakeShardsReport> {
     for (_, r) in results {
         let (name, n, failed) = r?;
         sizes.insert(name.clone(), n.into());
-        rep.shards.push(cfg.output.join(&name).display().to_string());
+        rep.shards
+            .push(cfg.output.join(&name).display().to_string());
         rep.samples += n;
         rep.failed += failed;
     }
-    std::fs::write(cfg.output.join("sizes.json"), serde_json::to_string_pretty(&sizes)?)?;
+    std::fs::write(
+        cfg.output.join("sizes.json"),
+        serde_json::to_string_pretty(&sizes)?,
+    )?;
     Ok(rep)
 }
 
-fn write_shard(cfg: &MakeShardsCfg, si: usize, chunk: &[(PathBuf, String)], first: usize) -> Result<(String, u64, u64)> {
+fn write_shard(
+    cfg: &MakeShardsCfg,
+    si: usize,
+    chunk: &[(PathBuf, String)],
+    first: usize,
+) -> Result<(String, u64, u64)> {
     let name = format!("{}{si:05}.tar", cfg.prefix);
     let tmp = cfg.output.join(format!(".{name}.tmp"));
     let mut b = tar::Builder::new(std::fs::File::create(&tmp)?);
     let (mut n, mut failed) = (0u64, 0u64);
     for (j, (path, caption)) in chunk.iter().enumerate() {
         let key = format!("{:09}", first + j);
-        let img = match std::fs::read(path).map_err(anyhow::Error::from).and_then(|b| Ok(image::load_from_memory(&b)?)) {
+        let img = match std::fs::read(path)
+            .map_err(anyhow::Error::from)
+            .and_then(|b| Ok(image::load_from_memory(&b)?))
+        {
             Ok(i) => i,
             Err(e) => {
                 eprintln!("[make-shards] skipping {}: {e:#}", path.display());

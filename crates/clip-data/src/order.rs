@@ -37,7 +37,9 @@ fn splitmix(mut x: u64) -> u64 {
 
 /// Mix a list of integers into one 64-bit seed.
 pub fn derive_seed(parts: &[u64]) -> u64 {
-    parts.iter().fold(0x5EED_C11Fu64, |h, &p| splitmix(h ^ splitmix(p)))
+    parts
+        .iter()
+        .fold(0x5EED_C11Fu64, |h, &p| splitmix(h ^ splitmix(p)))
 }
 
 pub fn rng(parts: &[u64]) -> Pcg64 {
@@ -56,7 +58,12 @@ pub struct Shuffle<T> {
 impl<T> Shuffle<T> {
     pub fn new(bufsize: usize, initial: usize, rng: Pcg64) -> Self {
         let bufsize = bufsize.max(1);
-        Shuffle { buf: Vec::new(), bufsize, initial: initial.min(bufsize), rng }
+        Shuffle {
+            buf: Vec::new(),
+            bufsize,
+            initial: initial.min(bufsize),
+            rng,
+        }
     }
 
     fn pick(&mut self) -> T {
@@ -80,7 +87,11 @@ impl<T> Shuffle<T> {
                     }
                 }
                 None => {
-                    return if self.buf.is_empty() { None } else { Some(self.pick()) };
+                    return if self.buf.is_empty() {
+                        None
+                    } else {
+                        Some(self.pick())
+                    };
                 }
             }
         }
@@ -123,9 +134,19 @@ impl OrderCfg {
     }
 
     /// The shard URLs stream `stream` reads in `epoch` (endless when resampled).
-    pub fn shard_sequence(&self, stream: usize, epoch: u64) -> Box<dyn Iterator<Item = String> + Send> {
+    pub fn shard_sequence(
+        &self,
+        stream: usize,
+        epoch: u64,
+    ) -> Box<dyn Iterator<Item = String> + Send> {
         if self.resampled {
-            let mut r = rng(&[self.seed, self.rank as u64, stream as u64, epoch, purpose::RESAMPLE]);
+            let mut r = rng(&[
+                self.seed,
+                self.rank as u64,
+                stream as u64,
+                epoch,
+                purpose::RESAMPLE,
+            ]);
             let urls = self.urls.clone();
             let total: f64 = self.weights.iter().sum();
             let cum: Vec<f64> = self
@@ -143,14 +164,28 @@ impl OrderCfg {
             }));
         }
         let all: Vec<String> = if self.train {
-            let mut sh = Shuffle::new(self.shard_shuffle.0, self.shard_shuffle.1, rng(&[self.seed, epoch, purpose::SHARD_SHUFFLE]));
+            let mut sh = Shuffle::new(
+                self.shard_shuffle.0,
+                self.shard_shuffle.1,
+                rng(&[self.seed, epoch, purpose::SHARD_SHUFFLE]),
+            );
             let mut it = self.urls.iter().cloned();
             std::iter::from_fn(|| sh.next_from(|| it.next())).collect()
         } else {
             self.urls.to_vec()
         };
-        let (rank, world) = if self.train { (self.rank, self.world) } else { (0, 1) };
-        let mine: Vec<String> = all.into_iter().skip(rank).step_by(world).skip(stream).step_by(self.streams).collect();
+        let (rank, world) = if self.train {
+            (self.rank, self.world)
+        } else {
+            (0, 1)
+        };
+        let mine: Vec<String> = all
+            .into_iter()
+            .skip(rank)
+            .step_by(world)
+            .skip(stream)
+            .step_by(self.streams)
+            .collect();
         Box::new(mine.into_iter())
     }
 }
@@ -159,9 +194,17 @@ impl OrderCfg {
 #[derive(Debug)]
 pub enum Event {
     Sample(RawSample),
-    Skip { shard: Arc<str>, key: String, reason: SkipReason, detail: String },
+    Skip {
+        shard: Arc<str>,
+        key: String,
+        reason: SkipReason,
+        detail: String,
+    },
     /// a shard was finished: how many usable samples it had
-    ShardDone { shard: Arc<str>, samples: u64 },
+    ShardDone {
+        shard: Arc<str>,
+        samples: u64,
+    },
 }
 
 /// The sample stream of one (rank, stream, epoch).
@@ -179,7 +222,17 @@ pub struct SampleStream {
 impl SampleStream {
     pub fn new(cfg: &OrderCfg, stream: usize, epoch: u64) -> SampleStream {
         let shuffle = cfg.train.then(|| {
-            Shuffle::new(cfg.sample_shuffle.0, cfg.sample_shuffle.1, rng(&[cfg.seed, cfg.rank as u64, stream as u64, epoch, purpose::SAMPLE_SHUFFLE]))
+            Shuffle::new(
+                cfg.sample_shuffle.0,
+                cfg.sample_shuffle.1,
+                rng(&[
+                    cfg.seed,
+                    cfg.rank as u64,
+                    stream as u64,
+                    epoch,
+                    purpose::SAMPLE_SHUFFLE,
+                ]),
+            )
         });
         SampleStream {
             shards: cfg.shard_sequence(stream, epoch),
@@ -189,7 +242,11 @@ impl SampleStream {
             source_done: false,
             empty_shards: 0,
             // only an endless (resampled) stream needs this guard; a plain one ends with its list
-            max_empty_shards: if cfg.resampled { (cfg.urls.len() as u64 * 4).max(64) } else { u64::MAX },
+            max_empty_shards: if cfg.resampled {
+                (cfg.urls.len() as u64 * 4).max(64)
+            } else {
+                u64::MAX
+            },
         }
     }
 
@@ -220,13 +277,26 @@ impl SampleStream {
                     self.empty_shards = 0;
                     return Some(s);
                 }
-                Some(Item::Skip { shard, key, reason, detail }) => self.events.push_back(Event::Skip { shard, key, reason, detail }),
+                Some(Item::Skip {
+                    shard,
+                    key,
+                    reason,
+                    detail,
+                }) => self.events.push_back(Event::Skip {
+                    shard,
+                    key,
+                    reason,
+                    detail,
+                }),
                 None => {
                     let (cur, n) = self.current.take().unwrap();
                     if n == 0 {
                         self.empty_shards += 1;
                     }
-                    self.events.push_back(Event::ShardDone { shard: cur.shard().clone(), samples: n });
+                    self.events.push_back(Event::ShardDone {
+                        shard: cur.shard().clone(),
+                        samples: n,
+                    });
                 }
             }
         }
@@ -305,8 +375,15 @@ mod tests {
         assert_eq!(all, cfg(20, false, 3, 2, 0).urls.to_vec());
         // epoch changes the order
         let c = cfg(20, false, 1, 1, 0);
-        assert_ne!(c.shard_sequence(0, 0).collect::<Vec<_>>(), c.shard_sequence(0, 1).collect::<Vec<_>>());
-        assert!(cfg(5, false, 3, 2, 0).check().unwrap_err().to_string().contains("must be >="));
+        assert_ne!(
+            c.shard_sequence(0, 0).collect::<Vec<_>>(),
+            c.shard_sequence(0, 1).collect::<Vec<_>>()
+        );
+        assert!(cfg(5, false, 3, 2, 0)
+            .check()
+            .unwrap_err()
+            .to_string()
+            .contains("must be >="));
     }
 
     #[test]
@@ -318,8 +395,17 @@ mod tests {
         let frac = draws.iter().filter(|u| *u == "s001").count() as f64 / n as f64;
         assert!((frac - 0.75).abs() < 0.01, "{frac}");
         // seeded per (rank, stream, epoch)
-        assert_eq!(c.shard_sequence(0, 0).take(50).collect::<Vec<_>>(), draws[..50].to_vec());
-        assert_ne!(c.shard_sequence(1, 0).take(50).collect::<Vec<_>>(), draws[..50].to_vec());
-        assert_ne!(c.shard_sequence(0, 1).take(50).collect::<Vec<_>>(), draws[..50].to_vec());
+        assert_eq!(
+            c.shard_sequence(0, 0).take(50).collect::<Vec<_>>(),
+            draws[..50].to_vec()
+        );
+        assert_ne!(
+            c.shard_sequence(1, 0).take(50).collect::<Vec<_>>(),
+            draws[..50].to_vec()
+        );
+        assert_ne!(
+            c.shard_sequence(0, 1).take(50).collect::<Vec<_>>(),
+            draws[..50].to_vec()
+        );
     }
 }

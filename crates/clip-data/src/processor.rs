@@ -18,12 +18,28 @@ pub struct ClipProcessor {
 
 impl ClipProcessor {
     /// Training transform (`--aug-cfg` already parsed).
-    pub fn train(image_size: u32, aug: &AugCfg, mean: [f32; 3], std: [f32; 3], context_length: usize) -> Self {
-        ClipProcessor { transform: ImageTransform::train(image_size, aug, mean, std), tokenizer: Tokenizer::new(), size: image_size as usize, ctx: context_length }
+    pub fn train(
+        image_size: u32,
+        aug: &AugCfg,
+        mean: [f32; 3],
+        std: [f32; 3],
+        context_length: usize,
+    ) -> Self {
+        ClipProcessor {
+            transform: ImageTransform::train(image_size, aug, mean, std),
+            tokenizer: Tokenizer::new(),
+            size: image_size as usize,
+            ctx: context_length,
+        }
     }
     /// Eval transform (resize + centre crop).
     pub fn eval(image_size: u32, mean: [f32; 3], std: [f32; 3], context_length: usize) -> Self {
-        ClipProcessor { transform: ImageTransform::eval(image_size, mean, std), tokenizer: Tokenizer::new(), size: image_size as usize, ctx: context_length }
+        ClipProcessor {
+            transform: ImageTransform::eval(image_size, mean, std),
+            tokenizer: Tokenizer::new(),
+            size: image_size as usize,
+            ctx: context_length,
+        }
     }
 }
 

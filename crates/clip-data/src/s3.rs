@@ -37,17 +37,27 @@ fn runtime() -> &'static tokio::runtime::Runtime {
 }
 
 fn env_num(name: &str, default: u64) -> u64 {
-    std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
 }
 
 fn client() -> &'static Client {
     CLIENT.get_or_init(|| {
         runtime().block_on(async {
             let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())
-                .retry_config(aws_config::retry::RetryConfig::standard().with_max_attempts(env_num("CLIP_S3_MAX_ATTEMPTS", 5) as u32))
+                .retry_config(
+                    aws_config::retry::RetryConfig::standard().with_max_attempts(env_num(
+                        "CLIP_S3_MAX_ATTEMPTS",
+                        5,
+                    )
+                        as u32),
+                )
                 .load()
                 .await;
-            let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some() || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
+            let custom_endpoint = std::env::var_os("AWS_ENDPOINT_URL").is_some()
+                || std::env::var_os("AWS_ENDPOINT_URL_S3").is_some();
             let mut b = aws_sdk_s3::config::Builder::from(&conf);
             if conf.region().is_none() {
                 b = b.region(aws_sdk_s3::config::Region::new("us-east-1"));
@@ -62,8 +72,12 @@ fn client() -> &'static Client {
 
 /// Split `s3://bucket/key`.
 pub fn parse_url(url: &str) -> Result<(String, String)> {
-    let rest = url.strip_prefix("s3://").ok_or_else(|| anyhow!("not an s3:// URL: {url}"))?;
-    let (b, k) = rest.split_once('/').ok_or_else(|| anyhow!("s3 URL without key: {url}"))?;
+    let rest = url
+        .strip_prefix("s3://")
+        .ok_or_else(|| anyhow!("not an s3:// URL: {url}"))?;
+    let (b, k) = rest
+        .split_once('/')
+        .ok_or_else(|| anyhow!("s3 URL without key: {url}"))?;
     if b.is_empty() || k.is_empty() {
         bail!("s3 URL needs a bucket and a key: {url}");
     }
@@ -151,7 +165,11 @@ impl Read for S3Reader {
             if self.len.is_some_and(|l| self.pos >= l) {
                 return Ok(0);
             }
-            let res = if self.body.is_some() { self.next_chunk() } else { self.get().map(|_| Some(Vec::new())) };
+            let res = if self.body.is_some() {
+                self.next_chunk()
+            } else {
+                self.get().map(|_| Some(Vec::new()))
+            };
             match res {
                 Ok(Some(data)) => {
                     if !data.is_empty() {
@@ -163,7 +181,9 @@ impl Read for S3Reader {
                 Ok(None) => {
                     // Body ended. Short of the announced length means the connection closed early.
                     match self.len {
-                        Some(l) if self.pos < l => self.broken(anyhow!("body ended at byte {} of {l}", self.pos))?,
+                        Some(l) if self.pos < l => {
+                            self.broken(anyhow!("body ended at byte {} of {l}", self.pos))?
+                        }
                         _ => return Ok(0),
                     }
                 }
@@ -180,10 +200,16 @@ impl S3Reader {
         self.failures += 1;
         let max = env_num("CLIP_S3_MAX_RESUMES", 20) as u32;
         if self.failures > max {
-            return Err(io::Error::other(format!("{}: giving up after {max} resume attempts at byte {}: {e:#}", self.url, self.pos)));
+            return Err(io::Error::other(format!(
+                "{}: giving up after {max} resume attempts at byte {}: {e:#}",
+                self.url, self.pos
+            )));
         }
         let backoff = Duration::from_millis((100u64 << self.failures.min(6)).min(5000));
-        eprintln!("[clip-data] {}: {e:#}; resuming from byte {} in {backoff:?} (attempt {})", self.url, self.pos, self.failures);
+        eprintln!(
+            "[clip-data] {}: {e:#}; resuming from byte {} in {backoff:?} (attempt {})",
+            self.url, self.pos, self.failures
+        );
         RESUMES.fetch_add(1, Ordering::Relaxed);
         std::thread::sleep(backoff);
         Ok(())

@@ -54,7 +54,12 @@ impl SkipReason {
 #[derive(Debug)]
 pub enum Item {
     Sample(RawSample),
-    Skip { shard: Arc<str>, key: String, reason: SkipReason, detail: String },
+    Skip {
+        shard: Arc<str>,
+        key: String,
+        reason: SkipReason,
+        detail: String,
+    },
 }
 
 /// Split a member path into (key, lower-cased extension) like webdataset's `base_plus_ext`.
@@ -77,7 +82,11 @@ pub struct TarStream<R: Read> {
 
 impl<R: Read> TarStream<R> {
     pub fn new(r: R) -> Self {
-        TarStream { r, done: false, at_end: false }
+        TarStream {
+            r,
+            done: false,
+            at_end: false,
+        }
     }
 
     /// Read exactly `buf.len()` bytes; `Ok(false)` on a clean EOF before the first byte.
@@ -89,7 +98,10 @@ impl<R: Read> TarStream<R> {
                     if got == 0 {
                         return Ok(false);
                     }
-                    return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, format!("truncated tar: {got} of {} bytes", buf.len())));
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        format!("truncated tar: {got} of {} bytes", buf.len()),
+                    ));
                 }
                 Ok(n) => got += n,
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
@@ -106,7 +118,10 @@ impl<R: Read> TarStream<R> {
         let padded = size.div_ceil(512) * 512;
         let mut v = vec![0u8; padded as usize];
         if !self.fill(&mut v)? && padded > 0 {
-            return Err(std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "truncated tar: member data missing"));
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::UnexpectedEof,
+                "truncated tar: member data missing",
+            ));
         }
         v.truncate(size as usize);
         Ok(v)
@@ -150,13 +165,27 @@ impl<R: Read> TarStream<R> {
                 Some(v) => v,
                 None => {
                     self.done = true;
-                    return Some(Err(std::io::Error::other("corrupt tar header (checksum field)")));
+                    return Some(Err(std::io::Error::other(
+                        "corrupt tar header (checksum field)",
+                    )));
                 }
             };
-            let sum: u64 = h.iter().enumerate().map(|(i, &b)| if (148..156).contains(&i) { 32 } else { b as u64 }).sum();
+            let sum: u64 = h
+                .iter()
+                .enumerate()
+                .map(|(i, &b)| {
+                    if (148..156).contains(&i) {
+                        32
+                    } else {
+                        b as u64
+                    }
+                })
+                .sum();
             if sum != stored {
                 self.done = true;
-                return Some(Err(std::io::Error::other("corrupt tar header (bad checksum)")));
+                return Some(Err(std::io::Error::other(
+                    "corrupt tar header (bad checksum)",
+                )));
             }
             let size = match parse_size(&h[124..136]) {
                 Some(v) => v,
@@ -193,8 +222,16 @@ impl<R: Read> TarStream<R> {
             let path = long_name.take().unwrap_or_else(|| {
                 let name = cstr(&h[0..100]);
                 let magic = &h[257..262];
-                let prefix = if magic == b"ustar" { cstr(&h[345..500]) } else { String::new() };
-                if prefix.is_empty() { name } else { format!("{prefix}/{name}") }
+                let prefix = if magic == b"ustar" {
+                    cstr(&h[345..500])
+                } else {
+                    String::new()
+                };
+                if prefix.is_empty() {
+                    name
+                } else {
+                    format!("{prefix}/{name}")
+                }
             });
             return Some(Ok((path, data)));
         }
@@ -254,7 +291,13 @@ impl ShardSamples {
             Ok(r) => (Some(TarStream::new(r)), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
-        ShardSamples { shard, tar, open_error, pending: None, out: Default::default() }
+        ShardSamples {
+            shard,
+            tar,
+            open_error,
+            pending: None,
+            out: Default::default(),
+        }
     }
 
     pub fn shard(&self) -> &Arc<str> {
@@ -264,16 +307,32 @@ impl ShardSamples {
     fn finish_group(&mut self, key: String, mut members: BTreeMap<String, Vec<u8>>) {
         let shard = self.shard.clone();
         let Some(txt) = members.get("txt") else {
-            self.out.push_back(Item::Skip { shard, key, reason: SkipReason::MissingCaption, detail: String::new() });
+            self.out.push_back(Item::Skip {
+                shard,
+                key,
+                reason: SkipReason::MissingCaption,
+                detail: String::new(),
+            });
             return;
         };
         let Some(ext) = IMAGE_EXTS.iter().find(|e| members.contains_key(**e)) else {
-            self.out.push_back(Item::Skip { shard, key, reason: SkipReason::MissingImage, detail: String::new() });
+            self.out.push_back(Item::Skip {
+                shard,
+                key,
+                reason: SkipReason::MissingImage,
+                detail: String::new(),
+            });
             return;
         };
         let caption = String::from_utf8_lossy(txt).into_owned();
         let image = members.remove(*ext).unwrap();
-        self.out.push_back(Item::Sample(RawSample { shard, key, caption, image, image_ext: ext }));
+        self.out.push_back(Item::Sample(RawSample {
+            shard,
+            key,
+            caption,
+            image,
+            image_ext: ext,
+        }));
     }
 
     /// Read tar members until at least one item is queued or the stream ends.
@@ -300,13 +359,20 @@ impl ShardSamples {
                             key = k;
                         }
                     }
-                    self.out.push_back(Item::Skip { shard: self.shard.clone(), key, reason: SkipReason::TruncatedTar, detail: e.to_string() });
+                    self.out.push_back(Item::Skip {
+                        shard: self.shard.clone(),
+                        key,
+                        reason: SkipReason::TruncatedTar,
+                        detail: e.to_string(),
+                    });
                 }
                 Some(Ok((path, data))) => {
                     if path.rsplit('/').next().is_some_and(|b| b.starts_with("__")) {
                         continue;
                     }
-                    let Some((key, ext)) = split_key(&path) else { continue };
+                    let Some((key, ext)) = split_key(&path) else {
+                        continue;
+                    };
                     if self.pending.as_ref().is_none_or(|(k, _)| k != key) {
                         let key = key.to_string();
                         if let Some((k, m)) = self.pending.replace((key, BTreeMap::new())) {
@@ -324,7 +390,12 @@ impl Iterator for ShardSamples {
     type Item = Item;
     fn next(&mut self) -> Option<Item> {
         if let Some(e) = self.open_error.take() {
-            return Some(Item::Skip { shard: self.shard.clone(), key: String::new(), reason: SkipReason::OpenFailed, detail: e });
+            return Some(Item::Skip {
+                shard: self.shard.clone(),
+                key: String::new(),
+                reason: SkipReason::OpenFailed,
+                detail: e,
+            });
         }
         self.fill();
         self.out.pop_front()
@@ -364,7 +435,13 @@ pub struct SkipLog {
 
 impl Default for SkipLog {
     fn default() -> Self {
-        SkipLog { window: std::time::Duration::from_secs(10), per_window: 10, start: std::time::Instant::now(), printed: 0, suppressed: 0 }
+        SkipLog {
+            window: std::time::Duration::from_secs(10),
+            per_window: 10,
+            start: std::time::Instant::now(),
+            printed: 0,
+            suppressed: 0,
+        }
     }
 }
 
@@ -372,7 +449,10 @@ impl SkipLog {
     pub fn log(&mut self, shard: &str, key: &str, reason: SkipReason, detail: &str) {
         if self.start.elapsed() > self.window {
             if self.suppressed > 0 {
-                eprintln!("[clip-data] ... {} more skipped samples not shown", self.suppressed);
+                eprintln!(
+                    "[clip-data] ... {} more skipped samples not shown",
+                    self.suppressed
+                );
             }
             self.start = std::time::Instant::now();
             self.printed = 0;
@@ -380,7 +460,10 @@ impl SkipLog {
         }
         if self.printed < self.per_window {
             self.printed += 1;
-            eprintln!("[clip-data] skipped sample: shard {shard} key {key:?}: {} {detail}", reason.as_str());
+            eprintln!(
+                "[clip-data] skipped sample: shard {shard} key {key:?}: {} {detail}",
+                reason.as_str()
+            );
         } else {
             self.suppressed += 1;
         }
@@ -395,7 +478,10 @@ mod tests {
     fn keys() {
         assert_eq!(split_key("a/b/000.jpg"), Some(("a/b/000", "jpg".into())));
         assert_eq!(split_key("000.seg.PNG"), Some(("000", "seg.png".into())));
-        assert_eq!(split_key("dir.x/000.txt"), Some(("dir.x/000", "txt".into())));
+        assert_eq!(
+            split_key("dir.x/000.txt"),
+            Some(("dir.x/000", "txt".into()))
+        );
         assert_eq!(split_key("noext"), None);
     }
 }

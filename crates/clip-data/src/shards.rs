@@ -44,7 +44,10 @@ impl ShardList {
                 }
                 ws.iter()
                     .map(|x| {
-                        let v: f64 = x.trim().parse().with_context(|| format!("upsampling factor {x:?} is not a number"))?;
+                        let v: f64 = x
+                            .trim()
+                            .parse()
+                            .with_context(|| format!("upsampling factor {x:?} is not a number"))?;
                         if !(v.is_finite() && v >= 0.0) {
                             bail!("upsampling factor {x:?} must be finite and >= 0");
                         }
@@ -59,7 +62,11 @@ impl ShardList {
                 bail!("empty data source in {spec:?} (check the '::' separators)");
             }
             let urls = expand(p).with_context(|| format!("bad shard pattern {p:?}"))?;
-            sources.push(Source { pattern: p.to_string(), urls, weight: w });
+            sources.push(Source {
+                pattern: p.to_string(),
+                urls,
+                weight: w,
+            });
         }
         if sources.iter().all(|s| s.weight == 0.0) {
             bail!("all upsampling factors are zero");
@@ -69,12 +76,18 @@ impl ShardList {
 
     /// All URLs in order (sources concatenated).
     pub fn urls(&self) -> Vec<String> {
-        self.sources.iter().flat_map(|s| s.urls.iter().cloned()).collect()
+        self.sources
+            .iter()
+            .flat_map(|s| s.urls.iter().cloned())
+            .collect()
     }
 
     /// Per-URL weights, aligned with [`ShardList::urls`] (OpenCLIP gives every URL its source's factor).
     pub fn weights(&self) -> Vec<f64> {
-        self.sources.iter().flat_map(|s| std::iter::repeat_n(s.weight, s.urls.len())).collect()
+        self.sources
+            .iter()
+            .flat_map(|s| std::iter::repeat_n(s.weight, s.urls.len()))
+            .collect()
     }
 
     pub fn has_upsampling(&self) -> bool {
@@ -92,7 +105,8 @@ pub fn dataset_size(urls: &[String]) -> Option<u64> {
     }
     let first = first.strip_prefix("file://").unwrap_or(first);
     let dir = std::path::Path::new(first).parent()?;
-    let sizes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("sizes.json")).ok()?).ok()?;
+    let sizes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("sizes.json")).ok()?).ok()?;
     let mut total = 0;
     for u in urls {
         let name = u.rsplit('/').next()?;
@@ -115,15 +129,25 @@ pub fn expand(pattern: &str) -> Result<Vec<String>> {
         match c {
             '{' => stack.push(i),
             '}' if stack.pop().is_none() => {
-                bail!("unbalanced '}}' at position {i} in {pattern:?}{}", caret(pattern, i));
+                bail!(
+                    "unbalanced '}}' at position {i} in {pattern:?}{}",
+                    caret(pattern, i)
+                );
             }
             _ => {}
         }
     }
     if let Some(&i) = stack.first() {
-        bail!("unbalanced '{{' at position {i} in {pattern:?} (never closed){}", caret(pattern, i));
+        bail!(
+            "unbalanced '{{' at position {i} in {pattern:?} (never closed){}",
+            caret(pattern, i)
+        );
     }
-    let mut p = Parser { chars: &chars, pos: 0, pattern };
+    let mut p = Parser {
+        chars: &chars,
+        pos: 0,
+        pattern,
+    };
     let out = p.seq(false)?;
     debug_assert_eq!(p.pos, chars.len());
     Ok(out)
@@ -155,7 +179,10 @@ impl Parser<'_> {
                 let alts = self.group()?;
                 let lit_now = std::mem::take(&mut lit);
                 if acc.len().saturating_mul(alts.len()) > MAX_EXPANSION {
-                    bail!("pattern {:?} expands to more than {MAX_EXPANSION} URLs", self.pattern);
+                    bail!(
+                        "pattern {:?} expands to more than {MAX_EXPANSION} URLs",
+                        self.pattern
+                    );
                 }
                 let mut next = Vec::with_capacity(acc.len() * alts.len());
                 for a in &acc {
@@ -193,7 +220,11 @@ impl Parser<'_> {
                     self.pos += 1;
                     break;
                 }
-                _ => bail!("unbalanced '{{' at position {open} in {:?}{}", self.pattern, caret(self.pattern, open)),
+                _ => bail!(
+                    "unbalanced '{{' at position {open} in {:?}{}",
+                    self.pattern,
+                    caret(self.pattern, open)
+                ),
             }
         }
         if alts.len() > 1 {
@@ -208,7 +239,11 @@ impl Parser<'_> {
             );
         }
         range(&body).map_err(|e| {
-            anyhow::anyhow!("bad brace group {{{body}}} at position {open} in {:?}: {e}{}", self.pattern, caret(self.pattern, open))
+            anyhow::anyhow!(
+                "bad brace group {{{body}}} at position {open} in {:?}: {e}{}",
+                self.pattern,
+                caret(self.pattern, open)
+            )
         })
     }
 }
@@ -222,19 +257,34 @@ fn range(body: &str) -> Result<Vec<String>> {
         bail!("a range has the form a..b or a..b..step");
     }
     let num = |s: &str| -> Result<i64> {
-        if s.is_empty() || !s.trim_start_matches('-').chars().all(|c| c.is_ascii_digit()) || s.trim_start_matches('-').is_empty() {
+        if s.is_empty()
+            || !s
+                .trim_start_matches('-')
+                .chars()
+                .all(|c| c.is_ascii_digit())
+            || s.trim_start_matches('-').is_empty()
+        {
             bail!("non-numeric range bound {s:?}");
         }
-        s.parse::<i64>().map_err(|_| anyhow::anyhow!("range bound {s:?} out of range"))
+        s.parse::<i64>()
+            .map_err(|_| anyhow::anyhow!("range bound {s:?} out of range"))
     };
     let a = num(parts[0])?;
     let b = num(parts[1])?;
-    let step = if parts.len() == 3 { num(parts[2])?.unsigned_abs().max(1) } else { 1 };
+    let step = if parts.len() == 3 {
+        num(parts[2])?.unsigned_abs().max(1)
+    } else {
+        1
+    };
     let padded = |s: &str| {
         let d = s.trim_start_matches('-');
         d.len() > 1 && d.starts_with('0')
     };
-    let width = if padded(parts[0]) || padded(parts[1]) { parts[0].len().max(parts[1].len()) } else { 0 };
+    let width = if padded(parts[0]) || padded(parts[1]) {
+        parts[0].len().max(parts[1].len())
+    } else {
+        0
+    };
     let n = (a - b).unsigned_abs() / step + 1;
     if n as usize > MAX_EXPANSION {
         bail!("range expands to {n} items");
@@ -266,7 +316,10 @@ mod tests {
 
     #[test]
     fn ranges_and_padding() {
-        assert_eq!(expand("s-{00000..00002}.tar").unwrap(), ["s-00000.tar", "s-00001.tar", "s-00002.tar"]);
+        assert_eq!(
+            expand("s-{00000..00002}.tar").unwrap(),
+            ["s-00000.tar", "s-00001.tar", "s-00002.tar"]
+        );
         assert_eq!(expand("{8..11}").unwrap(), ["8", "9", "10", "11"]);
         assert_eq!(expand("{098..101}").unwrap(), ["098", "099", "100", "101"]);
         assert_eq!(expand("{3..1}").unwrap(), ["3", "2", "1"]);
@@ -278,13 +331,22 @@ mod tests {
 
     #[test]
     fn alternatives_and_nesting() {
-        assert_eq!(expand("{a,b}/{0..1}").unwrap(), ["a/0", "a/1", "b/0", "b/1"]);
-        assert_eq!(expand("x{a,b{1..2},}y").unwrap(), ["xay", "xb1y", "xb2y", "xy"]);
+        assert_eq!(
+            expand("{a,b}/{0..1}").unwrap(),
+            ["a/0", "a/1", "b/0", "b/1"]
+        );
+        assert_eq!(
+            expand("x{a,b{1..2},}y").unwrap(),
+            ["xay", "xb1y", "xb2y", "xy"]
+        );
         assert_eq!(expand("{a,{b,c}}").unwrap(), ["a", "b", "c"]);
-        assert_eq!(expand("pipe:aws s3 cp s3://bk/{00..01}.tar -").unwrap(), [
-            "pipe:aws s3 cp s3://bk/00.tar -",
-            "pipe:aws s3 cp s3://bk/01.tar -"
-        ]);
+        assert_eq!(
+            expand("pipe:aws s3 cp s3://bk/{00..01}.tar -").unwrap(),
+            [
+                "pipe:aws s3 cp s3://bk/00.tar -",
+                "pipe:aws s3 cp s3://bk/01.tar -"
+            ]
+        );
     }
 
     #[test]
@@ -317,7 +379,10 @@ mod tests {
         assert!(e.contains("position 1"), "{e}");
         let e = err("x{{a,b}}");
         assert!(e.contains("position 1"), "{e}");
-        let e = format!("{:#}", ShardList::parse("ok{0..1}::{laion{00000..xxxxx}.tar", None).unwrap_err());
+        let e = format!(
+            "{:#}",
+            ShardList::parse("ok{0..1}::{laion{00000..xxxxx}.tar", None).unwrap_err()
+        );
         assert!(e.contains("position 0") && e.contains("laion"), "{e}");
     }
 }

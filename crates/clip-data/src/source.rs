@@ -102,7 +102,14 @@ impl PipeReader {
         if let Some(g) = &groups {
             g.0.lock().unwrap().push(child.id() as i32);
         }
-        Ok(PipeReader { cmd: cmd.to_string(), groups, child: Some(child), stdout, stderr_tail: tail, stderr_thread: Some(th) })
+        Ok(PipeReader {
+            cmd: cmd.to_string(),
+            groups,
+            child: Some(child),
+            stdout,
+            stderr_tail: tail,
+            stderr_thread: Some(th),
+        })
     }
 
     fn stderr_tail(&self) -> String {
@@ -120,13 +127,17 @@ impl PipeReader {
 
     fn finish(&mut self) -> io::Result<()> {
         self.stdout = None;
-        let Some(mut child) = self.child.take() else { return Ok(()) };
+        let Some(mut child) = self.child.take() else {
+            return Ok(());
+        };
         let status = child.wait()?;
         self.unregister(child.id());
         if let Some(th) = self.stderr_thread.take() {
             let _ = th.join();
         }
-        let ok = status.code() == Some(0) || status.code() == Some(141) || status.signal() == Some(libc::SIGPIPE);
+        let ok = status.code() == Some(0)
+            || status.code() == Some(141)
+            || status.signal() == Some(libc::SIGPIPE);
         if ok {
             Ok(())
         } else {
@@ -141,7 +152,9 @@ impl PipeReader {
 
 impl Read for PipeReader {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let Some(out) = self.stdout.as_mut() else { return Ok(0) };
+        let Some(out) = self.stdout.as_mut() else {
+            return Ok(0);
+        };
         let n = out.read(buf)?;
         if n == 0 && !buf.is_empty() {
             self.finish()?;
@@ -188,9 +201,14 @@ mod tests {
 
     #[test]
     fn pipe_failure_names_command_and_stderr() {
-        let e = read_all("pipe:echo some-output; echo 'boom: no such key' >&2; exit 3").unwrap_err().to_string();
+        let e = read_all("pipe:echo some-output; echo 'boom: no such key' >&2; exit 3")
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("exit 3") || e.contains("exit status: 3"), "{e}");
-        assert!(e.contains("boom: no such key") && e.contains("exit 3"), "{e}");
+        assert!(
+            e.contains("boom: no such key") && e.contains("exit 3"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -206,7 +224,10 @@ mod tests {
 
     #[test]
     fn missing_file() {
-        let e = open("/nonexistent/shard-000.tar").err().unwrap().to_string();
+        let e = open("/nonexistent/shard-000.tar")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("/nonexistent/shard-000.tar"), "{e}");
     }
 }

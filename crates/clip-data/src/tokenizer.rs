@@ -171,7 +171,13 @@ impl Tokenizer {
         let mut word: Vec<u32> = bytes
             .iter()
             .enumerate()
-            .map(|(i, &b)| if i + 1 == n { self.byte_id_end[b as usize] } else { self.byte_id[b as usize] })
+            .map(|(i, &b)| {
+                if i + 1 == n {
+                    self.byte_id_end[b as usize]
+                } else {
+                    self.byte_id[b as usize]
+                }
+            })
             .collect();
         while word.len() > 1 {
             let mut best: Option<u32> = None;
@@ -236,7 +242,9 @@ impl Tokenizer {
     pub fn decode(&self, ids: &[u32]) -> String {
         let mut bytes = Vec::new();
         for &id in ids {
-            let Some(s) = self.decoder.get(id as usize) else { continue };
+            let Some(s) = self.decoder.get(id as usize) else {
+                continue;
+            };
             for c in s.chars() {
                 match self.byte_decoder.get(&c) {
                     Some(&b) => bytes.push(b),
@@ -304,15 +312,22 @@ fn parse_table(src: &str) -> Vec<(&str, String)> {
 fn char_table(src: &str) -> HashMap<char, String> {
     parse_table(src)
         .into_iter()
-        .map(|(k, v)| (char::from_u32(u32::from_str_radix(k, 16).unwrap()).unwrap(), v))
+        .map(|(k, v)| {
+            (
+                char::from_u32(u32::from_str_radix(k, 16).unwrap()).unwrap(),
+                v,
+            )
+        })
         .collect()
 }
 
 fn tables() -> &'static Tables {
     static T: OnceLock<Tables> = OnceLock::new();
     T.get_or_init(|| {
-        let html5: HashMap<String, String> =
-            parse_table(HTML5_ENTITIES).into_iter().map(|(k, v)| (k.to_string(), v)).collect();
+        let html5: HashMap<String, String> = parse_table(HTML5_ENTITIES)
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect();
         let mut ftfy_entities: HashMap<String, String> = html5
             .iter()
             .filter(|(k, _)| k.ends_with(';'))
@@ -331,7 +346,8 @@ fn tables() -> &'static Tables {
             width: char_table(FTFY_WIDTH_MAP),
             ligatures: char_table(FTFY_LIGATURES),
             c1: char_table(FTFY_C1),
-            charref_re: Regex::new(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\x0C <&#;]{1,32};?)").unwrap(),
+            charref_re: Regex::new(r"&(#[0-9]+;?|#[xX][0-9a-fA-F]+;?|[^\t\n\x0C <&#;]{1,32};?)")
+                .unwrap(),
             ftfy_entity_re: Regex::new(r"&#?[0-9A-Za-z]{1,24};").unwrap(),
             ansi_re: Regex::new(r"\x1b\[((?:\d|;)*)([a-zA-Z])").unwrap(),
         }
@@ -437,7 +453,10 @@ fn fix_segment(text: &str, unescape: bool) -> String {
         for c in text.chars() {
             // fix_c1_controls, then ligatures, then width, then quotes (each maps to chars the
             // later ones leave alone, so a single pass per char is equivalent).
-            let mapped = t.c1.get(&c).or_else(|| t.ligatures.get(&c)).or_else(|| t.width.get(&c));
+            let mapped =
+                t.c1.get(&c)
+                    .or_else(|| t.ligatures.get(&c))
+                    .or_else(|| t.width.get(&c));
             if let Some(r) = mapped {
                 s.extend(r.chars().map(uncurl));
             } else {
@@ -449,7 +468,11 @@ fn fix_segment(text: &str, unescape: bool) -> String {
             .replace("\r\n", "\n")
             .replace(['\r', '\u{2028}', '\u{2029}', '\u{85}'], "\n");
         // remove_terminal_escapes
-        let s = if s.contains('\x1b') { t.ansi_re.replace_all(&s, "").into_owned() } else { s };
+        let s = if s.contains('\x1b') {
+            t.ansi_re.replace_all(&s, "").into_owned()
+        } else {
+            s
+        };
         // remove_control_chars
         let s: String = s.chars().filter(|&c| !is_ftfy_control(c)).collect();
         text = s.nfc().collect();

@@ -195,7 +195,9 @@ impl LitParser<'_> {
                 while self.i < self.s.len() && self.s[self.i] != c {
                     self.i += 1;
                 }
-                let v = std::str::from_utf8(&self.s[start..self.i]).ok()?.to_string();
+                let v = std::str::from_utf8(&self.s[start..self.i])
+                    .ok()?
+                    .to_string();
                 self.i += 1;
                 (self.i <= self.s.len()).then_some(PyLit::Str(v))
             }
@@ -206,7 +208,9 @@ impl LitParser<'_> {
                 {
                     self.i += 1;
                 }
-                let tok = std::str::from_utf8(&self.s[start..self.i]).ok()?.replace('_', "");
+                let tok = std::str::from_utf8(&self.s[start..self.i])
+                    .ok()?
+                    .replace('_', "");
                 match tok.as_str() {
                     "None" => return Some(PyLit::None),
                     "True" => return Some(PyLit::Bool(true)),
@@ -217,7 +221,9 @@ impl LitParser<'_> {
                 if let Ok(i) = tok.parse::<i64>() {
                     return Some(PyLit::Int(i));
                 }
-                let ok = tok.bytes().all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
+                let ok = tok
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
                     && tok.bytes().any(|b| b.is_ascii_digit());
                 if ok {
                     tok.parse::<f64>().ok().map(PyLit::Float)
@@ -244,7 +250,8 @@ fn pair(key: &str, v: &PyLit, tok: &str) -> Result<(f64, f64)> {
 }
 
 fn number(key: &str, v: &PyLit, tok: &str) -> Result<f64> {
-    v.num().ok_or_else(|| anyhow!("aug-cfg {key}: expected a number, got `{tok}`"))
+    v.num()
+        .ok_or_else(|| anyhow!("aug-cfg {key}: expected a number, got `{tok}`"))
 }
 
 impl AugCfg {
@@ -260,15 +267,31 @@ impl AugCfg {
                 bail!("aug-cfg token `{tok}`: expected key=value");
             }
             let (key, raw) = (parts[0], parts[1]);
-            let v = LitParser { s: raw.as_bytes(), i: 0 }
-                .parse()
-                .ok_or_else(|| anyhow!("aug-cfg {key}: cannot parse value `{raw}` as a Python literal (token `{tok}`)"))?;
+            let v = LitParser {
+                s: raw.as_bytes(),
+                i: 0,
+            }
+            .parse()
+            .ok_or_else(|| {
+                anyhow!(
+                    "aug-cfg {key}: cannot parse value `{raw}` as a Python literal (token `{tok}`)"
+                )
+            })?;
             let known = [
-                "scale", "ratio", "color_jitter", "re_prob", "re_count", "use_timm",
-                "color_jitter_prob", "gray_scale_prob",
+                "scale",
+                "ratio",
+                "color_jitter",
+                "re_prob",
+                "re_count",
+                "use_timm",
+                "color_jitter_prob",
+                "gray_scale_prob",
             ];
             if !known.contains(&key) {
-                bail!("aug-cfg: unknown key `{key}` (token `{tok}`); known keys: {}", known.join(", "));
+                bail!(
+                    "aug-cfg: unknown key `{key}` (token `{tok}`); known keys: {}",
+                    known.join(", ")
+                );
             }
             if v == PyLit::None {
                 continue; // None means "use the default"
@@ -288,9 +311,13 @@ impl AugCfg {
                 "color_jitter_prob" => color_jitter_prob = number(key, &v, tok)?,
                 "color_jitter" => {
                     match &v {
-                        PyLit::Seq(items) if (3..=4).contains(&items.len()) && items.iter().all(|x| x.num().is_some()) => {}
+                        PyLit::Seq(items)
+                            if (3..=4).contains(&items.len())
+                                && items.iter().all(|x| x.num().is_some()) => {}
                         x if x.num().is_some() => {}
-                        _ => bail!("aug-cfg color_jitter: expected a number or a 3/4-tuple, got `{tok}`"),
+                        _ => bail!(
+                            "aug-cfg color_jitter: expected a number or a 3/4-tuple, got `{tok}`"
+                        ),
                     }
                     color_jitter = Some((tok.clone(), v));
                 }
@@ -301,10 +328,21 @@ impl AugCfg {
             bail!("aug-cfg re_prob: {} is not a probability", cfg.re_prob);
         }
         if !(0.0..=1.0).contains(&cfg.gray_scale_prob) {
-            bail!("aug-cfg gray_scale_prob: {} is not a probability", cfg.gray_scale_prob);
+            bail!(
+                "aug-cfg gray_scale_prob: {} is not a probability",
+                cfg.gray_scale_prob
+            );
         }
-        if cfg.scale.0 <= 0.0 || cfg.scale.0 > cfg.scale.1 || cfg.ratio.0 <= 0.0 || cfg.ratio.0 > cfg.ratio.1 {
-            bail!("aug-cfg scale/ratio must be positive (min, max) ranges, got scale={:?} ratio={:?}", cfg.scale, cfg.ratio);
+        if cfg.scale.0 <= 0.0
+            || cfg.scale.0 > cfg.scale.1
+            || cfg.ratio.0 <= 0.0
+            || cfg.ratio.0 > cfg.ratio.1
+        {
+            bail!(
+                "aug-cfg scale/ratio must be positive (min, max) ranges, got scale={:?} ratio={:?}",
+                cfg.scale,
+                cfg.ratio
+            );
         }
         // Colour jitter is applied by timm (use_timm) or by OpenCLIP when color_jitter_prob > 0.
         if !cfg.use_timm && color_jitter_prob != 0.0 {
@@ -326,7 +364,11 @@ impl AugCfg {
         } else {
             &["ratio", "re_prob", "re_count", "color_jitter"]
         };
-        self.given.iter().map(|s| s.as_str()).filter(|k| unused.contains(k)).collect()
+        self.given
+            .iter()
+            .map(|s| s.as_str())
+            .filter(|k| unused.contains(k))
+            .collect()
     }
 }
 
@@ -375,7 +417,12 @@ pub fn random_resized_crop_params<R: Rng + ?Sized>(
         if 0 < w && w <= iw && 0 < h && h <= ih {
             let top = rng.random_range(0..=ih - h);
             let left = rng.random_range(0..=iw - w);
-            return CropBox { top: top as u32, left: left as u32, height: h as u32, width: w as u32 };
+            return CropBox {
+                top: top as u32,
+                left: left as u32,
+                height: h as u32,
+                width: w as u32,
+            };
         }
     }
     let in_ratio = iw as f64 / ih as f64;
@@ -388,12 +435,21 @@ pub fn random_resized_crop_params<R: Rng + ?Sized>(
         (iw, ih)
     };
     let (w, h) = (w.clamp(1, iw.max(1)), h.clamp(1, ih.max(1)));
-    CropBox { top: ((ih - h) / 2) as u32, left: ((iw - w) / 2) as u32, height: h as u32, width: w as u32 }
+    CropBox {
+        top: ((ih - h) / 2) as u32,
+        left: ((iw - w) / 2) as u32,
+        height: h as u32,
+        width: w as u32,
+    }
 }
 
 /// torchvision `Resize(size)` (shortest side) output size `(w, h)` for a `w × h` image.
 pub fn shortest_side_size(img_w: u32, img_h: u32, size: u32) -> (u32, u32) {
-    let (short, long) = if img_w <= img_h { (img_w, img_h) } else { (img_h, img_w) };
+    let (short, long) = if img_w <= img_h {
+        (img_w, img_h)
+    } else {
+        (img_h, img_w)
+    };
     let new_long = (size as f64 * long as f64 / short as f64) as u32; // Python int(): truncation
     if img_w <= img_h {
         (size, new_long)
@@ -489,17 +545,30 @@ pub fn resize_crop_window_with(
     let row_len = win.2 as usize * 3;
     assert_eq!(dst.len(), row_len * win.3 as usize);
     let stride = img.width() as usize * 3;
-    resample::resample_rows(img.as_raw(), stride, crop, out_w, out_h, win, filter, |y, row| {
-        dst[y * row_len..(y + 1) * row_len].copy_from_slice(row)
-    });
+    resample::resample_rows(
+        img.as_raw(),
+        stride,
+        crop,
+        out_w,
+        out_h,
+        win,
+        filter,
+        |y, row| dst[y * row_len..(y + 1) * row_len].copy_from_slice(row),
+    );
 }
 
 fn check_window(img: &RgbImage, crop: CropBox, out_w: u32, out_h: u32, win: (u32, u32, u32, u32)) {
     assert!(
-        crop.width > 0 && crop.height > 0 && crop.left + crop.width <= img.width() && crop.top + crop.height <= img.height(),
+        crop.width > 0
+            && crop.height > 0
+            && crop.left + crop.width <= img.width()
+            && crop.top + crop.height <= img.height(),
         "crop box outside image"
     );
-    assert!(win.0 + win.2 <= out_w && win.1 + win.3 <= out_h, "window outside output");
+    assert!(
+        win.0 + win.2 <= out_w && win.1 + win.3 <= out_h,
+        "window outside output"
+    );
 }
 
 pub fn resized_crop(img: &RgbImage, crop: CropBox, out_w: u32, out_h: u32) -> RgbImage {
@@ -527,10 +596,17 @@ pub fn random_erasing<R: Rng + ?Sized>(
 ) -> Vec<CropBox> {
     let mut boxes = erasing_boxes(img_h, img_w, p, max_count, rng);
     for (b, fill) in &mut boxes {
-        let (top, left, h, w) = (b.top as usize, b.left as usize, b.height as usize, b.width as usize);
+        let (top, left, h, w) = (
+            b.top as usize,
+            b.left as usize,
+            b.height as usize,
+            b.width as usize,
+        );
         for c in 0..chans {
             for y in top..top + h {
-                fill.fill(&mut chw[(c * img_h + y) * img_w + left..(c * img_h + y) * img_w + left + w]);
+                fill.fill(
+                    &mut chw[(c * img_h + y) * img_w + left..(c * img_h + y) * img_w + left + w],
+                );
             }
         }
     }
@@ -552,7 +628,11 @@ fn erasing_boxes<R: Rng + ?Sized>(
     }
     let area = (img_h * img_w) as f64;
     let max_count = max_count.max(1);
-    let count = if max_count == 1 { 1 } else { rng.random_range(1..=max_count) };
+    let count = if max_count == 1 {
+        1
+    } else {
+        rng.random_range(1..=max_count)
+    };
     let log_aspect = (0.3f64.ln(), (1.0 / 0.3f64).ln());
     for _ in 0..count {
         for _ in 0..10 {
@@ -565,7 +645,15 @@ fn erasing_boxes<R: Rng + ?Sized>(
                 let top = rng.random_range(0..=img_h - h);
                 let left = rng.random_range(0..=img_w - w);
                 let fill = NormalFill::new(rng);
-                boxes.push((CropBox { top: top as u32, left: left as u32, height: h as u32, width: w as u32 }, fill));
+                boxes.push((
+                    CropBox {
+                        top: top as u32,
+                        left: left as u32,
+                        height: h as u32,
+                        width: w as u32,
+                    },
+                    fill,
+                ));
                 break;
             }
         }
@@ -658,10 +746,15 @@ impl NormalFill {
             }
         }
         #[cfg(target_arch = "x86_64")]
-        let simd = std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma");
+        let simd = std::arch::is_x86_feature_detected!("avx2")
+            && std::arch::is_x86_feature_detected!("fma");
         #[cfg(not(target_arch = "x86_64"))]
         let simd = false;
-        NormalFill { scalar, lanes, simd }
+        NormalFill {
+            scalar,
+            lanes,
+            simd,
+        }
     }
 
     fn fill(&mut self, out: &mut [f32]) {
@@ -685,7 +778,8 @@ impl NormalFill {
             }
         }
         for v in out {
-            *v = <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut self.scalar) as f32;
+            *v = <StandardNormal as Distribution<f64>>::sample(&StandardNormal, &mut self.scalar)
+                as f32;
         }
     }
 
@@ -694,7 +788,12 @@ impl NormalFill {
     unsafe fn normals16(&mut self, out: &mut [f32; 16]) {
         use std::arch::x86_64::*;
         let ld = |w: &[u64; 4]| _mm256_loadu_si256(w.as_ptr() as *const __m256i);
-        let (mut s0, mut s1, mut s2, mut s3) = (ld(&self.lanes[0]), ld(&self.lanes[1]), ld(&self.lanes[2]), ld(&self.lanes[3]));
+        let (mut s0, mut s1, mut s2, mut s3) = (
+            ld(&self.lanes[0]),
+            ld(&self.lanes[1]),
+            ld(&self.lanes[2]),
+            ld(&self.lanes[3]),
+        );
         let mut next = || {
             let r = _mm256_add_epi64(s0, s3);
             let t = _mm256_slli_epi64::<17>(s1);
@@ -714,12 +813,21 @@ impl NormalFill {
         st(&mut self.lanes[3], s3);
         // Top 24 bits of each 32-bit half: u1 in (0, 1], u2 in [0, 1).
         let k24 = _mm256_set1_ps(1.0 / 16777216.0);
-        let u1 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_srli_epi32::<8>(b1), _mm256_set1_epi32(1))), k24);
+        let u1 = _mm256_mul_ps(
+            _mm256_cvtepi32_ps(_mm256_add_epi32(
+                _mm256_srli_epi32::<8>(b1),
+                _mm256_set1_epi32(1),
+            )),
+            k24,
+        );
         let u2 = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32::<8>(b2)), k24);
         // ln(u1) = e·ln2 + ln(m), m in [sqrt(1/2), sqrt(2)): ln(m) = 2·atanh((m-1)/(m+1)).
         let bits = _mm256_castps_si256(u1);
         let mut e = _mm256_sub_epi32(_mm256_srli_epi32::<23>(bits), _mm256_set1_epi32(127));
-        let mut m = _mm256_castsi256_ps(_mm256_or_si256(_mm256_and_si256(bits, _mm256_set1_epi32(0x007F_FFFF)), _mm256_set1_epi32(0x3F80_0000)));
+        let mut m = _mm256_castsi256_ps(_mm256_or_si256(
+            _mm256_and_si256(bits, _mm256_set1_epi32(0x007F_FFFF)),
+            _mm256_set1_epi32(0x3F80_0000),
+        ));
         let big = _mm256_cmp_ps::<_CMP_GT_OQ>(m, _mm256_set1_ps(std::f32::consts::SQRT_2));
         m = _mm256_blendv_ps(m, _mm256_mul_ps(m, _mm256_set1_ps(0.5)), big);
         e = _mm256_sub_epi32(e, _mm256_castps_si256(big)); // mask is -1 where halved
@@ -732,10 +840,17 @@ impl NormalFill {
         p = _mm256_fmadd_ps(p, s2v, _mm256_set1_ps(1.0 / 3.0));
         p = _mm256_fmadd_ps(p, s2v, one);
         let lnm = _mm256_mul_ps(_mm256_add_ps(sv, sv), p);
-        let ln = _mm256_fmadd_ps(_mm256_cvtepi32_ps(e), _mm256_set1_ps(std::f32::consts::LN_2), lnm);
+        let ln = _mm256_fmadd_ps(
+            _mm256_cvtepi32_ps(e),
+            _mm256_set1_ps(std::f32::consts::LN_2),
+            lnm,
+        );
         let r = _mm256_sqrt_ps(_mm256_mul_ps(ln, _mm256_set1_ps(-2.0)));
         // Angle 2π(u2 - 1/2) = 2a with a in [-π/2, π/2): sin 2a = 2 sin a cos a, cos 2a = 1 - 2 sin² a.
-        let a = _mm256_mul_ps(_mm256_sub_ps(u2, _mm256_set1_ps(0.5)), _mm256_set1_ps(std::f32::consts::PI));
+        let a = _mm256_mul_ps(
+            _mm256_sub_ps(u2, _mm256_set1_ps(0.5)),
+            _mm256_set1_ps(std::f32::consts::PI),
+        );
         let a2 = _mm256_mul_ps(a, a);
         let mut sp = _mm256_set1_ps(-1.0 / 39916800.0);
         sp = _mm256_fmadd_ps(sp, a2, _mm256_set1_ps(1.0 / 362880.0));
@@ -766,9 +881,17 @@ impl NormalFill {
 enum Mode {
     Eval,
     /// timm create_transform path.
-    Timm { scale: (f64, f64), ratio: (f64, f64), re_prob: f64, re_count: usize },
+    Timm {
+        scale: (f64, f64),
+        ratio: (f64, f64),
+        re_prob: f64,
+        re_count: usize,
+    },
     /// OpenCLIP's own torchvision path.
-    Torchvision { scale: (f64, f64), gray_scale_prob: f64 },
+    Torchvision {
+        scale: (f64, f64),
+        gray_scale_prob: f64,
+    },
 }
 
 /// OpenCLIP's image preprocessing (train or eval) producing normalised CHW f32.
@@ -805,13 +928,23 @@ fn make_norm(mean: [f32; 3], std: [f32; 3]) -> ([f32; 3], [f32; 3], Vec<[f32; 25
 /// Packed RGB8 row → three normalised f32 plane rows (`v * scale[c] + bias[c]`, as the LUT).
 /// `stream`: write `a`, `b`, `c` with streaming stores where aligned (they are not read again soon).
 #[allow(clippy::too_many_arguments)]
-fn normalize_row(row: &[u8], a: &mut [f32], b: &mut [f32], c: &mut [f32], lut: &[[f32; 256]], scale: &[f32; 3], bias: &[f32; 3], stream: bool) {
+fn normalize_row(
+    row: &[u8],
+    a: &mut [f32],
+    b: &mut [f32],
+    c: &mut [f32],
+    lut: &[[f32; 256]],
+    scale: &[f32; 3],
+    bias: &[f32; 3],
+    stream: bool,
+) {
     let n = a.len();
     assert!(row.len() == 3 * n && b.len() == n && c.len() == n);
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     {
-        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma") {
+        if std::arch::is_x86_feature_detected!("avx2") && std::arch::is_x86_feature_detected!("fma")
+        {
             // SAFETY: AVX2 and FMA are available; lengths checked above.
             done = unsafe { normalize_row_avx2(row, a, b, c, scale, bias, stream) };
         }
@@ -828,19 +961,65 @@ fn normalize_row(row: &[u8], a: &mut [f32], b: &mut [f32], c: &mut [f32], lut: &
 /// FMA, store. Returns the number of pixels done.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn normalize_row_avx2(row: &[u8], a: &mut [f32], b: &mut [f32], c: &mut [f32], scale: &[f32; 3], bias: &[f32; 3], stream: bool) -> usize {
+unsafe fn normalize_row_avx2(
+    row: &[u8],
+    a: &mut [f32],
+    b: &mut [f32],
+    c: &mut [f32],
+    scale: &[f32; 3],
+    bias: &[f32; 3],
+    stream: bool,
+) -> usize {
     use std::arch::x86_64::*;
     let n = a.len();
     // Lane 0 holds bytes 0..16 (pixels 0-3 at 0..12), lane 1 bytes 8..24 (pixels 4-7 at 4..16).
     let sh = |o0: i8, o1: i8| {
         _mm256_setr_epi8(
-            o0, -1, -1, -1, o0 + 3, -1, -1, -1, o0 + 6, -1, -1, -1, o0 + 9, -1, -1, -1, //
-            o1, -1, -1, -1, o1 + 3, -1, -1, -1, o1 + 6, -1, -1, -1, o1 + 9, -1, -1, -1,
+            o0,
+            -1,
+            -1,
+            -1,
+            o0 + 3,
+            -1,
+            -1,
+            -1,
+            o0 + 6,
+            -1,
+            -1,
+            -1,
+            o0 + 9,
+            -1,
+            -1,
+            -1, //
+            o1,
+            -1,
+            -1,
+            -1,
+            o1 + 3,
+            -1,
+            -1,
+            -1,
+            o1 + 6,
+            -1,
+            -1,
+            -1,
+            o1 + 9,
+            -1,
+            -1,
+            -1,
         )
     };
     let (sr, sg, sb) = (sh(0, 4), sh(1, 5), sh(2, 6));
-    let (kr, kg, kb) = (_mm256_set1_ps(scale[0]), _mm256_set1_ps(scale[1]), _mm256_set1_ps(scale[2]));
-    let (br, bg, bb) = (_mm256_set1_ps(bias[0]), _mm256_set1_ps(bias[1]), _mm256_set1_ps(bias[2]));
+    let (kr, kg, kb) = (
+        _mm256_set1_ps(scale[0]),
+        _mm256_set1_ps(scale[1]),
+        _mm256_set1_ps(scale[2]),
+    );
+    let (br, bg, bb) = (
+        _mm256_set1_ps(bias[0]),
+        _mm256_set1_ps(bias[1]),
+        _mm256_set1_ps(bias[2]),
+    );
     let p = row.as_ptr();
     let (pa, pb, pc) = (a.as_mut_ptr(), b.as_mut_ptr(), c.as_mut_ptr());
     let mut i = 0;
@@ -884,19 +1063,41 @@ impl ImageTransform {
     /// OpenCLIP `image_transform(image_size, is_train=True, aug_cfg=aug)` (bicubic).
     pub fn train(image_size: u32, aug: &AugCfg, mean: [f32; 3], std: [f32; 3]) -> ImageTransform {
         let mode = if aug.use_timm {
-            Mode::Timm { scale: aug.scale, ratio: aug.ratio, re_prob: aug.re_prob, re_count: aug.re_count }
+            Mode::Timm {
+                scale: aug.scale,
+                ratio: aug.ratio,
+                re_prob: aug.re_prob,
+                re_count: aug.re_count,
+            }
         } else {
-            Mode::Torchvision { scale: aug.scale, gray_scale_prob: aug.gray_scale_prob }
+            Mode::Torchvision {
+                scale: aug.scale,
+                gray_scale_prob: aug.gray_scale_prob,
+            }
         };
         let (scale, bias, lut) = make_norm(mean, std);
-        ImageTransform { size: image_size, mode, interpolation: Interpolation::Bicubic, lut, scale, bias }
+        ImageTransform {
+            size: image_size,
+            mode,
+            interpolation: Interpolation::Bicubic,
+            lut,
+            scale,
+            bias,
+        }
     }
 
     /// OpenCLIP `image_transform(image_size, is_train=False)`: shortest-side bicubic resize,
     /// centre crop, normalise.
     pub fn eval(image_size: u32, mean: [f32; 3], std: [f32; 3]) -> ImageTransform {
         let (scale, bias, lut) = make_norm(mean, std);
-        ImageTransform { size: image_size, mode: Mode::Eval, interpolation: Interpolation::Bicubic, lut, scale, bias }
+        ImageTransform {
+            size: image_size,
+            mode: Mode::Eval,
+            interpolation: Interpolation::Bicubic,
+            lut,
+            scale,
+            bias,
+        }
     }
 
     /// Set `--image-interpolation` (default bicubic). Only the `use_timm` train path draws
@@ -927,7 +1128,11 @@ impl ImageTransform {
     pub fn apply_into<R: Rng + ?Sized>(&self, img: &RgbImage, rng: &mut R, out: &mut [f32]) {
         let s = self.size;
         let n = (s * s) as usize;
-        assert_eq!(out.len(), 3 * n, "output buffer must hold 3*size*size values");
+        assert_eq!(
+            out.len(),
+            3 * n,
+            "output buffer must hold 3*size*size values"
+        );
         assert!(img.width() > 0 && img.height() > 0, "empty image");
         // (crop box, resize target, output window, filter)
         let (crop, rw, rh, win, filter, gray) = match &self.mode {
@@ -937,8 +1142,17 @@ impl ImageTransform {
                 // torchvision center_crop: int(round((H - size) / 2)), half to even.
                 let top = py_round((rh - s) as f64 / 2.0) as u32;
                 let left = py_round((rw - s) as f64 / 2.0) as u32;
-                let full = CropBox { top: 0, left: 0, height: img.height(), width: img.width() };
-                let f = if self.interpolation == Interpolation::Bilinear { Filter::Bilinear } else { Filter::Bicubic };
+                let full = CropBox {
+                    top: 0,
+                    left: 0,
+                    height: img.height(),
+                    width: img.width(),
+                };
+                let f = if self.interpolation == Interpolation::Bilinear {
+                    Filter::Bilinear
+                } else {
+                    Filter::Bicubic
+                };
                 (full, rw, rh, (left, top, s, s), f, false)
             }
             Mode::Timm { scale, ratio, .. } => {
@@ -947,13 +1161,26 @@ impl ImageTransform {
                     Interpolation::Bicubic => Filter::Bicubic,
                     Interpolation::Bilinear => Filter::Bilinear,
                     Interpolation::Random => {
-                        if rng.random_range(0..2) == 0 { Filter::Bilinear } else { Filter::Bicubic }
+                        if rng.random_range(0..2) == 0 {
+                            Filter::Bilinear
+                        } else {
+                            Filter::Bicubic
+                        }
                     }
                 };
                 (b, s, s, (0, 0, s, s), f, false)
             }
-            Mode::Torchvision { scale, gray_scale_prob } => {
-                let b = random_resized_crop_params(img.width(), img.height(), *scale, (3.0 / 4.0, 4.0 / 3.0), rng);
+            Mode::Torchvision {
+                scale,
+                gray_scale_prob,
+            } => {
+                let b = random_resized_crop_params(
+                    img.width(),
+                    img.height(),
+                    *scale,
+                    (3.0 / 4.0, 4.0 / 3.0),
+                    rng,
+                );
                 let gray = *gray_scale_prob > 0.0 && rng.random::<f64>() < *gray_scale_prob;
                 (b, s, s, (0, 0, s, s), Filter::Bicubic, gray)
             }
@@ -967,14 +1194,27 @@ impl ImageTransform {
         // Random erasing is drawn now (same law and draw order as after the resize) and
         // applied row by row: erased rows are assembled in `staging` and streamed out once.
         let mut erase = match self.mode {
-            Mode::Timm { re_prob, re_count, .. } if re_prob > 0.0 => erasing_boxes(w, w, re_prob, re_count, rng),
+            Mode::Timm {
+                re_prob, re_count, ..
+            } if re_prob > 0.0 => erasing_boxes(w, w, re_prob, re_count, rng),
             _ => Vec::new(),
         };
-        let mut staging = if erase.is_empty() { Vec::new() } else { vec![0f32; 3 * w] };
+        let mut staging = if erase.is_empty() {
+            Vec::new()
+        } else {
+            vec![0f32; 3 * w]
+        };
         // Each output row goes straight from the vertical pass into the three planes.
         resample::resample_rows(img.as_raw(), stride, crop, rw, rh, win, filter, |y, row| {
-            let (a, b, c) = (&mut o0[y * w..(y + 1) * w], &mut o1[y * w..(y + 1) * w], &mut o2[y * w..(y + 1) * w]);
-            if erase.iter().any(|(bx, _)| (bx.top as usize..(bx.top + bx.height) as usize).contains(&y)) {
+            let (a, b, c) = (
+                &mut o0[y * w..(y + 1) * w],
+                &mut o1[y * w..(y + 1) * w],
+                &mut o2[y * w..(y + 1) * w],
+            );
+            if erase
+                .iter()
+                .any(|(bx, _)| (bx.top as usize..(bx.top + bx.height) as usize).contains(&y))
+            {
                 let (sa, rest) = staging.split_at_mut(w);
                 let (sb, sc) = rest.split_at_mut(w);
                 normalize_row(row, sa, sb, sc, &self.lut, &self.scale, &self.bias, false);
@@ -994,7 +1234,9 @@ impl ImageTransform {
             if gray {
                 // PIL convert("L"): (R*19595 + G*38470 + B*7471 + 0x8000) >> 16, replicated.
                 for (i, p) in row.chunks_exact(3).enumerate() {
-                    let l = ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000) >> 16) as usize;
+                    let l =
+                        ((p[0] as u32 * 19595 + p[1] as u32 * 38470 + p[2] as u32 * 7471 + 0x8000)
+                            >> 16) as usize;
                     a[i] = l0[l];
                     b[i] = l1[l];
                     c[i] = l2[l];

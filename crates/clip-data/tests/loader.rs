@@ -9,7 +9,13 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn keys(bs: &[Batch]) -> Vec<String> {
-    bs.iter().flat_map(|b| b.keys.iter().map(|k| k.rsplit('/').next().unwrap().to_string())).collect()
+    bs.iter()
+        .flat_map(|b| {
+            b.keys
+                .iter()
+                .map(|k| k.rsplit('/').next().unwrap().to_string())
+        })
+        .collect()
 }
 
 fn dataset(name: &str, shards: usize, per: usize) -> (std::path::PathBuf, String) {
@@ -33,7 +39,10 @@ fn corrupt_inputs_are_skipped_and_counted() {
     write_tar(
         &d.join("mixed.tar"),
         &[
-            ("badjpeg.jpg".into(), b"\xff\xd8\xff\xe0 this is not a jpeg".to_vec()),
+            (
+                "badjpeg.jpg".into(),
+                b"\xff\xd8\xff\xe0 this is not a jpeg".to_vec(),
+            ),
             ("badjpeg.txt".into(), b"bad".to_vec()),
             ("nocap.jpg".into(), jpeg(1, 8, 8)),
             ("noimg.txt".into(), b"no image".to_vec()),
@@ -50,7 +59,11 @@ fn corrupt_inputs_are_skipped_and_counted() {
     cfg.workers = 2;
     cfg.streams = Some(1);
     let loader = Loader::new(cfg, Arc::new(TestProc)).unwrap();
-    let batches: Vec<Batch> = loader.epoch(0, None).unwrap().collect::<anyhow::Result<_>>().unwrap();
+    let batches: Vec<Batch> = loader
+        .epoch(0, None)
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
     let ks = keys(&batches);
     // truncated shard: the samples before the cut survive, the broken one is dropped
     let t_ok = ks.iter().filter(|k| k.starts_with("trunc.tar#t")).count();
@@ -60,20 +73,42 @@ fn corrupt_inputs_are_skipped_and_counted() {
     assert!(ks.contains(&"mixed.tar#ok".to_string()));
     assert_eq!(ks.len(), 5 + t_ok + 1);
     // eval keeps the partial last batch
-    assert_eq!(batches.iter().map(|b| b.batch_size).sum::<usize>(), ks.len());
+    assert_eq!(
+        batches.iter().map(|b| b.batch_size).sum::<usize>(),
+        ks.len()
+    );
     let st = loader.stats();
     assert_eq!(st.samples as usize, ks.len());
     assert_eq!(st.skipped.get(&SkipReason::DecodeError), Some(&1), "{st:?}");
-    assert_eq!(st.skipped.get(&SkipReason::MissingCaption), Some(&1), "{st:?}");
-    assert_eq!(st.skipped.get(&SkipReason::MissingImage), Some(&1), "{st:?}");
+    assert_eq!(
+        st.skipped.get(&SkipReason::MissingCaption),
+        Some(&1),
+        "{st:?}"
+    );
+    assert_eq!(
+        st.skipped.get(&SkipReason::MissingImage),
+        Some(&1),
+        "{st:?}"
+    );
     assert_eq!(st.skipped.get(&SkipReason::OpenFailed), Some(&1), "{st:?}");
     // truncated tar + failing pipe ("partial\n" is not a tar, then exit 7)
-    assert_eq!(st.skipped.get(&SkipReason::TruncatedTar), Some(&2), "{st:?}");
+    assert_eq!(
+        st.skipped.get(&SkipReason::TruncatedTar),
+        Some(&2),
+        "{st:?}"
+    );
     let rep = loader.shard_reports();
     let pipe = rep.iter().find(|(k, _)| k.starts_with("pipe:")).unwrap().1;
     let err = pipe.last_error.clone().unwrap();
-    assert!(err.contains("simulated failure") || err.contains("tar"), "{err}");
-    let miss = rep.iter().find(|(k, _)| k.ends_with("missing.tar")).unwrap().1;
+    assert!(
+        err.contains("simulated failure") || err.contains("tar"),
+        "{err}"
+    );
+    let miss = rep
+        .iter()
+        .find(|(k, _)| k.ends_with("missing.tar"))
+        .unwrap()
+        .1;
     assert!(miss.last_error.as_ref().unwrap().contains("missing.tar"));
 }
 
@@ -82,14 +117,27 @@ fn failing_pipe_command_error_has_stderr() {
     // a pipe that writes a valid tar and then fails: the failure surfaces after the data
     let d = tmpdir("pipefail");
     good_shard(&d.join("a.tar"), "a", 3);
-    let url = format!("pipe:cat {}; echo 'access denied for key' >&2; exit 2", d.join("a.tar").display());
+    let url = format!(
+        "pipe:cat {}; echo 'access denied for key' >&2; exit 2",
+        d.join("a.tar").display()
+    );
     let items: Vec<Item> = ShardSamples::open(&url).collect();
-    let n_ok = items.iter().filter(|i| matches!(i, Item::Sample(_))).count();
+    let n_ok = items
+        .iter()
+        .filter(|i| matches!(i, Item::Sample(_)))
+        .count();
     assert_eq!(n_ok, 3);
     let last = items.last().unwrap();
     match last {
-        Item::Skip { reason: SkipReason::TruncatedTar, detail, .. } => {
-            assert!(detail.contains("access denied for key") && detail.contains("cat "), "{detail}")
+        Item::Skip {
+            reason: SkipReason::TruncatedTar,
+            detail,
+            ..
+        } => {
+            assert!(
+                detail.contains("access denied for key") && detail.contains("cat "),
+                "{detail}"
+            )
         }
         other => panic!("{other:?}"),
     }
@@ -98,7 +146,13 @@ fn failing_pipe_command_error_has_stderr() {
 #[test]
 fn nothing_usable_is_an_error_naming_shards() {
     let d = tmpdir("nothing");
-    write_tar(&d.join("nocaps.tar"), &[("a.jpg".into(), jpeg(0, 4, 4)), ("b.jpg".into(), jpeg(1, 4, 4))]);
+    write_tar(
+        &d.join("nocaps.tar"),
+        &[
+            ("a.jpg".into(), jpeg(0, 4, 4)),
+            ("b.jpg".into(), jpeg(1, 4, 4)),
+        ],
+    );
     let spec = format!("{0}/nocaps.tar::{0}/gone.tar", d.display());
     let mut cfg = LoaderConfig::new(ShardList::parse(&spec, None).unwrap(), 2);
     cfg.resampled = true;
@@ -109,7 +163,10 @@ fn nothing_usable_is_an_error_naming_shards() {
     let t = Instant::now();
     let r: anyhow::Result<Vec<Batch>> = loader.epoch(0, None).unwrap().collect();
     let e = format!("{:#}", r.unwrap_err());
-    assert!(e.contains("nocaps.tar") && e.contains("missing_caption"), "{e}");
+    assert!(
+        e.contains("nocaps.tar") && e.contains("missing_caption"),
+        "{e}"
+    );
     assert!(e.contains("gone.tar") && e.contains("open_failed"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(20));
 }
@@ -124,7 +181,13 @@ fn stalled_source_times_out() {
     cfg.no_progress_timeout = Duration::from_secs(1);
     let loader = Loader::new(cfg, Arc::new(TestProc)).unwrap();
     let t = Instant::now();
-    let e = loader.epoch(0, None).unwrap().next().unwrap().unwrap_err().to_string();
+    let e = loader
+        .epoch(0, None)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("no valid sample"), "{e}");
     assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
     // dropping the epoch killed the hung command (its reader then reaps it)
@@ -150,7 +213,10 @@ fn train_cfg(spec: &str, workers: usize, streams: usize) -> LoaderConfig {
 
 fn run(cfg: LoaderConfig, epoch: u64) -> Vec<Batch> {
     let l = Loader::new(cfg, Arc::new(TestProc)).unwrap();
-    l.epoch(epoch, None).unwrap().collect::<anyhow::Result<_>>().unwrap()
+    l.epoch(epoch, None)
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap()
 }
 
 #[test]
@@ -165,7 +231,10 @@ fn deterministic_for_any_worker_count() {
     assert_eq!(keys(&a), keys(&b));
     assert_eq!(keys(&a), keys(&c));
     // augmentation RNG is per sample, not per thread
-    assert_eq!(a.iter().map(|x| x.images.clone()).collect::<Vec<_>>(), b.iter().map(|x| x.images.clone()).collect::<Vec<_>>());
+    assert_eq!(
+        a.iter().map(|x| x.images.clone()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.images.clone()).collect::<Vec<_>>()
+    );
     // round-robin over streams in a fixed order
     assert!(a.iter().enumerate().all(|(i, x)| x.stream == i % 2));
     // shuffled, and differently per epoch and seed
@@ -202,16 +271,30 @@ fn saved_position_restores_exactly() {
             let mut cfg2 = cfg.clone();
             cfg2.workers = 1; // decode threads do not matter
             let l2 = Loader::new(cfg2, Arc::new(TestProc)).unwrap();
-            let rest: Vec<Batch> = l2.epoch(1, Some(&pos)).unwrap().collect::<anyhow::Result<_>>().unwrap();
-            assert_eq!(keys(&rest), keys(&full[cut..]), "resampled={resampled} cut={cut}");
-            assert_eq!(rest.iter().map(|b| &b.images).collect::<Vec<_>>(), full[cut..].iter().map(|b| &b.images).collect::<Vec<_>>());
+            let rest: Vec<Batch> = l2
+                .epoch(1, Some(&pos))
+                .unwrap()
+                .collect::<anyhow::Result<_>>()
+                .unwrap();
+            assert_eq!(
+                keys(&rest),
+                keys(&full[cut..]),
+                "resampled={resampled} cut={cut}"
+            );
+            assert_eq!(
+                rest.iter().map(|b| &b.images).collect::<Vec<_>>(),
+                full[cut..].iter().map(|b| &b.images).collect::<Vec<_>>()
+            );
         }
         // a position does not restore under another data order
         let l = Loader::new(cfg.clone(), Arc::new(TestProc)).unwrap();
         let pos = l.epoch(1, None).unwrap().position().clone();
         let mut cfg3 = cfg.clone();
         cfg3.seed = 1;
-        assert!(Loader::new(cfg3, Arc::new(TestProc)).unwrap().epoch(1, Some(&pos)).is_err());
+        assert!(Loader::new(cfg3, Arc::new(TestProc))
+            .unwrap()
+            .epoch(1, Some(&pos))
+            .is_err());
         assert!(l.epoch(2, Some(&pos)).is_err());
     }
 }
@@ -221,7 +304,10 @@ fn plain_mode_needs_enough_shards() {
     let (_d, spec) = dataset("few", 3, 5);
     let mut cfg = train_cfg(&spec, 2, 2);
     cfg.world = 2;
-    let e = Loader::new(cfg, Arc::new(TestProc)).err().unwrap().to_string();
+    let e = Loader::new(cfg, Arc::new(TestProc))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("must be >="), "{e}");
 }
 

@@ -22,13 +22,25 @@ fn real_processor_batches() {
         m.push(("bad.txt".into(), b"x".to_vec()));
         write_tar(&d.join(format!("{s}.tar")), &m);
     }
-    let aug = AugCfg::parse(&["scale=(0.5,1.0)".into(), "re_prob=0.4".into(), "use_timm=True".into()]).unwrap();
+    let aug = AugCfg::parse(&[
+        "scale=(0.5,1.0)".into(),
+        "re_prob=0.4".into(),
+        "use_timm=True".into(),
+    ])
+    .unwrap();
     let p = ClipProcessor::train(32, &aug, OPENAI_MEAN, OPENAI_STD, 77);
-    let mut cfg = LoaderConfig::new(ShardList::parse(&format!("{}/{{0..1}}.tar", d.display()), None).unwrap(), 8);
+    let mut cfg = LoaderConfig::new(
+        ShardList::parse(&format!("{}/{{0..1}}.tar", d.display()), None).unwrap(),
+        8,
+    );
     cfg.workers = 2;
     cfg.num_samples = Some(32);
     let l = Loader::new(cfg.clone(), Arc::new(p)).unwrap();
-    let bs: Vec<Batch> = l.epoch(0, None).unwrap().collect::<anyhow::Result<_>>().unwrap();
+    let bs: Vec<Batch> = l
+        .epoch(0, None)
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
     assert_eq!(bs.len(), 4);
     for b in &bs {
         assert_eq!(b.images.len(), 8 * 3 * 32 * 32);
@@ -38,6 +50,14 @@ fn real_processor_batches() {
     }
     // same seed, same tensors
     let p2 = ClipProcessor::train(32, &aug, OPENAI_MEAN, OPENAI_STD, 77);
-    let bs2: Vec<Batch> = Loader::new(cfg, Arc::new(p2)).unwrap().epoch(0, None).unwrap().collect::<anyhow::Result<_>>().unwrap();
-    assert_eq!(bs.iter().map(|b| &b.images).collect::<Vec<_>>(), bs2.iter().map(|b| &b.images).collect::<Vec<_>>());
+    let bs2: Vec<Batch> = Loader::new(cfg, Arc::new(p2))
+        .unwrap()
+        .epoch(0, None)
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
+    assert_eq!(
+        bs.iter().map(|b| &b.images).collect::<Vec<_>>(),
+        bs2.iter().map(|b| &b.images).collect::<Vec<_>>()
+    );
 }

@@ -44,7 +44,11 @@ fn s3_sources() {
     // 2. through the aws CLI (the model card's way)
     let venv_bin = repo_root().join(".venv/bin");
     if venv_bin.join("aws").exists() {
-        let path = format!("{}:{}", venv_bin.display(), std::env::var("PATH").unwrap_or_default());
+        let path = format!(
+            "{}:{}",
+            venv_bin.display(),
+            std::env::var("PATH").unwrap_or_default()
+        );
         std::env::set_var("PATH", path);
     }
     let (ok, bad) = sample_keys("pipe:aws s3 cp s3://ci-bucket/laion/shard-00002.tar -");
@@ -55,18 +59,33 @@ fn s3_sources() {
     let (ok, bad) = sample_keys("s3://ci-bucket/laion/nope.tar");
     assert!(ok.is_empty());
     assert_eq!(bad[0].0, SkipReason::OpenFailed);
-    assert!(bad[0].1.contains("s3://ci-bucket/laion/nope.tar") && bad[0].1.contains("NoSuchKey"), "{}", bad[0].1);
+    assert!(
+        bad[0].1.contains("s3://ci-bucket/laion/nope.tar") && bad[0].1.contains("NoSuchKey"),
+        "{}",
+        bad[0].1
+    );
     let (ok, bad) = sample_keys("pipe:aws s3 cp s3://ci-bucket/laion/nope.tar -");
     assert!(ok.is_empty());
     assert_eq!(bad[0].0, SkipReason::TruncatedTar);
-    assert!(bad[0].1.contains("aws s3 cp") && bad[0].1.contains("404"), "{}", bad[0].1);
+    assert!(
+        bad[0].1.contains("aws s3 cp") && bad[0].1.contains("404"),
+        "{}",
+        bad[0].1
+    );
 
     // 4. the full loader over brace-expanded S3 URLs
-    let mut cfg = LoaderConfig::new(ShardList::parse("s3://ci-bucket/laion/shard-{00000..00003}.tar", None).unwrap(), 10);
+    let mut cfg = LoaderConfig::new(
+        ShardList::parse("s3://ci-bucket/laion/shard-{00000..00003}.tar", None).unwrap(),
+        10,
+    );
     cfg.num_samples = Some(100);
     cfg.workers = 2;
     let l = Loader::new(cfg, Arc::new(TestProc)).unwrap();
-    let bs: Vec<Batch> = l.epoch(0, None).unwrap().collect::<anyhow::Result<_>>().unwrap();
+    let bs: Vec<Batch> = l
+        .epoch(0, None)
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
     let mut keys: Vec<String> = bs.iter().flat_map(|b| b.keys.clone()).collect();
     assert_eq!(keys.len(), 100);
     keys.sort();
@@ -111,7 +130,10 @@ fn s3_sources() {
     }
     let want: Vec<String> = (0..400).map(|i| format!("big{i:05}")).collect();
     assert_eq!(got, want);
-    assert!(clip_data::s3::resume_count() > before, "the server restart did not break the body: no resume happened");
+    assert!(
+        clip_data::s3::resume_count() > before,
+        "the server restart did not break the body: no resume happened"
+    );
     drop(srv);
     let _ = std::fs::remove_dir_all(&d);
 }

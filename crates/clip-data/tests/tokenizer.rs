@@ -4,19 +4,29 @@ use clip_data::tokenizer::{Tokenizer, EOT_TOKEN, SOT_TOKEN, VOCAB_SIZE};
 use serde_json::Value;
 
 fn golden() -> Value {
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/data/tokens.json");
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../tests/golden/data/tokens.json"
+    );
     serde_json::from_str(&std::fs::read_to_string(path).expect("read tokens.json")).unwrap()
 }
 
 fn ids(v: &Value) -> Vec<i64> {
-    v.as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect()
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_i64().unwrap())
+        .collect()
 }
 
 #[test]
 fn vocab_shape() {
     let t = Tokenizer::new();
     assert_eq!(t.vocab_size(), VOCAB_SIZE);
-    assert_eq!(t.tokenize(&[""], 4), vec![SOT_TOKEN as i64, EOT_TOKEN as i64, 0, 0]);
+    assert_eq!(
+        t.tokenize(&[""], 4),
+        vec![SOT_TOKEN as i64, EOT_TOKEN as i64, 0, 0]
+    );
     assert_eq!(t.encode("hello world"), vec![3306, 1002]);
 }
 
@@ -37,7 +47,10 @@ fn corpus_matches_open_clip() {
             bad.push(format!("{text:?}\n  want {want_ids:?}\n  got  {got_ids:?}"));
         }
     }
-    let long = cases.iter().filter(|c| c["ids"].as_array().unwrap().len() > 75).count();
+    let long = cases
+        .iter()
+        .filter(|c| c["ids"].as_array().unwrap().len() > 75)
+        .count();
     eprintln!(
         "tokenizer corpus: {} captions ({long} longer than the context), {} mismatches, {} excluded (mojibake)",
         cases.len(),
@@ -45,7 +58,12 @@ fn corpus_matches_open_clip() {
         g["excluded"].as_array().unwrap().len()
     );
     assert!(long >= 10);
-    assert!(bad.is_empty(), "{} mismatches:\n{}", bad.len(), bad.join("\n"));
+    assert!(
+        bad.is_empty(),
+        "{} mismatches:\n{}",
+        bad.len(),
+        bad.join("\n")
+    );
 }
 
 #[test]
@@ -55,7 +73,11 @@ fn batch_and_other_context_lengths() {
     for c in g["other_context_lengths"].as_array().unwrap() {
         let text = c["text"].as_str().unwrap();
         let ctx = c["context_length"].as_u64().unwrap() as usize;
-        assert_eq!(t.tokenize(&[text], ctx), ids(&c["tokens"]), "ctx {ctx} {text:?}");
+        assert_eq!(
+            t.tokenize(&[text], ctx),
+            ids(&c["tokens"]),
+            "ctx {ctx} {text:?}"
+        );
     }
     // Batched rows are the single rows laid end to end.
     let cases: Vec<&Value> = g["cases"].as_array().unwrap().iter().take(7).collect();
@@ -67,7 +89,10 @@ fn batch_and_other_context_lengths() {
 #[test]
 fn decode_roundtrip() {
     let t = Tokenizer::new();
-    assert_eq!(t.decode(&t.encode("A photo of a Cat!")), "a photo of a cat ! ");
+    assert_eq!(
+        t.decode(&t.encode("A photo of a Cat!")),
+        "a photo of a cat ! "
+    );
 }
 
 #[test]
@@ -86,7 +111,12 @@ fn mojibake_gap_is_only_fix_encoding() {
     assert!(!excluded.is_empty());
     for c in excluded {
         let want: Vec<u32> = ids(&c["ids"]).into_iter().map(|x| x as u32).collect();
-        assert_ne!(t.encode(c["text"].as_str().unwrap()), want, "gap closed? {}", c["text"]);
+        assert_ne!(
+            t.encode(c["text"].as_str().unwrap()),
+            want,
+            "gap closed? {}",
+            c["text"]
+        );
         assert_eq!(t.encode(c["ftfy"].as_str().unwrap()), want, "{}", c["text"]);
     }
 }

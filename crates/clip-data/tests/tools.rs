@@ -42,7 +42,8 @@ fn folder_and_csv_to_shards_then_inspect() {
     assert_eq!(rep.samples, 10);
     assert_eq!(rep.failed, 1);
     assert_eq!(rep.shards.len(), 3); // 11 pairs in chunks of 4
-    let sizes: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(d.join("out1/sizes.json")).unwrap()).unwrap();
+    let sizes: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("out1/sizes.json")).unwrap()).unwrap();
     // broken.png sorts first: shard 0 has 3 good samples of its 4 pairs
     assert_eq!(sizes["train-00000.tar"], 3);
     assert_eq!(sizes["train-00001.tar"], 4);
@@ -53,14 +54,20 @@ fn folder_and_csv_to_shards_then_inspect() {
     assert_eq!(rep2.samples, 10);
     assert_eq!(rep2.failed, 0);
 
-    let urls = clip_data::shards::expand_urls(&format!("{}/out2/train-{{00000..00002}}.tar", d.display())).unwrap();
+    let urls =
+        clip_data::shards::expand_urls(&format!("{}/out2/train-{{00000..00002}}.tar", d.display()))
+            .unwrap();
     let r = inspect(&urls, None).unwrap();
     assert_eq!(r.shards, 3);
     assert_eq!(r.samples, 10);
     assert!(r.skipped.is_empty());
     // resized so the longest side is 32, aspect kept
     assert_eq!(r.image_height.max, 32.0);
-    assert!(r.image_width.max <= 32.0 && r.image_width.min >= 19.0, "{:?}", r.image_width);
+    assert!(
+        r.image_width.max <= 32.0 && r.image_width.min >= 19.0,
+        "{:?}",
+        r.image_width
+    );
     assert_eq!(r.caption_chars.min, "caption number 0".len() as f64);
     let j = serde_json::to_value(&r).unwrap();
     assert_eq!(j["samples"], 10);
@@ -68,7 +75,10 @@ fn folder_and_csv_to_shards_then_inspect() {
     // sizes.json gives the dataset size (OpenCLIP's get_dataset_size)
     assert_eq!(clip_data::shards::dataset_size(&urls), Some(10));
     assert_eq!(clip_data::shards::dataset_size(&urls[..1]), Some(4));
-    assert_eq!(clip_data::shards::dataset_size(&["pipe:cat x.tar".to_string()]), None);
+    assert_eq!(
+        clip_data::shards::dataset_size(&["pipe:cat x.tar".to_string()]),
+        None
+    );
 
     // inspect reports a missing shard by reason
     let r = inspect(&[d.join("out2/nope.tar").display().to_string()], None).unwrap();

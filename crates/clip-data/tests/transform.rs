@@ -9,12 +9,15 @@ use serde_json::Value;
 const GOLDEN: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/golden/data");
 
 fn golden() -> Value {
-    serde_json::from_str(&std::fs::read_to_string(format!("{GOLDEN}/preprocess.json")).unwrap()).unwrap()
+    serde_json::from_str(&std::fs::read_to_string(format!("{GOLDEN}/preprocess.json")).unwrap())
+        .unwrap()
 }
 
 fn load_f32(name: &str) -> Vec<f32> {
     let b = std::fs::read(format!("{GOLDEN}/preprocess/{name}")).unwrap();
-    b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect()
+    b.chunks_exact(4)
+        .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+        .collect()
 }
 
 fn load_img(name: &str) -> image::RgbImage {
@@ -60,8 +63,18 @@ fn eval_and_resized_crop_match_open_clip() {
                 .with_interpolation(Interpolation::Bilinear)
                 .apply(&img, &mut rng),
             "resized_crop" => {
-                let b: Vec<u32> = c["box"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap() as u32).collect();
-                let crop = CropBox { top: b[0], left: b[1], height: b[2], width: b[3] };
+                let b: Vec<u32> = c["box"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|v| v.as_u64().unwrap() as u32)
+                    .collect();
+                let crop = CropBox {
+                    top: b[0],
+                    left: b[1],
+                    height: b[2],
+                    width: b[3],
+                };
                 normalise(&resized_crop(&img, crop, size, size))
             }
             k => panic!("unknown kind {k}"),
@@ -82,8 +95,16 @@ fn eval_and_resized_crop_match_open_clip() {
         // fixed point, so a byte may differ by a rounding step per pass (two at most), rarely.
         // JPEG inputs also differ by the decoder (zune-jpeg vs libjpeg-turbo IDCT/upsampling).
         if !c["image"].as_str().unwrap().ends_with(".jpg") {
-            assert!(max <= 2.01 / 255.0, "{}: lossless input: max error {max} over 2/255", c["file"]);
-            assert!(mean < 0.05 / 255.0, "{}: lossless input: mean error {mean} over 0.05/255", c["file"]);
+            assert!(
+                max <= 2.01 / 255.0,
+                "{}: lossless input: max error {max} over 2/255",
+                c["file"]
+            );
+            assert!(
+                mean < 0.05 / 255.0,
+                "{}: lossless input: mean error {mean} over 0.05/255",
+                c["file"]
+            );
         }
         worst = worst.max(mean);
     }
@@ -107,7 +128,12 @@ fn decode_modes() {
 fn train_with_identity_crop_equals_eval() {
     let img = load_img("coffee_600x400.jpg");
     let sq = image::imageops::crop_imm(&img, 100, 0, 400, 400).to_image();
-    let aug = AugCfg::parse(&["scale=(1.0, 1.0)".into(), "ratio=(1.0, 1.0)".into(), "use_timm=True".into()]).unwrap();
+    let aug = AugCfg::parse(&[
+        "scale=(1.0, 1.0)".into(),
+        "ratio=(1.0, 1.0)".into(),
+        "use_timm=True".into(),
+    ])
+    .unwrap();
     let mut rng = Pcg64::seed_from_u64(1);
     let t = ImageTransform::train(96, &aug, OPENAI_MEAN, OPENAI_STD).apply(&sq, &mut rng);
     let e = ImageTransform::eval(96, OPENAI_MEAN, OPENAI_STD).apply(&sq, &mut rng);
@@ -175,10 +201,26 @@ fn random_resized_crop_openclip_default_and_fallback() {
         .map(|_| random_resized_crop_params(1000, 100, (0.99, 1.0), (0.75, 4.0 / 3.0), &mut rng))
         .find(|b| b.height == 100)
         .unwrap();
-    assert_eq!(b, CropBox { top: 0, left: (1000 - 133) / 2, height: 100, width: 133 });
+    assert_eq!(
+        b,
+        CropBox {
+            top: 0,
+            left: (1000 - 133) / 2,
+            height: 100,
+            width: 133
+        }
+    );
     // Very tall: width kept, height = round(w / (3/4)).
     let b = random_resized_crop_params(50, 1000, (1.0, 1.0), (0.75, 4.0 / 3.0), &mut rng);
-    assert_eq!(b, CropBox { top: (1000 - 67) / 2, left: 0, height: 67, width: 50 });
+    assert_eq!(
+        b,
+        CropBox {
+            top: (1000 - 67) / 2,
+            left: 0,
+            height: 67,
+            width: 50
+        }
+    );
 }
 
 #[test]
@@ -197,7 +239,10 @@ fn random_erasing_law() {
             let b = boxes[0];
             let frac = (b.width * b.height) as f64 / (h * w) as f64;
             assert!((0.015..=0.36).contains(&frac), "erased fraction {frac}");
-            assert!((b.top as usize + b.height as usize) <= h && (b.left as usize + b.width as usize) <= w);
+            assert!(
+                (b.top as usize + b.height as usize) <= h
+                    && (b.left as usize + b.width as usize) <= w
+            );
             fracs.push(frac);
             let nonzero = buf.iter().filter(|v| **v != 0.0).count();
             assert_eq!(nonzero, 3 * (b.width * b.height) as usize);
@@ -209,7 +254,9 @@ fn random_erasing_law() {
     let p = hits as f64 / trials as f64;
     let (fm, _) = mean_std(&fracs);
     let (vm, vsd) = mean_std(&vals);
-    eprintln!("erasing frequency {p:.4} (p=0.4), box area mean {fm:.4}, fill mean {vm:.4} sd {vsd:.4}");
+    eprintln!(
+        "erasing frequency {p:.4} (p=0.4), box area mean {fm:.4}, fill mean {vm:.4} sd {vsd:.4}"
+    );
     assert!((p - 0.4).abs() < 0.02, "frequency {p}");
     assert!((0.15..0.19).contains(&fm), "mean area {fm}");
     assert!(vm.abs() < 0.01 && (vsd - 1.0).abs() < 0.01);
@@ -224,19 +271,36 @@ fn random_erasing_law() {
             assert!((0.012..=0.37).contains(&frac), "scaled fraction {frac}");
         }
     }
-    assert!(counts[1..].iter().all(|&c| (850..1150).contains(&c)), "counts {counts:?}");
+    assert!(
+        counts[1..].iter().all(|&c| (850..1150).contains(&c)),
+        "counts {counts:?}"
+    );
 }
 
 #[test]
 fn train_transform_erases_at_re_prob() {
     let img = load_img("chelsea_451x300.jpg");
-    let aug = AugCfg::parse(&["scale=(0.5, 1.0)".into(), "re_prob=0.4".into(), "re_count=1".into(), "use_timm=True".into()]).unwrap();
+    let aug = AugCfg::parse(&[
+        "scale=(0.5, 1.0)".into(),
+        "re_prob=0.4".into(),
+        "re_count=1".into(),
+        "use_timm=True".into(),
+    ])
+    .unwrap();
     let t = ImageTransform::train(64, &aug, OPENAI_MEAN, OPENAI_STD);
     let lut: Vec<Vec<f32>> = (0..3)
-        .map(|c| (0..256).map(|v| (v as f32 / 255.0 - OPENAI_MEAN[c]) / OPENAI_STD[c]).collect())
+        .map(|c| {
+            (0..256)
+                .map(|v| (v as f32 / 255.0 - OPENAI_MEAN[c]) / OPENAI_STD[c])
+                .collect()
+        })
         .collect();
     // Normalisation is one FMA per value: within a few ulp of torchvision's formula.
-    let on_grid = |c: usize, v: f32| lut[c].iter().any(|&l| (l - v).abs() <= 4.0 * f32::EPSILON * l.abs().max(1.0));
+    let on_grid = |c: usize, v: f32| {
+        lut[c]
+            .iter()
+            .any(|&l| (l - v).abs() <= 4.0 * f32::EPSILON * l.abs().max(1.0))
+    };
     let mut rng = Pcg64::seed_from_u64(11);
     let n = 2000;
     let mut erased = 0;
@@ -286,15 +350,42 @@ fn toks(v: &[&str]) -> Vec<String> {
 #[test]
 fn aug_cfg_parse() {
     let d = AugCfg::parse(&[]).unwrap();
-    assert_eq!((d.scale, d.re_prob, d.re_count, d.use_timm), ((0.9, 1.0), 0.0, 1, false));
+    assert_eq!(
+        (d.scale, d.re_prob, d.re_count, d.use_timm),
+        ((0.9, 1.0), 0.0, 1, false)
+    );
     assert_eq!(d.ratio, (0.75, 4.0 / 3.0));
     // The reference run's model-card tokens.
-    let a = AugCfg::parse(&toks(&["scale=(0.5, 1.0)", "re_prob=0.4", "re_count=1", "use_timm=True"])).unwrap();
-    assert_eq!((a.scale, a.re_prob, a.re_count, a.use_timm), ((0.5, 1.0), 0.4, 1, true));
+    let a = AugCfg::parse(&toks(&[
+        "scale=(0.5, 1.0)",
+        "re_prob=0.4",
+        "re_count=1",
+        "use_timm=True",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (a.scale, a.re_prob, a.re_count, a.use_timm),
+        ((0.5, 1.0), 0.4, 1, true)
+    );
     assert!(a.unused_keys().is_empty());
-    let a = AugCfg::parse(&toks(&["scale=[0.4,1]", "ratio=(0.5,2.)", "use_timm=1", "re_count=2", "re_prob=None"])).unwrap();
-    assert_eq!((a.scale, a.ratio, a.use_timm, a.re_count, a.re_prob), ((0.4, 1.0), (0.5, 2.0), true, 2, 0.0));
-    let a = AugCfg::parse(&toks(&["use_timm=False", "gray_scale_prob=0.2", "color_jitter=(0.4, 0.4, 0.4, 0.1)"])).unwrap();
+    let a = AugCfg::parse(&toks(&[
+        "scale=[0.4,1]",
+        "ratio=(0.5,2.)",
+        "use_timm=1",
+        "re_count=2",
+        "re_prob=None",
+    ]))
+    .unwrap();
+    assert_eq!(
+        (a.scale, a.ratio, a.use_timm, a.re_count, a.re_prob),
+        ((0.4, 1.0), (0.5, 2.0), true, 2, 0.0)
+    );
+    let a = AugCfg::parse(&toks(&[
+        "use_timm=False",
+        "gray_scale_prob=0.2",
+        "color_jitter=(0.4, 0.4, 0.4, 0.1)",
+    ]))
+    .unwrap();
     assert_eq!(a.gray_scale_prob, 0.2);
     assert_eq!(a.unused_keys(), vec!["color_jitter"]);
 
@@ -310,7 +401,10 @@ fn aug_cfg_parse() {
     let e = err(&["color_jitter=0.4", "use_timm=True"]);
     assert!(e.contains("not supported yet: aug-cfg color_jitter"), "{e}");
     let e = err(&["color_jitter=(0.4,0.4,0.4,0.1)", "color_jitter_prob=0.8"]);
-    assert!(e.contains("not supported yet: aug-cfg color_jitter_prob"), "{e}");
+    assert!(
+        e.contains("not supported yet: aug-cfg color_jitter_prob"),
+        "{e}"
+    );
 }
 
 /// Throughput of decode + OpenCLIP train transform (timm path, scale (0.5,1), re_prob 0.4) to 320
@@ -328,7 +422,13 @@ fn bench_decode_train_transform() {
         .collect();
     files.sort_by_key(|f| f.len());
     assert!(!files.is_empty());
-    let aug = AugCfg::parse(&toks(&["scale=(0.5, 1.0)", "re_prob=0.4", "re_count=1", "use_timm=True"])).unwrap();
+    let aug = AugCfg::parse(&toks(&[
+        "scale=(0.5, 1.0)",
+        "re_prob=0.4",
+        "re_count=1",
+        "use_timm=True",
+    ]))
+    .unwrap();
     let t = ImageTransform::train(320, &aug, OPENAI_MEAN, OPENAI_STD);
     let mut rng = Pcg64::seed_from_u64(0);
     let mut out = vec![0f32; t.output_len()];
@@ -379,20 +479,34 @@ fn stage_costs() {
     let n = 2000;
     let mut rng = Pcg64::seed_from_u64(0);
     for re in ["0.4", "0.0"] {
-        let aug = AugCfg::parse(&toks(&["scale=(0.5, 1.0)", &format!("re_prob={re}"), "use_timm=True"])).unwrap();
+        let aug = AugCfg::parse(&toks(&[
+            "scale=(0.5, 1.0)",
+            &format!("re_prob={re}"),
+            "use_timm=True",
+        ]))
+        .unwrap();
         let t = ImageTransform::train(320, &aug, OPENAI_MEAN, OPENAI_STD);
         let mut out = vec![0f32; t.output_len()];
         let s = cpu();
         for i in 0..n {
             t.apply_into(&imgs[i % imgs.len()], &mut rng, &mut out);
         }
-        eprintln!("apply_into re_prob={re}: {:.3} ms", (cpu() - s) / n as f64 * 1e3);
+        eprintln!(
+            "apply_into re_prob={re}: {:.3} ms",
+            (cpu() - s) / n as f64 * 1e3
+        );
     }
     let mut px = vec![0u8; 320 * 320 * 3];
     let s = cpu();
     for i in 0..n {
         let img = &imgs[i % imgs.len()];
-        let b = random_resized_crop_params(img.width(), img.height(), (0.5, 1.0), (0.75, 4.0 / 3.0), &mut rng);
+        let b = random_resized_crop_params(
+            img.width(),
+            img.height(),
+            (0.5, 1.0),
+            (0.75, 4.0 / 3.0),
+            &mut rng,
+        );
         resize_crop_window(img, b, 320, 320, (0, 0, 320, 320), &mut px);
     }
     eprintln!("resize only: {:.3} ms", (cpu() - s) / n as f64 * 1e3);

@@ -29,7 +29,9 @@ pub enum Format {
 pub fn detect_format(path: &Path) -> Result<Format> {
     let mut head = [0u8; 9];
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
-    let n = f.read(&mut head).with_context(|| format!("cannot read {}", path.display()))?;
+    let n = f
+        .read(&mut head)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     if n >= 4 && head[..4] == *b"PK\x03\x04" {
         return Ok(Format::TorchZip);
     }
@@ -62,12 +64,18 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
             .with_context(|| format!("{}: unreadable safetensors file", path.display()))?,
     };
     // OpenCLIP strips `module.` when the first key has it (a DDP-wrapped model's state dict).
-    let ddp = tensors.first().is_some_and(|(k, _)| k.starts_with("module."));
+    let ddp = tensors
+        .first()
+        .is_some_and(|(k, _)| k.starts_with("module."));
     let out: Vec<(String, Tensor)> = tensors
         .into_iter()
         .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
         .map(|(k, t)| {
-            let k = if ddp { k.strip_prefix("module.").map(str::to_owned).unwrap_or(k) } else { k };
+            let k = if ddp {
+                k.strip_prefix("module.").map(str::to_owned).unwrap_or(k)
+            } else {
+                k
+            };
             (k, t)
         })
         .collect();
@@ -99,10 +107,18 @@ pub fn load_state_dict(vs: &VarStore, state_dict: Vec<(String, Tensor)>) -> Resu
             parts.push(format!("{} missing ({})", missing.len(), few(&missing)));
         }
         if !unexpected.is_empty() {
-            parts.push(format!("{} unexpected ({})", unexpected.len(), few(&unexpected)));
+            parts.push(format!(
+                "{} unexpected ({})",
+                unexpected.len(),
+                few(&unexpected)
+            ));
         }
         if !misshaped.is_empty() {
-            parts.push(format!("{} mis-shaped ({})", misshaped.len(), few(&misshaped)));
+            parts.push(format!(
+                "{} mis-shaped ({})",
+                misshaped.len(),
+                few(&misshaped)
+            ));
         }
         bail!("state dict does not fit the model: {}", parts.join("; "));
     }
@@ -117,7 +133,12 @@ pub fn load_state_dict(vs: &VarStore, state_dict: Vec<(String, Tensor)>) -> Resu
 
 fn few<T: std::fmt::Display>(items: &[T]) -> String {
     const SHOWN: usize = 6;
-    let mut s = items.iter().take(SHOWN).map(|k| k.to_string()).collect::<Vec<_>>().join(", ");
+    let mut s = items
+        .iter()
+        .take(SHOWN)
+        .map(|k| k.to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
     if items.len() > SHOWN {
         s.push_str(&format!(", … {} more", items.len() - SHOWN));
     }
@@ -135,7 +156,12 @@ pub fn load_weights(vs: &VarStore, path: &Path) -> Result<()> {
 pub fn save_safetensors(tensors: &[(String, Tensor)], path: &Path) -> Result<()> {
     let cpu: Vec<(String, Tensor)> = tensors
         .iter()
-        .map(|(k, t)| (k.clone(), t.detach().to_device(tch::Device::Cpu).contiguous()))
+        .map(|(k, t)| {
+            (
+                k.clone(),
+                t.detach().to_device(tch::Device::Cpu).contiguous(),
+            )
+        })
         .collect();
     write_atomically(path, |tmp| {
         Tensor::write_safetensors(&cpu, tmp).map_err(anyhow::Error::from)
@@ -155,8 +181,14 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
         _ => PathBuf::from("."),
     };
-    let name = path.file_name().with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = dir.join(format!(".{}.tmp-{}", name.to_string_lossy(), std::process::id()));
+    let name = path
+        .file_name()
+        .with_context(|| format!("{}: not a file path", path.display()))?;
+    let tmp = dir.join(format!(
+        ".{}.tmp-{}",
+        name.to_string_lossy(),
+        std::process::id()
+    ));
     let result = (|| -> Result<()> {
         write(&tmp)?;
         File::open(&tmp)?.sync_all()?;

@@ -191,7 +191,10 @@ fn tiny_config_matches_openclip() {
 fn convnext_large_d_320_matches_openclip() {
     let Ok(path) = std::env::var("CLIP_LARGE_GOLDEN") else {
         // scripts/test.sh (CI) always generates it: there, a missing golden is a failure.
-        assert!(std::env::var_os("CI").is_none(), "CLIP_LARGE_GOLDEN must be set under CI");
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "CLIP_LARGE_GOLDEN must be set under CI"
+        );
         eprintln!(
             "SKIPPED convnext_large_d_320 parity: set CLIP_LARGE_GOLDEN to the file written by \
              `scripts/make-model-goldens.py DIR --only-large` (DIR/convnext_large_d_320.safetensors)"

@@ -6,22 +6,36 @@ use clip_model::weights::{load_weights, named_variables, read_state_dict, save_s
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON").map(PathBuf::from).unwrap_or_else(|| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python")
-    })
+    std::env::var_os("CLIP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
 }
 
 fn run_python(code: &str) {
-    let out = Command::new(python()).arg("-c").arg(code).output().expect("run python");
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(code)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 /// A store with OpenCLIP-like names: a 2-D weight, a bias, a scalar.
 fn small_store() -> VarStore {
     let vs = VarStore::new(Device::Cpu);
     let root = vs.root();
-    let _ = root.sub("visual").sub("head").var("weight", &[3, 4], tch::nn::Init::Const(0.0));
-    let _ = root.sub("visual").sub("head").var("bias", &[3], tch::nn::Init::Const(0.0));
+    let _ = root
+        .sub("visual")
+        .sub("head")
+        .var("weight", &[3, 4], tch::nn::Init::Const(0.0));
+    let _ = root
+        .sub("visual")
+        .sub("head")
+        .var("bias", &[3], tch::nn::Init::Const(0.0));
     let _ = root.var("logit_scale", &[], tch::nn::Init::Const(0.0));
     vs
 }
@@ -57,7 +71,10 @@ fn reads_openclip_epoch_checkpoints_and_plain_state_dicts() {
         n.sort();
         n
     };
-    assert_eq!(names(&a), vec!["logit_scale", "visual.head.bias", "visual.head.weight"]);
+    assert_eq!(
+        names(&a),
+        vec!["logit_scale", "visual.head.bias", "visual.head.weight"]
+    );
     assert_eq!(names(&a), names(&b));
     let vs = small_store();
     load_weights(&vs, &epoch).unwrap();
@@ -82,8 +99,15 @@ fn safetensors_round_trip_is_exact_and_atomic() {
     });
     let out = dir.join("w.safetensors");
     save_safetensors(&named_variables(&vs), &out).unwrap();
-    let leftovers: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name()).collect();
-    assert_eq!(leftovers.len(), 1, "only the final file remains: {leftovers:?}");
+    let leftovers: Vec<_> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        leftovers.len(),
+        1,
+        "only the final file remains: {leftovers:?}"
+    );
     let vs2 = small_store();
     load_weights(&vs2, &out).unwrap();
     for (k, v) in vs.variables() {
@@ -96,15 +120,27 @@ fn strict_load_names_missing_unexpected_and_misshaped_keys() {
     let dir = tempdir();
     let out = dir.join("other.safetensors");
     let tensors = vec![
-        ("visual.head.weight".to_string(), Tensor::zeros([4, 4], (Kind::Float, Device::Cpu))),
-        ("text_projection".to_string(), Tensor::zeros([2, 2], (Kind::Float, Device::Cpu))),
+        (
+            "visual.head.weight".to_string(),
+            Tensor::zeros([4, 4], (Kind::Float, Device::Cpu)),
+        ),
+        (
+            "text_projection".to_string(),
+            Tensor::zeros([2, 2], (Kind::Float, Device::Cpu)),
+        ),
     ];
     save_safetensors(&tensors, &out).unwrap();
     let err = format!("{:#}", load_weights(&small_store(), &out).unwrap_err());
     assert!(!err.contains('\n'), "one line: {err}");
-    assert!(err.contains("2 missing (logit_scale, visual.head.bias)"), "{err}");
+    assert!(
+        err.contains("2 missing (logit_scale, visual.head.bias)"),
+        "{err}"
+    );
     assert!(err.contains("1 unexpected (text_projection)"), "{err}");
-    assert!(err.contains("visual.head.weight: checkpoint [4, 4] vs model [3, 4]"), "{err}");
+    assert!(
+        err.contains("visual.head.weight: checkpoint [4, 4] vs model [3, 4]"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -117,7 +153,10 @@ fn truncated_and_foreign_files_are_clear_errors() {
     let cut = dir.join("cut.safetensors");
     std::fs::write(&cut, &bytes[..bytes.len() / 2]).unwrap();
     let err = format!("{:#}", read_state_dict(&cut).unwrap_err());
-    assert!(err.contains("cut.safetensors") && err.contains("unreadable"), "{err}");
+    assert!(
+        err.contains("cut.safetensors") && err.contains("unreadable"),
+        "{err}"
+    );
 
     let text = dir.join("notes.pt");
     std::fs::write(&text, "hello").unwrap();
@@ -125,7 +164,10 @@ fn truncated_and_foreign_files_are_clear_errors() {
     assert!(err.contains("notes.pt: not a checkpoint"), "{err}");
 
     let err = format!("{:#}", read_state_dict(&dir.join("absent.pt")).unwrap_err());
-    assert!(err.contains("cannot open") && err.contains("absent.pt"), "{err}");
+    assert!(
+        err.contains("cannot open") && err.contains("absent.pt"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -142,7 +184,10 @@ fn truncated_torch_zip_is_a_clear_error() {
     let bytes = std::fs::read(&epoch).unwrap();
     std::fs::write(&epoch, &bytes[..bytes.len() - 300]).unwrap();
     let err = format!("{:#}", read_state_dict(&epoch).unwrap_err());
-    assert!(err.contains("epoch_1.pt: unreadable torch.save file"), "{err}");
+    assert!(
+        err.contains("epoch_1.pt: unreadable torch.save file"),
+        "{err}"
+    );
 }
 
 fn tempdir() -> PathBuf {

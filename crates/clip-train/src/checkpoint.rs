@@ -83,7 +83,10 @@ fn to_bytes(t: &Tensor) -> Result<Bytes> {
 }
 
 /// CRC-32 over the state JSON and every tensor's name, shape and bytes, in name order.
-fn checksum<'a>(state_json: &str, tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>) -> u32 {
+fn checksum<'a>(
+    state_json: &str,
+    tensors: impl Iterator<Item = (&'a str, &'a [usize], &'a [u8])>,
+) -> u32 {
     let mut h = crc32fast::Hasher::new();
     h.update(state_json.as_bytes());
     for (name, shape, data) in tensors {
@@ -113,15 +116,24 @@ pub fn save(
     }
     entries.sort_by(|a, b| a.0.cmp(&b.0));
     let state_json = serde_json::to_string(state)?;
-    let crc = checksum(&state_json, entries.iter().map(|(k, b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())));
+    let crc = checksum(
+        &state_json,
+        entries
+            .iter()
+            .map(|(k, b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())),
+    );
     let meta = HashMap::from([
         ("format".to_string(), FORMAT.to_string()),
         ("state".to_string(), state_json),
         ("crc32".to_string(), format!("{crc:08x}")),
     ]);
     write_atomically(path, |tmp| {
-        safetensors::tensor::serialize_to_file(entries.iter().map(|(k, b)| (k.as_str(), b)), &Some(meta), tmp)
-            .map_err(|e| anyhow!("{e:?}"))
+        safetensors::tensor::serialize_to_file(
+            entries.iter().map(|(k, b)| (k.as_str(), b)),
+            &Some(meta),
+            tmp,
+        )
+        .map_err(|e| anyhow!("{e:?}"))
     })
 }
 
@@ -138,15 +150,20 @@ pub struct Loaded {
 fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut len = [0u8; 8];
-    f.read_exact(&mut len).with_context(|| format!("{}: truncated header", path.display()))?;
+    f.read_exact(&mut len)
+        .with_context(|| format!("{}: truncated header", path.display()))?;
     let len = u64::from_le_bytes(len);
     if len > 100 << 20 {
-        bail!("{}: not a safetensors file (header length {len})", path.display());
+        bail!(
+            "{}: not a safetensors file (header length {len})",
+            path.display()
+        );
     }
     let mut header = vec![0u8; len as usize];
-    f.read_exact(&mut header).with_context(|| format!("{}: truncated header", path.display()))?;
-    let v: serde_json::Value =
-        serde_json::from_slice(&header).with_context(|| format!("{}: unreadable header", path.display()))?;
+    f.read_exact(&mut header)
+        .with_context(|| format!("{}: truncated header", path.display()))?;
+    let v: serde_json::Value = serde_json::from_slice(&header)
+        .with_context(|| format!("{}: unreadable header", path.display()))?;
     let meta = v.get("__metadata__").cloned().unwrap_or_default();
     Ok(serde_json::from_value(meta).unwrap_or_default())
 }
@@ -157,42 +174,64 @@ pub fn peek_state(path: &Path) -> Result<TrainState> {
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         bail!("{}: not a clip-train checkpoint", path.display());
     }
-    let state = meta.get("state").ok_or_else(|| anyhow!("{}: no training state", path.display()))?;
-    serde_json::from_str(state).with_context(|| format!("{}: unreadable training state", path.display()))
+    let state = meta
+        .get("state")
+        .ok_or_else(|| anyhow!("{}: no training state", path.display()))?;
+    serde_json::from_str(state)
+        .with_context(|| format!("{}: unreadable training state", path.display()))
 }
 
 /// Reads a checkpoint and verifies its checksum.
 pub fn load(path: &Path) -> Result<Loaded> {
     let meta = read_metadata(path)?;
     let state = peek_state(path)?;
-    let want = meta.get("crc32").ok_or_else(|| anyhow!("{}: no checksum", path.display()))?;
+    let want = meta
+        .get("crc32")
+        .ok_or_else(|| anyhow!("{}: no checksum", path.display()))?;
     let mut tensors = Tensor::read_safetensors(path)
         .with_context(|| format!("{}: unreadable checkpoint (truncated?)", path.display()))?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let bytes: Vec<Bytes> = tensors.iter().map(|(_, t)| to_bytes(t)).collect::<Result<_>>()?;
+    let bytes: Vec<Bytes> = tensors
+        .iter()
+        .map(|(_, t)| to_bytes(t))
+        .collect::<Result<_>>()?;
     let crc = checksum(
         &meta["state"],
-        tensors.iter().zip(&bytes).map(|((k, _), b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())),
+        tensors
+            .iter()
+            .zip(&bytes)
+            .map(|((k, _), b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())),
     );
     if format!("{crc:08x}") != *want {
         bail!("{}: checksum mismatch (corrupt checkpoint)", path.display());
     }
-    let (optimizer, model): (Vec<_>, Vec<_>) = tensors.into_iter().partition(|(k, _)| k.starts_with(OPTIMIZER_PREFIX));
+    let (optimizer, model): (Vec<_>, Vec<_>) = tensors
+        .into_iter()
+        .partition(|(k, _)| k.starts_with(OPTIMIZER_PREFIX));
     let optimizer = optimizer
         .into_iter()
         .map(|(k, t)| (k[OPTIMIZER_PREFIX.len()..].to_owned(), t))
         .collect();
-    Ok(Loaded { state, model, optimizer })
+    Ok(Loaded {
+        state,
+        model,
+        optimizer,
+    })
 }
 
 /// The clip-train checkpoints in `dir`, newest (highest step) first; unreadable headers are
 /// listed last so they are reported, not silently ignored.
 pub fn candidates(dir: &Path) -> Vec<PathBuf> {
-    let Ok(rd) = std::fs::read_dir(dir) else { return vec![] };
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
     let mut found: Vec<(i64, PathBuf)> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
         .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
-        .filter(|p| !p.file_name().is_some_and(|n| n.to_string_lossy().starts_with('.')))
+        .filter(|p| {
+            !p.file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'))
+        })
         .map(|p| (peek_state(&p).map(|s| s.step).unwrap_or(i64::MIN), p))
         .collect();
     found.sort_by(|a, b| b.0.cmp(&a.0).then_with(|| b.1.cmp(&a.1)));

@@ -11,7 +11,10 @@ use tch::{Kind, Tensor};
 /// containing `bn`, `ln`, `bias` or `logit_scale` — biases, LayerNorms, ConvNeXt gammas,
 /// logit_scale; decay for the rest, embeddings and depthwise convs included.
 pub fn excluded_from_weight_decay(name: &str, dims: usize) -> bool {
-    dims < 2 || ["bn", "ln", "bias", "logit_scale"].iter().any(|s| name.contains(s))
+    dims < 2
+        || ["bn", "ln", "bias", "logit_scale"]
+            .iter()
+            .any(|s| name.contains(s))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -54,7 +57,11 @@ impl AdamW {
                 exp_avg_sq: t.zeros_like().detach(),
             })
             .collect();
-        Self { config, params, step: 0 }
+        Self {
+            config,
+            params,
+            step: 0,
+        }
     }
 
     /// Sets every gradient to zero (keeping the buffers, like `zero_grad(set_to_none=False)`).
@@ -70,7 +77,12 @@ impl AdamW {
     /// One AdamW update at learning rate `lr`. Parameters without a gradient are skipped, as
     /// torch skips `p.grad is None`.
     pub fn step(&mut self, lr: f64) {
-        let AdamWConfig { beta1, beta2, eps, weight_decay } = self.config;
+        let AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay,
+        } = self.config;
         self.step += 1;
         let bias1 = 1.0 - beta1.powi(self.step as i32);
         let bias2_sqrt = (1.0 - beta2.powi(self.step as i32)).sqrt();
@@ -99,22 +111,37 @@ impl AdamW {
         let mut out = Vec::with_capacity(2 * self.params.len());
         for p in &self.params {
             out.push((format!("exp_avg.{}", p.name), p.exp_avg.shallow_clone()));
-            out.push((format!("exp_avg_sq.{}", p.name), p.exp_avg_sq.shallow_clone()));
+            out.push((
+                format!("exp_avg_sq.{}", p.name),
+                p.exp_avg_sq.shallow_clone(),
+            ));
         }
         out
     }
 
     /// Restores moments saved by [`AdamW::state_tensors`] and the step count.
     pub fn load_state(&mut self, tensors: &[(String, Tensor)], step: i64) -> Result<()> {
-        let find = |key: String| tensors.iter().find(|(k, _)| *k == key).map(|(_, t)| t.shallow_clone());
+        let find = |key: String| {
+            tensors
+                .iter()
+                .find(|(k, _)| *k == key)
+                .map(|(_, t)| t.shallow_clone())
+        };
         tch::no_grad(|| -> Result<()> {
             for p in &mut self.params {
-                let (Some(m), Some(v)) = (find(format!("exp_avg.{}", p.name)), find(format!("exp_avg_sq.{}", p.name)))
-                else {
+                let (Some(m), Some(v)) = (
+                    find(format!("exp_avg.{}", p.name)),
+                    find(format!("exp_avg_sq.{}", p.name)),
+                ) else {
                     bail!("optimizer state has no moments for {}", p.name);
                 };
                 if m.size() != p.tensor.size() || v.size() != p.tensor.size() {
-                    bail!("optimizer state for {} has shape {:?}, the parameter {:?}", p.name, m.size(), p.tensor.size());
+                    bail!(
+                        "optimizer state for {} has shape {:?}, the parameter {:?}",
+                        p.name,
+                        m.size(),
+                        p.tensor.size()
+                    );
                 }
                 p.exp_avg.copy_(&m);
                 p.exp_avg_sq.copy_(&v);
@@ -130,11 +157,18 @@ impl AdamW {
 /// `min(1, max_norm / (total_norm + 1e-6))` and returns the total norm before clipping.
 pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
     tch::no_grad(|| {
-        let grads: Vec<Tensor> = params.iter().map(|p| p.tensor.grad()).filter(|g| g.defined()).collect();
+        let grads: Vec<Tensor> = params
+            .iter()
+            .map(|p| p.tensor.grad())
+            .filter(|g| g.defined())
+            .collect();
         if grads.is_empty() {
             return 0.0;
         }
-        let norms: Vec<Tensor> = grads.iter().map(|g| g.norm().to_kind(Kind::Float)).collect();
+        let norms: Vec<Tensor> = grads
+            .iter()
+            .map(|g| g.norm().to_kind(Kind::Float))
+            .collect();
         let total = Tensor::stack(&norms, 0).norm();
         let coef = (max_norm / (total.double_value(&[]) + 1e-6)).min(1.0);
         for g in &grads {

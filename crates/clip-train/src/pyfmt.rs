@@ -17,7 +17,11 @@ pub fn repr_float(x: f64) -> String {
         return if x > 0.0 { "inf".into() } else { "-inf".into() };
     }
     if x == 0.0 {
-        return if x.is_sign_negative() { "-0.0".into() } else { "0.0".into() };
+        return if x.is_sign_negative() {
+            "-0.0".into()
+        } else {
+            "0.0".into()
+        };
     }
     let sign = if x < 0.0 { "-" } else { "" };
     let (digits, exp) = shortest(x);
@@ -35,8 +39,16 @@ pub fn repr_float(x: f64) -> String {
         };
         format!("{sign}{s}")
     } else {
-        let m = if n > 1 { format!("{}.{}", &digits[..1], &digits[1..]) } else { digits.clone() };
-        format!("{sign}{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())
+        let m = if n > 1 {
+            format!("{}.{}", &digits[..1], &digits[1..])
+        } else {
+            digits.clone()
+        };
+        format!(
+            "{sign}{m}e{}{:02}",
+            if exp < 0 { '-' } else { '+' },
+            exp.abs()
+        )
     }
 }
 
@@ -51,7 +63,12 @@ pub fn alt_g(x: f64, precision: usize) -> String {
     }
     // The exponent after rounding to p significant digits decides the style, as in C's %g.
     let sci = format!("{:.*e}", p - 1, x);
-    let exp: i32 = sci.split_once('e').expect("exponent").1.parse().expect("exponent digits");
+    let exp: i32 = sci
+        .split_once('e')
+        .expect("exponent")
+        .1
+        .parse()
+        .expect("exponent digits");
     if exp < -4 || exp >= p as i32 {
         let (m, _) = sci.split_once('e').expect("exponent");
         format!("{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs())

@@ -20,13 +20,20 @@ impl PyLiteral {
     /// ValueError (a bare name such as `bicubic`), as OpenCLIP's ParseKwargs does. What Python
     /// would reject as a SyntaxError (OpenCLIP then crashes) is an error here.
     pub fn parse_or_string(text: &str) -> Result<PyLiteral, String> {
-        let mut p = LitParser { s: text.as_bytes(), i: 0 };
+        let mut p = LitParser {
+            s: text.as_bytes(),
+            i: 0,
+        };
         match p.value().and_then(|v| {
             p.ws();
             if p.i == p.s.len() {
                 Ok(v)
             } else {
-                Err(format!("unexpected {:?} at column {}", &text[p.i..], p.i + 1))
+                Err(format!(
+                    "unexpected {:?} at column {}",
+                    &text[p.i..],
+                    p.i + 1
+                ))
             }
         }) {
             Ok(v) => Ok(v),
@@ -166,7 +173,9 @@ impl LitParser<'_> {
                     return Ok(PyLiteral::Str(String::from_utf8_lossy(&out).into_owned()))
                 }
                 b'\\' => {
-                    let e = self.peek().ok_or_else(|| "unterminated string".to_string())?;
+                    let e = self
+                        .peek()
+                        .ok_or_else(|| "unterminated string".to_string())?;
                     self.i += 1;
                     out.push(match e {
                         b'n' => b'\n',
@@ -210,7 +219,10 @@ impl LitParser<'_> {
             if let Ok(i) = text.parse::<i64>() {
                 return Ok(PyLiteral::Int(i));
             }
-        } else if body.chars().all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+')) {
+        } else if body
+            .chars()
+            .all(|c| c.is_ascii_digit() || matches!(c, '.' | 'e' | 'E' | '-' | '+'))
+        {
             if let Ok(f) = text.parse::<f64>() {
                 return Ok(PyLiteral::Float(f));
             }

@@ -8,7 +8,11 @@ pub enum Schedule {
     Cosine,
     Const,
     /// Constant, then a polynomial decay to `end_lr` over the last `cooldown_steps`.
-    ConstCooldown { cooldown_steps: i64, power: f64, end_lr: f64 },
+    ConstCooldown {
+        cooldown_steps: i64,
+        power: f64,
+        end_lr: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -22,7 +26,13 @@ pub struct LrSchedule {
 impl LrSchedule {
     /// From `--lr-scheduler` and friends; `cooldown_steps` is
     /// `(batches_per_epoch // accum_freq) * epochs_cooldown` when that schedule is chosen.
-    pub fn new(name: &str, base_lr: f64, warmup: i64, total_steps: i64, cooldown: Option<(i64, f64, f64)>) -> Result<Self> {
+    pub fn new(
+        name: &str,
+        base_lr: f64,
+        warmup: i64,
+        total_steps: i64,
+        cooldown: Option<(i64, f64, f64)>,
+    ) -> Result<Self> {
         let schedule = match (name, cooldown) {
             ("cosine", _) => Schedule::Cosine,
             ("const", _) => Schedule::Const,
@@ -32,7 +42,12 @@ impl LrSchedule {
             ("const-cooldown", None) => bail!("--lr-scheduler const-cooldown needs --epochs-cooldown"),
             (other, _) => bail!("--lr-scheduler {other}: unknown scheduler; available: cosine, const, const-cooldown"),
         };
-        Ok(Self { schedule, base_lr, warmup, total_steps })
+        Ok(Self {
+            schedule,
+            base_lr,
+            warmup,
+            total_steps,
+        })
     }
 
     /// The learning rate at optimizer step `step` (0-based).
@@ -48,7 +63,11 @@ impl LrSchedule {
                 let es = (steps - warmup) as f64;
                 0.5 * (1.0 + (std::f64::consts::PI * e / es).cos()) * base
             }
-            Schedule::ConstCooldown { cooldown_steps, power, end_lr } => {
+            Schedule::ConstCooldown {
+                cooldown_steps,
+                power,
+                end_lr,
+            } => {
                 let start = steps - cooldown_steps;
                 if step < start {
                     base

@@ -32,8 +32,10 @@ impl Synthetic {
         for i in first..first + n {
             tch::manual_seed(mix(self.seed, i));
             images.push(Tensor::randn([3, h, w], (Kind::Float, Device::Cpu)));
-            let len = Tensor::randint_low(1, ctx - 1, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
-            let ids = Tensor::randint_low(1, self.vocab_size - 1, [len], (Kind::Int64, Device::Cpu));
+            let len =
+                Tensor::randint_low(1, ctx - 1, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
+            let ids =
+                Tensor::randint_low(1, self.vocab_size - 1, [len], (Kind::Int64, Device::Cpu));
             let row = Tensor::zeros([ctx], (Kind::Int64, Device::Cpu));
             let mut head = row.narrow(0, 0, len);
             head.copy_(&ids);

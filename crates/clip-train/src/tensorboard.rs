@@ -17,13 +17,19 @@ fn crc32c(data: &[u8]) -> u32 {
         for (i, e) in t.iter_mut().enumerate() {
             let mut c = i as u32;
             for _ in 0..8 {
-                c = if c & 1 != 0 { 0x82F6_3B78 ^ (c >> 1) } else { c >> 1 };
+                c = if c & 1 != 0 {
+                    0x82F6_3B78 ^ (c >> 1)
+                } else {
+                    c >> 1
+                };
             }
             *e = c;
         }
         t
     });
-    !data.iter().fold(!0u32, |c, &b| table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8))
+    !data.iter().fold(!0u32, |c, &b| {
+        table[((c ^ b as u32) & 0xff) as usize] ^ (c >> 8)
+    })
 }
 
 fn masked_crc(data: &[u8]) -> u32 {
@@ -47,7 +53,10 @@ fn bytes_field(field: u32, data: &[u8], out: &mut Vec<u8>) {
 
 /// An `Event` with wall_time, step and either a file_version or a summary payload.
 fn event(step: i64, file_version: Option<&str>, summary: Option<&[u8]>) -> Vec<u8> {
-    let wall = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs_f64()).unwrap_or(0.0);
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0);
     let mut e = vec![0x09];
     e.extend_from_slice(&wall.to_le_bytes());
     e.push(0x10);
@@ -71,9 +80,17 @@ impl SummaryWriter {
     pub fn new(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
         let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap_or_default();
-        let secs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0);
-        let path = dir.join(format!("events.out.tfevents.{secs}.{}.{}", host.trim(), std::process::id()));
-        let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let secs = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
+        let path = dir.join(format!(
+            "events.out.tfevents.{secs}.{}.{}",
+            host.trim(),
+            std::process::id()
+        ));
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut w = Self { file, path };
         w.record(&event(0, Some("brain.Event:2"), None))?;
         Ok(w)

@@ -424,16 +424,19 @@ pub fn run(mut p: Params) -> Result<i32> {
                 ));
                 if let Some(tb) = tensorboard.as_mut() {
                     // OpenCLIP's scalars (window values, not averages) at its step index.
-                    tb.add_scalars(state.step - 1, &[
-                        ("train/data_time", dt),
-                        ("train/batch_time", bt),
-                        ("train/samples_per_second", sps),
-                        ("train/samples_per_second_per_gpu", sps),
-                        ("train/scale", scale),
-                        ("train/lr", lr),
-                        ("train/contrastive_loss", loss_v),
-                        ("train/loss", loss_v),
-                    ])?;
+                    tb.add_scalars(
+                        state.step - 1,
+                        &[
+                            ("train/data_time", dt),
+                            ("train/batch_time", bt),
+                            ("train/samples_per_second", sps),
+                            ("train/samples_per_second_per_gpu", sps),
+                            ("train/scale", scale),
+                            ("train/lr", lr),
+                            ("train/contrastive_loss", loss_v),
+                            ("train/loss", loss_v),
+                        ],
+                    )?;
                 }
                 (data_t, batch_t, window) = (0.0, 0.0, 0);
             }

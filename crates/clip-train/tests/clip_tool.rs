@@ -9,7 +9,9 @@ fn root() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"))
+    std::env::var_os("CLIP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"))
 }
 
 /// Python with open_clip, the tiny test trunk registered and its config added.
@@ -28,17 +30,28 @@ fn run_python(code: &str, args: &[&str]) -> String {
         .args(args)
         .output()
         .expect("run python");
-    assert!(out.status.success(), "python failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "python failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 fn clip_tool(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_clip-tool")).args(args).output().expect("run clip-tool")
+    Command::new(env!("CARGO_BIN_EXE_clip-tool"))
+        .args(args)
+        .output()
+        .expect("run clip-tool")
 }
 
 fn ok(args: &[&str]) -> String {
     let out = clip_tool(args);
-    assert!(out.status.success(), "clip-tool {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "clip-tool {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -54,7 +67,12 @@ fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
 }
 
 fn get(tensors: &[(String, Tensor)], name: &str) -> Tensor {
-    tensors.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no {name}")).1.shallow_clone()
+    tensors
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .1
+        .shallow_clone()
 }
 
 #[test]
@@ -63,19 +81,38 @@ fn embed_gives_openclips_features_from_tensors() {
     let golden = root().join("tests/golden/model/clip_tiny_test.safetensors");
     let g = Tensor::read_safetensors(&golden).unwrap();
     let inputs = dir.join("in.safetensors");
-    Tensor::write_safetensors(&[("image", get(&g, "image")), ("text", get(&g, "text"))], &inputs).unwrap();
+    Tensor::write_safetensors(
+        &[("image", get(&g, "image")), ("text", get(&g, "text"))],
+        &inputs,
+    )
+    .unwrap();
     // The golden file holds the weights under OpenCLIP keys plus inputs, outputs and grads:
     // convert keeps only what the model has (strict against --model).
     let weights = dir.join("w.safetensors");
     let keep: Vec<(String, Tensor)> = g
         .iter()
-        .filter(|(k, _)| !k.starts_with("grad.") && !["image", "text", "image_features", "text_features", "loss"].contains(&k.as_str()))
+        .filter(|(k, _)| {
+            !k.starts_with("grad.")
+                && !["image", "text", "image_features", "text_features", "loss"]
+                    .contains(&k.as_str())
+        })
         .map(|(k, t)| (k.clone(), t.shallow_clone()))
         .collect();
     Tensor::write_safetensors(&keep, &weights).unwrap();
     let out = dir.join("out.safetensors");
-    ok(&["embed", "--model", "clip_tiny_test", "--pretrained", weights.to_str().unwrap(),
-        "--inputs", inputs.to_str().unwrap(), "--output", out.to_str().unwrap(), "--batch-size", "3"]);
+    ok(&[
+        "embed",
+        "--model",
+        "clip_tiny_test",
+        "--pretrained",
+        weights.to_str().unwrap(),
+        "--inputs",
+        inputs.to_str().unwrap(),
+        "--output",
+        out.to_str().unwrap(),
+        "--batch-size",
+        "3",
+    ]);
     let o = Tensor::read_safetensors(&out).unwrap();
     for name in ["image_features", "text_features"] {
         let e = rel_err(&get(&o, name), &get(&g, name));
@@ -91,7 +128,11 @@ fn embed_from_files_and_strings_matches_openclip_pipeline() {
     let (w, h) = (90u32, 70u32);
     let mut buf = image::RgbImage::new(w, h);
     for (x, y, p) in buf.enumerate_pixels_mut() {
-        *p = image::Rgb([(x * 255 / w) as u8, (y * 255 / h) as u8, ((x + y) % 256) as u8]);
+        *p = image::Rgb([
+            (x * 255 / w) as u8,
+            (y * 255 / h) as u8,
+            ((x + y) % 256) as u8,
+        ]);
     }
     buf.save(&img).unwrap();
     let weights = dir.join("w.safetensors");
@@ -99,7 +140,11 @@ fn embed_from_files_and_strings_matches_openclip_pipeline() {
     // The tiny test config with CLIP's full vocabulary, so real token ids fit.
     let config = dir.join("clip_tiny_vocab.json");
     let tiny = std::fs::read_to_string(root().join("configs/clip_tiny_test.json")).unwrap();
-    std::fs::write(&config, tiny.replace("\"vocab_size\": 1000", "\"vocab_size\": 49408")).unwrap();
+    std::fs::write(
+        &config,
+        tiny.replace("\"vocab_size\": 1000", "\"vocab_size\": 49408"),
+    )
+    .unwrap();
     let code = r#"
 from safetensors.torch import save_file
 open_clip.add_model_config(sys.argv[5])
@@ -115,11 +160,33 @@ with torch.no_grad():
     save_file({"image_features": model.encode_image(x), "text_features": model.encode_text(t)}, sys.argv[4])
 "#;
     let reference = dir.join("ref.safetensors");
-    run_python(code, &[weights.to_str().unwrap(), img.to_str().unwrap(), reference.to_str().unwrap(), config.to_str().unwrap()]);
-    ok(&["embed", "--model", config.to_str().unwrap(), "--pretrained", weights.to_str().unwrap(),
-        "--images", img.to_str().unwrap(), "--texts", "a photo of a cat", "Ünïcode &amp; emoji 🐱!",
-        "--output", out.to_str().unwrap()]);
-    let (o, r) = (Tensor::read_safetensors(&out).unwrap(), Tensor::read_safetensors(&reference).unwrap());
+    run_python(
+        code,
+        &[
+            weights.to_str().unwrap(),
+            img.to_str().unwrap(),
+            reference.to_str().unwrap(),
+            config.to_str().unwrap(),
+        ],
+    );
+    ok(&[
+        "embed",
+        "--model",
+        config.to_str().unwrap(),
+        "--pretrained",
+        weights.to_str().unwrap(),
+        "--images",
+        img.to_str().unwrap(),
+        "--texts",
+        "a photo of a cat",
+        "Ünïcode &amp; emoji 🐱!",
+        "--output",
+        out.to_str().unwrap(),
+    ]);
+    let (o, r) = (
+        Tensor::read_safetensors(&out).unwrap(),
+        Tensor::read_safetensors(&reference).unwrap(),
+    );
     let e = rel_err(&get(&o, "text_features"), &get(&r, "text_features"));
     assert!(e <= 1e-4, "text features: {e}");
     // Pixels may differ by rounding in the resize (≤ 2/255 on average), so image features are
@@ -130,7 +197,11 @@ with torch.no_grad():
 
 #[test]
 fn tokenize_prints_openclips_ids() {
-    let texts = ["a photo of a cat", "Hello,   WORLD!! &quot;quoted&quot; 123", "é à ü — ok"];
+    let texts = [
+        "a photo of a cat",
+        "Hello,   WORLD!! &quot;quoted&quot; 123",
+        "é à ü — ok",
+    ];
     let ours = ok(&["tokenize", texts[0], texts[1], texts[2]]);
     let theirs = run_python(
         "print(json.dumps(open_clip.tokenize(sys.argv[2:]).tolist()))",
@@ -139,13 +210,21 @@ fn tokenize_prints_openclips_ids() {
     let a: serde_json::Value = serde_json::from_str(&ours).unwrap();
     let b: serde_json::Value = serde_json::from_str(&theirs).unwrap();
     assert_eq!(a, b);
-    let short = ok(&["tokenize", "--context-length", "5", "one two three four five six"]);
+    let short = ok(&[
+        "tokenize",
+        "--context-length",
+        "5",
+        "one two three four five six",
+    ]);
     let b: serde_json::Value = serde_json::from_str(&run_python(
         "print(json.dumps(open_clip.tokenize([sys.argv[2]], context_length=5).tolist()))",
         &["one two three four five six"],
     ))
     .unwrap();
-    assert_eq!(serde_json::from_str::<serde_json::Value>(&short).unwrap(), b);
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&short).unwrap(),
+        b
+    );
 }
 
 #[test]
@@ -165,7 +244,13 @@ sd = {"module." + k: v for k, v in model.state_dict().items()}
 torch.save({"epoch": 3, "name": "tiny", "state_dict": sd, "optimizer": opt.state_dict()}, sys.argv[2])
 "#;
     run_python(make, &[epoch.to_str().unwrap()]);
-    ok(&["convert", epoch.to_str().unwrap(), out.to_str().unwrap(), "--model", "clip_tiny_test"]);
+    ok(&[
+        "convert",
+        epoch.to_str().unwrap(),
+        out.to_str().unwrap(),
+        "--model",
+        "clip_tiny_test",
+    ]);
     let check = r#"
 model = open_clip.create_model("clip_tiny_test", pretrained=sys.argv[3])   # strict load
 ref = torch.load(sys.argv[2], map_location="cpu", weights_only=False)["state_dict"]
@@ -176,7 +261,10 @@ print(len(ref))
     let n = run_python(check, &[epoch.to_str().unwrap(), out.to_str().unwrap()]);
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let cfg = clip_model::ClipConfig::load("clip_tiny_test").unwrap();
-    let expected = clip_model::Clip::new(&vs.root(), &cfg).unwrap().named_parameters().len();
+    let expected = clip_model::Clip::new(&vs.root(), &cfg)
+        .unwrap()
+        .named_parameters()
+        .len();
     assert_eq!(n.trim().parse::<usize>().unwrap(), expected);
 }
 
@@ -190,16 +278,28 @@ fn large_model_weights_written_here_load_into_openclip_strictly() {
     let model = clip_model::Clip::new(&vs.root(), &cfg).unwrap();
     assert_eq!(model.parameter_count(), 351_772_609);
     clip_model::weights::save_safetensors(model.named_parameters(), &path).unwrap();
-    let probe = get(model.named_parameters(), "visual.trunk.stages.2.blocks.26.mlp.fc2.weight");
+    let probe = get(
+        model.named_parameters(),
+        "visual.trunk.stages.2.blocks.26.mlp.fc2.weight",
+    );
     drop(model);
     drop(vs);
     let check = r#"
 model = open_clip.create_model("convnext_large_d_320", pretrained=sys.argv[2])  # strict load
 print(model.state_dict()["visual.trunk.stages.2.blocks.26.mlp.fc2.weight"].double().sum().item())
 "#;
-    let theirs: f64 = run_python(check, &[path.to_str().unwrap()]).trim().parse().unwrap();
-    let ours = probe.to_kind(Kind::Double).sum(Kind::Double).double_value(&[]);
-    assert!((theirs - ours).abs() <= 1e-9 * ours.abs().max(1.0), "{theirs} vs {ours}");
+    let theirs: f64 = run_python(check, &[path.to_str().unwrap()])
+        .trim()
+        .parse()
+        .unwrap();
+    let ours = probe
+        .to_kind(Kind::Double)
+        .sum(Kind::Double)
+        .double_value(&[]);
+    assert!(
+        (theirs - ours).abs() <= 1e-9 * ours.abs().max(1.0),
+        "{theirs} vs {ours}"
+    );
     let _ = std::fs::remove_dir_all(&dir);
 }
 
@@ -208,8 +308,15 @@ fn fails_with(args: &[&str], needle: &str) {
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success(), "{args:?} should fail");
     assert!(!stderr.contains("panicked"), "{args:?}: {stderr}");
-    assert_eq!(stderr.trim_end().lines().count(), 1, "{args:?}: one line: {stderr}");
-    assert!(stderr.contains(needle), "{args:?}: expected {needle:?} in {stderr}");
+    assert_eq!(
+        stderr.trim_end().lines().count(),
+        1,
+        "{args:?}: one line: {stderr}"
+    );
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in {stderr}"
+    );
 }
 
 #[test]
@@ -217,40 +324,142 @@ fn bad_input_is_one_clear_line() {
     let dir = tempdir("bad");
     let out = dir.join("o.safetensors");
     let o = out.to_str().unwrap();
-    fails_with(&["embed", "--model", "convnext_nope", "--texts", "x", "--output", o], "convnext_large_d_320");
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "convnext_nope",
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "convnext_large_d_320",
+    );
     let bad_json = dir.join("bad.json");
     std::fs::write(&bad_json, r#"{"embed_dim": 32, "vision_cfg": {"timm_model_name": "convnext_tiny", "image_size": "big"}, "text_cfg": {}}"#).unwrap();
-    fails_with(&["embed", "--model", bad_json.to_str().unwrap(), "--texts", "x", "--output", o], "image_size");
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            bad_json.to_str().unwrap(),
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "image_size",
+    );
     let truncated = dir.join("t.json");
     std::fs::write(&truncated, r#"{"embed_dim": 32, "vision_cfg": {"#).unwrap();
-    fails_with(&["embed", "--model", truncated.to_str().unwrap(), "--texts", "x", "--output", o], "t.json");
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            truncated.to_str().unwrap(),
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "t.json",
+    );
 
     // A checkpoint of another architecture: the tiny golden weights into convnext_base_w.
     let golden = root().join("tests/golden/model/clip_tiny_test.safetensors");
-    fails_with(&["convert", golden.to_str().unwrap(), o, "--model", "convnext_base_w"], "mis-shaped (");
+    fails_with(
+        &[
+            "convert",
+            golden.to_str().unwrap(),
+            o,
+            "--model",
+            "convnext_base_w",
+        ],
+        "mis-shaped (",
+    );
     let cut = dir.join("cut.safetensors");
     let bytes = std::fs::read(&golden).unwrap();
     std::fs::write(&cut, &bytes[..bytes.len() / 3]).unwrap();
     fails_with(&["convert", cut.to_str().unwrap(), o], "cut.safetensors");
-    fails_with(&["embed", "--model", "clip_tiny_test", "--pretrained", cut.to_str().unwrap(), "--texts", "x", "--output", o], "cut.safetensors");
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "clip_tiny_test",
+            "--pretrained",
+            cut.to_str().unwrap(),
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "cut.safetensors",
+    );
 
     let wrong = dir.join("wrong.safetensors");
-    Tensor::write_safetensors(&[("image", Tensor::zeros([2, 64, 64], (Kind::Float, Device::Cpu)))], &wrong).unwrap();
-    fails_with(&["embed", "--model", "clip_tiny_test", "--inputs", wrong.to_str().unwrap(), "--output", o], "[N,3,H,W]");
-    Tensor::write_safetensors(&[("text", Tensor::zeros([2, 10], (Kind::Int64, Device::Cpu)))], &wrong).unwrap();
-    fails_with(&["embed", "--model", "clip_tiny_test", "--inputs", wrong.to_str().unwrap(), "--output", o], "[N,77]");
+    Tensor::write_safetensors(
+        &[(
+            "image",
+            Tensor::zeros([2, 64, 64], (Kind::Float, Device::Cpu)),
+        )],
+        &wrong,
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "clip_tiny_test",
+            "--inputs",
+            wrong.to_str().unwrap(),
+            "--output",
+            o,
+        ],
+        "[N,3,H,W]",
+    );
+    Tensor::write_safetensors(
+        &[("text", Tensor::zeros([2, 10], (Kind::Int64, Device::Cpu)))],
+        &wrong,
+    )
+    .unwrap();
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "clip_tiny_test",
+            "--inputs",
+            wrong.to_str().unwrap(),
+            "--output",
+            o,
+        ],
+        "[N,77]",
+    );
     assert!(!out.exists(), "nothing written on failure");
 }
 
 #[test]
 fn binaries_run_with_no_environment_and_link_torch_cuda() {
-    for bin in [env!("CARGO_BIN_EXE_clip-tool"), env!("CARGO_BIN_EXE_clip-train")] {
-        let out = Command::new(bin).env_clear().arg("--version").output().unwrap();
-        assert!(out.status.success(), "{bin} without env: {}", String::from_utf8_lossy(&out.stderr));
+    for bin in [
+        env!("CARGO_BIN_EXE_clip-tool"),
+        env!("CARGO_BIN_EXE_clip-train"),
+    ] {
+        let out = Command::new(bin)
+            .env_clear()
+            .arg("--version")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{bin} without env: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         // The libtorch here is the CUDA wheel's: without torch_cuda in NEEDED, CUDA would be
         // silently unavailable on a GPU host.
         let elf = std::fs::read(bin).unwrap();
         let needle = b"libtorch_cuda.so";
-        assert!(elf.windows(needle.len()).any(|w| w == needle), "{bin} does not link libtorch_cuda.so");
+        assert!(
+            elf.windows(needle.len()).any(|w| w == needle),
+            "{bin} does not link libtorch_cuda.so"
+        );
     }
 }

@@ -13,12 +13,21 @@ fn python() -> PathBuf {
 #[test]
 fn every_step_matches_openclip() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/schedule-goldens.py");
-    let out = Command::new(python()).arg(script).output().expect("run schedule-goldens.py");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg(script)
+        .output()
+        .expect("run schedule-goldens.py");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let cases: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let mut checked = 0;
     for c in cases.as_array().unwrap() {
-        let cooldown = c["cooldown"].as_i64().map(|n| (n, c["power"].as_f64().unwrap(), c["end"].as_f64().unwrap()));
+        let cooldown = c["cooldown"]
+            .as_i64()
+            .map(|n| (n, c["power"].as_f64().unwrap(), c["end"].as_f64().unwrap()));
         let s = LrSchedule::new(
             c["name"].as_str().unwrap(),
             c["base"].as_f64().unwrap(),
@@ -29,7 +38,10 @@ fn every_step_matches_openclip() {
         .unwrap();
         for (step, want) in c["lrs"].as_array().unwrap().iter().enumerate() {
             let (got, want) = (s.lr(step as i64), want.as_f64().unwrap());
-            assert!((got - want).abs() <= 1e-15 * want.abs().max(1e-30), "{c:?} step {step}: {got} vs {want}");
+            assert!(
+                (got - want).abs() <= 1e-15 * want.abs().max(1e-30),
+                "{c:?} step {step}: {got} vs {want}"
+            );
             checked += 1;
         }
     }
@@ -38,8 +50,12 @@ fn every_step_matches_openclip() {
 
 #[test]
 fn unknown_scheduler_and_missing_cooldown_are_errors() {
-    let e = LrSchedule::new("linear", 1.0, 0, 10, None).unwrap_err().to_string();
+    let e = LrSchedule::new("linear", 1.0, 0, 10, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--lr-scheduler linear"), "{e}");
-    let e = LrSchedule::new("const-cooldown", 1.0, 0, 10, None).unwrap_err().to_string();
+    let e = LrSchedule::new("const-cooldown", 1.0, 0, 10, None)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("--epochs-cooldown"), "{e}");
 }

@@ -13,11 +13,18 @@ fn root() -> PathBuf {
 }
 
 fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON").map(PathBuf::from).unwrap_or_else(|| root().join(".venv/bin/python"))
+    std::env::var_os("CLIP_PYTHON")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join(".venv/bin/python"))
 }
 
 fn get(tensors: &[(String, Tensor)], name: &str) -> Tensor {
-    tensors.iter().find(|(k, _)| k == name).unwrap_or_else(|| panic!("no {name}")).1.shallow_clone()
+    tensors
+        .iter()
+        .find(|(k, _)| k == name)
+        .unwrap_or_else(|| panic!("no {name}"))
+        .1
+        .shallow_clone()
 }
 
 #[test]
@@ -31,11 +38,17 @@ fn two_steps_match_openclip() {
     assert!(status.success());
     let gold = Tensor::read_safetensors(&out).unwrap();
     let _ = std::fs::remove_file(&out);
-    let init = Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors")).unwrap();
+    let init =
+        Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors"))
+            .unwrap();
 
     let vs = VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
-    let names: Vec<String> = model.named_parameters().iter().map(|(k, _)| k.clone()).collect();
+    let names: Vec<String> = model
+        .named_parameters()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
     let mut sd: Vec<(String, Tensor)> = names.iter().map(|k| (k.clone(), get(&init, k))).collect();
     for (k, t) in sd.iter_mut() {
         if k == "logit_scale" {
@@ -44,7 +57,12 @@ fn two_steps_match_openclip() {
     }
     weights::load_state_dict(&vs, sd).unwrap();
     let (image, text) = (get(&init, "image"), get(&init, "text"));
-    let cfg = AdamWConfig { beta1: 0.9, beta2: 0.98, eps: 1e-6, weight_decay: 0.2 };
+    let cfg = AdamWConfig {
+        beta1: 0.9,
+        beta2: 0.98,
+        eps: 1e-6,
+        weight_decay: 0.2,
+    };
     let mut opt = AdamW::new(model.named_parameters(), cfg);
     for (i, lr) in [(1, 1e-2), (2, 5e-3)] {
         opt.zero_grad();
@@ -61,8 +79,14 @@ fn two_steps_match_openclip() {
         }
         let want_loss = get(&gold, &format!("loss{i}")).double_value(&[0]);
         let want_norm = get(&gold, &format!("grad_norm{i}")).double_value(&[0]);
-        assert!((loss.double_value(&[]) - want_loss).abs() <= 1e-5 * want_loss.abs(), "loss {i}");
-        assert!((norm - want_norm).abs() <= 1e-5 * want_norm, "grad norm {i}: {norm} vs {want_norm}");
+        assert!(
+            (loss.double_value(&[]) - want_loss).abs() <= 1e-5 * want_loss.abs(),
+            "loss {i}"
+        );
+        assert!(
+            (norm - want_norm).abs() <= 1e-5 * want_norm,
+            "grad norm {i}: {norm} vs {want_norm}"
+        );
         for (k, t) in model.named_parameters() {
             let want = get(&gold, &format!("step{i}.{k}"));
             // Elements whose gradient is mathematically zero (the attention key bias: softmax
@@ -82,7 +106,10 @@ fn two_steps_match_openclip() {
             let noisy = diff.masked_select(&noise);
             if noisy.numel() > 0 {
                 let worst = noisy.max().double_value(&[]);
-                assert!(worst <= 2.0 * lr, "step {i} {k}: zero-gradient elements moved {worst}");
+                assert!(
+                    worst <= 2.0 * lr,
+                    "step {i} {k}: zero-gradient elements moved {worst}"
+                );
             }
         }
     }

@@ -16,7 +16,14 @@ fn tensorboard_reads_our_scalars() {
     let _ = std::fs::remove_dir_all(&dir);
     let mut w = SummaryWriter::new(&dir).unwrap();
     for step in 0..5 {
-        w.add_scalars(step, &[("train/loss", 2.0 - step as f64 * 0.25), ("train/lr", 1e-4 * step as f64)]).unwrap();
+        w.add_scalars(
+            step,
+            &[
+                ("train/loss", 2.0 - step as f64 * 0.25),
+                ("train/lr", 1e-4 * step as f64),
+            ],
+        )
+        .unwrap();
     }
     let code = r#"
 import sys, json
@@ -24,8 +31,17 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 acc = EventAccumulator(sys.argv[1]); acc.Reload()
 print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Tags()["scalars"]}))
 "#;
-    let out = Command::new(python()).arg("-c").arg(code).arg(&dir).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(code)
+        .arg(&dir)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let loss = v["train/loss"].as_array().unwrap();
     assert_eq!(loss.len(), 5);

@@ -9,10 +9,35 @@ const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
 fn base_args(logs: &Path, name: &str) -> Vec<String> {
     [
-        "--dataset-type", "synthetic", "--train-num-samples", "64", "--batch-size", "8", "--epochs", "2",
-        "--model", "clip_tiny_test", "--device", "cpu", "--precision", "fp32", "--lr", "1e-3",
-        "--warmup", "3", "--grad-clip-norm", "1.0", "--save-every-n-steps", "3", "--log-every-n-steps", "4",
-        "--seed", "3", "--name", name, "--logs",
+        "--dataset-type",
+        "synthetic",
+        "--train-num-samples",
+        "64",
+        "--batch-size",
+        "8",
+        "--epochs",
+        "2",
+        "--model",
+        "clip_tiny_test",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "3",
+        "--grad-clip-norm",
+        "1.0",
+        "--save-every-n-steps",
+        "3",
+        "--log-every-n-steps",
+        "4",
+        "--seed",
+        "3",
+        "--name",
+        name,
+        "--logs",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -21,13 +46,20 @@ fn base_args(logs: &Path, name: &str) -> Vec<String> {
 }
 
 fn run(args: &[String]) -> Output {
-    let out = Command::new(BIN).args(args).output().expect("run clip-train");
+    let out = Command::new(BIN)
+        .args(args)
+        .output()
+        .expect("run clip-train");
     out
 }
 
 fn ok(args: &[String]) {
     let out = run(args);
-    assert!(out.status.success(), "clip-train failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "clip-train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }
 
 fn tempdir(tag: &str) -> PathBuf {
@@ -84,9 +116,15 @@ fn resume_latest_from_any_step_is_bitwise_the_uninterrupted_run() {
         let mut args = base_args(&logs, &name);
         args.extend(["--resume".into(), "latest".into()]);
         ok(&args);
-        assert_bitwise_equal(&logs.join(&name).join("checkpoints/epoch_2.safetensors"), &last);
+        assert_bitwise_equal(
+            &logs.join(&name).join("checkpoints/epoch_2.safetensors"),
+            &last,
+        );
         let log = std::fs::read_to_string(logs.join(&name).join("out.log")).unwrap();
-        assert!(log.contains(&format!("step {step})")), "resumed from step {step}: {log}");
+        assert!(
+            log.contains(&format!("step {step})")),
+            "resumed from step {step}: {log}"
+        );
     }
     // A corrupt newest checkpoint (a crash mid-write of a non-atomic writer, a bad disk) is
     // skipped with a warning: resume from the one before.
@@ -99,7 +137,10 @@ fn resume_latest_from_any_step_is_bitwise_the_uninterrupted_run() {
     let out = run(&args);
     assert!(out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("skipping checkpoint") && err.contains("step_12"), "{err}");
+    assert!(
+        err.contains("skipping checkpoint") && err.contains("step_12"),
+        "{err}"
+    );
     assert!(err.contains("step 9)"), "{err}");
     assert_bitwise_equal(&logs.join("corrupt/checkpoints/epoch_2.safetensors"), &last);
     let _ = std::fs::remove_dir_all(&logs);
@@ -111,11 +152,23 @@ fn preemption_signal_checkpoints_and_exits_75_then_resume_finishes_identically()
     ok(&base_args(&logs, "ref"));
     let mut args = base_args(&logs, "pre");
     // Slow enough to be signalled mid-run: many steps.
-    args.iter_mut().for_each(|a| if a == "64" { *a = "400".into() });
+    args.iter_mut().for_each(|a| {
+        if a == "64" {
+            *a = "400".into()
+        }
+    });
     let mut reference = base_args(&logs, "ref400");
-    reference.iter_mut().for_each(|a| if a == "64" { *a = "400".into() });
+    reference.iter_mut().for_each(|a| {
+        if a == "64" {
+            *a = "400".into()
+        }
+    });
     ok(&reference);
-    let child = Command::new(BIN).args(&args).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = Command::new(BIN)
+        .args(&args)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     // Wait until training has started (first log line), then signal.
     let ckpts = logs.join("pre/checkpoints");
     let t0 = std::time::Instant::now();
@@ -131,7 +184,10 @@ fn preemption_signal_checkpoints_and_exits_75_then_resume_finishes_identically()
     let mut resume = args.clone();
     resume.extend(["--resume".into(), "latest".into()]);
     ok(&resume);
-    assert_bitwise_equal(&logs.join("pre/checkpoints/epoch_2.safetensors"), &logs.join("ref400/checkpoints/epoch_2.safetensors"));
+    assert_bitwise_equal(
+        &logs.join("pre/checkpoints/epoch_2.safetensors"),
+        &logs.join("ref400/checkpoints/epoch_2.safetensors"),
+    );
     let _ = std::fs::remove_dir_all(&logs);
 }
 
@@ -144,14 +200,21 @@ extern "C" {
 fn existing_run_dir_needs_resume_and_missing_resume_path_writes_nothing() {
     let logs = tempdir("rundir");
     let mut short = base_args(&logs, "r");
-    short.iter_mut().for_each(|a| if a == "2" { *a = "1".into() });
+    short.iter_mut().for_each(|a| {
+        if a == "2" {
+            *a = "1".into()
+        }
+    });
     ok(&short);
     let out = run(&short);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
     let mut missing = base_args(&logs, "m");
-    missing.extend(["--resume".into(), logs.join("nope.safetensors").display().to_string()]);
+    missing.extend([
+        "--resume".into(),
+        logs.join("nope.safetensors").display().to_string(),
+    ]);
     let out = run(&missing);
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
@@ -161,10 +224,16 @@ fn existing_run_dir_needs_resume_and_missing_resume_path_writes_nothing() {
 
     // --report-to tensorboard writes event files TensorBoard reads (format: tests/tensorboard.rs).
     let mut tb = base_args(&logs, "tb");
-    tb.iter_mut().for_each(|a| if a == "2" { *a = "1".into() });
+    tb.iter_mut().for_each(|a| {
+        if a == "2" {
+            *a = "1".into()
+        }
+    });
     tb.extend(["--report-to".into(), "tensorboard".into()]);
     ok(&tb);
-    let events: Vec<_> = std::fs::read_dir(logs.join("tb/tensorboard")).unwrap().collect();
+    let events: Vec<_> = std::fs::read_dir(logs.join("tb/tensorboard"))
+        .unwrap()
+        .collect();
     assert_eq!(events.len(), 1);
     let mut wandb = base_args(&logs, "w");
     wandb.extend(["--report-to".into(), "wandb".into()]);

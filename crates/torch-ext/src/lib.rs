@@ -23,8 +23,11 @@ extern "C" {
         prev_enabled: *mut c_int,
         prev_dtype: *mut c_int,
     ) -> *mut c_char;
-    fn torch_ext_autocast_exit(device: c_int, prev_enabled: c_int, prev_dtype: c_int)
-        -> *mut c_char;
+    fn torch_ext_autocast_exit(
+        device: c_int,
+        prev_enabled: c_int,
+        prev_dtype: c_int,
+    ) -> *mut c_char;
     fn torch_ext_checkpoint(
         x: CTensor,
         params: *const CTensor,
@@ -41,7 +44,9 @@ fn check(err: *mut c_char) -> Result<()> {
     if err.is_null() {
         return Ok(());
     }
-    let msg = unsafe { CStr::from_ptr(err) }.to_string_lossy().into_owned();
+    let msg = unsafe { CStr::from_ptr(err) }
+        .to_string_lossy()
+        .into_owned();
     unsafe { torch_ext_free(err) };
     Err(anyhow!(msg))
 }
@@ -52,7 +57,9 @@ fn scalar_type(kind: Kind) -> Result<c_int> {
         Kind::Half => Ok(5),
         Kind::Float => Ok(6),
         Kind::BFloat16 => Ok(15),
-        k => Err(anyhow!("autocast dtype {k:?} is not a floating-point type autocast supports")),
+        k => Err(anyhow!(
+            "autocast dtype {k:?} is not a floating-point type autocast supports"
+        )),
     }
 }
 
@@ -76,16 +83,27 @@ impl AutocastGuard {
         let device = device_code(device);
         let (mut prev_enabled, mut prev_dtype) = (0, 0);
         check(unsafe {
-            torch_ext_autocast_enter(device, scalar_type(dtype)?, &mut prev_enabled, &mut prev_dtype)
+            torch_ext_autocast_enter(
+                device,
+                scalar_type(dtype)?,
+                &mut prev_enabled,
+                &mut prev_dtype,
+            )
         })?;
-        Ok(Self { device, prev_enabled, prev_dtype })
+        Ok(Self {
+            device,
+            prev_enabled,
+            prev_dtype,
+        })
     }
 }
 
 impl Drop for AutocastGuard {
     fn drop(&mut self) {
         // Restoring plain flags cannot fail in practice; a failure here has no caller to go to.
-        let _ = check(unsafe { torch_ext_autocast_exit(self.device, self.prev_enabled, self.prev_dtype) });
+        let _ = check(unsafe {
+            torch_ext_autocast_exit(self.device, self.prev_enabled, self.prev_dtype)
+        });
     }
 }
 

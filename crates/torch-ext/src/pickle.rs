@@ -136,7 +136,9 @@ pub fn load(path: &Path) -> Result<Value> {
         }
     }
     let mut pkl = vec![];
-    zip.by_name(&pkl_name)?.read_to_end(&mut pkl).context("reading data.pkl")?;
+    zip.by_name(&pkl_name)?
+        .read_to_end(&mut pkl)
+        .context("reading data.pkl")?;
     let mut storages: HashMap<String, Tensor> = HashMap::new();
     let mut load_storage = |kind: Kind, key: &str| -> Result<Tensor> {
         if let Some(t) = storages.get(key) {
@@ -152,8 +154,13 @@ pub fn load(path: &Path) -> Result<Value> {
         storages.insert(key.to_owned(), t.shallow_clone());
         Ok(t)
     };
-    Unpickler { data: &pkl, pos: 0, stack: vec![], memo: HashMap::new() }
-        .run(&mut load_storage)
+    Unpickler {
+        data: &pkl,
+        pos: 0,
+        stack: vec![],
+        memo: HashMap::new(),
+    }
+    .run(&mut load_storage)
 }
 
 struct Unpickler<'a> {
@@ -185,19 +192,28 @@ impl Unpickler<'_> {
     }
     fn line(&mut self) -> Result<String> {
         let rest = &self.data[self.pos..];
-        let n = rest.iter().position(|&b| b == b'\n').ok_or_else(|| anyhow!("unterminated line"))?;
+        let n = rest
+            .iter()
+            .position(|&b| b == b'\n')
+            .ok_or_else(|| anyhow!("unterminated line"))?;
         let s = String::from_utf8_lossy(&rest[..n]).into_owned();
         self.pos += n + 1;
         Ok(s)
     }
     fn string(&mut self, n: usize) -> Result<Value> {
-        Ok(Value::Str(String::from_utf8_lossy(self.take(n)?).into_owned()))
+        Ok(Value::Str(
+            String::from_utf8_lossy(self.take(n)?).into_owned(),
+        ))
     }
     fn pop(&mut self) -> Result<Value> {
-        self.stack.pop().ok_or_else(|| anyhow!("pickle stack underflow"))
+        self.stack
+            .pop()
+            .ok_or_else(|| anyhow!("pickle stack underflow"))
     }
     fn top(&mut self) -> Result<&mut Value> {
-        self.stack.last_mut().ok_or_else(|| anyhow!("pickle stack underflow"))
+        self.stack
+            .last_mut()
+            .ok_or_else(|| anyhow!("pickle stack underflow"))
     }
     /// Pops everything down to (and including) the last MARK.
     fn pop_mark(&mut self) -> Result<Vec<Value>> {
@@ -211,7 +227,11 @@ impl Unpickler<'_> {
         Ok(items)
     }
     fn memo_get(&mut self, i: u32) -> Result<()> {
-        let v = self.memo.get(&i).ok_or_else(|| anyhow!("pickle memo {i} missing"))?.clone();
+        let v = self
+            .memo
+            .get(&i)
+            .ok_or_else(|| anyhow!("pickle memo {i} missing"))?
+            .clone();
         self.stack.push(v);
         Ok(())
     }
@@ -360,7 +380,9 @@ impl Unpickler<'_> {
                     let name = self.pop()?;
                     let module = self.pop()?;
                     match (module, name) {
-                        (Value::Str(m), Value::Str(n)) => self.stack.push(Value::Global(format!("{m}.{n}"))),
+                        (Value::Str(m), Value::Str(n)) => {
+                            self.stack.push(Value::Global(format!("{m}.{n}")))
+                        }
                         _ => bail!("STACK_GLOBAL with non-string names"),
                     }
                 }
@@ -420,7 +442,10 @@ impl Unpickler<'_> {
                     // `_metadata`) and opaque objects ignore it.
                     self.pop()?;
                 }
-                op => bail!("unsupported pickle opcode 0x{op:02x} at byte {}", self.pos - 1),
+                op => bail!(
+                    "unsupported pickle opcode 0x{op:02x} at byte {}",
+                    self.pos - 1
+                ),
             }
         }
     }

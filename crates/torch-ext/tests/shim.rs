@@ -21,7 +21,11 @@ fn checkpoint_gives_the_gradients_of_the_plain_function() {
         let h = x.tanh();
         let wc = w.shallow_clone();
         let f = move |t: &Tensor| t.matmul(&wc).gelu("none").matmul(&wc);
-        let y = if ckpt { checkpoint(&h, &[w.shallow_clone()], f).unwrap() } else { f(&h) };
+        let y = if ckpt {
+            checkpoint(&h, &[w.shallow_clone()], f).unwrap()
+        } else {
+            f(&h)
+        };
         w.zero_grad();
         (y.sin().sum(Kind::Double)).backward();
         (y.detach(), w.grad().copy(), x.grad().copy())
@@ -35,6 +39,8 @@ fn checkpoint_gives_the_gradients_of_the_plain_function() {
 
 #[test]
 fn load_pickle_reports_a_missing_file() {
-    let err = load_pickle(std::path::Path::new("/nonexistent/x.pt")).err().unwrap();
+    let err = load_pickle(std::path::Path::new("/nonexistent/x.pt"))
+        .err()
+        .unwrap();
     assert!(!err.to_string().is_empty());
 }

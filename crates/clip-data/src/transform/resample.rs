@@ -54,7 +54,11 @@ fn coeffs(in_size: usize, out_size: usize, o0: usize, n: usize, filter: Filter) 
         for (kx, &wx) in kk.iter_mut().zip(&w[..cnt]) {
             let v = if ww != 0.0 { wx / ww } else { wx };
             let f = v * one;
-            *kx = if v < 0.0 { (f - 0.5) as i32 } else { (f + 0.5) as i32 };
+            *kx = if v < 0.0 {
+                (f - 0.5) as i32
+            } else {
+                (f + 0.5) as i32
+            };
         }
         // Drop zero taps at both ends (e.g. the 5th bicubic tap when upscaling, which sits at
         // distance >= 2): same sums, fewer multiply-adds.
@@ -70,7 +74,12 @@ fn coeffs(in_size: usize, out_size: usize, o0: usize, n: usize, filter: Filter) 
         }
         bounds.push((xmin, cnt));
     }
-    let ng = bounds.iter().map(|&(_, c)| c.div_ceil(4)).max().unwrap_or(1).max(1);
+    let ng = bounds
+        .iter()
+        .map(|&(_, c)| c.div_ceil(4))
+        .max()
+        .unwrap_or(1)
+        .max(1);
     let mut packed = vec![[0i16; 16]; n * ng];
     for (oi, &(_, cnt)) in bounds.iter().enumerate() {
         for (t, &kx) in k[oi * ksize..oi * ksize + cnt].iter().enumerate() {
@@ -83,7 +92,13 @@ fn coeffs(in_size: usize, out_size: usize, o0: usize, n: usize, filter: Filter) 
             g[base + 4 + j] = kv;
         }
     }
-    Coeffs { bounds, k, ksize, packed, ng }
+    Coeffs {
+        bounds,
+        k,
+        ksize,
+        packed,
+        ng,
+    }
 }
 
 /// One vertical output byte, as the AVX2 pass computes it: per tap
@@ -123,12 +138,21 @@ const CACHE_BYTES: usize = 8 << 20;
 
 impl Coeffs {
     fn heap_bytes(&self) -> usize {
-        self.bounds.len() * std::mem::size_of::<(usize, usize)>() + self.k.len() * 4 + self.packed.len() * 32
+        self.bounds.len() * std::mem::size_of::<(usize, usize)>()
+            + self.k.len() * 4
+            + self.packed.len() * 32
     }
 }
 
 impl CoeffCache {
-    fn get(&mut self, in_size: usize, out_size: usize, o0: usize, n: usize, filter: Filter) -> std::rc::Rc<Coeffs> {
+    fn get(
+        &mut self,
+        in_size: usize,
+        out_size: usize,
+        o0: usize,
+        n: usize,
+        filter: Filter,
+    ) -> std::rc::Rc<Coeffs> {
         let key = (in_size, out_size, o0, n, filter);
         if let Some(c) = self.map.get(&key) {
             return c.clone();
@@ -179,7 +203,12 @@ pub(super) fn resample_rows<F: FnMut(usize, &[u8])>(
 ) {
     let (cw, ch) = (crop.width as usize, crop.height as usize);
     let (x0, y0) = (crop.left as usize, crop.top as usize);
-    let (wx, wy, ww, wh) = (win.0 as usize, win.1 as usize, win.2 as usize, win.3 as usize);
+    let (wx, wy, ww, wh) = (
+        win.0 as usize,
+        win.1 as usize,
+        win.2 as usize,
+        win.3 as usize,
+    );
     if ww == 0 || wh == 0 {
         return;
     }
@@ -234,7 +263,12 @@ pub(super) fn resample_rows<F: FnMut(usize, &[u8])>(
 
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn run_passes_avx2<F: FnMut(usize, &[u8])>(job: &Passes, tmp: &mut [u8], rowbuf: &mut [u8], emit: &mut F) {
+unsafe fn run_passes_avx2<F: FnMut(usize, &[u8])>(
+    job: &Passes,
+    tmp: &mut [u8],
+    rowbuf: &mut [u8],
+    emit: &mut F,
+) {
     match job.hc {
         Some(hc) => horizontal_avx2(job, hc, tmp),
         None => horizontal_scalar(job, tmp),
@@ -300,16 +334,26 @@ unsafe fn horizontal_avx2_ng<const NG: usize>(job: &Passes, hc: &Coeffs, tmp: &m
             let k = kp.add(j * ng);
             let mut acc = init;
             for g in 0..ng {
-                let v = _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(g * 12) as *const __m128i));
-                acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_shuffle_epi8(v, ctrl), _mm256_loadu_si256(k.add(g))));
+                let v =
+                    _mm256_broadcastsi128_si256(_mm_loadu_si128(p.add(g * 12) as *const __m128i));
+                acc = _mm256_add_epi32(
+                    acc,
+                    _mm256_madd_epi16(_mm256_shuffle_epi8(v, ctrl), _mm256_loadu_si256(k.add(g))),
+                );
             }
             acc
         };
         let mut j = 0;
         while j < n4 {
             let (a0, a1, a2, a3) = (pixel(j), pixel(j + 1), pixel(j + 2), pixel(j + 3));
-            let s01 = _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(a0, a1), _mm256_permute2x128_si256::<0x31>(a0, a1));
-            let s23 = _mm256_add_epi32(_mm256_permute2x128_si256::<0x20>(a2, a3), _mm256_permute2x128_si256::<0x31>(a2, a3));
+            let s01 = _mm256_add_epi32(
+                _mm256_permute2x128_si256::<0x20>(a0, a1),
+                _mm256_permute2x128_si256::<0x31>(a0, a1),
+            );
+            let s23 = _mm256_add_epi32(
+                _mm256_permute2x128_si256::<0x20>(a2, a3),
+                _mm256_permute2x128_si256::<0x31>(a2, a3),
+            );
             let s01 = _mm256_srai_epi32::<{ BITS as i32 }>(s01);
             let s23 = _mm256_srai_epi32::<{ BITS as i32 }>(s23);
             // lane 0: [p0 p2], lane 1: [p1 p3] (i16) → bytes
@@ -317,12 +361,18 @@ unsafe fn horizontal_avx2_ng<const NG: usize>(job: &Passes, hc: &Coeffs, tmp: &m
             let p8 = _mm256_packus_epi16(p16, p16);
             let q = _mm256_castsi256_si128(_mm256_permute4x64_epi64::<0b1000>(p8));
             // 16-byte store, 12 used; the rest is overwritten next (or padding).
-            _mm_storeu_si128(orow.add(j * 3) as *mut __m128i, _mm_shuffle_epi8(q, compact));
+            _mm_storeu_si128(
+                orow.add(j * 3) as *mut __m128i,
+                _mm_shuffle_epi8(q, compact),
+            );
             j += 4;
         }
         while j < n_fast {
             let acc = pixel(j);
-            let s = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256::<1>(acc));
+            let s = _mm_add_epi32(
+                _mm256_castsi256_si128(acc),
+                _mm256_extracti128_si256::<1>(acc),
+            );
             let sh = _mm_srai_epi32::<{ BITS as i32 }>(s);
             let p = _mm_packus_epi16(_mm_packs_epi32(sh, sh), sh);
             (orow.add(j * 3) as *mut u32).write_unaligned(_mm_cvtsi128_si32(p) as u32);
@@ -350,7 +400,13 @@ unsafe fn horizontal_avx2_ng<const NG: usize>(job: &Passes, hc: &Coeffs, tmp: &m
 /// Vertical pass: 16 bytes at a time, one `pmulhrsw` per tap (see [`vtap`]).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn vertical_avx2<F: FnMut(usize, &[u8])>(job: &Passes, vc: &Coeffs, tmp: &[u8], rowbuf: &mut [u8], emit: &mut F) {
+unsafe fn vertical_avx2<F: FnMut(usize, &[u8])>(
+    job: &Passes,
+    vc: &Coeffs,
+    tmp: &[u8],
+    rowbuf: &mut [u8],
+    emit: &mut F,
+) {
     use std::arch::x86_64::*;
     let row_len = job.row_len;
     let ks = vc.ksize;
@@ -366,13 +422,21 @@ unsafe fn vertical_avx2<F: FnMut(usize, &[u8])>(job: &Passes, vc: &Coeffs, tmp: 
             // Q7 data × Q14 taps with `pmulhrsw` → Q6 partial sums (i16).
             let mut acc = _mm256_setzero_si256();
             for (t, &kv) in k.iter().enumerate() {
-                let a = _mm256_cvtepu8_epi16(_mm_loadu_si128(tp.add(base + t * row_len + x) as *const __m128i));
-                acc = _mm256_add_epi16(acc, _mm256_mulhrs_epi16(_mm256_slli_epi16::<7>(a), _mm256_set1_epi16(kv as i16)));
+                let a = _mm256_cvtepu8_epi16(_mm_loadu_si128(
+                    tp.add(base + t * row_len + x) as *const __m128i
+                ));
+                acc = _mm256_add_epi16(
+                    acc,
+                    _mm256_mulhrs_epi16(_mm256_slli_epi16::<7>(a), _mm256_set1_epi16(kv as i16)),
+                );
             }
             let v = _mm256_srai_epi16::<6>(_mm256_add_epi16(acc, round6));
             let p8 = _mm256_packus_epi16(v, v);
             let p = _mm256_permute4x64_epi64::<0b1000>(p8);
-            _mm_storeu_si128(rb.as_mut_ptr().add(x) as *mut __m128i, _mm256_castsi256_si128(p));
+            _mm_storeu_si128(
+                rb.as_mut_ptr().add(x) as *mut __m128i,
+                _mm256_castsi256_si128(p),
+            );
             x += 16;
         }
         for (xi, d) in rb.iter_mut().enumerate().skip(x) {
@@ -392,7 +456,11 @@ fn horizontal_scalar(job: &Passes, tmp: &mut [u8]) {
                 let off = (job.row0 + r) * job.stride + job.x0 * 3;
                 let srow = &job.src[off..];
                 let trow = &mut tmp[r * row_len..(r + 1) * row_len];
-                for ((out, &(xmin, cnt)), k) in trow.chunks_exact_mut(3).zip(&hc.bounds).zip(hc.k.chunks_exact(ks)) {
+                for ((out, &(xmin, cnt)), k) in trow
+                    .chunks_exact_mut(3)
+                    .zip(&hc.bounds)
+                    .zip(hc.k.chunks_exact(ks))
+                {
                     let p = &srow[xmin * 3..(xmin + cnt) * 3];
                     let (mut a, mut b, mut c) = (HALF, HALF, HALF);
                     for (px, &kv) in p.chunks_exact(3).zip(&k[..cnt]) {
@@ -416,7 +484,12 @@ fn horizontal_scalar(job: &Passes, tmp: &mut [u8]) {
 }
 
 #[inline(always)]
-fn vertical_scalar<F: FnMut(usize, &[u8])>(job: &Passes, tmp: &[u8], rowbuf: &mut [u8], emit: &mut F) {
+fn vertical_scalar<F: FnMut(usize, &[u8])>(
+    job: &Passes,
+    tmp: &[u8],
+    rowbuf: &mut [u8],
+    emit: &mut F,
+) {
     let row_len = job.row_len;
     match job.vc {
         Some(vc) => {

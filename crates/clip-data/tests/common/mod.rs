@@ -11,10 +11,16 @@ use std::path::{Path, PathBuf};
 pub fn jpeg(seed: u32, w: u32, h: u32) -> Vec<u8> {
     let mut img = image::RgbImage::new(w, h);
     for (x, y, p) in img.enumerate_pixels_mut() {
-        *p = image::Rgb([(seed % 251) as u8, ((x * 7 + seed) % 256) as u8, ((y * 13) % 256) as u8]);
+        *p = image::Rgb([
+            (seed % 251) as u8,
+            ((x * 7 + seed) % 256) as u8,
+            ((y * 13) % 256) as u8,
+        ]);
     }
     let mut out = Vec::new();
-    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90).encode_image(&img).unwrap();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
     out
 }
 
@@ -79,20 +85,28 @@ impl Processor for TestProc {
 }
 
 pub fn repo_root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().unwrap()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
 }
 
 /// The s3s-fs binary: `$CLIP_S3S_FS`, else `.deps/s3s/bin/s3s-fs`. Missing: a failure under `CI`,
 /// else a skip with a notice.
 pub fn s3s_fs_or_skip() -> Option<PathBuf> {
-    let p = std::env::var_os("CLIP_S3S_FS").map(PathBuf::from).unwrap_or_else(|| repo_root().join(".deps/s3s/bin/s3s-fs"));
+    let p = std::env::var_os("CLIP_S3S_FS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".deps/s3s/bin/s3s-fs"));
     if p.is_file() {
         return Some(p);
     }
     if std::env::var_os("CI").is_some() {
         panic!("s3s-fs not found at {} (set CLIP_S3S_FS or run scripts/start-s3.sh once to install it); required under CI", p.display());
     }
-    eprintln!("NOTICE: skipping S3 test: s3s-fs not found at {} (set CLIP_S3S_FS)", p.display());
+    eprintln!(
+        "NOTICE: skipping S3 test: s3s-fs not found at {} (set CLIP_S3S_FS)",
+        p.display()
+    );
     None
 }
 
@@ -107,7 +121,12 @@ pub struct S3Server {
 impl S3Server {
     pub fn start(bin: &Path, name: &str) -> S3Server {
         let base = tmpdir(&format!("s3-{name}"));
-        let s = S3Server { data: base.join("data"), base, bin: bin.to_path_buf(), endpoint: String::new() };
+        let s = S3Server {
+            data: base.join("data"),
+            base,
+            bin: bin.to_path_buf(),
+            endpoint: String::new(),
+        };
         let mut s = s;
         s.run_start();
         let env = std::fs::read_to_string(s.base.join("s3.env")).unwrap();
@@ -153,7 +172,9 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("scripts/stop-s3.sh")).env("S3_BASE", &self.base).status();
+        let _ = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
+            .env("S3_BASE", &self.base)
+            .status();
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }

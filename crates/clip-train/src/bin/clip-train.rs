@@ -20,7 +20,11 @@ fn main() {
     if p.print_params {
         use std::io::Write;
         // A closed pipe (`| head`) is not an error worth a panic.
-        let _ = writeln!(std::io::stdout(), "{}", serde_json::to_string_pretty(&p).expect("params serialise"));
+        let _ = writeln!(
+            std::io::stdout(),
+            "{}",
+            serde_json::to_string_pretty(&p).expect("params serialise")
+        );
         return;
     }
     if let Err(e) = trainer::validate(&p) {

@@ -55,7 +55,8 @@ pub fn run(a: Args) -> Result<()> {
     let loader = Loader::new(cfg, Arc::new(proc_))?;
     let mut it = loader.epoch(0, None)?;
     for _ in 0..a.warmup_batches {
-        it.next().ok_or_else(|| anyhow::anyhow!("no data for the warm-up batch"))??;
+        it.next()
+            .ok_or_else(|| anyhow::anyhow!("no data for the warm-up batch"))??;
     }
     let t = Instant::now();
     let cpu0 = cpu_seconds();

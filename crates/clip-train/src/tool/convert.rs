@@ -19,16 +19,26 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if args.output.extension().and_then(|e| e.to_str()) != Some("safetensors") {
-        bail!("{}: the output must be a .safetensors file", args.output.display());
+        bail!(
+            "{}: the output must be a .safetensors file",
+            args.output.display()
+        );
     }
     let tensors = weights::read_state_dict(&args.input)?;
     if let Some(model) = &args.model {
         let (vs, _) = crate::tool::build_model(model, tch::Device::Cpu)?;
-        let copy = tensors.iter().map(|(k, t)| (k.clone(), t.shallow_clone())).collect();
+        let copy = tensors
+            .iter()
+            .map(|(k, t)| (k.clone(), t.shallow_clone()))
+            .collect();
         weights::load_state_dict(&vs, copy)
             .map_err(|e| e.context(format!("{} does not fit {model}", args.input.display())))?;
     }
     weights::save_safetensors(&tensors, &args.output)?;
-    eprintln!("wrote {} tensors to {}", tensors.len(), args.output.display());
+    eprintln!(
+        "wrote {} tensors to {}",
+        tensors.len(),
+        args.output.display()
+    );
     Ok(())
 }

@@ -61,20 +61,31 @@ pub fn run(args: Args) -> Result<()> {
     if let Some(image) = image {
         let s = image.size();
         if s.len() != 4 || s[1] != 3 || image.kind() != Kind::Float {
-            bail!("image: expected f32 [N,3,H,W], got {:?} {s:?}", image.kind());
+            bail!(
+                "image: expected f32 [N,3,H,W], got {:?} {s:?}",
+                image.kind()
+            );
         }
-        let feats = batched(&image, args.batch_size, device, |x| model.encode_image(x, false));
+        let feats = batched(&image, args.batch_size, device, |x| {
+            model.encode_image(x, false)
+        });
         out.push(("image_features".into(), feats));
     }
     if let Some(text) = text {
         let s = text.size();
         let ctx = cfg.text.context_length;
         if s.len() != 2 || s[1] != ctx || text.kind() != Kind::Int64 {
-            bail!("text: expected i64 [N,{ctx}] token ids, got {:?} {s:?}", text.kind());
+            bail!(
+                "text: expected i64 [N,{ctx}] token ids, got {:?} {s:?}",
+                text.kind()
+            );
         }
         let (lo, hi) = (text.min().int64_value(&[]), text.max().int64_value(&[]));
         if lo < 0 || hi >= cfg.text.vocab_size {
-            bail!("text: token ids must lie in [0, {}), found {lo}..={hi}", cfg.text.vocab_size);
+            bail!(
+                "text: token ids must lie in [0, {}), found {lo}..={hi}",
+                cfg.text.vocab_size
+            );
         }
         let feats = batched(&text, args.batch_size, device, |x| model.encode_text(x));
         out.push(("text_features".into(), feats));
@@ -94,7 +105,10 @@ fn read_inputs(args: &Args) -> Result<(Option<Tensor>, Option<Tensor>)> {
             match k.as_str() {
                 "image" => image = Some(t),
                 "text" => text = Some(t),
-                other => bail!("{}: unexpected tensor {other:?} (expected image and/or text)", path.display()),
+                other => bail!(
+                    "{}: unexpected tensor {other:?} (expected image and/or text)",
+                    path.display()
+                ),
             }
         }
         return Ok((image, text));
@@ -113,7 +127,8 @@ fn read_inputs(args: &Args) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let mut pixels = Vec::with_capacity(args.images.len() * 3 * (size * size) as usize);
         for p in &args.images {
             let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
-            let img = decode_image(&bytes).with_context(|| format!("{}: not a decodable image", p.display()))?;
+            let img = decode_image(&bytes)
+                .with_context(|| format!("{}: not a decodable image", p.display()))?;
             pixels.extend(transform.apply(&img, &mut rng));
         }
         let n = args.images.len() as i64;

@@ -49,7 +49,11 @@ pub fn run(a: Args) -> Result<()> {
         img_key: a.csv_img_key,
         caption_key: a.csv_caption_key,
         separator: a.csv_separator,
-        threads: a.threads.unwrap_or_else(|| std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)),
+        threads: a.threads.unwrap_or_else(|| {
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(1)
+        }),
     };
     let rep = make_shards(&cfg)?;
     println!("{}", serde_json::to_string_pretty(&rep)?);

@@ -2,9 +2,9 @@
 pub mod bench_model;
 pub mod convert;
 pub mod embed;
-pub mod tokenize;
-pub mod make_shards;
 pub mod inspect;
+pub mod make_shards;
+pub mod tokenize;
 
 use anyhow::{bail, Result};
 use clip_model::{Clip, ClipConfig};

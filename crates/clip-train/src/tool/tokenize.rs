@@ -15,7 +15,10 @@ pub struct Args {
 
 pub fn run(args: Args) -> Result<()> {
     if args.context_length < 2 {
-        bail!("--context-length {}: needs room for start and end tokens (>= 2)", args.context_length);
+        bail!(
+            "--context-length {}: needs room for start and end tokens (>= 2)",
+            args.context_length
+        );
     }
     let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
     let ids = Tokenizer::new().tokenize(&texts, args.context_length);
