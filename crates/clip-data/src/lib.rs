@@ -3,6 +3,7 @@ pub mod loader;
 pub mod make_shards;
 pub mod order;
 pub mod processor;
+pub mod pyliteral;
 pub mod s3;
 pub mod samples;
 pub mod shards;

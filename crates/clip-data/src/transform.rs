@@ -21,6 +21,7 @@
 //! row (SIMD Box–Muller noise), so erased rows are written once.
 //! Random draws follow the Python code's laws but not its random streams.
 
+use crate::pyliteral::PyLiteral;
 use anyhow::{anyhow, bail, Context, Result};
 use image::RgbImage;
 use rand::Rng;
@@ -105,141 +106,8 @@ impl Default for AugCfg {
     }
 }
 
-/// A Python literal as `ast.literal_eval` would give it (the subset --aug-cfg uses).
-#[derive(Clone, Debug, PartialEq)]
-enum PyLit {
-    None,
-    Bool(bool),
-    Int(i64),
-    Float(f64),
-    Str(String),
-    Seq(Vec<PyLit>),
-}
-
-impl PyLit {
-    fn num(&self) -> Option<f64> {
-        match *self {
-            PyLit::Bool(b) => Some(b as i64 as f64),
-            PyLit::Int(i) => Some(i as f64),
-            PyLit::Float(f) => Some(f),
-            _ => None,
-        }
-    }
-    fn truthy(&self) -> bool {
-        match self {
-            PyLit::None => false,
-            PyLit::Bool(b) => *b,
-            PyLit::Int(i) => *i != 0,
-            PyLit::Float(f) => *f != 0.0,
-            PyLit::Str(s) => !s.is_empty(),
-            PyLit::Seq(v) => !v.is_empty(),
-        }
-    }
-}
-
-struct LitParser<'a> {
-    s: &'a [u8],
-    i: usize,
-}
-
-impl LitParser<'_> {
-    fn ws(&mut self) {
-        while self.i < self.s.len() && self.s[self.i].is_ascii_whitespace() {
-            self.i += 1;
-        }
-    }
-    fn parse(mut self) -> Option<PyLit> {
-        let v = self.value()?;
-        self.ws();
-        (self.i == self.s.len()).then_some(v)
-    }
-    fn value(&mut self) -> Option<PyLit> {
-        self.ws();
-        let c = *self.s.get(self.i)?;
-        match c {
-            b'(' | b'[' => {
-                let close = if c == b'(' { b')' } else { b']' };
-                self.i += 1;
-                let mut items = Vec::new();
-                let mut trailing_comma = false;
-                loop {
-                    self.ws();
-                    if self.s.get(self.i) == Some(&close) {
-                        self.i += 1;
-                        break;
-                    }
-                    items.push(self.value()?);
-                    self.ws();
-                    match self.s.get(self.i)? {
-                        b',' => {
-                            self.i += 1;
-                            trailing_comma = true;
-                        }
-                        x if *x == close => {
-                            self.i += 1;
-                            trailing_comma = false;
-                            break;
-                        }
-                        _ => return None,
-                    }
-                }
-                // `(x)` is just x in Python; `(x,)` is a tuple.
-                if c == b'(' && items.len() == 1 && !trailing_comma {
-                    return items.pop();
-                }
-                Some(PyLit::Seq(items))
-            }
-            b'\'' | b'"' => {
-                self.i += 1;
-                let start = self.i;
-                while self.i < self.s.len() && self.s[self.i] != c {
-                    self.i += 1;
-                }
-                let v = std::str::from_utf8(&self.s[start..self.i])
-                    .ok()?
-                    .to_string();
-                self.i += 1;
-                (self.i <= self.s.len()).then_some(PyLit::Str(v))
-            }
-            _ => {
-                let start = self.i;
-                while self.i < self.s.len()
-                    && (self.s[self.i].is_ascii_alphanumeric() || b"+-._".contains(&self.s[self.i]))
-                {
-                    self.i += 1;
-                }
-                let tok = std::str::from_utf8(&self.s[start..self.i])
-                    .ok()?
-                    .replace('_', "");
-                match tok.as_str() {
-                    "None" => return Some(PyLit::None),
-                    "True" => return Some(PyLit::Bool(true)),
-                    "False" => return Some(PyLit::Bool(false)),
-                    "" => return None,
-                    _ => {}
-                }
-                if let Ok(i) = tok.parse::<i64>() {
-                    return Some(PyLit::Int(i));
-                }
-                let ok = tok
-                    .bytes()
-                    .all(|b| b.is_ascii_digit() || b"+-.eE".contains(&b))
-                    && tok.bytes().any(|b| b.is_ascii_digit());
-                if ok {
-                    tok.parse::<f64>().ok().map(PyLit::Float)
-                } else if tok.bytes().all(|b| b.is_ascii_alphanumeric()) {
-                    // literal_eval raises ValueError on a bare name: OpenCLIP keeps it as a str.
-                    Some(PyLit::Str(tok))
-                } else {
-                    None
-                }
-            }
-        }
-    }
-}
-
-fn pair(key: &str, v: &PyLit, tok: &str) -> Result<(f64, f64)> {
-    if let PyLit::Seq(items) = v {
+fn pair(key: &str, v: &PyLiteral, tok: &str) -> Result<(f64, f64)> {
+    if let Some(items) = v.items() {
         if items.len() == 2 {
             if let (Some(a), Some(b)) = (items[0].num(), items[1].num()) {
                 return Ok((a, b));
@@ -249,7 +117,7 @@ fn pair(key: &str, v: &PyLit, tok: &str) -> Result<(f64, f64)> {
     bail!("aug-cfg {key}: expected a pair of numbers like (0.5, 1.0), got `{tok}`")
 }
 
-fn number(key: &str, v: &PyLit, tok: &str) -> Result<f64> {
+fn number(key: &str, v: &PyLiteral, tok: &str) -> Result<f64> {
     v.num()
         .ok_or_else(|| anyhow!("aug-cfg {key}: expected a number, got `{tok}`"))
 }
@@ -259,7 +127,7 @@ impl AugCfg {
     /// unparsable values, and augmentations this crate does not implement are errors naming them.
     pub fn parse(tokens: &[String]) -> Result<AugCfg> {
         let mut cfg = AugCfg::default();
-        let mut color_jitter: Option<(String, PyLit)> = None;
+        let mut color_jitter: Option<(String, PyLiteral)> = None;
         let mut color_jitter_prob = 0.0;
         for tok in tokens {
             let parts: Vec<&str> = tok.split('=').collect();
@@ -267,14 +135,9 @@ impl AugCfg {
                 bail!("aug-cfg token `{tok}`: expected key=value");
             }
             let (key, raw) = (parts[0], parts[1]);
-            let v = LitParser {
-                s: raw.as_bytes(),
-                i: 0,
-            }
-            .parse()
-            .ok_or_else(|| {
+            let v = PyLiteral::parse_or_string(raw).map_err(|e| {
                 anyhow!(
-                    "aug-cfg {key}: cannot parse value `{raw}` as a Python literal (token `{tok}`)"
+                    "aug-cfg {key}: cannot parse value `{raw}` as a Python literal (token `{tok}`): {e}"
                 )
             })?;
             let known = [
@@ -293,7 +156,7 @@ impl AugCfg {
                     known.join(", ")
                 );
             }
-            if v == PyLit::None {
+            if v == PyLiteral::None {
                 continue; // None means "use the default"
             }
             cfg.given.retain(|k| k != key);
@@ -303,7 +166,7 @@ impl AugCfg {
                 "ratio" => cfg.ratio = pair(key, &v, tok)?,
                 "re_prob" => cfg.re_prob = number(key, &v, tok)?,
                 "re_count" => match v {
-                    PyLit::Int(i) if i >= 0 => cfg.re_count = (i as usize).max(1),
+                    PyLiteral::Int(i) if i >= 0 => cfg.re_count = (i as usize).max(1),
                     _ => bail!("aug-cfg re_count: expected a non-negative integer, got `{tok}`"),
                 },
                 "use_timm" => cfg.use_timm = v.truthy(),
@@ -311,9 +174,10 @@ impl AugCfg {
                 "color_jitter_prob" => color_jitter_prob = number(key, &v, tok)?,
                 "color_jitter" => {
                     match &v {
-                        PyLit::Seq(items)
-                            if (3..=4).contains(&items.len())
-                                && items.iter().all(|x| x.num().is_some()) => {}
+                        x if x.items().is_some_and(|items| {
+                            (3..=4).contains(&items.len())
+                                && items.iter().all(|i| i.num().is_some())
+                        }) => {}
                         x if x.num().is_some() => {}
                         _ => bail!(
                             "aug-cfg color_jitter: expected a number or a 3/4-tuple, got `{tok}`"

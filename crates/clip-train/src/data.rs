@@ -30,8 +30,8 @@ use tch::Tensor;
 
 use crate::params::Params;
 use crate::pyfmt::repr_float;
-use crate::pyliteral::PyLiteral;
 use crate::synthetic::Synthetic;
+use clip_data::pyliteral::PyLiteral;
 
 /// Ids the CLIP tokenizer produces (`[0, 49408)`): the text tower must have at least as many.
 const TOKENIZER_VOCAB: i64 = clip_data::tokenizer::VOCAB_SIZE as i64;

@@ -4,7 +4,6 @@ pub mod loss;
 pub mod optimizer;
 pub mod params;
 pub mod pyfmt;
-pub mod pyliteral;
 pub mod scheduler;
 pub mod synthetic;
 pub mod tensorboard;

@@ -11,7 +11,7 @@
 use clap::Parser;
 use serde::Serialize;
 
-use crate::pyliteral::PyLiteral;
+use clip_data::pyliteral::PyLiteral;
 
 #[derive(Parser, Debug, Clone, Serialize)]
 #[command(

@@ -1,5 +1,6 @@
 //! Python literals as `ast.literal_eval` reads them, for `--aug-cfg key=value` values
-//! (`scale=(0.5, 1.0)`, `re_prob=0.4`, `use_timm=True`).
+//! (`scale=(0.5, 1.0)`, `re_prob=0.4`, `use_timm=True`): parsed once here for both the flag
+//! parser (clip-train's params) and the augmentation config ([`crate::transform::AugCfg`]).
 
 use serde::ser::{Serialize, SerializeMap, SerializeSeq, Serializer};
 
@@ -42,10 +43,33 @@ impl PyLiteral {
         }
     }
 
-    pub fn as_f64(&self) -> Option<f64> {
+    /// The value as a number, as Python arithmetic sees it (bools are 0 and 1).
+    pub fn num(&self) -> Option<f64> {
         match self {
+            PyLiteral::Bool(b) => Some(*b as i64 as f64),
             PyLiteral::Int(i) => Some(*i as f64),
             PyLiteral::Float(f) => Some(*f),
+            _ => None,
+        }
+    }
+
+    /// Python's truth value.
+    pub fn truthy(&self) -> bool {
+        match self {
+            PyLiteral::None => false,
+            PyLiteral::Bool(b) => *b,
+            PyLiteral::Int(i) => *i != 0,
+            PyLiteral::Float(f) => *f != 0.0,
+            PyLiteral::Str(s) => !s.is_empty(),
+            PyLiteral::Tuple(v) | PyLiteral::List(v) => !v.is_empty(),
+            PyLiteral::Dict(v) => !v.is_empty(),
+        }
+    }
+
+    /// The items of a tuple or list.
+    pub fn items(&self) -> Option<&[PyLiteral]> {
+        match self {
+            PyLiteral::Tuple(v) | PyLiteral::List(v) => Some(v),
             _ => None,
         }
     }
