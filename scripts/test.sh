@@ -20,4 +20,4 @@ fi
 export CLIP_LARGE_GOLDEN="$golden/convnext_large_d_320.safetensors"
 
 cargo build --workspace --all-targets
-cargo test --workspace -- --test-threads=2
+cargo test --workspace --no-fail-fast -- --test-threads=2
