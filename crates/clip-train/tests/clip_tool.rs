@@ -1,18 +1,9 @@
 //! clip-tool end to end: embed, tokenize and convert against OpenCLIP itself, and bad input.
-use std::path::{Path, PathBuf};
+mod common;
+use common::{get, python, root, tempdir};
 use std::process::{Command, Output};
 
 use tch::{Device, Kind, Tensor};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"))
-}
 
 /// Python with open_clip, the tiny test trunk registered and its config added.
 const PY_PRELUDE: &str = r#"
@@ -55,24 +46,8 @@ fn ok(args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-tool-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
-
 fn rel_err(a: &Tensor, b: &Tensor) -> f64 {
     (a - b).abs().max().double_value(&[]) / b.abs().max().double_value(&[])
-}
-
-fn get(tensors: &[(String, Tensor)], name: &str) -> Tensor {
-    tensors
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("no {name}"))
-        .1
-        .shallow_clone()
 }
 
 #[test]

@@ -1,12 +1,8 @@
 //! clip-train's command line against OpenCLIP's own argparse, and bad flags.
-use std::path::{Path, PathBuf};
+mod common;
+use common::python;
+use std::path::Path;
 use std::process::Command;
-
-fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
-}
 
 #[test]
 fn parses_every_case_as_openclip_does() {

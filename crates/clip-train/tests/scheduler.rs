@@ -1,14 +1,10 @@
 //! The schedules against OpenCLIP's own `open_clip_train.scheduler`, step by step.
-use std::path::{Path, PathBuf};
+mod common;
+use common::python;
+use std::path::Path;
 use std::process::Command;
 
 use clip_train::scheduler::LrSchedule;
-
-fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
-}
 
 #[test]
 fn every_step_matches_openclip() {

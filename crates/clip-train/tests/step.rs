@@ -1,31 +1,13 @@
 //! One training step (ClipLoss → backward → clip_grad_norm → AdamW with OpenCLIP's groups →
 //! logit-scale clamp), twice, against OpenCLIP's on the same weights and batch (fp32, CPU).
-use std::path::{Path, PathBuf};
+mod common;
+use common::{get, python, root};
 use std::process::Command;
 
 use clip_model::{weights, Clip, ClipConfig};
 use clip_train::loss::{clip_loss, LocalOnly};
 use clip_train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use tch::{nn::VarStore, Device, Tensor};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../..")
-}
-
-fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root().join(".venv/bin/python"))
-}
-
-fn get(tensors: &[(String, Tensor)], name: &str) -> Tensor {
-    tensors
-        .iter()
-        .find(|(k, _)| k == name)
-        .unwrap_or_else(|| panic!("no {name}"))
-        .1
-        .shallow_clone()
-}
 
 #[test]
 fn two_steps_match_openclip() {

@@ -1,14 +1,9 @@
 //! Event files written here, read back by TensorBoard's own reader.
-use std::path::{Path, PathBuf};
+mod common;
+use common::python;
 use std::process::Command;
 
 use clip_train::tensorboard::SummaryWriter;
-
-fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
-}
 
 #[test]
 fn tensorboard_reads_our_scalars() {

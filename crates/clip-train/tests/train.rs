@@ -1,6 +1,8 @@
 //! The trainer end to end on the tiny model and synthetic data (CPU, fp32): exact resume from
 //! several stop points, a preemption signal, a corrupt newest checkpoint, run-directory rules.
-use std::path::{Path, PathBuf};
+mod common;
+use common::tempdir;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use tch::Tensor;
@@ -60,13 +62,6 @@ fn ok(args: &[String]) {
         "clip-train failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-train-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
 }
 
 /// The model weights of a checkpoint, sorted by name.

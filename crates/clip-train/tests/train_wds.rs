@@ -2,19 +2,14 @@
 //! exact resume of the data position from mid-epoch and epoch-boundary checkpoints (plain and
 //! resampled + upsampled sources), `--dataset-type auto`, data-flag errors up front, loader errors
 //! stopping the run.
-use std::path::{Path, PathBuf};
+mod common;
+use common::tempdir;
+use std::path::Path;
 use std::process::{Command, Output};
 
 use tch::Tensor;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
-
-fn tempdir(tag: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("clip-train-wds-{tag}-{}", std::process::id()));
-    let _ = std::fs::remove_dir_all(&d);
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// `clip_tiny_test` with the CLIP tokenizer's 49408 ids (real captions index up to 49407).
 fn model_json(dir: &Path) -> String {
