@@ -1,11 +1,9 @@
 //! The trainer end to end on the tiny model and synthetic data (CPU, fp32): exact resume from
 //! several stop points, a preemption signal, a corrupt newest checkpoint, run-directory rules.
 mod common;
-use common::tempdir;
+use common::{assert_bitwise_equal, ok, run, stopped_copy, tempdir};
 use std::path::Path;
-use std::process::{Command, Output};
-
-use tch::Tensor;
+use std::process::Command;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
@@ -45,54 +43,6 @@ fn base_args(logs: &Path, name: &str) -> Vec<String> {
     .map(|s| s.to_string())
     .chain([logs.display().to_string()])
     .collect()
-}
-
-fn run(args: &[String]) -> Output {
-    let out = Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run clip-train");
-    out
-}
-
-fn ok(args: &[String]) {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "clip-train failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
-/// The model weights of a checkpoint, sorted by name.
-fn weights(path: &Path) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = Tensor::read_safetensors(path).unwrap();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn assert_bitwise_equal(a: &Path, b: &Path) {
-    let (a, b) = (weights(a), weights(b));
-    assert_eq!(a.len(), b.len());
-    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
-        assert_eq!(ka, kb);
-        assert!(ta.equal(tb), "{ka} differs");
-    }
-}
-
-/// A run dir holding only the checkpoints of `full` up to `step` (and its log), as if the run
-/// had stopped right after saving that step.
-fn stopped_copy(full: &Path, dir: &Path, step: i64) {
-    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
-    std::fs::copy(full.join("out.log"), dir.join("out.log")).unwrap();
-    for e in std::fs::read_dir(full.join("checkpoints")).unwrap() {
-        let p = e.unwrap().path();
-        let name = p.file_name().unwrap().to_string_lossy().into_owned();
-        let s = clip_train::checkpoint::peek_state(&p).unwrap().step;
-        if s <= step {
-            std::fs::copy(&p, dir.join("checkpoints").join(name)).unwrap();
-        }
-    }
 }
 
 #[test]

@@ -3,28 +3,13 @@
 //! resampled + upsampled sources), `--dataset-type auto`, data-flag errors up front, loader errors
 //! stopping the run.
 mod common;
-use common::tempdir;
+use common::{assert_bitwise_equal, ok, run, stopped_copy, tempdir, weights};
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Command;
 
 use tch::Tensor;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
-
-/// `clip_tiny_test` with the CLIP tokenizer's 49408 ids (real captions index up to 49407).
-fn model_json(dir: &Path) -> String {
-    let path = dir.join("clip_tiny_wds.json");
-    let mut cfg: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/clip_tiny_test.json"),
-        )
-        .unwrap(),
-    )
-    .unwrap();
-    cfg["text_cfg"]["vocab_size"] = 49408.into();
-    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
-    path.display().to_string()
-}
 
 const COLOURS: [(&str, [u8; 3]); 4] = [
     ("red", [220, 30, 30]),
@@ -146,55 +131,6 @@ fn args(model: &str, data: &str, logs: &Path, name: &str, extra: &[&str]) -> Vec
     v
 }
 
-fn run(args: &[String]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("run clip-train")
-}
-
-fn ok(args: &[String]) -> Output {
-    let out = run(args);
-    assert!(
-        out.status.success(),
-        "clip-train failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out
-}
-
-fn weights(path: &Path) -> Vec<(String, Tensor)> {
-    let mut v: Vec<(String, Tensor)> = Tensor::read_safetensors(path).unwrap();
-    v.sort_by(|a, b| a.0.cmp(&b.0));
-    v
-}
-
-fn assert_bitwise_equal(a: &Path, b: &Path) {
-    let (wa, wb) = (weights(a), weights(b));
-    assert_eq!(wa.len(), wb.len());
-    for ((ka, ta), (kb, tb)) in wa.iter().zip(&wb) {
-        assert_eq!(ka, kb);
-        assert!(
-            ta.equal(tb),
-            "{ka} differs between {} and {}",
-            a.display(),
-            b.display()
-        );
-    }
-}
-
-/// A run dir holding only the checkpoints of `full` up to `step` (and its log).
-fn stopped_copy(full: &Path, dir: &Path, step: i64) {
-    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
-    std::fs::copy(full.join("out.log"), dir.join("out.log")).unwrap();
-    for e in std::fs::read_dir(full.join("checkpoints")).unwrap() {
-        let p = e.unwrap().path();
-        if clip_train::checkpoint::peek_state(&p).unwrap().step <= step {
-            std::fs::copy(&p, dir.join("checkpoints").join(p.file_name().unwrap())).unwrap();
-        }
-    }
-}
-
 /// Runs `full`, then for each stop step a copy of its checkpoints up to there resumed with
 /// `--resume latest`: the final weights must be bitwise the full run's.
 fn check_resume(base: impl Fn(&str) -> Vec<String>, logs: &Path, stops: &[i64], last: &str) {
@@ -220,22 +156,14 @@ fn check_resume(base: impl Fn(&str) -> Vec<String>, logs: &Path, stops: &[i64], 
 #[test]
 fn webdataset_resume_mid_epoch_and_at_epoch_boundary_is_bitwise_the_uninterrupted_run() {
     let dir = tempdir("resume");
-    let model = model_json(&dir);
+    let model = "clip_tiny";
     let shards = dir.join("shards");
     make_shards(&dir, &shards, 64, 16, 0);
     let data = format!("{}/{{00000..00003}}.tar", shards.display());
     let logs = dir.join("logs");
     // 64 samples (from sizes.json: no --train-num-samples), batch 8, 2 workers: 8 batches per
     // epoch (4 per worker); 16 steps.
-    let base = |name: &str| {
-        args(
-            &model,
-            &data,
-            &logs,
-            name,
-            &["--dataset-type", "webdataset"],
-        )
-    };
+    let base = |name: &str| args(model, &data, &logs, name, &["--dataset-type", "webdataset"]);
     check_resume(base, &logs, &[3, 8, 12, 15], "epoch_2.safetensors");
 
     let full = logs.join("full");
@@ -285,7 +213,7 @@ fn webdataset_resume_mid_epoch_and_at_epoch_boundary_is_bitwise_the_uninterrupte
 #[test]
 fn resampled_upsampled_sources_with_auto_type_resume_exactly() {
     let dir = tempdir("resampled");
-    let model = model_json(&dir);
+    let model = "clip_tiny";
     let (a, b) = (dir.join("a"), dir.join("b"));
     make_shards(&dir, &a, 40, 20, 0);
     make_shards(&dir, &b, 20, 20, 1);
@@ -298,7 +226,7 @@ fn resampled_upsampled_sources_with_auto_type_resume_exactly() {
     let logs = dir.join("logs");
     let base = |name: &str| {
         let mut a = args(
-            &model,
+            model,
             &data,
             &logs,
             name,
@@ -324,7 +252,7 @@ fn resampled_upsampled_sources_with_auto_type_resume_exactly() {
 #[test]
 fn data_flag_errors_are_one_line_exit_2_and_write_nothing() {
     let dir = tempdir("flags");
-    let model = model_json(&dir);
+    let model = "clip_tiny";
     let shards = dir.join("shards");
     make_shards(&dir, &shards, 8, 4, 0);
     let data = format!("{}/{{00000..00001}}.tar", shards.display());
@@ -339,28 +267,28 @@ fn data_flag_errors_are_one_line_exit_2_and_write_nothing() {
     };
     refused(
         "aug",
-        &model,
+        model,
         &data,
         &["--aug-cfg", "scale=(0.5, 1.0)", "sclae=(0.5, 1.0)"],
         "sclae",
     );
     refused(
         "augval",
-        &model,
+        model,
         &data,
         &["--aug-cfg", "re_prob=2"],
         "re_prob",
     );
     refused(
         "up",
-        &model,
+        model,
         &data,
         &["--train-data-upsampling-factors", "2"],
         "--dataset-resampled",
     );
     refused(
         "mean",
-        &model,
+        model,
         &data,
         &["--image-mean", "0.5", "0.5"],
         "--image-mean",
@@ -368,14 +296,14 @@ fn data_flag_errors_are_one_line_exit_2_and_write_nothing() {
     refused("vocab", "clip_tiny_test", &data, &[], "vocab_size");
     refused(
         "missing",
-        &model,
+        model,
         &format!("{}/{{00000..00002}}.tar", shards.display()),
         &[],
         "00002.tar",
     );
     refused(
         "auto",
-        &model,
+        model,
         &format!("{}/train.parquet", shards.display()),
         &[],
         "dataset type",
@@ -388,7 +316,7 @@ fn data_flag_errors_are_one_line_exit_2_and_write_nothing() {
     }
     refused(
         "nosize",
-        &model,
+        model,
         &format!("{}/{{00000..00001}}.tar", bare.display()),
         &[],
         "--train-num-samples",
@@ -399,7 +327,7 @@ fn data_flag_errors_are_one_line_exit_2_and_write_nothing() {
 #[test]
 fn shards_without_a_usable_sample_stop_the_run_with_the_loaders_error() {
     let dir = tempdir("bad");
-    let model = model_json(&dir);
+    let model = "clip_tiny";
     for s in 0..2 {
         let members: Vec<(String, Vec<u8>)> = (0..6)
             .flat_map(|i| {
@@ -415,7 +343,7 @@ fn shards_without_a_usable_sample_stop_the_run_with_the_loaders_error() {
     let logs = dir.join("logs");
     let data = format!("{}/{{00000..00001}}.tar", dir.display());
     let out = run(&args(
-        &model,
+        model,
         &data,
         &logs,
         "bad",
@@ -433,11 +361,11 @@ fn shards_without_a_usable_sample_stop_the_run_with_the_loaders_error() {
 #[test]
 fn a_stalled_source_stops_the_run_after_the_no_progress_timeout() {
     let dir = tempdir("stall");
-    let model = model_json(&dir);
+    let model = "clip_tiny";
     let logs = dir.join("logs");
     // Two sources that produce nothing for a minute.
     let a = args(
-        &model,
+        model,
         "pipe:sleep 6{0..1}",
         &logs,
         "stall",
@@ -463,13 +391,13 @@ fn a_stalled_source_stops_the_run_after_the_no_progress_timeout() {
 #[test]
 fn aug_cfg_and_image_mean_std_reach_the_transform() {
     let dir = tempdir("aug");
-    let model = model_json(&dir);
+    let model = "clip_tiny";
     let shards = dir.join("shards");
     make_shards(&dir, &shards, 32, 16, 0);
     let data = format!("{}/{{00000..00001}}.tar", shards.display());
     let logs = dir.join("logs");
     let one_epoch = |name: &str, extra: &[&str]| {
-        let mut a = args(&model, &data, &logs, name, extra);
+        let mut a = args(model, &data, &logs, name, extra);
         let i = a.iter().position(|x| x == "--epochs").unwrap();
         a[i + 1] = "1".into();
         let out = ok(&a);

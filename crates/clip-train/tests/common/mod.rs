@@ -3,6 +3,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 
 use tch::Tensor;
 
@@ -34,4 +35,54 @@ pub fn get(tensors: &[(String, Tensor)], name: &str) -> Tensor {
         .unwrap_or_else(|| panic!("no {name}"))
         .1
         .shallow_clone()
+}
+
+/// Runs the clip-train binary.
+pub fn run(args: &[String]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_clip-train"))
+        .args(args)
+        .output()
+        .expect("run clip-train")
+}
+
+pub fn ok(args: &[String]) -> Output {
+    let out = run(args);
+    assert!(
+        out.status.success(),
+        "clip-train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn weights(path: &Path) -> Vec<(String, Tensor)> {
+    let mut v: Vec<(String, Tensor)> = Tensor::read_safetensors(path).unwrap();
+    v.sort_by(|a, b| a.0.cmp(&b.0));
+    v
+}
+
+pub fn assert_bitwise_equal(a: &Path, b: &Path) {
+    let (wa, wb) = (weights(a), weights(b));
+    assert_eq!(wa.len(), wb.len());
+    for ((ka, ta), (kb, tb)) in wa.iter().zip(&wb) {
+        assert_eq!(ka, kb);
+        assert!(
+            ta.equal(tb),
+            "{ka} differs between {} and {}",
+            a.display(),
+            b.display()
+        );
+    }
+}
+
+/// A run dir holding only the checkpoints of `full` up to `step` (and its log).
+pub fn stopped_copy(full: &Path, dir: &Path, step: i64) {
+    std::fs::create_dir_all(dir.join("checkpoints")).unwrap();
+    std::fs::copy(full.join("out.log"), dir.join("out.log")).unwrap();
+    for e in std::fs::read_dir(full.join("checkpoints")).unwrap() {
+        let p = e.unwrap().path();
+        if clip_train::checkpoint::peek_state(&p).unwrap().step <= step {
+            std::fs::copy(&p, dir.join("checkpoints").join(p.file_name().unwrap())).unwrap();
+        }
+    }
 }
