@@ -50,20 +50,24 @@ opt = torch.optim.AdamW(m.parameters(), lr=1e-3, betas=(0.9, 0.98))
 sd = collections.OrderedDict([("module.visual.head.weight", m.w.data), ("module.visual.head.bias", m.b.data), ("module.logit_scale", m.s.data)])
 torch.save({"epoch": 7, "name": "run", "state_dict": sd, "optimizer": opt.state_dict()}, sys.argv[1])
 torch.save(collections.OrderedDict((k[len("module."):], v) for k, v in sd.items()), sys.argv[2])
-torch.save(sd, sys.argv[3] + ".ref.pt")
 "#;
+
+/// An OpenCLIP-style `epoch_7.pt` (DDP keys, AdamW state) at `epoch` and the same weights as a
+/// plain state dict at `plain`, both written by real torch.save.
+fn make_checkpoints(epoch: &Path, plain: &Path) {
+    let code = format!(
+        "import sys; sys.argv = ['x', '{}', '{}']\n{MAKE_EPOCH_PT}",
+        epoch.display(),
+        plain.display()
+    );
+    run_python(&code);
+}
 
 #[test]
 fn reads_openclip_epoch_checkpoints_and_plain_state_dicts() {
     let dir = tempdir();
     let (epoch, plain) = (dir.join("epoch_7.pt"), dir.join("model.bin"));
-    let code = format!(
-        "import sys; sys.argv = ['x', '{}', '{}', '{}']\n{MAKE_EPOCH_PT}",
-        epoch.display(),
-        plain.display(),
-        dir.join("r").display()
-    );
-    run_python(&code);
+    make_checkpoints(&epoch, &plain);
     let a = read_state_dict(&epoch).unwrap();
     let b = read_state_dict(&plain).unwrap();
     let names = |v: &[(String, Tensor)]| {
@@ -174,13 +178,7 @@ fn truncated_and_foreign_files_are_clear_errors() {
 fn truncated_torch_zip_is_a_clear_error() {
     let dir = tempdir();
     let (epoch, plain) = (dir.join("epoch_1.pt"), dir.join("p.bin"));
-    let code = format!(
-        "import sys; sys.argv = ['x', '{}', '{}', '{}']\n{MAKE_EPOCH_PT}",
-        epoch.display(),
-        plain.display(),
-        dir.join("r").display()
-    );
-    run_python(&code);
+    make_checkpoints(&epoch, &plain);
     let bytes = std::fs::read(&epoch).unwrap();
     std::fs::write(&epoch, &bytes[..bytes.len() - 300]).unwrap();
     let err = format!("{:#}", read_state_dict(&epoch).unwrap_err());
