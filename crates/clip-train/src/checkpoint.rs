@@ -170,7 +170,11 @@ fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
 
 /// The training state of a checkpoint, from its header only (no verification).
 pub fn peek_state(path: &Path) -> Result<TrainState> {
-    let meta = read_metadata(path)?;
+    state_of(path, &read_metadata(path)?)
+}
+
+/// The training state in a checkpoint's header metadata.
+fn state_of(path: &Path, meta: &HashMap<String, String>) -> Result<TrainState> {
     if meta.get("format").map(String::as_str) != Some(FORMAT) {
         bail!("{}: not a clip-train checkpoint", path.display());
     }
@@ -184,7 +188,7 @@ pub fn peek_state(path: &Path) -> Result<TrainState> {
 /// Reads a checkpoint and verifies its checksum.
 pub fn load(path: &Path) -> Result<Loaded> {
     let meta = read_metadata(path)?;
-    let state = peek_state(path)?;
+    let state = state_of(path, &meta)?;
     let want = meta
         .get("crc32")
         .ok_or_else(|| anyhow!("{}: no checksum", path.display()))?;
