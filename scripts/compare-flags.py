@@ -45,6 +45,9 @@ CASES = [
      "--lock-text-unlocked-layers", "1", "--seed", "-3", "--device", "cpu",
      "--dist-url", "tcp://host:1234", "--remote-sync", "s3://x/y", "--remote-sync-protocol", "fsspec"],
     ["--batch-s", "32", "--grad-clip", "1.0"],  # unique prefixes, as argparse allows
+    # A repeated flag: the last value wins (lists too).
+    ["--batch-size", "8", "--lr", "1e-3", "--batch-size", "4", "--aug-cfg", "re_prob=0.1",
+     "--aug-cfg", "re_count=2", "--image-mean", "0.1", "0.2", "0.3", "--image-mean", "0", "0", "0"],
 ]
 
 OURS_ONLY = {"save_every_n_steps"}

@@ -80,6 +80,44 @@ impl Clip {
         self.params.iter().map(|(_, t)| t.numel() as i64).sum()
     }
 
+    /// OpenCLIP's `lock_image_tower()` (LiT) with no unlocked groups: the timm trunk's parameters
+    /// stop requiring gradients; the projection head stays trainable.
+    pub fn lock_image_tower(&self) {
+        self.freeze(|k| k.starts_with("visual.trunk."));
+    }
+
+    /// OpenCLIP's `lock_text_tower(unlocked_layers)`: the text tower's parameters stop requiring
+    /// gradients except the last `unlocked_layers` of its groups, which are, in order: the
+    /// embeddings, each residual block but the last, the last block with `ln_final`, and
+    /// `text_projection`.
+    pub fn lock_text_tower(&self, unlocked_layers: usize) {
+        let layers = self.cfg.text.layers as usize;
+        let group = |k: &str| -> Option<usize> {
+            if k == "token_embedding.weight" || k == "positional_embedding" {
+                return Some(0);
+            }
+            if let Some(rest) = k.strip_prefix("transformer.resblocks.") {
+                let i: usize = rest.split('.').next()?.parse().ok()?;
+                return Some(1 + i.min(layers - 1));
+            }
+            if k.starts_with("ln_final.") {
+                return Some(layers);
+            }
+            (k == "text_projection").then_some(layers + 1)
+        };
+        let groups = layers + 2 - usize::from(!self.cfg.text.projection);
+        let first_unlocked = groups.saturating_sub(unlocked_layers);
+        self.freeze(|k| group(k).is_some_and(|g| g < first_unlocked));
+    }
+
+    fn freeze(&self, which: impl Fn(&str) -> bool) {
+        for (k, t) in &self.params {
+            if which(k) {
+                let _ = t.shallow_clone().set_requires_grad(false);
+            }
+        }
+    }
+
     /// Per-block gradient checkpointing in both towers (OpenCLIP's `set_grad_checkpointing`).
     pub fn set_grad_checkpointing(&self, enable: bool) {
         self.visual.trunk.set_grad_checkpointing(enable);

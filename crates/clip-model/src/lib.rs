@@ -15,6 +15,7 @@
 pub mod clip;
 pub mod config;
 pub mod convnext;
+pub mod flops;
 pub mod layers;
 pub mod timm_model;
 pub mod transformer;

@@ -242,6 +242,24 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
     found.into_iter().map(|(_, p)| p).collect()
 }
 
+/// Removes the temp files of checkpoint writes that never finished (the writer was killed between
+/// creating and renaming them: `weights::write_atomically` names them `.NAME.tmp-PID`); returns
+/// their paths. They are never loaded, only wasted space.
+pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
+    let Ok(rd) = std::fs::read_dir(dir) else {
+        return vec![];
+    };
+    rd.filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| {
+            p.file_name().is_some_and(|n| {
+                let n = n.to_string_lossy();
+                n.starts_with('.') && n.contains(".safetensors.tmp-")
+            })
+        })
+        .filter(|p| std::fs::remove_file(p).is_ok())
+        .collect()
+}
+
 /// `--resume latest`: the newest checkpoint in `dir` that verifies, with a warning (through
 /// `warn`) for each newer one skipped; None when there is none (start fresh, as OpenCLIP does).
 pub fn load_latest(dir: &Path, mut warn: impl FnMut(String)) -> Option<(PathBuf, Loaded)> {

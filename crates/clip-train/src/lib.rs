@@ -1,10 +1,12 @@
 pub mod checkpoint;
 pub mod data;
 pub mod loss;
+pub mod metrics;
 pub mod optimizer;
 pub mod params;
 pub mod pyfmt;
 pub mod scheduler;
+pub mod step;
 pub mod synthetic;
 pub mod tensorboard;
 pub mod tool;

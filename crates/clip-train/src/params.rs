@@ -19,7 +19,9 @@ use clip_data::pyliteral::PyLiteral;
     version,
     about = "Train CLIP models: OpenCLIP's training launcher, in Rust on libtorch.",
     allow_negative_numbers = true,
-    infer_long_args = true
+    infer_long_args = true,
+    // argparse lets a repeated flag override the earlier value.
+    args_override_self = true
 )]
 pub struct Params {
     /// Path to file(s) with training data. When using webdataset, multiple datasources can be combined using the `::` separator.
@@ -158,10 +160,10 @@ pub struct Params {
     #[arg(long = "lock-image-freeze-bn-stats")]
     pub lock_image_freeze_bn_stats: bool,
     /// Override default image mean value of dataset
-    #[arg(long = "image-mean", num_args = 1..)]
+    #[arg(long = "image-mean", num_args = 1.., action = clap::ArgAction::Set)]
     pub image_mean: Option<Vec<f64>>,
     /// Override default image std deviation of of dataset
-    #[arg(long = "image-std", num_args = 1..)]
+    #[arg(long = "image-std", num_args = 1.., action = clap::ArgAction::Set)]
     pub image_std: Option<Vec<f64>>,
     /// Override default image resize interpolation
     #[arg(long = "image-interpolation", value_parser = ["bicubic", "bilinear", "random"])]
@@ -170,7 +172,7 @@ pub struct Params {
     #[arg(long = "image-resize-mode", value_parser = ["shortest", "longest", "squash"])]
     pub image_resize_mode: Option<String>,
     /// Augmentation settings, `key=value` with a Python-literal value (`scale=(0.5, 1.0)`).
-    #[arg(long = "aug-cfg", num_args = 0.., value_name = "KEY=VALUE", value_parser = parse_kwarg)]
+    #[arg(long = "aug-cfg", num_args = 0.., action = clap::ArgAction::Set, value_name = "KEY=VALUE", value_parser = parse_kwarg)]
     #[serde(serialize_with = "serialize_kwargs")]
     pub aug_cfg: Vec<(String, PyLiteral)>,
     /// Enable gradient checkpointing.
@@ -186,7 +188,7 @@ pub struct Params {
     #[arg(long = "force-context-length")]
     pub force_context_length: Option<i64>,
     /// Override default image size
-    #[arg(long = "force-image-size", num_args = 1..)]
+    #[arg(long = "force-image-size", num_args = 1.., action = clap::ArgAction::Set)]
     pub force_image_size: Option<Vec<i64>>,
     /// Force use of QuickGELU activation for non-OpenAI transformer models.
     #[arg(long = "force-quick-gelu")]

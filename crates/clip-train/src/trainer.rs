@@ -18,15 +18,17 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clip_model::{weights, Clip, ClipConfig};
-use tch::{nn::VarStore, Kind};
+use tch::nn::VarStore;
 
 use crate::checkpoint::{self, TrainState};
 use crate::data::TrainData;
-use crate::loss::{clip_loss, LocalOnly};
+use crate::loss::{LocalOnly, LossLayout};
+use crate::metrics::{peak_flops, Progress};
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::Params;
 use crate::pyfmt::{alt_g, repr_float};
 use crate::scheduler::LrSchedule;
+use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
 
 /// Exit status after a preemption signal made the run checkpoint and stop: slurm scripts
@@ -38,13 +40,13 @@ pub const EXIT_PREEMPTED: i32 = 75;
 const NOT_YET: &[&str] = &[
     "val_data", "val_num_samples",
     "imagenet_val", "imagenet_v2", "cache_dir", "log_local", "momentum", "opt", "use_bn_sync",
-    "skip_scheduler", "pretrained_image", "lock_image", "lock_image_unlocked_groups",
-    "lock_image_freeze_bn_stats", "image_interpolation", "image_resize_mode", "local_loss",
-    "gather_with_grad", "force_context_length", "force_image_size", "force_quick_gelu",
+    "skip_scheduler", "pretrained_image", "lock_image_unlocked_groups",
+    "image_interpolation", "image_resize_mode",
+    "force_context_length", "force_image_size", "force_quick_gelu",
     "force_patch_dropout", "force_custom_text", "torchscript", "torchcompile", "trace",
-    "accum_freq", "dist_url", "dist_backend", "wandb_notes", "copy_codebase",
-    "horovod", "ddp_static_graph", "no_set_device_rank", "lock_text", "lock_text_unlocked_layers",
-    "lock_text_freeze_layer_norm", "remote_sync", "distill_model", "distill_pretrained",
+    "dist_url", "dist_backend", "wandb_notes", "copy_codebase",
+    "horovod", "ddp_static_graph", "no_set_device_rank",
+    "remote_sync", "distill_model", "distill_pretrained",
     "use_bnb_linear", "siglip", "loss_dist_impl",
 ];
 
@@ -72,6 +74,12 @@ fn check_supported(p: &Params) -> Result<()> {
     if p.batch_size < 1 || p.epochs < 1 || p.workers < 0 || p.warmup < 0 {
         bail!("--batch-size and --epochs must be at least 1, --workers and --warmup at least 0");
     }
+    if p.accum_freq < 1 {
+        bail!("--accum-freq must be at least 1");
+    }
+    if p.lock_text_unlocked_layers < 0 {
+        bail!("--lock-text-unlocked-layers must be at least 0");
+    }
     if p.save_every_n_steps.is_some_and(|n| n < 1) {
         bail!("--save-every-n-steps must be at least 1");
     }
@@ -90,11 +98,13 @@ fn preemption_flag() -> Result<Arc<AtomicBool>> {
 /// `out.log` and stderr, in OpenCLIP's `asctime | LEVEL | message` format.
 struct Log {
     file: std::fs::File,
+    progress: Progress,
 }
 
 impl Log {
     fn line(&mut self, level: &str, msg: &str) {
         let line = format!("{} | {level} | {msg}", timestamp());
+        self.progress.clear();
         eprintln!("{line}");
         let _ = writeln!(self.file, "{line}");
     }
@@ -172,7 +182,14 @@ pub fn validate(p: &Params) -> Result<()> {
     check_supported(p)?;
     crate::tool::parse_device(&p.device)?;
     let cfg = ClipConfig::load(&p.model)?;
-    TrainData::new(p, &cfg)?;
+    let data = TrainData::new(p, &cfg)?;
+    if data.batches_per_epoch < p.accum_freq {
+        bail!(
+            "--accum-freq {} needs at least that many batches per epoch; the data gives {}",
+            p.accum_freq,
+            data.batches_per_epoch
+        );
+    }
     if let Some(path) = p.resume.as_deref().filter(|r| *r != "latest") {
         if !Path::new(path).is_file() {
             bail!("--resume {path}: no such checkpoint");
@@ -227,6 +244,7 @@ pub fn run(mut p: Params) -> Result<i32> {
             .create(true)
             .append(true)
             .open(&log_path)?,
+        progress: Progress::new(),
     };
     std::fs::write(
         run_dir.join("params.txt"),
@@ -252,10 +270,26 @@ pub fn run(mut p: Params) -> Result<i32> {
         log.info(&format!("Loaded pretrained weights from {}", p.pretrained));
     }
     model.set_grad_checkpointing(p.grad_checkpointing);
+    if p.lock_image {
+        // ConvNeXt has no BatchNorm: --lock-image-freeze-bn-stats has nothing to freeze.
+        model.lock_image_tower();
+    }
+    if p.lock_text {
+        // OpenCLIP 3.3.0 asserts --lock-text-freeze-layer-norm (LayerNorms are locked like
+        // every other weight either way); clip-train locks them without asking for the flag.
+        model.lock_text_tower(p.lock_text_unlocked_layers as usize);
+    }
+    let trainable: Vec<(String, tch::Tensor)> = model
+        .named_parameters()
+        .iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
     log.info(&format!(
-        "Model {}: {} parameters",
+        "Model {}: {} parameters ({} trainable)",
         p.model,
-        model.parameter_count()
+        model.parameter_count(),
+        trainable.iter().map(|(_, t)| t.numel() as i64).sum::<i64>()
     ));
 
     let adamw = AdamWConfig {
@@ -264,14 +298,16 @@ pub fn run(mut p: Params) -> Result<i32> {
         eps: p.eps.unwrap_or(1e-8),
         weight_decay: p.wd,
     };
-    let mut opt = AdamW::new(model.named_parameters(), adamw);
+    let mut opt = AdamW::new(&trainable, adamw);
 
     // Data: the epoch plan (OpenCLIP's arithmetic) fixes the schedule's length.
     let data = TrainData::new(&p, &cfg)?;
     for w in &data.warnings {
         log.warn(w);
     }
-    let batches_per_epoch = data.batches_per_epoch;
+    // OpenCLIP's `num_batches_per_epoch = dataloader.num_batches // accum_freq`: optimizer steps.
+    let accum = p.accum_freq;
+    let batches_per_epoch = data.batches_per_epoch / accum;
     let samples_per_epoch = data.samples_per_epoch;
     log.info(&format!(
         "Data: {} ({batches_per_epoch} batches of {} = {samples_per_epoch} samples per epoch)",
@@ -302,6 +338,12 @@ pub fn run(mut p: Params) -> Result<i32> {
         step_in_epoch: 0,
         data_position: serde_json::Value::Null,
     };
+    for stale in checkpoint::remove_stale_temp_files(&ckpt_dir) {
+        log.warn(&format!(
+            "removed {}: a checkpoint write that never finished",
+            stale.display()
+        ));
+    }
     let loaded = match (&resume_path, p.resume.as_deref()) {
         (Some(path), _) => Some((path.clone(), checkpoint::load(path)?)),
         (None, Some("latest")) => {
@@ -332,6 +374,16 @@ pub fn run(mut p: Params) -> Result<i32> {
 
     let preempted = preemption_flag()?;
     let autocast = matches!(p.precision.as_str(), "amp_bf16" | "amp_bfloat16");
+    let step_opts = StepOptions {
+        autocast: autocast.then_some(device),
+        train: true,
+        layout: LossLayout {
+            local_loss: p.local_loss,
+            gather_with_grad: p.gather_with_grad,
+        },
+    };
+    let flops_per_sample = clip_model::flops::train_flops(&cfg, p.grad_checkpointing);
+    let peak = peak_flops(device, autocast);
     let sample_digits = ((samples_per_epoch + 1) as f64).log10().ceil() as usize;
     let save = |state: &TrainState, file: &str, opt: &AdamW| -> Result<PathBuf> {
         let path = ckpt_dir.join(file);
@@ -342,7 +394,7 @@ pub fn run(mut p: Params) -> Result<i32> {
     while state.epoch < p.epochs {
         let epoch = state.epoch;
         log.info(&format!("Start epoch {epoch}"));
-        let mut batches = data.epoch(epoch, state.step_in_epoch, &state.data_position)?;
+        let mut batches = data.epoch(epoch, state.step_in_epoch * accum, &state.data_position)?;
         let (mut loss_sum, mut loss_n) = (0.0, 0i64);
         let (mut data_t, mut batch_t, mut window) = (0.0f64, 0.0f64, 0i64);
         let mut end = Instant::now();
@@ -350,41 +402,38 @@ pub fn run(mut p: Params) -> Result<i32> {
             // OpenCLIP's step: batches_per_epoch * epoch + i (equal to the optimizer steps taken
             // unless an earlier epoch's shards ran out before its plan).
             let lr = schedule.lr(batches_per_epoch * epoch + state.step_in_epoch);
-            let (images, tokens) = match batches.next_batch() {
-                Some(Ok(b)) => b,
-                Some(Err(e)) => {
-                    log.line("ERROR", &format!("training data: {e:#}"));
-                    return Err(e.context(format!("training data, epoch {epoch}")));
+            let mut micro = Vec::with_capacity(accum as usize);
+            while micro.len() < accum as usize {
+                match batches.next_batch() {
+                    Some(Ok((images, tokens))) => {
+                        micro.push((images.to_device(device), tokens.to_device(device)))
+                    }
+                    Some(Err(e)) => {
+                        log.line("ERROR", &format!("training data: {e:#}"));
+                        return Err(e.context(format!("training data, epoch {epoch}")));
+                    }
+                    None => break,
                 }
-                None => {
-                    // Non-resampled shards ran out before the plan: the epoch ends here, as
-                    // OpenCLIP's does.
-                    log.warn(&format!(
-                        "epoch {epoch} ended after {} of {batches_per_epoch} batches: the shards ran out (--train-num-samples larger than the data?)",
-                        state.step_in_epoch
-                    ));
-                    state.epoch += 1;
-                    state.step_in_epoch = 0;
-                    state.data_position = data.epoch_start(state.epoch);
-                    break;
-                }
-            };
-            // Drop-path masks from a generator seeded by (seed, step): a resumed run draws the
-            // same ones without saving RNG state.
-            tch::manual_seed(p.seed.wrapping_mul(1_000_003).wrapping_add(state.step));
-            let (images, tokens) = (images.to_device(device), tokens.to_device(device));
+            }
+            if micro.len() < accum as usize {
+                // Non-resampled shards ran out before the plan: the epoch ends here (a partial
+                // accumulation is dropped), as OpenCLIP's does.
+                log.warn(&format!(
+                    "epoch {epoch} ended after {} of {batches_per_epoch} batches: the shards ran out (--train-num-samples larger than the data?)",
+                    state.step_in_epoch
+                ));
+                state.epoch += 1;
+                state.step_in_epoch = 0;
+                state.data_position = data.epoch_start(state.epoch);
+                break;
+            }
             data_t += end.elapsed().as_secs_f64();
             opt.zero_grad();
-            let loss = {
-                let _ac = if autocast {
-                    Some(torch_ext::AutocastGuard::new(device, Kind::BFloat16)?)
-                } else {
-                    None
-                };
-                let (img, txt, scale) = model.forward(&images, &tokens, true);
-                clip_loss(&img, &txt, &scale, &LocalOnly)
-            };
-            loss.backward();
+            // Drop-path masks from a generator seeded by (seed, step, micro-batch): a resumed run
+            // draws the same ones without saving RNG state.
+            let base = p.seed.wrapping_mul(1_000_003).wrapping_add(state.step);
+            let seed_of = |j: usize| base.wrapping_add((j as i64).wrapping_mul(1_000_000_007));
+            let loss = forward_backward(&model, &micro, &LocalOnly, &step_opts, &seed_of)?;
             if let Some(max) = p.grad_clip_norm {
                 clip_grad_norm(&opt.params, max);
             }
@@ -397,26 +446,33 @@ pub fn run(mut p: Params) -> Result<i32> {
             if !loss_v.is_finite() {
                 bail!("loss is {loss_v} at step {}: stopping", state.step);
             }
-            loss_sum += loss_v * p.batch_size as f64;
-            loss_n += p.batch_size;
-            batch_t += end.elapsed().as_secs_f64();
+            let step_samples = p.batch_size * accum;
+            loss_sum += loss_v * step_samples as f64;
+            loss_n += step_samples;
+            let step_t = end.elapsed().as_secs_f64();
+            batch_t += step_t;
             window += 1;
             end = Instant::now();
 
             let count = state.step_in_epoch;
+            log.progress.update(
+                epoch,
+                count,
+                batches_per_epoch,
+                loss_v,
+                step_samples as f64 / step_t,
+            );
             if (count - 1) % p.log_every_n_steps.max(1) == 0 || count == batches_per_epoch {
                 let (bt, dt) = (batch_t / window as f64, data_t / window as f64);
-                let sps = p.batch_size as f64 / bt;
-                let scale = model
-                    .named_parameters()
-                    .iter()
-                    .find(|(k, _)| k == "logit_scale")
-                    .map(|(_, t)| t.exp().double_value(&[]))
-                    .unwrap_or(f64::NAN);
+                let sps = step_samples as f64 / bt;
+                let scale = model.logit_scale.exp().double_value(&[]);
                 let avg = loss_sum / loss_n as f64;
+                let mfu = peak
+                    .map(|peak| format!(" MFU: {:.1}%", 100.0 * sps * flops_per_sample / peak))
+                    .unwrap_or_default();
                 log.info(&format!(
-                    "Train Epoch: {epoch} [{:>sample_digits$}/{samples_per_epoch} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}%",
-                    count * p.batch_size,
+                    "Train Epoch: {epoch} [{:>sample_digits$}/{samples_per_epoch} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}%{mfu}",
+                    count * step_samples,
                     100.0 * count as f64 / batches_per_epoch as f64,
                     alt_g(sps, 6), alt_g(sps, 6),
                     alt_g(loss_v, 5), alt_g(avg, 5), alt_g(loss_v, 5), alt_g(avg, 5),

@@ -1,12 +1,13 @@
-//! One training step (ClipLoss → backward → clip_grad_norm → AdamW with OpenCLIP's groups →
+//! One training step (`step::forward_backward` → ClipLoss → backward → clip_grad_norm → AdamW with OpenCLIP's groups →
 //! logit-scale clamp), twice, against OpenCLIP's on the same weights and batch (fp32, CPU).
 mod common;
 use common::{get, python, root};
 use std::process::Command;
 
 use clip_model::{weights, Clip, ClipConfig};
-use clip_train::loss::{clip_loss, LocalOnly};
+use clip_train::loss::{LocalOnly, LossLayout};
 use clip_train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use clip_train::step::{forward_backward, StepOptions};
 use tch::{nn::VarStore, Device, Tensor};
 
 #[test]
@@ -49,9 +50,13 @@ fn two_steps_match_openclip() {
     for (i, lr) in [(1, 1e-2), (2, 5e-3)] {
         opt.zero_grad();
         // The golden turns drop path off; with no other dropout, eval mode is that forward.
-        let (img, txt, scale) = model.forward(&image, &text, false);
-        let loss = clip_loss(&img, &txt, &scale, &LocalOnly);
-        loss.backward();
+        let opts = StepOptions {
+            autocast: None,
+            train: false,
+            layout: LossLayout::default(),
+        };
+        let batch = [(image.shallow_clone(), text.shallow_clone())];
+        let loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();
         let norm = clip_grad_norm(&opt.params, 0.5);
         opt.step(lr);
         model.clamp_logit_scale();
@@ -93,6 +98,62 @@ fn two_steps_match_openclip() {
                     "step {i} {k}: zero-gradient elements moved {worst}"
                 );
             }
+        }
+    }
+}
+
+/// `--accum-freq K`: K micro-batches through the feature cache give the gradient of one K× batch
+/// (every parameter, logit_scale included) and its loss.
+#[test]
+fn accum_freq_gradient_equals_one_k_times_batch() {
+    tch::manual_seed(11);
+    let vs = VarStore::new(Device::Cpu);
+    let cfg = ClipConfig::load("clip_tiny_test").unwrap();
+    let model = Clip::new(&vs.root(), &cfg).unwrap();
+    let (h, w) = cfg.vision.image_size;
+    let images = Tensor::randn([8, 3, h, w], (tch::Kind::Float, Device::Cpu));
+    let tokens = Tensor::randint_low(
+        1,
+        cfg.text.vocab_size,
+        [8, cfg.text.context_length],
+        (tch::Kind::Int64, Device::Cpu),
+    );
+    let opts = StepOptions {
+        autocast: None,
+        train: false,
+        layout: LossLayout::default(),
+    };
+    let grads = |k: i64| -> (f64, Vec<Tensor>) {
+        for (_, p) in model.named_parameters() {
+            let mut g = p.grad();
+            if g.defined() {
+                let _ = g.zero_();
+            }
+        }
+        let b = 8 / k;
+        let micro: Vec<(Tensor, Tensor)> = (0..k)
+            .map(|j| (images.narrow(0, j * b, b), tokens.narrow(0, j * b, b)))
+            .collect();
+        let loss = forward_backward(&model, &micro, &LocalOnly, &opts, &|_| 0).unwrap();
+        let g = model
+            .named_parameters()
+            .iter()
+            .map(|(_, p)| p.grad().copy())
+            .collect();
+        (loss.double_value(&[]), g)
+    };
+    let (want_loss, want) = grads(1);
+    for k in [2, 4] {
+        let (loss, got) = grads(k);
+        assert!(
+            (loss - want_loss).abs() <= 1e-6 * want_loss,
+            "K={k} loss {loss} vs {want_loss}"
+        );
+        for ((name, _), (g, w)) in model.named_parameters().iter().zip(got.iter().zip(&want)) {
+            let scale = w.abs().max().double_value(&[]);
+            let err = (g - w).abs().max().double_value(&[]) / scale.max(1e-30);
+            assert!(scale > 0.0, "{name} has no gradient");
+            assert!(err <= 1e-5, "K={k} {name}: relative error {err}");
         }
     }
 }

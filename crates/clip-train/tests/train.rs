@@ -187,10 +187,11 @@ fn existing_run_dir_needs_resume_and_missing_resume_path_writes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet: --report-to wandb"));
 
     let mut unsupported = base_args(&logs, "u");
-    unsupported.extend(["--accum-freq".into(), "2".into()]);
+    unsupported.extend(["--lock-image-unlocked-groups".into(), "2".into()]);
     let out = run(&unsupported);
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet: --accum-freq"));
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("not supported yet: --lock-image-unlocked-groups"));
     assert!(!logs.join("u").exists());
     let _ = std::fs::remove_dir_all(&logs);
 }

@@ -134,9 +134,12 @@ struct CheckpointNode : public torch::autograd::Node {
     if (at::autocast::decrement_nesting() == 0) at::autocast::clear_cache();
     before.apply();
 
+    // Frozen parameters (--lock-image / --lock-text) get no gradient: autograd::grad refuses
+    // tensors that do not require one.
     std::vector<at::Tensor> inputs;
     if (x_needs_grad) inputs.push_back(input);
-    for (auto &p : params) inputs.push_back(p);
+    for (auto &p : params)
+      if (p.requires_grad()) inputs.push_back(p);
     torch::autograd::variable_list grads(inputs.size());
     if (!inputs.empty() && y.requires_grad() && grad_out[0].defined()) {
       grads = torch::autograd::grad({y}, inputs, {grad_out[0]}, /*retain_graph=*/false,
@@ -145,7 +148,7 @@ struct CheckpointNode : public torch::autograd::Node {
     torch::autograd::variable_list result;
     size_t i = 0;
     result.push_back(x_needs_grad ? grads[i++] : at::Tensor());
-    for (size_t p = 0; p < params.size(); p++) result.push_back(grads[i++]);
+    for (auto &p : params) result.push_back(p.requires_grad() ? grads[i++] : at::Tensor());
     release_variables();
     return result;
   }

@@ -6,7 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::loss::{clip_loss, LocalOnly};
+use crate::loss::{LocalOnly, LossLayout};
+use crate::step::{forward_backward, StepOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -48,14 +49,13 @@ pub fn run(args: Args) -> Result<()> {
                 let _ = g.zero_();
             }
         }
-        let _autocast = match args.precision.as_str() {
-            "amp_bf16" => Some(torch_ext::AutocastGuard::new(device, Kind::BFloat16)?),
-            _ => None,
+        let opts = StepOptions {
+            autocast: (args.precision == "amp_bf16").then_some(device),
+            train: true,
+            layout: LossLayout::default(),
         };
-        let (img, txt, scale) = model.forward(&images, &tokens, true);
-        let loss = clip_loss(&img, &txt, &scale, &LocalOnly);
-        drop(_autocast);
-        loss.backward();
+        let batch = [(images.shallow_clone(), tokens.shallow_clone())];
+        let _loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0)?;
         if let Device::Cuda(_) = device {
             tch::Cuda::synchronize(0);
         }

@@ -1,0 +1,100 @@
+//! The forward and backward of one optimizer step: the `--accum-freq` micro-batches through the
+//! towers, the contrastive loss over all of them (and, through [`FeatureGather`], over every
+//! rank's), and the feature gradients back through the towers. Leaves the step's gradient in the
+//! parameters' `.grad`; averaging across ranks, clipping and the optimizer come after.
+//!
+//! With one micro-batch this is one forward with grad. With K > 1 it is OpenCLIP's feature cache
+//! (`--accum-freq`): K forwards without grad collect the features, the loss over their
+//! concatenation is computed once ([`clip_loss_backward`]), and each micro-batch is forwarded again
+//! with grad and back-propagated from its slice of the feature gradient. The towers' gradient is
+//! then exactly that of one K× batch — for `logit_scale` too, whose gradient OpenCLIP's loop
+//! accumulates K times (once per micro-batch's loss).
+//!
+//! Both forwards of a micro-batch start from the same RNG seed (`seed_of(j)`), so stochastic depth
+//! draws the same masks in the cached and the recomputed pass.
+
+use anyhow::Result;
+use clip_model::Clip;
+use tch::{Device, Kind, Tensor};
+
+use crate::loss::{clip_loss_backward, FeatureGather, LossLayout};
+
+/// How to run the step's forwards.
+pub struct StepOptions {
+    /// bf16 autocast on this device (`--precision amp_bf16`), or None for fp32.
+    pub autocast: Option<Device>,
+    /// Train-mode forward (stochastic depth on).
+    pub train: bool,
+    pub layout: LossLayout,
+}
+
+/// Forward + backward of one step over `micro` (images, tokens) micro-batches; returns this rank's
+/// loss (detached). `seed_of(j)` seeds the RNG before each forward of micro-batch j.
+pub fn forward_backward(
+    model: &Clip,
+    micro: &[(Tensor, Tensor)],
+    gather: &dyn FeatureGather,
+    opts: &StepOptions,
+    seed_of: &dyn Fn(usize) -> i64,
+) -> Result<Tensor> {
+    let autocast = || -> Result<Option<torch_ext::AutocastGuard>> {
+        opts.autocast
+            .map(|d| torch_ext::AutocastGuard::new(d, Kind::BFloat16))
+            .transpose()
+    };
+    let forward = |j: usize| {
+        tch::manual_seed(seed_of(j));
+        let (images, tokens) = &micro[j];
+        let (img, txt, _) = model.forward(images, tokens, opts.train);
+        (img, txt)
+    };
+    let backward_from = |img: &Tensor, txt: &Tensor, gi: &Tensor, gt: &Tensor| {
+        // The vector-Jacobian product of the towers with the given feature gradients.
+        ((img * gi).sum(Kind::Float) + (txt * gt).sum(Kind::Float)).backward();
+    };
+    if micro.len() == 1 {
+        let (img, txt, grads) = {
+            let _ac = autocast()?;
+            let (img, txt) = forward(0);
+            let grads =
+                clip_loss_backward(&img, &txt, &model.logit_scale.exp(), gather, opts.layout)?;
+            (img, txt, grads)
+        };
+        backward_from(&img, &txt, &grads.image, &grads.text);
+        return Ok(grads.loss);
+    }
+    let (mut imgs, mut txts) = (Vec::new(), Vec::new());
+    for j in 0..micro.len() {
+        let _ac = autocast()?;
+        let (img, txt) = tch::no_grad(|| forward(j));
+        imgs.push(img);
+        txts.push(txt);
+    }
+    let grads = {
+        let _ac = autocast()?;
+        clip_loss_backward(
+            &Tensor::cat(&imgs, 0),
+            &Tensor::cat(&txts, 0),
+            &model.logit_scale.exp(),
+            gather,
+            opts.layout,
+        )?
+    };
+    drop((imgs, txts));
+    let mut row = 0;
+    for j in 0..micro.len() {
+        let b = micro[j].0.size()[0];
+        let (img, txt) = {
+            let _ac = autocast()?;
+            forward(j)
+        };
+        backward_from(
+            &img,
+            &txt,
+            &grads.image.narrow(0, row, b),
+            &grads.text.narrow(0, row, b),
+        );
+        row += b;
+    }
+    Ok(grads.loss)
+}
