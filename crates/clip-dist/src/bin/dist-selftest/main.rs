@@ -1,0 +1,121 @@
+//! One rank of the multi-process tests (`tests/multiprocess.rs`). Rank and world come from the
+//! environment like any launcher's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
+//! CLIP_DIST_TIMEOUT); the mode from the arguments:
+//!
+//! - `collectives OUT`: runs every case of `cases.rs` and saves the results to `OUT.<rank>`;
+//! - `rendezvous`: joins and leaves;
+//! - `train`: all-reduces and heartbeats in a loop under the watchdog until killed;
+//! - `heartbeat STALL_RANK`: heartbeats without collectives under the watchdog; rank STALL_RANK
+//!   (if any) stops after a few steps (the watchdog must name it);
+//! - `stall STALL_RANK`: all-reduces once; rank STALL_RANK sleeps instead (the collective must
+//!   time out naming it).
+//!
+//! Errors go to stderr as one line, exit status `EXIT_DIST_FAILURE`.
+
+mod cases;
+
+use anyhow::{bail, Context, Result};
+use clip_dist::{Backend, Collectives, InitOptions, ReduceOp, WorldInfo};
+use std::time::Duration;
+use tch::{Kind, Tensor};
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("error: {e:#}");
+        std::process::exit(clip_dist::EXIT_DIST_FAILURE);
+    }
+}
+
+fn run() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let world = WorldInfo::from_env()?;
+    let mut dist = clip_dist::init(world, InitOptions::from_env(&world, None, Backend::Cpu)?)?;
+    let rank = world.rank;
+    let arg = |i: usize| args.get(i).with_context(|| format!("missing argument {i}"));
+    match arg(0)?.as_str() {
+        "collectives" => {
+            let out = format!("{}.{rank}", arg(1)?);
+            let results = run_cases(dist.collectives())?;
+            Tensor::save_multi(&results, &out).with_context(|| format!("saving {out}"))?;
+        }
+        "rendezvous" => {}
+        "train" => {
+            dist.start_watchdog(Duration::from_secs(30))?;
+            println!("ready");
+            for step in 0.. {
+                let mut t = Tensor::ones([1000], (Kind::Float, tch::Device::Cpu));
+                dist.collectives().all_reduce(&mut t, ReduceOp::Sum)?;
+                dist.heartbeat(step)?;
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        }
+        "heartbeat" => {
+            let stall: usize = arg(1)?.parse()?;
+            dist.start_watchdog(Duration::from_secs(2))?;
+            println!("ready");
+            for step in 0..2000 {
+                if rank != stall || step < 5 {
+                    dist.heartbeat(step)?;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            bail!("the watchdog did not fire");
+        }
+        "stall" => {
+            let stall: usize = arg(1)?.parse()?;
+            if rank == stall {
+                std::thread::sleep(Duration::from_secs(20));
+                return Ok(());
+            }
+            let mut t = Tensor::ones([10], (Kind::Float, tch::Device::Cpu));
+            dist.collectives().all_reduce(&mut t, ReduceOp::Sum)?;
+        }
+        mode => bail!("unknown mode {mode}"),
+    }
+    dist.shutdown()
+}
+
+/// Every case's results, named `c<index>_<collective>`.
+fn run_cases(c: &dyn Collectives) -> Result<Vec<(String, Tensor)>> {
+    let (rank, world) = (c.rank(), c.world_size());
+    let mut results = Vec::new();
+    for (i, case) in cases::cases(world).iter().enumerate() {
+        let x = cases::input(i, case, rank);
+        for &name in case.collectives {
+            let out = match name {
+                "all_reduce_sum" | "all_reduce_mean" => {
+                    let mut t = x.copy();
+                    let op = if name.ends_with("sum") {
+                        ReduceOp::Sum
+                    } else {
+                        ReduceOp::Mean
+                    };
+                    c.all_reduce(&mut t, op)?;
+                    t
+                }
+                "all_reduce_sum_transposed" => {
+                    let mut t = x.copy().transpose(0, 1);
+                    c.all_reduce(&mut t, ReduceOp::Sum)?;
+                    t.contiguous()
+                }
+                "broadcast_transposed" => {
+                    let mut t = x.copy().transpose(0, 1);
+                    c.broadcast(&mut t, cases::root(i, world))?;
+                    t.contiguous()
+                }
+                "all_gather" => c.all_gather(&x)?,
+                "broadcast" => {
+                    let mut t = x.copy();
+                    c.broadcast(&mut t, cases::root(i, world))?;
+                    t
+                }
+                "reduce_scatter_sum" => c.reduce_scatter(&x, ReduceOp::Sum)?,
+                "reduce_scatter_mean" => c.reduce_scatter(&x, ReduceOp::Mean)?,
+                other => bail!("unknown collective {other}"),
+            };
+            results.push((format!("c{i}_{name}"), out));
+        }
+        c.barrier()?;
+    }
+    Ok(results)
+}

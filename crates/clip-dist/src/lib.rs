@@ -1,0 +1,252 @@
+//! Data-parallel plumbing for clip-train, with OpenCLIP's semantics
+//! (`open_clip_train/distributed.py`): who this process is ([`WorldInfo`]), a rank-0 TCP store
+//! for rendezvous ([`store`]), collectives over tensors behind one trait ([`Collectives`]: CPU
+//! over TCP, NCCL on CUDA, or the trivial world of one), and a watchdog so a dead or hung rank
+//! ends the job instead of hanging it.
+//!
+//! ```no_run
+//! # fn main() -> anyhow::Result<()> {
+//! use clip_dist::{Backend, InitOptions, ReduceOp, WorldInfo};
+//! let world = WorldInfo::from_env()?;
+//! let opts = InitOptions::from_env(&world, None, Backend::Cpu)?;
+//! let mut dist = clip_dist::init(world, opts)?;
+//! dist.start_watchdog(clip_dist::timeout_from_env(|k| std::env::var(k).ok())?)?;
+//! let mut grad = tch::Tensor::ones([4], (tch::Kind::Float, tch::Device::Cpu));
+//! dist.collectives().all_reduce(&mut grad, ReduceOp::Mean)?;
+//! dist.heartbeat(1)?;
+//! dist.shutdown()?;
+//! # Ok(()) }
+//! ```
+
+mod host;
+mod local;
+mod nccl;
+pub mod store;
+mod tcp;
+mod watchdog;
+mod world;
+
+pub use local::LocalCollectives;
+pub use nccl::NcclCollectives;
+pub use store::{RankState, RankStatus, StoreClient, StoreServer};
+pub use tcp::TcpCollectives;
+pub use watchdog::verdict;
+pub use world::{
+    is_using_distributed, is_using_distributed_with, master_from_env, parse_dist_url,
+    timeout_from_env, WorldInfo, DEFAULT_TIMEOUT, LOCAL_RANK_VARS, RANK_VARS, TIMEOUT_VAR,
+    WORLD_SIZE_VARS,
+};
+
+use anyhow::{Context, Result};
+use std::time::Duration;
+use tch::Tensor;
+use watchdog::Watchdog;
+
+/// Exit status of a process ended because the job cannot go on (a rank died or hung, the store
+/// vanished): EX_SOFTWARE, distinct from preemption's 75 so a scheduler does not requeue it
+/// blindly.
+pub const EXIT_DIST_FAILURE: i32 = 70;
+
+/// How a reduction combines ranks' tensors.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ReduceOp {
+    Sum,
+    /// The sum divided by the world size.
+    Mean,
+}
+
+/// Collectives over tensors, the same on every backend. Every rank must make the same calls in
+/// the same order with tensors of the same shape and dtype (f32 and bf16; f64 and i64 too, i64
+/// without mean). Results are bitwise identical on every rank and from run to run.
+pub trait Collectives: Send + Sync {
+    fn rank(&self) -> usize;
+    fn world_size(&self) -> usize;
+    /// In place: every rank ends with the elementwise reduction of all ranks' `t`.
+    fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()>;
+    /// Every rank's `t` concatenated along dim 0 in rank order (a 0-dim `t` gives `[W]`).
+    fn all_gather(&self, t: &Tensor) -> Result<Tensor>;
+    /// `t` is `[W·n, …]`; this rank gets rows `rank·n .. (rank+1)·n` of the elementwise
+    /// reduction of all ranks' `t`.
+    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor>;
+    /// In place: every rank ends with rank `root`'s `t`.
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
+    /// Returns once every rank has called it.
+    fn barrier(&self) -> Result<()>;
+}
+
+/// Which collectives to use.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Backend {
+    /// TCP between processes, tensors staged on the host (gloo's role).
+    Cpu,
+    /// NCCL on `cuda:device_index` (the local rank, as OpenCLIP sets it).
+    Nccl { device_index: usize },
+}
+
+/// How to reach rank 0 and how long to wait for anything.
+#[derive(Clone, Debug)]
+pub struct InitOptions {
+    pub master_addr: String,
+    pub master_port: u16,
+    /// Connecting to the store, the rendezvous, store waits, and each CPU collective read.
+    pub timeout: Duration,
+    pub backend: Backend,
+}
+
+impl InitOptions {
+    /// Rank 0's address from `--dist-url tcp://…` or MASTER_ADDR / MASTER_PORT (not needed, and
+    /// not read, in a world of one), the timeout from `CLIP_DIST_TIMEOUT` (default 1800 s).
+    pub fn from_env(world: &WorldInfo, dist_url: Option<&str>, backend: Backend) -> Result<Self> {
+        let env = |k: &str| std::env::var(k).ok();
+        let (master_addr, master_port) = if world.world_size > 1 {
+            master_from_env(dist_url, env)?
+        } else {
+            ("127.0.0.1".to_string(), 0)
+        };
+        Ok(InitOptions {
+            master_addr,
+            master_port,
+            timeout: timeout_from_env(env)?,
+            backend,
+        })
+    }
+}
+
+/// The network side of a multi-process [`Dist`].
+struct Net {
+    opts: InitOptions,
+    store: StoreClient,
+    /// Rank 0 serves the store.
+    server: Option<StoreServer>,
+}
+
+/// This process's membership in the job: its [`WorldInfo`], the store, the collectives and the
+/// watchdog.
+pub struct Dist {
+    world: WorldInfo,
+    collectives: Box<dyn Collectives>,
+    watchdog: Option<Watchdog>,
+    net: Option<Net>,
+}
+
+/// Joins the job: rank 0 starts the store, every rank connects and waits for all `world_size`
+/// ranks, then the backend connects. A world of one needs no network (and no address).
+pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
+    if world.world_size == 1 {
+        return Ok(Dist {
+            world,
+            collectives: Box::new(LocalCollectives),
+            watchdog: None,
+            net: None,
+        });
+    }
+    let (rank, size) = (world.rank, world.world_size);
+    let server = if rank == 0 {
+        Some(StoreServer::start(opts.master_port, size)?)
+    } else {
+        None
+    };
+    let store = StoreClient::connect(
+        &opts.master_addr,
+        opts.master_port,
+        rank,
+        size,
+        opts.timeout,
+    )?;
+    if let Err(e) = store.rendezvous() {
+        // Rank 0 hosts the store: it stays until the other ranks have their error too.
+        if let Some(server) = &server {
+            drop(store);
+            server.wait_until_all_left(opts.timeout);
+        }
+        return Err(e);
+    }
+    let collectives: Box<dyn Collectives> = match opts.backend {
+        Backend::Cpu => Box::new(TcpCollectives::connect(&store, rank, size, opts.timeout)?),
+        Backend::Nccl { device_index } => {
+            Box::new(NcclCollectives::new(&store, rank, size, device_index)?)
+        }
+    };
+    Ok(Dist {
+        world,
+        collectives,
+        watchdog: None,
+        net: Some(Net {
+            opts,
+            store,
+            server,
+        }),
+    })
+}
+
+impl Dist {
+    pub fn world(&self) -> WorldInfo {
+        self.world
+    }
+
+    pub fn rank(&self) -> usize {
+        self.world.rank
+    }
+
+    pub fn world_size(&self) -> usize {
+        self.world.world_size
+    }
+
+    pub fn collectives(&self) -> &dyn Collectives {
+        &*self.collectives
+    }
+
+    /// The store (`None` in a world of one), for small exchanges of the trainer's own.
+    pub fn store(&self) -> Option<&StoreClient> {
+        self.net.as_ref().map(|n| &n.store)
+    }
+
+    /// Posts this rank's progress for the watchdog; call once per training step (one small
+    /// write, no round trip).
+    pub fn heartbeat(&self, step: u64) -> Result<()> {
+        match &self.net {
+            Some(net) => net.store.heartbeat(step),
+            None => Ok(()),
+        }
+    }
+
+    /// Starts the watchdog thread: about once a second it asks the store, and ends the process
+    /// with [`EXIT_DIST_FAILURE`] and one line on stderr when a rank died, a rank's heartbeat is
+    /// older than `timeout`, or the store is gone.
+    pub fn start_watchdog(&mut self, timeout: Duration) -> Result<()> {
+        let Some(net) = &self.net else {
+            return Ok(());
+        };
+        // Its own connection with a short timeout: a vanished rank 0 must be noticed quickly.
+        let monitor = StoreClient::connect_monitor(
+            &net.opts.master_addr,
+            net.opts.master_port,
+            Duration::from_secs(10).min(net.opts.timeout),
+        )?;
+        self.watchdog = Some(
+            Watchdog::spawn(monitor, timeout, net.server.is_some())
+                .context("starting the watchdog")?,
+        );
+        Ok(())
+    }
+
+    /// Leaves the job cleanly: waits for every rank in a collective barrier (still under the
+    /// watchdog: a NCCL barrier cannot time out), stops the watchdog, waits for every rank at the
+    /// store, and says goodbye so nobody reads this rank's exit as a death. Rank 0 then waits for
+    /// the others to leave before its store goes away. Dropping a `Dist` without this is what a
+    /// crash looks like to the other ranks.
+    pub fn shutdown(mut self) -> Result<()> {
+        let Some(net) = self.net.take() else {
+            return Ok(());
+        };
+        self.collectives.barrier()?;
+        drop(self.watchdog.take());
+        net.store.barrier(self.world.world_size)?;
+        net.store.bye()?;
+        drop(net.store);
+        if let Some(server) = &net.server {
+            server.wait_until_all_left(net.opts.timeout);
+        }
+        Ok(())
+    }
+}

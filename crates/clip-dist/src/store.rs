@@ -1,0 +1,676 @@
+//! A small TCP key-value store hosted by rank 0 (the role of torch's `TCPStore`): rendezvous,
+//! exchanging addresses and the NCCL id, barriers, and — because it holds one connection per
+//! rank — noticing dead ranks and collecting heartbeats for the watchdog.
+//!
+//! Wire format: every message is a frame (`u32` little-endian length, payload); a request is
+//! answered by one reply frame, except `HEARTBEAT`, which is fire-and-forget so a training step
+//! pays no round trip.
+
+use crate::world::fmt_secs;
+use anyhow::{anyhow, bail, Context, Result};
+use std::collections::HashMap;
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+const OP_HELLO: u8 = 1;
+const OP_SET: u8 = 2;
+const OP_GET: u8 = 3;
+const OP_ADD: u8 = 4;
+const OP_WAIT_ALL: u8 = 5;
+const OP_HEARTBEAT: u8 = 6;
+const OP_STATUS: u8 = 7;
+const OP_BYE: u8 = 8;
+
+const REPLY_OK: u8 = 0;
+const REPLY_ERR: u8 = 1;
+const REPLY_VALUE: u8 = 2;
+const REPLY_INT: u8 = 3;
+const REPLY_STATUS: u8 = 4;
+
+const ROLE_RANK: u8 = 0;
+const ROLE_MONITOR: u8 = 1;
+
+/// Frames larger than this are a protocol error (a stray client, not a store message).
+const MAX_FRAME: usize = 1 << 30;
+/// How often a server thread blocked in a wait checks whether its client went away.
+const POLL: Duration = Duration::from_millis(100);
+/// Slack on the client's socket timeout beyond the wait it asked the server for.
+const REPLY_SLACK: Duration = Duration::from_secs(10);
+
+// ---------------------------------------------------------------------------------------------
+// Encoding.
+
+#[derive(Default)]
+struct Enc(Vec<u8>);
+
+impl Enc {
+    fn new(op: u8) -> Self {
+        Enc(vec![op])
+    }
+    fn u8(mut self, v: u8) -> Self {
+        self.0.push(v);
+        self
+    }
+    fn u64(mut self, v: u64) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn i64(mut self, v: i64) -> Self {
+        self.0.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+    fn bytes(self, v: &[u8]) -> Self {
+        let mut s = self.u64(v.len() as u64);
+        s.0.extend_from_slice(v);
+        s
+    }
+}
+
+/// Reads a received frame front to back.
+struct Dec {
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Dec {
+    fn new(buf: Vec<u8>) -> Self {
+        Dec { buf, pos: 0 }
+    }
+    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+        if self.buf.len() - self.pos < n {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                "truncated store message",
+            ));
+        }
+        self.pos += n;
+        Ok(&self.buf[self.pos - n..self.pos])
+    }
+    fn u8(&mut self) -> io::Result<u8> {
+        Ok(self.take(1)?[0])
+    }
+    fn u64(&mut self) -> io::Result<u64> {
+        Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn i64(&mut self) -> io::Result<i64> {
+        Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
+    }
+    fn bytes(&mut self) -> io::Result<&[u8]> {
+        let n = self.u64()? as usize;
+        self.take(n)
+    }
+    fn string(&mut self) -> io::Result<String> {
+        Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+}
+
+fn write_frame(mut w: &TcpStream, payload: &[u8]) -> io::Result<()> {
+    let mut buf = Vec::with_capacity(4 + payload.len());
+    buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+    buf.extend_from_slice(payload);
+    w.write_all(&buf)
+}
+
+fn read_frame(mut r: &TcpStream) -> io::Result<Vec<u8>> {
+    let mut len = [0u8; 4];
+    r.read_exact(&mut len)?;
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "oversized store frame",
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Ok(buf)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Server.
+
+/// Where a rank is, as the store sees it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum RankState {
+    /// Has not connected yet.
+    NotArrived,
+    /// Connected.
+    Alive,
+    /// Said goodbye (`Dist::shutdown`) and may have exited.
+    Finished,
+    /// Its connection closed without a goodbye: the process died.
+    Dead,
+}
+
+impl RankState {
+    fn code(self) -> u8 {
+        match self {
+            RankState::NotArrived => 0,
+            RankState::Alive => 1,
+            RankState::Finished => 2,
+            RankState::Dead => 3,
+        }
+    }
+    fn from_code(c: u8) -> io::Result<Self> {
+        Ok(match c {
+            0 => RankState::NotArrived,
+            1 => RankState::Alive,
+            2 => RankState::Finished,
+            3 => RankState::Dead,
+            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad rank state")),
+        })
+    }
+}
+
+/// One rank's entry in [`StoreClient::status`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RankStatus {
+    pub rank: usize,
+    pub state: RankState,
+    /// The last step passed to `heartbeat`, if any.
+    pub step: Option<u64>,
+    /// Time since its last heartbeat (or since it connected), on rank 0's clock.
+    pub since_heartbeat: Duration,
+}
+
+struct Slot {
+    state: RankState,
+    step: Option<u64>,
+    last_beat: Instant,
+}
+
+struct State {
+    world_size: usize,
+    kv: HashMap<String, Vec<u8>>,
+    ranks: Vec<Slot>,
+    /// A rendezvous error every waiting rank must see (world size mismatch, duplicate rank).
+    failure: Option<String>,
+}
+
+struct Shared {
+    state: Mutex<State>,
+    changed: Condvar,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        // A panicking connection thread must not take the store down with it.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Waits until `ready` gives a value, the deadline passes (None), or the client closes its
+    /// connection (None): a dead client's thread must notice its EOF while it waits.
+    fn wait_for<T>(
+        &self,
+        stream: &TcpStream,
+        deadline: Instant,
+        mut ready: impl FnMut(&State) -> Option<T>,
+    ) -> Option<T> {
+        let mut st = self.lock();
+        loop {
+            if let Some(v) = ready(&st) {
+                return Some(v);
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return None;
+            }
+            st = self
+                .changed
+                .wait_timeout(st, POLL.min(deadline - now))
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+            drop(st);
+            if peer_gone(stream) {
+                return None;
+            }
+            st = self.lock();
+        }
+    }
+}
+
+/// Whether the other end closed (EOF or reset), without consuming anything.
+fn peer_gone(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let mut b = [0u8; 1];
+    let gone = match stream.peek(&mut b) {
+        Ok(0) => true,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
+    };
+    gone || stream.set_nonblocking(false).is_err()
+}
+
+/// The store, served by rank 0 from background threads for the life of the process.
+pub struct StoreServer {
+    port: u16,
+    shared: Arc<Shared>,
+}
+
+impl StoreServer {
+    /// Listens on all interfaces at `port` (0: any free port) for a job of `world_size` ranks.
+    pub fn start(port: u16, world_size: usize) -> Result<Self> {
+        let listener = TcpListener::bind(("0.0.0.0", port))
+            .with_context(|| format!("rank 0 cannot listen for the store on port {port}"))?;
+        let port = listener.local_addr()?.port();
+        let now = Instant::now();
+        let shared = Arc::new(Shared {
+            state: Mutex::new(State {
+                world_size,
+                kv: HashMap::new(),
+                ranks: (0..world_size)
+                    .map(|_| Slot {
+                        state: RankState::NotArrived,
+                        step: None,
+                        last_beat: now,
+                    })
+                    .collect(),
+                failure: None,
+            }),
+            changed: Condvar::new(),
+        });
+        let accept_shared = shared.clone();
+        std::thread::Builder::new()
+            .name("store-accept".into())
+            .spawn(move || {
+                for stream in listener.incoming().flatten() {
+                    let shared = accept_shared.clone();
+                    // A failed spawn only loses that client, which then times out.
+                    let _ = std::thread::Builder::new()
+                        .name("store-conn".into())
+                        .spawn(move || serve(&shared, stream));
+                }
+            })?;
+        Ok(StoreServer { port, shared })
+    }
+
+    /// The port it listens on.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// Waits (up to `timeout`) until no rank is still connected: rank 0 calls this before it
+    /// exits so the others can say goodbye to a store that still exists.
+    pub fn wait_until_all_left(&self, timeout: Duration) {
+        let mut st = self.shared.lock();
+        let deadline = Instant::now() + timeout;
+        while st.ranks.iter().any(|s| s.state == RankState::Alive) {
+            let now = Instant::now();
+            if now >= deadline {
+                return;
+            }
+            st = self
+                .shared
+                .changed
+                .wait_timeout(st, deadline - now)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+/// One client connection, until it closes. A rank connection that closes without `BYE` marks
+/// the rank dead.
+fn serve(shared: &Shared, stream: TcpStream) {
+    let _ = stream.set_nodelay(true);
+    let mut rank: Option<usize> = None;
+    let mut said_bye = false;
+    while let Ok(frame) = read_frame(&stream) {
+        let reply = match handle(shared, &stream, frame, &mut rank, &mut said_bye) {
+            Ok(reply) => reply,
+            Err(e) => Some(Enc::new(REPLY_ERR).bytes(e.to_string().as_bytes())),
+        };
+        if let Some(reply) = reply {
+            if write_frame(&stream, &reply.0).is_err() {
+                break;
+            }
+        }
+    }
+    if let (Some(r), false) = (rank, said_bye) {
+        shared.lock().ranks[r].state = RankState::Dead;
+        shared.changed.notify_all();
+    }
+}
+
+fn handle(
+    shared: &Shared,
+    stream: &TcpStream,
+    frame: Vec<u8>,
+    rank: &mut Option<usize>,
+    said_bye: &mut bool,
+) -> Result<Option<Enc>> {
+    let mut d = Dec::new(frame);
+    let ok = Some(Enc::new(REPLY_OK));
+    match d.u8()? {
+        OP_HELLO => {
+            let role = d.u8()?;
+            if role == ROLE_MONITOR {
+                return Ok(ok);
+            }
+            let r = d.u64()? as usize;
+            let world = d.u64()? as usize;
+            let mut st = shared.lock();
+            let expected = st.world_size;
+            let problem = if world != expected {
+                Some(format!(
+                    "rank {r} has world size {world} but rank 0 has {expected}"
+                ))
+            } else if r >= expected {
+                Some(format!("rank {r} is outside a world of size {expected}"))
+            } else if st.ranks[r].state != RankState::NotArrived {
+                Some(format!(
+                    "rank {r} joined twice (two processes with the same rank?)"
+                ))
+            } else {
+                None
+            };
+            if let Some(problem) = problem {
+                let problem = format!("rendezvous failed: {problem}");
+                st.failure.get_or_insert(problem.clone());
+                shared.changed.notify_all();
+                bail!(problem);
+            }
+            st.ranks[r] = Slot {
+                state: RankState::Alive,
+                step: None,
+                last_beat: Instant::now(),
+            };
+            *rank = Some(r);
+            shared.changed.notify_all();
+            Ok(ok)
+        }
+        OP_SET => {
+            let key = d.string()?;
+            let value = d.bytes()?.to_vec();
+            shared.lock().kv.insert(key, value);
+            shared.changed.notify_all();
+            Ok(ok)
+        }
+        OP_GET => {
+            let key = d.string()?;
+            let timeout = Duration::from_millis(d.u64()?);
+            let deadline = Instant::now() + timeout;
+            match shared.wait_for(stream, deadline, |st| st.kv.get(&key).cloned()) {
+                Some(v) => Ok(Some(Enc::new(REPLY_VALUE).bytes(&v))),
+                None => bail!(
+                    "timed out after {} waiting for store key {key:?}",
+                    fmt_secs(timeout)
+                ),
+            }
+        }
+        OP_ADD => {
+            let key = d.string()?;
+            let delta = d.i64()?;
+            let mut st = shared.lock();
+            let old = match st.kv.get(&key) {
+                None => 0,
+                Some(v) => i64::from_le_bytes(
+                    v.as_slice()
+                        .try_into()
+                        .map_err(|_| anyhow!("store key {key:?} is not a counter"))?,
+                ),
+            };
+            let new = old.wrapping_add(delta);
+            st.kv.insert(key, new.to_le_bytes().to_vec());
+            shared.changed.notify_all();
+            Ok(Some(Enc::new(REPLY_INT).i64(new)))
+        }
+        OP_WAIT_ALL => {
+            let timeout = Duration::from_millis(d.u64()?);
+            let deadline = Instant::now() + timeout;
+            let outcome = shared.wait_for(stream, deadline, |st| {
+                if let Some(f) = &st.failure {
+                    return Some(Err(f.clone()));
+                }
+                let all = st.ranks.iter().all(|s| s.state != RankState::NotArrived);
+                all.then_some(Ok(()))
+            });
+            match outcome {
+                Some(Ok(())) => Ok(ok),
+                Some(Err(failure)) => bail!("{failure}"),
+                None if Instant::now() < deadline => bail!("client left"),
+                None => {
+                    // The first rank to time out decides for everyone, so every rank reports
+                    // the same missing ranks (rank 0 waits for the others before it exits).
+                    let mut st = shared.lock();
+                    let missing: Vec<String> = (0..st.world_size)
+                        .filter(|&r| st.ranks[r].state == RankState::NotArrived)
+                        .map(|r| r.to_string())
+                        .collect();
+                    let failure = format!(
+                        "rendezvous timed out after {}: {} {} never arrived",
+                        fmt_secs(timeout),
+                        if missing.len() == 1 { "rank" } else { "ranks" },
+                        missing.join(", ")
+                    );
+                    let failure = st.failure.get_or_insert(failure).clone();
+                    shared.changed.notify_all();
+                    bail!("{failure}")
+                }
+            }
+        }
+        OP_HEARTBEAT => {
+            let step = d.u64()?;
+            if let Some(r) = *rank {
+                let mut st = shared.lock();
+                st.ranks[r].step = Some(step);
+                st.ranks[r].last_beat = Instant::now();
+            }
+            Ok(None)
+        }
+        OP_STATUS => {
+            let st = shared.lock();
+            let now = Instant::now();
+            let mut reply = Enc::new(REPLY_STATUS).u64(st.world_size as u64);
+            for slot in &st.ranks {
+                reply = reply
+                    .u8(slot.state.code())
+                    .u8(slot.step.is_some() as u8)
+                    .u64(slot.step.unwrap_or(0))
+                    .u64((now - slot.last_beat).as_millis() as u64);
+            }
+            Ok(Some(reply))
+        }
+        OP_BYE => {
+            if let Some(r) = *rank {
+                *said_bye = true;
+                shared.lock().ranks[r].state = RankState::Finished;
+                shared.changed.notify_all();
+            }
+            Ok(ok)
+        }
+        op => bail!("unknown store operation {op}"),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Client.
+
+/// A connection to rank 0's store. Requests are serialised on one connection; a rank holds
+/// two (its own, whose closing tells the store it died, and the watchdog's).
+pub struct StoreClient {
+    stream: Mutex<TcpStream>,
+    addr: String,
+    timeout: Duration,
+    barriers: AtomicU64,
+}
+
+impl StoreClient {
+    /// Connects to the store at `host:port`, retrying until `timeout` (rank 0 may start last),
+    /// and registers as `rank` of `world_size`.
+    pub fn connect(
+        host: &str,
+        port: u16,
+        rank: usize,
+        world_size: usize,
+        timeout: Duration,
+    ) -> Result<Self> {
+        let client = Self::connect_raw(host, port, timeout)?;
+        client.request(
+            &Enc::new(OP_HELLO)
+                .u8(ROLE_RANK)
+                .u64(rank as u64)
+                .u64(world_size as u64),
+            timeout,
+        )?;
+        Ok(client)
+    }
+
+    /// A connection that does not stand for a rank (the watchdog's): its closing means nothing.
+    pub fn connect_monitor(host: &str, port: u16, timeout: Duration) -> Result<Self> {
+        let client = Self::connect_raw(host, port, timeout)?;
+        client.request(&Enc::new(OP_HELLO).u8(ROLE_MONITOR), timeout)?;
+        Ok(client)
+    }
+
+    fn connect_raw(host: &str, port: u16, timeout: Duration) -> Result<Self> {
+        let addr = format!("{host}:{port}");
+        let deadline = Instant::now() + timeout;
+        let stream = loop {
+            let attempt = (host, port).to_socket_addrs().ok().and_then(|addrs| {
+                addrs.into_iter().find_map(|a: SocketAddr| {
+                    TcpStream::connect_timeout(&a, Duration::from_secs(1)).ok()
+                })
+            });
+            if let Some(s) = attempt {
+                break s;
+            }
+            if Instant::now() >= deadline {
+                bail!(
+                    "cannot reach rank 0's store at {addr} after {}",
+                    fmt_secs(timeout)
+                );
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        stream.set_nodelay(true)?;
+        Ok(StoreClient {
+            stream: Mutex::new(stream),
+            addr,
+            timeout,
+            barriers: AtomicU64::new(0),
+        })
+    }
+
+    /// The address of this connection's own end: an address of this host that rank 0 (and so,
+    /// in practice, every rank) can reach.
+    pub(crate) fn local_ip(&self) -> Result<std::net::IpAddr> {
+        Ok(self.lock().local_addr()?.ip())
+    }
+
+    fn lock(&self) -> MutexGuard<'_, TcpStream> {
+        self.stream.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn lost(&self, e: impl std::fmt::Display) -> anyhow::Error {
+        anyhow!(
+            "lost the store on rank 0 at {} (rank 0 died?): {e}",
+            self.addr
+        )
+    }
+
+    /// Sends one request and reads its reply; `wait` is how long the server may take.
+    fn request(&self, msg: &Enc, wait: Duration) -> Result<Dec> {
+        let stream = self.lock();
+        stream
+            .set_read_timeout(Some(wait + REPLY_SLACK))
+            .map_err(|e| self.lost(e))?;
+        write_frame(&stream, &msg.0).map_err(|e| self.lost(e))?;
+        let mut d = Dec::new(read_frame(&stream).map_err(|e| self.lost(e))?);
+        if d.u8()? == REPLY_ERR {
+            bail!("{}", d.string()?);
+        }
+        Ok(d)
+    }
+
+    /// Stores `value` under `key`, waking every `get` waiting for it.
+    pub fn set(&self, key: &str, value: &[u8]) -> Result<()> {
+        self.request(
+            &Enc::new(OP_SET).bytes(key.as_bytes()).bytes(value),
+            self.timeout,
+        )?;
+        Ok(())
+    }
+
+    /// The value under `key`, waiting up to the timeout for some rank to set it.
+    pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        let msg = Enc::new(OP_GET)
+            .bytes(key.as_bytes())
+            .u64(self.timeout.as_millis() as u64);
+        let mut d = self.request(&msg, self.timeout)?;
+        Ok(d.bytes()?.to_vec())
+    }
+
+    /// Adds `delta` to the counter under `key` (0 if unset) and returns the new value.
+    pub fn add(&self, key: &str, delta: i64) -> Result<i64> {
+        let msg = Enc::new(OP_ADD).bytes(key.as_bytes()).i64(delta);
+        Ok(self.request(&msg, self.timeout)?.i64()?)
+    }
+
+    /// Waits until every rank has connected. On timeout the error names the missing ranks; a
+    /// world-size mismatch or a duplicate rank fails every rank at once.
+    pub fn rendezvous(&self) -> Result<()> {
+        let msg = Enc::new(OP_WAIT_ALL).u64(self.timeout.as_millis() as u64);
+        self.request(&msg, self.timeout)?;
+        Ok(())
+    }
+
+    /// Waits until all `world_size` ranks have called `barrier` as often as this one.
+    pub fn barrier(&self, world_size: usize) -> Result<()> {
+        let n = self.barriers.fetch_add(1, Ordering::Relaxed);
+        let key = format!("barrier/{n}");
+        if self.add(&key, 1)? == world_size as i64 {
+            self.set(&format!("{key}/go"), &[])?;
+        }
+        self.get(&format!("{key}/go"))
+            .with_context(|| format!("barrier {n}"))?;
+        Ok(())
+    }
+
+    /// Records this rank's progress (no reply: a heartbeat costs one small write).
+    pub fn heartbeat(&self, step: u64) -> Result<()> {
+        let stream = self.lock();
+        write_frame(&stream, &Enc::new(OP_HEARTBEAT).u64(step).0).map_err(|e| self.lost(e))
+    }
+
+    /// Every rank's state, step and heartbeat age.
+    pub fn status(&self) -> Result<Vec<RankStatus>> {
+        let mut d = self.request(&Enc::new(OP_STATUS), self.timeout)?;
+        let world = d.u64()? as usize;
+        (0..world)
+            .map(|rank| {
+                let state = RankState::from_code(d.u8()?)?;
+                let has_step = d.u8()? != 0;
+                let step = d.u64()?;
+                let since = Duration::from_millis(d.u64()?);
+                Ok(RankStatus {
+                    rank,
+                    state,
+                    step: has_step.then_some(step),
+                    since_heartbeat: since,
+                })
+            })
+            .collect()
+    }
+
+    /// Ranks whose connection closed without a goodbye (their process died).
+    pub fn dead_ranks(&self) -> Result<Vec<usize>> {
+        Ok(self
+            .status()?
+            .into_iter()
+            .filter(|s| s.state == RankState::Dead)
+            .map(|s| s.rank)
+            .collect())
+    }
+
+    /// Tells the store this rank is leaving on purpose, so its closing is not a death.
+    pub fn bye(&self) -> Result<()> {
+        self.request(&Enc::new(OP_BYE), self.timeout)?;
+        Ok(())
+    }
+}

@@ -1,0 +1,150 @@
+//! OpenCLIP's rank / world-size environment precedence (`world_info_from_env`,
+//! `is_using_distributed`), `--dist-url` and the timeout variable, without touching the
+//! process environment.
+
+use clip_dist::{
+    is_using_distributed_with, master_from_env, parse_dist_url, timeout_from_env, WorldInfo,
+    LOCAL_RANK_VARS, RANK_VARS, WORLD_SIZE_VARS,
+};
+use std::collections::HashMap;
+use std::time::Duration;
+
+fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+    let map: HashMap<String, String> = vars
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    move |k| map.get(k).cloned()
+}
+
+#[test]
+fn defaults_without_a_launcher() {
+    assert_eq!(
+        WorldInfo::from_lookup(lookup(&[])).unwrap(),
+        WorldInfo {
+            rank: 0,
+            local_rank: 0,
+            world_size: 1
+        }
+    );
+    assert!(!is_using_distributed_with(lookup(&[])).unwrap());
+}
+
+#[test]
+fn each_family_alone() {
+    // torchrun, MPI/PMI (Intel MPI's local id), slurm, Open MPI.
+    let families = [
+        ("LOCAL_RANK", "RANK", "WORLD_SIZE"),
+        ("MPI_LOCALRANKID", "PMI_RANK", "PMI_SIZE"),
+        ("SLURM_LOCALID", "SLURM_PROCID", "SLURM_NTASKS"),
+        (
+            "OMPI_COMM_WORLD_LOCAL_RANK",
+            "OMPI_COMM_WORLD_RANK",
+            "OMPI_COMM_WORLD_SIZE",
+        ),
+    ];
+    for (local, rank, world) in families {
+        let info =
+            WorldInfo::from_lookup(lookup(&[(local, "1"), (rank, "5"), (world, "8")])).unwrap();
+        assert_eq!(
+            info,
+            WorldInfo {
+                rank: 5,
+                local_rank: 1,
+                world_size: 8
+            },
+            "{local} {rank} {world}"
+        );
+    }
+}
+
+#[test]
+fn earlier_variables_win() {
+    // Every variable of every family set to a different value: the first of each list wins.
+    for lists in [&LOCAL_RANK_VARS, &RANK_VARS, &WORLD_SIZE_VARS] {
+        for winner in 0..4 {
+            let mut vars: Vec<(&str, String)> = lists[winner..]
+                .iter()
+                .enumerate()
+                .map(|(i, v)| (*v, (winner + i + 2).to_string()))
+                .collect();
+            // Keep rank < world: make the world large unless we are testing it.
+            if !std::ptr::eq(lists, &WORLD_SIZE_VARS) {
+                vars.push(("WORLD_SIZE", "100".to_string()));
+            }
+            let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            let info = WorldInfo::from_lookup(lookup(&pairs)).unwrap();
+            let got = if std::ptr::eq(lists, &LOCAL_RANK_VARS) {
+                info.local_rank
+            } else if std::ptr::eq(lists, &RANK_VARS) {
+                info.rank
+            } else {
+                info.world_size
+            };
+            assert_eq!(got, winner + 2, "{:?} from {}", lists, lists[winner]);
+        }
+    }
+}
+
+#[test]
+fn bad_values_name_the_variable() {
+    let e = WorldInfo::from_lookup(lookup(&[("SLURM_PROCID", "x1")])).unwrap_err();
+    assert!(e.to_string().contains("SLURM_PROCID=\"x1\""), "{e}");
+    let e = WorldInfo::from_lookup(lookup(&[("RANK", "3"), ("WORLD_SIZE", "2")])).unwrap_err();
+    assert!(e.to_string().contains("rank 3"), "{e}");
+    let e = is_using_distributed_with(lookup(&[("WORLD_SIZE", "two")])).unwrap_err();
+    assert!(e.to_string().contains("WORLD_SIZE"), "{e}");
+}
+
+#[test]
+fn using_distributed_as_openclip() {
+    let on = |vars: &[(&str, &str)]| is_using_distributed_with(lookup(vars)).unwrap();
+    assert!(on(&[("WORLD_SIZE", "2")]));
+    assert!(!on(&[("WORLD_SIZE", "1"), ("SLURM_NTASKS", "4")])); // WORLD_SIZE decides
+    assert!(on(&[("SLURM_NTASKS", "4")]));
+    assert!(!on(&[("SLURM_NTASKS", "1")]));
+    assert!(!on(&[("PMI_SIZE", "4"), ("OMPI_COMM_WORLD_SIZE", "4")])); // horovod's, not DDP
+}
+
+#[test]
+fn dist_url_and_master() {
+    assert_eq!(parse_dist_url("env://").unwrap(), None);
+    assert_eq!(
+        parse_dist_url("tcp://node-1:23456").unwrap(),
+        Some(("node-1".to_string(), 23456))
+    );
+    assert_eq!(
+        parse_dist_url("tcp://[::1]:99").unwrap(),
+        Some(("::1".to_string(), 99))
+    );
+    assert!(parse_dist_url("file:///tmp/x").is_err());
+    assert!(parse_dist_url("tcp://host").is_err());
+    let env = lookup(&[("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]);
+    assert_eq!(
+        master_from_env(None, &env).unwrap(),
+        ("10.0.0.1".to_string(), 29500)
+    );
+    assert_eq!(
+        master_from_env(Some("env://"), &env).unwrap(),
+        ("10.0.0.1".to_string(), 29500)
+    );
+    assert_eq!(
+        master_from_env(Some("tcp://a:1"), &env).unwrap(),
+        ("a".to_string(), 1)
+    );
+    let e = master_from_env(None, lookup(&[("MASTER_PORT", "1")])).unwrap_err();
+    assert!(e.to_string().contains("MASTER_ADDR"), "{e}");
+}
+
+#[test]
+fn timeout_variable() {
+    assert_eq!(
+        timeout_from_env(lookup(&[])).unwrap(),
+        Duration::from_secs(1800)
+    );
+    assert_eq!(
+        timeout_from_env(lookup(&[("CLIP_DIST_TIMEOUT", "2.5")])).unwrap(),
+        Duration::from_millis(2500)
+    );
+    assert!(timeout_from_env(lookup(&[("CLIP_DIST_TIMEOUT", "-1")])).is_err());
+}
