@@ -50,7 +50,7 @@ CASES = [
      "--aug-cfg", "re_count=2", "--image-mean", "0.1", "0.2", "0.3", "--image-mean", "0", "0", "0"],
 ]
 
-OURS_ONLY = {"save_every_n_steps"}
+OURS_ONLY = {"save_every_n_steps", "grad_reduce_dtype"}
 
 
 def openclip(argv):

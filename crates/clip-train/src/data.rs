@@ -137,6 +137,9 @@ enum Source {
 pub struct TrainData {
     source: Source,
     batch_size: i64,
+    /// (rank, world size): each rank reads its own part of every global batch.
+    rank: i64,
+    world: i64,
     /// Optimizer steps per epoch (OpenCLIP's `num_batches`): the schedule's unit.
     pub batches_per_epoch: i64,
     /// OpenCLIP's `dataloader.num_samples` (the `[n/N]` of the log lines).
@@ -146,9 +149,13 @@ pub struct TrainData {
 }
 
 impl TrainData {
-    /// Checks the data flags and builds the source; starts no thread and reads no shard
+    /// Checks the data flags and builds this rank's source; starts no thread and reads no shard
     /// (only a `sizes.json` beside local shards when `--train-num-samples` is absent).
-    pub fn new(p: &Params, cfg: &ClipConfig) -> Result<TrainData> {
+    /// Synthetic data gives rank r of W the samples `(i·W + r)·B …` of its i-th batch, so the
+    /// global batch is the same samples in the same order for any W × B; webdataset splits the
+    /// shards by rank (plain) or seeds the draw by rank (resampled), as OpenCLIP does.
+    pub fn new(p: &Params, cfg: &ClipConfig, rank: usize, world: usize) -> Result<TrainData> {
+        let (rank, world) = (rank as i64, world.max(1) as i64);
         let kind = dataset_kind(p)?;
         let aug = aug_cfg(p)?;
         let mean = channels("--image-mean", p.image_mean.as_deref(), OPENAI_MEAN)?;
@@ -181,10 +188,10 @@ impl TrainData {
                 let Some(n) = p.train_num_samples else {
                     bail!("--dataset-type synthetic needs --train-num-samples")
                 };
-                let batches = n / p.batch_size;
+                let batches = n / (p.batch_size * world);
                 if batches == 0 {
                     bail!(
-                        "--train-num-samples {n} is less than one batch of {}",
+                        "--train-num-samples {n} is less than one global batch of {} × {world} ranks",
                         p.batch_size
                     );
                 }
@@ -197,6 +204,8 @@ impl TrainData {
                 Ok(TrainData {
                     source: Source::Synthetic(data),
                     batch_size: p.batch_size,
+                    rank,
+                    world,
                     batches_per_epoch: batches,
                     samples_per_epoch: n,
                     warnings,
@@ -232,6 +241,8 @@ impl TrainData {
                 let mut lc = LoaderConfig::new(shards, p.batch_size as usize);
                 lc.resampled = p.dataset_resampled;
                 lc.seed = p.seed as u64;
+                lc.rank = rank as usize;
+                lc.world = world as usize;
                 lc.workers = p.workers.max(0) as usize;
                 lc.num_samples = p.train_num_samples.map(|n| n as u64);
                 if let Ok(t) = std::env::var("CLIP_TRAIN_DATA_TIMEOUT") {
@@ -266,6 +277,8 @@ impl TrainData {
                 Ok(TrainData {
                     source: Source::WebDataset(Box::new(loader)),
                     batch_size: p.batch_size,
+                    rank,
+                    world,
                     batches_per_epoch: batches as i64,
                     samples_per_epoch: samples as i64,
                     warnings,
@@ -330,6 +343,8 @@ impl TrainData {
             batches: step_in_epoch,
             batches_per_epoch: self.batches_per_epoch,
             batch_size: self.batch_size,
+            rank: self.rank,
+            world: self.world,
         })
     }
 }
@@ -350,6 +365,8 @@ pub struct Epoch<'a> {
     batches: i64,
     batches_per_epoch: i64,
     batch_size: i64,
+    rank: i64,
+    world: i64,
 }
 
 impl Epoch<'_> {
@@ -361,7 +378,8 @@ impl Epoch<'_> {
         }
         let out = match &mut self.inner {
             Inner::Synthetic { data, next } => {
-                let b = data.batch(*next * self.batch_size, self.batch_size);
+                let first = (*next * self.world + self.rank) * self.batch_size;
+                let b = data.batch(first, self.batch_size);
                 *next += 1;
                 b
             }

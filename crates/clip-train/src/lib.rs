@@ -1,5 +1,6 @@
 pub mod checkpoint;
 pub mod data;
+pub mod ddp;
 pub mod loss;
 pub mod metrics;
 pub mod optimizer;

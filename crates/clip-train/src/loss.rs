@@ -18,8 +18,8 @@
 //! re-inserted with grad). Splitting the loss from the towers this way is also what makes
 //! `--accum-freq` cheap: the features of all micro-batches meet in one loss, computed once.
 //!
-//! With `--local-loss --gather-with-grad` and the DDP average the towers' gradient is exactly the
-//! global-batch gradient; the other layouts reproduce OpenCLIP's (scaled) gradients, see
+//! With `--gather-with-grad` (with or without `--local-loss`) and the DDP average the gradient is
+//! exactly the global-batch gradient; without it, OpenCLIP's (scaled, or partial) gradient, see
 //! `docs/scaling.md`.
 
 use anyhow::Result;

@@ -64,6 +64,14 @@ impl Progress {
         }
     }
 
+    /// Never draws (ranks other than 0).
+    pub fn disabled() -> Self {
+        Progress {
+            enabled: false,
+            drawn: false,
+        }
+    }
+
     /// Draws `epoch E [#####.....] n/N loss L X samples/s`.
     pub fn update(&mut self, epoch: i64, done: i64, total: i64, loss: f64, samples_per_s: f64) {
         if !self.enabled {

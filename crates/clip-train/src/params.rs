@@ -244,6 +244,10 @@ pub struct Params {
     /// Don't set device index from local rank (when CUDA_VISIBLE_DEVICES restricted to one per proc).
     #[arg(long = "no-set-device-rank")]
     pub no_set_device_rank: bool,
+    /// (clip-train) The dtype gradients are averaged in across ranks: fp32, or bf16 (half the
+    /// bytes on the wire, rounding each gradient to bf16 once).
+    #[arg(long = "grad-reduce-dtype", default_value = "fp32", value_parser = ["fp32", "bf16"])]
+    pub grad_reduce_dtype: String,
     /// Default random seed.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: i64,

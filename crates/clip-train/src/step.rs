@@ -82,8 +82,8 @@ pub fn forward_backward(
     };
     drop((imgs, txts));
     let mut row = 0;
-    for j in 0..micro.len() {
-        let b = micro[j].0.size()[0];
+    for (j, (images, _)) in micro.iter().enumerate() {
+        let b = images.size()[0];
         let (img, txt) = {
             let _ac = autocast()?;
             forward(j)

@@ -17,12 +17,14 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
+use clip_dist::{Backend, ReduceOp, WorldInfo};
 use clip_model::{weights, Clip, ClipConfig};
-use tch::nn::VarStore;
+use tch::{nn::VarStore, Device};
 
 use crate::checkpoint::{self, TrainState};
 use crate::data::TrainData;
-use crate::loss::{LocalOnly, LossLayout};
+use crate::ddp::{self, DistGather, GradBuckets};
+use crate::loss::LossLayout;
 use crate::metrics::{peak_flops, Progress};
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::Params;
@@ -44,8 +46,7 @@ const NOT_YET: &[&str] = &[
     "image_interpolation", "image_resize_mode",
     "force_context_length", "force_image_size", "force_quick_gelu",
     "force_patch_dropout", "force_custom_text", "torchscript", "torchcompile", "trace",
-    "dist_url", "dist_backend", "wandb_notes", "copy_codebase",
-    "horovod", "ddp_static_graph", "no_set_device_rank",
+    "wandb_notes", "copy_codebase", "horovod",
     "remote_sync", "distill_model", "distill_pretrained",
     "use_bnb_linear", "siglip", "loss_dist_impl",
 ];
@@ -96,17 +97,27 @@ fn preemption_flag() -> Result<Arc<AtomicBool>> {
 }
 
 /// `out.log` and stderr, in OpenCLIP's `asctime | LEVEL | message` format.
+/// On ranks other than 0 (`rank` set) only warnings and errors are printed, with the rank.
 struct Log {
-    file: std::fs::File,
+    file: Option<std::fs::File>,
     progress: Progress,
+    rank: Option<usize>,
 }
 
 impl Log {
     fn line(&mut self, level: &str, msg: &str) {
+        if let Some(rank) = self.rank {
+            if level != "INFO" {
+                eprintln!("{} | rank {rank} | {level} | {msg}", timestamp());
+            }
+            return;
+        }
         let line = format!("{} | {level} | {msg}", timestamp());
         self.progress.clear();
         eprintln!("{line}");
-        let _ = writeln!(self.file, "{line}");
+        if let Some(f) = self.file.as_mut() {
+            let _ = writeln!(f, "{line}");
+        }
     }
     fn info(&mut self, msg: &str) {
         self.line("INFO", msg)
@@ -139,6 +150,10 @@ fn timestamp() -> String {
         rem % 3600 / 60,
         rem % 60
     )
+}
+
+fn py_bool(b: bool) -> String {
+    if b { "True" } else { "False" }.into()
 }
 
 /// `params.txt`: OpenCLIP's `name: value` lines (Python's str of each value), sorted by name.
@@ -180,9 +195,12 @@ fn params_txt(p: &Params, extra: &[(&str, String)]) -> Result<String> {
 /// caller exits with status 2 on an error here, as argparse does).
 pub fn validate(p: &Params) -> Result<()> {
     check_supported(p)?;
+    let world = WorldInfo::from_env()?;
     crate::tool::parse_device(&p.device)?;
+    dist_backend(p, crate::tool::parse_device(&p.device)?, &world)?;
+    clip_dist::InitOptions::from_env(&world, p.dist_url.as_deref(), clip_dist::Backend::Cpu)?;
     let cfg = ClipConfig::load(&p.model)?;
-    let data = TrainData::new(p, &cfg)?;
+    let data = TrainData::new(p, &cfg, world.rank, world.world_size)?;
     if data.batches_per_epoch < p.accum_freq {
         bail!(
             "--accum-freq {} needs at least that many batches per epoch; the data gives {}",
@@ -201,9 +219,29 @@ pub fn validate(p: &Params) -> Result<()> {
     Ok(())
 }
 
+/// The collectives backend for this device: NCCL on `cuda:{local_rank}` (unless
+/// `--no-set-device-rank`), the TCP backend on CPU (`--dist-backend gloo` picks it on GPUs too).
+fn dist_backend(p: &Params, device: Device, world: &WorldInfo) -> Result<(Device, Backend)> {
+    let device = match device {
+        Device::Cuda(_) if world.world_size > 1 && !p.no_set_device_rank => {
+            crate::tool::parse_device(&format!("cuda:{}", world.local_rank))?
+        }
+        d => d,
+    };
+    let backend = match (p.dist_backend.as_deref(), device) {
+        (None | Some("nccl"), Device::Cuda(i)) => Backend::Nccl { device_index: i },
+        (Some("nccl"), _) => bail!("--dist-backend nccl needs --device cuda"),
+        (None | Some("gloo"), _) => Backend::Cpu,
+        (Some(other), _) => bail!("not supported yet: --dist-backend {other} (nccl or gloo)"),
+    };
+    Ok((device, backend))
+}
+
 /// Runs `clip-train` with params that passed [`validate`]; returns the process exit status.
 pub fn run(mut p: Params) -> Result<i32> {
-    let device = crate::tool::parse_device(&p.device)?;
+    let world = WorldInfo::from_env()?;
+    let (device, backend) = dist_backend(&p, crate::tool::parse_device(&p.device)?, &world)?;
+    let master = world.rank == 0;
     let cfg = ClipConfig::load(&p.model)?;
     let resume_path = p
         .resume
@@ -224,42 +262,72 @@ pub fn run(mut p: Params) -> Result<i32> {
             p.precision
         )
     });
-    p.name = Some(name.clone());
     let run_dir = Path::new(&p.logs).join(&name);
     let log_path = run_dir.join("out.log");
     if log_path.exists() && p.resume.is_none() {
         bail!("experiment {} already exists: use --name to start a new one or --resume to continue it", run_dir.display());
     }
+
+    // Join the job. Every rank checked the run directory above, before rank 0 can create it.
+    let opts = clip_dist::InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
+    let timeout = opts.timeout;
+    let mut dist = ddp::dist(clip_dist::init(world, opts))?;
+    dist.start_watchdog(timeout)?;
+    let comm = dist.collectives();
+    // The default name carries rank 0's clock (OpenCLIP broadcasts it too).
+    let name = ddp::broadcast_string(comm, device, &name)?;
+    p.name = Some(name.clone());
+    let run_dir = Path::new(&p.logs).join(&name);
+    let log_path = run_dir.join("out.log");
     let ckpt_dir = run_dir.join("checkpoints");
     let tensorboard_dir = run_dir.join("tensorboard");
-    let mut tensorboard = if p.report_to == "tensorboard" {
+    // Only rank 0 writes (logs, params.txt, TensorBoard, checkpoints); the others print their
+    // warnings and errors to stderr, tagged with their rank.
+    let mut tensorboard = if master && p.report_to == "tensorboard" {
         Some(SummaryWriter::new(&tensorboard_dir)?)
     } else {
         None
     };
-    std::fs::create_dir_all(&ckpt_dir)
-        .with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
-    let mut log = Log {
-        file: OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&log_path)?,
-        progress: Progress::new(),
+    let mut log = if master {
+        std::fs::create_dir_all(&ckpt_dir)
+            .with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
+        std::fs::write(
+            run_dir.join("params.txt"),
+            params_txt(
+                &p,
+                &[
+                    ("checkpoint_path", ckpt_dir.display().to_string()),
+                    ("distributed", py_bool(world.world_size > 1)),
+                    ("local_rank", world.local_rank.to_string()),
+                    ("log_path", log_path.display().to_string()),
+                    ("rank", world.rank.to_string()),
+                    ("world_size", world.world_size.to_string()),
+                ],
+            )?,
+        )?;
+        Log {
+            file: Some(
+                OpenOptions::new()
+                    .create(true)
+                    .append(true)
+                    .open(&log_path)?,
+            ),
+            progress: Progress::new(),
+            rank: None,
+        }
+    } else {
+        Log {
+            file: None,
+            progress: Progress::disabled(),
+            rank: Some(world.rank),
+        }
     };
-    std::fs::write(
-        run_dir.join("params.txt"),
-        params_txt(
-            &p,
-            &[
-                ("checkpoint_path", ckpt_dir.display().to_string()),
-                ("distributed", "False".into()),
-                ("local_rank", "0".into()),
-                ("log_path", log_path.display().to_string()),
-                ("rank", "0".into()),
-                ("world_size", "1".into()),
-            ],
-        )?,
-    )?;
+    if world.world_size > 1 {
+        log.info(&format!(
+            "Distributed: rank {} of {} (local rank {}), device {device:?}, {backend:?}",
+            world.rank, world.world_size, world.local_rank
+        ));
+    }
 
     // Model: identical init from --seed (on every rank, once ranks exist).
     tch::manual_seed(p.seed);
@@ -299,9 +367,16 @@ pub fn run(mut p: Params) -> Result<i32> {
         weight_decay: p.wd,
     };
     let mut opt = AdamW::new(&trainable, adamw);
+    let buckets = GradBuckets::new(
+        &trainable,
+        match p.grad_reduce_dtype.as_str() {
+            "bf16" => tch::Kind::BFloat16,
+            _ => tch::Kind::Float,
+        },
+    );
 
     // Data: the epoch plan (OpenCLIP's arithmetic) fixes the schedule's length.
-    let data = TrainData::new(&p, &cfg)?;
+    let data = TrainData::new(&p, &cfg, world.rank, world.world_size)?;
     for w in &data.warnings {
         log.warn(w);
     }
@@ -338,23 +413,42 @@ pub fn run(mut p: Params) -> Result<i32> {
         step_in_epoch: 0,
         data_position: serde_json::Value::Null,
     };
-    for stale in checkpoint::remove_stale_temp_files(&ckpt_dir) {
-        log.warn(&format!(
-            "removed {}: a checkpoint write that never finished",
-            stale.display()
-        ));
+    if master {
+        for stale in checkpoint::remove_stale_temp_files(&ckpt_dir) {
+            log.warn(&format!(
+                "removed {}: a checkpoint write that never finished",
+                stale.display()
+            ));
+        }
     }
+    // `--resume latest`: rank 0 picks, every rank loads that file.
     let loaded = match (&resume_path, p.resume.as_deref()) {
         (Some(path), _) => Some((path.clone(), checkpoint::load(path)?)),
         (None, Some("latest")) => {
-            let found = checkpoint::load_latest(&ckpt_dir, |w| log.warn(&w));
-            if found.is_none() {
+            let found = if master {
+                checkpoint::load_latest(&ckpt_dir, |w| log.warn(&w))
+            } else {
+                None
+            };
+            let picked = found
+                .as_ref()
+                .map(|(path, _)| path.display().to_string())
+                .unwrap_or_default();
+            let picked = ddp::broadcast_string(comm, device, &picked)?;
+            if picked.is_empty() {
                 log.info(&format!(
                     "No latest resume checkpoint found in {}.",
                     ckpt_dir.display()
                 ));
+                None
+            } else if master {
+                found
+            } else {
+                let path = PathBuf::from(picked);
+                let l = checkpoint::load(&path)
+                    .with_context(|| format!("rank 0 resumes from {}", path.display()))?;
+                Some((path, l))
             }
-            found
         }
         _ => None,
     };
@@ -364,6 +458,18 @@ pub fn run(mut p: Params) -> Result<i32> {
             .with_context(|| format!("{}", path.display()))?;
         state = l.state;
         state.name = name.clone();
+        // A multi-rank checkpoint holds every rank's data position: take this rank's.
+        if let Some(ranks) = state.data_position.get("ranks").and_then(|r| r.as_array()) {
+            if ranks.len() != world.world_size && state.step_in_epoch > 0 {
+                bail!(
+                    "{}: saved mid-epoch by {} ranks, resumed by {}: resume with the same world size (or from an epoch checkpoint)",
+                    path.display(),
+                    ranks.len(),
+                    world.world_size
+                );
+            }
+            state.data_position = ranks.get(world.rank).cloned().unwrap_or_default();
+        }
         log.info(&format!(
             "=> resuming checkpoint '{}' (epoch {}, step {})",
             path.display(),
@@ -372,6 +478,16 @@ pub fn run(mut p: Params) -> Result<i32> {
         ));
     }
 
+    // Every rank must start from the same weights (seeded init, or the same checkpoint).
+    if world.world_size > 1 {
+        let sum = ddp::weights_checksum(model.named_parameters());
+        ddp::check_same_everywhere(comm, device, sum, "the initial weights' checksum")?;
+        log.info(&format!(
+            "Initial weights identical on all {} ranks (crc32 {sum:08x})",
+            world.world_size
+        ));
+    }
+    let gather = DistGather(comm);
     let preempted = preemption_flag()?;
     let autocast = matches!(p.precision.as_str(), "amp_bf16" | "amp_bfloat16");
     let step_opts = StepOptions {
@@ -385,9 +501,27 @@ pub fn run(mut p: Params) -> Result<i32> {
     let flops_per_sample = clip_model::flops::train_flops(&cfg, p.grad_checkpointing);
     let peak = peak_flops(device, autocast);
     let sample_digits = ((samples_per_epoch + 1) as f64).log10().ceil() as usize;
+    // Rank 0 writes, with every rank's data position; everyone waits until the file is complete.
     let save = |state: &TrainState, file: &str, opt: &AdamW| -> Result<PathBuf> {
         let path = ckpt_dir.join(file);
-        checkpoint::save(&path, model.named_parameters(), &opt.state_tensors(), state)?;
+        let mut state = state.clone();
+        if world.world_size > 1 {
+            let all = ddp::all_gather_strings(comm, device, &state.data_position.to_string())?;
+            let all = all
+                .iter()
+                .map(|s| serde_json::from_str(s))
+                .collect::<Result<Vec<serde_json::Value>, _>>()?;
+            state.data_position = serde_json::json!({ "ranks": all });
+        }
+        if master {
+            checkpoint::save(
+                &path,
+                model.named_parameters(),
+                &opt.state_tensors(),
+                &state,
+            )?;
+        }
+        ddp::dist(comm.barrier().context("barrier after saving a checkpoint"))?;
         Ok(path)
     };
 
@@ -429,11 +563,14 @@ pub fn run(mut p: Params) -> Result<i32> {
             }
             data_t += end.elapsed().as_secs_f64();
             opt.zero_grad();
-            // Drop-path masks from a generator seeded by (seed, step, micro-batch): a resumed run
-            // draws the same ones without saving RNG state.
+            // Drop-path masks from a generator seeded by (seed, step, rank, micro-batch): a
+            // resumed run draws the same ones without saving RNG state.
             let base = p.seed.wrapping_mul(1_000_003).wrapping_add(state.step);
-            let seed_of = |j: usize| base.wrapping_add((j as i64).wrapping_mul(1_000_000_007));
-            let loss = forward_backward(&model, &micro, &LocalOnly, &step_opts, &seed_of)?;
+            let stream = world.rank as i64 * accum;
+            let seed_of =
+                |j: usize| base.wrapping_add((stream + j as i64).wrapping_mul(1_000_000_007));
+            let loss = forward_backward(&model, &micro, &gather, &step_opts, &seed_of)?;
+            buckets.all_reduce_mean(comm)?;
             if let Some(max) = p.grad_clip_norm {
                 clip_grad_norm(&opt.params, max);
             }
@@ -446,9 +583,8 @@ pub fn run(mut p: Params) -> Result<i32> {
             if !loss_v.is_finite() {
                 bail!("loss is {loss_v} at step {}: stopping", state.step);
             }
-            let step_samples = p.batch_size * accum;
-            loss_sum += loss_v * step_samples as f64;
-            loss_n += step_samples;
+            ddp::dist(dist.heartbeat(state.step as u64))?;
+            let step_samples = p.batch_size * accum * world.world_size as i64;
             let step_t = end.elapsed().as_secs_f64();
             batch_t += step_t;
             window += 1;
@@ -465,7 +601,19 @@ pub fn run(mut p: Params) -> Result<i32> {
             if (count - 1) % p.log_every_n_steps.max(1) == 0 || count == batches_per_epoch {
                 let (bt, dt) = (batch_t / window as f64, data_t / window as f64);
                 let sps = step_samples as f64 / bt;
+                let per_gpu = sps / world.world_size as f64;
+                // The loss of the whole global batch: the mean over ranks of their local losses.
+                let loss_v = if world.world_size > 1 {
+                    let mut l = loss.to_kind(tch::Kind::Float).reshape([1]);
+                    ddp::dist(comm.all_reduce(&mut l, ReduceOp::Mean))?;
+                    l.double_value(&[0])
+                } else {
+                    loss_v
+                };
                 let scale = model.logit_scale.exp().double_value(&[]);
+                // OpenCLIP's AverageMeter: updated at log steps only (weighted by the batch).
+                loss_sum += loss_v * step_samples as f64;
+                loss_n += step_samples;
                 let avg = loss_sum / loss_n as f64;
                 let mfu = peak
                     .map(|peak| format!(" MFU: {:.1}%", 100.0 * sps * flops_per_sample / peak))
@@ -474,7 +622,7 @@ pub fn run(mut p: Params) -> Result<i32> {
                     "Train Epoch: {epoch} [{:>sample_digits$}/{samples_per_epoch} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}%{mfu}",
                     count * step_samples,
                     100.0 * count as f64 / batches_per_epoch as f64,
-                    alt_g(sps, 6), alt_g(sps, 6),
+                    alt_g(sps, 6), alt_g(per_gpu, 6),
                     alt_g(loss_v, 5), alt_g(avg, 5), alt_g(loss_v, 5), alt_g(avg, 5),
                     100.0 * dt / bt.max(1e-12),
                 ));
@@ -486,7 +634,7 @@ pub fn run(mut p: Params) -> Result<i32> {
                             ("train/data_time", dt),
                             ("train/batch_time", bt),
                             ("train/samples_per_second", sps),
-                            ("train/samples_per_second_per_gpu", sps),
+                            ("train/samples_per_second_per_gpu", per_gpu),
                             ("train/scale", scale),
                             ("train/lr", lr),
                             ("train/contrastive_loss", loss_v),
@@ -502,7 +650,8 @@ pub fn run(mut p: Params) -> Result<i32> {
                 state.data_position = data.epoch_start(state.epoch);
             }
             let every = p.save_every_n_steps.is_some_and(|n| state.step % n == 0);
-            let stop = preempted.load(Ordering::SeqCst);
+            // A signal may reach the ranks at different steps: stop when any rank got one.
+            let stop = ddp::any(comm, device, preempted.load(Ordering::SeqCst))?;
             if every || stop {
                 let path = save(&state, &format!("step_{}.safetensors", state.step), &opt)?;
                 log.info(&format!("Saved checkpoint {}", path.display()));
@@ -512,6 +661,7 @@ pub fn run(mut p: Params) -> Result<i32> {
                     "Preemption signal: checkpointed step {} and stopping (exit {EXIT_PREEMPTED})",
                     state.step
                 ));
+                dist.shutdown()?;
                 return Ok(EXIT_PREEMPTED);
             }
         }
@@ -520,7 +670,7 @@ pub fn run(mut p: Params) -> Result<i32> {
         if completed == p.epochs || (p.save_frequency > 0 && completed % p.save_frequency == 0) {
             let path = save(&state, &format!("epoch_{completed}.safetensors"), &opt)?;
             log.info(&format!("Saved checkpoint {}", path.display()));
-            if p.delete_previous_checkpoint {
+            if master && p.delete_previous_checkpoint {
                 let _ = std::fs::remove_file(
                     ckpt_dir.join(format!("epoch_{}.safetensors", completed - 1)),
                 );
@@ -531,5 +681,6 @@ pub fn run(mut p: Params) -> Result<i32> {
         }
     }
     log.info("Training finished.");
+    dist.shutdown()?;
     Ok(0)
 }

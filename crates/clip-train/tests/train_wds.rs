@@ -3,68 +3,13 @@
 //! resampled + upsampled sources), `--dataset-type auto`, data-flag errors up front, loader errors
 //! stopping the run.
 mod common;
-use common::{assert_bitwise_equal, ok, run, stopped_copy, tempdir, weights};
+use common::{assert_bitwise_equal, make_shards, ok, run, stopped_copy, tempdir, weights};
 use std::path::Path;
 use std::process::Command;
 
 use tch::Tensor;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
-
-const COLOURS: [(&str, [u8; 3]); 4] = [
-    ("red", [220, 30, 30]),
-    ("green", [30, 200, 40]),
-    ("blue", [30, 60, 220]),
-    ("yellow", [230, 220, 40]),
-];
-const SHAPES: [&str; 3] = ["square", "circle", "stripe"];
-
-/// `n` coloured-shape images with captions naming colour and shape, as `clip-tool make-shards`
-/// input, then shards of `per_shard` samples (and sizes.json) in `out`.
-fn make_shards(dir: &Path, out: &Path, n: usize, per_shard: usize, salt: usize) {
-    let src = dir.join(format!("src-{salt}"));
-    std::fs::create_dir_all(&src).unwrap();
-    for i in 0..n {
-        let (cname, c) = COLOURS[(i + salt) % 4];
-        let shape = SHAPES[(i / 4 + salt) % 3];
-        let img = image::RgbImage::from_fn(72, 64, |x, y| {
-            let (cx, cy) = (x as i32 - 36, y as i32 - 32);
-            let inside = match shape {
-                "square" => cx.abs() < 16 && cy.abs() < 16,
-                "circle" => cx * cx + cy * cy < 18 * 18,
-                _ => (x / 8) % 2 == 0,
-            };
-            if inside {
-                image::Rgb(c)
-            } else {
-                image::Rgb([
-                    ((x * 3 + i as u32) % 64 + 96) as u8,
-                    110,
-                    ((y * 5) % 64 + 96) as u8,
-                ])
-            }
-        });
-        img.save(src.join(format!("{i:05}.png"))).unwrap();
-        std::fs::write(
-            src.join(format!("{i:05}.txt")),
-            format!("a photo of a {cname} {shape}"),
-        )
-        .unwrap();
-    }
-    let cfg = clip_data::make_shards::MakeShardsCfg {
-        input: src,
-        output: out.to_path_buf(),
-        samples_per_shard: per_shard,
-        max_size: 64,
-        quality: 90,
-        prefix: String::new(),
-        img_key: "filepath".into(),
-        caption_key: "title".into(),
-        separator: None,
-        threads: 2,
-    };
-    clip_data::make_shards::make_shards(&cfg).unwrap();
-}
 
 /// A tar of (name, bytes) members (ustar headers), for shards `make-shards` would not write.
 fn write_tar(path: &Path, members: &[(String, Vec<u8>)]) {

@@ -35,7 +35,13 @@ fn main() {
         Ok(code) => std::process::exit(code),
         Err(e) => {
             eprintln!("clip-train: error: {e:#}");
-            std::process::exit(1);
+            // A dead, hung or disagreeing rank: not requeued blindly (unlike 75).
+            let dist = e.downcast_ref::<clip_train::ddp::DistFailure>().is_some();
+            std::process::exit(if dist {
+                clip_dist::EXIT_DIST_FAILURE
+            } else {
+                1
+            });
         }
     }
 }
