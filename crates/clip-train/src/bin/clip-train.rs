@@ -27,14 +27,19 @@ fn main() {
         );
         return;
     }
+    // Every rank reports its own errors; with several, say which one (rank 0's log has the rest).
+    let who = match clip_dist::WorldInfo::from_env() {
+        Ok(w) if w.world_size > 1 => format!("clip-train (rank {})", w.rank),
+        _ => "clip-train".to_string(),
+    };
     if let Err(e) = trainer::validate(&p) {
-        eprintln!("clip-train: {e:#}");
+        eprintln!("{who}: {e:#}");
         std::process::exit(2);
     }
     match trainer::run(p) {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("clip-train: error: {e:#}");
+            eprintln!("{who}: error: {e:#}");
             // A dead, hung or disagreeing rank: not requeued blindly (unlike 75).
             let dist = e.downcast_ref::<clip_train::ddp::DistFailure>().is_some();
             std::process::exit(if dist {
