@@ -549,7 +549,10 @@ pub fn run(mut p: Params) -> Result<i32> {
                     None => break,
                 }
             }
-            if micro.len() < accum as usize {
+            // Every rank must take the same number of steps: when any rank's shards run out, the
+            // epoch ends on all of them (OpenCLIP's DDP would hang instead).
+            let ran_out = ddp::any(comm, device, micro.len() < accum as usize)?;
+            if ran_out {
                 // Non-resampled shards ran out before the plan: the epoch ends here (a partial
                 // accumulation is dropped), as OpenCLIP's does.
                 log.warn(&format!(

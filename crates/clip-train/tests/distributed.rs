@@ -394,3 +394,41 @@ fn preemption_of_one_rank_stops_all_at_the_same_step_and_resumes_exactly() {
     );
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// Plain (not resampled) shards split unevenly over the ranks, `--train-num-samples` larger than
+/// the data: when the first rank runs out, every rank ends the epoch at that step (instead of the
+/// others waiting in a collective forever), and the run finishes.
+#[test]
+fn ranks_end_the_epoch_together_when_one_runs_out_of_shards() {
+    let logs = tempdir("ddp-ranout");
+    let shards = logs.join("shards");
+    common::make_shards(&logs, &shards, 24, 8, 0);
+    let data = format!("{}/{{00000..00002}}.tar", shards.display());
+    let a = |_| {
+        let mut v = args(
+            &logs,
+            "r",
+            "clip_tiny",
+            4,
+            &["--workers", "1", "--epochs", "2"],
+        );
+        v.retain(|f| f != "--dataset-type" && f != "synthetic");
+        v.extend([
+            "--train-data".into(),
+            data.clone(),
+            "--train-num-samples".into(),
+            "64".into(),
+        ]);
+        v
+    };
+    run_world_ok(2, &a);
+    let log = std::fs::read_to_string(logs.join("r/out.log")).unwrap();
+    // Rank 1 holds one shard of 8 samples: two batches of 4.
+    assert_eq!(
+        log.matches("ended after 2 of 8 batches").count(),
+        2,
+        "{log}"
+    );
+    assert!(logs.join("r/checkpoints/epoch_2.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&logs);
+}
