@@ -2,25 +2,12 @@
 //! during the save the first one started. Neither may leave a checkpoint that `--resume latest`
 //! trips over, and the resumed run must still end bitwise equal to an uninterrupted one.
 mod common;
-use common::{assert_bitwise_equal, ok, tempdir};
+use common::{assert_bitwise_equal, ok, signal, tempdir, SIGKILL, SIGTERM, SIGUSR1};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
-const SIGKILL: i32 = 9;
-const SIGUSR1: i32 = 10;
-const SIGTERM: i32 = 15;
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
-fn signal(child: &Child, sig: i32) {
-    unsafe { libc_kill(child.id() as i32, sig) };
-}
-
 /// `clip_tiny` (its 49408-token embedding makes a ~20 MB checkpoint, slow enough to be caught
 /// mid-write) on 50 steps of synthetic data.
 fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {

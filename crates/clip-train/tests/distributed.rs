@@ -3,20 +3,15 @@
 //! ranks trains the same model; a rank that dies or never arrives ends the job with its name; a
 //! preemption signal that reaches only one rank still makes every rank checkpoint the same step.
 mod common;
-use common::{assert_bitwise_equal, tempdir, weights};
+use common::{
+    assert_bitwise_equal, free_port, logged_losses, no_drop_path_config, signal, tempdir, weights,
+    SIGKILL, SIGSTOP, SIGUSR1,
+};
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// Starts `world` ranks of clip-train with `args` (per rank); torchrun's environment.
 fn spawn_world(world: usize, args: &dyn Fn(usize) -> Vec<String>, timeout_s: u32) -> Vec<Child> {
@@ -58,16 +53,6 @@ fn run_world_ok(world: usize, args: &dyn Fn(usize) -> Vec<String>) {
     }
 }
 
-/// The tiny model without stochastic depth (masks are drawn per rank, so they could not agree
-/// across world sizes).
-fn no_drop_path_config(dir: &Path) -> String {
-    let cfg = std::fs::read_to_string(common::root().join("configs/clip_tiny_test.json")).unwrap();
-    let cfg = cfg.replace("\"timm_drop_path\": 0.1", "\"timm_drop_path\": 0.0");
-    let path = dir.join("tiny_no_drop_path.json");
-    std::fs::write(&path, cfg).unwrap();
-    path.display().to_string()
-}
-
 fn args(logs: &Path, name: &str, model: &str, batch: usize, extra: &[&str]) -> Vec<String> {
     let batch = batch.to_string();
     let mut v: Vec<String> = [
@@ -103,15 +88,6 @@ fn args(logs: &Path, name: &str, model: &str, batch: usize, extra: &[&str]) -> V
     v.push(logs.display().to_string());
     v.extend(extra.iter().map(|s| s.to_string()));
     v
-}
-
-fn losses(run_dir: &Path) -> Vec<f64> {
-    std::fs::read_to_string(run_dir.join("out.log"))
-        .unwrap()
-        .lines()
-        .filter_map(|l| l.split(" Loss: ").nth(1))
-        .map(|v| v.split_whitespace().next().unwrap().parse().unwrap())
-        .collect()
 }
 
 /// Per tensor: max |a − b| / max |a| over the model weights.
@@ -173,10 +149,10 @@ fn world_sizes_1_2_4_train_the_same_model() {
         run_world_ok(world, &|_| args(&logs, &name, &model, batch, &opt));
     }
     let ckpt = |w: usize| logs.join(format!("w{w}/checkpoints/epoch_1.safetensors"));
-    let l1 = losses(&logs.join("w1"));
+    let l1 = logged_losses(&logs.join("w1"));
     assert_eq!(l1.len(), 3);
     for w in [2, 4] {
-        let lw = losses(&logs.join(format!("w{w}")));
+        let lw = logged_losses(&logs.join(format!("w{w}")));
         for (a, b) in l1.iter().zip(&lw) {
             assert!((a - b).abs() <= 1e-5 * a, "world {w}: {l1:?} vs {lw:?}");
         }
@@ -268,11 +244,6 @@ fn wait_for_log(run_dir: &Path, needle: &str) {
     }
 }
 
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
-}
-
 /// SIGKILL one rank mid-run, or stop it: the other exits (status 70) within the timeout, naming
 /// it.
 #[test]
@@ -294,7 +265,7 @@ fn a_killed_rank_ends_the_others_with_its_name() {
             10,
         );
         wait_for_log(&logs.join(&name), "Train Epoch: 0 [");
-        unsafe { libc_kill(children[victim].id() as i32, 9) };
+        signal(&children[victim], SIGKILL);
         let t0 = Instant::now();
         let survivor = children.remove(1 - victim).wait_with_output().unwrap();
         let _ = children.remove(0).wait();
@@ -323,9 +294,9 @@ fn a_killed_rank_ends_the_others_with_its_name() {
         5,
     );
     wait_for_log(&logs.join("hung"), "Train Epoch: 0 [");
-    unsafe { libc_kill(children[1].id() as i32, 19) }; // SIGSTOP
+    signal(&children[1], SIGSTOP);
     let survivor = children.remove(0).wait_with_output().unwrap();
-    unsafe { libc_kill(children[0].id() as i32, 9) };
+    signal(&children[0], SIGKILL);
     let _ = children.remove(0).wait();
     let err = String::from_utf8_lossy(&survivor.stderr);
     assert_eq!(survivor.status.code(), Some(70), "{err}");
@@ -373,7 +344,7 @@ fn preemption_of_one_rank_stops_all_at_the_same_step_and_resumes_exactly() {
     run_world_ok(2, &|_| a("ref"));
     let children = spawn_world(2, &|_| a("pre"), 120);
     wait_for_log(&logs.join("pre"), "Train Epoch: 0 [ 24/400");
-    unsafe { libc_kill(children[1].id() as i32, 10) };
+    signal(&children[1], SIGUSR1);
     for (rank, out) in wait_all(children).iter().enumerate() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(75), "rank {rank}: {err}");

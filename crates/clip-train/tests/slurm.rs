@@ -4,7 +4,7 @@
 //! `srun … --resume latest` ends bitwise equal to an uninterrupted run. And the sbatch example
 //! runs to completion.
 mod common;
-use common::{assert_bitwise_equal, make_shards, tempdir};
+use common::{assert_bitwise_equal, free_port, make_shards, tempdir};
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
@@ -21,14 +21,6 @@ fn require_slurm() {
         up,
         "no slurm here: run `bash scripts/start-slurm.sh` (scripts/test.sh does)"
     );
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// `srun -N1 -n2 --job-name JOB clip-train ARGS`, rank 0's store on a free port.

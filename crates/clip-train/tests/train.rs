@@ -121,7 +121,7 @@ fn preemption_signal_checkpoints_and_exits_75_then_resume_finishes_identically()
         assert!(t0.elapsed().as_secs() < 120, "no progress");
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
-    unsafe { libc_kill(child.id() as i32, 10) }; // SIGUSR1
+    common::signal(&child, common::SIGUSR1);
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
@@ -134,11 +134,6 @@ fn preemption_signal_checkpoints_and_exits_75_then_resume_finishes_identically()
         &logs.join("ref400/checkpoints/epoch_2.safetensors"),
     );
     let _ = std::fs::remove_dir_all(&logs);
-}
-
-extern "C" {
-    #[link_name = "kill"]
-    fn libc_kill(pid: i32, sig: i32) -> i32;
 }
 
 #[test]

@@ -141,3 +141,49 @@ pub fn make_shards(dir: &Path, out: &Path, n: usize, per_shard: usize, salt: usi
     };
     clip_data::make_shards::make_shards(&cfg).unwrap();
 }
+
+/// A port nobody listens on right now (for rank 0's store).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// The tiny test model without stochastic depth, written into `dir` (its path): runs whose
+/// batches are shaped differently (accumulation, world sizes) then see the same forward, where
+/// drop-path masks drawn per micro-batch or per rank could not agree.
+pub fn no_drop_path_config(dir: &Path) -> String {
+    let cfg = std::fs::read_to_string(root().join("configs/clip_tiny_test.json")).unwrap();
+    let cfg = cfg.replace("\"timm_drop_path\": 0.1", "\"timm_drop_path\": 0.0");
+    assert!(cfg.contains("\"timm_drop_path\": 0.0"));
+    let path = dir.join("tiny_no_drop_path.json");
+    std::fs::write(&path, cfg).unwrap();
+    path.display().to_string()
+}
+
+/// The `Loss: X` values of a run directory's out.log lines, in order.
+pub fn logged_losses(run_dir: &Path) -> Vec<f64> {
+    std::fs::read_to_string(run_dir.join("out.log"))
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split(" Loss: ").nth(1))
+        .map(|v| v.split_whitespace().next().unwrap().parse().unwrap())
+        .collect()
+}
+
+pub const SIGKILL: i32 = 9;
+pub const SIGUSR1: i32 = 10;
+pub const SIGTERM: i32 = 15;
+pub const SIGSTOP: i32 = 19;
+
+extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, sig: i32) -> i32;
+}
+
+/// Sends `sig` to a child process.
+pub fn signal(child: &std::process::Child, sig: i32) {
+    unsafe { libc_kill(child.id() as i32, sig) };
+}
