@@ -6,6 +6,7 @@ pub mod metrics;
 pub mod optimizer;
 pub mod params;
 pub mod pyfmt;
+pub mod rundir;
 pub mod scheduler;
 pub mod step;
 pub mod synthetic;

@@ -1,16 +1,16 @@
-//! The single-process training loop, assembled from the small parts beside it: params →
-//! run directory + logging → model (+ `--pretrained`) → optimizer + schedule → data → step loop
-//! → checkpoints. Multi-process data parallelism (issue 5) plugs into the loss's
-//! `FeatureGather` and a gradient all-reduce before clipping.
+//! The training loop, assembled from the small parts beside it: params → rendezvous
+//! (`clip_dist`) → run directory + logging ([`crate::rundir`], rank 0 only) → model
+//! (+ `--pretrained`, `--lock-*`) → optimizer + schedule → data (this rank's share) → resume
+//! (rank 0 picks) → step loop ([`crate::step`] forward/backward, [`crate::ddp`] gradient average,
+//! clipping, AdamW) → checkpoints (rank 0 writes, all wait).
 //!
-//! Scope so far: `--dataset-type synthetic` and `webdataset` (clip-data's loader, see
-//! [`crate::data`]; the data position is saved in every checkpoint and restored on resume);
-//! fp32 and amp_bf16; checkpoints every `--save-frequency` epochs and `--save-every-n-steps`
-//! steps; `--resume latest|PATH` to the exact step (and sample); preemption signals. Flags whose non-default values are not implemented yet are refused
-//! up front ("not supported yet: --X"), never silently ignored.
+//! Scope: `--dataset-type synthetic` and `webdataset` (clip-data's loader, see [`crate::data`];
+//! every rank's data position is saved in every checkpoint and restored on resume); fp32 and
+//! amp_bf16; checkpoints every `--save-frequency` epochs and `--save-every-n-steps` steps;
+//! `--resume latest|PATH` to the exact step (and sample); preemption signals, agreed across ranks.
+//! Flags whose non-default values are not implemented yet are refused up front ("not supported
+//! yet: --X"), never silently ignored.
 
-use std::fs::OpenOptions;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -25,10 +25,11 @@ use crate::checkpoint::{self, TrainState};
 use crate::data::TrainData;
 use crate::ddp::{self, DistGather, GradBuckets};
 use crate::loss::LossLayout;
-use crate::metrics::{peak_flops, Progress};
+use crate::metrics::peak_flops;
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::Params;
-use crate::pyfmt::{alt_g, repr_float};
+use crate::pyfmt::alt_g;
+use crate::rundir::{self, Log};
 use crate::scheduler::LrSchedule;
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
@@ -96,101 +97,6 @@ fn preemption_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
-/// `out.log` and stderr, in OpenCLIP's `asctime | LEVEL | message` format.
-/// On ranks other than 0 (`rank` set) only warnings and errors are printed, with the rank.
-struct Log {
-    file: Option<std::fs::File>,
-    progress: Progress,
-    rank: Option<usize>,
-}
-
-impl Log {
-    fn line(&mut self, level: &str, msg: &str) {
-        if let Some(rank) = self.rank {
-            if level != "INFO" {
-                eprintln!("{} | rank {rank} | {level} | {msg}", timestamp());
-            }
-            return;
-        }
-        let line = format!("{} | {level} | {msg}", timestamp());
-        self.progress.clear();
-        eprintln!("{line}");
-        if let Some(f) = self.file.as_mut() {
-            let _ = writeln!(f, "{line}");
-        }
-    }
-    fn info(&mut self, msg: &str) {
-        self.line("INFO", msg)
-    }
-    fn warn(&mut self, msg: &str) {
-        self.line("WARNING", msg)
-    }
-}
-
-/// Local wall-clock time as Python logging's `%Y-%m-%d,%H:%M:%S` (UTC here).
-fn timestamp() -> String {
-    let secs = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0) as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!(
-        "{y:04}-{m:02}-{d:02},{:02}:{:02}:{:02}",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-fn py_bool(b: bool) -> String {
-    if b { "True" } else { "False" }.into()
-}
-
-/// `params.txt`: OpenCLIP's `name: value` lines (Python's str of each value), sorted by name.
-fn params_txt(p: &Params, extra: &[(&str, String)]) -> Result<String> {
-    fn py(v: &serde_json::Value) -> String {
-        match v {
-            serde_json::Value::Null => "None".into(),
-            serde_json::Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-            serde_json::Value::Number(n) if n.is_f64() => {
-                repr_float(n.as_f64().unwrap_or(f64::NAN))
-            }
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(a) => {
-                format!("[{}]", a.iter().map(py).collect::<Vec<_>>().join(", "))
-            }
-            serde_json::Value::Object(o) => format!(
-                "{{{}}}",
-                o.iter()
-                    .map(|(k, v)| format!("'{k}': {}", py(v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ),
-        }
-    }
-    let serde_json::Value::Object(map) = serde_json::to_value(p)? else {
-        bail!("params are not an object")
-    };
-    let mut lines: Vec<(String, String)> = map.iter().map(|(k, v)| (k.clone(), py(v))).collect();
-    lines.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
-    lines.sort();
-    Ok(lines
-        .into_iter()
-        .map(|(k, v)| format!("{k}: {v}\n"))
-        .collect())
-}
-
 /// Everything about the command line that can be refused before anything is written (the
 /// caller exits with status 2 on an error here, as argparse does).
 pub fn validate(p: &Params) -> Result<()> {
@@ -248,20 +154,7 @@ pub fn run(mut p: Params) -> Result<i32> {
         .as_deref()
         .filter(|r| *r != "latest")
         .map(PathBuf::from);
-    let name = p.name.clone().unwrap_or_else(|| {
-        format!(
-            "{}-model_{}-lr_{}-b_{}-j_{}-p_{}",
-            timestamp()
-                .replace('-', "_")
-                .replace(',', "-")
-                .replace(':', "_"),
-            p.model.replace('/', "-"),
-            repr_float(p.lr.unwrap_or(0.0)),
-            p.batch_size,
-            p.workers,
-            p.precision
-        )
-    });
+    let name = p.name.clone().unwrap_or_else(|| rundir::default_name(&p));
     let run_dir = Path::new(&p.logs).join(&name);
     let log_path = run_dir.join("out.log");
     if log_path.exists() && p.resume.is_none() {
@@ -291,36 +184,10 @@ pub fn run(mut p: Params) -> Result<i32> {
     let mut log = if master {
         std::fs::create_dir_all(&ckpt_dir)
             .with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
-        std::fs::write(
-            run_dir.join("params.txt"),
-            params_txt(
-                &p,
-                &[
-                    ("checkpoint_path", ckpt_dir.display().to_string()),
-                    ("distributed", py_bool(world.world_size > 1)),
-                    ("local_rank", world.local_rank.to_string()),
-                    ("log_path", log_path.display().to_string()),
-                    ("rank", world.rank.to_string()),
-                    ("world_size", world.world_size.to_string()),
-                ],
-            )?,
-        )?;
-        Log {
-            file: Some(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(&log_path)?,
-            ),
-            progress: Progress::new(),
-            rank: None,
-        }
+        rundir::write_params_txt(&run_dir, &p, &world)?;
+        Log::to_file(&log_path)?
     } else {
-        Log {
-            file: None,
-            progress: Progress::disabled(),
-            rank: Some(world.rank),
-        }
+        Log::for_rank(world.rank)
     };
     if world.world_size > 1 {
         log.info(&format!(
@@ -594,7 +461,7 @@ pub fn run(mut p: Params) -> Result<i32> {
             end = Instant::now();
 
             let count = state.step_in_epoch;
-            log.progress.update(
+            log.progress().update(
                 epoch,
                 count,
                 batches_per_epoch,
