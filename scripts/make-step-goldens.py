@@ -5,7 +5,11 @@ with logit_scale set above ln(100) (so the clamp acts) and a small --grad-clip-n
 acts). Writes OUT.safetensors with the weights after each step (`step1.<key>`, `step2.<key>`)
 and the total grad norms, for crates/clip-train/tests/step.rs.
 
-    make-step-goldens.py OUT.safetensors
+    make-step-goldens.py OUT.safetensors [PRECISION]
+
+PRECISION (fp32 by default) is OpenCLIP's `--precision`: `bf16` / `pure_bf16` build the model in
+bf16 (`create_model(precision=…)`, text LayerNorms kept fp32 for `bf16`) and feed bf16 images,
+as `--precision bf16` training does.
 """
 import math
 import sys
@@ -24,10 +28,13 @@ LR = (1e-2, 5e-3)          # two scheduler values
 WD, BETAS, EPS, CLIP = 0.2, (0.9, 0.98), 1e-6, 0.5
 LOGIT_SCALE = 5.0           # above ln(100): the clamp after the step must bring it back
 
+PRECISION = sys.argv[2] if len(sys.argv) > 2 else "fp32"
 g = load_file(ROOT / "tests/golden/model/clip_tiny_test.safetensors")
-model = open_clip.create_model("clip_tiny_test")
+model = open_clip.create_model("clip_tiny_test", precision=PRECISION)
+input_dtype = open_clip.get_input_dtype(PRECISION)
 sd = {k: g[k] for k in model.state_dict()}
 sd["logit_scale"] = torch.tensor(LOGIT_SCALE)
+# load_state_dict copies into the parameters' own dtypes.
 model.load_state_dict(sd, strict=True)
 model.train()  # drop path is on in train mode; the golden uses timm_drop_path, so the Rust
                # test gets the same masks only if it draws none: set drop path off here.
@@ -48,7 +55,7 @@ for i, lr in enumerate(LR, 1):
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad()
-    img, txt, scale = model(g["image"], g["text"])
+    img, txt, scale = model(g["image"].to(dtype=input_dtype), g["text"])
     loss = loss_fn(img, txt, scale)
     loss.backward()
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP, norm_type=2.0)
@@ -57,9 +64,9 @@ for i, lr in enumerate(LR, 1):
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
     if i == 1:
-        assert abs(model.logit_scale.item() - math.log(100)) < 1e-6, "the clamp acted"
-    out[f"loss{i}"] = loss.detach().reshape(1)
-    out[f"grad_norm{i}"] = norm.detach().reshape(1)
+        assert abs(model.logit_scale.item() - math.log(100)) < 2e-2, "the clamp acted"
+    out[f"loss{i}"] = loss.detach().float().reshape(1)
+    out[f"grad_norm{i}"] = norm.detach().float().reshape(1)
     for k, v in model.state_dict().items():
         out[f"step{i}.{k}"] = v.detach().clone().contiguous()
 save_file(out, sys.argv[1])

@@ -1,7 +1,7 @@
 //! OpenCLIP's `CLIP` (`open_clip/model.py`) with a timm ConvNeXt image tower.
 
 use anyhow::{bail, Result};
-use tch::{nn, Tensor};
+use tch::{nn, Kind, Tensor};
 
 use crate::config::ClipConfig;
 use crate::layers::{l2_normalize, Init, ParamRecorder};
@@ -108,6 +108,28 @@ impl Clip {
         let groups = layers + 2 - usize::from(!self.cfg.text.projection);
         let first_unlocked = groups.saturating_sub(unlocked_layers);
         self.freeze(|k| group(k).is_some_and(|g| g < first_unlocked));
+    }
+
+    /// OpenCLIP's low-precision models (`create_model(precision=…)`): every parameter becomes
+    /// bf16 in place (`pure_bf16`), or every one but the text tower's LayerNorms, which OpenCLIP
+    /// builds as `LayerNormFp32` and casts back to fp32 (`bf16`).
+    pub fn to_bf16(&self, keep_text_norms_fp32: bool) {
+        let text_norm = |k: &str| {
+            k.starts_with("ln_final.")
+                || (k.starts_with("transformer.resblocks.")
+                    && (k.contains(".ln_1.") || k.contains(".ln_2.")))
+        };
+        tch::no_grad(|| {
+            for (k, t) in &self.params {
+                let kind = if keep_text_norms_fp32 && text_norm(k) {
+                    Kind::Float
+                } else {
+                    Kind::BFloat16
+                };
+                let mut v = t.shallow_clone();
+                v.set_data(&t.to_kind(kind));
+            }
+        });
     }
 
     fn freeze(&self, which: impl Fn(&str) -> bool) {

@@ -115,6 +115,17 @@ pub fn layer_norm(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
     x.layer_norm([c], Some(w), Some(b), eps, true)
 }
 
+/// OpenCLIP's text-tower `LayerNorm` / `LayerNormFp32`: normalise in the weights' dtype and return
+/// the input's. With `--precision bf16` the text norms keep fp32 weights while activations are
+/// bf16 (LayerNormFp32); everywhere else the two dtypes agree and this is [`layer_norm`] (under
+/// autocast the cast back to bf16 changes nothing: the consumers are matmuls autocast casts anyway).
+pub fn layer_norm_cast(x: &Tensor, w: &Tensor, b: &Tensor, eps: f64) -> Tensor {
+    if x.kind() == w.kind() {
+        return layer_norm(x, w, b, eps);
+    }
+    layer_norm(&x.to_kind(w.kind()), w, b, eps).to_kind(x.kind())
+}
+
 /// timm's per-sample drop-path mask for a batch of `n`: Bernoulli(1 - rate) / (1 - rate), shaped
 /// [n, 1, ..., 1] for a tensor of `ndim` dimensions. None when the path is never dropped.
 pub fn drop_path_mask(n: i64, ndim: usize, rate: f64, like: &Tensor) -> Option<Tensor> {

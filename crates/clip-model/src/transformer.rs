@@ -8,7 +8,7 @@ use std::cell::Cell;
 use tch::{nn, Kind, Tensor};
 
 use crate::config::{TextConfig, TextPool};
-use crate::layers::{layer_norm, Init, ParamRecorder};
+use crate::layers::{layer_norm_cast, Init, ParamRecorder};
 
 /// LayerNorm eps of OpenCLIP's text tower (nn.LayerNorm's default).
 const LN_EPS: f64 = 1e-5;
@@ -123,8 +123,8 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.attention(&layer_norm(x, &self.ln_1_w, &self.ln_1_b, LN_EPS));
-        let h = layer_norm(&x, &self.ln_2_w, &self.ln_2_b, LN_EPS)
+        let x = x + self.attention(&layer_norm_cast(x, &self.ln_1_w, &self.ln_1_b, LN_EPS));
+        let h = layer_norm_cast(&x, &self.ln_2_w, &self.ln_2_b, LN_EPS)
             .linear(&self.c_fc_w, Some(&self.c_fc_b));
         let h = if self.quick_gelu {
             &h * (&h * 1.702).sigmoid()
@@ -237,7 +237,7 @@ impl TextTransformer {
                 block.forward(&x)
             };
         }
-        let x = layer_norm(&x, &self.ln_final_w, &self.ln_final_b, LN_EPS);
+        let x = layer_norm_cast(&x, &self.ln_final_w, &self.ln_final_b, LN_EPS);
         let idx = match self.pool {
             TextPool::Argmax => tokens.argmax(-1, false),
             TextPool::First => Tensor::zeros([n], (Kind::Int64, x.device())),

@@ -70,8 +70,10 @@ fn check_supported(p: &Params) -> Result<()> {
         other => bail!("not supported yet: --report-to {other} (tensorboard works)"),
     }
     match p.precision.as_str() {
-        "fp32" | "amp_bf16" | "amp_bfloat16" => {}
-        other => bail!("not supported yet: --precision {other} (use amp_bf16 or fp32)"),
+        "fp32" | "amp_bf16" | "amp_bfloat16" | "bf16" | "pure_bf16" => {}
+        other => bail!(
+            "not supported yet: --precision {other} (fp16 needs a loss scaler; use amp_bf16, bf16, pure_bf16 or fp32)"
+        ),
     }
     if p.batch_size < 1 || p.epochs < 1 || p.workers < 0 || p.warmup < 0 {
         bail!("--batch-size and --epochs must be at least 1, --workers and --warmup at least 0");
@@ -205,6 +207,12 @@ pub fn run(mut p: Params) -> Result<i32> {
         log.info(&format!("Loaded pretrained weights from {}", p.pretrained));
     }
     model.set_grad_checkpointing(p.grad_checkpointing);
+    // Low-precision weights (no autocast): OpenCLIP's `bf16` keeps the text LayerNorms in fp32.
+    match p.precision.as_str() {
+        "bf16" => model.to_bf16(true),
+        "pure_bf16" => model.to_bf16(false),
+        _ => {}
+    }
     if p.lock_image {
         // ConvNeXt has no BatchNorm: --lock-image-freeze-bn-stats has nothing to freeze.
         model.lock_image_tower();
@@ -357,6 +365,11 @@ pub fn run(mut p: Params) -> Result<i32> {
     let gather = DistGather(comm);
     let preempted = preemption_flag()?;
     let autocast = matches!(p.precision.as_str(), "amp_bf16" | "amp_bfloat16");
+    // OpenCLIP's get_input_dtype: images in the weights' dtype for bf16 / pure_bf16.
+    let input_kind = match p.precision.as_str() {
+        "bf16" | "pure_bf16" => tch::Kind::BFloat16,
+        _ => tch::Kind::Float,
+    };
     let step_opts = StepOptions {
         autocast: autocast.then_some(device),
         train: true,
@@ -366,7 +379,7 @@ pub fn run(mut p: Params) -> Result<i32> {
         },
     };
     let flops_per_sample = clip_model::flops::train_flops(&cfg, p.grad_checkpointing);
-    let peak = peak_flops(device, autocast);
+    let peak = peak_flops(device, p.precision.contains("bf16"));
     let sample_digits = ((samples_per_epoch + 1) as f64).log10().ceil() as usize;
     // Rank 0 writes, with every rank's data position; everyone waits until the file is complete.
     let save = |state: &TrainState, file: &str, opt: &AdamW| -> Result<PathBuf> {
@@ -406,9 +419,10 @@ pub fn run(mut p: Params) -> Result<i32> {
             let mut micro = Vec::with_capacity(accum as usize);
             while micro.len() < accum as usize {
                 match batches.next_batch() {
-                    Some(Ok((images, tokens))) => {
-                        micro.push((images.to_device(device), tokens.to_device(device)))
-                    }
+                    Some(Ok((images, tokens))) => micro.push((
+                        images.to_device(device).to_kind(input_kind),
+                        tokens.to_device(device),
+                    )),
                     Some(Err(e)) => {
                         log.line("ERROR", &format!("training data: {e:#}"));
                         return Err(e.context(format!("training data, epoch {epoch}")));

@@ -1,5 +1,6 @@
-//! One training step (`step::forward_backward` → ClipLoss → backward → clip_grad_norm → AdamW with OpenCLIP's groups →
-//! logit-scale clamp), twice, against OpenCLIP's on the same weights and batch (fp32, CPU).
+//! One training step (`step::forward_backward` → ClipLoss → backward → clip_grad_norm → AdamW with
+//! OpenCLIP's groups → logit-scale clamp), twice, against OpenCLIP's on the same weights and batch
+//! (CPU; fp32, and the bf16 / pure_bf16 low-precision models).
 mod common;
 use common::{get, python, root};
 use std::process::Command;
@@ -10,21 +11,30 @@ use clip_train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use clip_train::step::{forward_backward, StepOptions};
 use tch::{nn::VarStore, Device, Tensor};
 
-#[test]
-fn two_steps_match_openclip() {
-    let out = std::env::temp_dir().join(format!("step-golden-{}.safetensors", std::process::id()));
+/// OpenCLIP's two steps at this `--precision` (scripts/make-step-goldens.py).
+fn golden(precision: &str) -> Vec<(String, Tensor)> {
+    let out = std::env::temp_dir().join(format!(
+        "step-golden-{precision}-{}.safetensors",
+        std::process::id()
+    ));
     let status = Command::new(python())
         .arg(root().join("scripts/make-step-goldens.py"))
         .arg(&out)
+        .arg(precision)
         .status()
         .unwrap();
     assert!(status.success());
     let gold = Tensor::read_safetensors(&out).unwrap();
     let _ = std::fs::remove_file(&out);
+    gold
+}
+
+/// The tiny test model with the golden's weights (logit_scale above ln 100, as the golden script
+/// sets it), and the golden batch.
+fn model_and_batch() -> (VarStore, Clip, Tensor, Tensor) {
     let init =
         Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors"))
             .unwrap();
-
     let vs = VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
     let names: Vec<String> = model
@@ -35,31 +45,46 @@ fn two_steps_match_openclip() {
     let mut sd: Vec<(String, Tensor)> = names.iter().map(|k| (k.clone(), get(&init, k))).collect();
     for (k, t) in sd.iter_mut() {
         if k == "logit_scale" {
-            *t = Tensor::from(5.0f32); // above ln(100), as the golden script sets it
+            *t = Tensor::from(5.0f32);
         }
     }
     weights::load_state_dict(&vs, sd).unwrap();
     let (image, text) = (get(&init, "image"), get(&init, "text"));
-    let cfg = AdamWConfig {
-        beta1: 0.9,
-        beta2: 0.98,
-        eps: 1e-6,
-        weight_decay: 0.2,
+    (vs, model, image, text)
+}
+
+/// The golden script's optimizer.
+const ADAMW: AdamWConfig = AdamWConfig {
+    beta1: 0.9,
+    beta2: 0.98,
+    eps: 1e-6,
+    weight_decay: 0.2,
+};
+
+/// One step as the trainer takes it (eval-mode forward: the golden turns drop path off), with
+/// OpenCLIP's clipping at 0.5; returns (loss, grad norm).
+fn step(model: &Clip, opt: &mut AdamW, image: &Tensor, text: &Tensor, lr: f64) -> (f64, f64) {
+    opt.zero_grad();
+    let opts = StepOptions {
+        autocast: None,
+        train: false,
+        layout: LossLayout::default(),
     };
-    let mut opt = AdamW::new(model.named_parameters(), cfg);
+    let batch = [(image.shallow_clone(), text.shallow_clone())];
+    let loss = forward_backward(model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();
+    let norm = clip_grad_norm(&opt.params, 0.5);
+    opt.step(lr);
+    model.clamp_logit_scale();
+    (loss.double_value(&[]), norm)
+}
+
+#[test]
+fn two_steps_match_openclip() {
+    let gold = golden("fp32");
+    let (_vs, model, image, text) = model_and_batch();
+    let mut opt = AdamW::new(model.named_parameters(), ADAMW);
     for (i, lr) in [(1, 1e-2), (2, 5e-3)] {
-        opt.zero_grad();
-        // The golden turns drop path off; with no other dropout, eval mode is that forward.
-        let opts = StepOptions {
-            autocast: None,
-            train: false,
-            layout: LossLayout::default(),
-        };
-        let batch = [(image.shallow_clone(), text.shallow_clone())];
-        let loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();
-        let norm = clip_grad_norm(&opt.params, 0.5);
-        opt.step(lr);
-        model.clamp_logit_scale();
+        let (loss, norm) = step(&model, &mut opt, &image, &text, lr);
         if i == 1 {
             let s = get(model.named_parameters(), "logit_scale").double_value(&[]);
             assert!((s - 100f64.ln()).abs() < 1e-6, "clamped to ln 100: {s}");
@@ -67,7 +92,7 @@ fn two_steps_match_openclip() {
         let want_loss = get(&gold, &format!("loss{i}")).double_value(&[0]);
         let want_norm = get(&gold, &format!("grad_norm{i}")).double_value(&[0]);
         assert!(
-            (loss.double_value(&[]) - want_loss).abs() <= 1e-5 * want_loss.abs(),
+            (loss - want_loss).abs() <= 1e-5 * want_loss.abs(),
             "loss {i}"
         );
         assert!(
@@ -98,6 +123,56 @@ fn two_steps_match_openclip() {
                     "step {i} {k}: zero-gradient elements moved {worst}"
                 );
             }
+        }
+    }
+}
+
+/// `--precision bf16` / `pure_bf16`: the same parameter dtypes as OpenCLIP's low-precision model
+/// (all bf16, the text LayerNorms fp32 for `bf16`), the same loss, and the same first update.
+/// Every op rounds to bf16 (8 bits of mantissa), in a different order here and there, so values
+/// are compared at that precision: losses and norms to 2 %, the update direction by cosine.
+#[test]
+fn bf16_steps_match_openclip() {
+    for (precision, keep_norms) in [("bf16", true), ("pure_bf16", false)] {
+        let gold = golden(precision);
+        let (_vs, model, image, text) = model_and_batch();
+        model.to_bf16(keep_norms);
+        let image = image.to_kind(tch::Kind::BFloat16);
+        let before: Vec<Tensor> = model
+            .named_parameters()
+            .iter()
+            .map(|(_, t)| t.to_kind(tch::Kind::Float))
+            .collect();
+        let mut opt = AdamW::new(model.named_parameters(), ADAMW);
+        for (i, lr) in [(1, 1e-2), (2, 5e-3)] {
+            let (loss, norm) = step(&model, &mut opt, &image, &text, lr);
+            let want_loss = get(&gold, &format!("loss{i}")).double_value(&[0]);
+            let want_norm = get(&gold, &format!("grad_norm{i}")).double_value(&[0]);
+            let tol = if i == 1 { 0.02 } else { 0.05 };
+            assert!(
+                (loss - want_loss).abs() <= tol * want_loss,
+                "{precision} loss {i}: {loss} vs {want_loss}"
+            );
+            assert!(
+                (norm - want_norm).abs() <= tol * want_norm,
+                "{precision} grad norm {i}: {norm} vs {want_norm}"
+            );
+            if i > 1 {
+                continue;
+            }
+            let (mut dot, mut n_ours, mut n_theirs) = (0.0, 0.0, 0.0);
+            for ((k, t), t0) in model.named_parameters().iter().zip(&before) {
+                let want = get(&gold, &format!("step1.{k}"));
+                assert_eq!(t.kind(), want.kind(), "{precision}: dtype of {k}");
+                let ours = t.to_kind(tch::Kind::Double) - t0.to_kind(tch::Kind::Double);
+                let theirs = want.to_kind(tch::Kind::Double) - t0.to_kind(tch::Kind::Double);
+                dot += (&ours * &theirs).sum(tch::Kind::Double).double_value(&[]);
+                n_ours += (&ours * &ours).sum(tch::Kind::Double).double_value(&[]);
+                n_theirs += (&theirs * &theirs).sum(tch::Kind::Double).double_value(&[]);
+            }
+            let cosine = dot / (n_ours.sqrt() * n_theirs.sqrt());
+            assert!(cosine > 0.99, "{precision}: first update cosine {cosine}");
+            eprintln!("{precision}: loss {loss} vs {want_loss}, update cosine {cosine}");
         }
     }
 }

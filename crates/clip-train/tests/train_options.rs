@@ -224,3 +224,56 @@ fn progress_bar_only_on_a_terminal() {
     assert!(!String::from_utf8_lossy(&piped.stderr).contains('\x1b'));
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// `--precision bf16` / `pure_bf16`: bf16 weights, optimizer state and checkpoints (the text
+/// LayerNorms stay fp32 under `bf16`), and a run stopped mid-epoch resumes bitwise.
+#[test]
+fn bf16_weights_train_and_resume_exactly() {
+    let logs = tempdir("bf16");
+    for (precision, norm_kind) in [
+        ("bf16", tch::Kind::Float),
+        ("pure_bf16", tch::Kind::BFloat16),
+    ] {
+        let a = |name: &str| {
+            args(
+                &logs,
+                name,
+                "clip_tiny_test",
+                &[
+                    "--precision",
+                    precision,
+                    "--save-every-n-steps",
+                    "3",
+                    "--epochs",
+                    "2",
+                ],
+            )
+        };
+        ok(&a(precision));
+        let full = logs.join(precision);
+        let last = full.join("checkpoints/epoch_2.safetensors");
+        let w = weights(&last);
+        let kind = |k: &str| common::get(&w, k).kind();
+        assert_eq!(kind("visual.trunk.stem.0.weight"), tch::Kind::BFloat16);
+        assert_eq!(
+            kind("optimizer.exp_avg.text_projection"),
+            tch::Kind::BFloat16
+        );
+        assert_eq!(kind("ln_final.weight"), norm_kind, "{precision}");
+        let losses = logged_losses(&full);
+        assert!(
+            losses.last().unwrap() < &losses[0],
+            "{precision}: {losses:?}"
+        );
+        let stopped = format!("{precision}-stop");
+        stopped_copy(&full, &logs.join(&stopped), 9);
+        let mut resume = a(&stopped);
+        resume.extend(["--resume".into(), "latest".into()]);
+        ok(&resume);
+        assert_bitwise_equal(
+            &logs.join(&stopped).join("checkpoints/epoch_2.safetensors"),
+            &last,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
