@@ -9,8 +9,11 @@ and the total grad norms, for crates/clip-train/tests/step.rs.
 
 PRECISION (fp32 by default) is OpenCLIP's `--precision`: `bf16` / `pure_bf16` build the model in
 bf16 (`create_model(precision=…)`, text LayerNorms kept fp32 for `bf16`) and feed bf16 images,
-as `--precision bf16` training does.
+as `--precision bf16` training does; `amp` runs forward and loss under fp16 autocast with
+OpenCLIP's GradScaler (scale, unscale before clipping, step, update; the scale after each step is
+saved as `scale{i}`).
 """
+import contextlib
 import math
 import sys
 from pathlib import Path
@@ -32,8 +35,12 @@ PRECISION = sys.argv[2] if len(sys.argv) > 2 else "fp32"
 g = load_file(ROOT / "tests/golden/model/clip_tiny_test.safetensors")
 model = open_clip.create_model("clip_tiny_test", precision=PRECISION)
 input_dtype = open_clip.get_input_dtype(PRECISION)
+scaler = torch.amp.GradScaler("cpu") if PRECISION == "amp" else None
+autocast = (lambda: torch.amp.autocast("cpu", dtype=torch.float16)) if PRECISION == "amp" \
+    else contextlib.nullcontext
 sd = {k: g[k] for k in model.state_dict()}
-sd["logit_scale"] = torch.tensor(LOGIT_SCALE)
+if PRECISION != "amp":  # under fp16 autocast a scale of e^5 overflows the backward at any loss scale
+    sd["logit_scale"] = torch.tensor(LOGIT_SCALE)
 # load_state_dict copies into the parameters' own dtypes.
 model.load_state_dict(sd, strict=True)
 model.train()  # drop path is on in train mode; the golden uses timm_drop_path, so the Rust
@@ -51,19 +58,31 @@ opt = torch.optim.AdamW([{"params": gain_or_bias, "weight_decay": 0.0},
                          {"params": rest, "weight_decay": WD}], lr=LR[0], betas=BETAS, eps=EPS)
 loss_fn = ClipLoss()
 out = {}
-for i, lr in enumerate(LR, 1):
+# amp: GradScaler starts at 2^16, which overflows this model's fp16 backward; it skips steps and
+# halves the scale until one fits. Six steps show the skips and two real updates.
+steps = LR if PRECISION != "amp" else (LR[0],) * 4 + (LR[1],) * 2
+for i, lr in enumerate(steps, 1):
     for group in opt.param_groups:
         group["lr"] = lr
     opt.zero_grad()
-    img, txt, scale = model(g["image"].to(dtype=input_dtype), g["text"])
-    loss = loss_fn(img, txt, scale)
-    loss.backward()
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP, norm_type=2.0)
-    assert norm > CLIP, "clipping must act"
-    opt.step()
+    with autocast():
+        img, txt, scale = model(g["image"].to(dtype=input_dtype), g["text"])
+        loss = loss_fn(img, txt, scale)
+    if scaler is None:
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP, norm_type=2.0)
+        opt.step()
+    else:  # train.py's order
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP, norm_type=2.0)
+        scaler.step(opt)
+        scaler.update()
+        out[f"scale{i}"] = torch.tensor([scaler.get_scale()], dtype=torch.float64)
+    assert norm > CLIP or (scaler is not None and not norm.isfinite()), f"clipping must act ({norm})"
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
-    if i == 1:
+    if i == 1 and scaler is None:
         assert abs(model.logit_scale.item() - math.log(100)) < 2e-2, "the clamp acted"
     out[f"loss{i}"] = loss.detach().float().reshape(1)
     out[f"grad_norm{i}"] = norm.detach().float().reshape(1)

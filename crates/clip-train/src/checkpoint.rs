@@ -35,6 +35,13 @@ pub struct TrainState {
     pub step_in_epoch: i64,
     /// The input pipeline's position (opaque JSON, from the data loader).
     pub data_position: serde_json::Value,
+    /// `--precision amp`'s loss scaler (absent otherwise).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scaler: Option<crate::scaler::GradScaler>,
+    /// AdamW's own step count (its bias correction), fewer than `step` when the loss scaler
+    /// skipped steps; absent: equal to `step`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer_step: Option<i64>,
 }
 
 struct Bytes {

@@ -94,12 +94,20 @@ impl GradBuckets {
 /// The loss's collective points over a [`Collectives`] backend.
 pub struct DistGather<'a>(pub &'a dyn Collectives);
 
+/// fp16 (`--precision amp` features) travels as f32: the backends move f32, bf16, f64 and i64.
+fn widen(t: &Tensor) -> Tensor {
+    match t.kind() {
+        Kind::Half => t.to_kind(Kind::Float),
+        _ => t.contiguous(),
+    }
+}
+
 impl FeatureGather for DistGather<'_> {
     fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
-        dist(self.0.all_gather(&t.contiguous()))
+        Ok(dist(self.0.all_gather(&widen(t)))?.to_kind(t.kind()))
     }
     fn reduce_scatter_sum(&self, t: &Tensor) -> Result<Tensor> {
-        dist(self.0.reduce_scatter(&t.contiguous(), ReduceOp::Sum))
+        Ok(dist(self.0.reduce_scatter(&widen(t), ReduceOp::Sum))?.to_kind(t.kind()))
     }
     fn rank(&self) -> i64 {
         self.0.rank() as i64

@@ -7,6 +7,7 @@ pub mod optimizer;
 pub mod params;
 pub mod pyfmt;
 pub mod rundir;
+pub mod scaler;
 pub mod scheduler;
 pub mod step;
 pub mod synthetic;

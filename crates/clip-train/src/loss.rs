@@ -107,14 +107,16 @@ pub struct FeatureGrads {
 }
 
 /// Gathers `img`/`txt` (this rank's features; their autograd history is not used), computes this
-/// rank's loss, back-propagates it into `logit_scale`'s parameter (accumulating its `.grad`) and
-/// returns the feature gradients the towers must back-propagate (see the module docs).
+/// rank's loss, back-propagates it times `loss_scale` (fp16's loss scaler; 1 otherwise) into
+/// `logit_scale`'s parameter (accumulating its `.grad`) and returns the feature gradients the
+/// towers must back-propagate (see the module docs), scaled alike.
 pub fn clip_loss_backward(
     img: &Tensor,
     txt: &Tensor,
     logit_scale: &Tensor,
     gather: &dyn FeatureGather,
     layout: LossLayout,
+    loss_scale: f64,
 ) -> Result<FeatureGrads> {
     let (rank, world) = (gather.rank(), gather.world_size());
     let b = img.size()[0];
@@ -139,7 +141,11 @@ pub fn clip_loss_backward(
         rank,
         layout.local_loss,
     );
-    loss.backward();
+    if loss_scale == 1.0 {
+        loss.backward();
+    } else {
+        (&loss * loss_scale).backward();
+    }
     let (gi, gt) = (all_img.grad(), all_txt.grad());
     let (image, text) = if layout.gather_with_grad && world > 1 {
         (
@@ -211,8 +217,15 @@ mod tests {
         let ls = Tensor::from(2.659_f64).set_requires_grad(true);
         clip_loss_local(&img, &txt, &ls.exp()).backward();
         let ls2 = Tensor::from(2.659_f64).set_requires_grad(true);
-        let g =
-            clip_loss_backward(&img, &txt, &ls2.exp(), &LocalOnly, LossLayout::default()).unwrap();
+        let g = clip_loss_backward(
+            &img,
+            &txt,
+            &ls2.exp(),
+            &LocalOnly,
+            LossLayout::default(),
+            1.0,
+        )
+        .unwrap();
         for (got, want) in [
             (&g.image, img.grad()),
             (&g.text, txt.grad()),

@@ -21,8 +21,10 @@ use crate::loss::{clip_loss_backward, FeatureGather, LossLayout};
 
 /// How to run the step's forwards.
 pub struct StepOptions {
-    /// bf16 autocast on this device (`--precision amp_bf16`), or None for fp32.
-    pub autocast: Option<Device>,
+    /// Autocast on this device to this dtype (`--precision amp_bf16`: bf16, `amp`: fp16), or None.
+    pub autocast: Option<(Device, Kind)>,
+    /// The loss scaler's factor (`--precision amp`), else 1: the gradients come out multiplied.
+    pub loss_scale: f64,
     /// Train-mode forward (stochastic depth on).
     pub train: bool,
     pub layout: LossLayout,
@@ -39,7 +41,7 @@ pub fn forward_backward(
 ) -> Result<Tensor> {
     let autocast = || -> Result<Option<torch_ext::AutocastGuard>> {
         opts.autocast
-            .map(|d| torch_ext::AutocastGuard::new(d, Kind::BFloat16))
+            .map(|(d, k)| torch_ext::AutocastGuard::new(d, k))
             .transpose()
     };
     let forward = |j: usize| {
@@ -56,8 +58,14 @@ pub fn forward_backward(
         let (img, txt, grads) = {
             let _ac = autocast()?;
             let (img, txt) = forward(0);
-            let grads =
-                clip_loss_backward(&img, &txt, &model.logit_scale.exp(), gather, opts.layout)?;
+            let grads = clip_loss_backward(
+                &img,
+                &txt,
+                &model.logit_scale.exp(),
+                gather,
+                opts.layout,
+                opts.loss_scale,
+            )?;
             (img, txt, grads)
         };
         backward_from(&img, &txt, &grads.image, &grads.text);
@@ -78,6 +86,7 @@ pub fn forward_backward(
             &model.logit_scale.exp(),
             gather,
             opts.layout,
+            opts.loss_scale,
         )?
     };
     drop((imgs, txts));

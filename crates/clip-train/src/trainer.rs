@@ -30,6 +30,7 @@ use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::Params;
 use crate::pyfmt::alt_g;
 use crate::rundir::{self, Log};
+use crate::scaler::GradScaler;
 use crate::scheduler::LrSchedule;
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
@@ -70,9 +71,9 @@ fn check_supported(p: &Params) -> Result<()> {
         other => bail!("not supported yet: --report-to {other} (tensorboard works)"),
     }
     match p.precision.as_str() {
-        "fp32" | "amp_bf16" | "amp_bfloat16" | "bf16" | "pure_bf16" => {}
+        "fp32" | "amp" | "amp_bf16" | "amp_bfloat16" | "bf16" | "pure_bf16" => {}
         other => bail!(
-            "not supported yet: --precision {other} (fp16 needs a loss scaler; use amp_bf16, bf16, pure_bf16 or fp32)"
+            "not supported yet: --precision {other} (amp, amp_bf16, bf16, pure_bf16 and fp32 are)"
         ),
     }
     if p.batch_size < 1 || p.epochs < 1 || p.workers < 0 || p.warmup < 0 {
@@ -287,6 +288,8 @@ pub fn run(mut p: Params) -> Result<i32> {
         step: 0,
         step_in_epoch: 0,
         data_position: serde_json::Value::Null,
+        scaler: (p.precision == "amp").then(GradScaler::default),
+        optimizer_step: None,
     };
     if master {
         for stale in checkpoint::remove_stale_temp_files(&ckpt_dir) {
@@ -329,10 +332,16 @@ pub fn run(mut p: Params) -> Result<i32> {
     };
     if let Some((path, l)) = loaded {
         weights::load_state_dict(&vs, l.model).with_context(|| format!("{}", path.display()))?;
-        opt.load_state(&l.optimizer, l.state.step)
+        opt.load_state(&l.optimizer, l.state.optimizer_step.unwrap_or(l.state.step))
             .with_context(|| format!("{}", path.display()))?;
         state = l.state;
         state.name = name.clone();
+        // The scaler continues where it was; a checkpoint from another precision starts a new one.
+        if p.precision == "amp" {
+            state.scaler = state.scaler.or(Some(GradScaler::default()));
+        } else {
+            state.scaler = None;
+        }
         // A multi-rank checkpoint holds every rank's data position: take this rank's.
         if let Some(ranks) = state.data_position.get("ranks").and_then(|r| r.as_array()) {
             if ranks.len() != world.world_size && state.step_in_epoch > 0 {
@@ -364,14 +373,20 @@ pub fn run(mut p: Params) -> Result<i32> {
     }
     let gather = DistGather(comm);
     let preempted = preemption_flag()?;
-    let autocast = matches!(p.precision.as_str(), "amp_bf16" | "amp_bfloat16");
+    // OpenCLIP's get_autocast: fp16 for `amp` (with the loss scaler), bf16 for amp_bf16.
+    let autocast = match p.precision.as_str() {
+        "amp" => Some((device, tch::Kind::Half)),
+        "amp_bf16" | "amp_bfloat16" => Some((device, tch::Kind::BFloat16)),
+        _ => None,
+    };
     // OpenCLIP's get_input_dtype: images in the weights' dtype for bf16 / pure_bf16.
     let input_kind = match p.precision.as_str() {
         "bf16" | "pure_bf16" => tch::Kind::BFloat16,
         _ => tch::Kind::Float,
     };
     let step_opts = StepOptions {
-        autocast: autocast.then_some(device),
+        autocast,
+        loss_scale: 1.0,
         train: true,
         layout: LossLayout {
             local_loss: p.local_loss,
@@ -385,6 +400,7 @@ pub fn run(mut p: Params) -> Result<i32> {
     let save = |state: &TrainState, file: &str, opt: &AdamW| -> Result<PathBuf> {
         let path = ckpt_dir.join(file);
         let mut state = state.clone();
+        state.optimizer_step = (opt.step != state.step).then_some(opt.step);
         if world.world_size > 1 {
             let all = ddp::all_gather_strings(comm, device, &state.data_position.to_string())?;
             let all = all
@@ -453,12 +469,24 @@ pub fn run(mut p: Params) -> Result<i32> {
             let stream = world.rank as i64 * accum;
             let seed_of =
                 |j: usize| base.wrapping_add((stream + j as i64).wrapping_mul(1_000_000_007));
-            let loss = forward_backward(&model, &micro, &gather, &step_opts, &seed_of)?;
+            let opts = StepOptions {
+                loss_scale: state.scaler.map_or(1.0, |s| s.scale),
+                ..step_opts
+            };
+            let loss = forward_backward(&model, &micro, &gather, &opts, &seed_of)?;
             buckets.all_reduce_mean(comm)?;
+            // The loss scaler (amp): unscale before clipping; a step with inf/NaN gradients is
+            // skipped (every rank sees the same averaged gradients, so all skip together).
+            let finite = state.scaler.is_none_or(|s| s.unscale(&opt.params));
             if let Some(max) = p.grad_clip_norm {
                 clip_grad_norm(&opt.params, max);
             }
-            opt.step(lr);
+            if finite {
+                opt.step(lr);
+            }
+            if let Some(s) = state.scaler.as_mut() {
+                s.update(!finite);
+            }
             model.clamp_logit_scale();
             state.step += 1;
             state.step_in_epoch += 1;

@@ -67,6 +67,7 @@ fn step(model: &Clip, opt: &mut AdamW, image: &Tensor, text: &Tensor, lr: f64) -
     opt.zero_grad();
     let opts = StepOptions {
         autocast: None,
+        loss_scale: 1.0,
         train: false,
         layout: LossLayout::default(),
     };
@@ -195,6 +196,7 @@ fn accum_freq_gradient_equals_one_k_times_batch() {
     );
     let opts = StepOptions {
         autocast: None,
+        loss_scale: 1.0,
         train: false,
         layout: LossLayout::default(),
     };
@@ -231,4 +233,89 @@ fn accum_freq_gradient_equals_one_k_times_batch() {
             assert!(err <= 1e-5, "K={k} {name}: relative error {err}");
         }
     }
+}
+
+/// `--precision amp`: fp16 autocast and OpenCLIP's GradScaler on the tiny model, six steps. The
+/// scale starts at 2^16, which overflows this model's fp16 backward: the same steps are skipped
+/// (weights untouched, scale halved) and the same scale reached as OpenCLIP's; the losses agree
+/// at fp16 precision and the real updates point the same way.
+#[test]
+fn amp_steps_with_the_loss_scaler_match_openclip() {
+    let gold = golden("amp");
+    let init =
+        Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors"))
+            .unwrap();
+    let vs = VarStore::new(Device::Cpu);
+    let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
+    let names: Vec<String> = model
+        .named_parameters()
+        .iter()
+        .map(|(k, _)| k.clone())
+        .collect();
+    let sd = names.iter().map(|k| (k.clone(), get(&init, k))).collect();
+    weights::load_state_dict(&vs, sd).unwrap();
+    let (image, text) = (get(&init, "image"), get(&init, "text"));
+    let before: Vec<Tensor> = model
+        .named_parameters()
+        .iter()
+        .map(|(_, t)| t.copy())
+        .collect();
+    let mut opt = AdamW::new(model.named_parameters(), ADAMW);
+    let mut scaler = clip_train::scaler::GradScaler::default();
+    let mut skipped = 0;
+    for i in 1..=6 {
+        let lr = if i <= 4 { 1e-2 } else { 5e-3 };
+        opt.zero_grad();
+        let opts = StepOptions {
+            autocast: Some((Device::Cpu, tch::Kind::Half)),
+            loss_scale: scaler.scale,
+            train: false,
+            layout: LossLayout::default(),
+        };
+        let batch = [(image.shallow_clone(), text.shallow_clone())];
+        let loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();
+        let finite = scaler.unscale(&opt.params);
+        let norm = clip_grad_norm(&opt.params, 0.5);
+        if finite {
+            opt.step(lr);
+        }
+        scaler.update(!finite);
+        model.clamp_logit_scale();
+        let want_norm = get(&gold, &format!("grad_norm{i}")).double_value(&[0]);
+        assert_eq!(
+            finite,
+            want_norm.is_finite(),
+            "step {i}: skipped by one side only"
+        );
+        skipped += usize::from(!finite);
+        assert_eq!(
+            scaler.scale,
+            get(&gold, &format!("scale{i}")).double_value(&[0]),
+            "step {i}"
+        );
+        let loss = loss.double_value(&[]);
+        let want_loss = get(&gold, &format!("loss{i}")).double_value(&[0]);
+        assert!(
+            (loss - want_loss).abs() <= 0.01 * want_loss,
+            "step {i} loss {loss} vs {want_loss}"
+        );
+        if finite {
+            assert!(
+                (norm - want_norm).abs() <= 0.01 * want_norm,
+                "step {i} norm {norm} vs {want_norm}"
+            );
+        }
+    }
+    assert!((1..6).contains(&skipped), "{skipped} steps skipped");
+    let (mut dot, mut n_ours, mut n_theirs) = (0.0, 0.0, 0.0);
+    for ((k, t), t0) in model.named_parameters().iter().zip(&before) {
+        let ours = (t - t0).to_kind(tch::Kind::Double);
+        let theirs = (get(&gold, &format!("step6.{k}")) - t0).to_kind(tch::Kind::Double);
+        dot += (&ours * &theirs).sum(tch::Kind::Double).double_value(&[]);
+        n_ours += (&ours * &ours).sum(tch::Kind::Double).double_value(&[]);
+        n_theirs += (&theirs * &theirs).sum(tch::Kind::Double).double_value(&[]);
+    }
+    let cosine = dot / (n_ours.sqrt() * n_theirs.sqrt());
+    eprintln!("amp: {skipped} steps skipped, update cosine after 6 steps {cosine}");
+    assert!(cosine > 0.99, "update cosine {cosine}");
 }

@@ -277,3 +277,46 @@ fn bf16_weights_train_and_resume_exactly() {
     }
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// `--precision amp` (OpenCLIP's default): fp16 autocast with the loss scaler, whose state rides
+/// in the checkpoint so a stopped run resumes bitwise.
+#[test]
+fn amp_with_its_loss_scaler_resumes_exactly() {
+    let logs = tempdir("amp");
+    let a = |name: &str| {
+        args(
+            &logs,
+            name,
+            "clip_tiny_test",
+            &[
+                "--precision",
+                "amp",
+                "--save-every-n-steps",
+                "3",
+                "--epochs",
+                "2",
+            ],
+        )
+    };
+    ok(&a("amp"));
+    let full = logs.join("amp");
+    let last = full.join("checkpoints/epoch_2.safetensors");
+    let state = clip_train::checkpoint::peek_state(&last).unwrap();
+    let scaler = state.scaler.expect("the scaler is checkpointed");
+    assert!(scaler.scale > 0.0 && scaler.scale <= 65536.0, "{scaler:?}");
+    assert!(
+        clip_train::checkpoint::peek_state(&full.join("checkpoints/step_9.safetensors"))
+            .unwrap()
+            .scaler
+            .is_some()
+    );
+    stopped_copy(&full, &logs.join("amp-stop"), 9);
+    let mut resume = a("amp-stop");
+    resume.extend(["--resume".into(), "latest".into()]);
+    ok(&resume);
+    assert_bitwise_equal(
+        &logs.join("amp-stop/checkpoints/epoch_2.safetensors"),
+        &last,
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -50,7 +50,8 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         let opts = StepOptions {
-            autocast: (args.precision == "amp_bf16").then_some(device),
+            autocast: (args.precision == "amp_bf16").then_some((device, Kind::BFloat16)),
+            loss_scale: 1.0,
             train: true,
             layout: LossLayout::default(),
         };
