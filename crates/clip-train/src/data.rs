@@ -119,6 +119,17 @@ pub fn aug_cfg(p: &Params) -> Result<AugCfg> {
 }
 
 /// `--image-mean` / `--image-std`: one value (all channels, as torchvision broadcasts it) or three.
+/// `--image-mean` / `--image-std` (OpenAI's CLIP values by default), checked: what both the
+/// training and the evaluation transforms normalise with.
+pub fn normalization(p: &Params) -> Result<([f32; 3], [f32; 3])> {
+    let mean = channels("--image-mean", p.image_mean.as_deref(), OPENAI_MEAN)?;
+    let std = channels("--image-std", p.image_std.as_deref(), OPENAI_STD)?;
+    if std.iter().any(|s| *s == 0.0 || !s.is_finite()) || mean.iter().any(|m| !m.is_finite()) {
+        bail!("--image-mean/--image-std must be finite and the std non-zero");
+    }
+    Ok((mean, std))
+}
+
 fn channels(flag: &str, v: Option<&[f64]>, default: [f32; 3]) -> Result<[f32; 3]> {
     match v {
         None => Ok(default),
@@ -158,11 +169,7 @@ impl TrainData {
         let (rank, world) = (rank as i64, world.max(1) as i64);
         let kind = dataset_kind(p)?;
         let aug = aug_cfg(p)?;
-        let mean = channels("--image-mean", p.image_mean.as_deref(), OPENAI_MEAN)?;
-        let std = channels("--image-std", p.image_std.as_deref(), OPENAI_STD)?;
-        if std.iter().any(|s| *s == 0.0 || !s.is_finite()) || mean.iter().any(|m| !m.is_finite()) {
-            bail!("--image-mean/--image-std must be finite and the std non-zero");
-        }
+        let (mean, std) = normalization(p)?;
         if p.batch_size < 1 {
             bail!("--batch-size must be at least 1");
         }

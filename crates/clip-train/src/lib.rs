@@ -14,3 +14,5 @@ pub mod synthetic;
 pub mod tensorboard;
 pub mod tool;
 pub mod trainer;
+pub mod zeroshot;
+mod zeroshot_metadata;

@@ -28,12 +28,14 @@ use crate::loss::LossLayout;
 use crate::metrics::peak_flops;
 use crate::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use crate::params::Params;
-use crate::pyfmt::alt_g;
+use crate::pyfmt::{alt_g, repr_float};
 use crate::rundir::{self, Log};
 use crate::scaler::GradScaler;
 use crate::scheduler::LrSchedule;
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
+use crate::zeroshot::{self, EvalOptions, ImageFolder};
+use clip_data::transform::ImageTransform;
 
 /// Exit status after a preemption signal made the run checkpoint and stop: slurm scripts
 /// requeue on it (EX_TEMPFAIL).
@@ -43,7 +45,7 @@ pub const EXIT_PREEMPTED: i32 = 75;
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
     "val_data", "val_num_samples",
-    "imagenet_val", "imagenet_v2", "cache_dir", "log_local", "momentum", "opt", "use_bn_sync",
+    "imagenet_v2", "cache_dir", "log_local", "momentum", "opt", "use_bn_sync",
     "skip_scheduler", "pretrained_image", "lock_image_unlocked_groups",
     "image_interpolation", "image_resize_mode",
     "force_context_length", "force_image_size", "force_quick_gelu",
@@ -100,6 +102,12 @@ fn preemption_flag() -> Result<Arc<AtomicBool>> {
     Ok(flag)
 }
 
+/// No training data but an evaluation set: evaluate the loaded weights and stop (OpenCLIP runs
+/// `evaluate` alone when `data` has no "train").
+fn is_eval_only(p: &Params) -> bool {
+    p.train_data.is_none() && p.dataset_type != "synthetic" && p.imagenet_val.is_some()
+}
+
 /// Everything about the command line that can be refused before anything is written (the
 /// caller exits with status 2 on an error here, as argparse does).
 pub fn validate(p: &Params) -> Result<()> {
@@ -109,13 +117,26 @@ pub fn validate(p: &Params) -> Result<()> {
     dist_backend(p, crate::tool::parse_device(&p.device)?, &world)?;
     clip_dist::InitOptions::from_env(&world, p.dist_url.as_deref(), clip_dist::Backend::Cpu)?;
     let cfg = ClipConfig::load(&p.model)?;
-    let data = TrainData::new(p, &cfg, world.rank, world.world_size)?;
-    if data.batches_per_epoch < p.accum_freq {
-        bail!(
-            "--accum-freq {} needs at least that many batches per epoch; the data gives {}",
-            p.accum_freq,
-            data.batches_per_epoch
-        );
+    if let Some(dir) = &p.imagenet_val {
+        ImageFolder::scan(Path::new(dir))?;
+        crate::data::normalization(p)?;
+        let (h, w) = cfg.vision.image_size;
+        if h != w {
+            bail!(
+                "--imagenet-val: the eval transform is square; model {} has {h}x{w}",
+                p.model
+            );
+        }
+    }
+    if !is_eval_only(p) {
+        let data = TrainData::new(p, &cfg, world.rank, world.world_size)?;
+        if data.batches_per_epoch < p.accum_freq {
+            bail!(
+                "--accum-freq {} needs at least that many batches per epoch; the data gives {}",
+                p.accum_freq,
+                data.batches_per_epoch
+            );
+        }
     }
     if let Some(path) = p.resume.as_deref().filter(|r| *r != "latest") {
         if !Path::new(path).is_file() {
@@ -152,6 +173,7 @@ pub fn run(mut p: Params) -> Result<i32> {
     let (device, backend) = dist_backend(&p, crate::tool::parse_device(&p.device)?, &world)?;
     let master = world.rank == 0;
     let cfg = ClipConfig::load(&p.model)?;
+    let eval_only = is_eval_only(&p);
     let resume_path = p
         .resume
         .as_deref()
@@ -251,36 +273,6 @@ pub fn run(mut p: Params) -> Result<i32> {
         },
     );
 
-    // Data: the epoch plan (OpenCLIP's arithmetic) fixes the schedule's length.
-    let data = TrainData::new(&p, &cfg, world.rank, world.world_size)?;
-    for w in &data.warnings {
-        log.warn(w);
-    }
-    // OpenCLIP's `num_batches_per_epoch = dataloader.num_batches // accum_freq`: optimizer steps.
-    let accum = p.accum_freq;
-    let batches_per_epoch = data.batches_per_epoch / accum;
-    let samples_per_epoch = data.samples_per_epoch;
-    log.info(&format!(
-        "Data: {} ({batches_per_epoch} batches of {} = {samples_per_epoch} samples per epoch)",
-        p.train_data.as_deref().unwrap_or("synthetic"),
-        p.batch_size
-    ));
-    let total_steps = batches_per_epoch * p.epochs;
-    let cooldown = p.epochs_cooldown.map(|e| {
-        (
-            batches_per_epoch * e,
-            p.lr_cooldown_power,
-            p.lr_cooldown_end,
-        )
-    });
-    let schedule = LrSchedule::new(
-        &p.lr_scheduler,
-        p.lr.unwrap_or(5e-4),
-        p.warmup,
-        total_steps,
-        cooldown,
-    )?;
-
     // Resume.
     let mut state = TrainState {
         name: name.clone(),
@@ -361,6 +353,113 @@ pub fn run(mut p: Params) -> Result<i32> {
             state.step
         ));
     }
+
+    // Zero-shot ImageNet (rank 0; the others wait at the next collective, heartbeating).
+    let zeroshot = match (&p.imagenet_val, master) {
+        (Some(dir), true) => Some(ImageFolder::scan(Path::new(dir))?),
+        _ => None,
+    };
+    let eval_opts = EvalOptions {
+        device,
+        autocast: match p.precision.as_str() {
+            "amp" => Some(tch::Kind::Half),
+            "amp_bf16" | "amp_bfloat16" => Some(tch::Kind::BFloat16),
+            _ => None,
+        },
+        input_kind: match p.precision.as_str() {
+            "bf16" | "pure_bf16" => tch::Kind::BFloat16,
+            _ => tch::Kind::Float,
+        },
+        batch_size: p.batch_size as usize,
+        workers: p.workers.max(1) as usize,
+    };
+    let (mean, std) = crate::data::normalization(&p)?;
+    let eval_transform = ImageTransform::eval(cfg.vision.image_size.0 as u32, mean, std);
+    let run_eval = |epoch: i64,
+                    step: i64,
+                    log: &mut Log,
+                    tensorboard: &mut Option<SummaryWriter>|
+     -> Result<()> {
+        if let Some(folder) = zeroshot.as_ref() {
+            log.info("Starting zero-shot imagenet.");
+            let mut beat = || ddp::dist(dist.heartbeat(step as u64));
+            let (top1, top5) =
+                zeroshot::evaluate(&model, folder, &eval_transform, &eval_opts, &mut beat)?;
+            log.info("Finished zero-shot imagenet.");
+            let metrics = [
+                ("imagenet-zeroshot-val-top1", top1),
+                ("imagenet-zeroshot-val-top5", top5),
+            ];
+            log.info(&format!(
+                "Eval Epoch: {epoch} {}",
+                metrics
+                    .iter()
+                    .map(|(k, v)| format!("{k}: {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join("\t")
+            ));
+            // OpenCLIP's results.jsonl (json.dumps of the metrics) beside the checkpoints.
+            let line = format!(
+                "{{{}}}\n",
+                metrics
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\": {}", repr_float(*v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(ckpt_dir.join("results.jsonl"))?;
+            std::io::Write::write_all(&mut f, line.as_bytes())?;
+            if let Some(tb) = tensorboard.as_mut() {
+                let scalars: Vec<(String, f64)> = metrics
+                    .iter()
+                    .map(|(k, v)| (format!("val/{k}"), *v))
+                    .collect();
+                let refs: Vec<(&str, f64)> =
+                    scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                tb.add_scalars(epoch, &refs)?;
+            }
+        }
+        Ok(())
+    };
+    if eval_only {
+        // No training data: evaluate the loaded weights once, as OpenCLIP does.
+        run_eval(state.epoch, state.step, &mut log, &mut tensorboard)?;
+        dist.shutdown()?;
+        return Ok(0);
+    }
+
+    // Data: the epoch plan (OpenCLIP's arithmetic) fixes the schedule's length.
+    let data = TrainData::new(&p, &cfg, world.rank, world.world_size)?;
+    for w in &data.warnings {
+        log.warn(w);
+    }
+    // OpenCLIP's `num_batches_per_epoch = dataloader.num_batches // accum_freq`: optimizer steps.
+    let accum = p.accum_freq;
+    let batches_per_epoch = data.batches_per_epoch / accum;
+    let samples_per_epoch = data.samples_per_epoch;
+    log.info(&format!(
+        "Data: {} ({batches_per_epoch} batches of {} = {samples_per_epoch} samples per epoch)",
+        p.train_data.as_deref().unwrap_or("synthetic"),
+        p.batch_size
+    ));
+    let total_steps = batches_per_epoch * p.epochs;
+    let cooldown = p.epochs_cooldown.map(|e| {
+        (
+            batches_per_epoch * e,
+            p.lr_cooldown_power,
+            p.lr_cooldown_end,
+        )
+    });
+    let schedule = LrSchedule::new(
+        &p.lr_scheduler,
+        p.lr.unwrap_or(5e-4),
+        p.warmup,
+        total_steps,
+        cooldown,
+    )?;
 
     // Every rank must start from the same weights (seeded init, or the same checkpoint).
     if world.world_size > 1 {
@@ -590,6 +689,9 @@ pub fn run(mut p: Params) -> Result<i32> {
         }
         if p.save_most_recent {
             save(&state, "epoch_latest.safetensors", &opt)?;
+        }
+        if zeroshot::due(completed, p.zeroshot_frequency, p.epochs) {
+            run_eval(completed, state.step, &mut log, &mut tensorboard)?;
         }
     }
     log.info("Training finished.");

@@ -1,0 +1,153 @@
+//! `--imagenet-val`: zero-shot ImageNet evaluation against OpenCLIP's own `zero_shot_eval` on the
+//! same weights and an ImageFolder of generated images (scripts/zeroshot-goldens.py): the same
+//! classifier, the same logits, the same top-1 / top-5; logged after the epoch, in
+//! `results.jsonl`, and once more when there is no training data.
+mod common;
+use common::{get, ok, python, root, tempdir};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use clip_data::transform::{ImageTransform, OPENAI_MEAN, OPENAI_STD};
+use clip_model::{weights, Clip, ClipConfig};
+use clip_train::zeroshot::{self, EvalOptions, ImageFolder};
+use tch::{nn::VarStore, Device, Kind, Tensor};
+
+/// `n_classes` class folders of `per_class` PNGs each, coloured patterns that differ by class.
+fn image_folder(dir: &Path, n_classes: usize, per_class: usize) -> PathBuf {
+    let root = dir.join("val");
+    for c in 0..n_classes {
+        let class_dir = root.join(format!("n0{c:07}"));
+        std::fs::create_dir_all(&class_dir).unwrap();
+        for i in 0..per_class {
+            let img = image::RgbImage::from_fn(80, 64, |x, y| {
+                let v = ((x * (c as u32 + 1) + y * (i as u32 + 2)) % 256) as u8;
+                image::Rgb([v, (40 * c as u32 % 256) as u8, 255 - v])
+            });
+            img.save(class_dir.join(format!("img{i}.png"))).unwrap();
+        }
+    }
+    root
+}
+
+fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+    let mut v: Vec<String> = [
+        "--dataset-type",
+        "synthetic",
+        "--train-num-samples",
+        "16",
+        "--batch-size",
+        "4",
+        "--epochs",
+        "1",
+        "--model",
+        "clip_tiny",
+        "--device",
+        "cpu",
+        "--precision",
+        "fp32",
+        "--lr",
+        "1e-3",
+        "--warmup",
+        "2",
+        "--workers",
+        "2",
+        "--zeroshot-frequency",
+        "1",
+        "--name",
+        name,
+        "--logs",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    v.push(logs.display().to_string());
+    v.extend(extra.iter().map(|s| s.to_string()));
+    v
+}
+
+/// (top1, top5) from the last line of a run's results.jsonl.
+fn results(run_dir: &Path) -> (f64, f64) {
+    let text = std::fs::read_to_string(run_dir.join("checkpoints/results.jsonl")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(text.lines().last().unwrap()).unwrap();
+    (
+        v["imagenet-zeroshot-val-top1"].as_f64().unwrap(),
+        v["imagenet-zeroshot-val-top5"].as_f64().unwrap(),
+    )
+}
+
+#[test]
+fn zero_shot_imagenet_matches_openclip() {
+    let dir = tempdir("zeroshot");
+    let folder = image_folder(&dir, 6, 3);
+    let folder_s = folder.display().to_string();
+    ok(&args(&dir, "run", &["--imagenet-val", &folder_s]));
+    let run = dir.join("run");
+    let log = std::fs::read_to_string(run.join("out.log")).unwrap();
+    assert!(
+        log.contains("Eval Epoch: 1 imagenet-zeroshot-val-top1: "),
+        "{log}"
+    );
+    let (top1, top5) = results(&run);
+
+    let ckpt = run.join("checkpoints/epoch_1.safetensors");
+    let gold_path = dir.join("gold.safetensors");
+    let status = Command::new(python())
+        .arg(root().join("scripts/zeroshot-goldens.py"))
+        .args(["clip_tiny", &ckpt.display().to_string(), &folder_s])
+        .arg(&gold_path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let gold = Tensor::read_safetensors(&gold_path).unwrap();
+    assert_eq!(top1, get(&gold, "top1").double_value(&[0]), "top-1");
+    assert_eq!(top5, get(&gold, "top5").double_value(&[0]), "top-5");
+
+    // The pieces: classifier and logits, from the same weights.
+    let vs = VarStore::new(Device::Cpu);
+    let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny").unwrap()).unwrap();
+    weights::load_weights(&vs, &ckpt).unwrap();
+    let opts = EvalOptions {
+        device: Device::Cpu,
+        autocast: None,
+        input_kind: Kind::Float,
+        batch_size: 4,
+        workers: 2,
+    };
+    let classifier = zeroshot::build_classifier(&model, &opts).unwrap();
+    let want = get(&gold, "classifier");
+    let err = (&classifier - &want).abs().max().double_value(&[]);
+    assert!(err < 1e-5, "classifier differs by {err}");
+    eprintln!("zero-shot parity: classifier max |diff| {err:.2e}");
+    let images = ImageFolder::scan(&folder).unwrap();
+    assert_eq!(images.samples.len(), 18);
+    let paths: Vec<&Path> = images.samples.iter().map(|(p, _)| p.as_path()).collect();
+    let transform = ImageTransform::eval(64, OPENAI_MEAN, OPENAI_STD);
+    let x = zeroshot::load_images(&paths, &transform, 2).unwrap();
+    let logits = zeroshot::logits(&model, &classifier, &x, &opts).unwrap();
+    let want = get(&gold, "logits");
+    let err = (&logits - &want).abs().max().double_value(&[]);
+    let spread = want.std(true).double_value(&[]);
+    assert!(
+        err < 0.01 * spread,
+        "logits differ by {err} (spread {spread})"
+    );
+    eprintln!("zero-shot parity: logits max |diff| {err:.2e} (std {spread:.3})");
+
+    // No training data: evaluate the given weights once (epoch 0), same numbers.
+    let mut eval_only = args(&dir, "eval", &["--imagenet-val", &folder_s]);
+    eval_only.retain(|a| a != "synthetic");
+    let pos = eval_only
+        .iter()
+        .position(|a| a == "--dataset-type")
+        .unwrap();
+    eval_only.remove(pos);
+    eval_only.extend(["--pretrained".into(), ckpt.display().to_string()]);
+    ok(&eval_only);
+    let log = std::fs::read_to_string(dir.join("eval/out.log")).unwrap();
+    assert!(
+        log.contains("Eval Epoch: 0 imagenet-zeroshot-val-top1: "),
+        "{log}"
+    );
+    assert_eq!(results(&dir.join("eval")), (top1, top5));
+    let _ = std::fs::remove_dir_all(&dir);
+}
