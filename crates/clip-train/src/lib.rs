@@ -14,5 +14,6 @@ pub mod synthetic;
 pub mod tensorboard;
 pub mod tool;
 pub mod trainer;
+pub mod val;
 pub mod zeroshot;
 mod zeroshot_metadata;

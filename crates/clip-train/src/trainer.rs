@@ -34,6 +34,7 @@ use crate::scaler::GradScaler;
 use crate::scheduler::LrSchedule;
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
+use crate::val::{self, ValData};
 use crate::zeroshot::{self, EvalOptions, ImageFolder};
 use clip_data::transform::ImageTransform;
 
@@ -44,7 +45,6 @@ pub const EXIT_PREEMPTED: i32 = 75;
 /// Flags accepted by the parser whose non-default values the trainer does not honour yet.
 #[rustfmt::skip]
 const NOT_YET: &[&str] = &[
-    "val_data", "val_num_samples",
     "imagenet_v2", "cache_dir", "log_local", "momentum", "opt", "use_bn_sync",
     "skip_scheduler", "pretrained_image", "lock_image_unlocked_groups",
     "image_interpolation", "image_resize_mode",
@@ -105,7 +105,9 @@ fn preemption_flag() -> Result<Arc<AtomicBool>> {
 /// No training data but an evaluation set: evaluate the loaded weights and stop (OpenCLIP runs
 /// `evaluate` alone when `data` has no "train").
 fn is_eval_only(p: &Params) -> bool {
-    p.train_data.is_none() && p.dataset_type != "synthetic" && p.imagenet_val.is_some()
+    p.train_data.is_none()
+        && p.dataset_type != "synthetic"
+        && (p.imagenet_val.is_some() || p.val_data.is_some())
 }
 
 /// Everything about the command line that can be refused before anything is written (the
@@ -127,6 +129,9 @@ pub fn validate(p: &Params) -> Result<()> {
                 p.model
             );
         }
+    }
+    if let Some(spec) = &p.val_data {
+        ValData::new(p, &cfg, spec)?;
     }
     if !is_eval_only(p) {
         let data = TrainData::new(p, &cfg, world.rank, world.world_size)?;
@@ -354,9 +359,14 @@ pub fn run(mut p: Params) -> Result<i32> {
         ));
     }
 
-    // Zero-shot ImageNet (rank 0; the others wait at the next collective, heartbeating).
+    // Evaluation, zero-shot ImageNet and --val-data (rank 0; the others wait at the next
+    // collective, heartbeating).
     let zeroshot = match (&p.imagenet_val, master) {
         (Some(dir), true) => Some(ImageFolder::scan(Path::new(dir))?),
+        _ => None,
+    };
+    let val_data = match (&p.val_data, master) {
+        (Some(spec), true) => Some(ValData::new(&p, &cfg, spec)?),
         _ => None,
     };
     let eval_opts = EvalOptions {
@@ -380,47 +390,64 @@ pub fn run(mut p: Params) -> Result<i32> {
                     log: &mut Log,
                     tensorboard: &mut Option<SummaryWriter>|
      -> Result<()> {
-        if let Some(folder) = zeroshot.as_ref() {
+        let mut beat = || ddp::dist(dist.heartbeat(step as u64));
+        let mut metrics: Vec<(String, f64)> = Vec::new();
+        if let Some(folder) = zeroshot
+            .as_ref()
+            .filter(|_| zeroshot::due(epoch, p.zeroshot_frequency, p.epochs))
+        {
             log.info("Starting zero-shot imagenet.");
-            let mut beat = || ddp::dist(dist.heartbeat(step as u64));
             let (top1, top5) =
                 zeroshot::evaluate(&model, folder, &eval_transform, &eval_opts, &mut beat)?;
             log.info("Finished zero-shot imagenet.");
-            let metrics = [
-                ("imagenet-zeroshot-val-top1", top1),
-                ("imagenet-zeroshot-val-top5", top5),
-            ];
-            log.info(&format!(
-                "Eval Epoch: {epoch} {}",
-                metrics
-                    .iter()
-                    .map(|(k, v)| format!("{k}: {v:.4}"))
-                    .collect::<Vec<_>>()
-                    .join("\t")
-            ));
-            // OpenCLIP's results.jsonl (json.dumps of the metrics) beside the checkpoints.
-            let line = format!(
-                "{{{}}}\n",
-                metrics
-                    .iter()
-                    .map(|(k, v)| format!("\"{k}\": {}", repr_float(*v)))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
-            let mut f = std::fs::OpenOptions::new()
-                .create(true)
-                .append(true)
-                .open(ckpt_dir.join("results.jsonl"))?;
-            std::io::Write::write_all(&mut f, line.as_bytes())?;
-            if let Some(tb) = tensorboard.as_mut() {
-                let scalars: Vec<(String, f64)> = metrics
-                    .iter()
-                    .map(|(k, v)| (format!("val/{k}"), *v))
-                    .collect();
-                let refs: Vec<(&str, f64)> =
-                    scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                tb.add_scalars(epoch, &refs)?;
-            }
+            metrics.push(("imagenet-zeroshot-val-top1".into(), top1));
+            metrics.push(("imagenet-zeroshot-val-top5".into(), top5));
+        }
+        if let Some(vd) = val_data
+            .as_ref()
+            .filter(|_| val::due(epoch, p.val_frequency, p.epochs))
+        {
+            let mut info = |m: &str| log.info(m);
+            metrics.extend(val::evaluate(
+                &model, vd, &eval_opts, epoch, &mut info, &mut beat,
+            )?);
+        }
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        log.info(&format!(
+            "Eval Epoch: {epoch} {}",
+            metrics
+                .iter()
+                .map(|(k, v)| format!("{k}: {v:.4}"))
+                .collect::<Vec<_>>()
+                .join("\t")
+        ));
+        // OpenCLIP's results.jsonl (json.dumps of the metrics) beside the checkpoints.
+        let json = |k: &str, v: f64| match k {
+            "epoch" | "num_samples" => format!("{}", v as i64),
+            _ => repr_float(v),
+        };
+        let line = format!(
+            "{{{}}}\n",
+            metrics
+                .iter()
+                .map(|(k, v)| format!("\"{k}\": {}", json(k, *v)))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(ckpt_dir.join("results.jsonl"))?;
+        std::io::Write::write_all(&mut f, line.as_bytes())?;
+        if let Some(tb) = tensorboard.as_mut() {
+            let scalars: Vec<(String, f64)> = metrics
+                .iter()
+                .map(|(k, v)| (format!("val/{k}"), *v))
+                .collect();
+            let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            tb.add_scalars(epoch, &refs)?;
         }
         Ok(())
     };
@@ -690,9 +717,7 @@ pub fn run(mut p: Params) -> Result<i32> {
         if p.save_most_recent {
             save(&state, "epoch_latest.safetensors", &opt)?;
         }
-        if zeroshot::due(completed, p.zeroshot_frequency, p.epochs) {
-            run_eval(completed, state.step, &mut log, &mut tensorboard)?;
-        }
+        run_eval(completed, state.step, &mut log, &mut tensorboard)?;
     }
     log.info("Training finished.");
     dist.shutdown()?;
