@@ -1,3 +1,4 @@
+pub mod csv;
 pub mod inspect;
 pub mod loader;
 pub mod make_shards;

@@ -68,36 +68,14 @@ pub fn list_pairs(cfg: &MakeShardsCfg) -> Result<Vec<(PathBuf, String)>> {
         } else {
             '\t'
         });
-    let mut lines = text.lines();
-    let header: Vec<&str> = lines
-        .next()
-        .context("empty CSV")?
-        .split(sep)
-        .map(|s| s.trim())
-        .collect();
-    let col = |k: &str| {
-        header
-            .iter()
-            .position(|h| *h == k)
-            .with_context(|| format!("column {k:?} not in header {header:?}"))
-    };
-    let (ic, cc) = (col(&cfg.img_key)?, col(&cfg.caption_key)?);
+    let table =
+        crate::csv::Table::parse(&text, sep).with_context(|| format!("{}", input.display()))?;
+    let (ic, cc) = (table.column(&cfg.img_key)?, table.column(&cfg.caption_key)?);
     let base = input.parent().unwrap_or(Path::new("."));
+    let (images, captions) = (table.values(ic)?, table.values(cc)?);
     let mut out = Vec::new();
-    for (n, line) in lines.enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let f: Vec<&str> = line.split(sep).collect();
-        if f.len() <= ic.max(cc) {
-            bail!(
-                "line {} of {} has {} fields",
-                n + 2,
-                input.display(),
-                f.len()
-            );
-        }
-        out.push((base.join(f[ic].trim()), f[cc].trim().to_string()));
+    for (img, caption) in images.iter().zip(captions) {
+        out.push((base.join(img.trim()), caption.trim().to_string()));
     }
     Ok(out)
 }

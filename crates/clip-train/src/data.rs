@@ -1,5 +1,6 @@
 //! The trainer's training data, behind one small interface: `--dataset-type synthetic`
-//! ([`crate::synthetic`]) or `webdataset` (clip-data's [`Loader`]).
+//! ([`crate::synthetic`]), `webdataset` (clip-data's [`Loader`]) or `csv` (OpenCLIP's
+//! `CsvDataset`: a table of image paths and captions, see `CsvData`).
 //!
 //! [`TrainData::new`] checks every data flag (the trainer's `validate` calls it, so a bad
 //! `--aug-cfg` key is one line, exit 2, nothing written) and fixes the epoch plan: OpenCLIP's
@@ -16,15 +17,17 @@
 //! Position JSON: `{"source": "synthetic"|"webdataset", "epoch": E, "batches": k, "loader": …}`
 //! where `loader` is clip-data's [`Position`] (webdataset, mid-epoch) or null (epoch start).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clip_data::loader::{EpochIter, Loader, LoaderConfig, Position};
+use clip_data::loader::{EpochIter, Loader, LoaderConfig, Position, Processor};
 use clip_data::processor::ClipProcessor;
 use clip_data::shards::ShardList;
 use clip_data::transform::{AugCfg, OPENAI_MEAN, OPENAI_STD};
 use clip_model::ClipConfig;
+use rand::{Rng, SeedableRng};
+use rand_pcg::Pcg64;
 use serde_json::{json, Value};
 use tch::Tensor;
 
@@ -41,6 +44,7 @@ const TOKENIZER_VOCAB: i64 = clip_data::tokenizer::VOCAB_SIZE as i64;
 pub enum DataKind {
     Synthetic,
     WebDataset,
+    Csv,
 }
 
 impl DataKind {
@@ -48,6 +52,7 @@ impl DataKind {
         match self {
             DataKind::Synthetic => "synthetic",
             DataKind::WebDataset => "webdataset",
+            DataKind::Csv => "csv",
         }
     }
 }
@@ -60,7 +65,8 @@ pub fn dataset_kind(p: &Params) -> Result<DataKind> {
         ("synthetic", Some(_)) => bail!("--dataset-type synthetic does not read --train-data"),
         ("webdataset", Some(_)) => Ok(DataKind::WebDataset),
         ("webdataset", None) => bail!("--dataset-type webdataset needs --train-data"),
-        ("csv", _) => bail!("not supported yet: --dataset-type csv"),
+        ("csv", Some(_)) => Ok(DataKind::Csv),
+        ("csv", None) => bail!("--dataset-type csv needs --train-data (a CSV file)"),
         ("auto", None) => bail!(
             "no training data: give --train-data (webdataset shards) or --dataset-type synthetic"
         ),
@@ -74,7 +80,7 @@ pub fn dataset_kind(p: &Params) -> Result<DataKind> {
             {
                 Ok(DataKind::WebDataset)
             } else if ext == "csv" || ext == "tsv" {
-                bail!("not supported yet: --dataset-type csv (--train-data {d})")
+                Ok(DataKind::Csv)
             } else {
                 bail!("--dataset-type auto: cannot tell the dataset type of --train-data {d} (extension {ext:?}); give .tar shards or --dataset-type webdataset")
             }
@@ -142,6 +148,87 @@ fn channels(flag: &str, v: Option<&[f64]>, default: [f32; 3]) -> Result<[f32; 3]
 enum Source {
     Synthetic(Synthetic),
     WebDataset(Box<Loader>),
+    Csv(Box<CsvData>),
+}
+
+/// `--dataset-type csv` (OpenCLIP's `CsvDataset`): (image path, caption) rows, read in a fresh
+/// permutation every epoch — seeded by (seed, epoch), split across ranks as `DistributedSampler`
+/// does, the last partial batch dropped — and decoded by `--workers` threads per batch. Each
+/// sample's augmentation draws from an RNG seeded by (seed, epoch, row), so the batches do not
+/// depend on the number of workers and a resumed run sees the same pixels.
+struct CsvData {
+    rows: Vec<(PathBuf, String)>,
+    processor: ClipProcessor,
+    seed: u64,
+    workers: usize,
+}
+
+impl CsvData {
+    /// This rank's rows of `epoch`, in order.
+    fn order(&self, epoch: i64, rank: i64, world: i64) -> Vec<usize> {
+        let n = self.rows.len();
+        let mut perm: Vec<usize> = (0..n).collect();
+        let mut rng =
+            Pcg64::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        for i in (1..n).rev() {
+            perm.swap(i, rng.random_range(0..=i));
+        }
+        // DistributedSampler: pad to a multiple of the world by repeating from the start, then
+        // every world-th index from this rank's.
+        let total = n.div_ceil(world as usize) * world as usize;
+        (0..total)
+            .map(|i| perm[i % n])
+            .skip(rank as usize)
+            .step_by(world as usize)
+            .collect()
+    }
+
+    fn batch(&self, rows: &[usize], epoch: i64) -> Result<(Tensor, Tensor)> {
+        let s = self.processor.image_size();
+        let ctx = self.processor.context_length();
+        let per = 3 * s * s;
+        let mut pixels = vec![0f32; rows.len() * per];
+        let mut tokens = vec![0i64; rows.len() * ctx];
+        let chunk = rows.len().div_ceil(self.workers.max(1)).max(1);
+        std::thread::scope(|scope| -> Result<()> {
+            let jobs: Vec<_> = rows
+                .chunks(chunk)
+                .zip(pixels.chunks_mut(chunk * per))
+                .zip(tokens.chunks_mut(chunk * ctx))
+                .map(|((rs, px), tk)| {
+                    scope.spawn(move || -> Result<()> {
+                        for ((&r, o), t) in
+                            rs.iter().zip(px.chunks_mut(per)).zip(tk.chunks_mut(ctx))
+                        {
+                            let (path, caption) = &self.rows[r];
+                            let bytes = std::fs::read(path).with_context(|| {
+                                format!("--train-data: cannot read {}", path.display())
+                            })?;
+                            let mut rng = Pcg64::seed_from_u64(
+                                self.seed
+                                    ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+                                    ^ (r as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
+                            );
+                            self.processor
+                                .image_into(&bytes, &mut rng, o)
+                                .with_context(|| format!("--train-data: {}", path.display()))?;
+                            self.processor.text(caption, t);
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            for j in jobs {
+                j.join().expect("decode thread")?;
+            }
+            Ok(())
+        })?;
+        let (b, s) = (rows.len() as i64, s as i64);
+        Ok((
+            Tensor::from_slice(&pixels).reshape([b, 3, s, s]),
+            Tensor::from_slice(&tokens).reshape([b, ctx as i64]),
+        ))
+    }
 }
 
 /// The training data of a run: its plan and a way to iterate its epochs.
@@ -218,6 +305,7 @@ impl TrainData {
                     warnings,
                 })
             }
+            DataKind::Csv => Self::csv(p, cfg, &aug, rank, world),
             DataKind::WebDataset => {
                 let spec = p.train_data.as_deref().unwrap_or_default();
                 if p.train_data_upsampling_factors.is_some() && !p.dataset_resampled {
@@ -294,10 +382,92 @@ impl TrainData {
         }
     }
 
+    /// `--dataset-type csv`: reads the table, checks its columns and that every image exists.
+    fn csv(p: &Params, cfg: &ClipConfig, aug: &AugCfg, rank: i64, world: i64) -> Result<TrainData> {
+        let path = p.train_data.as_deref().unwrap_or_default();
+        if p.dataset_resampled || p.train_data_upsampling_factors.is_some() {
+            bail!("--dataset-resampled / --train-data-upsampling-factors are webdataset options, not for --dataset-type csv");
+        }
+        let sep = match p.csv_separator.chars().collect::<Vec<_>>().as_slice() {
+            [c] => *c,
+            _ => bail!(
+                "--csv-separator {:?}: expected one character",
+                p.csv_separator
+            ),
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("--train-data {path}: cannot read the CSV file"))?;
+        let table = clip_data::csv::Table::parse(&text, sep)
+            .with_context(|| format!("--train-data {path}"))?;
+        let ic = table
+            .column(&p.csv_img_key)
+            .with_context(|| format!("--csv-img-key {} in {path}", p.csv_img_key))?;
+        let cc = table
+            .column(&p.csv_caption_key)
+            .with_context(|| format!("--csv-caption-key {} in {path}", p.csv_caption_key))?;
+        let rows: Vec<(PathBuf, String)> = table
+            .values(ic)?
+            .into_iter()
+            .zip(table.values(cc)?)
+            .map(|(i, c)| (PathBuf::from(i), c.to_string()))
+            .collect();
+        // OpenCLIP opens the paths as given (relative to the working directory).
+        if let Some((missing, _)) = rows.iter().find(|(i, _)| !i.is_file()) {
+            bail!("--train-data {path}: no such image: {}", missing.display());
+        }
+        let (h, w) = cfg.vision.image_size;
+        if h != w || h < 1 {
+            bail!(
+                "not supported yet: non-square image size {h}x{w} of model {}",
+                p.model
+            );
+        }
+        if cfg.text.vocab_size < TOKENIZER_VOCAB {
+            bail!(
+                "model {}: text vocab_size {} is smaller than the tokenizer's {TOKENIZER_VOCAB} ids",
+                p.model,
+                cfg.text.vocab_size
+            );
+        }
+        let n = rows.len() as i64;
+        let batches = (n + world - 1) / world / p.batch_size;
+        if batches == 0 {
+            bail!(
+                "--train-data {path}: {n} rows are less than one batch of {} per rank",
+                p.batch_size
+            );
+        }
+        let (mean, std) = normalization(p)?;
+        let processor =
+            ClipProcessor::train(h as u32, aug, mean, std, cfg.text.context_length as usize);
+        let mut warnings = Vec::new();
+        let unused = aug.unused_keys();
+        if !unused.is_empty() {
+            warnings.push(format!(
+                "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
+            ));
+        }
+        Ok(TrainData {
+            source: Source::Csv(Box::new(CsvData {
+                rows,
+                processor,
+                seed: p.seed as u64,
+                workers: p.workers.max(1) as usize,
+            })),
+            batch_size: p.batch_size,
+            rank,
+            world,
+            batches_per_epoch: batches,
+            samples_per_epoch: n,
+            warnings,
+        })
+    }
+
     pub fn kind(&self) -> DataKind {
         match self.source {
             Source::Synthetic(_) => DataKind::Synthetic,
             Source::WebDataset(_) => DataKind::WebDataset,
+            Source::Csv(_) => DataKind::Csv,
         }
     }
 
@@ -323,6 +493,11 @@ impl TrainData {
             }
         }
         let inner = match &self.source {
+            Source::Csv(data) => Inner::Csv {
+                order: data.order(epoch, self.rank, self.world),
+                data,
+                next: step_in_epoch,
+            },
             Source::Synthetic(data) => Inner::Synthetic {
                 data,
                 next: step_in_epoch,
@@ -361,7 +536,15 @@ fn is_local(url: &str) -> bool {
 }
 
 enum Inner<'a> {
-    Synthetic { data: &'a Synthetic, next: i64 },
+    Csv {
+        data: &'a CsvData,
+        order: Vec<usize>,
+        next: i64,
+    },
+    Synthetic {
+        data: &'a Synthetic,
+        next: i64,
+    },
     WebDataset(Box<EpochIter>),
 }
 
@@ -384,6 +567,15 @@ impl Epoch<'_> {
             return None;
         }
         let out = match &mut self.inner {
+            Inner::Csv { data, order, next } => {
+                let b = self.batch_size as usize;
+                let rows = &order[*next as usize * b..(*next as usize + 1) * b];
+                *next += 1;
+                match data.batch(rows, self.epoch) {
+                    Ok(batch) => batch,
+                    Err(e) => return Some(Err(e)),
+                }
+            }
             Inner::Synthetic { data, next } => {
                 let first = (*next * self.world + self.rank) * self.batch_size;
                 let b = data.batch(first, self.batch_size);
@@ -411,6 +603,9 @@ impl Epoch<'_> {
     /// The position after the last batch returned (store it with a checkpoint).
     pub fn position(&self) -> Value {
         match &self.inner {
+            Inner::Csv { .. } => {
+                json!({ "source": "csv", "epoch": self.epoch, "batches": self.batches, "loader": Value::Null })
+            }
             Inner::Synthetic { .. } => {
                 json!({ "source": "synthetic", "epoch": self.epoch, "batches": self.batches, "loader": Value::Null })
             }
@@ -468,10 +663,7 @@ mod tests {
             DataKind::WebDataset
         );
         assert_eq!(k("s3://bucket/shard").unwrap(), DataKind::WebDataset);
-        assert!(k("/d/train.csv")
-            .unwrap_err()
-            .to_string()
-            .contains("not supported yet"));
+        assert_eq!(k("/d/train.csv").unwrap(), DataKind::Csv);
         assert!(k("/d/train.parquet").is_err());
         assert!(dataset_kind(&params(&[])).is_err());
         assert_eq!(

@@ -29,6 +29,9 @@ impl ValData {
     /// Checks `--val-data` / `--val-num-samples` (the count, or `sizes.json` beside local shards)
     /// without reading a shard.
     pub fn new(p: &Params, cfg: &ClipConfig, spec: &str) -> Result<ValData> {
+        if spec.ends_with(".csv") || spec.ends_with(".tsv") {
+            bail!("not supported yet: --val-data as a CSV file (webdataset shards are)");
+        }
         let shards = ShardList::parse(spec, None).context("--val-data")?;
         if let Some(missing) = shards.urls().iter().find(|u| {
             !u.starts_with("pipe:")
