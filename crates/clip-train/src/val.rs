@@ -139,10 +139,7 @@ pub fn evaluate(
             .reshape([bs, ctx])
             .to_device(opts.device);
         let (img, txt, ls, loss) = {
-            let _ac = opts
-                .autocast
-                .map(|k| torch_ext::AutocastGuard::new(opts.device, k))
-                .transpose()?;
+            let _ac = opts.autocast()?;
             tch::no_grad(|| {
                 let (img, txt, ls) = model.forward(&x, &t, false);
                 let loss = crate::loss::clip_loss_local(&img, &txt, &ls);

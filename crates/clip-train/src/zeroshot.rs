@@ -103,7 +103,8 @@ pub struct EvalOptions {
 }
 
 impl EvalOptions {
-    fn autocast(&self) -> Result<Option<torch_ext::AutocastGuard>> {
+    /// The autocast guard for a forward, if the precision wants one.
+    pub(crate) fn autocast(&self) -> Result<Option<torch_ext::AutocastGuard>> {
         self.autocast
             .map(|k| torch_ext::AutocastGuard::new(self.device, k))
             .transpose()
