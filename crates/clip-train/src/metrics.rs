@@ -5,7 +5,8 @@ use std::io::{IsTerminal, Write};
 
 use tch::Device;
 
-/// Dense bf16 peaks (FLOP/s) by the marketing name `nvidia-smi` prints; first match wins.
+/// Dense bf16 peaks (FLOP/s; fp16's are the same on these cards) by the marketing name
+/// `nvidia-smi` prints; first match wins.
 const BF16_PEAKS: &[(&str, f64)] = &[
     ("H100 PCIe", 756e12),
     ("H100 NVL", 835e12),
@@ -20,9 +21,9 @@ const BF16_PEAKS: &[(&str, f64)] = &[
 ];
 
 /// The device's peak FLOP/s for this precision, if known: `CLIP_TRAIN_PEAK_TFLOPS` overrides
-/// (any device; how a CPU run or an unlisted card gets an MFU); else the bf16 peak of a listed
-/// CUDA card under bf16 precision. Unknown → None, and the log line leaves MFU out.
-pub fn peak_flops(device: Device, bf16: bool) -> Option<f64> {
+/// (any device; how a CPU run or an unlisted card gets an MFU); else the 16-bit peak of a listed
+/// CUDA card under a 16-bit precision. Unknown → None, and the log line leaves MFU out.
+pub fn peak_flops(device: Device, half: bool) -> Option<f64> {
     if let Some(t) = std::env::var("CLIP_TRAIN_PEAK_TFLOPS")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
@@ -33,7 +34,7 @@ pub fn peak_flops(device: Device, bf16: bool) -> Option<f64> {
     let Device::Cuda(index) = device else {
         return None;
     };
-    if !bf16 {
+    if !half {
         return None;
     }
     let out = std::process::Command::new("nvidia-smi")

@@ -369,17 +369,21 @@ pub fn run(mut p: Params) -> Result<i32> {
         (Some(spec), true) => Some(ValData::new(&p, &cfg, spec)?),
         _ => None,
     };
+    // OpenCLIP's get_autocast: fp16 for `amp` (with the loss scaler), bf16 for amp_bf16.
+    let autocast_kind = match p.precision.as_str() {
+        "amp" => Some(tch::Kind::Half),
+        "amp_bf16" | "amp_bfloat16" => Some(tch::Kind::BFloat16),
+        _ => None,
+    };
+    // OpenCLIP's get_input_dtype: images in the weights' dtype for bf16 / pure_bf16.
+    let input_kind = match p.precision.as_str() {
+        "bf16" | "pure_bf16" => tch::Kind::BFloat16,
+        _ => tch::Kind::Float,
+    };
     let eval_opts = EvalOptions {
         device,
-        autocast: match p.precision.as_str() {
-            "amp" => Some(tch::Kind::Half),
-            "amp_bf16" | "amp_bfloat16" => Some(tch::Kind::BFloat16),
-            _ => None,
-        },
-        input_kind: match p.precision.as_str() {
-            "bf16" | "pure_bf16" => tch::Kind::BFloat16,
-            _ => tch::Kind::Float,
-        },
+        autocast: autocast_kind,
+        input_kind,
         batch_size: p.batch_size as usize,
         workers: p.workers.max(1) as usize,
     };
@@ -499,19 +503,8 @@ pub fn run(mut p: Params) -> Result<i32> {
     }
     let gather = DistGather(comm);
     let preempted = preemption_flag()?;
-    // OpenCLIP's get_autocast: fp16 for `amp` (with the loss scaler), bf16 for amp_bf16.
-    let autocast = match p.precision.as_str() {
-        "amp" => Some((device, tch::Kind::Half)),
-        "amp_bf16" | "amp_bfloat16" => Some((device, tch::Kind::BFloat16)),
-        _ => None,
-    };
-    // OpenCLIP's get_input_dtype: images in the weights' dtype for bf16 / pure_bf16.
-    let input_kind = match p.precision.as_str() {
-        "bf16" | "pure_bf16" => tch::Kind::BFloat16,
-        _ => tch::Kind::Float,
-    };
     let step_opts = StepOptions {
-        autocast,
+        autocast: autocast_kind.map(|k| (device, k)),
         loss_scale: 1.0,
         train: true,
         layout: LossLayout {
@@ -520,7 +513,7 @@ pub fn run(mut p: Params) -> Result<i32> {
         },
     };
     let flops_per_sample = clip_model::flops::train_flops(&cfg, p.grad_checkpointing);
-    let peak = peak_flops(device, p.precision.contains("bf16"));
+    let peak = peak_flops(device, p.precision != "fp32");
     let sample_digits = ((samples_per_epoch + 1) as f64).log10().ceil() as usize;
     // Rank 0 writes, with every rank's data position; everyone waits until the file is complete.
     let save = |state: &TrainState, file: &str, opt: &AdamW| -> Result<PathBuf> {
