@@ -11,39 +11,35 @@ const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 /// `clip_tiny` (its 49408-token embedding makes a ~20 MB checkpoint, slow enough to be caught
 /// mid-write) on 50 steps of synthetic data.
 fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--dataset-type",
-        "synthetic",
-        "--train-num-samples",
-        "400",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "5",
-        "--log-every-n-steps",
-        "1",
-        "--seed",
-        "9",
-        "--model",
-        "clip_tiny",
-        "--name",
+    common::run_args(
+        &[
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "400",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "5",
+            "--log-every-n-steps",
+            "1",
+            "--seed",
+            "9",
+            "--model",
+            "clip_tiny",
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+        logs,
+        extra,
+    )
 }
 
 /// The unfinished checkpoint write in `dir`, if one is in progress.

@@ -55,39 +55,35 @@ fn run_world_ok(world: usize, args: &dyn Fn(usize) -> Vec<String>) {
 
 fn args(logs: &Path, name: &str, model: &str, batch: usize, extra: &[&str]) -> Vec<String> {
     let batch = batch.to_string();
-    let mut v: Vec<String> = [
-        "--dataset-type",
-        "synthetic",
-        "--train-num-samples",
-        "24",
-        "--batch-size",
-        &batch,
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--warmup",
-        "2",
-        "--log-every-n-steps",
-        "1",
-        "--seed",
-        "3",
-        "--local-loss",
-        "--gather-with-grad",
-        "--model",
-        model,
-        "--name",
+    common::run_args(
+        &[
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "24",
+            "--batch-size",
+            &batch,
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--warmup",
+            "2",
+            "--log-every-n-steps",
+            "1",
+            "--seed",
+            "3",
+            "--local-loss",
+            "--gather-with-grad",
+            "--model",
+            model,
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+        logs,
+        extra,
+    )
 }
 
 /// Per tensor: max |a − b| / max |a| over the model weights.

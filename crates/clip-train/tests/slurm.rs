@@ -37,46 +37,43 @@ fn srun(job: &str, args: &[String]) -> Command {
 
 fn args(shards: &Path, logs: &Path, name: &str) -> Vec<String> {
     let data = format!("{}/{{00000..00003}}.tar", shards.display());
-    let mut v: Vec<String> = [
-        "--train-data",
-        &data,
-        "--dataset-type",
-        "webdataset",
-        "--train-num-samples",
-        "64",
-        "--batch-size",
-        "4",
-        "--workers",
-        "1",
-        "--epochs",
-        "4",
-        "--model",
-        "clip_tiny",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "4",
-        "--local-loss",
-        "--gather-with-grad",
-        "--save-every-n-steps",
-        "5",
-        "--log-every-n-steps",
-        "1",
-        "--seed",
-        "7",
-        "--name",
+    common::run_args(
+        &[
+            "--train-data",
+            &data,
+            "--dataset-type",
+            "webdataset",
+            "--train-num-samples",
+            "64",
+            "--batch-size",
+            "4",
+            "--workers",
+            "1",
+            "--epochs",
+            "4",
+            "--model",
+            "clip_tiny",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "4",
+            "--local-loss",
+            "--gather-with-grad",
+            "--save-every-n-steps",
+            "5",
+            "--log-every-n-steps",
+            "1",
+            "--seed",
+            "7",
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v
+        logs,
+        &[],
+    )
 }
 
 fn check(out: &Output, code: i32) {

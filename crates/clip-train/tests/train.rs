@@ -8,41 +8,39 @@ use std::process::Command;
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
 fn base_args(logs: &Path, name: &str) -> Vec<String> {
-    [
-        "--dataset-type",
-        "synthetic",
-        "--train-num-samples",
-        "64",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--model",
-        "clip_tiny_test",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "3",
-        "--grad-clip-norm",
-        "1.0",
-        "--save-every-n-steps",
-        "3",
-        "--log-every-n-steps",
-        "4",
-        "--seed",
-        "3",
-        "--name",
+    common::run_args(
+        &[
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "64",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--model",
+            "clip_tiny_test",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "3",
+            "--grad-clip-norm",
+            "1.0",
+            "--save-every-n-steps",
+            "3",
+            "--log-every-n-steps",
+            "4",
+            "--seed",
+            "3",
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .chain([logs.display().to_string()])
-    .collect()
+        logs,
+        &[],
+    )
 }
 
 #[test]

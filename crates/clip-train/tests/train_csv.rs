@@ -39,41 +39,37 @@ fn table(dir: &Path, sep: char, img_key: &str, caption_key: &str) -> String {
 }
 
 fn args(logs: &Path, name: &str, data: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--train-data",
-        data,
-        "--batch-size",
-        "4",
-        "--epochs",
-        "2",
-        "--model",
-        "clip_tiny",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "2",
-        "--workers",
-        "2",
-        "--save-every-n-steps",
-        "3",
-        "--log-every-n-steps",
-        "1",
-        "--seed",
-        "4",
-        "--name",
+    common::run_args(
+        &[
+            "--train-data",
+            data,
+            "--batch-size",
+            "4",
+            "--epochs",
+            "2",
+            "--model",
+            "clip_tiny",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "2",
+            "--workers",
+            "2",
+            "--save-every-n-steps",
+            "3",
+            "--log-every-n-steps",
+            "1",
+            "--seed",
+            "4",
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+        logs,
+        extra,
+    )
 }
 
 #[test]

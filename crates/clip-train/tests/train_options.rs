@@ -8,39 +8,35 @@ use std::path::Path;
 use std::process::Command;
 
 fn args(logs: &Path, name: &str, model: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--dataset-type",
-        "synthetic",
-        "--train-num-samples",
-        "64",
-        "--batch-size",
-        "8",
-        "--epochs",
-        "1",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "2",
-        "--log-every-n-steps",
-        "1",
-        "--seed",
-        "5",
-        "--model",
-        model,
-        "--name",
+    common::run_args(
+        &[
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "64",
+            "--batch-size",
+            "8",
+            "--epochs",
+            "1",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "2",
+            "--log-every-n-steps",
+            "1",
+            "--seed",
+            "5",
+            "--model",
+            model,
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+        logs,
+        extra,
+    )
 }
 
 fn log_of(logs: &Path, name: &str) -> String {

@@ -37,43 +37,39 @@ fn write_tar(path: &Path, members: &[(String, Vec<u8>)]) {
 }
 
 fn args(model: &str, data: &str, logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--train-data",
-        data,
-        "--batch-size",
-        "8",
-        "--epochs",
-        "2",
-        "--workers",
-        "2",
-        "--model",
-        model,
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "3",
-        "--grad-clip-norm",
-        "1.0",
-        "--save-every-n-steps",
-        "3",
-        "--log-every-n-steps",
-        "4",
-        "--seed",
-        "5",
-        "--name",
+    common::run_args(
+        &[
+            "--train-data",
+            data,
+            "--batch-size",
+            "8",
+            "--epochs",
+            "2",
+            "--workers",
+            "2",
+            "--model",
+            model,
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "3",
+            "--grad-clip-norm",
+            "1.0",
+            "--save-every-n-steps",
+            "3",
+            "--log-every-n-steps",
+            "4",
+            "--seed",
+            "5",
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+        logs,
+        extra,
+    )
 }
 
 /// Runs `full`, then for each stop step a copy of its checkpoints up to there resumed with

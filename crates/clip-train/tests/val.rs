@@ -7,37 +7,33 @@ use std::path::Path;
 use std::process::Command;
 
 fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--dataset-type",
-        "synthetic",
-        "--train-num-samples",
-        "16",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "1",
-        "--model",
-        "clip_tiny",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "2",
-        "--workers",
-        "1",
-        "--name",
+    common::run_args(
+        &[
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "16",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--model",
+            "clip_tiny",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "2",
+            "--workers",
+            "1",
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+        logs,
+        extra,
+    )
 }
 
 fn last_results(run_dir: &Path) -> serde_json::Value {

@@ -30,39 +30,35 @@ fn image_folder(dir: &Path, n_classes: usize, per_class: usize) -> PathBuf {
 }
 
 fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
-    let mut v: Vec<String> = [
-        "--dataset-type",
-        "synthetic",
-        "--train-num-samples",
-        "16",
-        "--batch-size",
-        "4",
-        "--epochs",
-        "1",
-        "--model",
-        "clip_tiny",
-        "--device",
-        "cpu",
-        "--precision",
-        "fp32",
-        "--lr",
-        "1e-3",
-        "--warmup",
-        "2",
-        "--workers",
-        "2",
-        "--zeroshot-frequency",
-        "1",
-        "--name",
+    common::run_args(
+        &[
+            "--dataset-type",
+            "synthetic",
+            "--train-num-samples",
+            "16",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "1",
+            "--model",
+            "clip_tiny",
+            "--device",
+            "cpu",
+            "--precision",
+            "fp32",
+            "--lr",
+            "1e-3",
+            "--warmup",
+            "2",
+            "--workers",
+            "2",
+            "--zeroshot-frequency",
+            "1",
+        ],
         name,
-        "--logs",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    v.push(logs.display().to_string());
-    v.extend(extra.iter().map(|s| s.to_string()));
-    v
+        logs,
+        extra,
+    )
 }
 
 /// (top1, top5) from the last line of a run's results.jsonl.

@@ -187,3 +187,15 @@ extern "C" {
 pub fn signal(child: &std::process::Child, sig: i32) {
     unsafe { libc_kill(child.id() as i32, sig) };
 }
+
+/// A clip-train command line: `flags`, then `--name NAME --logs LOGS`, then `extra` (which may
+/// repeat a flag of `flags`: the last value wins, as in argparse).
+pub fn run_args(flags: &[&str], name: &str, logs: &Path, extra: &[&str]) -> Vec<String> {
+    let logs = logs.display().to_string();
+    flags
+        .iter()
+        .chain(&["--name", name, "--logs", &logs])
+        .chain(extra)
+        .map(|s| s.to_string())
+        .collect()
+}
