@@ -23,7 +23,7 @@ use cudarc::driver::{result as cu, sys as cusys};
 use cudarc::nccl::sys::{cudaStream_t, ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId};
 use libloading::Library;
 use std::ffi::{c_char, c_int, c_void, CStr};
-use std::sync::{Mutex, MutexGuard, OnceLock};
+use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
 
 /// `ncclResult_t`, received as a plain int: a code newer than cudarc's enum must not be UB.
@@ -215,13 +215,16 @@ impl NcclCollectives {
         })
     }
 
-    /// Locks the communicator and makes this device current on the calling thread (the null
-    /// stream is per device).
-    fn enter(&self) -> Result<MutexGuard<'_, ncclComm_t>> {
-        let comm = self.comm.lock().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: `ctx` stays retained for the life of `self`.
-        unsafe { cu::ctx::set_current(self.ctx) }.context("making the CUDA context current")?;
-        Ok(comm)
+    /// Runs one NCCL call `what` on the communicator: locks it, makes this device current on the
+    /// calling thread (the null stream is per device), and turns the result code into an error.
+    fn call(&self, what: &str, f: impl FnOnce(ncclComm_t) -> NcclResult) -> Result<()> {
+        let code = {
+            let comm = self.comm.lock().unwrap_or_else(|e| e.into_inner());
+            // SAFETY: `ctx` stays retained for the life of `self`.
+            unsafe { cu::ctx::set_current(self.ctx) }.context("making the CUDA context current")?;
+            f(*comm)
+        };
+        self.api.check(what, code)
     }
 
     /// The NCCL type of `t`, which must live on this backend's device.
@@ -279,22 +282,19 @@ impl Collectives for NcclCollectives {
             return Ok(());
         }
         let d = dense(t);
-        let comm = self.enter()?;
         // SAFETY: `d` is contiguous on this device with `numel` elements of type `dt`; NCCL
         // allows in-place (send == recv) reductions.
-        let code = unsafe {
+        self.call("ncclAllReduce", |comm| unsafe {
             (self.api.all_reduce)(
                 d.data_ptr(),
                 d.data_ptr(),
                 d.numel(),
                 dt,
                 red_op(op),
-                *comm,
+                comm,
                 null_stream(),
             )
-        };
-        drop(comm);
-        self.api.check("ncclAllReduce", code)?;
+        })?;
         if !t.is_contiguous() {
             tch::no_grad(|| t.copy_(&d));
         }
@@ -313,20 +313,17 @@ impl Collectives for NcclCollectives {
             return Ok(out);
         }
         let src = dense(t);
-        let comm = self.enter()?;
         // SAFETY: `out` holds world × numel elements of `dt` on this device.
-        let code = unsafe {
+        self.call("ncclAllGather", |comm| unsafe {
             (self.api.all_gather)(
                 src.data_ptr(),
                 out.data_ptr(),
                 src.numel(),
                 dt,
-                *comm,
+                comm,
                 null_stream(),
             )
-        };
-        drop(comm);
-        self.api.check("ncclAllGather", code)?;
+        })?;
         Ok(out)
     }
 
@@ -347,21 +344,18 @@ impl Collectives for NcclCollectives {
             return Ok(out);
         }
         let src = dense(t);
-        let comm = self.enter()?;
         // SAFETY: `src` holds world × out.numel() elements; `out` is fresh and contiguous.
-        let code = unsafe {
+        self.call("ncclReduceScatter", |comm| unsafe {
             (self.api.reduce_scatter)(
                 src.data_ptr(),
                 out.data_ptr(),
                 out.numel(),
                 dt,
                 red_op(op),
-                *comm,
+                comm,
                 null_stream(),
             )
-        };
-        drop(comm);
-        self.api.check("ncclReduceScatter", code)?;
+        })?;
         Ok(out)
     }
 
@@ -377,21 +371,18 @@ impl Collectives for NcclCollectives {
             return Ok(());
         }
         let d = dense(t);
-        let comm = self.enter()?;
         // SAFETY: in-place broadcast of a contiguous buffer of `numel` elements on this device.
-        let code = unsafe {
+        self.call("ncclBroadcast", |comm| unsafe {
             (self.api.broadcast)(
                 d.data_ptr(),
                 d.data_ptr(),
                 d.numel(),
                 dt,
                 root as c_int,
-                *comm,
+                comm,
                 null_stream(),
             )
-        };
-        drop(comm);
-        self.api.check("ncclBroadcast", code)?;
+        })?;
         if !t.is_contiguous() {
             tch::no_grad(|| t.copy_(&d));
         }
