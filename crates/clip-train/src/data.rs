@@ -168,8 +168,7 @@ impl CsvData {
     fn order(&self, epoch: i64, rank: i64, world: i64) -> Vec<usize> {
         let n = self.rows.len();
         let mut perm: Vec<usize> = (0..n).collect();
-        let mut rng =
-            Pcg64::seed_from_u64(self.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15));
+        let mut rng = Pcg64::seed_from_u64(self.epoch_seed(epoch));
         for i in (1..n).rev() {
             perm.swap(i, rng.random_range(0..=i));
         }
@@ -186,49 +185,64 @@ impl CsvData {
     fn batch(&self, rows: &[usize], epoch: i64) -> Result<(Tensor, Tensor)> {
         let s = self.processor.image_size();
         let ctx = self.processor.context_length();
-        let per = 3 * s * s;
-        let mut pixels = vec![0f32; rows.len() * per];
-        let mut tokens = vec![0i64; rows.len() * ctx];
-        let chunk = rows.len().div_ceil(self.workers.max(1)).max(1);
-        std::thread::scope(|scope| -> Result<()> {
-            let jobs: Vec<_> = rows
-                .chunks(chunk)
-                .zip(pixels.chunks_mut(chunk * per))
-                .zip(tokens.chunks_mut(chunk * ctx))
-                .map(|((rs, px), tk)| {
-                    scope.spawn(move || -> Result<()> {
-                        for ((&r, o), t) in
-                            rs.iter().zip(px.chunks_mut(per)).zip(tk.chunks_mut(ctx))
-                        {
-                            let (path, caption) = &self.rows[r];
-                            let bytes = std::fs::read(path).with_context(|| {
-                                format!("--train-data: cannot read {}", path.display())
-                            })?;
-                            let mut rng = Pcg64::seed_from_u64(
-                                self.seed
-                                    ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-                                    ^ (r as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
-                            );
-                            self.processor
-                                .image_into(&bytes, &mut rng, o)
-                                .with_context(|| format!("--train-data: {}", path.display()))?;
-                            self.processor.text(caption, t);
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            for j in jobs {
-                j.join().expect("decode thread")?;
-            }
-            Ok(())
+        let mut pixels = vec![0f32; rows.len() * 3 * s * s];
+        fill_parallel(rows, self.workers, &mut pixels, &|&r, out| {
+            let path = &self.rows[r].0;
+            let bytes = std::fs::read(path)
+                .with_context(|| format!("--train-data: cannot read {}", path.display()))?;
+            let mut rng = Pcg64::seed_from_u64(
+                self.epoch_seed(epoch) ^ (r as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
+            );
+            self.processor
+                .image_into(&bytes, &mut rng, out)
+                .with_context(|| format!("--train-data: {}", path.display()))
         })?;
+        let mut tokens = vec![0i64; rows.len() * ctx];
+        for (&r, t) in rows.iter().zip(tokens.chunks_mut(ctx)) {
+            self.processor.text(&self.rows[r].1, t);
+        }
         let (b, s) = (rows.len() as i64, s as i64);
         Ok((
             Tensor::from_slice(&pixels).reshape([b, 3, s, s]),
             Tensor::from_slice(&tokens).reshape([b, ctx as i64]),
         ))
     }
+
+    /// The seed of `epoch`'s permutation; each sample's augmentation mixes in its row.
+    fn epoch_seed(&self, epoch: i64) -> u64 {
+        self.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
+    }
+}
+
+/// Fills `out`, one slot of `out.len() / items.len()` floats per item, with `f(item, slot)` on up
+/// to `workers` scoped threads, each taking a contiguous run of items; the first error wins.
+/// (Image decoding for CSV batches and for zero-shot evaluation.)
+pub(crate) fn fill_parallel<T: Sync>(
+    items: &[T],
+    workers: usize,
+    out: &mut [f32],
+    f: &(dyn Fn(&T, &mut [f32]) -> Result<()> + Sync),
+) -> Result<()> {
+    if items.is_empty() {
+        return Ok(());
+    }
+    let per = out.len() / items.len();
+    let chunk = items.len().div_ceil(workers.max(1));
+    std::thread::scope(|scope| {
+        let jobs: Vec<_> = items
+            .chunks(chunk)
+            .zip(out.chunks_mut(chunk * per))
+            .map(|(its, slots)| {
+                scope.spawn(move || {
+                    its.iter()
+                        .zip(slots.chunks_mut(per))
+                        .try_for_each(|(it, slot)| f(it, slot))
+                })
+            })
+            .collect();
+        jobs.into_iter()
+            .try_for_each(|j| j.join().expect("decode thread"))
+    })
 }
 
 /// The training data of a run: its plan and a way to iterate its epochs.

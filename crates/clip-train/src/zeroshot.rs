@@ -166,30 +166,13 @@ pub fn logits(
 /// Decodes and transforms `paths` with `workers` threads into one `[N, 3, S, S]` batch.
 pub fn load_images(paths: &[&Path], transform: &ImageTransform, workers: usize) -> Result<Tensor> {
     let s = transform.image_size() as i64;
-    let per = transform.output_len();
-    let mut pixels = vec![0f32; paths.len() * per];
-    let chunk = paths.len().div_ceil(workers.max(1)).max(1);
-    std::thread::scope(|scope| -> Result<()> {
-        let jobs: Vec<_> = paths
-            .chunks(chunk)
-            .zip(pixels.chunks_mut(chunk * per))
-            .map(|(ps, out)| {
-                scope.spawn(move || -> Result<()> {
-                    let mut rng = rand::rng(); // unused by the eval transform
-                    for (p, o) in ps.iter().zip(out.chunks_mut(per)) {
-                        let bytes = std::fs::read(p)
-                            .with_context(|| format!("cannot read {}", p.display()))?;
-                        let img = decode_image(&bytes)
-                            .with_context(|| format!("{}: not a decodable image", p.display()))?;
-                        transform.apply_into(&img, &mut rng, o);
-                    }
-                    Ok(())
-                })
-            })
-            .collect();
-        for j in jobs {
-            j.join().expect("decode thread")?;
-        }
+    let mut pixels = vec![0f32; paths.len() * transform.output_len()];
+    crate::data::fill_parallel(paths, workers, &mut pixels, &|p, out| {
+        let bytes = std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?;
+        let img = decode_image(&bytes)
+            .with_context(|| format!("{}: not a decodable image", p.display()))?;
+        // The eval transform draws nothing from the RNG.
+        transform.apply_into(&img, &mut rand::rng(), out);
         Ok(())
     })?;
     Ok(Tensor::from_slice(&pixels).reshape([paths.len() as i64, 3, s, s]))
