@@ -115,7 +115,6 @@ fn is_eval_only(p: &Params) -> bool {
 pub fn validate(p: &Params) -> Result<()> {
     check_supported(p)?;
     let world = WorldInfo::from_env()?;
-    crate::tool::parse_device(&p.device)?;
     dist_backend(p, crate::tool::parse_device(&p.device)?, &world)?;
     clip_dist::InitOptions::from_env(&world, p.dist_url.as_deref(), clip_dist::Backend::Cpu)?;
     let cfg = ClipConfig::load(&p.model)?;
