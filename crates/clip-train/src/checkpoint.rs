@@ -33,8 +33,9 @@ pub struct TrainState {
     pub step: i64,
     /// Optimizer steps taken inside the current epoch (0 at an epoch boundary).
     pub step_in_epoch: i64,
-    /// The input pipeline's position (opaque JSON, from the data loader).
-    pub data_position: serde_json::Value,
+    /// Where the input stands: every rank's position (one, for a single rank); None before
+    /// the first step.
+    pub data_position: Option<crate::data::SavedPositions>,
     /// `--precision amp`'s loss scaler (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scaler: Option<crate::scaler::GradScaler>,

@@ -17,20 +17,19 @@
 //! Position JSON: `{"source": "synthetic"|"webdataset", "epoch": E, "batches": k, "loader": …}`
 //! where `loader` is clip-data's [`Position`] (webdataset, mid-epoch) or null (epoch start).
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clip_data::loader::{EpochIter, Loader, LoaderConfig, Position, Processor};
+use clip_data::loader::{EpochIter, Loader, LoaderConfig, Position};
 use clip_data::processor::ClipProcessor;
 use clip_data::shards::ShardList;
 use clip_data::transform::{AugCfg, OPENAI_MEAN, OPENAI_STD};
 use clip_model::ClipConfig;
-use rand::{Rng, SeedableRng};
-use rand_pcg::Pcg64;
-use serde_json::{json, Value};
+use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
+use crate::csv_data::CsvData;
 use crate::params::Params;
 use crate::pyfmt::repr_float;
 use crate::synthetic::Synthetic;
@@ -40,7 +39,8 @@ use clip_data::pyliteral::PyLiteral;
 const TOKENIZER_VOCAB: i64 = clip_data::tokenizer::VOCAB_SIZE as i64;
 
 /// The resolved `--dataset-type`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum DataKind {
     Synthetic,
     WebDataset,
@@ -151,67 +151,63 @@ enum Source {
     Csv(Box<CsvData>),
 }
 
-/// `--dataset-type csv` (OpenCLIP's `CsvDataset`): (image path, caption) rows, read in a fresh
-/// permutation every epoch — seeded by (seed, epoch), split across ranks as `DistributedSampler`
-/// does, the last partial batch dropped — and decoded by `--workers` threads per batch. Each
-/// sample's augmentation draws from an RNG seeded by (seed, epoch, row), so the batches do not
-/// depend on the number of workers and a resumed run sees the same pixels.
-struct CsvData {
-    rows: Vec<(PathBuf, String)>,
-    processor: ClipProcessor,
-    seed: u64,
-    workers: usize,
+/// Where one rank's input stands: checkpoints store it, `--resume` hands it back.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataPosition {
+    /// The data it was taken on: a mid-epoch position only resumes on the same kind.
+    pub source: DataKind,
+    pub epoch: i64,
+    /// Batches this rank has taken in the epoch.
+    pub batches: i64,
+    /// clip-data's loader position (webdataset, mid-epoch); None at an epoch's start and for
+    /// sources whose order is a function of (epoch, batch).
+    pub loader: Option<Position>,
 }
 
-impl CsvData {
-    /// This rank's rows of `epoch`, in order.
-    fn order(&self, epoch: i64, rank: i64, world: i64) -> Vec<usize> {
-        let n = self.rows.len();
-        let mut perm: Vec<usize> = (0..n).collect();
-        let mut rng = Pcg64::seed_from_u64(self.epoch_seed(epoch));
-        for i in (1..n).rev() {
-            perm.swap(i, rng.random_range(0..=i));
-        }
-        // DistributedSampler: pad to a multiple of the world by repeating from the start, then
-        // every world-th index from this rank's.
-        let total = n.div_ceil(world as usize) * world as usize;
-        (0..total)
-            .map(|i| perm[i % n])
-            .skip(rank as usize)
-            .step_by(world as usize)
-            .collect()
-    }
+/// The data positions a checkpoint holds: one (a single rank) or every rank's, in rank order.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum SavedPositions {
+    Ranks { ranks: Vec<DataPosition> },
+    One(DataPosition),
+}
 
-    fn batch(&self, rows: &[usize], epoch: i64) -> Result<(Tensor, Tensor)> {
-        let s = self.processor.image_size();
-        let ctx = self.processor.context_length();
-        let mut pixels = vec![0f32; rows.len() * 3 * s * s];
-        fill_parallel(rows, self.workers, &mut pixels, &|&r, out| {
-            let path = &self.rows[r].0;
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("--train-data: cannot read {}", path.display()))?;
-            let mut rng = Pcg64::seed_from_u64(
-                self.epoch_seed(epoch) ^ (r as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
-            );
-            self.processor
-                .image_into(&bytes, &mut rng, out)
-                .with_context(|| format!("--train-data: {}", path.display()))
-        })?;
-        let mut tokens = vec![0i64; rows.len() * ctx];
-        for (&r, t) in rows.iter().zip(tokens.chunks_mut(ctx)) {
-            self.processor.text(&self.rows[r].1, t);
-        }
-        let (b, s) = (rows.len() as i64, s as i64);
-        Ok((
-            Tensor::from_slice(&pixels).reshape([b, 3, s, s]),
-            Tensor::from_slice(&tokens).reshape([b, ctx as i64]),
-        ))
+/// Fails unless `cfg` is a model clip-data's train transform and tokenizer can feed: square
+/// images, a text vocabulary covering the tokenizer's ids. Returns the image side.
+fn image_side(p: &Params, cfg: &ClipConfig) -> Result<u32> {
+    let (h, w) = cfg.vision.image_size;
+    if h != w || h < 1 {
+        bail!(
+            "not supported yet: non-square image size {h}x{w} of model {}",
+            p.model
+        );
     }
+    if cfg.text.vocab_size < TOKENIZER_VOCAB {
+        bail!(
+            "model {}: text vocab_size {} is smaller than the tokenizer's {TOKENIZER_VOCAB} ids (captions would index past the token embedding)",
+            p.model,
+            cfg.text.vocab_size
+        );
+    }
+    Ok(h as u32)
+}
 
-    /// The seed of `epoch`'s permutation; each sample's augmentation mixes in its row.
-    fn epoch_seed(&self, epoch: i64) -> u64 {
-        self.seed ^ (epoch as u64).wrapping_mul(0x9e37_79b9_7f4a_7c15)
-    }
+/// The train-time processor (`--aug-cfg`, `--image-mean/std`) for `cfg`, and the warning OpenCLIP
+/// prints for `--aug-cfg` keys only timm's transform reads.
+fn train_processor(p: &Params, cfg: &ClipConfig) -> Result<(ClipProcessor, Vec<String>)> {
+    let side = image_side(p, cfg)?;
+    let aug = aug_cfg(p)?;
+    let (mean, std) = normalization(p)?;
+    let unused = aug.unused_keys();
+    let warnings = if unused.is_empty() {
+        Vec::new()
+    } else {
+        vec![format!(
+            "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
+        )]
+    };
+    let processor = ClipProcessor::train(side, &aug, mean, std, cfg.text.context_length as usize);
+    Ok((processor, warnings))
 }
 
 /// Fills `out`, one slot of `out.len() / items.len()` floats per item, with `f(item, slot)` on up
@@ -267,214 +263,128 @@ impl TrainData {
     /// global batch is the same samples in the same order for any W × B; webdataset splits the
     /// shards by rank (plain) or seeds the draw by rank (resampled), as OpenCLIP does.
     pub fn new(p: &Params, cfg: &ClipConfig, rank: usize, world: usize) -> Result<TrainData> {
-        let (rank, world) = (rank as i64, world.max(1) as i64);
-        let kind = dataset_kind(p)?;
-        let aug = aug_cfg(p)?;
-        let (mean, std) = normalization(p)?;
         if p.batch_size < 1 {
             bail!("--batch-size must be at least 1");
         }
         if p.train_num_samples.is_some_and(|n| n < 1) {
             bail!("--train-num-samples must be at least 1");
         }
-        let mut warnings = Vec::new();
-        match kind {
-            DataKind::Synthetic => {
-                let webdataset_only = [
-                    ("--aug-cfg", !p.aug_cfg.is_empty()),
-                    ("--image-mean", p.image_mean.is_some()),
-                    ("--image-std", p.image_std.is_some()),
-                    ("--dataset-resampled", p.dataset_resampled),
-                    (
-                        "--train-data-upsampling-factors",
-                        p.train_data_upsampling_factors.is_some(),
-                    ),
-                ];
-                if let Some((f, _)) = webdataset_only.iter().find(|(_, given)| *given) {
-                    bail!("{f} has no effect with --dataset-type synthetic");
-                }
-                let Some(n) = p.train_num_samples else {
-                    bail!("--dataset-type synthetic needs --train-num-samples")
-                };
-                let batches = n / (p.batch_size * world);
-                if batches == 0 {
-                    bail!(
-                        "--train-num-samples {n} is less than one global batch of {} × {world} ranks",
-                        p.batch_size
-                    );
-                }
-                let data = Synthetic {
-                    seed: p.seed,
-                    image_size: cfg.vision.image_size,
-                    context_length: cfg.text.context_length,
-                    vocab_size: cfg.text.vocab_size,
-                };
-                Ok(TrainData {
-                    source: Source::Synthetic(data),
-                    batch_size: p.batch_size,
-                    rank,
-                    world,
-                    batches_per_epoch: batches,
-                    samples_per_epoch: n,
-                    warnings,
-                })
-            }
-            DataKind::Csv => Self::csv(p, cfg, &aug, rank, world),
-            DataKind::WebDataset => {
-                let spec = p.train_data.as_deref().unwrap_or_default();
-                if p.train_data_upsampling_factors.is_some() && !p.dataset_resampled {
-                    bail!("--train-data-upsampling-factors is only supported with --dataset-resampled (sampling with replacement)");
-                }
-                let (h, w) = cfg.vision.image_size;
-                if h != w || h < 1 {
-                    bail!(
-                        "not supported yet: non-square image size {h}x{w} of model {}",
-                        p.model
-                    );
-                }
-                if cfg.text.vocab_size < TOKENIZER_VOCAB {
-                    bail!(
-                        "model {}: text vocab_size {} is smaller than the tokenizer's {TOKENIZER_VOCAB} ids (captions would index past the token embedding)",
-                        p.model,
-                        cfg.text.vocab_size
-                    );
-                }
-                let shards = ShardList::parse(spec, p.train_data_upsampling_factors.as_deref())
-                    .context("--train-data")?;
-                let urls = shards.urls();
-                if let Some(missing) = urls.iter().find(|u| {
-                    is_local(u) && !Path::new(u.strip_prefix("file://").unwrap_or(u)).is_file()
-                }) {
-                    bail!("--train-data: no such shard: {missing}");
-                }
-                let mut lc = LoaderConfig::new(shards, p.batch_size as usize);
-                lc.resampled = p.dataset_resampled;
-                lc.seed = p.seed as u64;
-                lc.rank = rank as usize;
-                lc.world = world as usize;
-                lc.workers = p.workers.max(0) as usize;
-                lc.num_samples = p.train_num_samples.map(|n| n as u64);
-                if let Ok(t) = std::env::var("CLIP_TRAIN_DATA_TIMEOUT") {
-                    let secs: f64 = t.parse().ok().filter(|s: &f64| *s > 0.0 && s.is_finite()).with_context(|| {
-                        format!("CLIP_TRAIN_DATA_TIMEOUT={t:?}: expected a positive number of seconds")
-                    })?;
-                    lc.no_progress_timeout = std::time::Duration::from_secs_f64(secs);
-                }
-                let unused = aug.unused_keys();
-                if !unused.is_empty() {
-                    warnings.push(format!(
-                        "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
-                    ));
-                }
-                let processor = ClipProcessor::train(
-                    h as u32,
-                    &aug,
-                    mean,
-                    std,
-                    cfg.text.context_length as usize,
-                );
-                let loader = Loader::new(lc, Arc::new(processor)).map_err(|e| {
-                    if p.train_num_samples.is_none() && e.to_string().contains("number of training samples") {
-                        anyhow::anyhow!("--train-num-samples is required: no sizes.json beside the shards gives the dataset size")
-                    } else {
-                        e
-                    }
-                })?;
-                let Some((_, batches, samples)) = loader.plan() else {
-                    bail!("--train-num-samples is required")
-                };
-                Ok(TrainData {
-                    source: Source::WebDataset(Box::new(loader)),
-                    batch_size: p.batch_size,
-                    rank,
-                    world,
-                    batches_per_epoch: batches as i64,
-                    samples_per_epoch: samples as i64,
-                    warnings,
-                })
-            }
-        }
+        let world = world.max(1) as i64;
+        let (source, batches_per_epoch, samples_per_epoch, warnings) = match dataset_kind(p)? {
+            DataKind::Synthetic => Self::synthetic(p, cfg, world)?,
+            DataKind::Csv => Self::csv(p, cfg, world)?,
+            DataKind::WebDataset => Self::webdataset(p, cfg, rank, world)?,
+        };
+        Ok(TrainData {
+            source,
+            batch_size: p.batch_size,
+            rank: rank as i64,
+            world,
+            batches_per_epoch,
+            samples_per_epoch,
+            warnings,
+        })
     }
 
-    /// `--dataset-type csv`: reads the table, checks its columns and that every image exists.
-    fn csv(p: &Params, cfg: &ClipConfig, aug: &AugCfg, rank: i64, world: i64) -> Result<TrainData> {
-        let path = p.train_data.as_deref().unwrap_or_default();
-        if p.dataset_resampled || p.train_data_upsampling_factors.is_some() {
-            bail!("--dataset-resampled / --train-data-upsampling-factors are webdataset options, not for --dataset-type csv");
-        }
-        let sep = match p.csv_separator.chars().collect::<Vec<_>>().as_slice() {
-            [c] => *c,
-            _ => bail!(
-                "--csv-separator {:?}: expected one character",
-                p.csv_separator
+    /// `--dataset-type synthetic`: `--train-num-samples` random samples, whole global batches.
+    fn synthetic(p: &Params, cfg: &ClipConfig, world: i64) -> Result<Planned> {
+        let webdataset_only = [
+            ("--aug-cfg", !p.aug_cfg.is_empty()),
+            ("--image-mean", p.image_mean.is_some()),
+            ("--image-std", p.image_std.is_some()),
+            ("--dataset-resampled", p.dataset_resampled),
+            (
+                "--train-data-upsampling-factors",
+                p.train_data_upsampling_factors.is_some(),
             ),
+        ];
+        if let Some((f, _)) = webdataset_only.iter().find(|(_, given)| *given) {
+            bail!("{f} has no effect with --dataset-type synthetic");
+        }
+        let Some(n) = p.train_num_samples else {
+            bail!("--dataset-type synthetic needs --train-num-samples")
         };
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("--train-data {path}: cannot read the CSV file"))?;
-        let table = clip_data::csv::Table::parse(&text, sep)
-            .with_context(|| format!("--train-data {path}"))?;
-        let ic = table
-            .column(&p.csv_img_key)
-            .with_context(|| format!("--csv-img-key {} in {path}", p.csv_img_key))?;
-        let cc = table
-            .column(&p.csv_caption_key)
-            .with_context(|| format!("--csv-caption-key {} in {path}", p.csv_caption_key))?;
-        let rows: Vec<(PathBuf, String)> = table
-            .values(ic)?
-            .into_iter()
-            .zip(table.values(cc)?)
-            .map(|(i, c)| (PathBuf::from(i), c.to_string()))
-            .collect();
-        // OpenCLIP opens the paths as given (relative to the working directory).
-        if let Some((missing, _)) = rows.iter().find(|(i, _)| !i.is_file()) {
-            bail!("--train-data {path}: no such image: {}", missing.display());
-        }
-        let (h, w) = cfg.vision.image_size;
-        if h != w || h < 1 {
-            bail!(
-                "not supported yet: non-square image size {h}x{w} of model {}",
-                p.model
-            );
-        }
-        if cfg.text.vocab_size < TOKENIZER_VOCAB {
-            bail!(
-                "model {}: text vocab_size {} is smaller than the tokenizer's {TOKENIZER_VOCAB} ids",
-                p.model,
-                cfg.text.vocab_size
-            );
-        }
-        let n = rows.len() as i64;
-        let batches = (n + world - 1) / world / p.batch_size;
+        let batches = n / (p.batch_size * world);
         if batches == 0 {
             bail!(
-                "--train-data {path}: {n} rows are less than one batch of {} per rank",
+                "--train-num-samples {n} is less than one global batch of {} × {world} ranks",
                 p.batch_size
             );
         }
-        let (mean, std) = normalization(p)?;
-        let processor =
-            ClipProcessor::train(h as u32, aug, mean, std, cfg.text.context_length as usize);
-        let mut warnings = Vec::new();
-        let unused = aug.unused_keys();
-        if !unused.is_empty() {
-            warnings.push(format!(
-                "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
-            ));
+        let data = Synthetic {
+            seed: p.seed,
+            image_size: cfg.vision.image_size,
+            context_length: cfg.text.context_length,
+            vocab_size: cfg.text.vocab_size,
+        };
+        Ok((Source::Synthetic(data), batches, n, Vec::new()))
+    }
+
+    /// `--dataset-type webdataset`: clip-data's loader over this rank's shards.
+    fn webdataset(p: &Params, cfg: &ClipConfig, rank: usize, world: i64) -> Result<Planned> {
+        let spec = p.train_data.as_deref().unwrap_or_default();
+        if p.train_data_upsampling_factors.is_some() && !p.dataset_resampled {
+            bail!("--train-data-upsampling-factors is only supported with --dataset-resampled (sampling with replacement)");
         }
-        Ok(TrainData {
-            source: Source::Csv(Box::new(CsvData {
-                rows,
-                processor,
-                seed: p.seed as u64,
-                workers: p.workers.max(1) as usize,
-            })),
-            batch_size: p.batch_size,
-            rank,
-            world,
-            batches_per_epoch: batches,
-            samples_per_epoch: n,
+        let (processor, warnings) = train_processor(p, cfg)?;
+        let shards = ShardList::parse(spec, p.train_data_upsampling_factors.as_deref())
+            .context("--train-data")?;
+        let urls = shards.urls();
+        if let Some(missing) = urls
+            .iter()
+            .find(|u| is_local(u) && !Path::new(u.strip_prefix("file://").unwrap_or(u)).is_file())
+        {
+            bail!("--train-data: no such shard: {missing}");
+        }
+        let mut lc = LoaderConfig::new(shards, p.batch_size as usize);
+        lc.resampled = p.dataset_resampled;
+        lc.seed = p.seed as u64;
+        lc.rank = rank;
+        lc.world = world as usize;
+        lc.workers = p.workers.max(0) as usize;
+        lc.num_samples = p.train_num_samples.map(|n| n as u64);
+        if let Ok(t) = std::env::var("CLIP_TRAIN_DATA_TIMEOUT") {
+            let secs: f64 = t
+                .parse()
+                .ok()
+                .filter(|s: &f64| *s > 0.0 && s.is_finite())
+                .with_context(|| {
+                    format!("CLIP_TRAIN_DATA_TIMEOUT={t:?}: expected a positive number of seconds")
+                })?;
+            lc.no_progress_timeout = std::time::Duration::from_secs_f64(secs);
+        }
+        let loader = Loader::new(lc, Arc::new(processor)).map_err(|e| {
+            if p.train_num_samples.is_none() && e.to_string().contains("number of training samples") {
+                anyhow::anyhow!("--train-num-samples is required: no sizes.json beside the shards gives the dataset size")
+            } else {
+                e
+            }
+        })?;
+        let Some((_, batches, samples)) = loader.plan() else {
+            bail!("--train-num-samples is required")
+        };
+        Ok((
+            Source::WebDataset(Box::new(loader)),
+            batches as i64,
+            samples as i64,
             warnings,
-        })
+        ))
+    }
+
+    /// `--dataset-type csv`: every row once per epoch, split across ranks, partial batch dropped.
+    fn csv(p: &Params, cfg: &ClipConfig, world: i64) -> Result<Planned> {
+        let (processor, warnings) = train_processor(p, cfg)?;
+        let data = CsvData::open(p, processor)?;
+        let n = data.len() as i64;
+        let batches = (n + world - 1) / world / p.batch_size;
+        if batches == 0 {
+            bail!(
+                "--train-data {}: {n} rows are less than one batch of {} per rank",
+                p.train_data.as_deref().unwrap_or_default(),
+                p.batch_size
+            );
+        }
+        Ok((Source::Csv(Box::new(data)), batches, n, warnings))
     }
 
     pub fn kind(&self) -> DataKind {
@@ -486,24 +396,29 @@ impl TrainData {
     }
 
     /// The position at the start of `epoch` (what an epoch-end checkpoint stores).
-    pub fn epoch_start(&self, epoch: i64) -> Value {
-        json!({ "source": self.kind().name(), "epoch": epoch, "batches": 0, "loader": Value::Null })
+    pub fn epoch_start(&self, epoch: i64) -> DataPosition {
+        DataPosition {
+            source: self.kind(),
+            epoch,
+            batches: 0,
+            loader: None,
+        }
     }
 
     /// The batches of `epoch` from `step_in_epoch` on; `saved` is the checkpoint's position
     /// (needed by webdataset when `step_in_epoch > 0`).
-    pub fn epoch(&self, epoch: i64, step_in_epoch: i64, saved: &Value) -> Result<Epoch<'_>> {
-        let saved_source = saved.get("source").and_then(Value::as_str);
-        if step_in_epoch > 0 {
-            if let Some(s) = saved_source.filter(|s| *s != self.kind().name()) {
-                bail!("the checkpoint was taken mid-epoch on --dataset-type {s} data; resume it with the same data (or from an epoch checkpoint)");
+    pub fn epoch(
+        &self,
+        epoch: i64,
+        step_in_epoch: i64,
+        saved: Option<&DataPosition>,
+    ) -> Result<Epoch<'_>> {
+        if let Some(saved) = saved.filter(|_| step_in_epoch > 0) {
+            if saved.source != self.kind() {
+                bail!("the checkpoint was taken mid-epoch on --dataset-type {} data; resume it with the same data (or from an epoch checkpoint)", saved.source.name());
             }
-            let (se, sb) = (
-                saved.get("epoch").and_then(Value::as_i64),
-                saved.get("batches").and_then(Value::as_i64),
-            );
-            if saved_source.is_some() && (se != Some(epoch) || sb != Some(step_in_epoch)) {
-                bail!("the checkpoint's data position (epoch {se:?}, batch {sb:?}) does not match its training state (epoch {epoch}, step in epoch {step_in_epoch})");
+            if (saved.epoch, saved.batches) != (epoch, step_in_epoch) {
+                bail!("the checkpoint's data position (epoch {}, batch {}) does not match its training state (epoch {epoch}, step in epoch {step_in_epoch})", saved.epoch, saved.batches);
             }
         }
         let inner = match &self.source {
@@ -520,15 +435,12 @@ impl TrainData {
                 let resume = if step_in_epoch == 0 {
                     None
                 } else {
-                    let pos = saved.get("loader").filter(|v| !v.is_null()).with_context(|| {
+                    Some(saved.and_then(|s| s.loader.as_ref()).with_context(|| {
                         format!("the checkpoint (epoch {epoch}, step {step_in_epoch} in the epoch) has no webdataset data position to resume from")
-                    })?;
-                    let pos: Position = serde_json::from_value(pos.clone())
-                        .context("unreadable data position in the checkpoint")?;
-                    Some(pos)
+                    })?)
                 };
                 let it = loader
-                    .epoch(epoch as u64, resume.as_ref())
+                    .epoch(epoch as u64, resume)
                     .context("cannot resume the data position")?;
                 Inner::WebDataset(Box::new(it))
             }
@@ -544,6 +456,9 @@ impl TrainData {
         })
     }
 }
+
+/// A source with its epoch plan: (source, batches per epoch, samples per epoch, warnings).
+type Planned = (Source, i64, i64, Vec<String>);
 
 fn is_local(url: &str) -> bool {
     !url.starts_with("pipe:") && (!url.contains("://") || url.starts_with("file://"))
@@ -615,18 +530,17 @@ impl Epoch<'_> {
     }
 
     /// The position after the last batch returned (store it with a checkpoint).
-    pub fn position(&self) -> Value {
-        match &self.inner {
-            Inner::Csv { .. } => {
-                json!({ "source": "csv", "epoch": self.epoch, "batches": self.batches, "loader": Value::Null })
-            }
-            Inner::Synthetic { .. } => {
-                json!({ "source": "synthetic", "epoch": self.epoch, "batches": self.batches, "loader": Value::Null })
-            }
-            Inner::WebDataset(it) => {
-                let pos = serde_json::to_value(EpochIter::position(it)).unwrap_or(Value::Null);
-                json!({ "source": "webdataset", "epoch": self.epoch, "batches": self.batches, "loader": pos })
-            }
+    pub fn position(&self) -> DataPosition {
+        let (source, loader) = match &self.inner {
+            Inner::Csv { .. } => (DataKind::Csv, None),
+            Inner::Synthetic { .. } => (DataKind::Synthetic, None),
+            Inner::WebDataset(it) => (DataKind::WebDataset, Some(EpochIter::position(it).clone())),
+        };
+        DataPosition {
+            source,
+            epoch: self.epoch,
+            batches: self.batches,
+            loader,
         }
     }
 }

@@ -1,10 +1,19 @@
+//! clip-train: OpenCLIP's training launcher on libtorch. `params` (the flags) → `plan` (validated
+//! once) → `trainer` (the loop, built from the parts beside it). docs/ARCHITECTURE.md maps them.
+
 pub mod checkpoint;
+pub mod checkpointer;
+pub mod csv_data;
 pub mod data;
 pub mod ddp;
+pub mod device;
+pub mod evaluator;
 pub mod loss;
 pub mod metrics;
 pub mod optimizer;
 pub mod params;
+pub mod plan;
+pub mod precision;
 pub mod pyfmt;
 pub mod rundir;
 pub mod scaler;
@@ -17,3 +26,10 @@ pub mod trainer;
 pub mod val;
 pub mod zeroshot;
 mod zeroshot_metadata;
+
+/// Exit status after a preemption signal made the run checkpoint and stop: slurm scripts
+/// requeue on it (EX_TEMPFAIL).
+pub const EXIT_PREEMPTED: i32 = 75;
+
+/// Exit status for a refused command line (argparse's).
+pub const EXIT_USAGE: i32 = 2;

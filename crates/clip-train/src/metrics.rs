@@ -1,9 +1,17 @@
-//! What the log line reports beyond OpenCLIP's: model FLOP utilisation (MFU) where the device's
-//! peak is known, and the progress bar drawn on an interactive terminal.
+//! Everything the run reports, in one place: OpenCLIP's `Train Epoch:` line with its meters,
+//! `Eval Epoch:` lines and `results.jsonl`, TensorBoard scalars ([`MetricsLogger`]); beyond
+//! OpenCLIP's, model FLOP utilisation (MFU) where the device's peak is known, and the progress bar
+//! drawn on an interactive terminal.
 
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 
+use anyhow::Result;
 use tch::Device;
+
+use crate::pyfmt::{alt_g, repr_float};
+use crate::rundir::Log;
+use crate::tensorboard::SummaryWriter;
 
 /// Dense bf16 peaks (FLOP/s; fp16's are the same on these cards) by the marketing name
 /// `nvidia-smi` prints; first match wins.
@@ -106,5 +114,208 @@ impl Progress {
 impl Default for Progress {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// One optimizer step as the log line reports it.
+pub struct StepReport {
+    pub epoch: i64,
+    /// Optimizer steps taken since the start of the run.
+    pub step: i64,
+    /// Optimizer steps taken in this epoch, this one included.
+    pub count: i64,
+    pub lr: f64,
+    /// This rank's loss.
+    pub loss: f64,
+    /// Seconds waiting for the input, and for the whole step.
+    pub data_secs: f64,
+    pub step_secs: f64,
+}
+
+/// The figures only a log step computes (they read the device or talk to the other ranks).
+pub struct LogStepValues {
+    /// The loss of the whole global batch (mean over ranks).
+    pub global_loss: f64,
+    pub logit_scale: f64,
+}
+
+/// The run's reporting: rank 0 writes `out.log`, TensorBoard and `results.jsonl`; the other ranks
+/// only print their warnings and errors (their [`Log`]).
+pub struct MetricsLogger {
+    pub log: Log,
+    tensorboard: Option<SummaryWriter>,
+    /// `results.jsonl` beside the checkpoints (rank 0).
+    results: Option<PathBuf>,
+    /// (flops per sample, the device's peak FLOP/s) when MFU can be reported.
+    mfu: Option<(f64, f64)>,
+    world_size: i64,
+    /// Samples per optimizer step over all ranks.
+    step_samples: i64,
+    steps_per_epoch: i64,
+    samples_per_epoch: i64,
+    log_every: i64,
+    meters: Meters,
+}
+
+/// OpenCLIP's meters: the loss average (updated at log steps only, weighted by the batch), and
+/// the data / batch time averaged over the steps since the last log line.
+#[derive(Default)]
+struct Meters {
+    loss_sum: f64,
+    loss_n: i64,
+    data_secs: f64,
+    batch_secs: f64,
+    window: i64,
+}
+
+/// What the log line needs to know about the run's shape.
+pub struct RunShape {
+    pub world_size: i64,
+    pub step_samples: i64,
+    pub steps_per_epoch: i64,
+    pub samples_per_epoch: i64,
+    pub log_every: i64,
+    pub mfu: Option<(f64, f64)>,
+}
+
+impl MetricsLogger {
+    pub fn new(
+        log: Log,
+        tensorboard: Option<SummaryWriter>,
+        results: Option<PathBuf>,
+        shape: RunShape,
+    ) -> MetricsLogger {
+        MetricsLogger {
+            log,
+            tensorboard,
+            results,
+            mfu: shape.mfu,
+            world_size: shape.world_size,
+            step_samples: shape.step_samples,
+            steps_per_epoch: shape.steps_per_epoch,
+            samples_per_epoch: shape.samples_per_epoch,
+            log_every: shape.log_every.max(1),
+            meters: Meters::default(),
+        }
+    }
+
+    /// Resets the meters (OpenCLIP builds new ones every epoch).
+    pub fn start_epoch(&mut self, epoch: i64) {
+        self.meters = Meters::default();
+        self.log.info(&format!("Start epoch {epoch}"));
+    }
+
+    /// Whether step `count` of the epoch writes a log line: the first of every
+    /// `--log-every-n-steps` and the epoch's last.
+    pub fn is_log_step(&self, count: i64) -> bool {
+        (count - 1) % self.log_every == 0 || count == self.steps_per_epoch
+    }
+
+    /// Records a step; on a log step (`values` given) writes the `Train Epoch:` line and the
+    /// TensorBoard scalars, OpenCLIP's, at its step index.
+    pub fn step(&mut self, r: &StepReport, values: Option<LogStepValues>) -> Result<()> {
+        let m = &mut self.meters;
+        m.data_secs += r.data_secs;
+        m.batch_secs += r.step_secs;
+        m.window += 1;
+        let samples = self.step_samples as f64;
+        self.log.progress().update(
+            r.epoch,
+            r.count,
+            self.steps_per_epoch,
+            r.loss,
+            samples / r.step_secs,
+        );
+        let Some(v) = values else {
+            return Ok(());
+        };
+        let m = &mut self.meters;
+        let (bt, dt) = (
+            m.batch_secs / m.window as f64,
+            m.data_secs / m.window as f64,
+        );
+        let sps = samples / bt;
+        let per_gpu = sps / self.world_size as f64;
+        m.loss_sum += v.global_loss * samples;
+        m.loss_n += self.step_samples;
+        let avg = m.loss_sum / m.loss_n as f64;
+        (m.data_secs, m.batch_secs, m.window) = (0.0, 0.0, 0);
+        let mfu = self
+            .mfu
+            .map(|(flops, peak)| format!(" MFU: {:.1}%", 100.0 * sps * flops / peak))
+            .unwrap_or_default();
+        let digits = ((self.samples_per_epoch + 1) as f64).log10().ceil() as usize;
+        let (loss, lr, scale) = (v.global_loss, r.lr, v.logit_scale);
+        self.log.info(&format!(
+            "Train Epoch: {} [{:>digits$}/{} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}%{mfu}",
+            r.epoch,
+            r.count * self.step_samples,
+            self.samples_per_epoch,
+            100.0 * r.count as f64 / self.steps_per_epoch as f64,
+            alt_g(sps, 6), alt_g(per_gpu, 6),
+            alt_g(loss, 5), alt_g(avg, 5), alt_g(loss, 5), alt_g(avg, 5),
+            100.0 * dt / bt.max(1e-12),
+        ));
+        if let Some(tb) = self.tensorboard.as_mut() {
+            // OpenCLIP's scalars (window values, not averages) at its step index.
+            tb.add_scalars(
+                r.step - 1,
+                &[
+                    ("train/data_time", dt),
+                    ("train/batch_time", bt),
+                    ("train/samples_per_second", sps),
+                    ("train/samples_per_second_per_gpu", per_gpu),
+                    ("train/scale", scale),
+                    ("train/lr", lr),
+                    ("train/contrastive_loss", loss),
+                    ("train/loss", loss),
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// An evaluation's metrics: the `Eval Epoch:` line, a `results.jsonl` line (OpenCLIP's
+    /// `json.dumps` of them) and `val/…` TensorBoard scalars. Nothing when there are none.
+    pub fn eval(&mut self, epoch: i64, metrics: &[(String, f64)]) -> Result<()> {
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        self.log.info(&format!(
+            "Eval Epoch: {epoch} {}",
+            metrics
+                .iter()
+                .map(|(k, v)| format!("{k}: {v:.4}"))
+                .collect::<Vec<_>>()
+                .join("\t")
+        ));
+        if let Some(path) = &self.results {
+            let json = |k: &str, v: f64| match k {
+                "epoch" | "num_samples" => format!("{}", v as i64),
+                _ => repr_float(v),
+            };
+            let line = format!(
+                "{{{}}}\n",
+                metrics
+                    .iter()
+                    .map(|(k, v)| format!("\"{k}\": {}", json(k, *v)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            let mut f = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)?;
+            f.write_all(line.as_bytes())?;
+        }
+        if let Some(tb) = self.tensorboard.as_mut() {
+            let scalars: Vec<(String, f64)> = metrics
+                .iter()
+                .map(|(k, v)| (format!("val/{k}"), *v))
+                .collect();
+            let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+            tb.add_scalars(epoch, &refs)?;
+        }
+        Ok(())
     }
 }

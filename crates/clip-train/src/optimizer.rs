@@ -157,11 +157,7 @@ impl AdamW {
 /// `min(1, max_norm / (total_norm + 1e-6))` and returns the total norm before clipping.
 pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
     tch::no_grad(|| {
-        let grads: Vec<Tensor> = params
-            .iter()
-            .map(|p| p.tensor.grad())
-            .filter(|g| g.defined())
-            .collect();
+        let grads = gradients(params);
         if grads.is_empty() {
             return 0.0;
         }
@@ -176,4 +172,13 @@ pub fn clip_grad_norm(params: &[Param], max_norm: f64) -> f64 {
         }
         total.double_value(&[])
     })
+}
+
+/// The gradients the backward produced (frozen or unused parameters have none).
+pub fn gradients(params: &[Param]) -> Vec<Tensor> {
+    params
+        .iter()
+        .map(|p| p.tensor.grad())
+        .filter(|g| g.defined())
+        .collect()
 }

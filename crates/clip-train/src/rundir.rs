@@ -49,14 +49,14 @@ impl Log {
         &mut self.progress
     }
 
-    pub fn line(&mut self, level: &str, msg: &str) {
+    pub fn line(&mut self, level: Level, msg: &str) {
         if let Some(rank) = self.rank {
-            if level != "INFO" {
-                eprintln!("{} | rank {rank} | {level} | {msg}", timestamp());
+            if level != Level::Info {
+                eprintln!("{} | rank {rank} | {} | {msg}", timestamp(), level.name());
             }
             return;
         }
-        let line = format!("{} | {level} | {msg}", timestamp());
+        let line = format!("{} | {} | {msg}", timestamp(), level.name());
         self.progress.clear();
         eprintln!("{line}");
         if let Some(f) = self.file.as_mut() {
@@ -64,10 +64,31 @@ impl Log {
         }
     }
     pub fn info(&mut self, msg: &str) {
-        self.line("INFO", msg)
+        self.line(Level::Info, msg)
     }
     pub fn warn(&mut self, msg: &str) {
-        self.line("WARNING", msg)
+        self.line(Level::Warning, msg)
+    }
+    pub fn error(&mut self, msg: &str) {
+        self.line(Level::Error, msg)
+    }
+}
+
+/// A log line's level, named as Python's logging names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Info,
+    Warning,
+    Error,
+}
+
+impl Level {
+    fn name(self) -> &'static str {
+        match self {
+            Level::Info => "INFO",
+            Level::Warning => "WARNING",
+            Level::Error => "ERROR",
+        }
     }
 }
 

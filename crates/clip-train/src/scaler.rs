@@ -7,7 +7,7 @@
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
-use crate::optimizer::Param;
+use crate::optimizer::{gradients, Param};
 
 const INIT_SCALE: f64 = 65536.0;
 const GROWTH_FACTOR: f64 = 2.0;
@@ -39,13 +39,8 @@ impl GradScaler {
         // PyTorch multiplies by the f32 reciprocal; for a power of two that is exact either way.
         let inv = (1.0 / self.scale) as f32;
         tch::no_grad(|| {
-            let grads: Vec<Tensor> = params
-                .iter()
-                .map(|p| p.tensor.grad())
-                .filter(|g| g.defined())
-                .collect();
             let mut finite = true;
-            for g in &grads {
+            for g in &gradients(params) {
                 let _ = g.shallow_clone().g_mul_scalar_(f64::from(inv));
                 finite &= g.isfinite().all().int64_value(&[]) != 0;
             }

@@ -170,11 +170,6 @@ pub fn evaluate(
     Ok(metrics)
 }
 
-/// OpenCLIP's rule for `--val-frequency`: multiples of it and the last epoch; never with 0.
-pub fn due(epoch: i64, frequency: i64, epochs: i64) -> bool {
-    frequency > 0 && (epoch % frequency == 0 || epoch == epochs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -219,12 +219,6 @@ pub fn topk_hits(logits: &Tensor, targets: &[i64]) -> (i64, i64) {
     )
 }
 
-/// OpenCLIP's rule: after epoch `epoch` (completed epochs) when it is a multiple of
-/// `--zeroshot-frequency` or the last one; never with frequency 0.
-pub fn due(epoch: i64, frequency: i64, epochs: i64) -> bool {
-    frequency > 0 && (epoch % frequency == 0 || epoch == epochs)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -237,10 +231,5 @@ mod tests {
             .unsqueeze(0)
             .repeat([3, 1]);
         assert_eq!(topk_hits(&logits, &[0, 3, 7]), (1, 2));
-    }
-
-    #[test]
-    fn due_follows_openclip() {
-        assert!(due(2, 2, 5) && !due(3, 2, 5) && due(5, 2, 5) && !due(2, 0, 2));
     }
 }

@@ -3,6 +3,7 @@
 //! resampled + upsampled sources), `--dataset-type auto`, data-flag errors up front, loader errors
 //! stopping the run.
 mod common;
+use clip_train::data::{DataKind, SavedPositions};
 use common::{assert_bitwise_equal, make_shards, ok, run, stopped_copy, tempdir, weights};
 use std::path::Path;
 use std::process::Command;
@@ -114,17 +115,24 @@ fn webdataset_resume_mid_epoch_and_at_epoch_boundary_is_bitwise_the_uninterrupte
     // boundary the start of the next epoch.
     let mid =
         clip_train::checkpoint::peek_state(&full.join("checkpoints/step_3.safetensors")).unwrap();
-    assert_eq!(mid.data_position["source"], "webdataset");
-    assert_eq!(mid.data_position["batches"], 3);
-    let pos: clip_data::loader::Position =
-        serde_json::from_value(mid.data_position["loader"].clone()).unwrap();
+    let Some(SavedPositions::One(mid)) = mid.data_position else {
+        panic!(
+            "a one-rank checkpoint holds one position: {:?}",
+            mid.data_position
+        )
+    };
+    assert_eq!((mid.source, mid.batches), (DataKind::WebDataset, 3));
+    let pos = mid.loader.expect("a mid-epoch webdataset position");
     assert_eq!((pos.epoch, pos.batches, pos.streams.len()), (0, 3, 2));
     assert_eq!(pos.streams.iter().map(|s| s.taken).sum::<u64>(), 24);
     let boundary =
         clip_train::checkpoint::peek_state(&full.join("checkpoints/epoch_1.safetensors")).unwrap();
     assert_eq!((boundary.epoch, boundary.step_in_epoch), (1, 0));
-    assert_eq!(boundary.data_position["epoch"], 1);
-    assert!(boundary.data_position["loader"].is_null());
+    let Some(SavedPositions::One(next)) = boundary.data_position else {
+        panic!("{:?}", boundary.data_position)
+    };
+    assert_eq!((next.epoch, next.batches), (1, 0));
+    assert!(next.loader.is_none());
 
     // A different seed is a different data order (and init): the comparison above has teeth.
     let mut other = base("seed6");

@@ -1,5 +1,6 @@
 //! `clip-train`: OpenCLIP's `python -m open_clip_train.main <flags>`, in Rust.
-use clip_train::{params, trainer};
+use clip_train::trainer::{self, Outcome};
+use clip_train::{params, plan};
 
 fn main() {
     let p = match params::parse(std::env::args_os()) {
@@ -32,21 +33,29 @@ fn main() {
         Ok(w) if w.world_size > 1 => format!("clip-train (rank {})", w.rank),
         _ => "clip-train".to_string(),
     };
-    if let Err(e) = trainer::validate(&p) {
-        eprintln!("{who}: {e:#}");
-        std::process::exit(2);
-    }
-    match trainer::run(p) {
-        Ok(code) => std::process::exit(code),
+    let plan = match plan::validate(p) {
+        Ok(plan) => plan,
+        Err(e) => {
+            eprintln!("{who}: {e}");
+            std::process::exit(clip_train::EXIT_USAGE);
+        }
+    };
+    match trainer::run(plan) {
+        Ok(Outcome::Finished) => {}
+        Ok(Outcome::Preempted) => std::process::exit(clip_train::EXIT_PREEMPTED),
         Err(e) => {
             eprintln!("{who}: error: {e:#}");
-            // A dead, hung or disagreeing rank: not requeued blindly (unlike 75).
-            let dist = e.downcast_ref::<clip_train::ddp::DistFailure>().is_some();
-            std::process::exit(if dist {
-                clip_dist::EXIT_DIST_FAILURE
-            } else {
-                1
-            });
+            std::process::exit(exit_status(&e));
         }
+    }
+}
+
+/// The exit status of a failed run, by the error's type: a dead, hung or disagreeing rank is 70
+/// (not requeued blindly, unlike a preemption's 75); anything else 1.
+fn exit_status(e: &anyhow::Error) -> i32 {
+    if e.downcast_ref::<clip_train::ddp::DistFailure>().is_some() {
+        clip_dist::EXIT_DIST_FAILURE
+    } else {
+        1
     }
 }

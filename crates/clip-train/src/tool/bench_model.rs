@@ -29,7 +29,8 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = super::parse_device(&args.device)?;
+    let device = crate::device::parse_device(&args.device)?;
+    let precision = crate::precision::Precision::parse(&args.precision)?;
     if args.batch_size < 2 || args.steps == 0 {
         bail!("--batch-size must be at least 2 and --steps at least 1");
     }
@@ -50,7 +51,7 @@ pub fn run(args: Args) -> Result<()> {
             }
         }
         let opts = StepOptions {
-            autocast: (args.precision == "amp_bf16").then_some((device, Kind::BFloat16)),
+            autocast: precision.autocast().map(|k| (device, k)),
             loss_scale: 1.0,
             train: true,
             layout: LossLayout::default(),

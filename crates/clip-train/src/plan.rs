@@ -1,0 +1,391 @@
+//! The command line validated once into a [`Plan`] that the trainer only executes (ripgrep's
+//! low-level → high-level args). [`validate`] makes every check that can refuse a run and builds
+//! everything expensive to find out (the model config, the training data's epoch plan, the
+//! ImageNet folder scan, the val loader, the learning-rate schedule); an error here is a usage
+//! error (exit 2) and nothing has been written. Past it, the run only fails on things no check
+//! could see (a rank dying, a corrupt shard, a full disk).
+//!
+//! Every flag passes through the exhaustive destructure in [`validate`]: a flag added to
+//! [`Params`] does not compile until it is either used here or refused.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Result};
+use clip_data::transform::ImageTransform;
+use clip_dist::{Backend, InitOptions, WorldInfo};
+use clip_model::ClipConfig;
+use tch::{Device, Kind};
+
+use crate::data::TrainData;
+use crate::device::parse_device;
+use crate::loss::LossLayout;
+use crate::optimizer::AdamWConfig;
+use crate::params::Params;
+use crate::precision::Precision;
+use crate::scheduler::LrSchedule;
+use crate::val::ValData;
+use crate::zeroshot::{EvalOptions, ImageFolder};
+
+/// A refusal of the command line: the launcher exits 2, as argparse does.
+#[derive(Debug)]
+pub struct Usage(pub anyhow::Error);
+
+impl std::fmt::Display for Usage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{:#}", self.0)
+    }
+}
+
+impl std::error::Error for Usage {}
+
+/// Where to start from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Resume {
+    Fresh,
+    /// The newest checkpoint of the run that verifies (rank 0 picks), or fresh if none.
+    Latest,
+    File(PathBuf),
+}
+
+/// The model as the run builds it.
+pub struct ModelPlan {
+    pub cfg: ClipConfig,
+    pub pretrained: Option<PathBuf>,
+    pub grad_checkpointing: bool,
+    pub lock_image: bool,
+    /// `--lock-text`, with the number of last layers left trainable.
+    pub lock_text: Option<usize>,
+}
+
+/// The training half of a run (absent for an evaluation-only run).
+pub struct TrainPlan {
+    /// This rank's data, its epoch plan fixed (shared: an epoch's batches borrow it while the
+    /// trainer steps).
+    pub data: Arc<TrainData>,
+    /// Micro-batches per optimizer step (`--accum-freq`).
+    pub accum_freq: i64,
+    /// Optimizer steps per epoch: OpenCLIP's `num_batches // accum_freq`.
+    pub steps_per_epoch: i64,
+    pub epochs: i64,
+    pub schedule: LrSchedule,
+    pub adamw: AdamWConfig,
+    pub grad_clip_norm: Option<f64>,
+    /// The dtype gradients are averaged in (`--grad-reduce-dtype`).
+    pub grad_reduce: Kind,
+    pub layout: LossLayout,
+    pub log_every_n_steps: i64,
+    pub saves: SavePlan,
+}
+
+/// When checkpoints are written.
+pub struct SavePlan {
+    /// Every N epochs (0: only the last).
+    pub frequency: i64,
+    pub every_n_steps: Option<i64>,
+    pub most_recent: bool,
+    pub delete_previous: bool,
+}
+
+/// What is evaluated after which epochs (and alone, without training data).
+pub struct EvalPlan {
+    pub zeroshot: Option<ImageFolder>,
+    pub zeroshot_frequency: i64,
+    pub val: Option<ValData>,
+    pub val_frequency: i64,
+    pub options: EvalOptions,
+    pub transform: ImageTransform,
+}
+
+/// A validated run: what [`crate::trainer::run`] executes.
+pub struct Plan {
+    /// The parsed flags, for `params.txt`.
+    pub params: Params,
+    pub world: WorldInfo,
+    pub device: Device,
+    pub dist: InitOptions,
+    pub precision: Precision,
+    /// `--seed`: the model's initialisation and every random draw of the run derive from it.
+    pub seed: i64,
+    /// `--name`, or OpenCLIP's default from this rank's clock (rank 0's wins at start).
+    pub name: String,
+    pub logs: PathBuf,
+    pub tensorboard: bool,
+    pub resume: Resume,
+    pub model: ModelPlan,
+    pub train: Option<TrainPlan>,
+    pub eval: EvalPlan,
+}
+
+impl Plan {
+    pub fn run_dir(&self) -> PathBuf {
+        self.logs.join(&self.name)
+    }
+}
+
+/// Every check that can refuse the command line, in one pass; builds the [`Plan`].
+pub fn validate(p: Params) -> Result<Plan, Usage> {
+    plan(p).map_err(Usage)
+}
+
+fn plan(p: Params) -> Result<Plan> {
+    refuse_unsupported(&p)?;
+    if p.batch_size < 1 || p.epochs < 1 || p.workers < 0 || p.warmup < 0 {
+        bail!("--batch-size and --epochs must be at least 1, --workers and --warmup at least 0");
+    }
+    let world = WorldInfo::from_env()?;
+    let precision = Precision::parse(&p.precision)?;
+    let (device, backend) = dist_backend(&p, &world)?;
+    let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
+    let cfg = ClipConfig::load(&p.model)?;
+    let eval = eval_plan(&p, &cfg, device, precision)?;
+    let eval_only = p.train_data.is_none()
+        && p.dataset_type != "synthetic"
+        && (eval.zeroshot.is_some() || eval.val.is_some());
+    let train = if eval_only {
+        None
+    } else {
+        Some(train_plan(&p, &cfg, &world)?)
+    };
+    let resume = match p.resume.as_deref() {
+        None => Resume::Fresh,
+        Some("latest") => Resume::Latest,
+        Some(path) if Path::new(path).is_file() => Resume::File(path.into()),
+        Some(path) => bail!("--resume {path}: no such checkpoint"),
+    };
+    let pretrained = match p.pretrained.as_str() {
+        "" => None,
+        path if Path::new(path).is_file() => Some(PathBuf::from(path)),
+        path => bail!("--pretrained {path}: no such file"),
+    };
+    let name = p
+        .name
+        .clone()
+        .unwrap_or_else(|| crate::rundir::default_name(&p));
+    let logs = PathBuf::from(&p.logs);
+    if logs.join(&name).join("out.log").exists() && resume == Resume::Fresh {
+        bail!("experiment {} already exists: use --name to start a new one or --resume to continue it", logs.join(&name).display());
+    }
+    let lock_text = match p.lock_text_unlocked_layers {
+        n if n < 0 => bail!("--lock-text-unlocked-layers must be at least 0"),
+        n => p.lock_text.then_some(n as usize),
+    };
+    let model = ModelPlan {
+        cfg,
+        pretrained,
+        grad_checkpointing: p.grad_checkpointing,
+        lock_image: p.lock_image,
+        lock_text,
+    };
+    Ok(Plan {
+        tensorboard: match p.report_to.as_str() {
+            "" => false,
+            "tensorboard" => true,
+            other => bail!("not supported yet: --report-to {other} (tensorboard works)"),
+        },
+        world,
+        device,
+        dist,
+        precision,
+        seed: p.seed,
+        name,
+        logs,
+        resume,
+        model,
+        train,
+        eval,
+        params: p,
+    })
+}
+
+/// Refuses the flags whose non-default values clip-train does not implement, and names every
+/// flag it accepts: the destructure is exhaustive, so a new flag in [`Params`] must be sorted
+/// into one list or the other before the crate compiles.
+fn refuse_unsupported(p: &Params) -> Result<()> {
+    #[rustfmt::skip]
+    let Params {
+        // Implemented: read by the plan or the parts it builds.
+        train_data: _, train_data_upsampling_factors: _, val_data: _, train_num_samples: _,
+        val_num_samples: _, dataset_type: _, dataset_resampled: _, csv_separator: _,
+        csv_img_key: _, csv_caption_key: _, imagenet_val: _, logs: _, name: _, workers: _,
+        batch_size: _, epochs: _, epochs_cooldown: _, lr: _, beta1: _, beta2: _, eps: _, wd: _,
+        warmup: _, lr_scheduler: _, lr_cooldown_end: _, lr_cooldown_power: _,
+        save_frequency: _, save_most_recent: _, zeroshot_frequency: _, val_frequency: _,
+        resume: _, precision: _, model: _, pretrained: _, lock_image: _, image_mean: _,
+        image_std: _, aug_cfg: _, grad_checkpointing: _, local_loss: _, gather_with_grad: _,
+        accum_freq: _, device: _, dist_url: _, dist_backend: _, report_to: _, seed: _,
+        no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
+        lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
+        save_every_n_steps: _, print_params: _,
+        // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
+        // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
+        // there is no DDP graph to make static; wandb's project only matters with wandb, which
+        // --report-to refuses; the CoCa weights only matter for CoCa models, which no config
+        // builds; --debug only adds OpenCLIP's debug lines; the remote-sync settings only
+        // matter with --remote-sync.
+        lock_image_freeze_bn_stats: _, lock_text_freeze_layer_norm: _, ddp_static_graph: _,
+        wandb_project_name: _, coca_caption_loss_weight: _, coca_contrastive_loss_weight: _,
+        debug: _, remote_sync_frequency: _, remote_sync_protocol: _,
+        // Refused below unless left at their defaults.
+        imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
+        pretrained_image, lock_image_unlocked_groups, image_interpolation, image_resize_mode,
+        force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
+        force_custom_text, torchscript, torchcompile, trace, wandb_notes, copy_codebase, horovod,
+        remote_sync, distill_model, distill_pretrained, use_bnb_linear, siglip, loss_dist_impl,
+    } = p;
+    // Each entry: the flag, and whether it differs from its default.
+    #[rustfmt::skip]
+    let given = [
+        ("--imagenet-v2", imagenet_v2.is_some()), ("--cache-dir", cache_dir.is_some()),
+        ("--log-local", *log_local), ("--momentum", momentum.is_some()), ("--opt", opt != "adamw"),
+        ("--use-bn-sync", *use_bn_sync), ("--skip-scheduler", *skip_scheduler),
+        ("--pretrained-image", *pretrained_image),
+        ("--lock-image-unlocked-groups", *lock_image_unlocked_groups != 0),
+        ("--image-interpolation", image_interpolation.is_some()),
+        ("--image-resize-mode", image_resize_mode.is_some()),
+        ("--force-context-length", force_context_length.is_some()),
+        ("--force-image-size", force_image_size.is_some()), ("--force-quick-gelu", *force_quick_gelu),
+        ("--force-patch-dropout", force_patch_dropout.is_some()),
+        ("--force-custom-text", *force_custom_text), ("--torchscript", *torchscript),
+        ("--torchcompile", *torchcompile), ("--trace", *trace),
+        ("--wandb-notes", !wandb_notes.is_empty()), ("--copy-codebase", *copy_codebase),
+        ("--horovod", *horovod), ("--remote-sync", remote_sync.is_some()),
+        ("--distill-model", distill_model.is_some()),
+        ("--distill-pretrained", distill_pretrained.is_some()),
+        ("--use-bnb-linear", use_bnb_linear.is_some()), ("--siglip", *siglip),
+        ("--loss-dist-impl", loss_dist_impl.is_some()),
+    ];
+    if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
+        bail!("not supported yet: {flag}");
+    }
+    Ok(())
+}
+
+/// The device (`cuda:{local_rank}` on many ranks unless `--no-set-device-rank`) and the
+/// collectives backend: NCCL on CUDA, the TCP backend on CPU (`--dist-backend gloo` picks it on
+/// GPUs too).
+fn dist_backend(p: &Params, world: &WorldInfo) -> Result<(Device, Backend)> {
+    let device = match parse_device(&p.device)? {
+        Device::Cuda(_) if world.world_size > 1 && !p.no_set_device_rank => {
+            parse_device(&format!("cuda:{}", world.local_rank))?
+        }
+        d => d,
+    };
+    let backend = match (p.dist_backend.as_deref(), device) {
+        (None | Some("nccl"), Device::Cuda(i)) => Backend::Nccl { device_index: i },
+        (Some("nccl"), _) => bail!("--dist-backend nccl needs --device cuda"),
+        (None | Some("gloo"), _) => Backend::Cpu,
+        (Some(other), _) => bail!("not supported yet: --dist-backend {other} (nccl or gloo)"),
+    };
+    Ok((device, backend))
+}
+
+/// `--imagenet-val` and `--val-data`: scanned and checked now, evaluated after epochs.
+fn eval_plan(
+    p: &Params,
+    cfg: &ClipConfig,
+    device: Device,
+    precision: Precision,
+) -> Result<EvalPlan> {
+    let (mean, std) = crate::data::normalization(p)?;
+    let (h, w) = cfg.vision.image_size;
+    let zeroshot = match &p.imagenet_val {
+        Some(_) if h != w => bail!(
+            "--imagenet-val: the eval transform is square; model {} has {h}x{w}",
+            p.model
+        ),
+        Some(dir) => Some(ImageFolder::scan(Path::new(dir))?),
+        None => None,
+    };
+    let val = p
+        .val_data
+        .as_deref()
+        .map(|spec| ValData::new(p, cfg, spec))
+        .transpose()?;
+    Ok(EvalPlan {
+        zeroshot,
+        zeroshot_frequency: p.zeroshot_frequency,
+        val,
+        val_frequency: p.val_frequency,
+        options: EvalOptions {
+            device,
+            autocast: precision.autocast(),
+            input_kind: precision.input_kind(),
+            batch_size: p.batch_size.max(1) as usize,
+            workers: p.workers.max(1) as usize,
+        },
+        transform: ImageTransform::eval(h as u32, mean, std),
+    })
+}
+
+/// The training data (this rank's share), the schedule over its epochs, the optimizer settings.
+fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPlan> {
+    if p.accum_freq < 1 {
+        bail!("--accum-freq must be at least 1");
+    }
+    if p.save_every_n_steps.is_some_and(|n| n < 1) {
+        bail!("--save-every-n-steps must be at least 1");
+    }
+    let data = TrainData::new(p, cfg, world.rank, world.world_size)?;
+    if data.batches_per_epoch < p.accum_freq {
+        bail!(
+            "--accum-freq {} needs at least that many batches per epoch; the data gives {}",
+            p.accum_freq,
+            data.batches_per_epoch
+        );
+    }
+    let steps_per_epoch = data.batches_per_epoch / p.accum_freq;
+    let cooldown = p
+        .epochs_cooldown
+        .map(|e| (steps_per_epoch * e, p.lr_cooldown_power, p.lr_cooldown_end));
+    let (lr, adamw) = optimizer_settings(p)?;
+    let schedule = LrSchedule::new(
+        &p.lr_scheduler,
+        lr,
+        p.warmup,
+        steps_per_epoch * p.epochs,
+        cooldown,
+    )?;
+    Ok(TrainPlan {
+        data: Arc::new(data),
+        accum_freq: p.accum_freq,
+        steps_per_epoch,
+        epochs: p.epochs,
+        schedule,
+        adamw,
+        grad_clip_norm: p.grad_clip_norm,
+        grad_reduce: match p.grad_reduce_dtype.as_str() {
+            "fp32" => Kind::Float,
+            "bf16" => Kind::BFloat16,
+            other => bail!("--grad-reduce-dtype {other}: expected fp32 or bf16"),
+        },
+        layout: LossLayout {
+            local_loss: p.local_loss,
+            gather_with_grad: p.gather_with_grad,
+        },
+        log_every_n_steps: p.log_every_n_steps.max(1),
+        saves: SavePlan {
+            frequency: p.save_frequency,
+            every_n_steps: p.save_every_n_steps,
+            most_recent: p.save_most_recent,
+            delete_previous: p.delete_previous_checkpoint,
+        },
+    })
+}
+
+/// The learning rate and AdamW's settings: the flags, which [`crate::params::parse`] has filled
+/// with the model's defaults where absent.
+fn optimizer_settings(p: &Params) -> Result<(f64, AdamWConfig)> {
+    let (Some(lr), Some(beta1), Some(beta2), Some(eps)) = (p.lr, p.beta1, p.beta2, p.eps) else {
+        bail!("--lr, --beta1, --beta2 and --eps have no value: parse the flags with params::parse");
+    };
+    Ok((
+        lr,
+        AdamWConfig {
+            beta1,
+            beta2,
+            eps,
+            weight_decay: p.wd,
+        },
+    ))
+}
