@@ -47,6 +47,11 @@ pub fn run(plan: Plan) -> Result<Outcome> {
     // Leave the job only after a clean end: an error above is reported by the caller, and the
     // other ranks' watchdogs name this one.
     let outcome = outcome?;
+    // Test hook: this rank dies just before the final barrier, so the tests can check what its
+    // peers make of that (exit 70, naming it). Never set outside `tests/`.
+    if std::env::var_os("CLIP_TRAIN_TEST_DIE_BEFORE_FINAL_BARRIER").is_some() {
+        std::process::abort();
+    }
     ddp::dist(dist.shutdown())?;
     Ok(outcome)
 }

@@ -145,7 +145,8 @@ fn existing_run_dir_needs_resume_and_missing_resume_path_writes_nothing() {
     });
     ok(&short);
     let out = run(&short);
-    assert_eq!(out.status.code(), Some(1));
+    // A refusal of the command line like any other: exit 2, checked before anything is written.
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
     let mut missing = base_args(&logs, "m");
