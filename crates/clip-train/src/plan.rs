@@ -76,6 +76,8 @@ pub struct TrainPlan {
     pub layout: LossLayout,
     pub log_every_n_steps: i64,
     pub saves: SavePlan,
+    /// The log's `Data:` line: the source and its epoch plan.
+    pub summary: String,
 }
 
 /// When checkpoints are written.
@@ -346,7 +348,14 @@ fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPl
         steps_per_epoch * p.epochs,
         cooldown,
     )?;
+    let summary = format!(
+        "Data: {} ({steps_per_epoch} batches of {} = {} samples per epoch)",
+        p.train_data.as_deref().unwrap_or("synthetic"),
+        p.batch_size,
+        data.samples_per_epoch
+    );
     Ok(TrainPlan {
+        summary,
         data: Arc::new(data),
         accum_freq: p.accum_freq,
         steps_per_epoch,

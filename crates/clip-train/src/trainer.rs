@@ -197,6 +197,11 @@ impl Trainer {
             self.evaluate(dist)?;
             return Ok(Outcome::Finished);
         };
+        let o = self.optimization.as_ref().expect("training run");
+        for w in &o.plan.data.warnings {
+            self.metrics.log.warn(w);
+        }
+        self.metrics.log.info(&o.plan.summary);
         self.check_same_weights(dist.collectives())?;
         while self.state.epoch < epochs {
             if self.train_epoch(dist)? == Outcome::Preempted {
