@@ -2,8 +2,8 @@
 //! order 0..W-1 (bf16 accumulated in f32 and rounded once), so every rank computes the same bits
 //! and a run repeats them.
 
+use crate::error::{Error, Result};
 use crate::ReduceOp;
-use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
 /// The element types the CPU collectives move.
@@ -22,7 +22,11 @@ impl Dtype {
             Kind::BFloat16 => Dtype::Bf16,
             Kind::Double => Dtype::F64,
             Kind::Int64 => Dtype::I64,
-            k => bail!("collectives support f32, bf16, f64 and i64 tensors, not {k:?}"),
+            k => {
+                return Err(Error::Invalid(format!(
+                    "collectives support f32, bf16, f64 and i64 tensors, not {k:?}"
+                )))
+            }
         })
     }
 
@@ -56,7 +60,9 @@ impl Dtype {
     /// Reductions are defined for floats (sum, mean) and i64 (sum only: a mean would truncate).
     pub(crate) fn check_reduce(self, op: ReduceOp) -> Result<()> {
         if self == Dtype::I64 && op == ReduceOp::Mean {
-            bail!("a mean of i64 tensors is not supported (it would truncate)");
+            return Err(Error::Invalid(
+                "a mean of i64 tensors is not supported (it would truncate)".into(),
+            ));
         }
         Ok(())
     }
@@ -123,64 +129,90 @@ fn f32_to_bf16(x: f32) -> [u8; 2] {
     (rounded as u16).to_le_bytes()
 }
 
+/// How the reduction adds and averages: f32 (for f32 and bf16), f64, i64.
+trait Acc: Copy {
+    fn plus(self, other: Self) -> Self;
+    /// The mean of `n` inputs from their sum (never asked of i64: `check_reduce` refuses it).
+    fn over(self, n: usize) -> Self;
+}
+
+/// An element type reduced as itself, stored little-endian.
+trait Le: Acc {
+    const SIZE: usize;
+    fn load(b: &[u8]) -> Self;
+    fn store(self, out: &mut [u8]);
+}
+
+macro_rules! le_elem {
+    ($t:ty, $plus:expr, $over:expr) => {
+        impl Acc for $t {
+            fn plus(self, other: Self) -> Self {
+                let plus: fn($t, $t) -> $t = $plus;
+                plus(self, other)
+            }
+            fn over(self, n: usize) -> Self {
+                let over: fn($t, usize) -> $t = $over;
+                over(self, n)
+            }
+        }
+        impl Le for $t {
+            const SIZE: usize = std::mem::size_of::<$t>();
+            fn load(b: &[u8]) -> Self {
+                <$t>::from_le_bytes(b.try_into().unwrap())
+            }
+            fn store(self, out: &mut [u8]) {
+                out.copy_from_slice(&self.to_le_bytes())
+            }
+        }
+    };
+}
+
+le_elem!(f32, |a, b| a + b, |a, n| a / n as f32);
+le_elem!(f64, |a, b| a + b, |a, n| a / n as f64);
+le_elem!(i64, i64::wrapping_add, |a, _| a);
+
 /// `out = op(inputs[0], inputs[1], …)` elementwise, adding in the given (rank) order, starting
 /// from `inputs[0]` itself (not from 0, which would turn -0.0 into +0.0). A mean divides the sum
 /// by the number of inputs before the single rounding.
 pub(crate) fn reduce_into(dtype: Dtype, op: ReduceOp, inputs: &[&[u8]], out: &mut [u8]) {
-    let w = inputs.len();
     let mean = op == ReduceOp::Mean;
     match dtype {
-        Dtype::F32 => {
-            let load = |c: &[u8]| f32::from_le_bytes(c.try_into().unwrap());
-            let mut acc: Vec<f32> = inputs[0].chunks_exact(4).map(load).collect();
-            for input in &inputs[1..] {
-                for (a, c) in acc.iter_mut().zip(input.chunks_exact(4)) {
-                    *a += load(c);
-                }
-            }
-            for (a, o) in acc.iter().zip(out.chunks_exact_mut(4)) {
-                let v = if mean { *a / w as f32 } else { *a };
-                o.copy_from_slice(&v.to_le_bytes());
-            }
+        Dtype::F32 => reduce_le::<f32>(mean, inputs, out),
+        Dtype::F64 => reduce_le::<f64>(mean, inputs, out),
+        Dtype::I64 => reduce_le::<i64>(mean, inputs, out),
+        // Accumulated in f32, rounded once.
+        Dtype::Bf16 => reduce_with(
+            2,
+            |b| bf16_to_f32(b.try_into().unwrap()),
+            |a, out| out.copy_from_slice(&f32_to_bf16(a)),
+            mean,
+            inputs,
+            out,
+        ),
+    }
+}
+
+fn reduce_le<T: Le>(mean: bool, inputs: &[&[u8]], out: &mut [u8]) {
+    reduce_with(T::SIZE, T::load, T::store, mean, inputs, out)
+}
+
+/// [`reduce_into`] for elements of `size` bytes, read into and written from accumulators `A`.
+fn reduce_with<A: Acc>(
+    size: usize,
+    load: impl Fn(&[u8]) -> A,
+    store: impl Fn(A, &mut [u8]),
+    mean: bool,
+    inputs: &[&[u8]],
+    out: &mut [u8],
+) {
+    let mut acc: Vec<A> = inputs[0].chunks_exact(size).map(&load).collect();
+    for input in &inputs[1..] {
+        for (a, c) in acc.iter_mut().zip(input.chunks_exact(size)) {
+            *a = a.plus(load(c));
         }
-        Dtype::Bf16 => {
-            let load = |c: &[u8]| bf16_to_f32(c.try_into().unwrap());
-            let mut acc: Vec<f32> = inputs[0].chunks_exact(2).map(load).collect();
-            for input in &inputs[1..] {
-                for (a, c) in acc.iter_mut().zip(input.chunks_exact(2)) {
-                    *a += load(c);
-                }
-            }
-            for (a, o) in acc.iter().zip(out.chunks_exact_mut(2)) {
-                let v = if mean { *a / w as f32 } else { *a };
-                o.copy_from_slice(&f32_to_bf16(v));
-            }
-        }
-        Dtype::F64 => {
-            let load = |c: &[u8]| f64::from_le_bytes(c.try_into().unwrap());
-            let mut acc: Vec<f64> = inputs[0].chunks_exact(8).map(load).collect();
-            for input in &inputs[1..] {
-                for (a, c) in acc.iter_mut().zip(input.chunks_exact(8)) {
-                    *a += load(c);
-                }
-            }
-            for (a, o) in acc.iter().zip(out.chunks_exact_mut(8)) {
-                let v = if mean { *a / w as f64 } else { *a };
-                o.copy_from_slice(&v.to_le_bytes());
-            }
-        }
-        Dtype::I64 => {
-            let load = |c: &[u8]| i64::from_le_bytes(c.try_into().unwrap());
-            let mut acc: Vec<i64> = inputs[0].chunks_exact(8).map(load).collect();
-            for input in &inputs[1..] {
-                for (a, c) in acc.iter_mut().zip(input.chunks_exact(8)) {
-                    *a = a.wrapping_add(load(c));
-                }
-            }
-            for (a, o) in acc.iter().zip(out.chunks_exact_mut(8)) {
-                o.copy_from_slice(&a.to_le_bytes());
-            }
-        }
+    }
+    for (a, o) in acc.iter().zip(out.chunks_exact_mut(size)) {
+        store(if mean { a.over(inputs.len()) } else { *a }, o);
     }
 }
 

@@ -4,8 +4,11 @@
 //! over TCP, NCCL on CUDA, or the trivial world of one), and a watchdog so a dead or hung rank
 //! ends the job instead of hanging it.
 //!
+//! Every call returns [`Error`], whose [`Error::fault`] tells a launch mistake from a failed job
+//! (another rank died, hung or disagrees) and from a failure of this process.
+//!
 //! ```no_run
-//! # fn main() -> anyhow::Result<()> {
+//! # fn main() -> clip_dist::Result<()> {
 //! use clip_dist::{Backend, InitOptions, ReduceOp, WorldInfo};
 //! let world = WorldInfo::from_env()?;
 //! let opts = InitOptions::from_env(&world, None, Backend::Cpu)?;
@@ -13,11 +16,14 @@
 //! dist.start_watchdog(clip_dist::timeout_from_env(|k| std::env::var(k).ok())?)?;
 //! let mut grad = tch::Tensor::ones([4], (tch::Kind::Float, tch::Device::Cpu));
 //! dist.collectives().all_reduce(&mut grad, ReduceOp::Mean)?;
+//! let name = dist.collectives().broadcast_bytes(b"run-name", 0)?;
 //! dist.heartbeat(1)?;
 //! dist.shutdown()?;
 //! # Ok(()) }
 //! ```
 
+mod error;
+mod group;
 mod host;
 mod local;
 mod nccl;
@@ -26,10 +32,8 @@ mod tcp;
 mod watchdog;
 mod world;
 
-pub use local::LocalCollectives;
-pub use nccl::NcclCollectives;
+pub use error::{Error, Fault, Result, EXIT_DIST_FAILURE, EXIT_USAGE};
 pub use store::{RankState, RankStatus, StoreClient, StoreServer};
-pub use tcp::TcpCollectives;
 pub use watchdog::verdict;
 pub use world::{
     is_using_distributed, is_using_distributed_with, master_from_env, parse_dist_url,
@@ -37,15 +41,13 @@ pub use world::{
     WORLD_SIZE_VARS,
 };
 
-use anyhow::{Context, Result};
+use group::Group;
+use local::LocalCollectives;
+use nccl::NcclCollectives;
 use std::time::Duration;
 use tch::Tensor;
+use tcp::TcpCollectives;
 use watchdog::Watchdog;
-
-/// Exit status of a process ended because the job cannot go on (a rank died or hung, the store
-/// vanished): EX_SOFTWARE, distinct from preemption's 75 so a scheduler does not requeue it
-/// blindly.
-pub const EXIT_DIST_FAILURE: i32 = 70;
 
 /// How a reduction combines ranks' tensors.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -55,9 +57,9 @@ pub enum ReduceOp {
     Mean,
 }
 
-/// Collectives over tensors, the same on every backend. Every rank must make the same calls in
-/// the same order with tensors of the same shape and dtype (f32 and bf16; f64 and i64 too, i64
-/// without mean). Results are bitwise identical on every rank and from run to run.
+/// Collectives, the same on every backend. Every rank must make the same calls in the same
+/// order; tensors must have the same shape and dtype on every rank (f32 and bf16; f64 and i64
+/// too, i64 without mean). Results are bitwise identical on every rank and from run to run.
 pub trait Collectives: Send + Sync {
     fn rank(&self) -> usize;
     fn world_size(&self) -> usize;
@@ -72,6 +74,12 @@ pub trait Collectives: Send + Sync {
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// Rank `root`'s `bytes` on every rank. Any length (up to 1 GiB), through rank 0's store on
+    /// every backend: for names, paths and JSON, not for hot paths.
+    fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>>;
+    /// Every rank's `bytes` (lengths may differ), in rank order, on every rank; through the
+    /// store like [`Collectives::broadcast_bytes`].
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
 }
 
 /// Which collectives to use.
@@ -112,10 +120,9 @@ impl InitOptions {
     }
 }
 
-/// The network side of a multi-process [`Dist`].
+/// The network side of a multi-process [`Dist`] (its store client is the group's).
 struct Net {
     opts: InitOptions,
-    store: StoreClient,
     /// Rank 0 serves the store.
     server: Option<StoreServer>,
 }
@@ -124,7 +131,7 @@ struct Net {
 /// watchdog.
 pub struct Dist {
     world: WorldInfo,
-    collectives: Box<dyn Collectives>,
+    group: Group,
     watchdog: Option<Watchdog>,
     net: Option<Net>,
 }
@@ -132,15 +139,15 @@ pub struct Dist {
 /// Joins the job: rank 0 starts the store, every rank connects and waits for all `world_size`
 /// ranks, then the backend connects. A world of one needs no network (and no address).
 pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
-    if world.world_size == 1 {
+    let (rank, size) = (world.rank, world.world_size);
+    if size == 1 {
         return Ok(Dist {
             world,
-            collectives: Box::new(LocalCollectives),
+            group: Group::new(rank, size, Box::new(LocalCollectives), None),
             watchdog: None,
             net: None,
         });
     }
-    let (rank, size) = (world.rank, world.world_size);
     let server = if rank == 0 {
         Some(StoreServer::start(opts.master_port, size)?)
     } else {
@@ -161,7 +168,7 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
         }
         return Err(e);
     }
-    let collectives: Box<dyn Collectives> = match opts.backend {
+    let transport: Box<dyn group::Transport> = match opts.backend {
         Backend::Cpu => Box::new(TcpCollectives::connect(&store, rank, size, opts.timeout)?),
         Backend::Nccl { device_index } => {
             Box::new(NcclCollectives::new(&store, rank, size, device_index)?)
@@ -169,13 +176,9 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
     };
     Ok(Dist {
         world,
-        collectives,
+        group: Group::new(rank, size, transport, Some(store)),
         watchdog: None,
-        net: Some(Net {
-            opts,
-            store,
-            server,
-        }),
+        net: Some(Net { opts, server }),
     })
 }
 
@@ -193,19 +196,19 @@ impl Dist {
     }
 
     pub fn collectives(&self) -> &dyn Collectives {
-        &*self.collectives
+        &self.group
     }
 
     /// The store (`None` in a world of one), for small exchanges of the trainer's own.
     pub fn store(&self) -> Option<&StoreClient> {
-        self.net.as_ref().map(|n| &n.store)
+        self.group.store()
     }
 
     /// Posts this rank's progress for the watchdog; call once per training step (one small
     /// write, no round trip).
     pub fn heartbeat(&self, step: u64) -> Result<()> {
-        match &self.net {
-            Some(net) => net.store.heartbeat(step),
+        match self.store() {
+            Some(store) => store.heartbeat(step),
             None => Ok(()),
         }
     }
@@ -223,10 +226,9 @@ impl Dist {
             net.opts.master_port,
             Duration::from_secs(10).min(net.opts.timeout),
         )?;
-        self.watchdog = Some(
-            Watchdog::spawn(monitor, timeout, net.server.is_some())
-                .context("starting the watchdog")?,
-        );
+        let watchdog = Watchdog::spawn(monitor, timeout, net.server.is_some())
+            .map_err(Error::io("starting the watchdog"))?;
+        self.watchdog = Some(watchdog);
         Ok(())
     }
 
@@ -239,11 +241,14 @@ impl Dist {
         let Some(net) = self.net.take() else {
             return Ok(());
         };
-        self.collectives.barrier()?;
+        self.group.barrier()?;
         drop(self.watchdog.take());
-        net.store.barrier(self.world.world_size)?;
-        net.store.bye()?;
-        drop(net.store);
+        if let Some(store) = self.group.store() {
+            store.barrier(self.world.world_size)?;
+            store.bye()?;
+        }
+        // Closes this rank's store connection.
+        drop(self.group);
         if let Some(server) = &net.server {
             server.wait_until_all_left(net.opts.timeout);
         }

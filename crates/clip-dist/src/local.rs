@@ -1,52 +1,30 @@
-//! The world of one: no network, the same trait. Results are copies (or the tensor itself for
-//! in-place calls), exactly what W = 1 means for each collective.
+//! The world of one: no network. Results are copies (or the tensor itself for in-place calls),
+//! exactly what W = 1 means for each collective; `Group` has checked the arguments as for any
+//! world.
 
-use crate::host::Dtype;
-use crate::{Collectives, ReduceOp};
-use anyhow::{bail, Result};
+use crate::error::Result;
+use crate::group::Transport;
+use crate::ReduceOp;
 use tch::Tensor;
 
 /// Collectives for a single process.
-pub struct LocalCollectives;
+pub(crate) struct LocalCollectives;
 
-impl Collectives for LocalCollectives {
-    fn rank(&self) -> usize {
-        0
+impl Transport for LocalCollectives {
+    fn all_reduce(&self, _t: &mut Tensor, _op: ReduceOp) -> Result<()> {
+        // Sum and mean of one input are the input.
+        Ok(())
     }
 
-    fn world_size(&self) -> usize {
-        1
+    fn all_gather(&self, t: &Tensor, out_shape: &[i64]) -> Result<Tensor> {
+        Ok(tch::no_grad(|| t.reshape(out_shape).copy()))
     }
 
-    fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
-        // Sum and mean of one input are the input; validate like the other backends do.
-        Dtype::of(t)?.check_reduce(op)
-    }
-
-    fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
-        Dtype::of(t)?;
-        Ok(tch::no_grad(|| {
-            if t.dim() == 0 {
-                t.reshape([1]).copy()
-            } else {
-                t.copy()
-            }
-        }))
-    }
-
-    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
-        Dtype::of(t)?.check_reduce(op)?;
-        if t.dim() == 0 {
-            bail!("reduce_scatter needs a first dimension divisible by the world size 1, got shape []");
-        }
+    fn reduce_scatter(&self, t: &Tensor, _op: ReduceOp, _out_shape: &[i64]) -> Result<Tensor> {
         Ok(tch::no_grad(|| t.copy()))
     }
 
-    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
-        Dtype::of(t)?;
-        if root != 0 {
-            bail!("broadcast root {root} is outside a world of size 1");
-        }
+    fn broadcast(&self, _t: &mut Tensor, _root: usize) -> Result<()> {
         Ok(())
     }
 

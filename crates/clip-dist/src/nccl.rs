@@ -15,11 +15,12 @@
 //! 3. `libnccl.so` (a system install with the dev symlink);
 //! 4. `<libtorch lib>/../../nvidia/nccl/lib/libnccl.so.2` for the libtorch this was built with.
 
+use crate::error::{Error, Result};
+use crate::group::Transport;
 use crate::host::Dtype;
 use crate::store::StoreClient;
-use crate::{Collectives, ReduceOp};
-use anyhow::{anyhow, bail, Context, Result};
-use cudarc::driver::{result as cu, sys as cusys};
+use crate::ReduceOp;
+use cudarc::driver::{result as cu, sys as cusys, DriverError};
 use cudarc::nccl::sys::{cudaStream_t, ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId};
 use libloading::Library;
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -29,6 +30,17 @@ use tch::{Device, Kind, Tensor};
 /// `ncclResult_t`, received as a plain int: a code newer than cudarc's enum must not be UB.
 type NcclResult = c_int;
 
+/// `ncclAllReduce` and `ncclReduceScatter`: (send, recv, count, type, op, comm, stream).
+type ReduceFn = unsafe extern "C" fn(
+    *const c_void,
+    *mut c_void,
+    usize,
+    ncclDataType_t,
+    ncclRedOp_t,
+    ncclComm_t,
+    cudaStream_t,
+) -> NcclResult;
+
 /// The NCCL entry points used here, resolved once per process.
 struct Api {
     path: String,
@@ -36,15 +48,7 @@ struct Api {
     comm_init_rank: unsafe extern "C" fn(*mut ncclComm_t, c_int, ncclUniqueId, c_int) -> NcclResult,
     comm_abort: unsafe extern "C" fn(ncclComm_t) -> NcclResult,
     get_error_string: unsafe extern "C" fn(NcclResult) -> *const c_char,
-    all_reduce: unsafe extern "C" fn(
-        *const c_void,
-        *mut c_void,
-        usize,
-        ncclDataType_t,
-        ncclRedOp_t,
-        ncclComm_t,
-        cudaStream_t,
-    ) -> NcclResult,
+    all_reduce: ReduceFn,
     all_gather: unsafe extern "C" fn(
         *const c_void,
         *mut c_void,
@@ -53,15 +57,7 @@ struct Api {
         ncclComm_t,
         cudaStream_t,
     ) -> NcclResult,
-    reduce_scatter: unsafe extern "C" fn(
-        *const c_void,
-        *mut c_void,
-        usize,
-        ncclDataType_t,
-        ncclRedOp_t,
-        ncclComm_t,
-        cudaStream_t,
-    ) -> NcclResult,
+    reduce_scatter: ReduceFn,
     broadcast: unsafe extern "C" fn(
         *const c_void,
         *mut c_void,
@@ -90,13 +86,13 @@ fn candidates() -> Vec<String> {
 }
 
 fn api() -> Result<&'static Api> {
-    static API: OnceLock<Result<Api, String>> = OnceLock::new();
-    API.get_or_init(|| load().map_err(|e| format!("{e:#}")))
+    static API: OnceLock<std::result::Result<Api, String>> = OnceLock::new();
+    API.get_or_init(load)
         .as_ref()
-        .map_err(|e| anyhow!("{e}"))
+        .map_err(|e| Error::Unavailable(e.clone()))
 }
 
-fn load() -> Result<Api> {
+fn load() -> std::result::Result<Api, String> {
     let mut tried = Vec::new();
     for path in candidates() {
         // SAFETY: loading NCCL runs only its (trivial) initialisers.
@@ -105,19 +101,19 @@ fn load() -> Result<Api> {
             Err(e) => tried.push(format!("{path} ({e})")),
         }
     }
-    bail!(
+    Err(format!(
         "cannot load NCCL; tried {}; set CLIP_NCCL_LIBRARY to the path of libnccl.so.2",
         tried.join(", ")
-    )
+    ))
 }
 
-fn resolve(lib: Library, path: String) -> Result<Api> {
+fn resolve(lib: Library, path: String) -> std::result::Result<Api, String> {
     // SAFETY: each symbol is read with the signature nccl.h declares for it.
     unsafe {
         macro_rules! sym {
             ($name:literal) => {
                 *lib.get(concat!($name, "\0").as_bytes())
-                    .with_context(|| format!("{path} has no {}", $name))?
+                    .map_err(|e| format!("{path} has no {}: {e}", $name))?
             };
         }
         Ok(Api {
@@ -136,23 +132,28 @@ fn resolve(lib: Library, path: String) -> Result<Api> {
 }
 
 impl Api {
-    fn check(&self, what: &str, code: NcclResult) -> Result<()> {
+    fn check(&self, call: &'static str, code: NcclResult) -> Result<()> {
         if code == 0 {
             return Ok(());
         }
         // SAFETY: NCCL returns a static string for any code.
-        let msg = unsafe { CStr::from_ptr((self.get_error_string)(code)) };
-        bail!(
-            "NCCL {what} failed: {} (code {code}, {})",
-            msg.to_string_lossy(),
-            self.path
-        )
+        let message = unsafe { CStr::from_ptr((self.get_error_string)(code)) };
+        Err(Error::Nccl {
+            call,
+            code,
+            message: message.to_string_lossy().into_owned(),
+            library: self.path.clone(),
+        })
     }
 }
 
+/// A CUDA driver call that failed while setting up or selecting the device.
+fn cuda(what: &'static str) -> impl FnOnce(DriverError) -> Error {
+    move |e| Error::Unavailable(format!("{what}: {e}"))
+}
+
 /// NCCL collectives for tensors on one CUDA device (`cuda:device`, the local rank).
-pub struct NcclCollectives {
-    rank: usize,
+pub(crate) struct NcclCollectives {
     world: usize,
     device: usize,
     api: &'static Api,
@@ -171,19 +172,28 @@ unsafe impl Sync for NcclCollectives {}
 impl NcclCollectives {
     /// Makes `cuda:device` current on this thread, shares rank 0's NCCL id through the store and
     /// joins the communicator (which blocks until every rank has joined).
-    pub fn new(store: &StoreClient, rank: usize, world: usize, device: usize) -> Result<Self> {
+    pub(crate) fn new(
+        store: &StoreClient,
+        rank: usize,
+        world: usize,
+        device: usize,
+    ) -> Result<Self> {
         let api = api()?;
         // SAFETY: only asks whether libcuda can be opened.
         if !unsafe { cusys::is_culib_present() } {
-            bail!("NCCL needs the CUDA driver, and libcuda.so.1 cannot be loaded");
+            return Err(Error::Unavailable(
+                "NCCL needs the CUDA driver, and libcuda.so.1 cannot be loaded".into(),
+            ));
         }
-        cu::init().context("cuInit")?;
-        let cu_device = cu::device::get(device as c_int)
-            .with_context(|| format!("CUDA device {device} (the local rank)"))?;
+        cu::init().map_err(cuda("cuInit"))?;
+        let cu_device = cu::device::get(device as c_int).map_err(|e| {
+            Error::Unavailable(format!("CUDA device {device} (the local rank): {e}"))
+        })?;
         // SAFETY: `cu_device` came from `device::get`.
-        let ctx = unsafe { cu::primary_ctx::retain(cu_device) }.context("CUDA primary context")?;
+        let ctx =
+            unsafe { cu::primary_ctx::retain(cu_device) }.map_err(cuda("CUDA primary context"))?;
         // SAFETY: `ctx` is a live primary context.
-        unsafe { cu::ctx::set_current(ctx) }.context("making the CUDA context current")?;
+        unsafe { cu::ctx::set_current(ctx) }.map_err(cuda("making the CUDA context current"))?;
 
         let mut id = ncclUniqueId { internal: [0; 128] };
         if rank == 0 {
@@ -192,9 +202,11 @@ impl NcclCollectives {
             let bytes: Vec<u8> = id.internal.iter().map(|&c| c as u8).collect();
             store.set("nccl/id", &bytes)?;
         } else {
-            let bytes = store.get("nccl/id")?;
+            let bytes = store.take("nccl/id", world - 1)?;
             if bytes.len() != id.internal.len() {
-                bail!("rank 0 published a malformed NCCL id");
+                return Err(Error::Protocol(
+                    "rank 0 published a malformed NCCL id".into(),
+                ));
             }
             for (dst, src) in id.internal.iter_mut().zip(bytes) {
                 *dst = src as c_char;
@@ -205,7 +217,6 @@ impl NcclCollectives {
         let code = unsafe { (api.comm_init_rank)(&mut comm, world as c_int, id, rank as c_int) };
         api.check("ncclCommInitRank", code)?;
         Ok(NcclCollectives {
-            rank,
             world,
             device,
             api,
@@ -217,11 +228,12 @@ impl NcclCollectives {
 
     /// Runs one NCCL call `what` on the communicator: locks it, makes this device current on the
     /// calling thread (the null stream is per device), and turns the result code into an error.
-    fn call(&self, what: &str, f: impl FnOnce(ncclComm_t) -> NcclResult) -> Result<()> {
+    fn call(&self, what: &'static str, f: impl FnOnce(ncclComm_t) -> NcclResult) -> Result<()> {
         let code = {
             let comm = self.comm.lock().unwrap_or_else(|e| e.into_inner());
             // SAFETY: `ctx` stays retained for the life of `self`.
-            unsafe { cu::ctx::set_current(self.ctx) }.context("making the CUDA context current")?;
+            unsafe { cu::ctx::set_current(self.ctx) }
+                .map_err(cuda("making the CUDA context current"))?;
             f(*comm)
         };
         self.api.check(what, code)
@@ -230,11 +242,11 @@ impl NcclCollectives {
     /// The NCCL type of `t`, which must live on this backend's device.
     fn dtype(&self, t: &Tensor) -> Result<ncclDataType_t> {
         if t.device() != Device::Cuda(self.device) {
-            bail!(
+            return Err(Error::Invalid(format!(
                 "NCCL collectives need tensors on cuda:{}, got one on {:?}",
                 self.device,
                 t.device()
-            );
+            )));
         }
         Ok(match Dtype::of(t)? {
             Dtype::F32 => ncclDataType_t::ncclFloat32,
@@ -242,6 +254,44 @@ impl NcclCollectives {
             Dtype::F64 => ncclDataType_t::ncclFloat64,
             Dtype::I64 => ncclDataType_t::ncclInt64,
         })
+    }
+
+    /// The in-place call `what` on `t`'s memory: `f(buffer, count, type, comm)`. A
+    /// non-contiguous `t` goes through a contiguous copy, copied back.
+    fn in_place(
+        &self,
+        what: &'static str,
+        t: &mut Tensor,
+        f: impl FnOnce(*mut c_void, usize, ncclDataType_t, ncclComm_t) -> NcclResult,
+    ) -> Result<()> {
+        let dt = self.dtype(t)?;
+        if t.numel() == 0 {
+            return Ok(());
+        }
+        let d = dense(t);
+        self.call(what, |comm| f(d.data_ptr(), d.numel(), dt, comm))?;
+        if !t.is_contiguous() {
+            tch::no_grad(|| t.copy_(&d));
+        }
+        Ok(())
+    }
+
+    /// The call `what` from `t` into a new tensor of `out_shape`: `f(src, out, type, comm)`.
+    fn out_of_place(
+        &self,
+        what: &'static str,
+        t: &Tensor,
+        out_shape: &[i64],
+        f: impl FnOnce(*const c_void, *mut c_void, ncclDataType_t, ncclComm_t) -> NcclResult,
+    ) -> Result<Tensor> {
+        let dt = self.dtype(t)?;
+        let out = Tensor::empty(out_shape, (t.kind(), t.device()));
+        if out.numel() == 0 {
+            return Ok(out);
+        }
+        let src = dense(t);
+        self.call(what, |comm| f(src.data_ptr(), out.data_ptr(), dt, comm))?;
+        Ok(out)
     }
 }
 
@@ -266,127 +316,39 @@ fn null_stream() -> cudaStream_t {
     std::ptr::null_mut()
 }
 
-impl Collectives for NcclCollectives {
-    fn rank(&self) -> usize {
-        self.rank
-    }
-
-    fn world_size(&self) -> usize {
-        self.world
-    }
-
+// SAFETY (every call below): the buffers are contiguous on this backend's device, hold `count`
+// elements of the given type (the output of a gather W times the input, of a reduce-scatter
+// 1/W of it), and NCCL allows in-place (send == recv) reductions and broadcasts.
+impl Transport for NcclCollectives {
     fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
-        let dt = self.dtype(t)?;
-        Dtype::of(t)?.check_reduce(op)?;
-        if t.numel() == 0 {
-            return Ok(());
-        }
-        let d = dense(t);
-        // SAFETY: `d` is contiguous on this device with `numel` elements of type `dt`; NCCL
-        // allows in-place (send == recv) reductions.
-        self.call("ncclAllReduce", |comm| unsafe {
-            (self.api.all_reduce)(
-                d.data_ptr(),
-                d.data_ptr(),
-                d.numel(),
-                dt,
-                red_op(op),
-                comm,
-                null_stream(),
-            )
-        })?;
-        if !t.is_contiguous() {
-            tch::no_grad(|| t.copy_(&d));
-        }
-        Ok(())
+        self.in_place("ncclAllReduce", t, |buf, count, dt, comm| unsafe {
+            (self.api.all_reduce)(buf, buf, count, dt, red_op(op), comm, null_stream())
+        })
     }
 
-    fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
-        let dt = self.dtype(t)?;
-        let mut shape = t.size();
-        if shape.is_empty() {
-            shape.push(1);
-        }
-        shape[0] *= self.world as i64;
-        let out = Tensor::empty(&shape, (t.kind(), t.device()));
-        if t.numel() == 0 {
-            return Ok(out);
-        }
-        let src = dense(t);
-        // SAFETY: `out` holds world × numel elements of `dt` on this device.
-        self.call("ncclAllGather", |comm| unsafe {
-            (self.api.all_gather)(
-                src.data_ptr(),
-                out.data_ptr(),
-                src.numel(),
-                dt,
-                comm,
-                null_stream(),
-            )
-        })?;
-        Ok(out)
+    fn all_gather(&self, t: &Tensor, out_shape: &[i64]) -> Result<Tensor> {
+        let count = t.numel();
+        self.out_of_place("ncclAllGather", t, out_shape, |src, out, dt, comm| unsafe {
+            (self.api.all_gather)(src, out, count, dt, comm, null_stream())
+        })
     }
 
-    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
-        let dt = self.dtype(t)?;
-        Dtype::of(t)?.check_reduce(op)?;
-        let w = self.world as i64;
-        let mut shape = t.size();
-        match shape.first_mut() {
-            Some(d0) if *d0 % w == 0 => *d0 /= w,
-            _ => bail!(
-                "reduce_scatter needs a first dimension divisible by the world size {w}, got shape {:?}",
-                t.size()
-            ),
-        }
-        let out = Tensor::empty(&shape, (t.kind(), t.device()));
-        if out.numel() == 0 {
-            return Ok(out);
-        }
-        let src = dense(t);
-        // SAFETY: `src` holds world × out.numel() elements; `out` is fresh and contiguous.
-        self.call("ncclReduceScatter", |comm| unsafe {
-            (self.api.reduce_scatter)(
-                src.data_ptr(),
-                out.data_ptr(),
-                out.numel(),
-                dt,
-                red_op(op),
-                comm,
-                null_stream(),
-            )
-        })?;
-        Ok(out)
+    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp, out_shape: &[i64]) -> Result<Tensor> {
+        let count = out_shape.iter().product::<i64>() as usize;
+        self.out_of_place(
+            "ncclReduceScatter",
+            t,
+            out_shape,
+            |src, out, dt, comm| unsafe {
+                (self.api.reduce_scatter)(src, out, count, dt, red_op(op), comm, null_stream())
+            },
+        )
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
-        let dt = self.dtype(t)?;
-        if root >= self.world {
-            bail!(
-                "broadcast root {root} is outside a world of size {}",
-                self.world
-            );
-        }
-        if t.numel() == 0 {
-            return Ok(());
-        }
-        let d = dense(t);
-        // SAFETY: in-place broadcast of a contiguous buffer of `numel` elements on this device.
-        self.call("ncclBroadcast", |comm| unsafe {
-            (self.api.broadcast)(
-                d.data_ptr(),
-                d.data_ptr(),
-                d.numel(),
-                dt,
-                root as c_int,
-                comm,
-                null_stream(),
-            )
-        })?;
-        if !t.is_contiguous() {
-            tch::no_grad(|| t.copy_(&d));
-        }
-        Ok(())
+        self.in_place("ncclBroadcast", t, |buf, count, dt, comm| unsafe {
+            (self.api.broadcast)(buf, buf, count, dt, root as c_int, comm, null_stream())
+        })
     }
 
     /// An all-reduce of one element, then reading it on the host: returns once every rank's
@@ -396,7 +358,10 @@ impl Collectives for NcclCollectives {
         self.all_reduce(&mut one, ReduceOp::Sum)?;
         let n = one.double_value(&[0]);
         if n != self.world as f64 {
-            bail!("NCCL barrier counted {n} ranks, expected {}", self.world);
+            return Err(Error::Protocol(format!(
+                "NCCL barrier counted {n} ranks, expected {}",
+                self.world
+            )));
         }
         Ok(())
     }

@@ -4,10 +4,10 @@
 //!
 //! Wire format: every message is a frame (`u32` little-endian length, payload); a request is
 //! answered by one reply frame, except `HEARTBEAT`, which is fire-and-forget so a training step
-//! pays no round trip.
+//! pays no round trip. An error reply carries the [`Error`] itself (variant and fields), so a
+//! rank reads the same typed error the store decided.
 
-use crate::world::fmt_secs;
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{Error, Result};
 use std::collections::HashMap;
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
@@ -29,6 +29,12 @@ const REPLY_ERR: u8 = 1;
 const REPLY_VALUE: u8 = 2;
 const REPLY_INT: u8 = 3;
 const REPLY_STATUS: u8 = 4;
+
+const ERR_REFUSED: u8 = 1;
+const ERR_RENDEZVOUS_TIMEOUT: u8 = 2;
+const ERR_KEY_TIMEOUT: u8 = 3;
+const ERR_PEER_DIED: u8 = 4;
+const ERR_PROTOCOL: u8 = 5;
 
 const ROLE_RANK: u8 = 0;
 const ROLE_MONITOR: u8 = 1;
@@ -67,6 +73,14 @@ impl Enc {
         s.0.extend_from_slice(v);
         s
     }
+    fn millis(self, d: Duration) -> Self {
+        self.u64(d.as_millis() as u64)
+    }
+    fn ranks(self, ranks: &[usize]) -> Self {
+        ranks
+            .iter()
+            .fold(self.u64(ranks.len() as u64), |e, &r| e.u64(r as u64))
+    }
 }
 
 /// Reads a received frame front to back.
@@ -79,35 +93,85 @@ impl Dec {
     fn new(buf: Vec<u8>) -> Self {
         Dec { buf, pos: 0 }
     }
-    fn take(&mut self, n: usize) -> io::Result<&[u8]> {
+    fn take(&mut self, n: usize) -> Result<&[u8]> {
         if self.buf.len() - self.pos < n {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidData,
-                "truncated store message",
-            ));
+            return Err(Error::Protocol("truncated store message".into()));
         }
         self.pos += n;
         Ok(&self.buf[self.pos - n..self.pos])
     }
-    fn u8(&mut self) -> io::Result<u8> {
+    fn u8(&mut self) -> Result<u8> {
         Ok(self.take(1)?[0])
     }
-    fn u64(&mut self) -> io::Result<u64> {
+    fn u64(&mut self) -> Result<u64> {
         Ok(u64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn i64(&mut self) -> io::Result<i64> {
+    fn i64(&mut self) -> Result<i64> {
         Ok(i64::from_le_bytes(self.take(8)?.try_into().unwrap()))
     }
-    fn bytes(&mut self) -> io::Result<&[u8]> {
+    fn bytes(&mut self) -> Result<&[u8]> {
         let n = self.u64()? as usize;
         self.take(n)
     }
-    fn string(&mut self) -> io::Result<String> {
+    fn string(&mut self) -> Result<String> {
         Ok(String::from_utf8_lossy(self.bytes()?).into_owned())
+    }
+    fn millis(&mut self) -> Result<Duration> {
+        Ok(Duration::from_millis(self.u64()?))
+    }
+    fn ranks(&mut self) -> Result<Vec<usize>> {
+        let n = self.u64()?;
+        (0..n).map(|_| Ok(self.u64()? as usize)).collect()
     }
 }
 
+/// The error reply for `e`: the variants the store decides travel as themselves, anything else
+/// as its message.
+fn encode_error(e: &Error) -> Enc {
+    let reply = Enc::new(REPLY_ERR);
+    match e {
+        Error::RendezvousRefused(why) => reply.u8(ERR_REFUSED).bytes(why.as_bytes()),
+        Error::RendezvousTimeout { after, missing } => reply
+            .u8(ERR_RENDEZVOUS_TIMEOUT)
+            .millis(*after)
+            .ranks(missing),
+        Error::StoreTimeout { key, after } => reply
+            .u8(ERR_KEY_TIMEOUT)
+            .bytes(key.as_bytes())
+            .millis(*after),
+        Error::PeerDied { rank, .. } => reply.u8(ERR_PEER_DIED).u64(*rank as u64),
+        other => reply.u8(ERR_PROTOCOL).bytes(other.to_string().as_bytes()),
+    }
+}
+
+/// The inverse of [`encode_error`] (after the `REPLY_ERR` byte).
+fn decode_error(d: &mut Dec) -> Result<Error> {
+    Ok(match d.u8()? {
+        ERR_REFUSED => Error::RendezvousRefused(d.string()?),
+        ERR_RENDEZVOUS_TIMEOUT => Error::RendezvousTimeout {
+            after: d.millis()?,
+            missing: d.ranks()?,
+        },
+        ERR_KEY_TIMEOUT => Error::StoreTimeout {
+            key: d.string()?,
+            after: d.millis()?,
+        },
+        ERR_PEER_DIED => Error::PeerDied {
+            rank: d.u64()? as usize,
+            during: None,
+        },
+        ERR_PROTOCOL => Error::Protocol(d.string()?),
+        code => Error::Protocol(format!("unknown store error code {code}")),
+    })
+}
+
 fn write_frame(mut w: &TcpStream, payload: &[u8]) -> io::Result<()> {
+    if payload.len() > MAX_FRAME {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "store message over 1 GiB",
+        ));
+    }
     let mut buf = Vec::with_capacity(4 + payload.len());
     buf.extend_from_slice(&(payload.len() as u32).to_le_bytes());
     buf.extend_from_slice(payload);
@@ -154,13 +218,13 @@ impl RankState {
             RankState::Dead => 3,
         }
     }
-    fn from_code(c: u8) -> io::Result<Self> {
+    fn from_code(c: u8) -> Result<Self> {
         Ok(match c {
             0 => RankState::NotArrived,
             1 => RankState::Alive,
             2 => RankState::Finished,
             3 => RankState::Dead,
-            _ => return Err(io::Error::new(io::ErrorKind::InvalidData, "bad rank state")),
+            _ => return Err(Error::Protocol(format!("bad rank state {c}"))),
         })
     }
 }
@@ -182,12 +246,45 @@ struct Slot {
     last_beat: Instant,
 }
 
+/// Why the rendezvous failed, decided once for every rank.
+#[derive(Clone)]
+enum Failure {
+    Refused(String),
+    TimedOut {
+        after: Duration,
+        missing: Vec<usize>,
+    },
+}
+
+impl From<Failure> for Error {
+    fn from(f: Failure) -> Error {
+        match f {
+            Failure::Refused(why) => Error::RendezvousRefused(why),
+            Failure::TimedOut { after, missing } => Error::RendezvousTimeout { after, missing },
+        }
+    }
+}
+
 struct State {
     world_size: usize,
     kv: HashMap<String, Vec<u8>>,
+    /// How many times each key that is read a known number of times has been read.
+    reads: HashMap<String, u64>,
     ranks: Vec<Slot>,
-    /// A rendezvous error every waiting rank must see (world size mismatch, duplicate rank).
-    failure: Option<String>,
+    /// A rendezvous error every waiting rank must see.
+    failure: Option<Failure>,
+}
+
+impl State {
+    fn first_with(&self, state: RankState) -> Option<usize> {
+        self.ranks.iter().position(|s| s.state == state)
+    }
+}
+
+/// Why a server-side wait ended without its value.
+enum Interrupted {
+    Deadline,
+    ClientLeft,
 }
 
 struct Shared {
@@ -201,22 +298,22 @@ impl Shared {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Waits until `ready` gives a value, the deadline passes (None), or the client closes its
-    /// connection (None): a dead client's thread must notice its EOF while it waits.
+    /// Waits until `ready` gives a value, the deadline passes, or the client closes its
+    /// connection: a dead client's thread must notice its EOF while it waits.
     fn wait_for<T>(
         &self,
         stream: &TcpStream,
         deadline: Instant,
         mut ready: impl FnMut(&State) -> Option<T>,
-    ) -> Option<T> {
+    ) -> std::result::Result<T, Interrupted> {
         let mut st = self.lock();
         loop {
             if let Some(v) = ready(&st) {
-                return Some(v);
+                return Ok(v);
             }
             let now = Instant::now();
             if now >= deadline {
-                return None;
+                return Err(Interrupted::Deadline);
             }
             st = self
                 .changed
@@ -225,7 +322,7 @@ impl Shared {
                 .0;
             drop(st);
             if peer_gone(stream) {
-                return None;
+                return Err(Interrupted::ClientLeft);
             }
             st = self.lock();
         }
@@ -254,15 +351,24 @@ pub struct StoreServer {
 
 impl StoreServer {
     /// Listens on all interfaces at `port` (0: any free port) for a job of `world_size` ranks.
+    /// A port it cannot listen on is a [`Error::Config`] error (MASTER_PORT is taken or
+    /// privileged).
     pub fn start(port: u16, world_size: usize) -> Result<Self> {
-        let listener = TcpListener::bind(("0.0.0.0", port))
-            .with_context(|| format!("rank 0 cannot listen for the store on port {port}"))?;
-        let port = listener.local_addr()?.port();
+        let listener = TcpListener::bind(("0.0.0.0", port)).map_err(|e| {
+            Error::Config(format!(
+                "rank 0 cannot listen for the store on port {port}: {e}"
+            ))
+        })?;
+        let port = listener
+            .local_addr()
+            .map_err(Error::io("the store's address"))?
+            .port();
         let now = Instant::now();
         let shared = Arc::new(Shared {
             state: Mutex::new(State {
                 world_size,
                 kv: HashMap::new(),
+                reads: HashMap::new(),
                 ranks: (0..world_size)
                     .map(|_| Slot {
                         state: RankState::NotArrived,
@@ -285,7 +391,8 @@ impl StoreServer {
                         .name("store-conn".into())
                         .spawn(move || serve(&shared, stream));
                 }
-            })?;
+            })
+            .map_err(Error::io("starting the store"))?;
         Ok(StoreServer { port, shared })
     }
 
@@ -299,7 +406,7 @@ impl StoreServer {
     pub fn wait_until_all_left(&self, timeout: Duration) {
         let mut st = self.shared.lock();
         let deadline = Instant::now() + timeout;
-        while st.ranks.iter().any(|s| s.state == RankState::Alive) {
+        while st.first_with(RankState::Alive).is_some() {
             let now = Instant::now();
             if now >= deadline {
                 return;
@@ -318,173 +425,214 @@ impl StoreServer {
 /// the rank dead.
 fn serve(shared: &Shared, stream: TcpStream) {
     let _ = stream.set_nodelay(true);
-    let mut rank: Option<usize> = None;
-    let mut said_bye = false;
+    let mut conn = Conn {
+        shared,
+        stream: &stream,
+        rank: None,
+        said_bye: false,
+    };
     while let Ok(frame) = read_frame(&stream) {
-        let reply = match handle(shared, &stream, frame, &mut rank, &mut said_bye) {
-            Ok(reply) => reply,
-            Err(e) => Some(Enc::new(REPLY_ERR).bytes(e.to_string().as_bytes())),
-        };
+        let reply = conn
+            .handle(frame)
+            .unwrap_or_else(|e| Some(encode_error(&e)));
         if let Some(reply) = reply {
             if write_frame(&stream, &reply.0).is_err() {
                 break;
             }
         }
     }
-    if let (Some(r), false) = (rank, said_bye) {
+    if let (Some(r), false) = (conn.rank, conn.said_bye) {
         shared.lock().ranks[r].state = RankState::Dead;
         shared.changed.notify_all();
     }
 }
 
-fn handle(
-    shared: &Shared,
-    stream: &TcpStream,
-    frame: Vec<u8>,
-    rank: &mut Option<usize>,
-    said_bye: &mut bool,
-) -> Result<Option<Enc>> {
-    let mut d = Dec::new(frame);
-    let ok = Some(Enc::new(REPLY_OK));
-    match d.u8()? {
-        OP_HELLO => {
-            let role = d.u8()?;
-            if role == ROLE_MONITOR {
-                return Ok(ok);
+/// The server's side of one client connection.
+struct Conn<'a> {
+    shared: &'a Shared,
+    stream: &'a TcpStream,
+    /// The rank this connection stands for (none for a monitor, or before `HELLO`).
+    rank: Option<usize>,
+    said_bye: bool,
+}
+
+impl Conn<'_> {
+    /// Answers one request (`None`: no reply).
+    fn handle(&mut self, frame: Vec<u8>) -> Result<Option<Enc>> {
+        let mut d = Dec::new(frame);
+        let ok = Some(Enc::new(REPLY_OK));
+        match d.u8()? {
+            OP_HELLO => self.hello(&mut d).map(|()| ok),
+            OP_SET => {
+                let key = d.string()?;
+                let value = d.bytes()?.to_vec();
+                self.shared.lock().kv.insert(key, value);
+                self.shared.changed.notify_all();
+                Ok(ok)
             }
-            let r = d.u64()? as usize;
-            let world = d.u64()? as usize;
-            let mut st = shared.lock();
-            let expected = st.world_size;
-            let problem = if world != expected {
-                Some(format!(
-                    "rank {r} has world size {world} but rank 0 has {expected}"
-                ))
-            } else if r >= expected {
-                Some(format!("rank {r} is outside a world of size {expected}"))
-            } else if st.ranks[r].state != RankState::NotArrived {
-                Some(format!(
-                    "rank {r} joined twice (two processes with the same rank?)"
-                ))
-            } else {
-                None
-            };
-            if let Some(problem) = problem {
-                let problem = format!("rendezvous failed: {problem}");
-                st.failure.get_or_insert(problem.clone());
-                shared.changed.notify_all();
-                bail!(problem);
-            }
-            st.ranks[r] = Slot {
-                state: RankState::Alive,
-                step: None,
-                last_beat: Instant::now(),
-            };
-            *rank = Some(r);
-            shared.changed.notify_all();
-            Ok(ok)
-        }
-        OP_SET => {
-            let key = d.string()?;
-            let value = d.bytes()?.to_vec();
-            shared.lock().kv.insert(key, value);
-            shared.changed.notify_all();
-            Ok(ok)
-        }
-        OP_GET => {
-            let key = d.string()?;
-            let timeout = Duration::from_millis(d.u64()?);
-            let deadline = Instant::now() + timeout;
-            match shared.wait_for(stream, deadline, |st| st.kv.get(&key).cloned()) {
-                Some(v) => Ok(Some(Enc::new(REPLY_VALUE).bytes(&v))),
-                None => bail!(
-                    "timed out after {} waiting for store key {key:?}",
-                    fmt_secs(timeout)
-                ),
-            }
-        }
-        OP_ADD => {
-            let key = d.string()?;
-            let delta = d.i64()?;
-            let mut st = shared.lock();
-            let old = match st.kv.get(&key) {
-                None => 0,
-                Some(v) => i64::from_le_bytes(
-                    v.as_slice()
-                        .try_into()
-                        .map_err(|_| anyhow!("store key {key:?} is not a counter"))?,
-                ),
-            };
-            let new = old.wrapping_add(delta);
-            st.kv.insert(key, new.to_le_bytes().to_vec());
-            shared.changed.notify_all();
-            Ok(Some(Enc::new(REPLY_INT).i64(new)))
-        }
-        OP_WAIT_ALL => {
-            let timeout = Duration::from_millis(d.u64()?);
-            let deadline = Instant::now() + timeout;
-            let outcome = shared.wait_for(stream, deadline, |st| {
-                if let Some(f) = &st.failure {
-                    return Some(Err(f.clone()));
+            OP_GET => self.get(&mut d).map(Some),
+            OP_ADD => self.add(&mut d).map(Some),
+            OP_WAIT_ALL => self.wait_all(d.millis()?).map(|()| ok),
+            OP_HEARTBEAT => {
+                let step = d.u64()?;
+                if let Some(r) = self.rank {
+                    let mut st = self.shared.lock();
+                    st.ranks[r].step = Some(step);
+                    st.ranks[r].last_beat = Instant::now();
                 }
-                let all = st.ranks.iter().all(|s| s.state != RankState::NotArrived);
-                all.then_some(Ok(()))
+                Ok(None)
+            }
+            OP_STATUS => Ok(Some(self.status())),
+            OP_BYE => {
+                if let Some(r) = self.rank {
+                    self.said_bye = true;
+                    self.shared.lock().ranks[r].state = RankState::Finished;
+                    self.shared.changed.notify_all();
+                }
+                Ok(ok)
+            }
+            op => Err(Error::Protocol(format!("unknown store operation {op}"))),
+        }
+    }
+
+    /// Registers a rank (or a monitor). A rank that does not fit the world fails the whole
+    /// rendezvous, so every waiting rank hears of it.
+    fn hello(&mut self, d: &mut Dec) -> Result<()> {
+        if d.u8()? == ROLE_MONITOR {
+            return Ok(());
+        }
+        let r = d.u64()? as usize;
+        let world = d.u64()? as usize;
+        let mut st = self.shared.lock();
+        let expected = st.world_size;
+        let problem = if world != expected {
+            Some(format!(
+                "rank {r} has world size {world} but rank 0 has {expected}"
+            ))
+        } else if r >= expected {
+            Some(format!("rank {r} is outside a world of size {expected}"))
+        } else if st.ranks[r].state != RankState::NotArrived {
+            Some(format!(
+                "rank {r} joined twice (two processes with the same rank?)"
+            ))
+        } else {
+            None
+        };
+        if let Some(problem) = problem {
+            let failure = st.failure.get_or_insert(Failure::Refused(problem)).clone();
+            self.shared.changed.notify_all();
+            return Err(failure.into());
+        }
+        st.ranks[r] = Slot {
+            state: RankState::Alive,
+            step: None,
+            last_beat: Instant::now(),
+        };
+        self.rank = Some(r);
+        self.shared.changed.notify_all();
+        Ok(())
+    }
+
+    /// A key's value once some rank set it. `readers` > 0: the key is removed after that many
+    /// reads (the byte collectives' keys, read once by every other rank). A dead rank fails the
+    /// wait at once: the value may never come.
+    fn get(&mut self, d: &mut Dec) -> Result<Enc> {
+        let key = d.string()?;
+        let timeout = d.millis()?;
+        let readers = d.u64()?;
+        let deadline = Instant::now() + timeout;
+        let outcome = self
+            .shared
+            .wait_for(self.stream, deadline, |st| match st.kv.get(&key) {
+                Some(v) => Some(Ok(v.clone())),
+                None => st.first_with(RankState::Dead).map(Err),
             });
-            match outcome {
-                Some(Ok(())) => Ok(ok),
-                Some(Err(failure)) => bail!("{failure}"),
-                None if Instant::now() < deadline => bail!("client left"),
-                None => {
-                    // The first rank to time out decides for everyone, so every rank reports
-                    // the same missing ranks (rank 0 waits for the others before it exits).
-                    let mut st = shared.lock();
-                    let missing: Vec<String> = (0..st.world_size)
-                        .filter(|&r| st.ranks[r].state == RankState::NotArrived)
-                        .map(|r| r.to_string())
-                        .collect();
-                    let failure = format!(
-                        "rendezvous timed out after {}: {} {} never arrived",
-                        fmt_secs(timeout),
-                        if missing.len() == 1 { "rank" } else { "ranks" },
-                        missing.join(", ")
-                    );
-                    let failure = st.failure.get_or_insert(failure).clone();
-                    shared.changed.notify_all();
-                    bail!("{failure}")
-                }
+        let value = match outcome {
+            Ok(Ok(value)) => value,
+            Ok(Err(rank)) => return Err(Error::PeerDied { rank, during: None }),
+            Err(_) => {
+                return Err(Error::StoreTimeout {
+                    key,
+                    after: timeout,
+                })
+            }
+        };
+        if readers > 0 {
+            let mut st = self.shared.lock();
+            let reads = st.reads.entry(key.clone()).or_default();
+            *reads += 1;
+            if *reads >= readers {
+                st.reads.remove(&key);
+                st.kv.remove(&key);
             }
         }
-        OP_HEARTBEAT => {
-            let step = d.u64()?;
-            if let Some(r) = *rank {
-                let mut st = shared.lock();
-                st.ranks[r].step = Some(step);
-                st.ranks[r].last_beat = Instant::now();
+        Ok(Enc::new(REPLY_VALUE).bytes(&value))
+    }
+
+    fn add(&mut self, d: &mut Dec) -> Result<Enc> {
+        let key = d.string()?;
+        let delta = d.i64()?;
+        let mut st = self.shared.lock();
+        let old = match st.kv.get(&key) {
+            None => 0,
+            Some(v) => i64::from_le_bytes(
+                v.as_slice()
+                    .try_into()
+                    .map_err(|_| Error::Protocol(format!("store key {key:?} is not a counter")))?,
+            ),
+        };
+        let new = old.wrapping_add(delta);
+        st.kv.insert(key, new.to_le_bytes().to_vec());
+        self.shared.changed.notify_all();
+        Ok(Enc::new(REPLY_INT).i64(new))
+    }
+
+    /// The rendezvous: waits until every rank has connected.
+    fn wait_all(&mut self, timeout: Duration) -> Result<()> {
+        let deadline = Instant::now() + timeout;
+        let outcome = self.shared.wait_for(self.stream, deadline, |st| {
+            if let Some(f) = &st.failure {
+                return Some(Err(f.clone()));
             }
-            Ok(None)
-        }
-        OP_STATUS => {
-            let st = shared.lock();
-            let now = Instant::now();
-            let mut reply = Enc::new(REPLY_STATUS).u64(st.world_size as u64);
-            for slot in &st.ranks {
-                reply = reply
-                    .u8(slot.state.code())
-                    .u8(slot.step.is_some() as u8)
-                    .u64(slot.step.unwrap_or(0))
-                    .u64((now - slot.last_beat).as_millis() as u64);
+            st.first_with(RankState::NotArrived)
+                .is_none()
+                .then_some(Ok(()))
+        });
+        match outcome {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(failure)) => Err(failure.into()),
+            // Nobody reads the reply.
+            Err(Interrupted::ClientLeft) => Err(Error::Protocol("client left".into())),
+            Err(Interrupted::Deadline) => {
+                // The first rank to time out decides for everyone, so every rank reports the
+                // same missing ranks (rank 0 waits for the others before it exits).
+                let mut st = self.shared.lock();
+                let missing = (0..st.world_size)
+                    .filter(|&r| st.ranks[r].state == RankState::NotArrived)
+                    .collect();
+                let failure = Failure::TimedOut {
+                    after: timeout,
+                    missing,
+                };
+                let failure = st.failure.get_or_insert(failure).clone();
+                self.shared.changed.notify_all();
+                Err(failure.into())
             }
-            Ok(Some(reply))
         }
-        OP_BYE => {
-            if let Some(r) = *rank {
-                *said_bye = true;
-                shared.lock().ranks[r].state = RankState::Finished;
-                shared.changed.notify_all();
-            }
-            Ok(ok)
+    }
+
+    fn status(&self) -> Enc {
+        let st = self.shared.lock();
+        let now = Instant::now();
+        let mut reply = Enc::new(REPLY_STATUS).u64(st.world_size as u64);
+        for slot in &st.ranks {
+            reply = reply
+                .u8(slot.state.code())
+                .u8(slot.step.is_some() as u8)
+                .u64(slot.step.unwrap_or(0))
+                .millis(now - slot.last_beat);
         }
-        op => bail!("unknown store operation {op}"),
+        reply
     }
 }
 
@@ -541,14 +689,16 @@ impl StoreClient {
                 break s;
             }
             if Instant::now() >= deadline {
-                bail!(
-                    "cannot reach rank 0's store at {addr} after {}",
-                    fmt_secs(timeout)
-                );
+                return Err(Error::StoreUnreachable {
+                    addr,
+                    after: timeout,
+                });
             }
             std::thread::sleep(Duration::from_millis(100));
         };
-        stream.set_nodelay(true)?;
+        stream
+            .set_nodelay(true)
+            .map_err(Error::io("a store connection"))?;
         Ok(StoreClient {
             stream: Mutex::new(stream),
             addr,
@@ -560,18 +710,19 @@ impl StoreClient {
     /// The address of this connection's own end: an address of this host that rank 0 (and so,
     /// in practice, every rank) can reach.
     pub(crate) fn local_ip(&self) -> Result<std::net::IpAddr> {
-        Ok(self.lock().local_addr()?.ip())
+        let addr = self.lock().local_addr();
+        Ok(addr.map_err(|e| self.lost(e))?.ip())
     }
 
     fn lock(&self) -> MutexGuard<'_, TcpStream> {
         self.stream.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn lost(&self, e: impl std::fmt::Display) -> anyhow::Error {
-        anyhow!(
-            "lost the store on rank 0 at {} (rank 0 died?): {e}",
-            self.addr
-        )
+    fn lost(&self, cause: io::Error) -> Error {
+        Error::StoreLost {
+            addr: self.addr.clone(),
+            cause,
+        }
     }
 
     /// Sends one request and reads its reply; `wait` is how long the server may take.
@@ -583,7 +734,7 @@ impl StoreClient {
         write_frame(&stream, &msg.0).map_err(|e| self.lost(e))?;
         let mut d = Dec::new(read_frame(&stream).map_err(|e| self.lost(e))?);
         if d.u8()? == REPLY_ERR {
-            bail!("{}", d.string()?);
+            return Err(decode_error(&mut d)?);
         }
         Ok(d)
     }
@@ -597,11 +748,19 @@ impl StoreClient {
         Ok(())
     }
 
-    /// The value under `key`, waiting up to the timeout for some rank to set it.
+    /// The value under `key`, waiting up to the timeout for some rank to set it. A rank that
+    /// dies meanwhile fails it at once ([`Error::PeerDied`] naming the rank).
     pub fn get(&self, key: &str) -> Result<Vec<u8>> {
+        self.take(key, 0)
+    }
+
+    /// [`StoreClient::get`], and the store forgets `key` once it has been read `readers` times
+    /// (0: never).
+    pub(crate) fn take(&self, key: &str, readers: usize) -> Result<Vec<u8>> {
         let msg = Enc::new(OP_GET)
             .bytes(key.as_bytes())
-            .u64(self.timeout.as_millis() as u64);
+            .millis(self.timeout)
+            .u64(readers as u64);
         let mut d = self.request(&msg, self.timeout)?;
         Ok(d.bytes()?.to_vec())
     }
@@ -609,13 +768,13 @@ impl StoreClient {
     /// Adds `delta` to the counter under `key` (0 if unset) and returns the new value.
     pub fn add(&self, key: &str, delta: i64) -> Result<i64> {
         let msg = Enc::new(OP_ADD).bytes(key.as_bytes()).i64(delta);
-        Ok(self.request(&msg, self.timeout)?.i64()?)
+        self.request(&msg, self.timeout)?.i64()
     }
 
     /// Waits until every rank has connected. On timeout the error names the missing ranks; a
     /// world-size mismatch or a duplicate rank fails every rank at once.
     pub fn rendezvous(&self) -> Result<()> {
-        let msg = Enc::new(OP_WAIT_ALL).u64(self.timeout.as_millis() as u64);
+        let msg = Enc::new(OP_WAIT_ALL).millis(self.timeout);
         self.request(&msg, self.timeout)?;
         Ok(())
     }
@@ -627,8 +786,7 @@ impl StoreClient {
         if self.add(&key, 1)? == world_size as i64 {
             self.set(&format!("{key}/go"), &[])?;
         }
-        self.get(&format!("{key}/go"))
-            .with_context(|| format!("barrier {n}"))?;
+        self.take(&format!("{key}/go"), world_size)?;
         Ok(())
     }
 
@@ -647,7 +805,7 @@ impl StoreClient {
                 let state = RankState::from_code(d.u8()?)?;
                 let has_step = d.u8()? != 0;
                 let step = d.u64()?;
-                let since = Duration::from_millis(d.u64()?);
+                let since = d.millis()?;
                 Ok(RankStatus {
                     rank,
                     state,

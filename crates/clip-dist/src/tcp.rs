@@ -14,11 +14,11 @@
 //! `all_reduce` is a reduce-scatter (rank c reduces chunk c in rank order) followed by an
 //! all-gather, so each element is computed once and every rank receives the same bits.
 
+use crate::error::{Error, Result};
+use crate::group::Transport;
 use crate::host::{bytes, bytes_mut, chunk_bounds, host, reduce_into, write_back, Dtype};
 use crate::store::StoreClient;
-use crate::world::fmt_secs;
-use crate::{Collectives, ReduceOp};
-use anyhow::{anyhow, bail, Context, Result};
+use crate::ReduceOp;
 use std::io::{self, Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -123,7 +123,7 @@ impl Header {
 }
 
 /// CPU collectives over TCP; see the module documentation.
-pub struct TcpCollectives {
+pub(crate) struct TcpCollectives {
     rank: usize,
     world: usize,
     timeout: Duration,
@@ -138,73 +138,61 @@ pub struct TcpCollectives {
 impl TcpCollectives {
     /// Builds the mesh: publishes this rank's listening address in the store, connects to every
     /// lower rank and accepts every higher one, all within `timeout`.
-    pub fn connect(
+    pub(crate) fn connect(
         store: &StoreClient,
         rank: usize,
         world: usize,
         timeout: Duration,
     ) -> Result<Self> {
         let deadline = Instant::now() + timeout;
-        let listener = TcpListener::bind(("0.0.0.0", 0)).context("cannot listen for peers")?;
-        let addr = format!("{}:{}", store.local_ip()?, listener.local_addr()?.port());
+        let listener =
+            TcpListener::bind(("0.0.0.0", 0)).map_err(Error::io("cannot listen for peers"))?;
+        let port = listener
+            .local_addr()
+            .map_err(Error::io("the collectives port"))?
+            .port();
+        let addr = format!("{}:{port}", store.local_ip()?);
         store.set(&format!("tcp/{rank}"), addr.as_bytes())?;
 
         let mut peers: Vec<Option<TcpStream>> = (0..world).map(|_| None).collect();
         for (p, slot) in peers.iter_mut().enumerate().take(rank) {
-            let addr = String::from_utf8(store.get(&format!("tcp/{p}"))?)?;
-            let mut stream = loop {
-                match TcpStream::connect(&addr) {
-                    Ok(s) => break s,
-                    Err(e) if Instant::now() >= deadline => {
-                        bail!("cannot connect to rank {p} at {addr}: {e}")
-                    }
-                    Err(_) => std::thread::sleep(Duration::from_millis(20)),
-                }
-            };
-            let mut hello = MAGIC.to_le_bytes().to_vec();
-            hello.extend_from_slice(&(rank as u32).to_le_bytes());
-            stream.write_all(&hello)?;
-            *slot = Some(stream);
+            // Read once by every higher rank.
+            let addr = store.take(&format!("tcp/{p}"), world - 1 - p)?;
+            let addr = String::from_utf8_lossy(&addr).into_owned();
+            *slot = Some(connect_to(p, addr, rank, deadline)?);
         }
-
-        listener.set_nonblocking(true)?;
+        listener
+            .set_nonblocking(true)
+            .map_err(Error::io("the collectives port"))?;
         while peers[rank + 1..].iter().any(Option::is_none) {
             match listener.accept() {
-                Ok((mut stream, _)) => {
-                    stream.set_nonblocking(false)?;
-                    stream.set_read_timeout(Some(timeout))?;
-                    let mut hello = [0u8; 8];
-                    stream
-                        .read_exact(&mut hello)
-                        .context("reading a peer's handshake")?;
-                    let magic = u32::from_le_bytes(hello[..4].try_into().unwrap());
-                    let p = u32::from_le_bytes(hello[4..].try_into().unwrap()) as usize;
-                    if magic != MAGIC || p <= rank || p >= world || peers[p].is_some() {
-                        bail!("unexpected connection to this rank's collectives port (rank {p}?)");
+                Ok((stream, _)) => {
+                    let p = read_hello(&stream, timeout)?;
+                    if p <= rank || p >= world || peers[p].is_some() {
+                        return Err(Error::Protocol(format!(
+                            "unexpected connection to this rank's collectives port (rank {p}?)"
+                        )));
                     }
                     peers[p] = Some(stream);
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
                     if Instant::now() >= deadline {
-                        let missing: Vec<String> = (rank + 1..world)
-                            .filter(|&p| peers[p].is_none())
-                            .map(|p| p.to_string())
-                            .collect();
-                        bail!(
-                            "timed out after {} waiting for ranks {} to connect",
-                            fmt_secs(timeout),
-                            missing.join(", ")
-                        );
+                        let missing = (rank + 1..world).filter(|&p| peers[p].is_none());
+                        return Err(Error::ConnectTimeout {
+                            after: timeout,
+                            missing: missing.collect(),
+                        });
                     }
                     std::thread::sleep(Duration::from_millis(2));
                 }
-                Err(e) => return Err(e).context("accepting a peer"),
+                Err(e) => return Err(Error::io("accepting a peer")(e)),
             }
         }
         for s in peers.iter().flatten() {
-            s.set_nodelay(true)?;
-            s.set_read_timeout(Some(timeout))?;
-            s.set_write_timeout(Some(timeout))?;
+            s.set_nodelay(true)
+                .and_then(|()| s.set_read_timeout(Some(timeout)))
+                .and_then(|()| s.set_write_timeout(Some(timeout)))
+                .map_err(Error::io("setting up a peer connection"))?;
         }
         Ok(TcpCollectives {
             rank,
@@ -220,17 +208,23 @@ impl TcpCollectives {
         self.peers[p].as_ref().expect("a peer other than this rank")
     }
 
-    fn io_error(&self, what: &str, peer: usize, e: io::Error) -> anyhow::Error {
+    /// What a failed read or write on rank `peer`'s connection during `what` means.
+    fn io_error(&self, what: &'static str, peer: usize, e: io::Error) -> Error {
         use io::ErrorKind::*;
         match e.kind() {
-            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => {
-                anyhow!("{what}: rank {peer} closed its connection (process died?)")
-            }
-            WouldBlock | TimedOut => anyhow!(
-                "{what}: timed out after {} waiting for rank {peer}",
-                fmt_secs(self.timeout)
-            ),
-            _ => anyhow!("{what}: connection to rank {peer}: {e}"),
+            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => Error::PeerDied {
+                rank: peer,
+                during: Some(what),
+            },
+            WouldBlock | TimedOut => Error::PeerTimeout {
+                rank: peer,
+                during: what,
+                after: self.timeout,
+            },
+            _ => Error::Io {
+                what: format!("{what}: connection to rank {peer}"),
+                cause: e,
+            },
         }
     }
 
@@ -244,54 +238,23 @@ impl TcpCollectives {
         recvs: &mut [Option<&mut [u8]>],
     ) -> Result<()> {
         if self.broken.load(Ordering::Relaxed) {
-            bail!("collectives are unusable after an earlier failure");
+            return Err(Error::Invalid(
+                "collectives are unusable after an earlier failure".into(),
+            ));
         }
         let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        let what = Op::name(header.op);
-        let (r, w) = (self.rank, self.world);
-        let write_all = || -> Result<()> {
-            for k in 1..w {
-                let p = (r + k) % w;
-                if let Some(buf) = sends[p] {
-                    let mut stream = self.peer(p);
-                    stream
-                        .write_all(&header.with_payload(buf.len()).encode())
-                        .and_then(|()| stream.write_all(buf))
-                        .map_err(|e| self.io_error(what, p, e))?;
-                }
-            }
-            Ok(())
-        };
-        let read_all = |recvs: &mut [Option<&mut [u8]>]| -> Result<()> {
-            for k in 1..w {
-                let p = (r + w - k) % w;
-                if let Some(dst) = recvs[p].as_deref_mut() {
-                    let mut stream = self.peer(p);
-                    let got = Header::read(stream).map_err(|e| self.io_error(what, p, e))?;
-                    let want = header.with_payload(dst.len());
-                    if got != want {
-                        bail!(
-                            "{what}: rank {p} sent {} but this rank (rank {r}) expects {} (ranks called collectives in a different order or with different shapes)",
-                            got.describe(),
-                            want.describe()
-                        );
-                    }
-                    stream
-                        .read_exact(dst)
-                        .map_err(|e| self.io_error(what, p, e))?;
-                }
-            }
-            Ok(())
-        };
         let result = if sends.iter().all(Option::is_none) {
-            read_all(recvs)
+            self.read_all(header, recvs)
         } else {
             std::thread::scope(|s| {
-                let writer = s.spawn(write_all);
-                let read = read_all(recvs);
-                let written = writer
-                    .join()
-                    .unwrap_or_else(|_| Err(anyhow!("{what}: the sending thread panicked")));
+                let writer = s.spawn(|| self.write_all(header, sends));
+                let read = self.read_all(header, recvs);
+                let written = writer.join().unwrap_or_else(|_| {
+                    Err(Error::Io {
+                        what: Op::name(header.op).to_string(),
+                        cause: io::Error::other("the sending thread panicked"),
+                    })
+                });
                 read.and(written)
             })
         };
@@ -300,20 +263,141 @@ impl TcpCollectives {
         }
         result
     }
+
+    /// The sending half of [`TcpCollectives::exchange`]: ranks r+1, r+2, … in turn.
+    fn write_all(&self, header: &Header, sends: &[Option<&[u8]>]) -> Result<()> {
+        let (r, w) = (self.rank, self.world);
+        let what = Op::name(header.op);
+        for k in 1..w {
+            let p = (r + k) % w;
+            if let Some(buf) = sends[p] {
+                let mut stream = self.peer(p);
+                stream
+                    .write_all(&header.with_payload(buf.len()).encode())
+                    .and_then(|()| stream.write_all(buf))
+                    .map_err(|e| self.io_error(what, p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The receiving half of [`TcpCollectives::exchange`]: ranks r-1, r-2, … in turn.
+    fn read_all(&self, header: &Header, recvs: &mut [Option<&mut [u8]>]) -> Result<()> {
+        let (r, w) = (self.rank, self.world);
+        let what = Op::name(header.op);
+        for k in 1..w {
+            let p = (r + w - k) % w;
+            if let Some(dst) = recvs[p].as_deref_mut() {
+                let mut stream = self.peer(p);
+                let got = Header::read(stream).map_err(|e| self.io_error(what, p, e))?;
+                let want = header.with_payload(dst.len());
+                if got != want {
+                    return Err(Error::Mismatch {
+                        during: what,
+                        rank: p,
+                        this_rank: r,
+                        sent: got.describe(),
+                        expected: want.describe(),
+                    });
+                }
+                stream
+                    .read_exact(dst)
+                    .map_err(|e| self.io_error(what, p, e))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends `part(p)` to every other rank p, receives every other rank's part for this rank
+    /// (`out.len()` bytes each), and reduces them, this rank's own `part(rank)` in its place, in
+    /// rank order into `out`.
+    fn reduce_parts<'a>(
+        &self,
+        header: &Header,
+        dtype: Dtype,
+        op: ReduceOp,
+        part: impl Fn(usize) -> &'a [u8],
+        out: &mut [u8],
+    ) -> Result<()> {
+        let (r, w) = (self.rank, self.world);
+        let mut scratch = vec![0u8; out.len() * (w - 1)];
+        let mut parts = scratch.chunks_exact_mut(out.len().max(1));
+        let mut recvs: Vec<Option<&mut [u8]>> = (0..w)
+            .map(|p| (p != r).then(|| parts.next().unwrap_or(&mut [][..])))
+            .collect();
+        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then(|| part(p))).collect();
+        self.exchange(header, &sends, &mut recvs)?;
+        let inputs: Vec<&[u8]> = recvs
+            .iter()
+            .map(|recv| recv.as_deref().unwrap_or_else(|| part(r)))
+            .collect();
+        reduce_into(dtype, op, &inputs, out);
+        Ok(())
+    }
+
+    /// Sends this rank's chunk (`chunks[rank]`) to every rank and receives rank p's into
+    /// `chunks[p]`.
+    fn gather_chunks(&self, header: &Header, mut chunks: Vec<&mut [u8]>) -> Result<()> {
+        let (r, w) = (self.rank, self.world);
+        let own: &[u8] = std::mem::take::<&mut [u8]>(&mut chunks[r]);
+        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then_some(own)).collect();
+        let mut recvs: Vec<Option<&mut [u8]>> = chunks
+            .into_iter()
+            .enumerate()
+            .map(|(p, c)| (p != r).then_some(c))
+            .collect();
+        self.exchange(header, &sends, &mut recvs)
+    }
 }
 
-impl Collectives for TcpCollectives {
-    fn rank(&self) -> usize {
-        self.rank
-    }
+/// Connects to rank `p` at `addr` (retrying until `deadline`: it may not listen yet) and says
+/// which rank this is.
+fn connect_to(p: usize, addr: String, rank: usize, deadline: Instant) -> Result<TcpStream> {
+    let mut stream = loop {
+        match TcpStream::connect(&addr) {
+            Ok(s) => break s,
+            Err(cause) if Instant::now() >= deadline => {
+                return Err(Error::PeerUnreachable {
+                    rank: p,
+                    addr,
+                    cause,
+                })
+            }
+            Err(_) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    };
+    let mut hello = MAGIC.to_le_bytes().to_vec();
+    hello.extend_from_slice(&(rank as u32).to_le_bytes());
+    stream
+        .write_all(&hello)
+        .map_err(|cause| Error::PeerUnreachable {
+            rank: p,
+            addr,
+            cause,
+        })?;
+    Ok(stream)
+}
 
-    fn world_size(&self) -> usize {
-        self.world
+/// The rank a newly accepted peer says it is.
+fn read_hello(mut stream: &TcpStream, timeout: Duration) -> Result<usize> {
+    let mut hello = [0u8; 8];
+    stream
+        .set_nonblocking(false)
+        .and_then(|()| stream.set_read_timeout(Some(timeout)))
+        .and_then(|()| stream.read_exact(&mut hello))
+        .map_err(Error::io("reading a peer's handshake"))?;
+    let magic = u32::from_le_bytes(hello[..4].try_into().unwrap());
+    if magic != MAGIC {
+        return Err(Error::Protocol(
+            "unexpected connection to this rank's collectives port".into(),
+        ));
     }
+    Ok(u32::from_le_bytes(hello[4..].try_into().unwrap()) as usize)
+}
 
+impl Transport for TcpCollectives {
     fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
         let dtype = Dtype::of(t)?;
-        dtype.check_reduce(op)?;
         let (r, w, elt) = (self.rank, self.world, dtype.size());
         let mut h = host(t);
         let n = h.numel();
@@ -322,35 +406,14 @@ impl Collectives for TcpCollectives {
             let (a, b) = chunk_bounds(n, w, c);
             a * elt..b * elt
         };
-        let mine = span(r);
         let data = bytes_mut(&mut h);
 
         // Reduce-scatter: chunk p goes to rank p; this rank reduces chunk r.
-        let mut scratch = vec![0u8; mine.len() * (w - 1)];
-        {
-            let mut parts = scratch.chunks_exact_mut(mine.len().max(1));
-            let mut recvs: Vec<Option<&mut [u8]>> = (0..w)
-                .map(|p| {
-                    (p != r).then(|| match parts.next() {
-                        Some(part) => part,
-                        None => &mut [][..],
-                    })
-                })
-                .collect();
-            let sends: Vec<Option<&[u8]>> =
-                (0..w).map(|p| (p != r).then(|| &data[span(p)])).collect();
-            let header = Header::new(Op::AllReduceScatter, Some(op), dtype, &shape);
-            self.exchange(&header, &sends, &mut recvs)?;
-            let inputs: Vec<&[u8]> = (0..w)
-                .map(|p| match &recvs[p] {
-                    Some(part) => &**part,
-                    None => &data[mine.clone()],
-                })
-                .collect();
-            let mut reduced = vec![0u8; mine.len()];
-            reduce_into(dtype, op, &inputs, &mut reduced);
-            data[mine.clone()].copy_from_slice(&reduced);
-        }
+        let mut reduced = vec![0u8; span(r).len()];
+        let header = Header::new(Op::AllReduceScatter, Some(op), dtype, &shape);
+        let view: &[u8] = data;
+        self.reduce_parts(&header, dtype, op, |p| &view[span(p)], &mut reduced)?;
+        data[span(r)].copy_from_slice(&reduced);
 
         // All-gather of the reduced chunks.
         let mut chunks: Vec<&mut [u8]> = Vec::with_capacity(w);
@@ -360,113 +423,53 @@ impl Collectives for TcpCollectives {
             chunks.push(head);
             rest = tail;
         }
-        let own: &[u8] = std::mem::take::<&mut [u8]>(&mut chunks[r]);
-        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then_some(own)).collect();
-        let mut recvs: Vec<Option<&mut [u8]>> = chunks
-            .into_iter()
-            .enumerate()
-            .map(|(p, c)| (p != r).then_some(c))
-            .collect();
         let header = Header::new(Op::AllReduceGather, Some(op), dtype, &shape);
-        self.exchange(&header, &sends, &mut recvs)?;
+        self.gather_chunks(&header, chunks)?;
         write_back(t, &h);
         Ok(())
     }
 
-    fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+    fn all_gather(&self, t: &Tensor, out_shape: &[i64]) -> Result<Tensor> {
         let dtype = Dtype::of(t)?;
-        let (r, w) = (self.rank, self.world);
         let h = host(t);
-        let shape = h.size();
-        let mut out_shape = if shape.is_empty() {
-            vec![1]
-        } else {
-            shape.clone()
-        };
-        out_shape[0] *= w as i64;
-        let mut out = Tensor::empty(&out_shape, (t.kind(), Device::Cpu));
+        let mut out = Tensor::empty(out_shape, (t.kind(), Device::Cpu));
         let mine = bytes(&h);
         let mut chunks: Vec<&mut [u8]> = if mine.is_empty() {
-            (0..w).map(|_| &mut [][..]).collect()
+            (0..self.world).map(|_| &mut [][..]).collect()
         } else {
             bytes_mut(&mut out).chunks_exact_mut(mine.len()).collect()
         };
-        chunks[r].copy_from_slice(mine);
-        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then_some(mine)).collect();
-        let mut recvs: Vec<Option<&mut [u8]>> = chunks
-            .into_iter()
-            .enumerate()
-            .map(|(p, c)| (p != r).then_some(c))
-            .collect();
-        self.exchange(
-            &Header::new(Op::AllGather, None, dtype, &shape),
-            &sends,
-            &mut recvs,
-        )?;
+        chunks[self.rank].copy_from_slice(mine);
+        let header = Header::new(Op::AllGather, None, dtype, &h.size());
+        self.gather_chunks(&header, chunks)?;
         Ok(to_device_of(out, t))
     }
 
-    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp, out_shape: &[i64]) -> Result<Tensor> {
         let dtype = Dtype::of(t)?;
-        dtype.check_reduce(op)?;
-        let (r, w) = (self.rank, self.world);
         let h = host(t);
-        let shape = h.size();
-        let mut out_shape = shape.clone();
-        match out_shape.first_mut() {
-            Some(d0) if *d0 % w as i64 == 0 => *d0 /= w as i64,
-            _ => bail!(
-                "reduce_scatter needs a first dimension divisible by the world size {w}, got shape {shape:?}"
-            ),
-        }
-        let mut out = Tensor::empty(&out_shape, (t.kind(), Device::Cpu));
+        let mut out = Tensor::empty(out_shape, (t.kind(), Device::Cpu));
         let data = bytes(&h);
-        let len = data.len() / w;
+        let len = data.len() / self.world;
+        let header = Header::new(Op::ReduceScatter, Some(op), dtype, &h.size());
         let part = |p: usize| &data[p * len..(p + 1) * len];
-        let mut scratch = vec![0u8; len * (w - 1)];
-        let mut parts = scratch.chunks_exact_mut(len.max(1));
-        let mut recvs: Vec<Option<&mut [u8]>> = (0..w)
-            .map(|p| {
-                (p != r).then(|| match parts.next() {
-                    Some(part) => part,
-                    None => &mut [][..],
-                })
-            })
-            .collect();
-        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then(|| part(p))).collect();
-        self.exchange(
-            &Header::new(Op::ReduceScatter, Some(op), dtype, &shape),
-            &sends,
-            &mut recvs,
-        )?;
-        let inputs: Vec<&[u8]> = (0..w)
-            .map(|p| match &recvs[p] {
-                Some(buf) => &**buf,
-                None => part(r),
-            })
-            .collect();
-        reduce_into(dtype, op, &inputs, bytes_mut(&mut out));
+        self.reduce_parts(&header, dtype, op, part, bytes_mut(&mut out))?;
         Ok(to_device_of(out, t))
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
         let dtype = Dtype::of(t)?;
         let w = self.world;
-        if root >= w {
-            bail!("broadcast root {root} is outside a world of size {w}");
-        }
         let mut h = host(t);
         let header = Header::new(Op::Broadcast, None, dtype, &h.size());
+        let mut recvs: Vec<Option<&mut [u8]>> = (0..w).map(|_| None).collect();
         if self.rank == root {
             let data = bytes(&h);
             let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != root).then_some(data)).collect();
-            let mut recvs: Vec<Option<&mut [u8]>> = (0..w).map(|_| None).collect();
             self.exchange(&header, &sends, &mut recvs)
         } else {
-            let sends: Vec<Option<&[u8]>> = vec![None; w];
-            let mut recvs: Vec<Option<&mut [u8]>> = (0..w).map(|_| None).collect();
             recvs[root] = Some(bytes_mut(&mut h));
-            self.exchange(&header, &sends, &mut recvs)?;
+            self.exchange(&header, &vec![None; w], &mut recvs)?;
             write_back(t, &h);
             Ok(())
         }
@@ -486,7 +489,7 @@ impl Collectives for TcpCollectives {
 }
 
 /// A result computed on the host, returned on the device of the input.
-pub(crate) fn to_device_of(out: Tensor, like: &Tensor) -> Tensor {
+fn to_device_of(out: Tensor, like: &Tensor) -> Tensor {
     match like.device() {
         Device::Cpu => out,
         d => out.to_device(d),

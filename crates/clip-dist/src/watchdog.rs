@@ -2,8 +2,8 @@
 //! store connection closed), a rank stopped making progress, or rank 0's store vanished. Without
 //! it a NCCL collective waiting for a dead peer blocks forever and the job burns its allocation.
 
+use crate::error::{Error, EXIT_DIST_FAILURE};
 use crate::store::{RankState, RankStatus, StoreClient};
-use crate::EXIT_DIST_FAILURE;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -49,9 +49,9 @@ impl Watchdog {
                             std::process::exit(EXIT_DIST_FAILURE);
                         }
                     }
-                    Err(_) => {
+                    Err(lost) => {
                         std::thread::sleep(LOST_GRACE);
-                        eprintln!("error: lost the store on rank 0 (rank 0 died?)");
+                        eprintln!("error: {lost}");
                         std::process::exit(EXIT_DIST_FAILURE);
                     }
                 }
@@ -72,15 +72,16 @@ impl Drop for Watchdog {
     }
 }
 
-/// What is wrong with the job, if anything. A dead rank comes first. A rank is stuck when its
-/// last heartbeat is older than `timeout`; when others still progressed it is named as hung,
-/// and when nobody progressed the one furthest behind is named (the others wait on it).
-pub fn verdict(status: &[RankStatus], timeout: Duration) -> Option<String> {
+/// What is wrong with the job, if anything: [`Error::PeerDied`] or [`Error::PeerHung`]. A dead
+/// rank comes first. A rank is stuck when its last heartbeat is older than `timeout`; when
+/// others still progressed it is named as hung, and when nobody progressed the one furthest
+/// behind is named (the others wait on it).
+pub fn verdict(status: &[RankStatus], timeout: Duration) -> Option<Error> {
     if let Some(dead) = status.iter().find(|s| s.state == RankState::Dead) {
-        return Some(format!(
-            "rank {} died (its connection to the store closed)",
-            dead.rank
-        ));
+        return Some(Error::PeerDied {
+            rank: dead.rank,
+            during: None,
+        });
     }
     let alive: Vec<&RankStatus> = status
         .iter()
@@ -98,17 +99,10 @@ pub fn verdict(status: &[RankStatus], timeout: Duration) -> Option<String> {
             std::cmp::Reverse(s.since_heartbeat),
         )
     })?;
-    let secs = culprit.since_heartbeat.as_secs();
-    Some(if stuck.len() < alive.len() {
-        format!(
-            "rank {} has made no progress for {secs}s (hung?)",
-            culprit.rank
-        )
-    } else {
-        format!(
-            "no rank has made progress for {secs}s; rank {} is furthest behind (hung?)",
-            culprit.rank
-        )
+    Some(Error::PeerHung {
+        rank: culprit.rank,
+        idle: culprit.since_heartbeat,
+        all_idle: stuck.len() == alive.len(),
     })
 }
 
@@ -116,47 +110,45 @@ pub fn verdict(status: &[RankStatus], timeout: Duration) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn rank(rank: usize, state: RankState, step: Option<u64>, secs: u64) -> RankStatus {
-        RankStatus {
-            rank,
-            state,
-            step,
-            since_heartbeat: Duration::from_secs(secs),
-        }
-    }
-
+    /// `(rank, state, step, seconds since its heartbeat)` per rank → the verdict's message.
     #[test]
     fn verdicts() {
-        let t = Duration::from_secs(600);
-        let ok = [
-            rank(0, RankState::Alive, Some(5), 1),
-            rank(1, RankState::Alive, Some(5), 2),
+        use RankState::{Alive, Dead, Finished};
+        type Row = (usize, RankState, Option<u64>, u64);
+        let cases: [(&[Row], Option<&str>); 4] = [
+            (&[(0, Alive, Some(5), 1), (1, Alive, Some(5), 2)], None),
+            (
+                &[(0, Alive, Some(5), 1), (1, Dead, Some(5), 2)],
+                Some("rank 1 died (its connection to the store closed)"),
+            ),
+            (
+                &[
+                    (0, Alive, Some(9), 1),
+                    (1, Alive, Some(4), 601),
+                    (2, Finished, Some(4), 900),
+                ],
+                Some("rank 1 has made no progress for 601s (hung?)"),
+            ),
+            (
+                &[(0, Alive, Some(9), 700), (1, Alive, None, 650)],
+                Some("no rank has made progress for 650s; rank 1 is furthest behind (hung?)"),
+            ),
         ];
-        assert_eq!(verdict(&ok, t), None);
-        let dead = [
-            rank(0, RankState::Alive, Some(5), 1),
-            rank(1, RankState::Dead, Some(5), 2),
-        ];
-        assert_eq!(
-            verdict(&dead, t).unwrap(),
-            "rank 1 died (its connection to the store closed)"
-        );
-        let hung = [
-            rank(0, RankState::Alive, Some(9), 1),
-            rank(1, RankState::Alive, Some(4), 601),
-            rank(2, RankState::Finished, Some(4), 900),
-        ];
-        assert_eq!(
-            verdict(&hung, t).unwrap(),
-            "rank 1 has made no progress for 601s (hung?)"
-        );
-        let all = [
-            rank(0, RankState::Alive, Some(9), 700),
-            rank(1, RankState::Alive, None, 650),
-        ];
-        assert_eq!(
-            verdict(&all, t).unwrap(),
-            "no rank has made progress for 650s; rank 1 is furthest behind (hung?)"
-        );
+        for (rows, want) in cases {
+            let status: Vec<RankStatus> = rows
+                .iter()
+                .map(|&(rank, state, step, secs)| RankStatus {
+                    rank,
+                    state,
+                    step,
+                    since_heartbeat: Duration::from_secs(secs),
+                })
+                .collect();
+            let got = verdict(&status, Duration::from_secs(600));
+            assert_eq!(got.as_ref().map(Error::to_string).as_deref(), want);
+            if let Some(e) = got {
+                assert_eq!(e.fault(), crate::Fault::Job);
+            }
+        }
     }
 }

@@ -2,7 +2,7 @@
 //! `open_clip_train/distributed.py` does, so torchrun, slurm, MPI and PMI launchers all work
 //! unchanged.
 
-use anyhow::{bail, Context, Result};
+use crate::error::{Error, Result};
 use std::time::Duration;
 
 /// Local rank variables, first set wins (`world_info_from_env`).
@@ -63,24 +63,27 @@ impl WorldInfo {
             world_size: first(&WORLD_SIZE_VARS, 1)?,
         };
         if info.world_size == 0 {
-            bail!("the world size from the environment is 0");
+            return Err(Error::Config(
+                "the world size from the environment is 0".into(),
+            ));
         }
         if info.rank >= info.world_size {
-            bail!(
+            return Err(Error::Config(format!(
                 "rank {} is not below the world size {} (check RANK / WORLD_SIZE or their slurm/MPI equivalents)",
                 info.rank,
                 info.world_size
-            );
+            )));
         }
         Ok(info)
     }
 }
 
 fn parse_usize(var: &str, value: &str) -> Result<usize> {
-    value
-        .trim()
-        .parse()
-        .with_context(|| format!("{var}={value:?} is not a non-negative integer"))
+    value.trim().parse().map_err(|e| {
+        Error::Config(format!(
+            "{var}={value:?} is not a non-negative integer: {e}"
+        ))
+    })
 }
 
 /// OpenCLIP's `is_using_distributed`: `WORLD_SIZE > 1` if WORLD_SIZE is set, else
@@ -105,20 +108,20 @@ pub fn parse_dist_url(url: &str) -> Result<Option<(String, u16)>> {
     if url == "env://" {
         return Ok(None);
     }
+    let bad = |why: String| Error::Config(format!("--dist-url {url:?}{why}"));
     let Some(rest) = url.strip_prefix("tcp://") else {
-        bail!("--dist-url {url:?}: only env:// and tcp://HOST:PORT are supported");
+        return Err(bad(": only env:// and tcp://HOST:PORT are supported".into()));
     };
     let rest = rest.trim_end_matches('/');
     let (host, port) = rest
         .rsplit_once(':')
-        .with_context(|| format!("--dist-url {url:?} has no port (tcp://HOST:PORT)"))?;
+        .ok_or_else(|| bad(" has no port (tcp://HOST:PORT)".into()))?;
     let host = host.trim_start_matches('[').trim_end_matches(']');
     if host.is_empty() {
-        bail!("--dist-url {url:?} has no host (tcp://HOST:PORT)");
+        return Err(bad(" has no host (tcp://HOST:PORT)".into()));
     }
-    let port = port
-        .parse()
-        .with_context(|| format!("--dist-url {url:?}: {port:?} is not a port number"))?;
+    let port =
+        parse_port(port).map_err(|e| bad(format!(": {port:?} is not a port number: {e}")))?;
     Ok(Some((host.to_string(), port)))
 }
 
@@ -131,17 +134,27 @@ pub fn master_from_env(
     if let Some(addr) = dist_url.map(parse_dist_url).transpose()?.flatten() {
         return Ok(addr);
     }
-    let addr = lookup("MASTER_ADDR").context(
-        "MASTER_ADDR is not set (needed with --dist-url env:// and more than one process)",
-    )?;
-    let port = lookup("MASTER_PORT").context(
-        "MASTER_PORT is not set (needed with --dist-url env:// and more than one process)",
-    )?;
-    let port = port
-        .trim()
-        .parse()
-        .with_context(|| format!("MASTER_PORT={port:?} is not a port number"))?;
+    let var = |name: &str| {
+        lookup(name).ok_or_else(|| {
+            Error::Config(format!(
+                "{name} is not set (needed with --dist-url env:// and more than one process)"
+            ))
+        })
+    };
+    let addr = var("MASTER_ADDR")?;
+    let port = var("MASTER_PORT")?;
+    let port = parse_port(port.trim())
+        .map_err(|e| Error::Config(format!("MASTER_PORT={port:?} is not a port number: {e}")))?;
     Ok((addr, port))
+}
+
+/// A TCP port rank 0 can listen on: 0 (any free port) cannot be what the other ranks connect to.
+fn parse_port(s: &str) -> std::result::Result<u16, String> {
+    match s.parse::<u16>() {
+        Ok(0) => Err("port 0 cannot be shared with the other ranks".into()),
+        Ok(p) => Ok(p),
+        Err(e) => Err(e.to_string()),
+    }
 }
 
 /// The variable the trainer reads for every distributed timeout (seconds).
@@ -159,8 +172,10 @@ pub fn timeout_from_env(lookup: impl Fn(&str) -> Option<String>) -> Result<Durat
                 .parse()
                 .ok()
                 .filter(|s: &f64| s.is_finite() && *s > 0.0)
-                .with_context(|| {
-                    format!("{TIMEOUT_VAR}={value:?} is not a positive number of seconds")
+                .ok_or_else(|| {
+                    Error::Config(format!(
+                        "{TIMEOUT_VAR}={value:?} is not a positive number of seconds"
+                    ))
                 })?;
             Ok(Duration::from_secs_f64(secs))
         }

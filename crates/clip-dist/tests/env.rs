@@ -3,11 +3,18 @@
 //! process environment.
 
 use clip_dist::{
-    is_using_distributed_with, master_from_env, parse_dist_url, timeout_from_env, WorldInfo,
-    LOCAL_RANK_VARS, RANK_VARS, WORLD_SIZE_VARS,
+    is_using_distributed_with, master_from_env, parse_dist_url, timeout_from_env, Error, Fault,
+    InitOptions, WorldInfo, LOCAL_RANK_VARS, RANK_VARS, WORLD_SIZE_VARS,
 };
 use std::collections::HashMap;
 use std::time::Duration;
+
+/// Every launch mistake is a [`Error::Config`], which a launcher ends with exit status 2.
+fn assert_config(e: &Error) {
+    assert!(matches!(e, Error::Config(_)), "{e:?}");
+    assert_eq!(e.fault(), Fault::Launch);
+    assert_eq!(e.fault().exit_status(), 2);
+}
 
 fn lookup(vars: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
     let map: HashMap<String, String> = vars
@@ -90,10 +97,15 @@ fn earlier_variables_win() {
 fn bad_values_name_the_variable() {
     let e = WorldInfo::from_lookup(lookup(&[("SLURM_PROCID", "x1")])).unwrap_err();
     assert!(e.to_string().contains("SLURM_PROCID=\"x1\""), "{e}");
+    assert_config(&e);
     let e = WorldInfo::from_lookup(lookup(&[("RANK", "3"), ("WORLD_SIZE", "2")])).unwrap_err();
     assert!(e.to_string().contains("rank 3"), "{e}");
+    assert_config(&e);
+    let e = WorldInfo::from_lookup(lookup(&[("WORLD_SIZE", "0")])).unwrap_err();
+    assert_config(&e);
     let e = is_using_distributed_with(lookup(&[("WORLD_SIZE", "two")])).unwrap_err();
     assert!(e.to_string().contains("WORLD_SIZE"), "{e}");
+    assert_config(&e);
 }
 
 #[test]
@@ -117,8 +129,20 @@ fn dist_url_and_master() {
         parse_dist_url("tcp://[::1]:99").unwrap(),
         Some(("::1".to_string(), 99))
     );
-    assert!(parse_dist_url("file:///tmp/x").is_err());
-    assert!(parse_dist_url("tcp://host").is_err());
+    for bad in [
+        "file:///tmp/x",
+        "tcp://host",
+        "tcp://:1",
+        "tcp://h:http",
+        "tcp://h:0",
+    ] {
+        let e = parse_dist_url(bad).unwrap_err();
+        assert!(
+            e.to_string().starts_with(&format!("--dist-url {bad:?}")),
+            "{e}"
+        );
+        assert_config(&e);
+    }
     let env = lookup(&[("MASTER_ADDR", "10.0.0.1"), ("MASTER_PORT", "29500")]);
     assert_eq!(
         master_from_env(None, &env).unwrap(),
@@ -134,6 +158,42 @@ fn dist_url_and_master() {
     );
     let e = master_from_env(None, lookup(&[("MASTER_PORT", "1")])).unwrap_err();
     assert!(e.to_string().contains("MASTER_ADDR"), "{e}");
+    assert_config(&e);
+    let e = master_from_env(None, lookup(&[("MASTER_ADDR", "h")])).unwrap_err();
+    assert!(e.to_string().contains("MASTER_PORT is not set"), "{e}");
+    assert_config(&e);
+    // A port that is not one, or one the other ranks cannot connect to (0: any free port).
+    for (port, why) in [
+        ("abc", "invalid digit found in string"),
+        ("70000", "number too large to fit in target type"),
+        ("0", "port 0 cannot be shared with the other ranks"),
+    ] {
+        let env = lookup(&[("MASTER_ADDR", "h"), ("MASTER_PORT", port)]);
+        let e = master_from_env(None, env).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("MASTER_PORT={port:?} is not a port number: {why}")
+        );
+        assert_config(&e);
+    }
+}
+
+#[test]
+fn init_options_read_the_address_only_for_several_ranks() {
+    // A world of one needs no address; two ranks without one is a launch mistake.
+    let one = InitOptions::from_env(
+        &WorldInfo::single(),
+        Some("env://"),
+        clip_dist::Backend::Cpu,
+    );
+    assert_eq!(one.unwrap().master_port, 0);
+    let two = WorldInfo {
+        rank: 0,
+        local_rank: 0,
+        world_size: 2,
+    };
+    let e = InitOptions::from_env(&two, Some("tcp://host"), clip_dist::Backend::Cpu).unwrap_err();
+    assert_config(&e);
 }
 
 #[test]
@@ -146,5 +206,12 @@ fn timeout_variable() {
         timeout_from_env(lookup(&[("CLIP_DIST_TIMEOUT", "2.5")])).unwrap(),
         Duration::from_millis(2500)
     );
-    assert!(timeout_from_env(lookup(&[("CLIP_DIST_TIMEOUT", "-1")])).is_err());
+    for bad in ["-1", "0", "inf", "soon"] {
+        let e = timeout_from_env(lookup(&[("CLIP_DIST_TIMEOUT", bad)])).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            format!("CLIP_DIST_TIMEOUT={bad:?} is not a positive number of seconds")
+        );
+        assert_config(&e);
+    }
 }

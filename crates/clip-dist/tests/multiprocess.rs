@@ -1,6 +1,8 @@
 //! Real multi-process runs of `dist-selftest` over the CPU (TCP) backend: every collective
 //! against a reference computed here from the same seeded inputs (bitwise, on every rank), the
-//! rendezvous timeout, and dead, killed and hung ranks ending the job with a message naming them.
+//! byte collectives, the rendezvous timeout, and dead, killed and hung ranks ending the job with
+//! a message naming them. A rank's `clip_dist::Error` is checked by its variant (the selftest
+//! prints its `Debug` form) and by the exit status its `Fault` gives.
 
 #[path = "../src/bin/dist-selftest/cases.rs"]
 mod cases;
@@ -29,12 +31,25 @@ fn scratch(name: &str) -> PathBuf {
 /// Ranks of one job; any still running when dropped are killed.
 struct Job {
     dir: PathBuf,
+    port: String,
     ranks: Vec<(usize, Child)>,
 }
 
 impl Job {
     /// Starts `ranks` of a world of `world` on a fresh port.
     fn start(dir: &Path, world: usize, ranks: &[usize], timeout_s: f64, args: &[&str]) -> Job {
+        Job::start_env(dir, world, ranks, timeout_s, args, &[])
+    }
+
+    /// [`Job::start`], then `env` set for every rank (overriding the job's own variables).
+    fn start_env(
+        dir: &Path,
+        world: usize,
+        ranks: &[usize],
+        timeout_s: f64,
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Job {
         let port = free_port().to_string();
         let ranks = ranks
             .iter()
@@ -62,6 +77,7 @@ impl Job {
                     .env("LOCAL_RANK", rank.to_string())
                     .env("WORLD_SIZE", world.to_string())
                     .env("CLIP_DIST_TIMEOUT", timeout_s.to_string())
+                    .envs(env.iter().copied())
                     .stdin(Stdio::null())
                     .stdout(out)
                     .stderr(err)
@@ -72,6 +88,7 @@ impl Job {
             .collect();
         Job {
             dir: dir.to_path_buf(),
+            port,
             ranks,
         }
     }
@@ -82,6 +99,22 @@ impl Job {
 
     fn stderr(&self, rank: usize) -> String {
         std::fs::read_to_string(self.dir.join(format!("err.{rank}"))).unwrap_or_default()
+    }
+
+    /// The `Debug` form of the `clip_dist::Error` that ended `rank` (empty if none did).
+    fn variant(&self, rank: usize) -> String {
+        let out = self.stdout(rank);
+        let line = out.lines().find_map(|l| l.strip_prefix("variant: "));
+        line.unwrap_or_default().to_string()
+    }
+
+    /// Waits (up to `limit`) for `rank` to exit and checks how: the exit status, the error's
+    /// variant, its line.
+    fn expect_failure(&mut self, rank: usize, limit: u64, status: i32, variant: &str, line: &str) {
+        let code = self.wait(rank, Duration::from_secs(limit)).code();
+        assert_eq!(code, Some(status), "rank {rank}: {}", self.stderr(rank));
+        assert_eq!(self.variant(rank), variant, "rank {rank}");
+        assert_eq!(self.stderr(rank).trim(), line, "rank {rank}");
     }
 
     fn child(&mut self, rank: usize) -> &mut Child {
@@ -245,12 +278,12 @@ fn rendezvous_timeout_names_missing_ranks() {
     let dir = scratch("rendezvous");
     let mut job = Job::start(&dir, 4, &[0, 1], 1.5, &["rendezvous"]);
     for rank in [0, 1] {
-        let status = job.wait(rank, Duration::from_secs(20));
-        assert_eq!(status.code(), Some(clip_dist::EXIT_DIST_FAILURE));
-        assert_eq!(
-            job.stderr(rank).trim(),
+        job.expect_failure(
+            rank,
+            20,
+            clip_dist::EXIT_DIST_FAILURE,
+            "RendezvousTimeout { after: 1.5s, missing: [2, 3] }",
             "error: rendezvous timed out after 1.5s: ranks 2, 3 never arrived",
-            "rank {rank}"
         );
     }
 }
@@ -267,11 +300,16 @@ fn missing_rank_0_is_reported() {
             && err.contains("after 1s"),
         "{err}"
     );
+    let variant = format!(
+        "StoreUnreachable {{ addr: \"127.0.0.1:{}\", after: 1s }}",
+        job.port
+    );
+    assert_eq!(job.variant(1), variant);
 }
 
 /// SIGKILL one rank of a running job: the others end promptly with a line naming it (starting
-/// with `expected`).
-fn kill_rank(name: &str, args: &[&str], victim: usize, expected: &str) {
+/// with `expected`) and, when the error was returned rather than the watchdog's, `variant`.
+fn kill_rank(name: &str, args: &[&str], victim: usize, expected: &str, variant: Option<&str>) {
     let dir = scratch(name);
     let mut job = Job::start(&dir, 3, &[0, 1, 2], 30.0, args);
     job.wait_ready(Duration::from_secs(30));
@@ -283,6 +321,9 @@ fn kill_rank(name: &str, args: &[&str], victim: usize, expected: &str) {
         assert_eq!(status.code(), Some(clip_dist::EXIT_DIST_FAILURE));
         let err = job.stderr(rank);
         assert!(err.starts_with(expected), "rank {rank}: {err}");
+        if let Some(variant) = variant {
+            assert_eq!(job.variant(rank), variant, "rank {rank}");
+        }
     }
     assert!(
         killed.elapsed() < Duration::from_secs(5),
@@ -294,27 +335,29 @@ fn kill_rank(name: &str, args: &[&str], victim: usize, expected: &str) {
 #[test]
 fn killed_rank_fails_the_collectives() {
     let expected = "error: all_reduce: rank 1 closed its connection (process died?)";
-    kill_rank("kill-1", &["train"], 1, expected);
+    let variant = r#"PeerDied { rank: 1, during: Some("all_reduce") }"#;
+    kill_rank("kill-1", &["train"], 1, expected, Some(variant));
 }
 
 #[test]
 fn killed_rank_0_fails_the_collectives() {
     let expected = "error: all_reduce: rank 0 closed its connection (process died?)";
-    kill_rank("kill-0", &["train"], 0, expected);
+    let variant = r#"PeerDied { rank: 0, during: Some("all_reduce") }"#;
+    kill_rank("kill-0", &["train"], 0, expected, Some(variant));
 }
 
 /// Without collectives in flight (a NCCL rank would just block), the watchdog notices.
 #[test]
 fn killed_rank_is_named_by_the_watchdog() {
     let expected = "error: rank 1 died (its connection to the store closed)";
-    kill_rank("watch-1", &["heartbeat", "3"], 1, expected);
+    kill_rank("watch-1", &["heartbeat", "3"], 1, expected, None);
 }
 
 #[test]
 fn killed_rank_0_is_named_by_the_watchdog() {
     // The watchdog's line, or the same diagnosis from the next heartbeat's write.
     let expected = "error: lost the store on rank 0";
-    kill_rank("watch-0", &["heartbeat", "3"], 0, expected);
+    kill_rank("watch-0", &["heartbeat", "3"], 0, expected, None);
 }
 
 #[test]
@@ -338,12 +381,186 @@ fn collective_timeout_names_the_rank() {
     let dir = scratch("stall");
     let mut job = Job::start(&dir, 3, &[0, 1, 2], 3.0, &["stall", "1"]);
     for rank in [0, 2] {
-        let status = job.wait(rank, Duration::from_secs(15));
-        assert_eq!(status.code(), Some(clip_dist::EXIT_DIST_FAILURE));
-        assert_eq!(
-            job.stderr(rank).trim(),
+        job.expect_failure(
+            rank,
+            15,
+            clip_dist::EXIT_DIST_FAILURE,
+            r#"PeerTimeout { rank: 1, during: "all_reduce", after: 3s }"#,
             "error: all_reduce: timed out after 3s waiting for rank 1",
-            "rank {rank}"
         );
     }
+}
+
+/// The byte collectives through the store at every world size: each rank saved what it got, and
+/// every byte must be the sender's (strings over 16 KiB, multi-byte UTF-8 and NULs, lengths
+/// differing by rank, one empty).
+#[test]
+fn byte_collectives_worlds_1_to_4() {
+    for world in 1..=4 {
+        let dir = scratch(&format!("bytes-{world}"));
+        let ranks: Vec<usize> = (0..world).collect();
+        let out = dir.join("got");
+        let mut job = Job::start(&dir, world, &ranks, 30.0, &["bytes", out.to_str().unwrap()]);
+        for rank in 0..world {
+            let status = job.wait(rank, Duration::from_secs(60));
+            assert!(
+                status.success(),
+                "world {world}, rank {rank}: {}",
+                job.stderr(rank)
+            );
+        }
+        let got = |rank: usize, what: String| {
+            let path = format!("{}.{rank}.{what}", out.display());
+            String::from_utf8(std::fs::read(&path).unwrap()).unwrap()
+        };
+        for rank in 0..world {
+            for root in 0..world {
+                let sent = cases::text(root, root);
+                assert!(sent.len() > 16 * 1024);
+                let have = got(rank, format!("b{root}"));
+                assert!(
+                    have == sent,
+                    "world {world}, rank {rank}: broadcast from {root}"
+                );
+            }
+            for p in 0..world {
+                let have = got(rank, format!("g{p}"));
+                assert!(
+                    have == cases::text(world, p),
+                    "world {world}, rank {rank}: from {p}"
+                );
+                assert_eq!(got(rank, format!("e{p}")), cases::short(p));
+            }
+        }
+    }
+}
+
+#[test]
+fn byte_collectives_called_differently_fail_naming_the_rank() {
+    let dir = scratch("bytes-mismatch");
+    let mut job = Job::start(&dir, 2, &[0, 1], 30.0, &["mismatch"]);
+    job.expect_failure(
+        1,
+        20,
+        clip_dist::EXIT_DIST_FAILURE,
+        r#"Mismatch { during: "all_gather_bytes", rank: 0, this_rank: 1, sent: "broadcast_bytes", expected: "all_gather_bytes" }"#,
+        "error: all_gather_bytes: rank 0 sent broadcast_bytes but this rank (rank 1) expects all_gather_bytes (ranks called collectives in a different order or with different shapes)",
+    );
+}
+
+/// A peer that dies just before the final barrier: the others' `shutdown` names it and they
+/// exit 70 (the watchdog is off here, so the error is the one `shutdown` returns).
+#[test]
+fn peer_dying_at_the_final_barrier_is_named() {
+    let dir = scratch("shutdown");
+    let mut job = Job::start(&dir, 3, &[0, 1, 2], 30.0, &["shutdown", "1"]);
+    for rank in [0, 2] {
+        job.expect_failure(
+            rank,
+            20,
+            clip_dist::EXIT_DIST_FAILURE,
+            r#"PeerDied { rank: 1, during: Some("barrier") }"#,
+            "error: barrier: rank 1 closed its connection (process died?)",
+        );
+    }
+}
+
+/// Launch mistakes are configuration errors (exit 2), found before anything waits.
+#[test]
+fn launch_mistakes_are_config_errors() {
+    // The ranks started, the variables set, the message of every rank.
+    type Case<'a> = (&'a [usize], &'a [(&'a str, &'a str)], &'a str);
+    let cases: [Case; 3] = [
+        (
+            &[0, 1],
+            &[("MASTER_PORT", "abc")],
+            r#"MASTER_PORT="abc" is not a port number: invalid digit found in string"#,
+        ),
+        (
+            &[1],
+            &[("MASTER_PORT", "0")],
+            r#"MASTER_PORT="0" is not a port number: port 0 cannot be shared with the other ranks"#,
+        ),
+        (
+            &[5],
+            &[],
+            "rank 5 is not below the world size 2 (check RANK / WORLD_SIZE or their slurm/MPI equivalents)",
+        ),
+    ];
+    for (i, (ranks, env, message)) in cases.into_iter().enumerate() {
+        let dir = scratch(&format!("config-{i}"));
+        let mut job = Job::start_env(&dir, 2, ranks, 30.0, &["rendezvous"], env);
+        for &rank in ranks {
+            let variant = format!("Config({message:?})");
+            job.expect_failure(rank, 20, 2, &variant, &format!("error: {message}"));
+        }
+    }
+}
+
+/// Rank 0 cannot listen on MASTER_PORT (another process has it): a configuration error too.
+#[test]
+fn a_taken_master_port_is_a_config_error() {
+    let dir = scratch("port-taken");
+    let taken = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let mut job = Job::start_env(
+        &dir,
+        2,
+        &[0],
+        30.0,
+        &["rendezvous"],
+        &[("MASTER_PORT", &port)],
+    );
+    let status = job.wait(0, Duration::from_secs(20));
+    assert_eq!(status.code(), Some(2), "{}", job.stderr(0));
+    let prefix = format!("Config(\"rank 0 cannot listen for the store on port {port}: ");
+    assert!(job.variant(0).starts_with(&prefix), "{}", job.variant(0));
+}
+
+/// A world of one checks every call as a larger world would (an `Invalid` error, this
+/// process's fault: exit 1), and its byte collectives give back what they got.
+#[test]
+fn world_of_one_checks_calls_like_any_world() {
+    use clip_dist::{Backend, Collectives, Error, Fault, InitOptions, ReduceOp, WorldInfo};
+    let world = WorldInfo::single();
+    let opts = InitOptions::from_env(&world, None, Backend::Cpu).unwrap();
+    let dist = clip_dist::init(world, opts).unwrap();
+    let c: &dyn Collectives = dist.collectives();
+    let long = cases::text(0, 0);
+    assert_eq!(
+        c.broadcast_bytes(long.as_bytes(), 0).unwrap(),
+        long.as_bytes()
+    );
+    assert_eq!(c.all_gather_bytes(b"").unwrap(), vec![Vec::<u8>::new()]);
+    let f32s = |shape: &[i64]| Tensor::zeros(shape, (Kind::Float, tch::Device::Cpu));
+    let invalid: Vec<(Error, &str)> = vec![
+        (
+            c.broadcast_bytes(b"x", 1).unwrap_err(),
+            "broadcast root 1 is outside a world of size 1",
+        ),
+        (
+            c.broadcast(&mut f32s(&[2]), 1).unwrap_err(),
+            "broadcast root 1 is outside a world of size 1",
+        ),
+        (
+            c.reduce_scatter(&f32s(&[]), ReduceOp::Sum).unwrap_err(),
+            "reduce_scatter needs a first dimension divisible by the world size 1, got shape []",
+        ),
+        (
+            c.all_reduce(&mut Tensor::from_slice(&[1i64]), ReduceOp::Mean)
+                .unwrap_err(),
+            "a mean of i64 tensors is not supported (it would truncate)",
+        ),
+        (
+            c.all_gather(&Tensor::from_slice(&[1i32])).unwrap_err(),
+            "collectives support f32, bf16, f64 and i64 tensors, not Int",
+        ),
+    ];
+    for (e, message) in invalid {
+        assert!(matches!(e, Error::Invalid(_)), "{e:?}");
+        assert_eq!(e.to_string(), message);
+        assert_eq!(e.fault(), Fault::Local);
+        assert_eq!(e.fault().exit_status(), 1);
+    }
+    dist.shutdown().unwrap();
 }

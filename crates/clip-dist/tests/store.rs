@@ -1,7 +1,7 @@
 //! The rank-0 store in one process: operations, blocking gets, counters, rendezvous checks and
-//! dead-rank tracking (a dropped client connection is a dead rank).
+//! dead-rank tracking (a dropped client connection is a dead rank), each error by its variant.
 
-use clip_dist::{RankState, StoreClient, StoreServer};
+use clip_dist::{Error, Fault, RankState, StoreClient, StoreServer};
 use std::time::{Duration, Instant};
 
 fn client(port: u16, rank: usize, world: usize, timeout: Duration) -> StoreClient {
@@ -64,8 +64,48 @@ fn set_get_add_and_dead_ranks() {
 fn get_times_out_with_the_key() {
     let server = StoreServer::start(0, 1).unwrap();
     let c = client(server.port(), 0, 1, Duration::from_millis(300));
-    let e = c.get("never").unwrap_err().to_string();
-    assert_eq!(e, "timed out after 0.3s waiting for store key \"never\"");
+    let e = c.get("never").unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "timed out after 0.3s waiting for store key \"never\""
+    );
+    assert!(
+        matches!(&e, Error::StoreTimeout { key, after } if key == "never" && after.as_millis() == 300),
+        "{e:?}"
+    );
+    assert_eq!(e.fault(), Fault::Job);
+}
+
+#[test]
+fn get_fails_at_once_when_a_rank_died() {
+    let server = StoreServer::start(0, 3).unwrap();
+    let t = Duration::from_secs(30);
+    let c0 = client(server.port(), 0, 3, t);
+    let c1 = client(server.port(), 1, 3, t);
+    let c2 = client(server.port(), 2, 3, t);
+    c0.rendezvous().unwrap();
+    // Rank 2 leaves properly; rank 1 dies (its connection closes without a goodbye).
+    c2.bye().unwrap();
+    drop(c2);
+    drop(c1);
+    let started = Instant::now();
+    let e = c0.get("never").unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(5), "{e}");
+    assert!(
+        matches!(
+            e,
+            Error::PeerDied {
+                rank: 1,
+                during: None
+            }
+        ),
+        "{e:?}"
+    );
+    assert_eq!(
+        e.to_string(),
+        "rank 1 died (its connection to the store closed)"
+    );
+    assert_eq!(e.fault(), Fault::Job);
 }
 
 #[test]
@@ -77,13 +117,18 @@ fn unreachable_store() {
     let started = Instant::now();
     let e = StoreClient::connect("127.0.0.1", port, 1, 2, Duration::from_millis(500))
         .err()
-        .unwrap()
-        .to_string();
+        .unwrap();
     assert_eq!(
-        e,
+        e.to_string(),
         format!("cannot reach rank 0's store at 127.0.0.1:{port} after 0.5s")
     );
     assert!(started.elapsed() < Duration::from_secs(3));
+    let want = format!("127.0.0.1:{port}");
+    assert!(
+        matches!(&e, Error::StoreUnreachable { addr, after } if *addr == want && after.as_millis() == 500),
+        "{e:?}"
+    );
+    assert_eq!(e.fault(), Fault::Job);
 }
 
 #[test]
@@ -93,13 +138,16 @@ fn world_size_mismatch_fails_everyone() {
     let c0 = client(server.port(), 0, 2, t);
     let e = StoreClient::connect("127.0.0.1", server.port(), 1, 3, t)
         .err()
-        .unwrap()
-        .to_string();
+        .unwrap();
     assert_eq!(
-        e,
+        e.to_string(),
         "rendezvous failed: rank 1 has world size 3 but rank 0 has 2"
     );
+    assert!(matches!(e, Error::RendezvousRefused(_)), "{e:?}");
+    assert_eq!(e.fault(), Fault::Launch);
     let started = Instant::now();
-    assert_eq!(c0.rendezvous().unwrap_err().to_string(), e);
+    let e0 = c0.rendezvous().unwrap_err();
+    assert_eq!(e0.to_string(), e.to_string());
+    assert!(matches!(e0, Error::RendezvousRefused(_)), "{e0:?}");
     assert!(started.elapsed() < Duration::from_secs(1));
 }

@@ -7,6 +7,10 @@
 //! with `--grad-reduce-dtype bf16`, half the bytes on the wire), all-reduced with mean, and copied
 //! back. Every rank then holds the same averaged gradient, so clipping on the local norm is
 //! clipping on the global norm and the optimizer steps agree bit for bit.
+//!
+//! Errors: every clip-dist call returns a typed [`clip_dist::Error`], which `?` carries inside
+//! the `anyhow::Error` (context included); [`dist_error`] finds it again, and its
+//! [`clip_dist::Error::fault`] decides the exit status.
 
 use anyhow::{bail, Context, Result};
 use clip_dist::{Collectives, ReduceOp};
@@ -14,9 +18,17 @@ use tch::{Device, Kind, Tensor};
 
 use crate::loss::FeatureGather;
 
-/// The context of every error from a collective: the job cannot go on (a rank died, hung or
-/// disagrees), and `clip-train` exits with [`clip_dist::EXIT_DIST_FAILURE`] rather than 1, so a
-/// slurm script can tell it from a bad flag or a preemption.
+/// The clip-dist error that caused `e`, anywhere in its chain (under any context): what
+/// `clip-train` reads to exit with 2 (the job was launched wrong) or
+/// [`clip_dist::EXIT_DIST_FAILURE`] (a rank died, hung or disagrees) instead of 1, so a slurm
+/// script can tell them from other failures and from a preemption.
+pub fn dist_error(e: &anyhow::Error) -> Option<&clip_dist::Error> {
+    e.chain().find_map(|c| c.downcast_ref::<clip_dist::Error>())
+}
+
+/// The context every collective error still carries here and in trainer.rs, because
+/// `bin/clip-train.rs` still picks exit status 70 by this tag. Transitional: once it reads
+/// [`dist_error`] instead, this type, [`dist`] and every `dist(…)` wrapper go.
 #[derive(Debug, Clone, Copy)]
 pub struct DistFailure;
 
@@ -26,9 +38,9 @@ impl std::fmt::Display for DistFailure {
     }
 }
 
-/// Tags a collective's error with [`DistFailure`].
-pub fn dist<T>(r: Result<T>) -> Result<T> {
-    r.context(DistFailure)
+/// Tags an error with [`DistFailure`] (transitional, see there).
+pub fn dist<T, E: Into<anyhow::Error>>(r: std::result::Result<T, E>) -> Result<T> {
+    r.map_err(Into::into).context(DistFailure)
 }
 
 /// Elements per gradient bucket: 2^26 (256 MiB in f32). Large buckets mean few collective
@@ -132,9 +144,9 @@ pub fn weights_checksum(params: &[(String, Tensor)]) -> u32 {
     h.finalize()
 }
 
-/// Fails unless every rank's `value` equals rank 0's; the error names the ranks that differ.
-/// (`device`: where the backend takes tensors; f32 carries 24 bits, so the value is sent as two
-/// 16-bit halves.)
+/// Fails unless every rank's `value` equals rank 0's, with [`clip_dist::Error::RanksDisagree`]
+/// naming the ranks that differ. (`device`: where the backend takes tensors; f32 carries 24
+/// bits, so the value is sent as two 16-bit halves.)
 pub fn check_same_everywhere(
     comm: &dyn Collectives,
     device: Device,
@@ -148,17 +160,10 @@ pub fn check_same_everywhere(
         .chunks(2)
         .map(|c| ((c[0] as u32) << 16) | c[1] as u32)
         .collect();
-    let differ: Vec<String> = all
-        .iter()
-        .enumerate()
-        .filter(|(_, v)| **v != all[0])
-        .map(|(r, _)| r.to_string())
-        .collect();
-    if !differ.is_empty() {
-        return dist(Err(anyhow::anyhow!(
-            "{what} differs from rank 0's on ranks {}",
-            differ.join(", ")
-        )));
+    let ranks: Vec<usize> = (0..all.len()).filter(|&r| all[r] != all[0]).collect();
+    if !ranks.is_empty() {
+        let what = what.to_string();
+        return dist(Err(clip_dist::Error::RanksDisagree { what, ranks }));
     }
     Ok(())
 }
@@ -174,53 +179,20 @@ pub fn any(comm: &dyn Collectives, device: Device, flag: bool) -> Result<bool> {
     Ok(t.double_value(&[0]) > 0.0)
 }
 
-/// Rank 0's `s` on every rank (a run name, a checkpoint path), through the collectives: bytes as
-/// f32 in a fixed 4096-slot tensor (the backends move tensors of agreed shapes).
-pub fn broadcast_string(comm: &dyn Collectives, device: Device, s: &str) -> Result<String> {
-    const SLOTS: usize = 4096;
-    if comm.world_size() == 1 {
-        return Ok(s.to_string());
-    }
-    let bytes = s.as_bytes();
-    if bytes.len() >= SLOTS {
-        bail!(
-            "{s:?}: longer than {} bytes, cannot be shared between ranks",
-            SLOTS - 1
-        );
-    }
-    let mut slots = vec![0f32; SLOTS];
-    slots[0] = bytes.len() as f32;
-    for (d, b) in slots[1..].iter_mut().zip(bytes) {
-        *d = f32::from(*b);
-    }
-    let mut t = Tensor::from_slice(&slots).to(device);
-    dist(comm.broadcast(&mut t, 0))?;
-    let got: Vec<f32> = Vec::<f32>::try_from(&t.to(Device::Cpu))?;
-    let n = got[0] as usize;
-    let bytes: Vec<u8> = got[1..=n].iter().map(|v| *v as u8).collect();
+/// Rank 0's `s` on every rank (a run name, a checkpoint path), any length, through clip-dist's
+/// byte broadcast (the store). `_device` is unused since the bytes stopped travelling as
+/// tensors; it goes when trainer.rs's calls drop it.
+pub fn broadcast_string(comm: &dyn Collectives, _device: Device, s: &str) -> Result<String> {
+    let bytes = dist(comm.broadcast_bytes(s.as_bytes(), 0))?;
     String::from_utf8(bytes).context("rank 0's string is not UTF-8")
 }
 
 /// Every rank's `s`, in rank order, on every rank (each rank's data position, for a checkpoint
-/// that resumes all of them): lengths first, then the bytes as f32 padded to the longest.
-pub fn all_gather_strings(comm: &dyn Collectives, device: Device, s: &str) -> Result<Vec<String>> {
-    if comm.world_size() == 1 {
-        return Ok(vec![s.to_string()]);
-    }
-    let len = Tensor::from_slice(&[s.len() as f32]).to(device);
-    let lens: Vec<f32> = Vec::<f32>::try_from(&dist(comm.all_gather(&len))?.to(Device::Cpu))?;
-    let max = lens.iter().fold(0f32, |a, b| a.max(*b)) as usize;
-    let mut slots = vec![0f32; max.max(1)];
-    for (d, b) in slots.iter_mut().zip(s.as_bytes()) {
-        *d = f32::from(*b);
-    }
-    let all = dist(comm.all_gather(&Tensor::from_slice(&slots).to(device)))?;
-    let all: Vec<f32> = Vec::<f32>::try_from(&all.to(Device::Cpu))?;
-    all.chunks(max.max(1))
-        .zip(&lens)
-        .map(|(c, n)| {
-            let bytes: Vec<u8> = c[..*n as usize].iter().map(|v| *v as u8).collect();
-            String::from_utf8(bytes).context("a rank's string is not UTF-8")
-        })
+/// that resumes all of them), any lengths, through clip-dist's byte all-gather (the store).
+/// `_device`: as in [`broadcast_string`].
+pub fn all_gather_strings(comm: &dyn Collectives, _device: Device, s: &str) -> Result<Vec<String>> {
+    dist(comm.all_gather_bytes(s.as_bytes()))?
+        .into_iter()
+        .map(|bytes| String::from_utf8(bytes).context("a rank's string is not UTF-8"))
         .collect()
 }

@@ -115,3 +115,24 @@ pub fn input(index: usize, case: &Case, rank: usize) -> Tensor {
 pub fn root(index: usize, world: usize) -> usize {
     index % world
 }
+
+/// What rank `rank` sends in the byte collectives' call `call` (the broadcast from root `call`,
+/// or with `call` = W the all-gather): over 16 KiB of UTF-8 with multi-byte characters and NULs,
+/// a different length for every (call, rank).
+pub fn text(call: usize, rank: usize) -> String {
+    let len = 16 * 1024 + 1 + 997 * call + 131 * rank;
+    let mut s = format!("call {call} rank {rank}: ");
+    let unit = "données\u{0}→🙂 ";
+    while s.len() < len {
+        s.push_str(unit);
+    }
+    s
+}
+
+/// Rank `rank`'s bytes in the last all-gather: lengths differ, rank 1's is empty.
+pub fn short(rank: usize) -> String {
+    match rank {
+        1 => String::new(),
+        r => format!("rank {r}"),
+    }
+}

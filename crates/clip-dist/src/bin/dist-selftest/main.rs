@@ -8,9 +8,16 @@
 //! - `heartbeat STALL_RANK`: heartbeats without collectives under the watchdog; rank STALL_RANK
 //!   (if any) stops after a few steps (the watchdog must name it);
 //! - `stall STALL_RANK`: all-reduces once; rank STALL_RANK sleeps instead (the collective must
-//!   time out naming it).
+//!   time out naming it);
+//! - `bytes OUT`: the byte collectives (`cases::text`): a broadcast from every root, then two
+//!   all-gathers; each result saved to `OUT.<rank>.<b ROOT | g RANK | e RANK>`;
+//! - `shutdown VICTIM`: all-reduces once, then rank VICTIM exits without a goodbye while the
+//!   others shut down (their final barrier must name it);
+//! - `mismatch`: rank 0 broadcasts bytes while the others all-gather bytes.
 //!
-//! Errors go to stderr as one line, exit status `EXIT_DIST_FAILURE`.
+//! Errors go to stderr as one line; a `clip_dist::Error` also goes to stdout as
+//! `variant: {:?}` (so tests match the variant and its fields), and decides the exit status as
+//! a launcher would (`Fault::exit_status`); any other error exits 1.
 
 mod cases;
 
@@ -22,14 +29,22 @@ use tch::{Kind, Tensor};
 fn main() {
     if let Err(e) = run() {
         eprintln!("error: {e:#}");
-        std::process::exit(clip_dist::EXIT_DIST_FAILURE);
+        let status = match e.downcast_ref::<clip_dist::Error>() {
+            Some(typed) => {
+                println!("variant: {typed:?}");
+                typed.fault().exit_status()
+            }
+            None => 1,
+        };
+        std::process::exit(status);
     }
 }
 
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let world = WorldInfo::from_env()?;
-    let mut dist = clip_dist::init(world, InitOptions::from_env(&world, None, Backend::Cpu)?)?;
+    let opts = InitOptions::from_env(&world, None, Backend::Cpu)?;
+    let mut dist = clip_dist::init(world, opts)?;
     let rank = world.rank;
     let arg = |i: usize| args.get(i).with_context(|| format!("missing argument {i}"));
     match arg(0)?.as_str() {
@@ -70,9 +85,50 @@ fn run() -> Result<()> {
             let mut t = Tensor::ones([10], (Kind::Float, tch::Device::Cpu));
             dist.collectives().all_reduce(&mut t, ReduceOp::Sum)?;
         }
+        "bytes" => run_bytes(dist.collectives(), arg(1)?)?,
+        "shutdown" => {
+            let victim: usize = arg(1)?.parse()?;
+            let mut t = Tensor::ones([10], (Kind::Float, tch::Device::Cpu));
+            dist.collectives().all_reduce(&mut t, ReduceOp::Sum)?;
+            if rank == victim {
+                // Dies: no barrier, no goodbye.
+                std::process::exit(3);
+            }
+        }
+        "mismatch" => {
+            let c = dist.collectives();
+            if rank == 0 {
+                c.broadcast_bytes(b"from rank 0", 0)?;
+            } else {
+                c.all_gather_bytes(b"from another rank")?;
+            }
+        }
         mode => bail!("unknown mode {mode}"),
     }
-    dist.shutdown()
+    Ok(dist.shutdown()?)
+}
+
+/// Every byte collective of the `bytes` mode; see `cases::text` for what each rank sends.
+fn run_bytes(c: &dyn Collectives, out: &str) -> Result<()> {
+    let (rank, world) = (c.rank(), c.world_size());
+    let save = |what: String, bytes: &[u8]| {
+        let path = format!("{out}.{rank}.{what}");
+        std::fs::write(&path, bytes).with_context(|| format!("saving {path}"))
+    };
+    for root in 0..world {
+        // Only the root's bytes count; the others pass their own, which must be ignored.
+        let got = c.broadcast_bytes(cases::text(root, rank).as_bytes(), root)?;
+        save(format!("b{root}"), &got)?;
+    }
+    let all = c.all_gather_bytes(cases::text(world, rank).as_bytes())?;
+    for (p, bytes) in all.iter().enumerate() {
+        save(format!("g{p}"), bytes)?;
+    }
+    let all = c.all_gather_bytes(cases::short(rank).as_bytes())?;
+    for (p, bytes) in all.iter().enumerate() {
+        save(format!("e{p}"), bytes)?;
+    }
+    Ok(())
 }
 
 /// Every case's results, named `c<index>_<collective>`.

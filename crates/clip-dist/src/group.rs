@@ -1,0 +1,195 @@
+//! What every backend shares, written once: this rank's place, the argument checks of each
+//! collective, and the byte collectives, which go through rank 0's store whatever moves the
+//! tensors (TCP, NCCL, or nothing in a world of one).
+
+use crate::error::{Error, Result};
+use crate::host::Dtype;
+use crate::store::StoreClient;
+use crate::{Collectives, ReduceOp};
+use std::sync::atomic::{AtomicU64, Ordering};
+use tch::Tensor;
+
+/// The tensor moves of one backend. [`Group`] has checked what every backend would check: the
+/// dtype, the reduction, the root, a reduce-scatter's first dimension.
+pub(crate) trait Transport: Send + Sync {
+    fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()>;
+    /// `out_shape`: `t`'s shape (`[1]` for a 0-dim `t`) with the first dimension times W.
+    fn all_gather(&self, t: &Tensor, out_shape: &[i64]) -> Result<Tensor>;
+    /// `out_shape`: `t`'s shape with the first dimension divided by W.
+    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp, out_shape: &[i64]) -> Result<Tensor>;
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
+    fn barrier(&self) -> Result<()>;
+}
+
+/// Which byte collective wrote a store value (its first byte), so a rank that called the other
+/// one fails with [`Error::Mismatch`] instead of reading the wrong bytes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum ByteOp {
+    Broadcast = 1,
+    AllGather = 2,
+}
+
+impl ByteOp {
+    fn name(code: u8) -> &'static str {
+        match code {
+            1 => "broadcast_bytes",
+            2 => "all_gather_bytes",
+            _ => "an unknown collective",
+        }
+    }
+}
+
+/// The collectives of this rank: a backend plus what all backends share.
+pub(crate) struct Group {
+    rank: usize,
+    world: usize,
+    transport: Box<dyn Transport>,
+    /// Rank 0's store (none in a world of one).
+    store: Option<StoreClient>,
+    /// Byte collectives so far, which numbers the next one's keys (every rank makes the same
+    /// calls in the same order).
+    byte_calls: AtomicU64,
+}
+
+impl Group {
+    pub(crate) fn new(
+        rank: usize,
+        world: usize,
+        transport: Box<dyn Transport>,
+        store: Option<StoreClient>,
+    ) -> Self {
+        Group {
+            rank,
+            world,
+            transport,
+            store,
+            byte_calls: AtomicU64::new(0),
+        }
+    }
+
+    pub(crate) fn store(&self) -> Option<&StoreClient> {
+        self.store.as_ref()
+    }
+
+    /// The store and the key prefix of the next byte collective; `None` in a world of one.
+    fn next_byte_call(&self) -> Option<(&StoreClient, String)> {
+        let store = self.store.as_ref()?;
+        let n = self.byte_calls.fetch_add(1, Ordering::Relaxed);
+        Some((store, format!("bytes/{n}")))
+    }
+
+    /// Publishes this rank's `bytes` under `prefix` for the other ranks to read once each.
+    fn publish(&self, store: &StoreClient, prefix: &str, op: ByteOp, bytes: &[u8]) -> Result<()> {
+        let mut value = Vec::with_capacity(bytes.len() + 1);
+        value.push(op as u8);
+        value.extend_from_slice(bytes);
+        store.set(&format!("{prefix}/{}", self.rank), &value)
+    }
+
+    /// Rank `from`'s bytes under `prefix`, published by the same byte collective `op`.
+    fn read(&self, store: &StoreClient, prefix: &str, op: ByteOp, from: usize) -> Result<Vec<u8>> {
+        let mut value = store.take(&format!("{prefix}/{from}"), self.world - 1)?;
+        match value.first() {
+            Some(&code) if code == op as u8 => {
+                value.remove(0);
+                Ok(value)
+            }
+            sent => Err(Error::Mismatch {
+                during: ByteOp::name(op as u8),
+                rank: from,
+                this_rank: self.rank,
+                sent: ByteOp::name(sent.copied().unwrap_or(0)).to_string(),
+                expected: ByteOp::name(op as u8).to_string(),
+            }),
+        }
+    }
+
+    fn check_root(&self, root: usize) -> Result<()> {
+        if root >= self.world {
+            return Err(Error::Invalid(format!(
+                "broadcast root {root} is outside a world of size {}",
+                self.world
+            )));
+        }
+        Ok(())
+    }
+}
+
+impl Collectives for Group {
+    fn rank(&self) -> usize {
+        self.rank
+    }
+
+    fn world_size(&self) -> usize {
+        self.world
+    }
+
+    fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
+        Dtype::of(t)?.check_reduce(op)?;
+        self.transport.all_reduce(t, op)
+    }
+
+    fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
+        Dtype::of(t)?;
+        let mut shape = t.size();
+        if shape.is_empty() {
+            shape.push(1);
+        }
+        shape[0] *= self.world as i64;
+        self.transport.all_gather(t, &shape)
+    }
+
+    fn reduce_scatter(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
+        Dtype::of(t)?.check_reduce(op)?;
+        let w = self.world as i64;
+        let mut shape = t.size();
+        match shape.first_mut() {
+            Some(d0) if *d0 % w == 0 => *d0 /= w,
+            _ => {
+                return Err(Error::Invalid(format!(
+                    "reduce_scatter needs a first dimension divisible by the world size {w}, got shape {:?}",
+                    t.size()
+                )))
+            }
+        }
+        self.transport.reduce_scatter(t, op, &shape)
+    }
+
+    fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
+        Dtype::of(t)?;
+        self.check_root(root)?;
+        self.transport.broadcast(t, root)
+    }
+
+    fn barrier(&self) -> Result<()> {
+        self.transport.barrier()
+    }
+
+    fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>> {
+        self.check_root(root)?;
+        let Some((store, prefix)) = self.next_byte_call() else {
+            return Ok(bytes.to_vec());
+        };
+        if self.rank == root {
+            self.publish(store, &prefix, ByteOp::Broadcast, bytes)?;
+            return Ok(bytes.to_vec());
+        }
+        self.read(store, &prefix, ByteOp::Broadcast, root)
+    }
+
+    fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let Some((store, prefix)) = self.next_byte_call() else {
+            return Ok(vec![bytes.to_vec()]);
+        };
+        self.publish(store, &prefix, ByteOp::AllGather, bytes)?;
+        (0..self.world)
+            .map(|p| {
+                if p == self.rank {
+                    Ok(bytes.to_vec())
+                } else {
+                    self.read(store, &prefix, ByteOp::AllGather, p)
+                }
+            })
+            .collect()
+    }
+}
