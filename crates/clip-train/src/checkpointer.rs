@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clip_dist::{Collectives, WorldInfo};
-use tch::{Device, Tensor};
+use tch::Tensor;
 
 use crate::checkpoint::{self, Loaded, TrainState};
 use crate::data::{DataPosition, SavedPositions};
@@ -18,7 +18,6 @@ use crate::rundir::Log;
 pub struct Checkpointer {
     dir: PathBuf,
     world: WorldInfo,
-    device: Device,
 }
 
 /// A checkpoint to continue from, with this rank's data position taken out of it.
@@ -29,8 +28,8 @@ pub struct Resumed {
 }
 
 impl Checkpointer {
-    pub fn new(dir: PathBuf, world: WorldInfo, device: Device) -> Checkpointer {
-        Checkpointer { dir, world, device }
+    pub fn new(dir: PathBuf, world: WorldInfo) -> Checkpointer {
+        Checkpointer { dir, world }
     }
 
     fn master(&self) -> bool {
@@ -97,7 +96,7 @@ impl Checkpointer {
             .as_ref()
             .map(|(path, _)| path.display().to_string())
             .unwrap_or_default();
-        let picked = ddp::broadcast_string(comm, self.device, &picked)?;
+        let picked = ddp::broadcast_string(comm, &picked)?;
         if picked.is_empty() {
             log.info(&format!(
                 "No latest resume checkpoint found in {}.",
@@ -147,7 +146,7 @@ impl Checkpointer {
         let mut state = state.clone();
         state.data_position = Some(if self.world.world_size > 1 {
             let mine = serde_json::to_string(position)?;
-            let ranks = ddp::all_gather_strings(comm, self.device, &mine)?
+            let ranks = ddp::all_gather_strings(comm, &mine)?
                 .iter()
                 .map(|s| serde_json::from_str(s))
                 .collect::<Result<Vec<DataPosition>, _>>()?;
@@ -158,7 +157,8 @@ impl Checkpointer {
         if self.master() {
             checkpoint::save(&path, model, optimizer, &state)?;
         }
-        ddp::dist(comm.barrier().context("barrier after saving a checkpoint"))?;
+        comm.barrier()
+            .context("barrier after saving a checkpoint")?;
         Ok(path)
     }
 

@@ -26,23 +26,6 @@ pub fn dist_error(e: &anyhow::Error) -> Option<&clip_dist::Error> {
     e.chain().find_map(|c| c.downcast_ref::<clip_dist::Error>())
 }
 
-/// The context every collective error still carries here and in trainer.rs, because
-/// `bin/clip-train.rs` still picks exit status 70 by this tag. Transitional: once it reads
-/// [`dist_error`] instead, this type, [`dist`] and every `dist(…)` wrapper go.
-#[derive(Debug, Clone, Copy)]
-pub struct DistFailure;
-
-impl std::fmt::Display for DistFailure {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("distributed run failed")
-    }
-}
-
-/// Tags an error with [`DistFailure`] (transitional, see there).
-pub fn dist<T, E: Into<anyhow::Error>>(r: std::result::Result<T, E>) -> Result<T> {
-    r.map_err(Into::into).context(DistFailure)
-}
-
 /// Elements per gradient bucket: 2^26 (256 MiB in f32). Large buckets mean few collective
 /// launches; the copy costs one bucket of extra memory.
 const BUCKET_ELEMENTS: i64 = 1 << 26;
@@ -89,7 +72,7 @@ impl GradBuckets {
                 }
                 let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([-1])).collect();
                 let mut flat = Tensor::cat(&flat, 0).to_kind(self.dtype);
-                dist(comm.all_reduce(&mut flat, ReduceOp::Mean))?;
+                comm.all_reduce(&mut flat, ReduceOp::Mean)?;
                 let mut offset = 0;
                 for g in &mut grads {
                     let n = g.numel() as i64;
@@ -116,10 +99,13 @@ fn widen(t: &Tensor) -> Tensor {
 
 impl FeatureGather for DistGather<'_> {
     fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(dist(self.0.all_gather(&widen(t)))?.to_kind(t.kind()))
+        Ok(self.0.all_gather(&widen(t))?.to_kind(t.kind()))
     }
     fn reduce_scatter_sum(&self, t: &Tensor) -> Result<Tensor> {
-        Ok(dist(self.0.reduce_scatter(&widen(t), ReduceOp::Sum))?.to_kind(t.kind()))
+        Ok(self
+            .0
+            .reduce_scatter(&widen(t), ReduceOp::Sum)?
+            .to_kind(t.kind()))
     }
     fn rank(&self) -> i64 {
         self.0.rank() as i64
@@ -154,7 +140,7 @@ pub fn check_same_everywhere(
     what: &str,
 ) -> Result<()> {
     let mine = Tensor::from_slice(&[(value >> 16) as f32, (value & 0xffff) as f32]).to(device);
-    let all = dist(comm.all_gather(&mine))?.to(Device::Cpu);
+    let all = comm.all_gather(&mine)?.to(Device::Cpu);
     let all: Vec<f32> = Vec::<f32>::try_from(&all.reshape([-1]))?;
     let all: Vec<u32> = all
         .chunks(2)
@@ -163,7 +149,7 @@ pub fn check_same_everywhere(
     let ranks: Vec<usize> = (0..all.len()).filter(|&r| all[r] != all[0]).collect();
     if !ranks.is_empty() {
         let what = what.to_string();
-        return dist(Err(clip_dist::Error::RanksDisagree { what, ranks }));
+        return Err(clip_dist::Error::RanksDisagree { what, ranks }.into());
     }
     Ok(())
 }
@@ -175,23 +161,21 @@ pub fn any(comm: &dyn Collectives, device: Device, flag: bool) -> Result<bool> {
         return Ok(flag);
     }
     let mut t = Tensor::from_slice(&[f32::from(u8::from(flag))]).to(device);
-    dist(comm.all_reduce(&mut t, ReduceOp::Sum))?;
+    comm.all_reduce(&mut t, ReduceOp::Sum)?;
     Ok(t.double_value(&[0]) > 0.0)
 }
 
 /// Rank 0's `s` on every rank (a run name, a checkpoint path), any length, through clip-dist's
-/// byte broadcast (the store). `_device` is unused since the bytes stopped travelling as
-/// tensors; it goes when trainer.rs's calls drop it.
-pub fn broadcast_string(comm: &dyn Collectives, _device: Device, s: &str) -> Result<String> {
-    let bytes = dist(comm.broadcast_bytes(s.as_bytes(), 0))?;
+/// byte broadcast (the store).
+pub fn broadcast_string(comm: &dyn Collectives, s: &str) -> Result<String> {
+    let bytes = comm.broadcast_bytes(s.as_bytes(), 0)?;
     String::from_utf8(bytes).context("rank 0's string is not UTF-8")
 }
 
 /// Every rank's `s`, in rank order, on every rank (each rank's data position, for a checkpoint
 /// that resumes all of them), any lengths, through clip-dist's byte all-gather (the store).
-/// `_device`: as in [`broadcast_string`].
-pub fn all_gather_strings(comm: &dyn Collectives, _device: Device, s: &str) -> Result<Vec<String>> {
-    dist(comm.all_gather_bytes(s.as_bytes()))?
+pub fn all_gather_strings(comm: &dyn Collectives, s: &str) -> Result<Vec<String>> {
+    comm.all_gather_bytes(s.as_bytes())?
         .into_iter()
         .map(|bytes| String::from_utf8(bytes).context("a rank's string is not UTF-8"))
         .collect()

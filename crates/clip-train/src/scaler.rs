@@ -5,7 +5,6 @@
 //! steps in a row the scale doubles.
 
 use serde::{Deserialize, Serialize};
-use tch::Tensor;
 
 use crate::optimizer::{gradients, Param};
 

@@ -52,7 +52,7 @@ pub fn run(plan: Plan) -> Result<Outcome> {
     if std::env::var_os("CLIP_TRAIN_TEST_DIE_BEFORE_FINAL_BARRIER").is_some() {
         std::process::abort();
     }
-    ddp::dist(dist.shutdown())?;
+    dist.shutdown()?;
     Ok(outcome)
 }
 
@@ -88,10 +88,10 @@ impl Trainer {
     pub fn build(plan: Plan) -> Result<(Trainer, Dist)> {
         let world = plan.world;
         let timeout = plan.dist.timeout;
-        let mut dist = ddp::dist(clip_dist::init(world, plan.dist.clone()))?;
-        ddp::dist(dist.start_watchdog(timeout))?;
+        let mut dist = clip_dist::init(world, plan.dist.clone())?;
+        dist.start_watchdog(timeout)?;
         // The default name carries rank 0's clock (OpenCLIP broadcasts it too).
-        let name = ddp::broadcast_string(dist.collectives(), plan.device, &plan.name)?;
+        let name = ddp::broadcast_string(dist.collectives(), &plan.name)?;
         let run_dir = plan.logs.join(&name);
         let ckpt_dir = run_dir.join("checkpoints");
         let shape = run_shape(&plan);
@@ -137,10 +137,10 @@ impl Trainer {
             device: plan.device,
             precision: plan.precision,
             seed: plan.seed,
-            vs: vs,
+            vs,
             model,
             metrics,
-            checkpoints: Checkpointer::new(ckpt_dir, world, plan.device),
+            checkpoints: Checkpointer::new(ckpt_dir, world),
             evaluator: Evaluator::new(plan.eval, params.epochs),
             optimization,
             state: TrainState {
@@ -276,7 +276,7 @@ impl Trainer {
             if !loss_v.is_finite() {
                 bail!("loss is {loss_v} at step {}: stopping", self.state.step);
             }
-            ddp::dist(dist.heartbeat(self.state.step as u64))?;
+            dist.heartbeat(self.state.step as u64)?;
             let step_secs = end.elapsed().as_secs_f64();
             end = Instant::now();
             let report = StepReport {
@@ -358,7 +358,7 @@ impl Trainer {
             // The loss of the whole global batch: the mean over ranks of their local losses.
             let global_loss = if self.world.world_size > 1 {
                 let mut l = loss.to_kind(tch::Kind::Float).reshape([1]);
-                ddp::dist(comm.all_reduce(&mut l, ReduceOp::Mean))?;
+                comm.all_reduce(&mut l, ReduceOp::Mean)?;
                 l.double_value(&[0])
             } else {
                 report.loss
@@ -456,7 +456,7 @@ impl Trainer {
             return Ok(());
         }
         let step = self.state.step as u64;
-        let mut beat = || ddp::dist(dist.heartbeat(step));
+        let mut beat = || Ok(dist.heartbeat(step)?);
         let metrics = self.evaluator.evaluate(
             &self.model,
             self.state.epoch,

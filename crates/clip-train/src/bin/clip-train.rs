@@ -50,12 +50,9 @@ fn main() {
     }
 }
 
-/// The exit status of a failed run, by the error's type: a dead, hung or disagreeing rank is 70
-/// (not requeued blindly, unlike a preemption's 75); anything else 1.
+/// The exit status of a failed run, by the error's type: clip-dist's [`clip_dist::Fault`] of the
+/// error under it — 70 a rank died, hung or disagreed (not requeued blindly, unlike a
+/// preemption's 75), 2 the job was launched wrong (bad rendezvous settings) — else 1.
 fn exit_status(e: &anyhow::Error) -> i32 {
-    if e.downcast_ref::<clip_train::ddp::DistFailure>().is_some() {
-        clip_dist::EXIT_DIST_FAILURE
-    } else {
-        1
-    }
+    clip_train::ddp::dist_error(e).map_or(1, |d| d.fault().exit_status())
 }
