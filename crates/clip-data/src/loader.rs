@@ -51,7 +51,7 @@
 //! transform already produces normalised CHW floats, so the device only needs one copy.
 
 use crate::order::{self, Event, OrderCfg, SampleStream};
-use crate::samples::{RawSample, SkipLog, SkipReason, Stats};
+use crate::samples::{Item, RawSample, SkipLog, SkipReason, Stats};
 use crate::shards::ShardList;
 use anyhow::{anyhow, bail, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
@@ -519,12 +519,12 @@ impl EpochIter {
 
     fn note_event(&mut self, e: Event) {
         match e {
-            Event::Skip {
+            Event::Item(Item::Skip {
                 shard,
                 key,
                 reason,
                 detail,
-            } => {
+            }) => {
                 self.skiplog.log(&shard, &key, reason, &detail);
                 self.stats.lock().unwrap().skip(reason);
                 let mut m = self.shards.lock().unwrap();
@@ -538,7 +538,7 @@ impl EpochIter {
                 let mut m = self.shards.lock().unwrap();
                 m.entry(shard.to_string()).or_default().samples += samples;
             }
-            Event::Sample(_) => unreachable!(),
+            Event::Item(Item::Sample(_)) => unreachable!(),
         }
     }
 
@@ -687,7 +687,7 @@ fn reader(
             return;
         }
         match ev {
-            Event::Sample(raw) => {
+            Event::Item(Item::Sample(raw)) => {
                 if idx < skip {
                     idx += 1; // fast-forward on resume: no decode
                     if idx % 1000 == 999 && tx.send(Msg::Heartbeat).is_err() {
