@@ -441,51 +441,7 @@ impl EpochIter {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("clip-data-decode-{w}"))
-                    .spawn(move || {
-                        let ctx = p.context_length();
-                        loop {
-                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                break;
-                            }
-                            let job = match job_rx.recv_timeout(Duration::from_millis(100)) {
-                                Ok(j) => j,
-                                Err(RecvTimeoutError::Timeout) => continue,
-                                Err(RecvTimeoutError::Disconnected) => break,
-                            };
-                            let mut rng = order::rng(&[
-                                seed,
-                                rank,
-                                job.stream as u64,
-                                epoch,
-                                job.idx,
-                                order::purpose::AUGMENT,
-                            ]);
-                            let n = 3 * p.image_size() * p.image_size();
-                            let mut img = spool.lock().unwrap().pop().unwrap_or_default();
-                            img.resize(n, 0.0);
-                            let out =
-                                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    p.image_into(&job.raw.image, &mut rng, &mut img)
-                                })) {
-                                    Ok(Ok(())) => {
-                                        let mut tok = vec![0i64; ctx];
-                                        p.text(&job.raw.caption, &mut tok);
-                                        Ok((img, tok))
-                                    }
-                                    Ok(Err(e)) => Err(format!("{e:#}")),
-                                    Err(_) => Err("panic while decoding".to_string()),
-                                };
-                            let msg = Msg::Done {
-                                idx: job.idx,
-                                shard: job.raw.shard.clone(),
-                                key: job.raw.key,
-                                out,
-                            };
-                            if txs[job.stream].send(msg).is_err() {
-                                // consumer gone
-                            }
-                        }
-                    })?,
+                    .spawn(move || decoder(p, job_rx, txs, stop, spool, seed, rank, epoch))?,
             );
         }
         Ok(EpochIter {
@@ -664,6 +620,64 @@ impl EpochIter {
             stream: s,
             pool,
         }))
+    }
+}
+
+/// One decode thread: takes jobs in any order, decodes + augments + tokenizes each with the
+/// sample's own RNG (seeded from its stream and index, so which thread runs it does not matter),
+/// and sends the result to its stream's consumer.
+#[allow(clippy::too_many_arguments)]
+fn decoder(
+    p: Arc<dyn Processor>,
+    job_rx: Receiver<Job>,
+    txs: Vec<Sender<Msg>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    spool: Arc<Mutex<Vec<Vec<f32>>>>,
+    seed: u64,
+    rank: u64,
+    epoch: u64,
+) {
+    let ctx = p.context_length();
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let job = match job_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(j) => j,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut rng = order::rng(&[
+            seed,
+            rank,
+            job.stream as u64,
+            epoch,
+            job.idx,
+            order::purpose::AUGMENT,
+        ]);
+        let n = 3 * p.image_size() * p.image_size();
+        let mut img = spool.lock().unwrap().pop().unwrap_or_default();
+        img.resize(n, 0.0);
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.image_into(&job.raw.image, &mut rng, &mut img)
+        })) {
+            Ok(Ok(())) => {
+                let mut tok = vec![0i64; ctx];
+                p.text(&job.raw.caption, &mut tok);
+                Ok((img, tok))
+            }
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err("panic while decoding".to_string()),
+        };
+        let msg = Msg::Done {
+            idx: job.idx,
+            shard: job.raw.shard.clone(),
+            key: job.raw.key,
+            out,
+        };
+        if txs[job.stream].send(msg).is_err() {
+            // consumer gone
+        }
     }
 }
 
