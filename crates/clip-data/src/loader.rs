@@ -53,7 +53,7 @@
 use crate::order::{self, Event, OrderCfg, SampleStream};
 use crate::samples::{Item, RawSample, SkipLog, SkipReason, Stats};
 use crate::shards::ShardList;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
@@ -209,6 +209,26 @@ impl Position {
     }
 }
 
+/// The loader's errors a caller tells apart (it words them for its own flags); the others are
+/// plain `anyhow` errors. They travel inside `anyhow::Error`: `e.downcast_ref::<LoaderError>()`
+/// finds them under any context added on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// Training needs the epoch length: neither [`LoaderConfig::num_samples`] nor a `sizes.json`
+    /// beside the shards gives it.
+    #[error("the number of training samples must be given (--train-num-samples); no sizes.json beside the shards either")]
+    NumSamplesUnknown,
+    /// No valid sample arrived for [`LoaderConfig::no_progress_timeout`] (stalled or broken
+    /// sources), or every stream ended without one; `report` has a line per shard tried (at most
+    /// 50): its usable samples, skips by reason and last error.
+    #[error("no valid sample for {waited:?}; shards tried ({shards_tried}):\n{report}")]
+    NoProgress {
+        waited: Duration,
+        shards_tried: usize,
+        report: String,
+    },
+}
+
 /// What each shard yielded, for the no-progress error and for stats.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ShardReport {
@@ -238,7 +258,7 @@ impl Loader {
             bail!("rank {} out of world size {}", cfg.rank, cfg.world);
         }
         if cfg.train && cfg.num_samples.is_none() {
-            bail!("the number of training samples must be given (--train-num-samples); no sizes.json beside the shards either");
+            return Err(LoaderError::NumSamplesUnknown.into());
         }
         let order = OrderCfg {
             urls: Arc::new(cfg.shards.urls()),
@@ -524,12 +544,12 @@ impl EpochIter {
         if m.is_empty() {
             lines.push("  (no shard finished or failed yet: the sources are stalled)".into());
         }
-        anyhow!(
-            "no valid sample for {:?}; shards tried ({}):\n{}",
-            self.last_progress.elapsed(),
-            m.len(),
-            lines.join("\n")
-        )
+        LoaderError::NoProgress {
+            waited: self.last_progress.elapsed(),
+            shards_tried: m.len(),
+            report: lines.join("\n"),
+        }
+        .into()
     }
 
     /// Build the next batch from stream `s`; `Ok(None)` if the stream ends first.
