@@ -230,7 +230,7 @@ pub fn run(mut p: Params) -> Result<i32> {
     let vs = VarStore::new(device);
     let model = Clip::new(&vs.root(), &cfg)?;
     if !p.pretrained.is_empty() {
-        weights::load_weights(&vs, Path::new(&p.pretrained))?;
+        checkpoint::load_weights(&vs, Path::new(&p.pretrained))?;
         log.info(&format!("Loaded pretrained weights from {}", p.pretrained));
     }
     model.set_grad_checkpointing(p.grad_checkpointing);
