@@ -11,3 +11,5 @@ pub mod shards;
 pub mod source;
 pub mod tokenizer;
 pub mod transform;
+
+pub use loader::LoaderError;

@@ -51,9 +51,9 @@
 //! transform already produces normalised CHW floats, so the device only needs one copy.
 
 use crate::order::{self, Event, OrderCfg, SampleStream};
-use crate::samples::{RawSample, SkipLog, SkipReason, Stats};
+use crate::samples::{Item, RawSample, SkipLog, SkipReason, Stats};
 use crate::shards::ShardList;
-use anyhow::{anyhow, bail, Result};
+use anyhow::{bail, Result};
 use crossbeam_channel::{bounded, unbounded, Receiver, RecvTimeoutError, Sender};
 use rand_pcg::Pcg64;
 use serde::{Deserialize, Serialize};
@@ -209,6 +209,26 @@ impl Position {
     }
 }
 
+/// The loader's errors a caller tells apart (it words them for its own flags); the others are
+/// plain `anyhow` errors. They travel inside `anyhow::Error`: `e.downcast_ref::<LoaderError>()`
+/// finds them under any context added on the way.
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// Training needs the epoch length: neither [`LoaderConfig::num_samples`] nor a `sizes.json`
+    /// beside the shards gives it.
+    #[error("the number of training samples must be given (--train-num-samples); no sizes.json beside the shards either")]
+    NumSamplesUnknown,
+    /// No valid sample arrived for [`LoaderConfig::no_progress_timeout`] (stalled or broken
+    /// sources), or every stream ended without one; `report` has a line per shard tried (at most
+    /// 50): its usable samples, skips by reason and last error.
+    #[error("no valid sample for {waited:?}; shards tried ({shards_tried}):\n{report}")]
+    NoProgress {
+        waited: Duration,
+        shards_tried: usize,
+        report: String,
+    },
+}
+
 /// What each shard yielded, for the no-progress error and for stats.
 #[derive(Debug, Default, Clone, Serialize)]
 pub struct ShardReport {
@@ -238,7 +258,7 @@ impl Loader {
             bail!("rank {} out of world size {}", cfg.rank, cfg.world);
         }
         if cfg.train && cfg.num_samples.is_none() {
-            bail!("the number of training samples must be given (--train-num-samples); no sizes.json beside the shards either");
+            return Err(LoaderError::NumSamplesUnknown.into());
         }
         let order = OrderCfg {
             urls: Arc::new(cfg.shards.urls()),
@@ -441,51 +461,7 @@ impl EpochIter {
             threads.push(
                 std::thread::Builder::new()
                     .name(format!("clip-data-decode-{w}"))
-                    .spawn(move || {
-                        let ctx = p.context_length();
-                        loop {
-                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
-                                break;
-                            }
-                            let job = match job_rx.recv_timeout(Duration::from_millis(100)) {
-                                Ok(j) => j,
-                                Err(RecvTimeoutError::Timeout) => continue,
-                                Err(RecvTimeoutError::Disconnected) => break,
-                            };
-                            let mut rng = order::rng(&[
-                                seed,
-                                rank,
-                                job.stream as u64,
-                                epoch,
-                                job.idx,
-                                order::purpose::AUGMENT,
-                            ]);
-                            let n = 3 * p.image_size() * p.image_size();
-                            let mut img = spool.lock().unwrap().pop().unwrap_or_default();
-                            img.resize(n, 0.0);
-                            let out =
-                                match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-                                    p.image_into(&job.raw.image, &mut rng, &mut img)
-                                })) {
-                                    Ok(Ok(())) => {
-                                        let mut tok = vec![0i64; ctx];
-                                        p.text(&job.raw.caption, &mut tok);
-                                        Ok((img, tok))
-                                    }
-                                    Ok(Err(e)) => Err(format!("{e:#}")),
-                                    Err(_) => Err("panic while decoding".to_string()),
-                                };
-                            let msg = Msg::Done {
-                                idx: job.idx,
-                                shard: job.raw.shard.clone(),
-                                key: job.raw.key,
-                                out,
-                            };
-                            if txs[job.stream].send(msg).is_err() {
-                                // consumer gone
-                            }
-                        }
-                    })?,
+                    .spawn(move || decoder(p, job_rx, txs, stop, spool, seed, rank, epoch))?,
             );
         }
         Ok(EpochIter {
@@ -519,12 +495,12 @@ impl EpochIter {
 
     fn note_event(&mut self, e: Event) {
         match e {
-            Event::Skip {
+            Event::Item(Item::Skip {
                 shard,
                 key,
                 reason,
                 detail,
-            } => {
+            }) => {
                 self.skiplog.log(&shard, &key, reason, &detail);
                 self.stats.lock().unwrap().skip(reason);
                 let mut m = self.shards.lock().unwrap();
@@ -538,7 +514,7 @@ impl EpochIter {
                 let mut m = self.shards.lock().unwrap();
                 m.entry(shard.to_string()).or_default().samples += samples;
             }
-            Event::Sample(_) => unreachable!(),
+            Event::Item(Item::Sample(_)) => unreachable!(),
         }
     }
 
@@ -568,12 +544,12 @@ impl EpochIter {
         if m.is_empty() {
             lines.push("  (no shard finished or failed yet: the sources are stalled)".into());
         }
-        anyhow!(
-            "no valid sample for {:?}; shards tried ({}):\n{}",
-            self.last_progress.elapsed(),
-            m.len(),
-            lines.join("\n")
-        )
+        LoaderError::NoProgress {
+            waited: self.last_progress.elapsed(),
+            shards_tried: m.len(),
+            report: lines.join("\n"),
+        }
+        .into()
     }
 
     /// Build the next batch from stream `s`; `Ok(None)` if the stream ends first.
@@ -667,6 +643,64 @@ impl EpochIter {
     }
 }
 
+/// One decode thread: takes jobs in any order, decodes + augments + tokenizes each with the
+/// sample's own RNG (seeded from its stream and index, so which thread runs it does not matter),
+/// and sends the result to its stream's consumer.
+#[allow(clippy::too_many_arguments)]
+fn decoder(
+    p: Arc<dyn Processor>,
+    job_rx: Receiver<Job>,
+    txs: Vec<Sender<Msg>>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    spool: Arc<Mutex<Vec<Vec<f32>>>>,
+    seed: u64,
+    rank: u64,
+    epoch: u64,
+) {
+    let ctx = p.context_length();
+    loop {
+        if stop.load(std::sync::atomic::Ordering::Relaxed) {
+            break;
+        }
+        let job = match job_rx.recv_timeout(Duration::from_millis(100)) {
+            Ok(j) => j,
+            Err(RecvTimeoutError::Timeout) => continue,
+            Err(RecvTimeoutError::Disconnected) => break,
+        };
+        let mut rng = order::rng(&[
+            seed,
+            rank,
+            job.stream as u64,
+            epoch,
+            job.idx,
+            order::purpose::AUGMENT,
+        ]);
+        let n = 3 * p.image_size() * p.image_size();
+        let mut img = spool.lock().unwrap().pop().unwrap_or_default();
+        img.resize(n, 0.0);
+        let out = match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            p.image_into(&job.raw.image, &mut rng, &mut img)
+        })) {
+            Ok(Ok(())) => {
+                let mut tok = vec![0i64; ctx];
+                p.text(&job.raw.caption, &mut tok);
+                Ok((img, tok))
+            }
+            Ok(Err(e)) => Err(format!("{e:#}")),
+            Err(_) => Err("panic while decoding".to_string()),
+        };
+        let msg = Msg::Done {
+            idx: job.idx,
+            shard: job.raw.shard.clone(),
+            key: job.raw.key,
+            out,
+        };
+        if txs[job.stream].send(msg).is_err() {
+            // consumer gone
+        }
+    }
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reader(
     order: OrderCfg,
@@ -687,7 +721,7 @@ fn reader(
             return;
         }
         match ev {
-            Event::Sample(raw) => {
+            Event::Item(Item::Sample(raw)) => {
                 if idx < skip {
                     idx += 1; // fast-forward on resume: no decode
                     if idx % 1000 == 999 && tx.send(Msg::Heartbeat).is_err() {

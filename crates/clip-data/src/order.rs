@@ -9,7 +9,7 @@
 //! own batches. The number of streams fixes the data order; how many decode threads serve the
 //! streams does not change it (see [`crate::loader`]).
 
-use crate::samples::{Item, RawSample, ShardSamples, SkipReason};
+use crate::samples::{Item, RawSample, ShardSamples};
 use anyhow::{bail, Result};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
@@ -190,16 +190,11 @@ impl OrderCfg {
     }
 }
 
-/// What a stream yields: samples (after the shuffle buffer) and, interleaved, what was skipped.
+/// What a stream yields: its shards' items (samples after the shuffle buffer, skips as they
+/// come) and, interleaved, which shards finished.
 #[derive(Debug)]
 pub enum Event {
-    Sample(RawSample),
-    Skip {
-        shard: Arc<str>,
-        key: String,
-        reason: SkipReason,
-        detail: String,
-    },
+    Item(Item),
     /// a shard was finished: how many usable samples it had
     ShardDone {
         shard: Arc<str>,
@@ -277,17 +272,7 @@ impl SampleStream {
                     self.empty_shards = 0;
                     return Some(s);
                 }
-                Some(Item::Skip {
-                    shard,
-                    key,
-                    reason,
-                    detail,
-                }) => self.events.push_back(Event::Skip {
-                    shard,
-                    key,
-                    reason,
-                    detail,
-                }),
+                Some(skip @ Item::Skip { .. }) => self.events.push_back(Event::Item(skip)),
                 None => {
                     let (cur, n) = self.current.take().unwrap();
                     if n == 0 {
@@ -319,7 +304,7 @@ impl Iterator for SampleStream {
         };
         match s {
             Some(s) => {
-                self.events.push_back(Event::Sample(s));
+                self.events.push_back(Event::Item(Item::Sample(s)));
                 self.events.pop_front()
             }
             None => self.events.pop_front(),

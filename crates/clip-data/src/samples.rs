@@ -304,30 +304,28 @@ impl ShardSamples {
         &self.shard
     }
 
+    fn skip(&mut self, key: String, reason: SkipReason, detail: String) {
+        self.out.push_back(Item::Skip {
+            shard: self.shard.clone(),
+            key,
+            reason,
+            detail,
+        });
+    }
+
     fn finish_group(&mut self, key: String, mut members: BTreeMap<String, Vec<u8>>) {
-        let shard = self.shard.clone();
         let Some(txt) = members.get("txt") else {
-            self.out.push_back(Item::Skip {
-                shard,
-                key,
-                reason: SkipReason::MissingCaption,
-                detail: String::new(),
-            });
+            self.skip(key, SkipReason::MissingCaption, String::new());
             return;
         };
         let Some(ext) = IMAGE_EXTS.iter().find(|e| members.contains_key(**e)) else {
-            self.out.push_back(Item::Skip {
-                shard,
-                key,
-                reason: SkipReason::MissingImage,
-                detail: String::new(),
-            });
+            self.skip(key, SkipReason::MissingImage, String::new());
             return;
         };
         let caption = String::from_utf8_lossy(txt).into_owned();
         let image = members.remove(*ext).unwrap();
         self.out.push_back(Item::Sample(RawSample {
-            shard,
+            shard: self.shard.clone(),
             key,
             caption,
             image,
@@ -359,12 +357,7 @@ impl ShardSamples {
                             key = k;
                         }
                     }
-                    self.out.push_back(Item::Skip {
-                        shard: self.shard.clone(),
-                        key,
-                        reason: SkipReason::TruncatedTar,
-                        detail: e.to_string(),
-                    });
+                    self.skip(key, SkipReason::TruncatedTar, e.to_string());
                 }
                 Some(Ok((path, data))) => {
                     if path.rsplit('/').next().is_some_and(|b| b.starts_with("__")) {

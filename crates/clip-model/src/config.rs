@@ -375,6 +375,38 @@ impl ClipConfig {
     }
 }
 
+/// CLIPVisionCfg fields that only ViT / ModifiedResNet towers read: a timm tower ignores them.
+const VIT_ONLY_KEYS: &[&str] = &[
+    "layers",
+    "width",
+    "head_width",
+    "mlp_ratio",
+    "patch_size",
+    "ls_init_value",
+    "attentional_pool",
+    "attn_pooler_queries",
+    "attn_pooler_heads",
+    "no_ln_pre",
+    "pos_embed_type",
+    "final_ln_after_pool",
+    "pool_type",
+    "output_tokens",
+    "act_kwargs",
+    "norm_kwargs",
+    "block_type",
+];
+
+/// OpenCLIP's custom attention-block options: a timm tower ignores them; the text tower built
+/// here has none of them.
+const CUSTOM_ATTENTION_KEYS: &[&str] = &[
+    "qk_norm",
+    "scaled_cosine_attn",
+    "scale_heads",
+    "scale_attn_inner",
+    "scale_attn",
+    "scale_fc",
+];
+
 fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
     let mut s = Section::new(src, "vision_cfg", v)?;
     let name: Option<String> = s.opt("timm_model_name")?;
@@ -391,6 +423,49 @@ fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
              weights are not downloaded; start from an OpenCLIP checkpoint instead"
         );
     }
+    let (timm_pool, timm_proj) = parse_timm_head(src, &mut s)?;
+    let timm_proj_bias: bool = s.get("timm_proj_bias", false)?;
+    let timm_drop: f64 = s.get("timm_drop", 0.0)?;
+    if !(0.0..1.0).contains(&timm_drop) {
+        bail!("config {src}: `vision_cfg.timm_drop` must be in [0, 1), found {timm_drop}");
+    }
+    let timm_drop_path: Option<f64> = s.opt("timm_drop_path")?;
+    if let Some(dp) = timm_drop_path {
+        if !(0.0..1.0).contains(&dp) {
+            bail!("config {src}: `vision_cfg.timm_drop_path` must be in [0, 1), found {dp}");
+        }
+    }
+    let image_size = parse_image_size(src, s.raw("image_size"))?;
+    s.unsupported_unless(
+        "patch_dropout",
+        is_zero,
+        "timm ConvNeXt has no patch dropout",
+    )?;
+    s.ignore(VIT_ONLY_KEYS);
+    s.ignore(CUSTOM_ATTENTION_KEYS);
+    s.finish()?;
+    let mut trunk = ConvNextConfig::preset(&timm_model_name).ok_or_else(|| {
+        anyhow!(
+            "config {src}: `vision_cfg.timm_model_name` = {timm_model_name:?} is not supported (supported timm models: {})",
+            ConvNextConfig::preset_names().join(", ")
+        )
+    })?;
+    trunk.drop_path_rate = timm_drop_path.unwrap_or(0.0);
+    Ok(VisionConfig {
+        timm_model_name,
+        timm_model_pretrained,
+        timm_pool,
+        timm_proj,
+        timm_proj_bias,
+        timm_drop,
+        timm_drop_path,
+        image_size,
+        trunk,
+    })
+}
+
+/// `timm_pool` and `timm_proj`: the pooling and the head over the trunk.
+fn parse_timm_head(src: &str, s: &mut Section) -> Result<(TimmPool, TimmProj)> {
     let pool: String = s.get("timm_pool", "avg".to_string())?;
     let timm_pool = match pool.as_str() {
         "" | "avg" => TimmPool::Avg,
@@ -424,18 +499,12 @@ fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
             proj.unwrap_or_default()
         );
     }
-    let timm_proj_bias: bool = s.get("timm_proj_bias", false)?;
-    let timm_drop: f64 = s.get("timm_drop", 0.0)?;
-    if !(0.0..1.0).contains(&timm_drop) {
-        bail!("config {src}: `vision_cfg.timm_drop` must be in [0, 1), found {timm_drop}");
-    }
-    let timm_drop_path: Option<f64> = s.opt("timm_drop_path")?;
-    if let Some(dp) = timm_drop_path {
-        if !(0.0..1.0).contains(&dp) {
-            bail!("config {src}: `vision_cfg.timm_drop_path` must be in [0, 1), found {dp}");
-        }
-    }
-    let image_size = match s.raw("image_size") {
+    Ok((timm_pool, timm_proj))
+}
+
+/// `image_size`: an integer or `[h, w]`, positive; absent: 224.
+fn parse_image_size(src: &str, raw: Option<&Value>) -> Result<(i64, i64)> {
+    let image_size = match raw {
         None | Some(Value::Null) => (224, 224),
         Some(v) => {
             if let Some(n) = v.as_i64() {
@@ -456,56 +525,7 @@ fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
     if image_size.0 <= 0 || image_size.1 <= 0 {
         bail!("config {src}: `vision_cfg.image_size` must be positive, found {image_size:?}");
     }
-    s.unsupported_unless(
-        "patch_dropout",
-        is_zero,
-        "timm ConvNeXt has no patch dropout",
-    )?;
-    // CLIPVisionCfg fields that only ViT / ModifiedResNet towers read: a timm tower ignores them.
-    s.ignore(&[
-        "layers",
-        "width",
-        "head_width",
-        "mlp_ratio",
-        "patch_size",
-        "ls_init_value",
-        "attentional_pool",
-        "attn_pooler_queries",
-        "attn_pooler_heads",
-        "no_ln_pre",
-        "pos_embed_type",
-        "final_ln_after_pool",
-        "pool_type",
-        "output_tokens",
-        "act_kwargs",
-        "norm_kwargs",
-        "block_type",
-        "qk_norm",
-        "scaled_cosine_attn",
-        "scale_heads",
-        "scale_attn_inner",
-        "scale_attn",
-        "scale_fc",
-    ]);
-    s.finish()?;
-    let mut trunk = ConvNextConfig::preset(&timm_model_name).ok_or_else(|| {
-        anyhow!(
-            "config {src}: `vision_cfg.timm_model_name` = {timm_model_name:?} is not supported (supported timm models: {})",
-            ConvNextConfig::preset_names().join(", ")
-        )
-    })?;
-    trunk.drop_path_rate = timm_drop_path.unwrap_or(0.0);
-    Ok(VisionConfig {
-        timm_model_name,
-        timm_model_pretrained,
-        timm_pool,
-        timm_proj,
-        timm_proj_bias,
-        timm_drop,
-        timm_drop_path,
-        image_size,
-        trunk,
-    })
+    Ok(image_size)
 }
 
 fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
@@ -534,6 +554,52 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
         "none" => false,
         other => bail!("config {src}: `text_cfg.proj_type` = {other:?} is not supported (supported: linear, none)"),
     };
+    refuse_unbuilt_text_options(&mut s)?;
+    // Tokenizer settings and HF-only fields: not part of the model built here.
+    s.ignore(&[
+        "hf_tokenizer_name",
+        "tokenizer_mode",
+        "tokenizer_kwargs",
+        "pad_id",
+        "hf_model_pretrained",
+        "hf_proj_type",
+        "hf_pooler_type",
+    ]);
+    s.finish()?;
+    for (k, val) in [
+        ("context_length", context_length),
+        ("vocab_size", vocab_size),
+        ("width", width),
+        ("heads", heads),
+        ("layers", layers),
+    ] {
+        if val <= 0 {
+            bail!("config {src}: `text_cfg.{k}` must be positive, found {val}");
+        }
+    }
+    if width % heads != 0 {
+        bail!("config {src}: `text_cfg.width` ({width}) must be a multiple of `text_cfg.heads` ({heads})");
+    }
+    if mlp_ratio.is_nan() || mlp_ratio <= 0.0 {
+        bail!("config {src}: `text_cfg.mlp_ratio` must be positive, found {mlp_ratio}");
+    }
+    Ok(TextConfig {
+        context_length,
+        vocab_size,
+        width,
+        heads,
+        layers,
+        mlp_ratio,
+        pool_type,
+        eos_id,
+        no_causal_mask,
+        projection,
+    })
+}
+
+/// The `text_cfg` options OpenCLIP has whose non-default values build a tower this crate does
+/// not: refused, naming the option.
+fn refuse_unbuilt_text_options(s: &mut Section) -> Result<()> {
     s.unsupported_unless(
         "proj_bias",
         is_false,
@@ -575,58 +641,12 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
         |v| v == "default",
         "only the default residual attention block is built",
     )?;
-    for key in [
-        "qk_norm",
-        "scaled_cosine_attn",
-        "scale_heads",
-        "scale_attn_inner",
-        "scale_attn",
-        "scale_fc",
-    ] {
+    for &key in CUSTOM_ATTENTION_KEYS {
         s.unsupported_unless(
             key,
             is_false,
             "custom attention blocks are not built by clip-model",
         )?;
     }
-    // Tokenizer settings and HF-only fields: not part of the model built here.
-    s.ignore(&[
-        "hf_tokenizer_name",
-        "tokenizer_mode",
-        "tokenizer_kwargs",
-        "pad_id",
-        "hf_model_pretrained",
-        "hf_proj_type",
-        "hf_pooler_type",
-    ]);
-    s.finish()?;
-    for (k, val) in [
-        ("context_length", context_length),
-        ("vocab_size", vocab_size),
-        ("width", width),
-        ("heads", heads),
-        ("layers", layers),
-    ] {
-        if val <= 0 {
-            bail!("config {src}: `text_cfg.{k}` must be positive, found {val}");
-        }
-    }
-    if width % heads != 0 {
-        bail!("config {src}: `text_cfg.width` ({width}) must be a multiple of `text_cfg.heads` ({heads})");
-    }
-    if mlp_ratio.is_nan() || mlp_ratio <= 0.0 {
-        bail!("config {src}: `text_cfg.mlp_ratio` must be positive, found {mlp_ratio}");
-    }
-    Ok(TextConfig {
-        context_length,
-        vocab_size,
-        width,
-        heads,
-        layers,
-        mlp_ratio,
-        pool_type,
-        eos_id,
-        no_causal_mask,
-        projection,
-    })
+    Ok(())
 }

@@ -3,9 +3,9 @@
 //!
 //! Reads: OpenCLIP training checkpoints (`epoch_N.pt`: a torch.save'd dict whose `state_dict`
 //! has `module.` prefixes under DDP), plain torch.save'd state dicts (`.pt` / `.bin`), and
-//! `.safetensors` (including clip-train's own checkpoints, whose optimizer tensors sit under
-//! the `optimizer.` prefix and are skipped here). Writes: safetensors that
-//! `open_clip.create_model(name, pretrained=FILE)` loads strictly.
+//! `.safetensors`. A file that holds more than the model's tensors (a training checkpoint with
+//! its optimizer state) is narrowed by the caller that knows its layout. Writes: safetensors
+//! that `open_clip.create_model(name, pretrained=FILE)` loads strictly.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -14,9 +14,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use tch::{nn::VarStore, Tensor};
-
-/// Keys under this prefix in a clip-train checkpoint hold optimizer state, not weights.
-pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
 /// The on-disk formats this module reads, told apart by their first bytes, not their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +49,7 @@ pub fn detect_format(path: &Path) -> Result<Format> {
     )
 }
 
-/// The model weights a checkpoint holds, keyed as OpenCLIP's state dict (`module.` stripped).
+/// The tensors a checkpoint holds, keyed as OpenCLIP's state dict (`module.` stripped).
 pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
     let tensors = match detect_format(path)? {
         Format::TorchZip => {
@@ -69,7 +66,6 @@ pub fn read_state_dict(path: &Path) -> Result<Vec<(String, Tensor)>> {
         .is_some_and(|(k, _)| k.starts_with("module."));
     let out: Vec<(String, Tensor)> = tensors
         .into_iter()
-        .filter(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX))
         .map(|(k, t)| {
             let k = if ddp {
                 k.strip_prefix("module.").map(str::to_owned).unwrap_or(k)

@@ -15,12 +15,29 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
-use clip_model::weights::{write_atomically, OPTIMIZER_PREFIX};
+use clip_model::weights::{self, write_atomically};
 use safetensors::tensor::{Dtype, View};
 use serde::{Deserialize, Serialize};
-use tch::{Device, Kind, Tensor};
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 pub const FORMAT: &str = "clip-train-checkpoint/1";
+/// Keys under this prefix hold optimizer state, not weights.
+pub const OPTIMIZER_PREFIX: &str = "optimizer.";
+
+/// The model weights in a file `--pretrained` and `clip-tool` read (any format
+/// `clip_model::weights` reads), keyed as OpenCLIP's state dict: a clip-train checkpoint's
+/// without its optimizer state.
+pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
+    let mut tensors = weights::read_state_dict(path)?;
+    tensors.retain(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX));
+    Ok(tensors)
+}
+
+/// Reads the weights at `path` (see [`read_weights`]) into `vs`, strictly, naming the file in
+/// any error.
+pub fn load_weights(vs: &VarStore, path: &Path) -> Result<()> {
+    weights::load_state_dict(vs, read_weights(path)?).with_context(|| format!("{}", path.display()))
+}
 
 /// The training state a checkpoint carries beside its tensors.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -21,7 +21,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
-use clip_data::loader::{EpochIter, Loader, LoaderConfig, Position};
+use clip_data::loader::{EpochIter, Loader, LoaderConfig, LoaderError, Position};
 use clip_data::processor::ClipProcessor;
 use clip_data::shards::ShardList;
 use clip_data::transform::{AugCfg, OPENAI_MEAN, OPENAI_STD};
@@ -354,7 +354,7 @@ impl TrainData {
             lc.no_progress_timeout = std::time::Duration::from_secs_f64(secs);
         }
         let loader = Loader::new(lc, Arc::new(processor)).map_err(|e| {
-            if p.train_num_samples.is_none() && e.to_string().contains("number of training samples") {
+            if matches!(e.downcast_ref(), Some(LoaderError::NumSamplesUnknown)) {
                 anyhow::anyhow!("--train-num-samples is required: no sizes.json beside the shards gives the dataset size")
             } else {
                 e

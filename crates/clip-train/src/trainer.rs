@@ -508,7 +508,7 @@ fn build_model(
 ) -> Result<Clip> {
     let model = Clip::new(&vs.root(), &plan.cfg)?;
     if let Some(path) = &plan.pretrained {
-        weights::load_weights(vs, path)?;
+        crate::checkpoint::load_weights(vs, path)?;
         log.info(&format!(
             "Loaded pretrained weights from {}",
             path.display()

@@ -56,13 +56,9 @@ impl ValData {
         lc.num_samples = p.val_num_samples.map(|n| n as u64);
         let (mean, std) = crate::data::normalization(p)?;
         let processor = ClipProcessor::eval(h as u32, mean, std, cfg.text.context_length as usize);
-        let loader = Loader::new(lc, Arc::new(processor)).map_err(|e| {
-            if e.to_string().contains("number of") {
-                anyhow::anyhow!("--val-num-samples is required: no sizes.json beside the val shards gives the set's size")
-            } else {
-                e.context("--val-data")
-            }
-        })?;
+        // An eval loader needs no count to start (`LoaderError::NumSamplesUnknown` is training's):
+        // a missing one is reported just below.
+        let loader = Loader::new(lc, Arc::new(processor)).context("--val-data")?;
         // The count as given (or from sizes.json): OpenCLIP's `samples_per_val`, not rounded to
         // whole batches as a training epoch's plan is.
         let num_samples = loader

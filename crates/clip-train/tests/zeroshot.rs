@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use clip_data::transform::{ImageTransform, OPENAI_MEAN, OPENAI_STD};
-use clip_model::{weights, Clip, ClipConfig};
+use clip_model::{Clip, ClipConfig};
 use clip_train::zeroshot::{self, EvalOptions, ImageFolder};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
@@ -101,7 +101,7 @@ fn zero_shot_imagenet_matches_openclip() {
     // The pieces: classifier and logits, from the same weights.
     let vs = VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny").unwrap()).unwrap();
-    weights::load_weights(&vs, &ckpt).unwrap();
+    clip_train::checkpoint::load_weights(&vs, &ckpt).unwrap();
     let opts = EvalOptions {
         device: Device::Cpu,
         autocast: None,

@@ -386,24 +386,22 @@ impl Unpickler<'_> {
                         _ => bail!("STACK_GLOBAL with non-string names"),
                     }
                 }
-                b'q' => {
-                    let i = self.u8()? as u32;
+                // BINPUT, LONG_BINPUT, MEMOIZE: the index in one byte, four, or the next free.
+                b'q' | b'r' | 0x94 => {
+                    let i = match op {
+                        b'q' => self.u8()? as u32,
+                        b'r' => self.u32()?,
+                        _ => self.memo.len() as u32,
+                    };
                     self.memo_put(i)?
                 }
-                b'r' => {
-                    let i = self.u32()?;
-                    self.memo_put(i)?
-                }
-                0x94 => {
-                    let i = self.memo.len() as u32;
-                    self.memo_put(i)?
-                }
-                b'h' => {
-                    let i = self.u8()? as u32;
-                    self.memo_get(i)?
-                }
-                b'j' => {
-                    let i = self.u32()?;
+                // BINGET, LONG_BINGET: the index in one byte or four.
+                b'h' | b'j' => {
+                    let i = if op == b'h' {
+                        self.u8()? as u32
+                    } else {
+                        self.u32()?
+                    };
                     self.memo_get(i)?
                 }
                 b'Q' => {
@@ -426,14 +424,13 @@ impl Unpickler<'_> {
                     let v = reduce(callable, args, load_storage)?;
                     self.stack.push(v)
                 }
-                0x81 => {
-                    let _args = self.pop()?;
-                    let class = self.pop()?;
-                    self.stack.push(Value::Object(format!("{class:?}")))
-                }
-                0x92 => {
-                    let _kwargs = self.pop()?;
-                    let _args = self.pop()?;
+                0x81 | 0x92 => {
+                    // NEWOBJ (class, args) / NEWOBJ_EX (class, args, kwargs): an opaque object
+                    // named by its class.
+                    if op == 0x92 {
+                        self.pop()?; // kwargs
+                    }
+                    self.pop()?; // args
                     let class = self.pop()?;
                     self.stack.push(Value::Object(format!("{class:?}")))
                 }

@@ -12,7 +12,50 @@
 
 use std::cell::RefCell;
 
-use super::{CropBox, Filter};
+use super::crop::CropBox;
+
+/// Resampling filter (Pillow's, antialiased when downscaling).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Filter {
+    /// Pillow BICUBIC (Keys a = -0.5, support 2).
+    Bicubic,
+    /// Pillow BILINEAR (triangle, support 1).
+    Bilinear,
+}
+
+impl Filter {
+    fn support(self) -> f64 {
+        match self {
+            Filter::Bicubic => 2.0,
+            Filter::Bilinear => 1.0,
+        }
+    }
+    fn eval(self, x: f64) -> f64 {
+        match self {
+            Filter::Bicubic => bicubic(x),
+            Filter::Bilinear => {
+                let x = x.abs();
+                if x < 1.0 {
+                    1.0 - x
+                } else {
+                    0.0
+                }
+            }
+        }
+    }
+}
+
+fn bicubic(x: f64) -> f64 {
+    const A: f64 = -0.5;
+    let x = x.abs();
+    if x < 1.0 {
+        ((A + 2.0) * x - (A + 3.0)) * x * x + 1.0
+    } else if x < 2.0 {
+        (((x - 5.0) * x + 8.0) * x - 4.0) * A
+    } else {
+        0.0
+    }
+}
 
 pub(super) const BITS: u32 = 14;
 const HALF: i32 = 1 << (BITS - 1);

@@ -24,7 +24,7 @@ pub fn run(args: Args) -> Result<()> {
             args.output.display()
         );
     }
-    let tensors = weights::read_state_dict(&args.input)?;
+    let tensors = crate::checkpoint::read_weights(&args.input)?;
     if let Some(model) = &args.model {
         let (vs, _) = crate::tool::build_model(model, tch::Device::Cpu)?;
         let copy = tensors

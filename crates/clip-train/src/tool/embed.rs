@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<()> {
     tch::manual_seed(args.seed);
     let (vs, model) = super::build_model(&args.model, device)?;
     if let Some(p) = &args.pretrained {
-        weights::load_weights(&vs, p)?;
+        crate::checkpoint::load_weights(&vs, p)?;
     }
     let cfg = model.config();
     let mut out: Vec<(String, Tensor)> = vec![];
