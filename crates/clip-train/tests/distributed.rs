@@ -399,3 +399,49 @@ fn ranks_end_the_epoch_together_when_one_runs_out_of_shards() {
     assert!(logs.join("r/checkpoints/epoch_2.safetensors").exists());
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// A rank that dies just before the final barrier (a test hook aborts it there): the job is over
+/// for the other rank too, and it says so with status 70 naming the dead rank — whichever of the
+/// barrier and the watchdog notices first — not 1 or 0.
+#[test]
+fn a_rank_dying_at_the_final_barrier_ends_the_other_with_70() {
+    let logs = tempdir("ddp-final-barrier");
+    for victim in [1usize, 0] {
+        let name = format!("f{victim}");
+        let port = free_port().to_string();
+        let children: Vec<Child> = (0..2)
+            .map(|rank| {
+                let mut cmd = Command::new(BIN);
+                cmd.args(args(&logs, &name, "clip_tiny_test", 4, &[]))
+                    .env("RANK", rank.to_string())
+                    .env("LOCAL_RANK", rank.to_string())
+                    .env("WORLD_SIZE", "2")
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", &port)
+                    .env("CLIP_DIST_TIMEOUT", "30")
+                    .env("OMP_NUM_THREADS", "1")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                if rank == victim {
+                    cmd.env("CLIP_TRAIN_TEST_DIE_BEFORE_FINAL_BARRIER", "1");
+                }
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let outs = wait_all(children);
+        let (dead, survivor) = (&outs[victim], &outs[1 - victim]);
+        let err = String::from_utf8_lossy(&survivor.stderr);
+        // The victim trained to the end: the hook fired where it should, not earlier.
+        assert!(
+            logs.join(&name)
+                .join("checkpoints/epoch_1.safetensors")
+                .is_file(),
+            "{}",
+            String::from_utf8_lossy(&dead.stderr)
+        );
+        assert!(!dead.status.success());
+        assert_eq!(survivor.status.code(), Some(70), "victim {victim}: {err}");
+        assert!(err.contains(&format!("rank {victim}")), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
