@@ -42,5 +42,8 @@ fn load_pickle_reports_a_missing_file() {
     let err = load_pickle(std::path::Path::new("/nonexistent/x.pt"))
         .err()
         .unwrap();
-    assert!(!err.to_string().is_empty());
+    // The path in the message, the operating system's reason under it.
+    assert_eq!(err.to_string(), "cannot open /nonexistent/x.pt");
+    let io = err.root_cause().downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound, "{err:#}");
 }
