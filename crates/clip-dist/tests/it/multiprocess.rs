@@ -2,7 +2,7 @@
 //! against a reference computed here from the same seeded inputs (bitwise, on every rank), the
 //! rendezvous timeout, and dead, killed and hung ranks ending the job with a message naming them.
 
-#[path = "../src/bin/dist-selftest/cases.rs"]
+#[path = "../../src/bin/dist-selftest/cases.rs"]
 mod cases;
 
 use std::collections::HashMap;
