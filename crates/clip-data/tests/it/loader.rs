@@ -1,10 +1,9 @@
 //! Loader on real tar files: corrupt inputs, no-progress errors, determinism, resume.
-mod common;
 
+use crate::common::*;
 use clip_data::loader::{epoch_plan, Batch, Loader, LoaderConfig, Position};
 use clip_data::samples::{Item, ShardSamples, SkipReason};
 use clip_data::shards::ShardList;
-use common::*;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 

@@ -1,11 +1,10 @@
 //! The loader with the real processor (decode + timm transform + CLIP tokenizer).
-mod common;
 
+use crate::common::*;
 use clip_data::loader::{Batch, Loader, LoaderConfig};
 use clip_data::processor::{ClipProcessor, OPENAI_MEAN, OPENAI_STD};
 use clip_data::shards::ShardList;
 use clip_data::transform::AugCfg;
-use common::*;
 use std::sync::Arc;
 
 #[test]

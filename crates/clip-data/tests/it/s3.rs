@@ -3,12 +3,11 @@
 //!
 //! The S3 client is process-global (it reads the environment once), so every scenario runs in
 //! this one test against one server.
-mod common;
 
+use crate::common::*;
 use clip_data::loader::{Batch, Loader, LoaderConfig};
 use clip_data::samples::{Item, ShardSamples, SkipReason};
 use clip_data::shards::ShardList;
-use common::*;
 use std::sync::Arc;
 use std::time::Duration;
 

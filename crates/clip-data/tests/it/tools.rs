@@ -1,10 +1,9 @@
 //! make-shards and inspect (the library side of the clip-tool subcommands).
-mod common;
 
+use crate::common::*;
 use clip_data::inspect::inspect;
 use clip_data::make_shards::{make_shards, MakeShardsCfg};
 use clip_data::samples::SkipReason;
-use common::*;
 
 fn cfg(input: std::path::PathBuf, output: std::path::PathBuf) -> MakeShardsCfg {
     MakeShardsCfg {
