@@ -4,11 +4,14 @@
 //! the Rust model, runs the same forward and loss backward, and compares.
 //!
 //! - tiny config (`clip_tiny_test`, batch 4): tests/golden/model/clip_tiny_test.safetensors, committed.
-//! - `convnext_large_d_320` (batch 2, 320 px, ~2.8 GB): set CLIP_LARGE_GOLDEN=/path/to/file, made by
-//!   `scripts/make-model-goldens.py DIR --only-large` (about 45 s and 5 GB of RAM on 2 cores).
+//! - `convnext_large_d_320` (batch 2, 320 px, ~2.8 GB): `scripts/make-model-goldens.py DIR
+//!   --only-large`, cached under `.deps/golden/` (see `golden`).
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
+
+use crate::golden::{golden, run_python, script_inputs};
 
 use clip_model::{l2_normalize, Clip, ClipConfig};
 use tch::{nn, Device, Kind, Tensor};
@@ -187,19 +190,22 @@ fn tiny_config_matches_openclip() {
     );
 }
 
+/// `convnext_large_d_320`'s golden (~2.8 GB) is made once by make-model-goldens.py (about 45 s
+/// and 5 GB of RAM on 2 cores) and cached like the others.
 #[test]
 fn convnext_large_d_320_matches_openclip() {
-    let Ok(path) = std::env::var("CLIP_LARGE_GOLDEN") else {
-        // scripts/test.sh (CI) always generates it: there, a missing golden is a failure.
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "CLIP_LARGE_GOLDEN must be set under CI"
-        );
-        eprintln!(
-            "SKIPPED convnext_large_d_320 parity: set CLIP_LARGE_GOLDEN to the file written by \
-             `scripts/make-model-goldens.py DIR --only-large` (DIR/convnext_large_d_320.safetensors)"
-        );
+    let inputs = script_inputs("make-model-goldens.py");
+    let Some(dir) = golden("convnext_large_d_320", &inputs, &["--only-large"], |out| {
+        run_python([
+            inputs[0].as_os_str(),
+            out.as_os_str(),
+            OsStr::new("--only-large"),
+        ]);
+    }) else {
         return;
     };
-    run_parity("convnext_large_d_320", Path::new(&path));
+    run_parity(
+        "convnext_large_d_320",
+        &dir.join("convnext_large_d_320.safetensors"),
+    );
 }

@@ -1,28 +1,11 @@
 //! Weights in and out against files written by real torch.save (the project venv's torch).
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::ffi::OsStr;
+use std::path::PathBuf;
+
+use crate::golden::{golden, run_python};
 
 use clip_model::weights::{load_weights, named_variables, read_state_dict, save_safetensors};
 use tch::{nn::VarStore, Device, Kind, Tensor};
-
-fn python() -> PathBuf {
-    std::env::var_os("CLIP_PYTHON")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/python"))
-}
-
-fn run_python(code: &str) {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(code)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
 
 /// A store with OpenCLIP-like names: a 2-D weight, a bias, a scalar.
 fn small_store() -> VarStore {
@@ -52,22 +35,23 @@ torch.save({"epoch": 7, "name": "run", "state_dict": sd, "optimizer": opt.state_
 torch.save(collections.OrderedDict((k[len("module."):], v) for k, v in sd.items()), sys.argv[2])
 "#;
 
-/// An OpenCLIP-style `epoch_7.pt` (DDP keys, AdamW state) at `epoch` and the same weights as a
-/// plain state dict at `plain`, both written by real torch.save.
-fn make_checkpoints(epoch: &Path, plain: &Path) {
-    let code = format!(
-        "import sys; sys.argv = ['x', '{}', '{}']\n{MAKE_EPOCH_PT}",
-        epoch.display(),
-        plain.display()
-    );
-    run_python(&code);
+/// An OpenCLIP-style `epoch_7.pt` (DDP keys, AdamW state) and the same weights as a plain state
+/// dict `model.bin`, both written by real torch.save (cached, see `golden`); `None` after a loud
+/// skip where there are neither the cache nor Python.
+fn checkpoints() -> Option<(PathBuf, PathBuf)> {
+    let dir = golden("torch-save", &[], &[MAKE_EPOCH_PT], |out| {
+        let (epoch, plain) = (out.join("epoch_7.pt"), out.join("model.bin"));
+        let code = OsStr::new(MAKE_EPOCH_PT);
+        run_python([OsStr::new("-c"), code, epoch.as_os_str(), plain.as_os_str()]);
+    })?;
+    Some((dir.join("epoch_7.pt"), dir.join("model.bin")))
 }
 
 #[test]
 fn reads_openclip_epoch_checkpoints_and_plain_state_dicts() {
-    let dir = tempdir();
-    let (epoch, plain) = (dir.join("epoch_7.pt"), dir.join("model.bin"));
-    make_checkpoints(&epoch, &plain);
+    let Some((epoch, plain)) = checkpoints() else {
+        return;
+    };
     let a = read_state_dict(&epoch).unwrap();
     let b = read_state_dict(&plain).unwrap();
     let names = |v: &[(String, Tensor)]| {
@@ -176,10 +160,12 @@ fn truncated_and_foreign_files_are_clear_errors() {
 
 #[test]
 fn truncated_torch_zip_is_a_clear_error() {
+    let Some((full, _)) = checkpoints() else {
+        return;
+    };
     let dir = tempdir();
-    let (epoch, plain) = (dir.join("epoch_1.pt"), dir.join("p.bin"));
-    make_checkpoints(&epoch, &plain);
-    let bytes = std::fs::read(&epoch).unwrap();
+    let epoch = dir.join("epoch_1.pt");
+    let bytes = std::fs::read(&full).unwrap();
     std::fs::write(&epoch, &bytes[..bytes.len() - 300]).unwrap();
     let err = format!("{:#}", read_state_dict(&epoch).unwrap_err());
     assert!(
