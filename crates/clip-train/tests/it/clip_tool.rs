@@ -1,6 +1,8 @@
 //! clip-tool end to end: embed, tokenize and convert against OpenCLIP itself, and bad input.
-mod common;
-use common::{get, python, root, tempdir};
+use crate::common::{get, tempdir};
+use crate::golden::{golden, openclip_tiny_inputs, root, run_python};
+use std::ffi::{OsStr, OsString};
+use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
 use tch::{Device, Kind, Tensor};
@@ -13,20 +15,27 @@ sys.path.insert(0, ROOT + "/scripts")
 import openclip_tiny
 "#;
 
-fn run_python(code: &str, args: &[&str]) -> String {
-    let out = Command::new(python())
-        .arg("-c")
-        .arg(format!("{PY_PRELUDE}\n{code}"))
-        .arg(root())
-        .args(args)
-        .output()
-        .expect("run python");
-    assert!(
-        out.status.success(),
-        "python failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
+/// `PY_PRELUDE` + `code` run by OpenCLIP's Python with `args` (after the repository root); its
+/// stdout.
+fn openclip<S: AsRef<OsStr>>(code: &str, args: impl IntoIterator<Item = S>) -> String {
+    let code = format!("{PY_PRELUDE}\n{code}");
+    let mut all: Vec<OsString> = vec!["-c".into(), code.into(), root().into()];
+    all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
+    run_python(all)
+}
+
+/// The golden `name` that `code` makes (cached, see `golden`): keyed by `code`, `args` and the
+/// contents of `files` (what it reads) and of the tiny-model files the prelude imports.
+fn openclip_golden(
+    name: &str,
+    code: &str,
+    files: &[&Path],
+    args: &[&str],
+    make: impl FnOnce(&Path),
+) -> Option<PathBuf> {
+    let mut inputs = openclip_tiny_inputs();
+    inputs.extend(files.iter().map(|f| f.to_path_buf()));
+    golden(name, &inputs, &[&[code], args].concat(), make)
 }
 
 fn clip_tool(args: &[&str]) -> Output {
@@ -110,7 +119,6 @@ fn embed_from_files_and_strings_matches_openclip_pipeline() {
         ]);
     }
     buf.save(&img).unwrap();
-    let weights = dir.join("w.safetensors");
     let out = dir.join("out.safetensors");
     // The tiny test config with CLIP's full vocabulary, so real token ids fit.
     let config = dir.join("clip_tiny_vocab.json");
@@ -134,16 +142,13 @@ t = open_clip.get_tokenizer("clip_tiny_vocab")(["a photo of a cat", "Ünïcode &
 with torch.no_grad():
     save_file({"image_features": model.encode_image(x), "text_features": model.encode_text(t)}, sys.argv[4])
 "#;
-    let reference = dir.join("ref.safetensors");
-    run_python(
-        code,
-        &[
-            weights.to_str().unwrap(),
-            img.to_str().unwrap(),
-            reference.to_str().unwrap(),
-            config.to_str().unwrap(),
-        ],
-    );
+    let Some(gold) = openclip_golden("embed-files", code, &[&img, &config], &[], |out| {
+        let (weights, reference) = (out.join("w.safetensors"), out.join("ref.safetensors"));
+        openclip(code, [&weights, &img, &reference, &config]);
+    }) else {
+        return;
+    };
+    let (weights, reference) = (gold.join("w.safetensors"), gold.join("ref.safetensors"));
     ok(&[
         "embed",
         "--model",
@@ -177,35 +182,28 @@ fn tokenize_prints_openclips_ids() {
         "Hello,   WORLD!! &quot;quoted&quot; 123",
         "é à ü — ok",
     ];
+    let short = "one two three four five six";
+    // OpenCLIP's ids: all three texts at the default context length, then `short` at 5.
+    let code = "print(json.dumps(open_clip.tokenize(sys.argv[2:5]).tolist()))
+print(json.dumps(open_clip.tokenize(sys.argv[5:], context_length=5).tolist()))";
+    let args = [texts[0], texts[1], texts[2], short];
+    let Some(gold) = openclip_golden("tokenize", code, &[], &args, |out| {
+        std::fs::write(out.join("ids.jsonl"), openclip(code, args)).unwrap();
+    }) else {
+        return;
+    };
+    let theirs = std::fs::read_to_string(gold.join("ids.jsonl")).unwrap();
+    let json = |s: &str| serde_json::from_str::<serde_json::Value>(s).unwrap();
+    let mut theirs = theirs.lines().map(json);
     let ours = ok(&["tokenize", texts[0], texts[1], texts[2]]);
-    let theirs = run_python(
-        "print(json.dumps(open_clip.tokenize(sys.argv[2:]).tolist()))",
-        &texts,
-    );
-    let a: serde_json::Value = serde_json::from_str(&ours).unwrap();
-    let b: serde_json::Value = serde_json::from_str(&theirs).unwrap();
-    assert_eq!(a, b);
-    let short = ok(&[
-        "tokenize",
-        "--context-length",
-        "5",
-        "one two three four five six",
-    ]);
-    let b: serde_json::Value = serde_json::from_str(&run_python(
-        "print(json.dumps(open_clip.tokenize([sys.argv[2]], context_length=5).tolist()))",
-        &["one two three four five six"],
-    ))
-    .unwrap();
-    assert_eq!(
-        serde_json::from_str::<serde_json::Value>(&short).unwrap(),
-        b
-    );
+    assert_eq!(json(&ours), theirs.next().unwrap());
+    let ours = ok(&["tokenize", "--context-length", "5", short]);
+    assert_eq!(json(&ours), theirs.next().unwrap());
 }
 
 #[test]
 fn convert_openclip_epoch_checkpoint_loads_back_into_openclip_strictly() {
     let dir = tempdir("convert");
-    let epoch = dir.join("epoch_3.pt");
     let out = dir.join("tiny.safetensors");
     // An OpenCLIP training checkpoint as its trainer writes it: DDP `module.` keys, optimizer.
     let make = r#"
@@ -218,7 +216,12 @@ f_i, f_t, s = model(img, txt)
 sd = {"module." + k: v for k, v in model.state_dict().items()}
 torch.save({"epoch": 3, "name": "tiny", "state_dict": sd, "optimizer": opt.state_dict()}, sys.argv[2])
 "#;
-    run_python(make, &[epoch.to_str().unwrap()]);
+    let Some(made) = openclip_golden("convert-epoch", make, &[], &[], |out| {
+        openclip(make, [out.join("epoch_3.pt")]);
+    }) else {
+        return;
+    };
+    let epoch = made.join("epoch_3.pt");
     ok(&[
         "convert",
         epoch.to_str().unwrap(),
@@ -233,7 +236,13 @@ for k, v in model.state_dict().items():
     assert torch.equal(v, ref["module." + k]), k
 print(len(ref))
 "#;
-    let n = run_python(check, &[epoch.to_str().unwrap(), out.to_str().unwrap()]);
+    // OpenCLIP's verdict on these exact bytes (cached by their contents).
+    let Some(checked) = openclip_golden("convert-check", check, &[&epoch, &out], &[], |dir| {
+        std::fs::write(dir.join("n.txt"), openclip(check, [&epoch, &out])).unwrap();
+    }) else {
+        return;
+    };
+    let n = std::fs::read_to_string(checked.join("n.txt")).unwrap();
     let vs = tch::nn::VarStore::new(Device::Cpu);
     let cfg = clip_model::ClipConfig::load("clip_tiny_test").unwrap();
     let expected = clip_model::Clip::new(&vs.root(), &cfg)
@@ -263,7 +272,14 @@ fn large_model_weights_written_here_load_into_openclip_strictly() {
 model = open_clip.create_model("convnext_large_d_320", pretrained=sys.argv[2])  # strict load
 print(model.state_dict()["visual.trunk.stages.2.blocks.26.mlp.fc2.weight"].double().sum().item())
 "#;
-    let theirs: f64 = run_python(check, &[path.to_str().unwrap()])
+    // OpenCLIP's verdict on these exact bytes (cached by their contents).
+    let Some(checked) = openclip_golden("large-strict-load", check, &[&path], &[], |dir| {
+        std::fs::write(dir.join("sum.txt"), openclip(check, [&path])).unwrap();
+    }) else {
+        return;
+    };
+    let theirs: f64 = std::fs::read_to_string(checked.join("sum.txt"))
+        .unwrap()
         .trim()
         .parse()
         .unwrap();

@@ -2,10 +2,9 @@
 //! MASTER_ADDR / MASTER_PORT, as torchrun sets them): the same global batch split over 1, 2 or 4
 //! ranks trains the same model; a rank that dies or never arrives ends the job with its name; a
 //! preemption signal that reaches only one rank still makes every rank checkpoint the same step.
-mod common;
-use common::{
-    assert_bitwise_equal, free_port, logged_losses, no_drop_path_config, signal, tempdir, weights,
-    SIGKILL, SIGSTOP, SIGUSR1,
+use crate::common::{
+    assert_bitwise_equal, cli, free_port, logged_losses, make_shards, no_drop_path_config,
+    resume_latest, signal, tempdir, wait_for_log, weights, SIGKILL, SIGSTOP, SIGUSR1,
 };
 use std::path::Path;
 use std::process::{Child, Command, Output, Stdio};
@@ -54,36 +53,11 @@ fn run_world_ok(world: usize, args: &dyn Fn(usize) -> Vec<String>) {
 }
 
 fn args(logs: &Path, name: &str, model: &str, batch: usize, extra: &[&str]) -> Vec<String> {
+    let flags = "--dataset-type synthetic --train-num-samples 24 --epochs 1 --warmup 2 \
+                 --log-every-n-steps 1 --seed 3 --local-loss --gather-with-grad";
     let batch = batch.to_string();
-    common::run_args(
-        &[
-            "--dataset-type",
-            "synthetic",
-            "--train-num-samples",
-            "24",
-            "--batch-size",
-            &batch,
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--warmup",
-            "2",
-            "--log-every-n-steps",
-            "1",
-            "--seed",
-            "3",
-            "--local-loss",
-            "--gather-with-grad",
-            "--model",
-            model,
-        ],
-        name,
-        logs,
-        extra,
-    )
+    let more = [&["--batch-size", &batch, "--model", model], extra].concat();
+    cli(flags, name, logs, &more)
 }
 
 /// Per tensor: max |a − b| / max |a| over the model weights.
@@ -135,8 +109,13 @@ fn world_sizes_1_2_4_train_the_same_model() {
     let model = no_drop_path_config(&logs);
     let opt = ["--eps", "1", "--lr", "1", "--grad-clip-norm", "0.05"];
     let init = {
-        let mut a = args(&logs, "init", &model, 8, &opt);
-        a.extend(["--lr".into(), "0".into()]);
+        let a = args(
+            &logs,
+            "init",
+            &model,
+            8,
+            &[&opt[..], &["--lr", "0"]].concat(),
+        );
         run_world_ok(1, &|_| a.clone());
         logs.join("init/checkpoints/epoch_1.safetensors")
     };
@@ -224,20 +203,6 @@ fn only_rank_0_writes_and_every_rank_starts_from_the_same_weights() {
         .collect();
     assert_eq!(ckpts.len(), 4, "step_1..3 and epoch_1");
     let _ = std::fs::remove_dir_all(&logs);
-}
-
-fn wait_for_log(run_dir: &Path, needle: &str) {
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(run_dir.join("out.log"))
-        .unwrap_or_default()
-        .contains(needle)
-    {
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "no {needle:?} in the log"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// SIGKILL one rank mid-run, or stop it: the other exits (status 70) within the timeout, naming
@@ -350,11 +315,7 @@ fn preemption_of_one_rank_stops_all_at_the_same_step_and_resumes_exactly() {
         .map(|e| e.unwrap().path())
         .collect();
     assert_eq!(ckpts.len(), 1, "{ckpts:?}");
-    run_world_ok(2, &|_| {
-        let mut v = a("pre");
-        v.extend(["--resume".into(), "latest".into()]);
-        v
-    });
+    run_world_ok(2, &|_| resume_latest(&a("pre")));
     assert_bitwise_equal(
         &logs.join("pre/checkpoints/epoch_1.safetensors"),
         &logs.join("ref/checkpoints/epoch_1.safetensors"),
@@ -369,24 +330,13 @@ fn preemption_of_one_rank_stops_all_at_the_same_step_and_resumes_exactly() {
 fn ranks_end_the_epoch_together_when_one_runs_out_of_shards() {
     let logs = tempdir("ddp-ranout");
     let shards = logs.join("shards");
-    common::make_shards(&logs, &shards, 24, 8, 0);
+    make_shards(&logs, &shards, 24, 8, 0);
     let data = format!("{}/{{00000..00002}}.tar", shards.display());
     let a = |_| {
-        let mut v = args(
-            &logs,
-            "r",
-            "clip_tiny",
-            4,
-            &["--workers", "1", "--epochs", "2"],
-        );
-        v.retain(|f| f != "--dataset-type" && f != "synthetic");
-        v.extend([
-            "--train-data".into(),
-            data.clone(),
-            "--train-num-samples".into(),
-            "64".into(),
-        ]);
-        v
+        let data = ["--dataset-type", "auto", "--train-data", &data];
+        let more = "--train-num-samples 64 --workers 1 --epochs 2";
+        let extra = [&data[..], &more.split_whitespace().collect::<Vec<_>>()].concat();
+        args(&logs, "r", "clip_tiny", 4, &extra)
     };
     run_world_ok(2, &a);
     let log = std::fs::read_to_string(logs.join("r/out.log")).unwrap();

@@ -1,35 +1,89 @@
 //! clip-train's command line against OpenCLIP's own argparse, and bad flags.
-mod common;
-use common::python;
-use std::path::Path;
+use crate::common::tempdir;
+use crate::golden::{golden, run_python, script_inputs};
+use serde_json::Value;
+use std::ffi::OsStr;
 use std::process::Command;
 
+/// Equal as Python's `==` sees the parsed JSON: numbers by value (`1 == 1.0`), containers
+/// element by element.
+fn same(a: Option<&Value>, b: Option<&Value>) -> bool {
+    match (a, b) {
+        (Some(Value::Number(x)), Some(Value::Number(y))) => x.as_f64() == y.as_f64(),
+        (Some(Value::Array(x)), Some(Value::Array(y))) => {
+            x.len() == y.len() && x.iter().zip(y).all(|(x, y)| same(Some(x), Some(y)))
+        }
+        (Some(Value::Object(x)), Some(Value::Object(y))) => {
+            x.len() == y.len() && x.iter().all(|(k, v)| same(Some(v), y.get(k)))
+        }
+        (a, b) => a == b,
+    }
+}
+
+/// OpenCLIP's parse of every case in scripts/compare-flags.py (cached), against
+/// `clip-train CASE --print-params`: every value OpenCLIP has, equal (flags only clip-train has
+/// aside).
 #[test]
 fn parses_every_case_as_openclip_does() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/compare-flags.py");
-    let out = Command::new(python())
-        .arg(script)
-        .arg(env!("CARGO_BIN_EXE_clip-train"))
-        .output()
-        .expect("run compare-flags.py");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(stdout.contains(" passed, 0 failed"), "{stdout}");
+    let inputs = script_inputs("compare-flags.py");
+    let Some(dir) = golden("flags", &inputs, &[], |out| {
+        let parsed = run_python([inputs[0].as_os_str(), OsStr::new("--openclip")]);
+        std::fs::write(out.join("openclip.json"), parsed).unwrap();
+    }) else {
+        return;
+    };
+    let gold: Value =
+        serde_json::from_slice(&std::fs::read(dir.join("openclip.json")).unwrap()).unwrap();
+    let ours_only: Vec<&str> = gold["ours_only"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    let cases = gold["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10, "{gold}");
+    let mut failures = Vec::new();
+    for case in cases {
+        let argv: Vec<&str> = case["argv"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
+            .args(&argv)
+            .arg("--print-params")
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "clip-train rejected {argv:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let (theirs, ours) = (
+            case["openclip"].as_object().unwrap(),
+            ours.as_object().unwrap(),
+        );
+        let keys = theirs
+            .keys()
+            .chain(ours.keys().filter(|k| !ours_only.contains(&k.as_str())));
+        for k in keys {
+            if !same(theirs.get(k), ours.get(k)) {
+                failures.push(format!(
+                    "{argv:?} {k}: openclip={:?} clip-train={:?}",
+                    theirs.get(k),
+                    ours.get(k)
+                ));
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
 }
 
 /// Runs clip-train in an empty folder; returns (status, stderr, files left there).
 fn run_in_empty_dir(args: &[&str]) -> (i32, String, usize) {
-    let dir = std::env::temp_dir().join(format!(
-        "clip-train-flags-{}-{}",
-        std::process::id(),
-        args.join("_").len()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
+    let dir = tempdir("flags");
     let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
         .args(args)
         .current_dir(&dir)

@@ -1,24 +1,18 @@
 //! The schedules against OpenCLIP's own `open_clip_train.scheduler`, step by step.
-mod common;
-use common::python;
-use std::path::Path;
-use std::process::Command;
+use crate::golden::{golden, run_python, script_inputs};
 
 use clip_train::scheduler::LrSchedule;
 
 #[test]
 fn every_step_matches_openclip() {
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../scripts/schedule-goldens.py");
-    let out = Command::new(python())
-        .arg(script)
-        .output()
-        .expect("run schedule-goldens.py");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cases: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let inputs = script_inputs("schedule-goldens.py");
+    let Some(dir) = golden("schedules", &inputs, &[], |out| {
+        std::fs::write(out.join("lrs.json"), run_python([&inputs[0]])).unwrap();
+    }) else {
+        return;
+    };
+    let lrs = std::fs::read(dir.join("lrs.json")).unwrap();
+    let cases: serde_json::Value = serde_json::from_slice(&lrs).unwrap();
     let mut checked = 0;
     for c in cases.as_array().unwrap() {
         let cooldown = c["cooldown"]

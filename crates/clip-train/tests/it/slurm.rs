@@ -3,11 +3,13 @@
 //! mid-run makes both ranks checkpoint the same step and exit with the requeue status; a second
 //! `srun … --resume latest` ends bitwise equal to an uninterrupted run. And the sbatch example
 //! runs to completion.
-mod common;
-use common::{assert_bitwise_equal, free_port, make_shards, tempdir};
+use crate::common::{
+    assert_bitwise_equal, cli, free_port, make_shards, resume_latest, tempdir, wait_for_log,
+    wait_until,
+};
+use crate::golden::root;
 use std::path::Path;
 use std::process::{Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
@@ -36,44 +38,11 @@ fn srun(job: &str, args: &[String]) -> Command {
 }
 
 fn args(shards: &Path, logs: &Path, name: &str) -> Vec<String> {
+    let flags = "--dataset-type webdataset --train-num-samples 64 --batch-size 4 --workers 1 \
+                 --epochs 4 --model clip_tiny --lr 1e-3 --warmup 4 --local-loss \
+                 --gather-with-grad --save-every-n-steps 5 --log-every-n-steps 1 --seed 7";
     let data = format!("{}/{{00000..00003}}.tar", shards.display());
-    common::run_args(
-        &[
-            "--train-data",
-            &data,
-            "--dataset-type",
-            "webdataset",
-            "--train-num-samples",
-            "64",
-            "--batch-size",
-            "4",
-            "--workers",
-            "1",
-            "--epochs",
-            "4",
-            "--model",
-            "clip_tiny",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--lr",
-            "1e-3",
-            "--warmup",
-            "4",
-            "--local-loss",
-            "--gather-with-grad",
-            "--save-every-n-steps",
-            "5",
-            "--log-every-n-steps",
-            "1",
-            "--seed",
-            "7",
-        ],
-        name,
-        logs,
-        &[],
-    )
+    cli(flags, name, logs, &["--train-data", &data])
 }
 
 fn check(out: &Output, code: i32) {
@@ -106,14 +75,7 @@ fn srun_two_ranks_preempted_by_scancel_then_resumed_is_bitwise_the_uninterrupted
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    let t0 = Instant::now();
-    while !std::fs::read_to_string(logs.join("pre/out.log"))
-        .unwrap_or_default()
-        .contains("Train Epoch: 1 [")
-    {
-        assert!(t0.elapsed() < Duration::from_secs(300), "no progress");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    wait_for_log(&logs.join("pre"), "Train Epoch: 1 [");
     let ids = Command::new("squeue")
         .args(["-h", "-n", &job, "-o", "%A"])
         .output()
@@ -150,8 +112,7 @@ fn srun_two_ranks_preempted_by_scancel_then_resumed_is_bitwise_the_uninterrupted
         .join("\n");
     assert_eq!(step_of(&log), step_of(&rank1));
 
-    let mut resume = args(&shards, &logs, "pre");
-    resume.extend(["--resume".into(), "latest".into()]);
+    let resume = resume_latest(&args(&shards, &logs, "pre"));
     check(&srun(&job, &resume).output().unwrap(), 0);
     assert_bitwise_equal(
         &logs.join("pre/checkpoints/epoch_4.safetensors"),
@@ -169,8 +130,8 @@ fn sbatch_local_example_completes() {
     let out = Command::new("sbatch")
         .args(["--parsable", "-o"])
         .arg(dir.join("job.out"))
-        .arg(common::root().join("slurm/local_cpu.sbatch"))
-        .current_dir(common::root())
+        .arg(root().join("slurm/local_cpu.sbatch"))
+        .current_dir(root())
         .env("CLIP_TRAIN", BIN)
         .env("LOGS", &dir)
         .env("NAME", "sb")
@@ -182,21 +143,13 @@ fn sbatch_local_example_completes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-    let t0 = Instant::now();
-    loop {
+    wait_until(&format!("job {id} to leave the queue"), || {
         let q = Command::new("squeue")
             .args(["-h", "-j", &id])
             .output()
             .unwrap();
-        if String::from_utf8_lossy(&q.stdout).trim().is_empty() {
-            break;
-        }
-        assert!(
-            t0.elapsed() < Duration::from_secs(300),
-            "job {id} still queued"
-        );
-        std::thread::sleep(Duration::from_millis(200));
-    }
+        String::from_utf8_lossy(&q.stdout).trim().is_empty()
+    });
     let job_out = std::fs::read_to_string(dir.join("job.out")).unwrap_or_default();
     assert!(
         dir.join("sb/checkpoints/epoch_1.safetensors").exists(),

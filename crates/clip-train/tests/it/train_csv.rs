@@ -1,8 +1,7 @@
 //! `--dataset-type csv` (and `auto` on a .csv/.tsv path): OpenCLIP's CsvDataset layout — a header,
 //! image paths and captions in the `--csv-img-key` / `--csv-caption-key` columns, quoted fields —
 //! trained end to end, independent of `--workers`, resumed bitwise, split across ranks.
-mod common;
-use common::{assert_bitwise_equal, ok, run, stopped_copy, tempdir};
+use crate::common::{assert_bitwise_equal, cli, free_port, ok, run, stopped_copy, tempdir};
 use std::path::Path;
 use std::process::{Command, Stdio};
 
@@ -39,36 +38,13 @@ fn table(dir: &Path, sep: char, img_key: &str, caption_key: &str) -> String {
 }
 
 fn args(logs: &Path, name: &str, data: &str, extra: &[&str]) -> Vec<String> {
-    common::run_args(
-        &[
-            "--train-data",
-            data,
-            "--batch-size",
-            "4",
-            "--epochs",
-            "2",
-            "--model",
-            "clip_tiny",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--lr",
-            "1e-3",
-            "--warmup",
-            "2",
-            "--workers",
-            "2",
-            "--save-every-n-steps",
-            "3",
-            "--log-every-n-steps",
-            "1",
-            "--seed",
-            "4",
-        ],
+    let flags = "--batch-size 4 --epochs 2 --model clip_tiny --lr 1e-3 --warmup 2 --workers 2 \
+                 --save-every-n-steps 3 --log-every-n-steps 1 --seed 4";
+    cli(
+        flags,
         name,
         logs,
-        extra,
+        &[&["--train-data", data], extra].concat(),
     )
 }
 
@@ -91,9 +67,7 @@ fn csv_trains_resumes_and_splits_across_ranks() {
     for stop in [6, 12] {
         let name = format!("stop{stop}");
         stopped_copy(&full, &dir.join(&name), stop);
-        let mut a = args(&dir, &name, &tsv, &[]);
-        a.extend(["--resume".into(), "latest".into()]);
-        ok(&a);
+        ok(&args(&dir, &name, &tsv, &["--resume", "latest"]));
         assert_bitwise_equal(
             &dir.join(&name).join("checkpoints/epoch_2.safetensors"),
             &last,
@@ -143,7 +117,7 @@ fn csv_trains_resumes_and_splits_across_ranks() {
     assert!(!dir.join("nocol").exists());
 
     // Two ranks: each reads its half of every epoch's permutation (20 rows, 5 batches of 4).
-    let port = common::free_port().to_string();
+    let port = free_port().to_string();
     let children: Vec<_> = (0..2)
         .map(|r| {
             Command::new(env!("CARGO_BIN_EXE_clip-train"))

@@ -1,42 +1,16 @@
 //! Trainer options end to end on the tiny model and synthetic data (CPU, fp32): --accum-freq,
 //! --lock-image / --lock-text, MFU in the log line, the progress bar on a terminal.
-mod common;
-use common::{
-    assert_bitwise_equal, logged_losses, no_drop_path_config, ok, stopped_copy, tempdir, weights,
+use crate::common::{
+    assert_bitwise_equal, cli, get, logged_losses, no_drop_path_config, ok, resume_latest,
+    stopped_copy, tempdir, weights,
 };
 use std::path::Path;
 use std::process::Command;
 
 fn args(logs: &Path, name: &str, model: &str, extra: &[&str]) -> Vec<String> {
-    common::run_args(
-        &[
-            "--dataset-type",
-            "synthetic",
-            "--train-num-samples",
-            "64",
-            "--batch-size",
-            "8",
-            "--epochs",
-            "1",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--lr",
-            "1e-3",
-            "--warmup",
-            "2",
-            "--log-every-n-steps",
-            "1",
-            "--seed",
-            "5",
-            "--model",
-            model,
-        ],
-        name,
-        logs,
-        extra,
-    )
+    let flags = "--dataset-type synthetic --train-num-samples 64 --batch-size 8 --epochs 1 \
+                 --lr 1e-3 --warmup 2 --log-every-n-steps 1 --seed 5";
+    cli(flags, name, logs, &[&["--model", model], extra].concat())
 }
 
 fn log_of(logs: &Path, name: &str) -> String {
@@ -47,20 +21,16 @@ fn log_of(logs: &Path, name: &str) -> String {
 fn accum_freq_trains_like_one_bigger_batch_and_resumes_exactly() {
     let logs = tempdir("accum");
     let model = no_drop_path_config(&logs);
+    let accum = [
+        "--batch-size",
+        "4",
+        "--accum-freq",
+        "2",
+        "--save-every-n-steps",
+        "3",
+    ];
     ok(&args(&logs, "big", &model, &[]));
-    ok(&args(
-        &logs,
-        "accum",
-        &model,
-        &[
-            "--batch-size",
-            "4",
-            "--accum-freq",
-            "2",
-            "--save-every-n-steps",
-            "3",
-        ],
-    ));
+    ok(&args(&logs, "accum", &model, &accum));
     let acc = log_of(&logs, "accum");
     // 64 samples = 8 steps of 8 either way; the log counts samples as OpenCLIP does.
     assert!(acc.contains("Train Epoch: 0 [64/64 (100%)]"), "{acc}");
@@ -79,20 +49,7 @@ fn accum_freq_trains_like_one_bigger_batch_and_resumes_exactly() {
     // Stopped after step 3 and resumed: bitwise the uninterrupted accumulating run.
     let full = logs.join("accum");
     stopped_copy(&full, &logs.join("accum3"), 3);
-    let mut resume = args(
-        &logs,
-        "accum3",
-        &model,
-        &[
-            "--batch-size",
-            "4",
-            "--accum-freq",
-            "2",
-            "--save-every-n-steps",
-            "3",
-        ],
-    );
-    resume.extend(["--resume".into(), "latest".into()]);
+    let resume = resume_latest(&args(&logs, "accum3", &model, &accum));
     ok(&resume);
     assert_bitwise_equal(
         &logs.join("accum3/checkpoints/epoch_1.safetensors"),
@@ -131,7 +88,7 @@ fn locked_towers_keep_their_weights() {
             );
             continue;
         }
-        let a = common::get(&init, k);
+        let a = get(&init, k);
         // Frozen: the image trunk and the text tower except its last group (text_projection).
         let should_freeze = k.starts_with("visual.trunk.")
             || k.starts_with("transformer.")
@@ -169,16 +126,30 @@ fn mfu_is_logged_where_the_peak_is_known() {
         .unwrap();
     assert!(out.status.success());
     let log = log_of(&logs, "peak");
-    let line = log.lines().find(|l| l.contains("Train Epoch")).unwrap();
-    let mfu: f64 = line
-        .split("MFU: ")
-        .nth(1)
-        .unwrap()
-        .trim_end_matches('%')
-        .parse()
-        .unwrap();
-    assert!(mfu > 0.0 && mfu.is_finite(), "{line}");
-    assert!(line.contains("Data wait: "), "{line}");
+    // MFU = samples/s × the model's training FLOPs per sample / the peak (0.001 TFLOP/s), as a
+    // percentage with one decimal; samples/s is logged with six significant digits.
+    let cfg = clip_model::ClipConfig::load("clip_tiny_test").unwrap();
+    let flops_per_sample = clip_model::flops::train_flops(&cfg, false);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("Train Epoch")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for line in lines {
+        // "… Batch (t): 0.123, 1234.56/s, 1234.56/s/gpu … MFU: 12.3%"
+        let after = |tag: &str| line.split(tag).nth(1).unwrap();
+        let samples_per_s: f64 = after("Batch (t): ")
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("/s")
+            .parse()
+            .unwrap();
+        let mfu: f64 = after("MFU: ").trim_end_matches('%').parse().unwrap();
+        let want = 100.0 * samples_per_s * flops_per_sample / 1e9;
+        assert!(
+            (mfu - want).abs() <= 0.05 + 1e-5 * want,
+            "MFU {mfu} vs {samples_per_s}/s × {flops_per_sample} FLOP / 1e9 FLOP/s = {want}: {line}"
+        );
+        assert!(line.contains("Data wait: "), "{line}");
+    }
     let _ = std::fs::remove_dir_all(&logs);
 }
 
@@ -249,7 +220,7 @@ fn bf16_weights_train_and_resume_exactly() {
         let full = logs.join(precision);
         let last = full.join("checkpoints/epoch_2.safetensors");
         let w = weights(&last);
-        let kind = |k: &str| common::get(&w, k).kind();
+        let kind = |k: &str| get(&w, k).kind();
         assert_eq!(kind("visual.trunk.stem.0.weight"), tch::Kind::BFloat16);
         assert_eq!(
             kind("optimizer.exp_avg.text_projection"),
@@ -263,8 +234,7 @@ fn bf16_weights_train_and_resume_exactly() {
         );
         let stopped = format!("{precision}-stop");
         stopped_copy(&full, &logs.join(&stopped), 9);
-        let mut resume = a(&stopped);
-        resume.extend(["--resume".into(), "latest".into()]);
+        let resume = resume_latest(&a(&stopped));
         ok(&resume);
         assert_bitwise_equal(
             &logs.join(&stopped).join("checkpoints/epoch_2.safetensors"),
@@ -288,7 +258,7 @@ fn amp_with_its_loss_scaler_resumes_exactly() {
                 "--precision",
                 "amp",
                 "--save-every-n-steps",
-                "3",
+                "1",
                 "--epochs",
                 "2",
             ],
@@ -297,18 +267,48 @@ fn amp_with_its_loss_scaler_resumes_exactly() {
     ok(&a("amp"));
     let full = logs.join("amp");
     let last = full.join("checkpoints/epoch_2.safetensors");
-    let state = clip_train::checkpoint::peek_state(&last).unwrap();
-    let scaler = state.scaler.expect("the scaler is checkpointed");
-    assert!(scaler.scale > 0.0 && scaler.scale <= 65536.0, "{scaler:?}");
+    // One checkpoint per step: a skipped step is one AdamW did not count. PyTorch's GradScaler
+    // (OpenCLIP's) starts at 2^16, halves at every skipped step and counts the clean steps since
+    // (it doubles only after 2000 of them). 2^16 overflows this model's fp16 backward, so the
+    // first steps are skipped until the scale fits; after that, none.
+    let mut states: Vec<_> = clip_train::checkpoint::candidates(&full.join("checkpoints"))
+        .iter()
+        .map(|p| clip_train::checkpoint::peek_state(p).unwrap())
+        .collect();
+    states.sort_by_key(|s| s.step);
+    states.dedup_by_key(|s| s.step);
+    let steps: Vec<i64> = states.iter().map(|s| s.step).collect();
+    assert_eq!(steps, (1..=16).collect::<Vec<_>>());
+    let (mut skipped, mut clean_since) = (0, 0);
+    let mut skips = Vec::new();
+    for s in &states {
+        let now = s.step - s.optimizer_step.unwrap_or(s.step);
+        if now > skipped {
+            skips.push(s.step);
+            clean_since = 0;
+        } else {
+            clean_since += 1;
+        }
+        skipped = now;
+        let scaler = s.scaler.expect("the scaler is checkpointed");
+        assert_eq!(
+            (scaler.scale, scaler.growth_tracker),
+            (65536.0 * 0.5f64.powi(skipped as i32), clean_since),
+            "step {}",
+            s.step
+        );
+    }
     assert!(
-        clip_train::checkpoint::peek_state(&full.join("checkpoints/step_9.safetensors"))
-            .unwrap()
-            .scaler
-            .is_some()
+        !skips.is_empty(),
+        "2^16 overflows: the first step is skipped"
+    );
+    assert_eq!(
+        skips,
+        (1..=skips.len() as i64).collect::<Vec<_>>(),
+        "only the first steps skip"
     );
     stopped_copy(&full, &logs.join("amp-stop"), 9);
-    let mut resume = a("amp-stop");
-    resume.extend(["--resume".into(), "latest".into()]);
+    let resume = resume_latest(&a("amp-stop"));
     ok(&resume);
     assert_bitwise_equal(
         &logs.join("amp-stop/checkpoints/epoch_2.safetensors"),

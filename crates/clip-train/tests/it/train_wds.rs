@@ -2,8 +2,10 @@
 //! exact resume of the data position from mid-epoch and epoch-boundary checkpoints (plain and
 //! resampled + upsampled sources), `--dataset-type auto`, data-flag errors up front, loader errors
 //! stopping the run.
-mod common;
-use common::{assert_bitwise_equal, make_shards, ok, run, stopped_copy, tempdir, weights};
+use crate::common::{
+    assert_bitwise_equal, cli, make_shards, ok, resume_latest, run, stopped_copy, tempdir, weights,
+    write_tar,
+};
 use std::path::Path;
 use std::process::Command;
 
@@ -11,65 +13,11 @@ use tch::Tensor;
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
-/// A tar of (name, bytes) members (ustar headers), for shards `make-shards` would not write.
-fn write_tar(path: &Path, members: &[(String, Vec<u8>)]) {
-    let mut out = Vec::new();
-    for (name, data) in members {
-        let mut h = [0u8; 512];
-        h[..name.len()].copy_from_slice(name.as_bytes());
-        h[100..107].copy_from_slice(b"0000644");
-        h[108..115].copy_from_slice(b"0000000");
-        h[116..123].copy_from_slice(b"0000000");
-        h[124..135].copy_from_slice(format!("{:011o}", data.len()).as_bytes());
-        h[136..147].copy_from_slice(b"00000000000");
-        h[156] = b'0';
-        h[257..263].copy_from_slice(b"ustar\0");
-        h[263..265].copy_from_slice(b"00");
-        h[148..156].copy_from_slice(b"        ");
-        let sum: u32 = h.iter().map(|&b| b as u32).sum();
-        h[148..155].copy_from_slice(format!("{sum:06o}\0").as_bytes());
-        out.extend_from_slice(&h);
-        out.extend_from_slice(data);
-        out.resize(out.len().div_ceil(512) * 512, 0);
-    }
-    out.resize(out.len() + 1024, 0);
-    std::fs::write(path, out).unwrap();
-}
-
 fn args(model: &str, data: &str, logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
-    common::run_args(
-        &[
-            "--train-data",
-            data,
-            "--batch-size",
-            "8",
-            "--epochs",
-            "2",
-            "--workers",
-            "2",
-            "--model",
-            model,
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--lr",
-            "1e-3",
-            "--warmup",
-            "3",
-            "--grad-clip-norm",
-            "1.0",
-            "--save-every-n-steps",
-            "3",
-            "--log-every-n-steps",
-            "4",
-            "--seed",
-            "5",
-        ],
-        name,
-        logs,
-        extra,
-    )
+    let flags = "--batch-size 8 --epochs 2 --workers 2 --lr 1e-3 --warmup 3 --grad-clip-norm 1.0 \
+                 --save-every-n-steps 3 --log-every-n-steps 4 --seed 5";
+    let more = [&["--train-data", data, "--model", model], extra].concat();
+    cli(flags, name, logs, &more)
 }
 
 /// Runs `full`, then for each stop step a copy of its checkpoints up to there resumed with
@@ -82,8 +30,7 @@ fn check_resume(base: impl Fn(&str) -> Vec<String>, logs: &Path, stops: &[i64], 
     for &step in stops {
         let name = format!("stop{step}");
         stopped_copy(&full, &logs.join(&name), step);
-        let mut a = base(&name);
-        a.extend(["--resume".into(), "latest".into()]);
+        let a = resume_latest(&base(&name));
         ok(&a);
         assert_bitwise_equal(&logs.join(&name).join("checkpoints").join(last), &last_ckpt);
         let log = std::fs::read_to_string(logs.join(&name).join("out.log")).unwrap();
@@ -127,21 +74,28 @@ fn webdataset_resume_mid_epoch_and_at_epoch_boundary_is_bitwise_the_uninterrupte
     assert!(boundary.data_position["loader"].is_null());
 
     // A different seed is a different data order (and init): the comparison above has teeth.
-    let mut other = base("seed6");
-    let i = other.iter().position(|a| a == "--seed").unwrap();
-    other[i + 1] = "6".into();
-    ok(&other);
+    ok(&args(
+        model,
+        &data,
+        &logs,
+        "seed6",
+        &["--dataset-type", "webdataset", "--seed", "6"],
+    ));
     let a = weights(&full.join("checkpoints/epoch_2.safetensors"));
     let b = weights(&logs.join("seed6/checkpoints/epoch_2.safetensors"));
     assert!(a.iter().zip(&b).any(|((_, x), (_, y))| !x.equal(y)));
 
     // Resuming a mid-epoch checkpoint under another data order is refused, not silently wrong.
     stopped_copy(&full, &logs.join("moved"), 3);
-    let mut moved = base("moved");
-    let i = moved.iter().position(|a| a == "--workers").unwrap();
-    moved[i + 1] = "1".into();
-    moved.extend(["--resume".into(), "latest".into()]);
-    let out = run(&moved);
+    let moved = [
+        "--dataset-type",
+        "webdataset",
+        "--workers",
+        "1",
+        "--resume",
+        "latest",
+    ];
+    let out = run(&args(model, &data, &logs, "moved", &moved));
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("does not match"),
@@ -166,22 +120,10 @@ fn resampled_upsampled_sources_with_auto_type_resume_exactly() {
     );
     let logs = dir.join("logs");
     let base = |name: &str| {
-        let mut a = args(
-            model,
-            &data,
-            &logs,
-            name,
-            &[
-                "--dataset-resampled",
-                "--train-data-upsampling-factors",
-                "1::3",
-                "--train-num-samples",
-                "60",
-            ],
-        );
-        let i = a.iter().position(|x| x == "--epochs").unwrap();
-        a[i + 1] = "1".into();
-        a
+        let resampled = "--dataset-resampled --train-data-upsampling-factors 1::3 \
+                         --train-num-samples 60 --epochs 1";
+        let extra: Vec<&str> = resampled.split_whitespace().collect();
+        args(model, &data, &logs, name, &extra)
     };
     // 60 samples, batch 8, 2 workers: ceil(60/8) = 8 batches (4 per worker).
     check_resume(base, &logs, &[3, 6], "epoch_1.safetensors");
@@ -338,10 +280,13 @@ fn aug_cfg_and_image_mean_std_reach_the_transform() {
     let data = format!("{}/{{00000..00001}}.tar", shards.display());
     let logs = dir.join("logs");
     let one_epoch = |name: &str, extra: &[&str]| {
-        let mut a = args(model, &data, &logs, name, extra);
-        let i = a.iter().position(|x| x == "--epochs").unwrap();
-        a[i + 1] = "1".into();
-        let out = ok(&a);
+        let out = ok(&args(
+            model,
+            &data,
+            &logs,
+            name,
+            &[&["--epochs", "1"], extra].concat(),
+        ));
         (
             weights(&logs.join(name).join("checkpoints/epoch_1.safetensors")),
             String::from_utf8_lossy(&out.stderr).into_owned(),

@@ -2,10 +2,10 @@
 //! same weights and an ImageFolder of generated images (scripts/zeroshot-goldens.py): the same
 //! classifier, the same logits, the same top-1 / top-5; logged after the epoch, in
 //! `results.jsonl`, and once more when there is no training data.
-mod common;
-use common::{get, ok, python, root, tempdir};
+use crate::common::{cli, get, model_weights, ok, tempdir};
+use crate::golden::{golden, run_python, script_inputs};
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use clip_data::transform::{ImageTransform, OPENAI_MEAN, OPENAI_STD};
 use clip_model::{weights, Clip, ClipConfig};
@@ -30,35 +30,42 @@ fn image_folder(dir: &Path, n_classes: usize, per_class: usize) -> PathBuf {
 }
 
 fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
-    common::run_args(
-        &[
-            "--dataset-type",
-            "synthetic",
-            "--train-num-samples",
-            "16",
-            "--batch-size",
-            "4",
-            "--epochs",
-            "1",
-            "--model",
-            "clip_tiny",
-            "--device",
-            "cpu",
-            "--precision",
-            "fp32",
-            "--lr",
-            "1e-3",
-            "--warmup",
-            "2",
-            "--workers",
-            "2",
-            "--zeroshot-frequency",
-            "1",
-        ],
-        name,
-        logs,
-        extra,
-    )
+    let flags = "--batch-size 4 --epochs 1 --model clip_tiny --lr 1e-3 --warmup 2 --workers 2 \
+                 --zeroshot-frequency 1";
+    cli(flags, name, logs, extra)
+}
+
+/// OpenCLIP's classifier, logits and accuracy for `weights` on `folder`
+/// (scripts/zeroshot-goldens.py, cached by the contents of both); `None` after a loud skip where
+/// there are neither the cache nor Python.
+fn openclip_zero_shot(weights: &Path, folder: &Path) -> Option<Vec<(String, Tensor)>> {
+    let mut images: Vec<PathBuf> = std::fs::read_dir(folder)
+        .unwrap()
+        .flat_map(|class| std::fs::read_dir(class.unwrap().path()).unwrap())
+        .map(|f| f.unwrap().path())
+        .collect();
+    images.sort();
+    // The class folders' and files' names are part of the input too.
+    let names: Vec<String> = images
+        .iter()
+        .map(|p| p.strip_prefix(folder).unwrap().display().to_string())
+        .collect();
+    let names: Vec<&str> = names.iter().map(String::as_str).collect();
+    let mut inputs = script_inputs("zeroshot-goldens.py");
+    inputs.push(weights.to_path_buf());
+    inputs.extend(images);
+    let dir = golden("zeroshot", &inputs, &names, |out| {
+        let out = out.join("gold.safetensors");
+        let model = OsStr::new("clip_tiny");
+        run_python([
+            inputs[0].as_os_str(),
+            model,
+            weights.as_os_str(),
+            folder.as_os_str(),
+            out.as_os_str(),
+        ]);
+    })?;
+    Some(Tensor::read_safetensors(dir.join("gold.safetensors")).unwrap())
 }
 
 /// (top1, top5) from the last line of a run's results.jsonl.
@@ -76,7 +83,12 @@ fn zero_shot_imagenet_matches_openclip() {
     let dir = tempdir("zeroshot");
     let folder = image_folder(&dir, 6, 3);
     let folder_s = folder.display().to_string();
-    ok(&args(&dir, "run", &["--imagenet-val", &folder_s]));
+    let synthetic = ["--dataset-type", "synthetic", "--train-num-samples", "16"];
+    ok(&args(
+        &dir,
+        "run",
+        &[&synthetic[..], &["--imagenet-val", &folder_s]].concat(),
+    ));
     let run = dir.join("run");
     let log = std::fs::read_to_string(run.join("out.log")).unwrap();
     assert!(
@@ -86,15 +98,10 @@ fn zero_shot_imagenet_matches_openclip() {
     let (top1, top5) = results(&run);
 
     let ckpt = run.join("checkpoints/epoch_1.safetensors");
-    let gold_path = dir.join("gold.safetensors");
-    let status = Command::new(python())
-        .arg(root().join("scripts/zeroshot-goldens.py"))
-        .args(["clip_tiny", &ckpt.display().to_string(), &folder_s])
-        .arg(&gold_path)
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let gold = Tensor::read_safetensors(&gold_path).unwrap();
+    let model_file = model_weights(&ckpt, &dir.join("weights.safetensors"));
+    let Some(gold) = openclip_zero_shot(&model_file, &folder) else {
+        return;
+    };
     assert_eq!(top1, get(&gold, "top1").double_value(&[0]), "top-1");
     assert_eq!(top5, get(&gold, "top5").double_value(&[0]), "top-5");
 
@@ -130,15 +137,12 @@ fn zero_shot_imagenet_matches_openclip() {
     eprintln!("zero-shot parity: logits max |diff| {err:.2e} (std {spread:.3})");
 
     // No training data: evaluate the given weights once (epoch 0), same numbers.
-    let mut eval_only = args(&dir, "eval", &["--imagenet-val", &folder_s]);
-    eval_only.retain(|a| a != "synthetic");
-    let pos = eval_only
-        .iter()
-        .position(|a| a == "--dataset-type")
-        .unwrap();
-    eval_only.remove(pos);
-    eval_only.extend(["--pretrained".into(), ckpt.display().to_string()]);
-    ok(&eval_only);
+    let ckpt_s = ckpt.display().to_string();
+    ok(&args(
+        &dir,
+        "eval",
+        &["--imagenet-val", &folder_s, "--pretrained", &ckpt_s],
+    ));
     let log = std::fs::read_to_string(dir.join("eval/out.log")).unwrap();
     assert!(
         log.contains("Eval Epoch: 0 imagenet-zeroshot-val-top1: "),
