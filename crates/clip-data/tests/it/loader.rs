@@ -188,7 +188,8 @@ fn stalled_source_times_out() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("no valid sample"), "{e}");
-    assert!(t.elapsed() < Duration::from_secs(5), "{:?}", t.elapsed());
+    // The 1 s timeout, ten times over (the command itself would sleep 300 s).
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
     // dropping the epoch killed the hung command (its reader then reaps it)
     std::thread::sleep(Duration::from_millis(500));
     let alive = std::fs::read_dir("/proc")

@@ -83,7 +83,8 @@ fn unreachable_store() {
         e,
         format!("cannot reach rank 0's store at 127.0.0.1:{port} after 0.5s")
     );
-    assert!(started.elapsed() < Duration::from_secs(3));
+    // The 0.5 s it tries for, ten times over.
+    assert!(started.elapsed() < Duration::from_secs(5));
 }
 
 #[test]
