@@ -3,8 +3,11 @@
 `clip-train --print-params` the same argument lists and compares every parsed value.
 
     compare-flags.py PATH/TO/clip-train
+    compare-flags.py --openclip
 
-Prints one line per case and exits non-zero on any difference. The model card's command uses
+Prints one line per case and exits non-zero on any difference. With `--openclip`, prints only
+OpenCLIP's side as JSON ({"ours_only": [...], "cases": [{"argv": [...], "openclip": {...}}]}): the
+golden crates/clip-train/tests/it/flags.rs caches and compares `clip-train --print-params` with. The model card's command uses
 `--clip-grad-norm`, which OpenCLIP does not know: OpenCLIP gets `--grad-clip-norm` there.
 """
 import json
@@ -66,6 +69,10 @@ def ours(binary, argv):
 
 
 def main():
+    if sys.argv[1] == "--openclip":
+        cases = [{"argv": argv, "openclip": openclip(argv)} for argv in CASES]
+        print(json.dumps({"ours_only": sorted(OURS_ONLY), "cases": cases}))
+        return
     binary = sys.argv[1]
     failures = 0
     for argv in CASES:

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Writes OpenCLIP parity goldens for crates/clip-model (tests/parity.rs).
+"""Writes OpenCLIP parity goldens for crates/clip-model (tests/it/parity.rs).
 
     make-model-goldens.py OUT_DIR            # tiny config -> OUT_DIR/clip_tiny_test.safetensors (~1.7 MB)
                                              # + OUT_DIR/state_dict_shapes.json (keys/shapes of every

@@ -3,7 +3,7 @@
 model: two optimizer steps from the weights and batch of tests/golden/model/clip_tiny_test.safetensors
 with logit_scale set above ln(100) (so the clamp acts) and a small --grad-clip-norm (so clipping
 acts). Writes OUT.safetensors with the weights after each step (`step1.<key>`, `step2.<key>`)
-and the total grad norms, for crates/clip-train/tests/step.rs.
+and the total grad norms, for crates/clip-train/tests/it/step.rs.
 
     make-step-goldens.py OUT.safetensors [PRECISION]
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Prints OpenCLIP's learning rates (open_clip_train.scheduler) for the cases
-crates/clip-train/tests/scheduler.rs checks, as JSON: [{name, base, warmup, total,
+crates/clip-train/tests/it/scheduler.rs checks, as JSON: [{name, base, warmup, total,
 cooldown, power, end, lrs}]. The reference run's schedule is among them."""
 import json
 import torch

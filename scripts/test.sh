@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # The whole test suite, from a fresh machine with Rust and Python: installs what it lacks
 # (idempotently: the pinned venv, the s3s-fs server the S3 tests start themselves, a local slurm),
-# generates the large OpenCLIP goldens, and runs every test. `.ci/run` calls exactly this.
+# and runs every test. The OpenCLIP goldens the tests compare with are made by Python on the first
+# run and cached in .deps/golden/ by the hash of what makes them (tests/support/golden.rs), the
+# large convnext_large_d_320 one (≈2.8 GB) included. `.ci/run` calls exactly this.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -14,13 +16,6 @@ bash scripts/start-s3.sh --install-only
 
 # A real single-node slurm (Debian's slurm-wlm, munge; needs root) for the srun/sbatch tests.
 bash scripts/start-slurm.sh
-
-# OpenCLIP's own outputs for convnext_large_d_320 (≈2.8 GB): generated, never committed.
-golden="$root/.deps/golden"
-if [ ! -s "$golden/convnext_large_d_320.safetensors" ]; then
-    "$CLIP_PYTHON" scripts/make-model-goldens.py "$golden" --only-large
-fi
-export CLIP_LARGE_GOLDEN="$golden/convnext_large_d_320.safetensors"
 
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast -- --test-threads=2

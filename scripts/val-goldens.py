@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """OpenCLIP's `--val-data` evaluation (open_clip_train.train.evaluate over get_wds_dataset's
-validation loader) of given weights, for crates/clip-train/tests/val.rs: prints the metrics
+validation loader) of given weights, for crates/clip-train/tests/it/val.rs: prints the metrics
 dict as JSON (the line OpenCLIP appends to results.jsonl).
 
     val-goldens.py MODEL WEIGHTS.safetensors SHARDS VAL_NUM_SAMPLES BATCH

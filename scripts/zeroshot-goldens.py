@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """OpenCLIP's zero-shot ImageNet evaluation (open_clip_train.zero_shot) of given weights on an
-ImageFolder, for crates/clip-train/tests/zeroshot.rs: writes OUT.safetensors with the classifier
+ImageFolder, for crates/clip-train/tests/it/zeroshot.rs: writes OUT.safetensors with the classifier
 `[D, 1000]`, every image's logits `[N, 1000]` (ImageFolder order) and `top1` / `top5` as
 `zero_shot_eval` returns them.
 

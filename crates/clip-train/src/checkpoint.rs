@@ -158,8 +158,26 @@ pub fn save(
             &Some(meta),
             tmp,
         )
-        .map_err(|e| anyhow!("{e:?}"))
+        .map_err(|e| anyhow!("{e:?}"))?;
+        test_signal_in_write(path);
+        Ok(())
     })
+}
+
+/// Test hook (crates/clip-train/tests/it/crash.rs), inert unless the variable is set:
+/// `CLIP_TRAIN_TEST_SIGNAL_IN_CHECKPOINT_WRITE=PREFIX:SIGNAL` (e.g. `step_4.safetensors:9`) makes
+/// the process send itself SIGNAL when the temporary file of a checkpoint whose name starts with
+/// PREFIX is written, before its fsync and rename. A kill (9) or a stop (19) then lands inside
+/// the write every time; raced from outside, it mostly missed a write that takes milliseconds.
+fn test_signal_in_write(path: &Path) {
+    let Ok(hook) = std::env::var("CLIP_TRAIN_TEST_SIGNAL_IN_CHECKPOINT_WRITE") else {
+        return;
+    };
+    let (prefix, signal) = hook.rsplit_once(':').expect("PREFIX:SIGNAL");
+    let name = path.file_name().unwrap_or_default().to_string_lossy();
+    if name.starts_with(prefix) {
+        signal_hook::low_level::raise(signal.parse().expect("a signal number")).unwrap();
+    }
 }
 
 /// A checkpoint read back and verified.

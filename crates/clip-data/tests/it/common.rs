@@ -1,0 +1,184 @@
+//! Shared helpers for the clip-data integration tests: shard writers, a tiny processor, s3s-fs.
+
+use anyhow::Result;
+use clip_data::loader::Processor;
+use rand::Rng;
+use rand_pcg::Pcg64;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use crate::skip::skip;
+
+/// A small JPEG whose first pixel encodes `seed` (so tests can check which sample they got).
+pub fn jpeg(seed: u32, w: u32, h: u32) -> Vec<u8> {
+    let mut img = image::RgbImage::new(w, h);
+    for (x, y, p) in img.enumerate_pixels_mut() {
+        *p = image::Rgb([
+            (seed % 251) as u8,
+            ((x * 7 + seed) % 256) as u8,
+            ((y * 13) % 256) as u8,
+        ]);
+    }
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 90)
+        .encode_image(&img)
+        .unwrap();
+    out
+}
+
+/// Write a tar with the given members (path, bytes), in order.
+pub fn write_tar(path: &Path, members: &[(String, Vec<u8>)]) {
+    let f = std::fs::File::create(path).unwrap();
+    let mut b = tar::Builder::new(f);
+    for (name, data) in members {
+        let mut h = tar::Header::new_gnu();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, data.as_slice()).unwrap();
+    }
+    b.finish().unwrap();
+}
+
+/// A good shard of `n` samples with keys `{prefix}{i:05}`.
+pub fn good_shard(path: &Path, prefix: &str, n: usize) {
+    let mut m = Vec::new();
+    for i in 0..n {
+        let key = format!("{prefix}{i:05}");
+        m.push((format!("{key}.jpg"), jpeg(i as u32, 16, 12)));
+        m.push((format!("{key}.txt"), format!("caption {key}").into_bytes()));
+        m.push((format!("{key}.json"), b"{}".to_vec()));
+    }
+    write_tar(path, &m);
+}
+
+/// A fresh, empty folder for one test (numbered: the tests share one process, and two may use
+/// the same name).
+pub fn tmpdir(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let n = N.fetch_add(1, Ordering::Relaxed);
+    let d = std::env::temp_dir().join(format!("clip-data-test-{name}-{}-{n}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&d);
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// Decodes for real (so bad JPEGs fail) but outputs a tiny 2x2 "image": the first pixel and RNG
+/// draws (so augmentation determinism is visible).
+pub struct TestProc;
+
+impl Processor for TestProc {
+    fn image_into(&self, bytes: &[u8], rng: &mut Pcg64, out: &mut [f32]) -> Result<()> {
+        let img = image::load_from_memory(bytes)?.to_rgb8();
+        let p = img.get_pixel(0, 0);
+        out[..3].copy_from_slice(&[p[0] as f32, p[1] as f32, p[2] as f32]);
+        for o in &mut out[3..] {
+            *o = rng.random::<f32>();
+        }
+        Ok(())
+    }
+    fn text(&self, caption: &str, out: &mut [i64]) {
+        for (o, b) in out.iter_mut().zip(caption.bytes()) {
+            *o = b as i64;
+        }
+    }
+    fn image_size(&self) -> usize {
+        2
+    }
+    fn context_length(&self) -> usize {
+        16
+    }
+}
+
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The s3s-fs binary: `$CLIP_S3S_FS`, else `.deps/s3s/bin/s3s-fs`; missing: `None` after a loud
+/// skip (a failure under CI).
+pub fn s3s_fs_or_skip() -> Option<PathBuf> {
+    let p = std::env::var_os("CLIP_S3S_FS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".deps/s3s/bin/s3s-fs"));
+    if p.is_file() {
+        return Some(p);
+    }
+    skip(&format!(
+        "s3s-fs not found at {} (set CLIP_S3S_FS, or run `bash scripts/start-s3.sh \
+         --install-only` once)",
+        p.display()
+    ));
+    None
+}
+
+/// A running s3s-fs, started and stopped through scripts/start-s3.sh and scripts/stop-s3.sh.
+pub struct S3Server {
+    pub base: PathBuf,
+    pub bin: PathBuf,
+    pub data: PathBuf,
+    pub endpoint: String,
+}
+
+impl S3Server {
+    pub fn start(bin: &Path, name: &str) -> S3Server {
+        let base = tmpdir(&format!("s3-{name}"));
+        let s = S3Server {
+            data: base.join("data"),
+            base,
+            bin: bin.to_path_buf(),
+            endpoint: String::new(),
+        };
+        let mut s = s;
+        s.run_start();
+        let env = std::fs::read_to_string(s.base.join("s3.env")).unwrap();
+        for line in env.lines() {
+            if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+                // SAFETY (edition 2021: safe fn): set before any S3 client is created in this process
+                std::env::set_var(k, v);
+                if k == "AWS_ENDPOINT_URL" {
+                    s.endpoint = v.to_string();
+                }
+            }
+        }
+        s
+    }
+
+    fn run_start(&self) {
+        let st = std::process::Command::new(repo_root().join("scripts/start-s3.sh"))
+            .env("S3_BASE", &self.base)
+            .env("CLIP_S3S_FS", &self.bin)
+            .status()
+            .unwrap();
+        assert!(st.success(), "start-s3.sh failed");
+    }
+
+    /// SIGKILL the server (connections drop mid-body), then start it again on the same port.
+    pub fn kill_and_restart(&self, pause: std::time::Duration) {
+        let st = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
+            .env("S3_BASE", &self.base)
+            .env("S3_STOP_HARD", "1")
+            .status()
+            .unwrap();
+        assert!(st.success());
+        std::thread::sleep(pause);
+        self.run_start();
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, src: &Path) {
+        let dst = self.data.join(bucket).join(key);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, dst).unwrap();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
+            .env("S3_BASE", &self.base)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}

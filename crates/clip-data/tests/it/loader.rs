@@ -1,0 +1,345 @@
+//! Loader on real tar files: corrupt inputs, no-progress errors, determinism, resume.
+
+use crate::common::*;
+use clip_data::loader::{epoch_plan, Batch, Loader, LoaderConfig, Position};
+use clip_data::samples::{Item, ShardSamples, SkipReason};
+use clip_data::shards::ShardList;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn keys(bs: &[Batch]) -> Vec<String> {
+    bs.iter()
+        .flat_map(|b| {
+            b.keys
+                .iter()
+                .map(|k| k.rsplit('/').next().unwrap().to_string())
+        })
+        .collect()
+}
+
+fn dataset(name: &str, shards: usize, per: usize) -> (std::path::PathBuf, String) {
+    let d = tmpdir(name);
+    for s in 0..shards {
+        good_shard(&d.join(format!("shard-{s:03}.tar")), &format!("s{s}-"), per);
+    }
+    let spec = format!("{}/shard-{{000..{:03}}}.tar", d.display(), shards - 1);
+    (d, spec)
+}
+
+#[test]
+fn corrupt_inputs_are_skipped_and_counted() {
+    let d = tmpdir("corrupt");
+    good_shard(&d.join("good.tar"), "g", 5);
+    // truncated: a good shard cut in the middle of a member
+    good_shard(&d.join("full.tar"), "t", 6);
+    let full = std::fs::read(d.join("full.tar")).unwrap();
+    std::fs::write(d.join("trunc.tar"), &full[..full.len() / 2 + 100]).unwrap();
+    // bad jpeg, missing caption, missing image, one fine sample
+    write_tar(
+        &d.join("mixed.tar"),
+        &[
+            (
+                "badjpeg.jpg".into(),
+                b"\xff\xd8\xff\xe0 this is not a jpeg".to_vec(),
+            ),
+            ("badjpeg.txt".into(), b"bad".to_vec()),
+            ("nocap.jpg".into(), jpeg(1, 8, 8)),
+            ("noimg.txt".into(), b"no image".to_vec()),
+            ("ok.JPG".into(), jpeg(2, 8, 8)),
+            ("ok.txt".into(), b"fine".to_vec()),
+        ],
+    );
+    let spec = format!(
+        "{0}/good.tar::{0}/trunc.tar::{0}/mixed.tar::{0}/missing.tar::pipe:echo partial; echo 'simulated failure' >&2; exit 7",
+        d.display()
+    );
+    let mut cfg = LoaderConfig::new(ShardList::parse(&spec, None).unwrap(), 4);
+    cfg.train = false;
+    cfg.workers = 2;
+    cfg.streams = Some(1);
+    let loader = Loader::new(cfg, Arc::new(TestProc)).unwrap();
+    let batches: Vec<Batch> = loader
+        .epoch(0, None)
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
+    let ks = keys(&batches);
+    // truncated shard: the samples before the cut survive, the broken one is dropped
+    let t_ok = ks.iter().filter(|k| k.starts_with("trunc.tar#t")).count();
+    assert!((1..6).contains(&t_ok), "{ks:?}");
+    let expect_good: Vec<String> = (0..5).map(|i| format!("good.tar#g{i:05}")).collect();
+    assert_eq!(ks[..5], expect_good[..]);
+    assert!(ks.contains(&"mixed.tar#ok".to_string()));
+    assert_eq!(ks.len(), 5 + t_ok + 1);
+    // eval keeps the partial last batch
+    assert_eq!(
+        batches.iter().map(|b| b.batch_size).sum::<usize>(),
+        ks.len()
+    );
+    let st = loader.stats();
+    assert_eq!(st.samples as usize, ks.len());
+    assert_eq!(st.skipped.get(&SkipReason::DecodeError), Some(&1), "{st:?}");
+    assert_eq!(
+        st.skipped.get(&SkipReason::MissingCaption),
+        Some(&1),
+        "{st:?}"
+    );
+    assert_eq!(
+        st.skipped.get(&SkipReason::MissingImage),
+        Some(&1),
+        "{st:?}"
+    );
+    assert_eq!(st.skipped.get(&SkipReason::OpenFailed), Some(&1), "{st:?}");
+    // truncated tar + failing pipe ("partial\n" is not a tar, then exit 7)
+    assert_eq!(
+        st.skipped.get(&SkipReason::TruncatedTar),
+        Some(&2),
+        "{st:?}"
+    );
+    let rep = loader.shard_reports();
+    let pipe = rep.iter().find(|(k, _)| k.starts_with("pipe:")).unwrap().1;
+    let err = pipe.last_error.clone().unwrap();
+    assert!(
+        err.contains("simulated failure") || err.contains("tar"),
+        "{err}"
+    );
+    let miss = rep
+        .iter()
+        .find(|(k, _)| k.ends_with("missing.tar"))
+        .unwrap()
+        .1;
+    assert!(miss.last_error.as_ref().unwrap().contains("missing.tar"));
+}
+
+#[test]
+fn failing_pipe_command_error_has_stderr() {
+    // a pipe that writes a valid tar and then fails: the failure surfaces after the data
+    let d = tmpdir("pipefail");
+    good_shard(&d.join("a.tar"), "a", 3);
+    let url = format!(
+        "pipe:cat {}; echo 'access denied for key' >&2; exit 2",
+        d.join("a.tar").display()
+    );
+    let items: Vec<Item> = ShardSamples::open(&url).collect();
+    let n_ok = items
+        .iter()
+        .filter(|i| matches!(i, Item::Sample(_)))
+        .count();
+    assert_eq!(n_ok, 3);
+    let last = items.last().unwrap();
+    match last {
+        Item::Skip {
+            reason: SkipReason::TruncatedTar,
+            detail,
+            ..
+        } => {
+            assert!(
+                detail.contains("access denied for key") && detail.contains("cat "),
+                "{detail}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn nothing_usable_is_an_error_naming_shards() {
+    let d = tmpdir("nothing");
+    write_tar(
+        &d.join("nocaps.tar"),
+        &[
+            ("a.jpg".into(), jpeg(0, 4, 4)),
+            ("b.jpg".into(), jpeg(1, 4, 4)),
+        ],
+    );
+    let spec = format!("{0}/nocaps.tar::{0}/gone.tar", d.display());
+    let mut cfg = LoaderConfig::new(ShardList::parse(&spec, None).unwrap(), 2);
+    cfg.resampled = true;
+    cfg.num_samples = Some(100);
+    cfg.workers = 1;
+    cfg.no_progress_timeout = Duration::from_secs(20);
+    let loader = Loader::new(cfg, Arc::new(TestProc)).unwrap();
+    let t = Instant::now();
+    let r: anyhow::Result<Vec<Batch>> = loader.epoch(0, None).unwrap().collect();
+    let e = format!("{:#}", r.unwrap_err());
+    assert!(
+        e.contains("nocaps.tar") && e.contains("missing_caption"),
+        "{e}"
+    );
+    assert!(e.contains("gone.tar") && e.contains("open_failed"), "{e}");
+    assert!(t.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn stalled_source_times_out() {
+    let marker = format!("clip-stall-{}", std::process::id());
+    let spec = format!("pipe:sleep 300; echo {marker}");
+    let mut cfg = LoaderConfig::new(ShardList::parse(&spec, None).unwrap(), 2);
+    cfg.train = false;
+    cfg.workers = 1;
+    cfg.no_progress_timeout = Duration::from_secs(1);
+    let loader = Loader::new(cfg, Arc::new(TestProc)).unwrap();
+    let t = Instant::now();
+    let e = loader
+        .epoch(0, None)
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no valid sample"), "{e}");
+    // The 1 s timeout, ten times over (the command itself would sleep 300 s).
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    // dropping the epoch killed the hung command (its reader then reaps it)
+    std::thread::sleep(Duration::from_millis(500));
+    let alive = std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|c| String::from_utf8_lossy(c).contains(&marker))
+        .count();
+    assert_eq!(alive, 0, "the hung pipe command is still running");
+}
+
+fn train_cfg(spec: &str, workers: usize, streams: usize) -> LoaderConfig {
+    let mut cfg = LoaderConfig::new(ShardList::parse(spec, None).unwrap(), 8);
+    cfg.seed = 42;
+    cfg.workers = workers;
+    cfg.streams = Some(streams);
+    cfg.num_samples = Some(200);
+    cfg.sample_shuffle = (50, 10); // small buffers so that the shuffle is visible in 400 samples
+    cfg.shard_shuffle = (5, 2);
+    cfg
+}
+
+fn run(cfg: LoaderConfig, epoch: u64) -> Vec<Batch> {
+    let l = Loader::new(cfg, Arc::new(TestProc)).unwrap();
+    l.epoch(epoch, None)
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn deterministic_for_any_worker_count() {
+    let (_d, spec) = dataset("det", 8, 50);
+    let a = run(train_cfg(&spec, 1, 2), 0);
+    let b = run(train_cfg(&spec, 3, 2), 0);
+    let c = run(train_cfg(&spec, 2, 2), 0);
+    // OpenCLIP arithmetic: 200 / 8 = 25 batches -> 26 (multiple of 2 streams)
+    assert_eq!(a.len(), 26);
+    assert!(a.iter().all(|x| x.batch_size == 8));
+    assert_eq!(keys(&a), keys(&b));
+    assert_eq!(keys(&a), keys(&c));
+    // augmentation RNG is per sample, not per thread
+    assert_eq!(
+        a.iter().map(|x| x.images.clone()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.images.clone()).collect::<Vec<_>>()
+    );
+    // round-robin over streams in a fixed order
+    assert!(a.iter().enumerate().all(|(i, x)| x.stream == i % 2));
+    // shuffled, and differently per epoch and seed
+    let mut sorted = keys(&a);
+    sorted.sort();
+    assert_ne!(sorted, keys(&a));
+    assert_ne!(keys(&a), keys(&run(train_cfg(&spec, 2, 2), 1)));
+    let mut other = train_cfg(&spec, 2, 2);
+    other.seed = 43;
+    assert_ne!(keys(&a), keys(&run(other, 0)));
+    // no duplicates within an epoch in plain mode
+    let mut k = keys(&a);
+    k.sort();
+    k.dedup();
+    assert_eq!(k.len(), 26 * 8);
+}
+
+#[test]
+fn saved_position_restores_exactly() {
+    let (_d, spec) = dataset("resume", 6, 40);
+    for resampled in [false, true] {
+        let mut cfg = train_cfg(&spec, 2, 3);
+        cfg.resampled = resampled;
+        let full = run(cfg.clone(), 1);
+        for cut in [0usize, 1, 5, 13] {
+            let l = Loader::new(cfg.clone(), Arc::new(TestProc)).unwrap();
+            let mut it = l.epoch(1, None).unwrap();
+            for _ in 0..cut {
+                it.next().unwrap().unwrap();
+            }
+            let json = it.position().to_json();
+            drop(it);
+            let pos = Position::from_json(&json).unwrap();
+            let mut cfg2 = cfg.clone();
+            cfg2.workers = 1; // decode threads do not matter
+            let l2 = Loader::new(cfg2, Arc::new(TestProc)).unwrap();
+            let rest: Vec<Batch> = l2
+                .epoch(1, Some(&pos))
+                .unwrap()
+                .collect::<anyhow::Result<_>>()
+                .unwrap();
+            assert_eq!(
+                keys(&rest),
+                keys(&full[cut..]),
+                "resampled={resampled} cut={cut}"
+            );
+            assert_eq!(
+                rest.iter().map(|b| &b.images).collect::<Vec<_>>(),
+                full[cut..].iter().map(|b| &b.images).collect::<Vec<_>>()
+            );
+        }
+        // a position does not restore under another data order
+        let l = Loader::new(cfg.clone(), Arc::new(TestProc)).unwrap();
+        let pos = l.epoch(1, None).unwrap().position().clone();
+        let mut cfg3 = cfg.clone();
+        cfg3.seed = 1;
+        assert!(Loader::new(cfg3, Arc::new(TestProc))
+            .unwrap()
+            .epoch(1, Some(&pos))
+            .is_err());
+        assert!(l.epoch(2, Some(&pos)).is_err());
+    }
+}
+
+#[test]
+fn plain_mode_needs_enough_shards() {
+    let (_d, spec) = dataset("few", 3, 5);
+    let mut cfg = train_cfg(&spec, 2, 2);
+    cfg.world = 2;
+    let e = Loader::new(cfg, Arc::new(TestProc))
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("must be >="), "{e}");
+}
+
+#[test]
+fn upsampling_weights_sources() {
+    let d = tmpdir("ups");
+    good_shard(&d.join("a.tar"), "a", 20);
+    good_shard(&d.join("b.tar"), "b", 20);
+    let spec = format!("{0}/a.tar::{0}/b.tar", d.display());
+    let mut cfg = LoaderConfig::new(ShardList::parse(&spec, Some("1::4")).unwrap(), 10);
+    cfg.resampled = true;
+    cfg.num_samples = Some(2000);
+    cfg.workers = 2;
+    cfg.sample_shuffle = (50, 10);
+    let bs = run(cfg, 0);
+    let k = keys(&bs);
+    assert_eq!(k.len(), 2000);
+    let frac_b = k.iter().filter(|x| x.starts_with("b.tar")).count() as f64 / k.len() as f64;
+    assert!((frac_b - 0.8).abs() < 0.1, "{frac_b}");
+    // without --dataset-resampled, factors are an error
+    let mut cfg = LoaderConfig::new(ShardList::parse(&spec, Some("1::4")).unwrap(), 10);
+    cfg.num_samples = Some(20);
+    assert!(Loader::new(cfg, Arc::new(TestProc)).is_err());
+}
+
+#[test]
+fn epoch_arithmetic_matches_openclip() {
+    // the reference run: 203,666,042 samples, 256 per GPU, 512 GPUs
+    let (_, batches, samples) = epoch_plan(203_666_042, 256, 512, 1);
+    assert_eq!(batches, 1554);
+    assert_eq!(samples, 1554 * 131_072);
+    let (per, batches, _) = epoch_plan(203_666_042, 256, 512, 4);
+    assert_eq!((per, batches), (389, 1556));
+    assert_eq!(epoch_plan(100, 10, 1, 3), (4, 12, 120));
+}

@@ -1,0 +1,10 @@
+//! clip-data's integration tests: one binary, a module per subject, shared helpers in `common`.
+mod common;
+mod loader;
+mod pipeline;
+mod s3;
+#[path = "../../../../tests/support/skip.rs"]
+mod skip;
+mod tokenizer;
+mod tools;
+mod transform;

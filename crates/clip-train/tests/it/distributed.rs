@@ -1,0 +1,398 @@
+//! Data-parallel clip-train as real processes on the CPU backend (RANK / WORLD_SIZE /
+//! MASTER_ADDR / MASTER_PORT, as torchrun sets them): the same global batch split over 1, 2 or 4
+//! ranks trains the same model; a rank that dies or never arrives ends the job with its name; a
+//! preemption signal that reaches only one rank still makes every rank checkpoint the same step.
+use crate::common::{
+    assert_bitwise_equal, cli, free_port, logged_losses, make_shards, no_drop_path_config,
+    resume_latest, signal, tempdir, wait_for_log, weights, SIGKILL, SIGSTOP, SIGUSR1,
+};
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
+
+/// Starts `world` ranks of clip-train with `args` (per rank); torchrun's environment.
+fn spawn_world(world: usize, args: &dyn Fn(usize) -> Vec<String>, timeout_s: u32) -> Vec<Child> {
+    let port = free_port().to_string();
+    (0..world)
+        .map(|rank| {
+            Command::new(BIN)
+                .args(args(rank))
+                .env("RANK", rank.to_string())
+                .env("LOCAL_RANK", rank.to_string())
+                .env("WORLD_SIZE", world.to_string())
+                .env("MASTER_ADDR", "127.0.0.1")
+                .env("MASTER_PORT", &port)
+                .env("CLIP_DIST_TIMEOUT", timeout_s.to_string())
+                // Several ranks share two cores: one thread each.
+                .env("OMP_NUM_THREADS", "1")
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect()
+}
+
+fn wait_all(children: Vec<Child>) -> Vec<Output> {
+    children
+        .into_iter()
+        .map(|c| c.wait_with_output().unwrap())
+        .collect()
+}
+
+fn run_world_ok(world: usize, args: &dyn Fn(usize) -> Vec<String>) {
+    for (rank, out) in wait_all(spawn_world(world, args, 120)).iter().enumerate() {
+        assert!(
+            out.status.success(),
+            "rank {rank} of {world}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+fn args(logs: &Path, name: &str, model: &str, batch: usize, extra: &[&str]) -> Vec<String> {
+    let flags = "--dataset-type synthetic --train-num-samples 24 --epochs 1 --warmup 2 \
+                 --log-every-n-steps 1 --seed 3 --local-loss --gather-with-grad";
+    let batch = batch.to_string();
+    let more = [&["--batch-size", &batch, "--model", model], extra].concat();
+    cli(flags, name, logs, &more)
+}
+
+/// Per tensor: max |a − b| / max |a| over the model weights.
+fn max_relative_error(a: &Path, b: &Path) -> (f64, String) {
+    let (wa, wb) = (weights(a), weights(b));
+    let mut worst = (0.0, String::new());
+    for ((k, ta), (_, tb)) in wa.iter().zip(&wb) {
+        if k.starts_with("optimizer.") {
+            continue;
+        }
+        let err =
+            (ta - tb).abs().max().double_value(&[]) / ta.abs().max().double_value(&[]).max(1e-30);
+        if err > worst.0 {
+            worst = (err, k.clone());
+        }
+    }
+    worst
+}
+
+/// Per tensor: max |Δa − Δb| / max |Δa|, Δ = weights − initial weights: what the three steps
+/// changed must agree too, not only the (much larger) weights.
+fn max_update_error(init: &Path, a: &Path, b: &Path) -> (f64, String) {
+    let (w0, wa, wb) = (weights(init), weights(a), weights(b));
+    let mut worst = (0.0, String::new());
+    for ((k, t0), ((_, ta), (_, tb))) in w0.iter().zip(wa.iter().zip(&wb)) {
+        if k.starts_with("optimizer.") {
+            continue;
+        }
+        let (da, db) = (ta - t0, tb - t0);
+        // A tensor whose updates are below its float resolution must stay put in both runs.
+        let scale = da.abs().max().double_value(&[]).max(1e-30);
+        let err = (&da - &db).abs().max().double_value(&[]) / scale;
+        if err > worst.0 {
+            worst = (err, k.clone());
+        }
+    }
+    worst
+}
+
+/// World 1 × batch 8, 2 × 4 and 4 × 2 with `--local-loss --gather-with-grad`: the same losses
+/// and weights. Adam divides each gradient element by its own running RMS, which turns float
+/// round-off in (mathematically) zero gradients — the attention key bias — into updates of size
+/// lr; `--eps 1` makes the step proportional to the gradient, so what is compared is the
+/// gradient itself, through the whole pipeline (gather, reduce-scatter, bucketed all-reduce,
+/// global-norm clipping).
+#[test]
+fn world_sizes_1_2_4_train_the_same_model() {
+    let logs = tempdir("ddp-equiv");
+    let model = no_drop_path_config(&logs);
+    let opt = ["--eps", "1", "--lr", "1", "--grad-clip-norm", "0.05"];
+    let init = {
+        let a = args(
+            &logs,
+            "init",
+            &model,
+            8,
+            &[&opt[..], &["--lr", "0"]].concat(),
+        );
+        run_world_ok(1, &|_| a.clone());
+        logs.join("init/checkpoints/epoch_1.safetensors")
+    };
+    for (world, batch) in [(1, 8), (2, 4), (4, 2)] {
+        let name = format!("w{world}");
+        run_world_ok(world, &|_| args(&logs, &name, &model, batch, &opt));
+    }
+    let ckpt = |w: usize| logs.join(format!("w{w}/checkpoints/epoch_1.safetensors"));
+    let l1 = logged_losses(&logs.join("w1"));
+    assert_eq!(l1.len(), 3);
+    for w in [2, 4] {
+        let lw = logged_losses(&logs.join(format!("w{w}")));
+        for (a, b) in l1.iter().zip(&lw) {
+            assert!((a - b).abs() <= 1e-5 * a, "world {w}: {l1:?} vs {lw:?}");
+        }
+        let (err, k) = max_relative_error(&ckpt(1), &ckpt(w));
+        assert!(err <= 1e-5, "world {w}: {k} relative error {err}");
+        let (err, k) = max_update_error(&init, &ckpt(1), &ckpt(w));
+        assert!(err <= 1e-3, "world {w}: update of {k} relative error {err}");
+    }
+    // --gather-with-grad without --local-loss: every rank computes the whole batch's loss, and
+    // the gradient is still the global-batch one.
+    run_world_ok(2, &|_| {
+        let mut a = args(&logs, "global", &model, 4, &opt);
+        a.retain(|f| f != "--local-loss");
+        a
+    });
+    let global = logs.join("global/checkpoints/epoch_1.safetensors");
+    let (err, k) = max_update_error(&init, &ckpt(1), &global);
+    assert!(
+        err <= 1e-3,
+        "--gather-with-grad alone: update of {k} relative error {err}"
+    );
+    // bf16 gradient buckets: the same training up to bf16 rounding of the gradients.
+    run_world_ok(2, &|_| {
+        args(
+            &logs,
+            "bf16",
+            &model,
+            4,
+            &[&opt[..], &["--grad-reduce-dtype", "bf16"]].concat(),
+        )
+    });
+    let bf = logs.join("bf16/checkpoints/epoch_1.safetensors");
+    let (err, k) = max_update_error(&init, &ckpt(1), &bf);
+    assert!(
+        err <= 0.05,
+        "bf16 buckets: update of {k} relative error {err}"
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Only rank 0 writes the run directory; the others' output is tagged with their rank.
+#[test]
+fn only_rank_0_writes_and_every_rank_starts_from_the_same_weights() {
+    let logs = tempdir("ddp-rank0");
+    let outs = wait_all(spawn_world(
+        2,
+        &|_| {
+            args(
+                &logs,
+                "r",
+                "clip_tiny_test",
+                4,
+                &["--save-every-n-steps", "1"],
+            )
+        },
+        120,
+    ));
+    for o in &outs {
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    }
+    let log = std::fs::read_to_string(logs.join("r/out.log")).unwrap();
+    assert!(
+        log.contains("Initial weights identical on all 2 ranks"),
+        "{log}"
+    );
+    assert!(log.contains("Train Epoch: 0 [24/24 (100%)]"), "{log}");
+    let params = std::fs::read_to_string(logs.join("r/params.txt")).unwrap();
+    assert!(params.contains("world_size: 2\n") && params.contains("distributed: True\n"));
+    // Rank 1 logs nothing at INFO.
+    assert!(!String::from_utf8_lossy(&outs[1].stderr).contains("INFO"));
+    let ckpts: Vec<_> = std::fs::read_dir(logs.join("r/checkpoints"))
+        .unwrap()
+        .collect();
+    assert_eq!(ckpts.len(), 4, "step_1..3 and epoch_1");
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// SIGKILL one rank mid-run, or stop it: the other exits (status 70) within the timeout, naming
+/// it.
+#[test]
+fn a_killed_rank_ends_the_others_with_its_name() {
+    let logs = tempdir("ddp-kill");
+    for victim in [1usize, 0] {
+        let name = format!("k{victim}");
+        let mut children = spawn_world(
+            2,
+            &|_| {
+                args(
+                    &logs,
+                    &name,
+                    "clip_tiny_test",
+                    4,
+                    &["--train-num-samples", "4000"],
+                )
+            },
+            10,
+        );
+        wait_for_log(&logs.join(&name), "Train Epoch: 0 [");
+        signal(&children[victim], SIGKILL);
+        let t0 = Instant::now();
+        let survivor = children.remove(1 - victim).wait_with_output().unwrap();
+        let _ = children.remove(0).wait();
+        let err = String::from_utf8_lossy(&survivor.stderr);
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "took {:?}",
+            t0.elapsed()
+        );
+        // The watchdog or the collective waiting on the dead rank reports it: status 70.
+        assert_eq!(survivor.status.code(), Some(70), "{err}");
+        assert!(err.contains(&format!("rank {victim} ")), "{err}");
+    }
+    // A hung rank (stopped, its sockets open): the other gives up after the timeout, naming it.
+    let mut children = spawn_world(
+        2,
+        &|_| {
+            args(
+                &logs,
+                "hung",
+                "clip_tiny_test",
+                4,
+                &["--train-num-samples", "4000"],
+            )
+        },
+        5,
+    );
+    wait_for_log(&logs.join("hung"), "Train Epoch: 0 [");
+    signal(&children[1], SIGSTOP);
+    let survivor = children.remove(0).wait_with_output().unwrap();
+    signal(&children[0], SIGKILL);
+    let _ = children.remove(0).wait();
+    let err = String::from_utf8_lossy(&survivor.stderr);
+    assert_eq!(survivor.status.code(), Some(70), "{err}");
+    assert!(err.contains("rank 1"), "{err}");
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// A rank that never starts: the others give up after the timeout, naming it; nothing trains.
+#[test]
+fn a_missing_rank_fails_the_rendezvous_with_its_name() {
+    let logs = tempdir("ddp-missing");
+    let port = free_port().to_string();
+    let t0 = Instant::now();
+    let out = Command::new(BIN)
+        .args(args(&logs, "m", "clip_tiny_test", 4, &[]))
+        .env("RANK", "0")
+        .env("WORLD_SIZE", "3")
+        .env("MASTER_ADDR", "127.0.0.1")
+        .env("MASTER_PORT", &port)
+        .env("CLIP_DIST_TIMEOUT", "3")
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{err}");
+    assert!(err.contains("ranks 1, 2 never arrived"), "{err}");
+    // Normally ~3.5 s (the 3 s timeout and the start); ten times that.
+    assert!(t0.elapsed() < Duration::from_secs(60), "{:?}", t0.elapsed());
+    assert!(!logs.join("m/out.log").exists());
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// SIGUSR1 to rank 1 only: both ranks checkpoint the same step and exit 75; `--resume latest`
+/// then finishes bitwise equal to the uninterrupted two-rank run.
+#[test]
+fn preemption_of_one_rank_stops_all_at_the_same_step_and_resumes_exactly() {
+    let logs = tempdir("ddp-preempt");
+    let a = |name: &str| {
+        args(
+            &logs,
+            name,
+            "clip_tiny_test",
+            4,
+            &["--train-num-samples", "400"],
+        )
+    };
+    run_world_ok(2, &|_| a("ref"));
+    let children = spawn_world(2, &|_| a("pre"), 120);
+    wait_for_log(&logs.join("pre"), "Train Epoch: 0 [ 24/400");
+    signal(&children[1], SIGUSR1);
+    for (rank, out) in wait_all(children).iter().enumerate() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(75), "rank {rank}: {err}");
+    }
+    let ckpts: Vec<_> = std::fs::read_dir(logs.join("pre/checkpoints"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(ckpts.len(), 1, "{ckpts:?}");
+    run_world_ok(2, &|_| resume_latest(&a("pre")));
+    assert_bitwise_equal(
+        &logs.join("pre/checkpoints/epoch_1.safetensors"),
+        &logs.join("ref/checkpoints/epoch_1.safetensors"),
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Plain (not resampled) shards split unevenly over the ranks, `--train-num-samples` larger than
+/// the data: when the first rank runs out, every rank ends the epoch at that step (instead of the
+/// others waiting in a collective forever), and the run finishes.
+#[test]
+fn ranks_end_the_epoch_together_when_one_runs_out_of_shards() {
+    let logs = tempdir("ddp-ranout");
+    let shards = logs.join("shards");
+    make_shards(&logs, &shards, 24, 8, 0);
+    let data = format!("{}/{{00000..00002}}.tar", shards.display());
+    let a = |_| {
+        let data = ["--dataset-type", "auto", "--train-data", &data];
+        let more = "--train-num-samples 64 --workers 1 --epochs 2";
+        let extra = [&data[..], &more.split_whitespace().collect::<Vec<_>>()].concat();
+        args(&logs, "r", "clip_tiny", 4, &extra)
+    };
+    run_world_ok(2, &a);
+    let log = std::fs::read_to_string(logs.join("r/out.log")).unwrap();
+    // Rank 1 holds one shard of 8 samples: two batches of 4.
+    assert_eq!(
+        log.matches("ended after 2 of 8 batches").count(),
+        2,
+        "{log}"
+    );
+    assert!(logs.join("r/checkpoints/epoch_2.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// A rank that dies just before the final barrier (a test hook aborts it there): the job is over
+/// for the other rank too, and it says so with status 70 naming the dead rank — whichever of the
+/// barrier and the watchdog notices first — not 1 or 0.
+#[test]
+fn a_rank_dying_at_the_final_barrier_ends_the_other_with_70() {
+    let logs = tempdir("ddp-final-barrier");
+    for victim in [1usize, 0] {
+        let name = format!("f{victim}");
+        let port = free_port().to_string();
+        let children: Vec<Child> = (0..2)
+            .map(|rank| {
+                let mut cmd = Command::new(BIN);
+                cmd.args(args(&logs, &name, "clip_tiny_test", 4, &[]))
+                    .env("RANK", rank.to_string())
+                    .env("LOCAL_RANK", rank.to_string())
+                    .env("WORLD_SIZE", "2")
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", &port)
+                    .env("CLIP_DIST_TIMEOUT", "30")
+                    .env("OMP_NUM_THREADS", "1")
+                    .stdout(Stdio::piped())
+                    .stderr(Stdio::piped());
+                if rank == victim {
+                    cmd.env("CLIP_TRAIN_TEST_DIE_BEFORE_FINAL_BARRIER", "1");
+                }
+                cmd.spawn().unwrap()
+            })
+            .collect();
+        let outs = wait_all(children);
+        let (dead, survivor) = (&outs[victim], &outs[1 - victim]);
+        let err = String::from_utf8_lossy(&survivor.stderr);
+        // The victim trained to the end: the hook fired where it should, not earlier.
+        assert!(
+            logs.join(&name)
+                .join("checkpoints/epoch_1.safetensors")
+                .is_file(),
+            "{}",
+            String::from_utf8_lossy(&dead.stderr)
+        );
+        assert!(!dead.status.success());
+        assert_eq!(survivor.status.code(), Some(70), "victim {victim}: {err}");
+        assert!(err.contains(&format!("rank {victim}")), "{err}");
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -1,0 +1,22 @@
+//! clip-train's integration tests: one binary (one link against libtorch), a module per subject,
+//! shared helpers in `common` (and, shared with the other crates, `golden` and `skip`).
+mod clip_tool;
+mod common;
+mod crash;
+mod distributed;
+mod flags;
+#[path = "../../../../tests/support/golden.rs"]
+mod golden;
+mod plan;
+mod scheduler;
+#[path = "../../../../tests/support/skip.rs"]
+mod skip;
+mod slurm;
+mod step;
+mod tensorboard;
+mod train;
+mod train_csv;
+mod train_options;
+mod train_wds;
+mod val;
+mod zeroshot;

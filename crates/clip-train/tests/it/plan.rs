@@ -1,0 +1,164 @@
+//! `plan::validate` refuses every bad flag value before anything is written: each case below
+//! changes one flag of a command line that trains fine, and clip-train must exit 2 with one line
+//! naming the culprit and leave its working folder empty (no `logs/`, no run directory).
+use std::path::Path;
+use std::process::Command;
+
+/// A run that works: 2 steps of synthetic data on the tiny model.
+const BASE: &[&str] = &[
+    "--dataset-type",
+    "synthetic",
+    "--train-num-samples",
+    "8",
+    "--batch-size",
+    "4",
+    "--epochs",
+    "1",
+    "--device",
+    "cpu",
+    "--precision",
+    "fp32",
+    "--model",
+    "clip_tiny",
+    "--logs",
+    "logs",
+    "--name",
+    "run",
+    "--warmup",
+    "1",
+];
+
+/// Runs clip-train in `dir` with BASE then `extra` (a repeated flag overrides, as argparse).
+fn run_in(dir: &Path, extra: &[&str]) -> (i32, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
+        .args(BASE)
+        .args(extra)
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Every flag a value can make wrong, one case each, with the text the error must contain.
+/// (Flags that are plain switches the trainer implements, e.g. `--grad-checkpointing`, have no
+/// wrong value; clap's own refusals — unknown flags, bad numbers, values outside `choices` — are
+/// `flags.rs`'s cases.)
+#[rustfmt::skip]
+const CASES: &[(&[&str], &str)] = &[
+    // Checks that only the run used to make (it wrote logs/NAME/ and exited 1).
+    (&["--lr-scheduler", "linear"], "--lr-scheduler linear"),
+    (&["--lr-scheduler", "const-cooldown"], "--epochs-cooldown"),
+    // Numbers out of range.
+    (&["--batch-size", "0"], "--batch-size"),
+    (&["--epochs", "0"], "--epochs"),
+    (&["--workers", "-1"], "--workers"),
+    (&["--warmup", "-1"], "--warmup"),
+    (&["--accum-freq", "0"], "--accum-freq"),
+    (&["--accum-freq", "3"], "--accum-freq 3"),
+    (&["--lock-text-unlocked-layers", "-1"], "--lock-text-unlocked-layers"),
+    (&["--save-every-n-steps", "0"], "--save-every-n-steps"),
+    (&["--train-num-samples", "0"], "--train-num-samples"),
+    (&["--train-num-samples", "3"], "--train-num-samples 3"),
+    (&["--image-mean", "0.1", "0.2"], "--image-mean"),
+    // Values the trainer does not implement.
+    (&["--precision", "fp16"], "--precision fp16"),
+    (&["--precision", "pure_fp16"], "--precision pure_fp16"),
+    (&["--report-to", "wandb"], "--report-to wandb"),
+    (&["--dist-backend", "mpi"], "--dist-backend mpi"),
+    (&["--device", "tpu"], "--device tpu"),
+    (&["--device", "cuda:99"], "--device cuda:99"),
+    (&["--model", "no_such_model"], "no_such_model"),
+    // Paths that are not there.
+    (&["--pretrained", "missing.pt"], "--pretrained missing.pt"),
+    (&["--resume", "missing.safetensors"], "--resume missing.safetensors"),
+    (&["--imagenet-val", "missing-imagenet"], "missing-imagenet"),
+    (&["--val-data", "missing-val.tar"], "missing-val.tar"),
+    // Data flags that contradict the data.
+    (&["--aug-cfg", "scale=(0.5, 1.0)"], "--aug-cfg"),
+    (&["--dataset-resampled"], "--dataset-resampled"),
+    (&["--train-data-upsampling-factors", "1"], "--train-data-upsampling-factors"),
+    (&["--dataset-type", "webdataset"], "--train-data"),
+    (&["--dataset-type", "auto", "--train-data", "x.parquet"], "x.parquet"),
+    (&["--dataset-type", "webdataset", "--train-data", "missing-{0..1}.tar"], "missing-0.tar"),
+    (&["--dataset-type", "csv", "--train-data", "missing.csv"], "missing.csv"),
+    // Flags whose non-default values are not implemented yet.
+    (&["--imagenet-v2", "x"], "--imagenet-v2"),
+    (&["--cache-dir", "x"], "--cache-dir"),
+    (&["--log-local"], "--log-local"),
+    (&["--momentum", "0.9"], "--momentum"),
+    (&["--opt", "sgd"], "--opt"),
+    (&["--use-bn-sync"], "--use-bn-sync"),
+    (&["--skip-scheduler"], "--skip-scheduler"),
+    (&["--pretrained-image"], "--pretrained-image"),
+    (&["--lock-image-unlocked-groups", "1"], "--lock-image-unlocked-groups"),
+    (&["--image-interpolation", "bilinear"], "--image-interpolation"),
+    (&["--image-resize-mode", "squash"], "--image-resize-mode"),
+    (&["--force-context-length", "10"], "--force-context-length"),
+    (&["--force-image-size", "224"], "--force-image-size"),
+    (&["--force-quick-gelu"], "--force-quick-gelu"),
+    (&["--force-patch-dropout", "0.5"], "--force-patch-dropout"),
+    (&["--force-custom-text"], "--force-custom-text"),
+    (&["--torchscript"], "--torchscript"),
+    (&["--torchcompile"], "--torchcompile"),
+    (&["--trace"], "--trace"),
+    (&["--wandb-notes", "x"], "--wandb-notes"),
+    (&["--copy-codebase"], "--copy-codebase"),
+    (&["--horovod"], "--horovod"),
+    (&["--remote-sync", "s3://bucket/runs"], "--remote-sync"),
+    (&["--distill-model", "x"], "--distill-model"),
+    (&["--distill-pretrained", "x"], "--distill-pretrained"),
+    (&["--use-bnb-linear", "x"], "--use-bnb-linear"),
+    (&["--siglip"], "--siglip"),
+    (&["--loss-dist-impl", "x"], "--loss-dist-impl"),
+];
+
+#[test]
+fn every_bad_flag_value_is_refused_before_anything_is_written() {
+    let dir = crate::common::tempdir("plan-refusals");
+    // The base command line trains: a refusal below is the changed flag's doing.
+    let (code, stderr) = run_in(&dir, &[]);
+    assert_eq!(code, 0, "the base run must work: {stderr}");
+    assert!(dir
+        .join("logs/run/checkpoints/epoch_1.safetensors")
+        .is_file());
+    std::fs::remove_dir_all(dir.join("logs")).unwrap();
+
+    for (extra, culprit) in CASES {
+        let (code, stderr) = run_in(&dir, &[*extra, &["--name", "refused"]].concat());
+        assert_eq!(code, 2, "{extra:?}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{extra:?}: {stderr}");
+        assert!(
+            stderr.contains(culprit),
+            "{extra:?} must name {culprit:?}: {stderr}"
+        );
+        let left: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .collect();
+        assert!(left.is_empty(), "{extra:?} wrote {left:?}");
+    }
+}
+
+/// Starting a run whose directory already holds a log is refused (exit 2) and leaves it as it
+/// was; `--resume latest` continues it instead.
+#[test]
+fn an_existing_run_is_refused_without_resume() {
+    let dir = crate::common::tempdir("plan-existing");
+    let (code, stderr) = run_in(&dir, &[]);
+    assert_eq!(code, 0, "{stderr}");
+    let log = dir.join("logs/run/out.log");
+    let before = std::fs::read(&log).unwrap();
+    let (code, stderr) = run_in(&dir, &[]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(stderr.contains("already exists"), "{stderr}");
+    assert_eq!(
+        std::fs::read(&log).unwrap(),
+        before,
+        "the refused run touched out.log"
+    );
+    let (code, stderr) = run_in(&dir, &["--resume", "latest"]);
+    assert_eq!(code, 0, "{stderr}");
+}

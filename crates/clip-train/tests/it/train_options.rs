@@ -1,0 +1,318 @@
+//! Trainer options end to end on the tiny model and synthetic data (CPU, fp32): --accum-freq,
+//! --lock-image / --lock-text, MFU in the log line, the progress bar on a terminal.
+use crate::common::{
+    assert_bitwise_equal, cli, get, logged_losses, no_drop_path_config, ok, resume_latest,
+    stopped_copy, tempdir, weights,
+};
+use std::path::Path;
+use std::process::Command;
+
+fn args(logs: &Path, name: &str, model: &str, extra: &[&str]) -> Vec<String> {
+    let flags = "--dataset-type synthetic --train-num-samples 64 --batch-size 8 --epochs 1 \
+                 --lr 1e-3 --warmup 2 --log-every-n-steps 1 --seed 5";
+    cli(flags, name, logs, &[&["--model", model], extra].concat())
+}
+
+fn log_of(logs: &Path, name: &str) -> String {
+    std::fs::read_to_string(logs.join(name).join("out.log")).unwrap()
+}
+
+#[test]
+fn accum_freq_trains_like_one_bigger_batch_and_resumes_exactly() {
+    let logs = tempdir("accum");
+    let model = no_drop_path_config(&logs);
+    let accum = [
+        "--batch-size",
+        "4",
+        "--accum-freq",
+        "2",
+        "--save-every-n-steps",
+        "3",
+    ];
+    ok(&args(&logs, "big", &model, &[]));
+    ok(&args(&logs, "accum", &model, &accum));
+    let acc = log_of(&logs, "accum");
+    // 64 samples = 8 steps of 8 either way; the log counts samples as OpenCLIP does.
+    assert!(acc.contains("Train Epoch: 0 [64/64 (100%)]"), "{acc}");
+    assert!(acc.contains("Train Epoch: 0 [ 8/64 (12%)]"), "{acc}");
+    let (lb, la) = (
+        logged_losses(&logs.join("big")),
+        logged_losses(&logs.join("accum")),
+    );
+    assert_eq!(lb.len(), 8);
+    assert_eq!(la.len(), 8);
+    // The first step sees the same weights and the same 8 samples: the same loss.
+    assert!((lb[0] - la[0]).abs() <= 1e-5 * lb[0], "{lb:?} vs {la:?}");
+    for (b, a) in lb.iter().zip(&la) {
+        assert!((b - a).abs() <= 1e-3 * b, "{lb:?} vs {la:?}");
+    }
+    // Stopped after step 3 and resumed: bitwise the uninterrupted accumulating run.
+    let full = logs.join("accum");
+    stopped_copy(&full, &logs.join("accum3"), 3);
+    let resume = resume_latest(&args(&logs, "accum3", &model, &accum));
+    ok(&resume);
+    assert_bitwise_equal(
+        &logs.join("accum3/checkpoints/epoch_1.safetensors"),
+        &full.join("checkpoints/epoch_1.safetensors"),
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[test]
+fn locked_towers_keep_their_weights() {
+    let logs = tempdir("lock");
+    // --lr 0 leaves every weight at its initial value (AdamW's decay is scaled by lr too).
+    ok(&args(&logs, "init", "clip_tiny_test", &["--lr", "0"]));
+    ok(&args(
+        &logs,
+        "locked",
+        "clip_tiny_test",
+        &[
+            "--lock-image",
+            "--lock-text",
+            "--lock-text-unlocked-layers",
+            "1",
+        ],
+    ));
+    let locked = logs.join("locked");
+    assert!(log_of(&logs, "locked").contains("trainable)"));
+    let init = weights(&logs.join("init/checkpoints/epoch_1.safetensors"));
+    let after = weights(&locked.join("checkpoints/epoch_1.safetensors"));
+    let (mut frozen, mut moved) = (0, 0);
+    for (k, b) in &after {
+        if k.starts_with("optimizer.") {
+            // The optimizer holds state for trainable parameters only.
+            assert!(
+                !k.contains("visual.trunk.") && !k.contains("transformer.resblocks."),
+                "{k}"
+            );
+            continue;
+        }
+        let a = get(&init, k);
+        // Frozen: the image trunk and the text tower except its last group (text_projection).
+        let should_freeze = k.starts_with("visual.trunk.")
+            || k.starts_with("transformer.")
+            || k.starts_with("token_embedding.")
+            || k.starts_with("ln_final.")
+            || k == "positional_embedding";
+        if should_freeze {
+            assert!(a.equal(b), "{k} changed although locked");
+            frozen += 1;
+        } else {
+            assert!(!a.equal(b), "{k} did not train");
+            moved += 1;
+        }
+    }
+    assert!(
+        frozen > 10 && moved >= 3,
+        "{frozen} frozen, {moved} trained"
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+#[test]
+fn mfu_is_logged_where_the_peak_is_known() {
+    let logs = tempdir("mfu");
+    let quick = ["--train-num-samples", "16"];
+    ok(&args(&logs, "plain", "clip_tiny_test", &quick));
+    assert!(
+        !log_of(&logs, "plain").contains("MFU"),
+        "CPU: no known peak"
+    );
+    let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
+        .args(args(&logs, "peak", "clip_tiny_test", &quick))
+        .env("CLIP_TRAIN_PEAK_TFLOPS", "0.001")
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let log = log_of(&logs, "peak");
+    // MFU = samples/s × the model's training FLOPs per sample / the peak (0.001 TFLOP/s), as a
+    // percentage with one decimal; samples/s is logged with six significant digits.
+    let cfg = clip_model::ClipConfig::load("clip_tiny_test").unwrap();
+    let flops_per_sample = clip_model::flops::train_flops(&cfg, false);
+    let lines: Vec<&str> = log.lines().filter(|l| l.contains("Train Epoch")).collect();
+    assert_eq!(lines.len(), 2, "{log}");
+    for line in lines {
+        // "… Batch (t): 0.123, 1234.56/s, 1234.56/s/gpu … MFU: 12.3%"
+        let after = |tag: &str| line.split(tag).nth(1).unwrap();
+        let samples_per_s: f64 = after("Batch (t): ")
+            .split(", ")
+            .nth(1)
+            .unwrap()
+            .trim_end_matches("/s")
+            .parse()
+            .unwrap();
+        let mfu: f64 = after("MFU: ").trim_end_matches('%').parse().unwrap();
+        let want = 100.0 * samples_per_s * flops_per_sample / 1e9;
+        assert!(
+            (mfu - want).abs() <= 0.05 + 1e-5 * want,
+            "MFU {mfu} vs {samples_per_s}/s × {flops_per_sample} FLOP / 1e9 FLOP/s = {want}: {line}"
+        );
+        assert!(line.contains("Data wait: "), "{line}");
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// On a terminal (a pty from util-linux's `script`) a progress bar is redrawn in place; into a
+/// pipe or file, none.
+#[test]
+fn progress_bar_only_on_a_terminal() {
+    let logs = tempdir("progress");
+    let bin = env!("CARGO_BIN_EXE_clip-train");
+    let a = args(
+        &logs,
+        "tty",
+        "clip_tiny_test",
+        &["--train-num-samples", "32"],
+    );
+    let cmd = std::iter::once(bin.to_string())
+        .chain(a)
+        .map(|s| format!("'{s}'"))
+        .collect::<Vec<_>>()
+        .join(" ");
+    let out = Command::new("script")
+        .args(["-qec", &cmd, "/dev/null"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tty = String::from_utf8_lossy(&out.stdout);
+    assert!(tty.contains("\r\x1b[2Kepoch 0 [#"), "{tty}");
+    assert!(tty.contains("4/4 loss "), "{tty}");
+    let piped = ok(&args(
+        &logs,
+        "pipe",
+        "clip_tiny_test",
+        &["--train-num-samples", "32"],
+    ));
+    assert!(!String::from_utf8_lossy(&piped.stderr).contains('\x1b'));
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--precision bf16` / `pure_bf16`: bf16 weights, optimizer state and checkpoints (the text
+/// LayerNorms stay fp32 under `bf16`), and a run stopped mid-epoch resumes bitwise.
+#[test]
+fn bf16_weights_train_and_resume_exactly() {
+    let logs = tempdir("bf16");
+    for (precision, norm_kind) in [
+        ("bf16", tch::Kind::Float),
+        ("pure_bf16", tch::Kind::BFloat16),
+    ] {
+        let a = |name: &str| {
+            args(
+                &logs,
+                name,
+                "clip_tiny_test",
+                &[
+                    "--precision",
+                    precision,
+                    "--save-every-n-steps",
+                    "3",
+                    "--epochs",
+                    "2",
+                ],
+            )
+        };
+        ok(&a(precision));
+        let full = logs.join(precision);
+        let last = full.join("checkpoints/epoch_2.safetensors");
+        let w = weights(&last);
+        let kind = |k: &str| get(&w, k).kind();
+        assert_eq!(kind("visual.trunk.stem.0.weight"), tch::Kind::BFloat16);
+        assert_eq!(
+            kind("optimizer.exp_avg.text_projection"),
+            tch::Kind::BFloat16
+        );
+        assert_eq!(kind("ln_final.weight"), norm_kind, "{precision}");
+        let losses = logged_losses(&full);
+        assert!(
+            losses.last().unwrap() < &losses[0],
+            "{precision}: {losses:?}"
+        );
+        let stopped = format!("{precision}-stop");
+        stopped_copy(&full, &logs.join(&stopped), 9);
+        let resume = resume_latest(&a(&stopped));
+        ok(&resume);
+        assert_bitwise_equal(
+            &logs.join(&stopped).join("checkpoints/epoch_2.safetensors"),
+            &last,
+        );
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--precision amp` (OpenCLIP's default): fp16 autocast with the loss scaler, whose state rides
+/// in the checkpoint so a stopped run resumes bitwise.
+#[test]
+fn amp_with_its_loss_scaler_resumes_exactly() {
+    let logs = tempdir("amp");
+    let a = |name: &str| {
+        args(
+            &logs,
+            name,
+            "clip_tiny_test",
+            &[
+                "--precision",
+                "amp",
+                "--save-every-n-steps",
+                "1",
+                "--epochs",
+                "2",
+            ],
+        )
+    };
+    ok(&a("amp"));
+    let full = logs.join("amp");
+    let last = full.join("checkpoints/epoch_2.safetensors");
+    // One checkpoint per step: a skipped step is one AdamW did not count. PyTorch's GradScaler
+    // (OpenCLIP's) starts at 2^16, halves at every skipped step and counts the clean steps since
+    // (it doubles only after 2000 of them). 2^16 overflows this model's fp16 backward, so the
+    // first steps are skipped until the scale fits; after that, none.
+    let mut states: Vec<_> = clip_train::checkpoint::candidates(&full.join("checkpoints"))
+        .iter()
+        .map(|p| clip_train::checkpoint::peek_state(p).unwrap())
+        .collect();
+    states.sort_by_key(|s| s.step);
+    states.dedup_by_key(|s| s.step);
+    let steps: Vec<i64> = states.iter().map(|s| s.step).collect();
+    assert_eq!(steps, (1..=16).collect::<Vec<_>>());
+    let (mut skipped, mut clean_since) = (0, 0);
+    let mut skips = Vec::new();
+    for s in &states {
+        let now = s.step - s.optimizer_step.unwrap_or(s.step);
+        if now > skipped {
+            skips.push(s.step);
+            clean_since = 0;
+        } else {
+            clean_since += 1;
+        }
+        skipped = now;
+        let scaler = s.scaler.expect("the scaler is checkpointed");
+        assert_eq!(
+            (scaler.scale, scaler.growth_tracker),
+            (65536.0 * 0.5f64.powi(skipped as i32), clean_since),
+            "step {}",
+            s.step
+        );
+    }
+    assert!(
+        !skips.is_empty(),
+        "2^16 overflows: the first step is skipped"
+    );
+    assert_eq!(
+        skips,
+        (1..=skips.len() as i64).collect::<Vec<_>>(),
+        "only the first steps skip"
+    );
+    stopped_copy(&full, &logs.join("amp-stop"), 9);
+    let resume = resume_latest(&a("amp-stop"));
+    ok(&resume);
+    assert_bitwise_equal(
+        &logs.join("amp-stop/checkpoints/epoch_2.safetensors"),
+        &last,
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -1,0 +1,146 @@
+//! `--val-data`: contrastive validation against OpenCLIP's own `evaluate` on the same weights and
+//! shards (scripts/val-goldens.py, cached): the same ranks and recalls, the same loss; logged
+//! after the epoch and in `results.jsonl`, and once more when there is no training data.
+use crate::common::{cli, image_shards, model_weights, ok, tempdir};
+use crate::golden::{golden, run_python, script_inputs};
+use image::ImageFormat;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+
+/// 22 pairs in batches of 4: the last batch is partial (2), as OpenCLIP's val loader makes it.
+const N: usize = 22;
+
+fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+    let flags = "--batch-size 4 --epochs 1 --model clip_tiny --lr 1e-3 --warmup 2 --workers 1 \
+                 --val-num-samples 22";
+    cli(flags, name, logs, extra)
+}
+
+/// A training run on synthetic data, evaluated on `val` after its epoch.
+fn train(logs: &Path, name: &str, val: &str) -> Vec<String> {
+    let data = ["--dataset-type", "synthetic", "--train-num-samples", "16"];
+    args(logs, name, &[&data[..], &["--val-data", val]].concat())
+}
+
+/// No training data: one evaluation of `weights` on `val` (epoch 0).
+fn eval_only(logs: &Path, name: &str, val: &str, weights: &Path) -> Vec<String> {
+    let weights = weights.display().to_string();
+    args(logs, name, &["--val-data", val, "--pretrained", &weights])
+}
+
+fn last_results(run_dir: &Path) -> Value {
+    let text = std::fs::read_to_string(run_dir.join("checkpoints/results.jsonl")).unwrap();
+    serde_json::from_str(text.lines().last().unwrap()).unwrap()
+}
+
+/// The `{00000..}` spec of `shards` (named 00000.tar, 00001.tar, … in one folder).
+fn spec(shards: &[PathBuf]) -> String {
+    let dir = shards[0].parent().unwrap().display();
+    format!("{dir}/{{00000..{:05}}}.tar", shards.len() - 1)
+}
+
+/// OpenCLIP's metrics for `weights` on `shards` (cached by the contents of both); `None` after a
+/// loud skip where there are neither the cache nor Python.
+fn openclip_metrics(name: &str, weights: &Path, shards: &[PathBuf]) -> Option<Value> {
+    let mut inputs = script_inputs("val-goldens.py");
+    inputs.push(weights.to_path_buf());
+    inputs.extend(shards.iter().cloned());
+    let (n, spec) = (N.to_string(), spec(shards));
+    let dir = golden(name, &inputs, &["clip_tiny", &n, "4"], |out| {
+        let script = inputs[0].display().to_string();
+        let weights = weights.display().to_string();
+        let stdout = run_python([script.as_str(), "clip_tiny", &weights, &spec, &n, "4"]);
+        std::fs::write(out.join("metrics.json"), stdout.lines().last().unwrap()).unwrap();
+    })?;
+    Some(serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap())
+}
+
+/// Ours (evaluated after `epoch`) against OpenCLIP's (run as after epoch 1): the same metrics in
+/// the same order; `num_samples` equal, `clip_val_loss` to 1e-3 (the float order of two
+/// implementations), the ranks and recalls to within `rank_tol` (see the callers).
+fn compare(ours: &Value, epoch: i64, theirs: &Value, rank_tol: impl Fn(&str) -> f64) {
+    let (o, t) = (ours.as_object().unwrap(), theirs.as_object().unwrap());
+    assert_eq!(
+        o.keys().collect::<Vec<_>>(),
+        t.keys().collect::<Vec<_>>(),
+        "the same metrics in the same order"
+    );
+    let mut off = Vec::new();
+    for (k, want) in t {
+        let (got, want) = (o[k].as_f64().unwrap(), want.as_f64().unwrap());
+        let tol = match k.as_str() {
+            "clip_val_loss" => 1e-3 * want,
+            "epoch" => {
+                assert_eq!(o[k], epoch);
+                continue;
+            }
+            "num_samples" => 0.0,
+            _ => rank_tol(k),
+        };
+        if (got - want).abs() > tol {
+            off.push(format!("{k}: {got} vs OpenCLIP's {want}"));
+        }
+    }
+    assert!(
+        off.is_empty(),
+        "{}\nours: {ours}\nOpenCLIP's: {theirs}",
+        off.join("\n")
+    );
+    assert_eq!(o["num_samples"], N);
+}
+
+#[test]
+fn val_data_metrics_match_openclip() {
+    let dir = tempdir("val");
+    // 64-px PNGs: lossless, and already the model's size, so both sides' eval transforms leave
+    // the pixels as they are: the model sees the same input on both sides.
+    let png = image_shards(&dir.join("png"), N, 8, 2, 64, ImageFormat::Png);
+    ok(&train(&dir, "run", &spec(&png)));
+    let run = dir.join("run");
+    let log = std::fs::read_to_string(run.join("out.log")).unwrap();
+    assert!(log.contains("Eval Epoch: 1 [4 / 22]\tClip Loss: "), "{log}");
+    assert!(
+        log.contains("Eval Epoch: 1 image_to_text_mean_rank: "),
+        "{log}"
+    );
+    let ours = last_results(&run);
+    let ckpt = run.join("checkpoints/epoch_1.safetensors");
+    let weights = model_weights(&ckpt, &dir.join("weights.safetensors"));
+    let Some(theirs) = openclip_metrics("val-png", &weights, &png) else {
+        return;
+    };
+    // The same pixels: the ranks and recalls are exact.
+    compare(&ours, 1, &theirs, |_| 0.0);
+
+    // No training data: one evaluation of the given weights (epoch 0), the same figures.
+    ok(&eval_only(&dir, "eval", &spec(&png), &ckpt));
+    let again = last_results(&dir.join("eval"));
+    assert_eq!(again["epoch"], 0);
+    assert_eq!(
+        again["image_to_text_mean_rank"],
+        ours["image_to_text_mean_rank"]
+    );
+    assert_eq!(again["clip_val_loss"], ours["clip_val_loss"]);
+
+    // The same pictures as JPEGs (quality 75): the two sides' decoders (zune-jpeg,
+    // libjpeg-turbo through PIL) round some pixels differently, which can swap near-tied
+    // candidates; by how much depends on the machine (the issue saw a mean rank 1/N off, this
+    // machine 2/N). Allowed: rank moves adding up to two places (one sample by two, or two by
+    // one): a mean rank within 2/N, a median rank within 1, a recall@k within 2/N (each move
+    // takes at most one sample across k).
+    let jpeg = image_shards(&dir.join("jpeg"), N, 8, 2, 64, ImageFormat::Jpeg);
+    ok(&eval_only(&dir, "jpeg", &spec(&jpeg), &ckpt));
+    let ours = last_results(&dir.join("jpeg"));
+    let Some(theirs) = openclip_metrics("val-jpeg", &weights, &jpeg) else {
+        return;
+    };
+    let two_places = 2.0 / N as f64 + 1e-9;
+    compare(&ours, 0, &theirs, |k| {
+        if k.ends_with("median_rank") {
+            1.0
+        } else {
+            two_places
+        }
+    });
+    let _ = std::fs::remove_dir_all(&dir);
+}

@@ -1,0 +1,2 @@
+//! torch-ext's integration tests: one binary (one link against libtorch).
+mod shim;

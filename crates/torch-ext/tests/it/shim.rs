@@ -1,0 +1,49 @@
+use tch::{Device, Kind, Tensor};
+use torch_ext::{checkpoint, load_pickle, AutocastGuard};
+
+#[test]
+fn autocast_bf16_on_cpu_makes_matmul_bf16_and_restores() {
+    let a = Tensor::randn([4, 4], (Kind::Float, Device::Cpu));
+    {
+        let _g = AutocastGuard::new(Device::Cpu, Kind::BFloat16).unwrap();
+        assert_eq!(a.matmul(&a).kind(), Kind::BFloat16);
+    }
+    assert_eq!(a.matmul(&a).kind(), Kind::Float);
+}
+
+#[test]
+fn checkpoint_gives_the_gradients_of_the_plain_function() {
+    tch::manual_seed(0);
+    let mut w = Tensor::randn([8, 8], (Kind::Double, Device::Cpu)).set_requires_grad(true);
+    let x0 = Tensor::randn([3, 8], (Kind::Double, Device::Cpu));
+    let mut run = |ckpt: bool| {
+        let x = x0.copy().set_requires_grad(true);
+        let h = x.tanh();
+        let wc = w.shallow_clone();
+        let f = move |t: &Tensor| t.matmul(&wc).gelu("none").matmul(&wc);
+        let y = if ckpt {
+            checkpoint(&h, &[w.shallow_clone()], f).unwrap()
+        } else {
+            f(&h)
+        };
+        w.zero_grad();
+        (y.sin().sum(Kind::Double)).backward();
+        (y.detach(), w.grad().copy(), x.grad().copy())
+    };
+    let (y1, gw1, gx1) = run(false);
+    let (y2, gw2, gx2) = run(true);
+    assert!(y1.allclose(&y2, 0.0, 0.0, false));
+    assert!(gw1.allclose(&gw2, 1e-12, 1e-12, false));
+    assert!(gx1.allclose(&gx2, 1e-12, 1e-12, false));
+}
+
+#[test]
+fn load_pickle_reports_a_missing_file() {
+    let err = load_pickle(std::path::Path::new("/nonexistent/x.pt"))
+        .err()
+        .unwrap();
+    // The path in the message, the operating system's reason under it.
+    assert_eq!(err.to_string(), "cannot open /nonexistent/x.pt");
+    let io = err.root_cause().downcast_ref::<std::io::Error>().unwrap();
+    assert_eq!(io.kind(), std::io::ErrorKind::NotFound, "{err:#}");
+}
