@@ -1,5 +1,5 @@
 //! The collective cases of the multi-process tests, shared by `dist-selftest` (which runs them
-//! as one rank) and `tests/multiprocess.rs` (which computes the reference from the same inputs).
+//! as one rank) and `tests/it/multiprocess.rs` (which computes the reference from the same inputs).
 
 use tch::{Kind, Tensor};
 

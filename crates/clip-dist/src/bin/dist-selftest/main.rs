@@ -1,4 +1,4 @@
-//! One rank of the multi-process tests (`tests/multiprocess.rs`). Rank and world come from the
+//! One rank of the multi-process tests (`tests/it/multiprocess.rs`). Rank and world come from the
 //! environment like any launcher's (RANK, WORLD_SIZE, MASTER_ADDR, MASTER_PORT,
 //! CLIP_DIST_TIMEOUT); the mode from the arguments:
 //!
