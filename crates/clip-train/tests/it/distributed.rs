@@ -14,11 +14,21 @@ const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
 /// Starts `world` ranks of clip-train with `args` (per rank); torchrun's environment.
 fn spawn_world(world: usize, args: &dyn Fn(usize) -> Vec<String>, timeout_s: u32) -> Vec<Child> {
+    spawn_world_with(world, args, timeout_s, &|_, _| {})
+}
+
+/// [`spawn_world`], with `setup(rank, command)` adding to each rank's command (a test hook).
+fn spawn_world_with(
+    world: usize,
+    args: &dyn Fn(usize) -> Vec<String>,
+    timeout_s: u32,
+    setup: &dyn Fn(usize, &mut Command),
+) -> Vec<Child> {
     let port = free_port().to_string();
     (0..world)
         .map(|rank| {
-            Command::new(BIN)
-                .args(args(rank))
+            let mut cmd = Command::new(BIN);
+            cmd.args(args(rank))
                 .env("RANK", rank.to_string())
                 .env("LOCAL_RANK", rank.to_string())
                 .env("WORLD_SIZE", world.to_string())
@@ -28,9 +38,9 @@ fn spawn_world(world: usize, args: &dyn Fn(usize) -> Vec<String>, timeout_s: u32
                 // Several ranks share two cores: one thread each.
                 .env("OMP_NUM_THREADS", "1")
                 .stdout(Stdio::piped())
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+                .stderr(Stdio::piped());
+            setup(rank, &mut cmd);
+            cmd.spawn().unwrap()
         })
         .collect()
 }
@@ -359,26 +369,16 @@ fn a_rank_dying_at_the_final_barrier_ends_the_other_with_70() {
     let logs = tempdir("ddp-final-barrier");
     for victim in [1usize, 0] {
         let name = format!("f{victim}");
-        let port = free_port().to_string();
-        let children: Vec<Child> = (0..2)
-            .map(|rank| {
-                let mut cmd = Command::new(BIN);
-                cmd.args(args(&logs, &name, "clip_tiny_test", 4, &[]))
-                    .env("RANK", rank.to_string())
-                    .env("LOCAL_RANK", rank.to_string())
-                    .env("WORLD_SIZE", "2")
-                    .env("MASTER_ADDR", "127.0.0.1")
-                    .env("MASTER_PORT", &port)
-                    .env("CLIP_DIST_TIMEOUT", "30")
-                    .env("OMP_NUM_THREADS", "1")
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped());
+        let children = spawn_world_with(
+            2,
+            &|_| args(&logs, &name, "clip_tiny_test", 4, &[]),
+            30,
+            &|rank, cmd| {
                 if rank == victim {
                     cmd.env("CLIP_TRAIN_TEST_DIE_BEFORE_FINAL_BARRIER", "1");
                 }
-                cmd.spawn().unwrap()
-            })
-            .collect();
+            },
+        );
         let outs = wait_all(children);
         let (dead, survivor) = (&outs[victim], &outs[1 - victim]);
         let err = String::from_utf8_lossy(&survivor.stderr);
