@@ -3,7 +3,7 @@
 //! rank's data position goes into each checkpoint, and every rank waits until the file is
 //! complete. The file format itself is [`crate::checkpoint`]'s.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use clip_dist::{Collectives, WorldInfo};
@@ -34,10 +34,6 @@ impl Checkpointer {
 
     fn master(&self) -> bool {
         self.world.rank == 0
-    }
-
-    pub fn path(&self, file: &str) -> PathBuf {
-        self.dir.join(file)
     }
 
     /// The checkpoint to continue from (None: start fresh). Rank 0 first removes the temp files
@@ -168,9 +164,5 @@ impl Checkpointer {
             // Already gone is fine: only the newest matters.
             let _ = std::fs::remove_file(self.dir.join(format!("epoch_{epoch}.safetensors")));
         }
-    }
-
-    pub fn dir(&self) -> &Path {
-        &self.dir
     }
 }

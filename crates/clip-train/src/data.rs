@@ -329,11 +329,7 @@ impl TrainData {
         let (processor, warnings) = train_processor(p, cfg)?;
         let shards = ShardList::parse(spec, p.train_data_upsampling_factors.as_deref())
             .context("--train-data")?;
-        let urls = shards.urls();
-        if let Some(missing) = urls
-            .iter()
-            .find(|u| is_local(u) && !Path::new(u.strip_prefix("file://").unwrap_or(u)).is_file())
-        {
+        if let Some(missing) = missing_local_shard(&shards) {
             bail!("--train-data: no such shard: {missing}");
         }
         let mut lc = LoaderConfig::new(shards, p.batch_size as usize);
@@ -460,8 +456,13 @@ impl TrainData {
 /// A source with its epoch plan: (source, batches per epoch, samples per epoch, warnings).
 type Planned = (Source, i64, i64, Vec<String>);
 
-fn is_local(url: &str) -> bool {
-    !url.starts_with("pipe:") && (!url.contains("://") || url.starts_with("file://"))
+/// The first shard of `shards` that is a local file (a path or `file://`) and is not there;
+/// `pipe:` and remote URLs are only found out when read.
+pub(crate) fn missing_local_shard(shards: &ShardList) -> Option<String> {
+    shards.urls().into_iter().find(|u| {
+        let local = !u.starts_with("pipe:") && (!u.contains("://") || u.starts_with("file://"));
+        local && !Path::new(u.strip_prefix("file://").unwrap_or(u)).is_file()
+    })
 }
 
 enum Inner<'a> {

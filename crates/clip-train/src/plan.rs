@@ -119,12 +119,6 @@ pub struct Plan {
     pub eval: EvalPlan,
 }
 
-impl Plan {
-    pub fn run_dir(&self) -> PathBuf {
-        self.logs.join(&self.name)
-    }
-}
-
 /// Every check that can refuse the command line, in one pass; builds the [`Plan`].
 pub fn validate(p: Params) -> Result<Plan, Usage> {
     plan(p).map_err(Usage)

@@ -6,7 +6,6 @@
 //! image ranks its own caption among all captions and vice versa (`get_clip_metrics`): mean and
 //! median rank, recall at 1, 5 and 10.
 
-use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
@@ -33,11 +32,7 @@ impl ValData {
             bail!("not supported yet: --val-data as a CSV file (webdataset shards are)");
         }
         let shards = ShardList::parse(spec, None).context("--val-data")?;
-        if let Some(missing) = shards.urls().iter().find(|u| {
-            !u.starts_with("pipe:")
-                && (!u.contains("://") || u.starts_with("file://"))
-                && !Path::new(u.strip_prefix("file://").unwrap_or(u)).is_file()
-        }) {
+        if let Some(missing) = crate::data::missing_local_shard(&shards) {
             bail!("--val-data: no such shard: {missing}");
         }
         if p.val_num_samples.is_some_and(|n| n < 1) {
