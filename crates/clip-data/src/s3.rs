@@ -36,6 +36,11 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Runs `fut` on the S3 runtime and waits for it (callers are plain threads, not async).
+pub fn block_on<F: std::future::Future>(fut: F) -> F::Output {
+    runtime().block_on(fut)
+}
+
 fn env_num(name: &str, default: u64) -> u64 {
     std::env::var(name)
         .ok()
@@ -43,7 +48,9 @@ fn env_num(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn client() -> &'static Client {
+/// The process's S3 client, configured as the module documentation says (shared by the data
+/// readers and clip-train's `--remote-sync`).
+pub fn client() -> &'static Client {
     CLIENT.get_or_init(|| {
         runtime().block_on(async {
             let conf = aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -236,10 +236,20 @@ fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut header = vec![0u8; len as usize];
     f.read_exact(&mut header)
         .with_context(|| format!("{}: truncated header", path.display()))?;
-    let v: serde_json::Value = serde_json::from_slice(&header)
-        .with_context(|| format!("{}: unreadable header", path.display()))?;
+    metadata_of(&header).with_context(|| format!("{}: unreadable header", path.display()))
+}
+
+/// The `__metadata__` of a safetensors header (the JSON after the 8-byte length).
+fn metadata_of(header: &[u8]) -> Result<HashMap<String, String>> {
+    let v: serde_json::Value = serde_json::from_slice(header)?;
     let meta = v.get("__metadata__").cloned().unwrap_or_default();
     Ok(serde_json::from_value(meta).unwrap_or_default())
+}
+
+/// The training state in a checkpoint's header bytes (the JSON after the 8-byte length), for
+/// files read remotely by their first bytes.
+pub fn state_of_header(header: &[u8]) -> Result<TrainState> {
+    state_of(Path::new("(remote)"), &metadata_of(header)?)
 }
 
 /// The training state of a checkpoint, from its header only (no verification).

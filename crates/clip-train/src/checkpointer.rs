@@ -16,6 +16,7 @@ use crate::checkpoint::{self, Loaded, Snapshot, TrainState};
 use crate::data::{DataPosition, SavedPositions};
 use crate::ddp;
 use crate::plan::Resume;
+use crate::remote_sync::Remote;
 use crate::rundir::Log;
 
 pub struct Checkpointer {
@@ -25,6 +26,8 @@ pub struct Checkpointer {
     pending: Option<Pending>,
     /// The newest checkpoint known complete: written by this run, or resumed from.
     newest: Option<PathBuf>,
+    /// `--remote-sync`'s copy of the run, where `--resume latest` also looks.
+    remote: Option<Remote>,
 }
 
 /// How [`Checkpointer::save`] writes.
@@ -49,12 +52,13 @@ pub struct Resumed {
 }
 
 impl Checkpointer {
-    pub fn new(dir: PathBuf, world: WorldInfo) -> Checkpointer {
+    pub fn new(dir: PathBuf, world: WorldInfo, remote: Option<Remote>) -> Checkpointer {
         Checkpointer {
             dir,
             world,
             pending: None,
             newest: None,
+            remote,
         }
     }
 
@@ -104,14 +108,22 @@ impl Checkpointer {
         }))
     }
 
-    /// `--resume latest`: rank 0's pick, loaded on every rank.
+    /// `--resume latest`: rank 0's pick, loaded on every rank. With `--remote-sync`, rank 0
+    /// first fetches the remote's newest checkpoint when it is newer than every local one (the
+    /// local directory may be gone with its node).
     fn pick_latest(
         &self,
         comm: &dyn Collectives,
         log: &mut Log,
     ) -> Result<Option<(PathBuf, Loaded)>> {
         let found = if self.master() {
-            checkpoint::load_latest(&self.dir, |w| log.warn(&w))
+            let local = checkpoint::load_latest(&self.dir, |w| log.warn(&w));
+            let local_step = local.as_ref().map_or(-1, |(_, l)| l.state.step);
+            let remote = self.remote.as_ref().and_then(|r| {
+                std::fs::create_dir_all(&self.dir).ok()?;
+                r.fetch_newer(&self.dir, local_step, log)
+            });
+            remote.or(local)
         } else {
             None
         };

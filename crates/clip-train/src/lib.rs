@@ -15,6 +15,7 @@ pub mod params;
 pub mod plan;
 pub mod precision;
 pub mod pyfmt;
+pub mod remote_sync;
 pub mod rundir;
 pub mod scaler;
 pub mod scheduler;

@@ -113,10 +113,20 @@ pub struct Plan {
     pub name: String,
     pub logs: PathBuf,
     pub tensorboard: bool,
+    /// `--remote-sync`: where rank 0 mirrors the run directory, and how often.
+    pub remote_sync: Option<RemoteSyncPlan>,
     pub resume: Resume,
     pub model: ModelPlan,
     pub train: Option<TrainPlan>,
     pub eval: EvalPlan,
+}
+
+/// `--remote-sync URL` with its frequency (`--remote-sync-protocol s3`; fsspec is refused).
+#[derive(Debug, Clone)]
+pub struct RemoteSyncPlan {
+    /// `s3://bucket[/prefix]`: the run goes to `URL/{name}/`.
+    pub url: String,
+    pub every: std::time::Duration,
 }
 
 /// Every check that can refuse the command line, in one pass; builds the [`Plan`].
@@ -179,6 +189,7 @@ fn plan(p: Params) -> Result<Plan> {
             "tensorboard" => true,
             other => bail!("not supported yet: --report-to {other} (tensorboard works)"),
         },
+        remote_sync: remote_sync_plan(&p)?,
         world,
         device,
         dist,
@@ -192,6 +203,30 @@ fn plan(p: Params) -> Result<Plan> {
         eval,
         params: p,
     })
+}
+
+/// `--remote-sync`: an `s3://` URL, natively; fsspec (OpenCLIP's slow generic path) is refused.
+fn remote_sync_plan(p: &Params) -> Result<Option<RemoteSyncPlan>> {
+    let Some(url) = &p.remote_sync else {
+        return Ok(None);
+    };
+    if p.remote_sync_protocol != "s3" {
+        bail!(
+            "not supported: --remote-sync-protocol {} (clip-train syncs to s3:// natively: use s3)",
+            p.remote_sync_protocol
+        );
+    }
+    if p.remote_sync_frequency < 1 {
+        bail!(
+            "--remote-sync-frequency must be at least 1 second, found {}",
+            p.remote_sync_frequency
+        );
+    }
+    crate::remote_sync::Remote::check_url(url)?;
+    Ok(Some(RemoteSyncPlan {
+        url: url.clone(),
+        every: std::time::Duration::from_secs(p.remote_sync_frequency as u64),
+    }))
 }
 
 /// Refuses the flags whose non-default values clip-train does not implement, and names every
@@ -212,22 +247,22 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         accum_freq: _, device: _, dist_url: _, dist_backend: _, report_to: _, seed: _,
         no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
-        save_every_n_steps: _, print_params: _,
+        save_every_n_steps: _, print_params: _, remote_sync: _, remote_sync_frequency: _,
+        remote_sync_protocol: _,
         // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
         // there is no DDP graph to make static; wandb's project only matters with wandb, which
         // --report-to refuses; the CoCa weights only matter for CoCa models, which no config
-        // builds; --debug only adds OpenCLIP's debug lines; the remote-sync settings only
-        // matter with --remote-sync.
+        // builds; --debug only adds OpenCLIP's debug lines.
         lock_image_freeze_bn_stats: _, lock_text_freeze_layer_norm: _, ddp_static_graph: _,
         wandb_project_name: _, coca_caption_loss_weight: _, coca_contrastive_loss_weight: _,
-        debug: _, remote_sync_frequency: _, remote_sync_protocol: _,
+        debug: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
         pretrained_image, lock_image_unlocked_groups, image_interpolation, image_resize_mode,
         force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
         force_custom_text, torchscript, torchcompile, trace, wandb_notes, copy_codebase, horovod,
-        remote_sync, distill_model, distill_pretrained, use_bnb_linear, siglip, loss_dist_impl,
+        distill_model, distill_pretrained, use_bnb_linear, siglip, loss_dist_impl,
     } = p;
     // Each entry: the flag, and whether it differs from its default.
     #[rustfmt::skip]
@@ -245,7 +280,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--force-custom-text", *force_custom_text), ("--torchscript", *torchscript),
         ("--torchcompile", *torchcompile), ("--trace", *trace),
         ("--wandb-notes", !wandb_notes.is_empty()), ("--copy-codebase", *copy_codebase),
-        ("--horovod", *horovod), ("--remote-sync", remote_sync.is_some()),
+        ("--horovod", *horovod),
         ("--distill-model", distill_model.is_some()),
         ("--distill-pretrained", distill_pretrained.is_some()),
         ("--use-bnb-linear", use_bnb_linear.is_some()), ("--siglip", *siglip),

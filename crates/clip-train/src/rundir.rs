@@ -45,6 +45,15 @@ impl Log {
         }
     }
 
+    /// A second handle on the same log for a background thread (no progress bar).
+    pub fn reopened(&self) -> Result<Log> {
+        Ok(Log {
+            file: self.file.as_ref().map(|f| f.try_clone()).transpose()?,
+            progress: Progress::disabled(),
+            rank: self.rank,
+        })
+    }
+
     pub fn progress(&mut self) -> &mut Progress {
         &mut self.progress
     }
@@ -56,11 +65,13 @@ impl Log {
             }
             return;
         }
-        let line = format!("{} | {} | {msg}", timestamp(), level.name());
+        let line = format!("{} | {} | {msg}\n", timestamp(), level.name());
         self.progress.clear();
-        eprintln!("{line}");
+        eprint!("{line}");
         if let Some(f) = self.file.as_mut() {
-            let _ = writeln!(f, "{line}");
+            // One write per line: `out.log` is opened for appending, so lines from another
+            // thread's handle (`reopened`) never interleave inside a line.
+            let _ = f.write_all(line.as_bytes());
         }
     }
     pub fn info(&mut self, msg: &str) {

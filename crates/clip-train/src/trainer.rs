@@ -27,6 +27,7 @@ use crate::metrics::{peak_flops, LogStepValues, MetricsLogger, RunShape, StepRep
 use crate::optimizer::{clip_grad_norm, AdamW};
 use crate::plan::{ModelPlan, Plan, TrainPlan};
 use crate::precision::{Precision, Weights};
+use crate::remote_sync::{Remote, RemoteSync};
 use crate::rundir::{self, Log};
 use crate::scaler::GradScaler;
 use crate::step::{forward_backward, StepOptions};
@@ -44,8 +45,12 @@ pub enum Outcome {
 pub fn run(plan: Plan) -> Result<Outcome> {
     let (mut trainer, dist) = Trainer::build(plan)?;
     let outcome = trainer.train(&dist);
-    // Even a failed run leaves its last checkpoint complete, not a temp file.
+    // Even a failed run leaves its last checkpoint complete, not a temp file, and (with
+    // --remote-sync) the remote up to date: a preempted node's disk may not come back.
     trainer.checkpoints.wait(&mut trainer.metrics.log);
+    if let Some(sync) = trainer.remote_sync.take() {
+        sync.finish();
+    }
     // Leave the job only after a clean end: an error above is reported by the caller, and the
     // other ranks' watchdogs name this one.
     let outcome = outcome?;
@@ -111,6 +116,8 @@ pub struct Trainer {
     state: TrainState,
     /// This rank's data position after the last step.
     position: Option<DataPosition>,
+    /// `--remote-sync`'s background copy of the run directory (rank 0).
+    remote_sync: Option<RemoteSync>,
 }
 
 impl Trainer {
@@ -124,6 +131,10 @@ impl Trainer {
         let name = ddp::broadcast_string(dist.collectives(), &plan.name)?;
         let run_dir = plan.logs.join(&name);
         let ckpt_dir = run_dir.join("checkpoints");
+        let remote = plan
+            .remote_sync
+            .as_ref()
+            .map(|r| Remote::new(&r.url, &name));
         let shape = run_shape(&plan);
         let mut params = plan.params;
         params.name = Some(name.clone());
@@ -170,7 +181,7 @@ impl Trainer {
             vs,
             model,
             metrics,
-            checkpoints: Checkpointer::new(ckpt_dir, world),
+            checkpoints: Checkpointer::new(ckpt_dir, world, remote.clone()),
             evaluator: Evaluator::new(plan.eval, params.epochs),
             optimization,
             state: TrainState {
@@ -183,6 +194,7 @@ impl Trainer {
                 optimizer_step: None,
             },
             position: None,
+            remote_sync: None,
         };
         let resumed = trainer.checkpoints.resume(
             &plan.resume,
@@ -191,6 +203,10 @@ impl Trainer {
         )?;
         if let Some(r) = resumed {
             trainer.restore(r)?;
+        }
+        if let (Some(remote), Some(p), 0) = (remote, &plan.remote_sync, world.rank) {
+            let log = &mut trainer.metrics.log;
+            trainer.remote_sync = Some(RemoteSync::start(remote, run_dir, p.every, log)?);
         }
         Ok((trainer, dist))
     }

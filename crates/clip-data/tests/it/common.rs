@@ -7,8 +7,6 @@ use rand_pcg::Pcg64;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use crate::skip::skip;
-
 /// A small JPEG whose first pixel encodes `seed` (so tests can check which sample they got).
 pub fn jpeg(seed: u32, w: u32, h: u32) -> Vec<u8> {
     let mut img = image::RgbImage::new(w, h);
@@ -95,90 +93,4 @@ pub fn repo_root() -> PathBuf {
         .join("../..")
         .canonicalize()
         .unwrap()
-}
-
-/// The s3s-fs binary: `$CLIP_S3S_FS`, else `.deps/s3s/bin/s3s-fs`; missing: `None` after a loud
-/// skip (a failure under CI).
-pub fn s3s_fs_or_skip() -> Option<PathBuf> {
-    let p = std::env::var_os("CLIP_S3S_FS")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join(".deps/s3s/bin/s3s-fs"));
-    if p.is_file() {
-        return Some(p);
-    }
-    skip(&format!(
-        "s3s-fs not found at {} (set CLIP_S3S_FS, or run `bash scripts/start-s3.sh \
-         --install-only` once)",
-        p.display()
-    ));
-    None
-}
-
-/// A running s3s-fs, started and stopped through scripts/start-s3.sh and scripts/stop-s3.sh.
-pub struct S3Server {
-    pub base: PathBuf,
-    pub bin: PathBuf,
-    pub data: PathBuf,
-    pub endpoint: String,
-}
-
-impl S3Server {
-    pub fn start(bin: &Path, name: &str) -> S3Server {
-        let base = tmpdir(&format!("s3-{name}"));
-        let s = S3Server {
-            data: base.join("data"),
-            base,
-            bin: bin.to_path_buf(),
-            endpoint: String::new(),
-        };
-        let mut s = s;
-        s.run_start();
-        let env = std::fs::read_to_string(s.base.join("s3.env")).unwrap();
-        for line in env.lines() {
-            if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
-                // SAFETY (edition 2021: safe fn): set before any S3 client is created in this process
-                std::env::set_var(k, v);
-                if k == "AWS_ENDPOINT_URL" {
-                    s.endpoint = v.to_string();
-                }
-            }
-        }
-        s
-    }
-
-    fn run_start(&self) {
-        let st = std::process::Command::new(repo_root().join("scripts/start-s3.sh"))
-            .env("S3_BASE", &self.base)
-            .env("CLIP_S3S_FS", &self.bin)
-            .status()
-            .unwrap();
-        assert!(st.success(), "start-s3.sh failed");
-    }
-
-    /// SIGKILL the server (connections drop mid-body), then start it again on the same port.
-    pub fn kill_and_restart(&self, pause: std::time::Duration) {
-        let st = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
-            .env("S3_BASE", &self.base)
-            .env("S3_STOP_HARD", "1")
-            .status()
-            .unwrap();
-        assert!(st.success());
-        std::thread::sleep(pause);
-        self.run_start();
-    }
-
-    pub fn put(&self, bucket: &str, key: &str, src: &Path) {
-        let dst = self.data.join(bucket).join(key);
-        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
-        std::fs::copy(src, dst).unwrap();
-    }
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
-            .env("S3_BASE", &self.base)
-            .status();
-        let _ = std::fs::remove_dir_all(&self.base);
-    }
 }

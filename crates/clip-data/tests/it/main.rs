@@ -3,6 +3,8 @@ mod common;
 mod loader;
 mod pipeline;
 mod s3;
+#[path = "../../../../tests/support/s3.rs"]
+mod s3_server;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
 mod tokenizer;

@@ -5,6 +5,7 @@
 //! this one test against one server.
 
 use crate::common::*;
+use crate::s3_server::{s3s_fs_or_skip, S3Server};
 use clip_data::loader::{Batch, Loader, LoaderConfig};
 use clip_data::samples::{Item, ShardSamples, SkipReason};
 use clip_data::shards::ShardList;
@@ -26,7 +27,11 @@ fn sample_keys(url: &str) -> (Vec<String>, Vec<(SkipReason, String)>) {
 #[test]
 fn s3_sources() {
     let Some(bin) = s3s_fs_or_skip() else { return };
-    let srv = S3Server::start(&bin, "main");
+    let srv = S3Server::start(&bin, tmpdir("s3-main"));
+    for (k, v) in &srv.env {
+        // Before any S3 client exists in this process: the client reads the environment once.
+        std::env::set_var(k, v);
+    }
     let d = tmpdir("s3src");
     for i in 0..4 {
         let p = d.join(format!("shard-{i:05}.tar"));

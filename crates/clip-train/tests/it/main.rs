@@ -8,6 +8,9 @@ mod flags;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod plan;
+mod remote_sync;
+#[path = "../../../../tests/support/s3.rs"]
+mod s3_server;
 mod scheduler;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;

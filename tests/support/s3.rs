@@ -1,0 +1,117 @@
+//! A real S3-compatible server for the tests (s3s-fs, started and stopped through
+//! `scripts/start-s3.sh` / `scripts/stop-s3.sh`), shared by clip-data's and clip-train's tests
+//! (included with `#[path]`, next to `skip.rs`).
+// Each test binary uses its own part of it (clip-data puts objects by file and restarts in one
+// go; clip-train kills and restarts around an upload).
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+
+use super::skip::skip;
+
+fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../..")
+        .canonicalize()
+        .unwrap()
+}
+
+/// The s3s-fs binary: `$CLIP_S3S_FS`, else `.deps/s3s/bin/s3s-fs`; missing: `None` after a loud
+/// skip (a failure under CI).
+pub fn s3s_fs_or_skip() -> Option<PathBuf> {
+    let p = std::env::var_os("CLIP_S3S_FS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| repo_root().join(".deps/s3s/bin/s3s-fs"));
+    if p.is_file() {
+        return Some(p);
+    }
+    skip(&format!(
+        "s3s-fs not found at {} (set CLIP_S3S_FS, or run `bash scripts/start-s3.sh \
+         --install-only` once)",
+        p.display()
+    ));
+    None
+}
+
+/// A running s3s-fs with a bucket `ci-bucket`, its data under `base`.
+pub struct S3Server {
+    pub base: PathBuf,
+    pub bin: PathBuf,
+    /// The objects, as files: `data/<bucket>/<key>`.
+    pub data: PathBuf,
+    pub endpoint: String,
+    /// The client environment (`AWS_ENDPOINT_URL`, keys, region) from `s3.env`.
+    pub env: Vec<(String, String)>,
+}
+
+impl S3Server {
+    /// Starts a server whose files live in a fresh folder `base`.
+    pub fn start(bin: &Path, base: PathBuf) -> S3Server {
+        let _ = std::fs::remove_dir_all(&base);
+        std::fs::create_dir_all(&base).unwrap();
+        let mut s = S3Server {
+            data: base.join("data"),
+            base,
+            bin: bin.to_path_buf(),
+            endpoint: String::new(),
+            env: Vec::new(),
+        };
+        s.run_start();
+        let env = std::fs::read_to_string(s.base.join("s3.env")).unwrap();
+        for line in env.lines() {
+            if let Some((k, v)) = line.trim_start_matches("export ").split_once('=') {
+                if k == "AWS_ENDPOINT_URL" {
+                    s.endpoint = v.to_string();
+                }
+                s.env.push((k.to_string(), v.to_string()));
+            }
+        }
+        s
+    }
+
+    fn run_start(&self) {
+        let st = std::process::Command::new(repo_root().join("scripts/start-s3.sh"))
+            .env("S3_BASE", &self.base)
+            .env("CLIP_S3S_FS", &self.bin)
+            .status()
+            .unwrap();
+        assert!(st.success(), "start-s3.sh failed");
+    }
+
+    /// SIGKILL the server (connections drop mid-body).
+    pub fn kill(&self) {
+        let st = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
+            .env("S3_BASE", &self.base)
+            .env("S3_STOP_HARD", "1")
+            .status()
+            .unwrap();
+        assert!(st.success());
+    }
+
+    /// Starts the server again on the same port, with the same data.
+    pub fn restart(&self) {
+        self.run_start();
+    }
+
+    /// [`S3Server::kill`], `pause`, [`S3Server::restart`].
+    pub fn kill_and_restart(&self, pause: std::time::Duration) {
+        self.kill();
+        std::thread::sleep(pause);
+        self.restart();
+    }
+
+    pub fn put(&self, bucket: &str, key: &str, src: &Path) {
+        let dst = self.data.join(bucket).join(key);
+        std::fs::create_dir_all(dst.parent().unwrap()).unwrap();
+        std::fs::copy(src, dst).unwrap();
+    }
+}
+
+impl Drop for S3Server {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
+            .env("S3_BASE", &self.base)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.base);
+    }
+}
