@@ -25,6 +25,7 @@ use crate::params::Params;
 use crate::precision::Precision;
 use crate::scheduler::LrSchedule;
 use crate::val::ValData;
+use crate::wandb::WandbPlan;
 use crate::zeroshot::{EvalOptions, ImageFolder};
 
 /// A refusal of the command line: the launcher exits 2, as argparse does.
@@ -99,6 +100,12 @@ pub struct EvalPlan {
     pub transform: ImageTransform,
 }
 
+/// Where rank 0 reports besides `out.log` (`--report-to`).
+pub struct Reporting {
+    pub tensorboard: bool,
+    pub wandb: Option<WandbPlan>,
+}
+
 /// A validated run: what [`crate::trainer::run`] executes.
 pub struct Plan {
     /// The parsed flags, for `params.txt`.
@@ -112,7 +119,7 @@ pub struct Plan {
     /// `--name`, or OpenCLIP's default from this rank's clock (rank 0's wins at start).
     pub name: String,
     pub logs: PathBuf,
-    pub tensorboard: bool,
+    pub report: Reporting,
     pub resume: Resume,
     pub model: ModelPlan,
     pub train: Option<TrainPlan>,
@@ -174,11 +181,7 @@ fn plan(p: Params) -> Result<Plan> {
         lock_text,
     };
     Ok(Plan {
-        tensorboard: match p.report_to.as_str() {
-            "" => false,
-            "tensorboard" => true,
-            other => bail!("not supported yet: --report-to {other} (tensorboard works)"),
-        },
+        report: reporting(&p)?,
         world,
         device,
         dist,
@@ -191,6 +194,35 @@ fn plan(p: Params) -> Result<Plan> {
         train,
         eval,
         params: p,
+    })
+}
+
+/// `--report-to`: a comma-separated list of `tensorboard`, `wandb` and `all` (both), as
+/// OpenCLIP reads it; anything else is refused rather than ignored. With wandb, the Python that
+/// runs it must import it ([`WandbPlan::new`]).
+fn reporting(p: &Params) -> Result<Reporting> {
+    let (mut tensorboard, mut wandb) = (false, false);
+    for name in p
+        .report_to
+        .split(',')
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+    {
+        match name {
+            "tensorboard" => tensorboard = true,
+            "wandb" => wandb = true,
+            "all" => (tensorboard, wandb) = (true, true),
+            other => {
+                bail!("--report-to {other}: expected tensorboard, wandb or all (comma-separated)")
+            }
+        }
+    }
+    if wandb && p.debug {
+        bail!("not supported yet: --debug with --report-to wandb (OpenCLIP's wandb.watch of the model's gradients)");
+    }
+    Ok(Reporting {
+        tensorboard,
+        wandb: wandb.then(|| WandbPlan::new(p)).transpose()?,
     })
 }
 
@@ -213,20 +245,22 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
         save_every_n_steps: _, print_params: _,
+        // wandb's project and notes: read by `reporting` (and unused without wandb, as in
+        // OpenCLIP).
+        wandb_project_name: _, wandb_notes: _,
         // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
-        // there is no DDP graph to make static; wandb's project only matters with wandb, which
-        // --report-to refuses; the CoCa weights only matter for CoCa models, which no config
-        // builds; --debug only adds OpenCLIP's debug lines; the remote-sync settings only
-        // matter with --remote-sync.
+        // there is no DDP graph to make static; the CoCa weights only matter for CoCa models,
+        // which no config builds; --debug only adds OpenCLIP's debug lines; the remote-sync
+        // settings only matter with --remote-sync.
         lock_image_freeze_bn_stats: _, lock_text_freeze_layer_norm: _, ddp_static_graph: _,
-        wandb_project_name: _, coca_caption_loss_weight: _, coca_contrastive_loss_weight: _,
+        coca_caption_loss_weight: _, coca_contrastive_loss_weight: _,
         debug: _, remote_sync_frequency: _, remote_sync_protocol: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
         pretrained_image, lock_image_unlocked_groups, image_interpolation, image_resize_mode,
         force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
-        force_custom_text, torchscript, torchcompile, trace, wandb_notes, copy_codebase, horovod,
+        force_custom_text, torchscript, torchcompile, trace, copy_codebase, horovod,
         remote_sync, distill_model, distill_pretrained, use_bnb_linear, siglip, loss_dist_impl,
     } = p;
     // Each entry: the flag, and whether it differs from its default.
@@ -244,7 +278,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--force-patch-dropout", force_patch_dropout.is_some()),
         ("--force-custom-text", *force_custom_text), ("--torchscript", *torchscript),
         ("--torchcompile", *torchcompile), ("--trace", *trace),
-        ("--wandb-notes", !wandb_notes.is_empty()), ("--copy-codebase", *copy_codebase),
+        ("--copy-codebase", *copy_codebase),
         ("--horovod", *horovod), ("--remote-sync", remote_sync.is_some()),
         ("--distill-model", distill_model.is_some()),
         ("--distill-pretrained", distill_pretrained.is_some()),

@@ -53,6 +53,12 @@ pub fn run(plan: Plan) -> Result<Outcome> {
         std::process::abort();
     }
     dist.shutdown()?;
+    // wandb.finish as OpenCLIP's end (a preempted run says so with its exit status; `--resume
+    // latest` continues it). After an error the sink finishes the run as failed on its own.
+    trainer.metrics.finish_wandb(match outcome {
+        Outcome::Finished => 0,
+        Outcome::Preempted => crate::EXIT_PREEMPTED,
+    });
     Ok(outcome)
 }
 
@@ -104,6 +110,7 @@ impl Trainer {
                 .with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
             rundir::write_params_txt(&run_dir, &params, &world)?;
             let tb = plan
+                .report
                 .tensorboard
                 .then(|| SummaryWriter::new(&run_dir.join("tensorboard")))
                 .transpose()?;
@@ -113,6 +120,12 @@ impl Trainer {
         };
         let results = (world.rank == 0).then(|| ckpt_dir.join("results.jsonl"));
         let mut metrics = MetricsLogger::new(log, tensorboard, results, shape);
+        if let (0, Some(w)) = (world.rank, &plan.report.wandb) {
+            let (train, val) = (plan.train.as_ref(), plan.eval.val.as_ref());
+            let config =
+                crate::wandb::run_config(&params, &run_dir, &world, &plan.report, train, val)?;
+            metrics.start_wandb(w, &name, config, &run_dir.join("params.txt"))?;
+        }
         if world.world_size > 1 {
             metrics.log.info(&format!(
                 "Distributed: rank {} of {} (local rank {}), device {:?}, {:?}",
@@ -565,5 +578,6 @@ fn run_shape(plan: &Plan) -> RunShape {
         samples_per_epoch,
         log_every,
         mfu: peak_flops(plan.device, plan.precision.is_16_bit()).map(|peak| (flops, peak)),
+        training: plan.train.is_some(),
     }
 }
