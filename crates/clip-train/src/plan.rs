@@ -197,17 +197,23 @@ fn plan(p: Params) -> Result<Plan> {
     })
 }
 
-/// `--report-to`: a comma-separated list of `tensorboard`, `wandb` and `all` (both), as
-/// OpenCLIP reads it; anything else is refused rather than ignored. With wandb, the Python that
-/// runs it must import it ([`WandbPlan::new`]).
+/// `--report-to`; with wandb, the Python that runs it must import it ([`WandbPlan::new`]).
 fn reporting(p: &Params) -> Result<Reporting> {
+    let (tensorboard, wandb) = report_to(&p.report_to)?;
+    if wandb && p.debug {
+        bail!("not supported yet: --debug with --report-to wandb (OpenCLIP's wandb.watch of the model's gradients)");
+    }
+    Ok(Reporting {
+        tensorboard,
+        wandb: wandb.then(|| WandbPlan::new(p)).transpose()?,
+    })
+}
+
+/// (tensorboard, wandb) from `--report-to`: a comma-separated list of `tensorboard`, `wandb` and
+/// `all` (both), as OpenCLIP reads it; anything else is refused rather than ignored.
+fn report_to(value: &str) -> Result<(bool, bool)> {
     let (mut tensorboard, mut wandb) = (false, false);
-    for name in p
-        .report_to
-        .split(',')
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-    {
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
         match name {
             "tensorboard" => tensorboard = true,
             "wandb" => wandb = true,
@@ -217,13 +223,7 @@ fn reporting(p: &Params) -> Result<Reporting> {
             }
         }
     }
-    if wandb && p.debug {
-        bail!("not supported yet: --debug with --report-to wandb (OpenCLIP's wandb.watch of the model's gradients)");
-    }
-    Ok(Reporting {
-        tensorboard,
-        wandb: wandb.then(|| WandbPlan::new(p)).transpose()?,
-    })
+    Ok((tensorboard, wandb))
 }
 
 /// Refuses the flags whose non-default values clip-train does not implement, and names every
@@ -425,4 +425,21 @@ fn optimizer_settings(p: &Params) -> Result<(f64, AdamWConfig)> {
             weight_decay: p.wd,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report_to;
+
+    #[test]
+    fn report_to_reads_openclips_lists() {
+        assert_eq!(report_to("").unwrap(), (false, false));
+        assert_eq!(report_to("tensorboard").unwrap(), (true, false));
+        assert_eq!(report_to("wandb").unwrap(), (false, true));
+        assert_eq!(report_to("wandb,tensorboard").unwrap(), (true, true));
+        assert_eq!(report_to("tensorboard, wandb").unwrap(), (true, true));
+        assert_eq!(report_to("all").unwrap(), (true, true));
+        let e = report_to("wandb,mlflow").unwrap_err().to_string();
+        assert!(e.contains("--report-to mlflow"), "{e}");
+    }
 }
