@@ -306,3 +306,54 @@ fn wandb_without_the_package_is_refused_before_anything_is_written() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The processes whose parent is `pid` (from /proc).
+fn children(pid: u32) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| {
+            // `PID (COMM) STATE PPID …`: the fields after the last ')'.
+            let stat = std::fs::read_to_string(format!("/proc/{p}/stat")).unwrap_or_default();
+            let rest = stat.rsplit(')').next().unwrap_or("");
+            rest.split_whitespace().nth(1) == Some(&pid.to_string())
+        })
+        .collect()
+}
+
+/// The wandb process killed mid-run: one ERROR line in out.log saying wandb logging stopped,
+/// and training goes on to its end (exit 0).
+#[test]
+fn a_dead_wandb_process_is_an_error_line_and_training_goes_on() {
+    if !have_wandb() {
+        return;
+    }
+    let dir = tempdir("wandb-dies");
+    let logs = dir.join("logs");
+    let flags = "--dataset-type synthetic --train-num-samples 160 --batch-size 8 --epochs 1 \
+                 --model clip_tiny_test --lr 1e-3 --warmup 2 --log-every-n-steps 1 \
+                 --report-to wandb";
+    let args = cli(flags, "dies", &logs, &[]);
+    let child = command(&args, &dir).stderr(Stdio::piped()).spawn().unwrap();
+    let log = logs.join("dies/out.log");
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    wait_until("a first log step", || read().contains("Train Epoch: 0"));
+    let sinks = children(child.id());
+    assert_eq!(sinks.len(), 1, "clip-train's children: {sinks:?}");
+    Command::new("kill")
+        .args(["-KILL", &sinks[0].to_string()])
+        .status()
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{err}");
+    let log = read();
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains("| ERROR |")).collect();
+    assert_eq!(errors.len(), 1, "{log}");
+    assert!(
+        errors[0].contains("wandb") && errors[0].contains("training goes on"),
+        "{log}"
+    );
+    assert!(log.contains("Train Epoch: 0 [160/160 (100%)]"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
