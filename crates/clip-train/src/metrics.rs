@@ -218,7 +218,7 @@ impl MetricsLogger {
         params_file: &std::path::Path,
     ) -> Result<()> {
         let (run, dir) = WandbRun::start(plan, name, config, params_file)?;
-        self.log.info(&format!("wandb run {name}: {dir}"));
+        self.log.info(&format!("wandb run {name} in {dir}"));
         self.wandb = Some(run);
         Ok(())
     }

@@ -38,7 +38,9 @@ def main():
                 reply.write(json.dumps({"error": f"{type(e).__name__}: {e}"}) + "\n")
                 reply.flush()
                 return 1
-            reply.write(json.dumps({"id": run.id, "dir": run.dir}) + "\n")
+            # The run's folder (what `wandb sync` takes), above its files/.
+            run_dir = os.path.dirname(run.dir)
+            reply.write(json.dumps({"id": run.id, "dir": run_dir}) + "\n")
             reply.flush()
         elif "log" in msg:
             wandb.log(msg["log"], step=msg["step"])
