@@ -87,7 +87,8 @@ print(json.dumps({t: [[e.step, e.value] for e in acc.Scalars(t)] for t in acc.Ta
 
 /// Two epochs of 4 steps, logged at steps 0, 3 (epoch 0) and 4, 7 (epoch 1), evaluated on
 /// `--val-data` after each epoch (wandb steps 4 and 8): every value wandb holds is the one
-/// TensorBoard, out.log and results.jsonl hold, at OpenCLIP's step.
+/// TensorBoard, out.log and results.jsonl hold, at OpenCLIP's step. Then an evaluation-only run
+/// of its weights.
 #[test]
 fn wandb_history_holds_the_logged_metrics_at_openclips_steps() {
     if !have_wandb() {
@@ -209,6 +210,28 @@ fn wandb_history_holds_the_logged_metrics_at_openclips_steps() {
             assert!(known, "unexpected wandb key {k}");
         }
     }
+
+    // Without training data, OpenCLIP's one evaluation logs with no step: wandb's first row.
+    let weights = logs.join("w/checkpoints/epoch_2.safetensors");
+    let eval_only = cli(
+        "--batch-size 8 --model clip_tiny --workers 1 --val-num-samples 12 --report-to wandb",
+        "e",
+        &logs,
+        &[
+            "--val-data",
+            &val,
+            "--pretrained",
+            weights.to_str().unwrap(),
+        ],
+    );
+    ok(&mut command(&eval_only, &dir));
+    let runs = wandb_runs(&dir);
+    let run = runs.iter().find(|r| r["id"] == "e").expect("the eval run");
+    let history = rows(run);
+    assert_eq!(history.keys().copied().collect::<Vec<_>>(), [0]);
+    assert_eq!(history[&0]["epoch"], 0);
+    assert_eq!(history[&0]["val/num_samples"], 12);
+    assert!(history[&0].contains_key("val/clip_val_loss"), "{history:?}");
     let _ = std::fs::remove_dir_all(&dir);
 }
 
