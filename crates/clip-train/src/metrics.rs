@@ -1,8 +1,7 @@
 //! Everything the run reports, in one place: OpenCLIP's `Train Epoch:` line with its meters,
 //! `Eval Epoch:` lines and `results.jsonl`, TensorBoard scalars and wandb's history
-//! ([`MetricsLogger`]); beyond
-//! OpenCLIP's, model FLOP utilisation (MFU) where the device's peak is known, and the progress bar
-//! drawn on an interactive terminal.
+//! ([`MetricsLogger`]); beyond OpenCLIP's, model FLOP utilisation (MFU) where the device's peak is
+//! known, and the progress bar drawn on an interactive terminal.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
@@ -123,8 +122,6 @@ impl Default for Progress {
 /// One optimizer step as the log line reports it.
 pub struct StepReport {
     pub epoch: i64,
-    /// Optimizer steps taken since the start of the run.
-    pub step: i64,
     /// Optimizer steps taken in this epoch, this one included.
     pub count: i64,
     pub lr: f64,

@@ -294,7 +294,6 @@ impl Trainer {
             end = Instant::now();
             let report = StepReport {
                 epoch,
-                step: self.state.step,
                 count: self.state.step_in_epoch,
                 lr,
                 loss: loss_v,
