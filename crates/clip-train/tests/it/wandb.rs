@@ -38,6 +38,9 @@ fn command(args: &[String], wandb_dir: &Path) -> Command {
         .env("WANDB_MODE", "offline")
         .env("WANDB_DIR", wandb_dir)
         .env("WANDB_SILENT", "true")
+        // wandb's temp folders too: a killed wandb process leaves its `tmp…wandb-media` and
+        // `tmp…wandb-artifacts` behind.
+        .env("TMPDIR", wandb_dir)
         .env("CLIP_TRAIN_PYTHON", python());
     c
 }
