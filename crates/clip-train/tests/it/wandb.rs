@@ -383,3 +383,37 @@ fn a_dead_wandb_process_is_an_error_line_and_training_goes_on() {
     assert!(log.contains("Train Epoch: 0 [160/160 (100%)]"), "{log}");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// wandb.init failing (online, no API key anywhere) stops the run as it stops OpenCLIP's: exit 1
+/// with wandb's reason in one line, before any training step.
+#[test]
+fn a_failed_wandb_init_stops_the_run_with_wandbs_reason() {
+    if !have_wandb() {
+        return;
+    }
+    let dir = tempdir("wandb-init");
+    let logs = dir.join("logs");
+    let flags = "--dataset-type synthetic --train-num-samples 16 --batch-size 8 --epochs 1 \
+                 --model clip_tiny_test --report-to wandb";
+    let out = command(&cli(flags, "nokey", &logs, &[]), &dir)
+        .env("WANDB_MODE", "online")
+        .env_remove("WANDB_API_KEY")
+        // No ~/.netrc or wandb settings file with a key.
+        .env("HOME", &dir)
+        .env("WANDB_CONFIG_DIR", &dir)
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let line = err
+        .lines()
+        .find(|l| l.starts_with("clip-train: error:"))
+        .unwrap_or_else(|| panic!("no error line: {err}"));
+    assert!(
+        line.contains("wandb.init failed") && line.contains("API key"),
+        "{line}"
+    );
+    let log = std::fs::read_to_string(logs.join("nokey/out.log")).unwrap();
+    assert!(!log.contains("Train Epoch"), "{log}");
+    let _ = std::fs::remove_dir_all(&dir);
+}
