@@ -25,6 +25,7 @@ pub mod tensorboard;
 pub mod tool;
 pub mod trainer;
 pub mod val;
+pub mod wandb;
 pub mod zeroshot;
 mod zeroshot_metadata;
 

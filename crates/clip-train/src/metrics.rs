@@ -1,17 +1,19 @@
 //! Everything the run reports, in one place: OpenCLIP's `Train Epoch:` line with its meters,
-//! `Eval Epoch:` lines and `results.jsonl`, TensorBoard scalars ([`MetricsLogger`]); beyond
-//! OpenCLIP's, model FLOP utilisation (MFU) where the device's peak is known, and the progress bar
-//! drawn on an interactive terminal.
+//! `Eval Epoch:` lines and `results.jsonl`, TensorBoard scalars and wandb's history
+//! ([`MetricsLogger`]); beyond OpenCLIP's, model FLOP utilisation (MFU) where the device's peak is
+//! known, and the progress bar drawn on an interactive terminal.
 
 use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::Result;
+use serde_json::{Map, Value};
 use tch::Device;
 
 use crate::pyfmt::{alt_g, repr_float};
 use crate::rundir::Log;
 use crate::tensorboard::SummaryWriter;
+use crate::wandb::{WandbPlan, WandbRun};
 
 /// Dense bf16 peaks (FLOP/s; fp16's are the same on these cards) by the marketing name
 /// `nvidia-smi` prints; first match wins.
@@ -120,8 +122,6 @@ impl Default for Progress {
 /// One optimizer step as the log line reports it.
 pub struct StepReport {
     pub epoch: i64,
-    /// Optimizer steps taken since the start of the run.
-    pub step: i64,
     /// Optimizer steps taken in this epoch, this one included.
     pub count: i64,
     pub lr: f64,
@@ -139,11 +139,13 @@ pub struct LogStepValues {
     pub logit_scale: f64,
 }
 
-/// The run's reporting: rank 0 writes `out.log`, TensorBoard and `results.jsonl`; the other ranks
-/// only print their warnings and errors (their [`Log`]).
+/// The run's reporting: rank 0 writes `out.log`, TensorBoard, wandb and `results.jsonl`; the
+/// other ranks only print their warnings and errors (their [`Log`]).
 pub struct MetricsLogger {
     pub log: Log,
     tensorboard: Option<SummaryWriter>,
+    /// Dropped after its first error (logged): wandb is a report, not worth stopping training.
+    wandb: Option<WandbRun>,
     /// `results.jsonl` beside the checkpoints (rank 0).
     results: Option<PathBuf>,
     /// (flops per sample, the device's peak FLOP/s) when MFU can be reported.
@@ -154,6 +156,8 @@ pub struct MetricsLogger {
     steps_per_epoch: i64,
     samples_per_epoch: i64,
     log_every: i64,
+    /// Whether the run trains (an evaluation-only run logs to wandb without a step).
+    training: bool,
     meters: Meters,
 }
 
@@ -176,6 +180,7 @@ pub struct RunShape {
     pub samples_per_epoch: i64,
     pub log_every: i64,
     pub mfu: Option<(f64, f64)>,
+    pub training: bool,
 }
 
 impl MetricsLogger {
@@ -188,6 +193,7 @@ impl MetricsLogger {
         MetricsLogger {
             log,
             tensorboard,
+            wandb: None,
             results,
             mfu: shape.mfu,
             world_size: shape.world_size,
@@ -195,7 +201,44 @@ impl MetricsLogger {
             steps_per_epoch: shape.steps_per_epoch,
             samples_per_epoch: shape.samples_per_epoch,
             log_every: shape.log_every.max(1),
+            training: shape.training,
             meters: Meters::default(),
+        }
+    }
+
+    /// Starts the wandb run (rank 0): `wandb.init` with `config`, `wandb.save(params_file)`.
+    pub fn start_wandb(
+        &mut self,
+        plan: &WandbPlan,
+        name: &str,
+        config: Value,
+        params_file: &std::path::Path,
+    ) -> Result<()> {
+        let (run, dir) = WandbRun::start(plan, name, config, params_file)?;
+        self.log.info(&format!("wandb run {name} in {dir}"));
+        self.wandb = Some(run);
+        Ok(())
+    }
+
+    /// `wandb.finish(exit_code)` at the run's end (0 done, 75 preempted); a failure is logged.
+    pub fn finish_wandb(&mut self, exit_code: i32) {
+        if let Some(run) = self.wandb.take() {
+            if let Err(e) = run.finish(exit_code) {
+                self.log.error(&format!("wandb: {e:#}"));
+            }
+        }
+    }
+
+    /// `wandb.log(data, step=step)`; the first failure is logged and ends wandb logging.
+    fn wandb_log(&mut self, data: Map<String, Value>, step: Option<i64>) {
+        let Some(run) = self.wandb.as_mut() else {
+            return;
+        };
+        if let Err(e) = run.log(data, step) {
+            self.log.error(&format!(
+                "wandb: {e:#}; training goes on without wandb (out.log and TensorBoard still log)"
+            ));
+            self.wandb = None;
         }
     }
 
@@ -211,8 +254,8 @@ impl MetricsLogger {
         (count - 1) % self.log_every == 0 || count == self.steps_per_epoch
     }
 
-    /// Records a step; on a log step (`values` given) writes the `Train Epoch:` line and the
-    /// TensorBoard scalars, OpenCLIP's, at its step index.
+    /// Records a step; on a log step (`values` given) writes the `Train Epoch:` line, the
+    /// TensorBoard scalars and wandb's `train/…` + `step`, OpenCLIP's, at its step index.
     pub fn step(&mut self, r: &StepReport, values: Option<LogStepValues>) -> Result<()> {
         let m = &mut self.meters;
         m.data_secs += r.data_secs;
@@ -256,27 +299,37 @@ impl MetricsLogger {
             alt_g(loss, 5), alt_g(avg, 5), alt_g(loss, 5), alt_g(avg, 5),
             100.0 * dt / bt.max(1e-12),
         ));
+        // OpenCLIP's scalars (window values, not averages) at its step index: steps_per_epoch *
+        // epoch + i, which stays above the previous epoch's eval step (wandb drops a step that
+        // goes back) even when an epoch ended early.
+        let step = self.steps_per_epoch * r.epoch + r.count - 1;
+        let scalars = [
+            ("train/data_time", dt),
+            ("train/batch_time", bt),
+            ("train/samples_per_second", sps),
+            ("train/samples_per_second_per_gpu", per_gpu),
+            ("train/scale", scale),
+            ("train/lr", lr),
+            ("train/contrastive_loss", loss),
+            ("train/loss", loss),
+        ];
         if let Some(tb) = self.tensorboard.as_mut() {
-            // OpenCLIP's scalars (window values, not averages) at its step index.
-            tb.add_scalars(
-                r.step - 1,
-                &[
-                    ("train/data_time", dt),
-                    ("train/batch_time", bt),
-                    ("train/samples_per_second", sps),
-                    ("train/samples_per_second_per_gpu", per_gpu),
-                    ("train/scale", scale),
-                    ("train/lr", lr),
-                    ("train/contrastive_loss", loss),
-                    ("train/loss", loss),
-                ],
-            )?;
+            tb.add_scalars(step, &scalars)?;
         }
+        let mut data: Map<String, Value> = scalars
+            .iter()
+            .map(|(k, v)| (k.to_string(), (*v).into()))
+            .collect();
+        // OpenCLIP's "for backwards compatibility".
+        data.insert("step".into(), step.into());
+        self.wandb_log(data, Some(step));
         Ok(())
     }
 
     /// An evaluation's metrics: the `Eval Epoch:` line, a `results.jsonl` line (OpenCLIP's
-    /// `json.dumps` of them) and `val/…` TensorBoard scalars. Nothing when there are none.
+    /// `json.dumps` of them), `val/…` TensorBoard scalars, and wandb's `val/…` + `epoch` at step
+    /// steps_per_epoch * epoch (no step without training), as OpenCLIP's `evaluate`. Nothing
+    /// when there are none.
     pub fn eval(&mut self, epoch: i64, metrics: &[(String, f64)]) -> Result<()> {
         if metrics.is_empty() {
             return Ok(());
@@ -290,15 +343,11 @@ impl MetricsLogger {
                 .join("\t")
         ));
         if let Some(path) = &self.results {
-            let json = |k: &str, v: f64| match k {
-                "epoch" | "num_samples" => format!("{}", v as i64),
-                _ => repr_float(v),
-            };
             let line = format!(
                 "{{{}}}\n",
                 metrics
                     .iter()
-                    .map(|(k, v)| format!("\"{k}\": {}", json(k, *v)))
+                    .map(|(k, v)| format!("\"{k}\": {}", json_repr(k, *v)))
                     .collect::<Vec<_>>()
                     .join(", ")
             );
@@ -316,6 +365,36 @@ impl MetricsLogger {
             let refs: Vec<(&str, f64)> = scalars.iter().map(|(k, v)| (k.as_str(), *v)).collect();
             tb.add_scalars(epoch, &refs)?;
         }
+        let mut data: Map<String, Value> = metrics
+            .iter()
+            .map(|(k, v)| (format!("val/{k}"), json_number(k, *v)))
+            .collect();
+        data.insert("epoch".into(), epoch.into());
+        let step = self.training.then_some(self.steps_per_epoch * epoch);
+        self.wandb_log(data, step);
         Ok(())
+    }
+}
+
+/// An eval metric as OpenCLIP holds it: `epoch` and `num_samples` are ints, the rest floats.
+fn is_int_metric(name: &str) -> bool {
+    matches!(name, "epoch" | "num_samples")
+}
+
+/// The metric as Python's `json.dumps` writes it.
+fn json_repr(name: &str, v: f64) -> String {
+    if is_int_metric(name) {
+        format!("{}", v as i64)
+    } else {
+        repr_float(v)
+    }
+}
+
+/// The metric as a JSON value of its Python type.
+fn json_number(name: &str, v: f64) -> Value {
+    if is_int_metric(name) {
+        (v as i64).into()
+    } else {
+        v.into()
     }
 }

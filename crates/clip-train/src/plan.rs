@@ -25,6 +25,7 @@ use crate::params::Params;
 use crate::precision::Precision;
 use crate::scheduler::LrSchedule;
 use crate::val::ValData;
+use crate::wandb::WandbPlan;
 use crate::zeroshot::{EvalOptions, ImageFolder};
 
 /// A refusal of the command line: the launcher exits 2, as argparse does.
@@ -99,6 +100,12 @@ pub struct EvalPlan {
     pub transform: ImageTransform,
 }
 
+/// Where rank 0 reports besides `out.log` (`--report-to`).
+pub struct Reporting {
+    pub tensorboard: bool,
+    pub wandb: Option<WandbPlan>,
+}
+
 /// A validated run: what [`crate::trainer::run`] executes.
 pub struct Plan {
     /// The parsed flags, for `params.txt`.
@@ -112,7 +119,7 @@ pub struct Plan {
     /// `--name`, or OpenCLIP's default from this rank's clock (rank 0's wins at start).
     pub name: String,
     pub logs: PathBuf,
-    pub tensorboard: bool,
+    pub report: Reporting,
     /// `--remote-sync`: where rank 0 mirrors the run directory, and how often.
     pub remote_sync: Option<RemoteSyncPlan>,
     pub resume: Resume,
@@ -184,11 +191,7 @@ fn plan(p: Params) -> Result<Plan> {
         lock_text,
     };
     Ok(Plan {
-        tensorboard: match p.report_to.as_str() {
-            "" => false,
-            "tensorboard" => true,
-            other => bail!("not supported yet: --report-to {other} (tensorboard works)"),
-        },
+        report: reporting(&p)?,
         remote_sync: remote_sync_plan(&p)?,
         world,
         device,
@@ -229,6 +232,35 @@ fn remote_sync_plan(p: &Params) -> Result<Option<RemoteSyncPlan>> {
     }))
 }
 
+/// `--report-to`; with wandb, the Python that runs it must import it ([`WandbPlan::new`]).
+fn reporting(p: &Params) -> Result<Reporting> {
+    let (tensorboard, wandb) = report_to(&p.report_to)?;
+    if wandb && p.debug {
+        bail!("not supported yet: --debug with --report-to wandb (OpenCLIP's wandb.watch of the model's gradients)");
+    }
+    Ok(Reporting {
+        tensorboard,
+        wandb: wandb.then(|| WandbPlan::new(p)).transpose()?,
+    })
+}
+
+/// (tensorboard, wandb) from `--report-to`: a comma-separated list of `tensorboard`, `wandb` and
+/// `all` (both), as OpenCLIP reads it; anything else is refused rather than ignored.
+fn report_to(value: &str) -> Result<(bool, bool)> {
+    let (mut tensorboard, mut wandb) = (false, false);
+    for name in value.split(',').map(str::trim).filter(|n| !n.is_empty()) {
+        match name {
+            "tensorboard" => tensorboard = true,
+            "wandb" => wandb = true,
+            "all" => (tensorboard, wandb) = (true, true),
+            other => {
+                bail!("--report-to {other}: expected tensorboard, wandb or all (comma-separated)")
+            }
+        }
+    }
+    Ok((tensorboard, wandb))
+}
+
 /// Refuses the flags whose non-default values clip-train does not implement, and names every
 /// flag it accepts: the destructure is exhaustive, so a new flag in [`Params`] must be sorted
 /// into one list or the other before the crate compiles.
@@ -249,19 +281,21 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
         save_every_n_steps: _, print_params: _, remote_sync: _, remote_sync_frequency: _,
         remote_sync_protocol: _,
+        // wandb's project and notes: read by `reporting` (and unused without wandb, as in
+        // OpenCLIP).
+        wandb_project_name: _, wandb_notes: _,
         // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
-        // there is no DDP graph to make static; wandb's project only matters with wandb, which
-        // --report-to refuses; the CoCa weights only matter for CoCa models, which no config
-        // builds; --debug only adds OpenCLIP's debug lines.
+        // there is no DDP graph to make static; the CoCa weights only matter for CoCa models,
+        // which no config builds; --debug only adds OpenCLIP's debug lines.
         lock_image_freeze_bn_stats: _, lock_text_freeze_layer_norm: _, ddp_static_graph: _,
-        wandb_project_name: _, coca_caption_loss_weight: _, coca_contrastive_loss_weight: _,
+        coca_caption_loss_weight: _, coca_contrastive_loss_weight: _,
         debug: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
         pretrained_image, lock_image_unlocked_groups, image_interpolation, image_resize_mode,
         force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
-        force_custom_text, torchscript, torchcompile, trace, wandb_notes, copy_codebase, horovod,
+        force_custom_text, torchscript, torchcompile, trace, copy_codebase, horovod,
         distill_model, distill_pretrained, use_bnb_linear, siglip, loss_dist_impl,
     } = p;
     // Each entry: the flag, and whether it differs from its default.
@@ -279,8 +313,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--force-patch-dropout", force_patch_dropout.is_some()),
         ("--force-custom-text", *force_custom_text), ("--torchscript", *torchscript),
         ("--torchcompile", *torchcompile), ("--trace", *trace),
-        ("--wandb-notes", !wandb_notes.is_empty()), ("--copy-codebase", *copy_codebase),
-        ("--horovod", *horovod),
+        ("--copy-codebase", *copy_codebase), ("--horovod", *horovod),
         ("--distill-model", distill_model.is_some()),
         ("--distill-pretrained", distill_pretrained.is_some()),
         ("--use-bnb-linear", use_bnb_linear.is_some()), ("--siglip", *siglip),
@@ -426,4 +459,21 @@ fn optimizer_settings(p: &Params) -> Result<(f64, AdamWConfig)> {
             weight_decay: p.wd,
         },
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::report_to;
+
+    #[test]
+    fn report_to_reads_openclips_lists() {
+        assert_eq!(report_to("").unwrap(), (false, false));
+        assert_eq!(report_to("tensorboard").unwrap(), (true, false));
+        assert_eq!(report_to("wandb").unwrap(), (false, true));
+        assert_eq!(report_to("wandb,tensorboard").unwrap(), (true, true));
+        assert_eq!(report_to("tensorboard, wandb").unwrap(), (true, true));
+        assert_eq!(report_to("all").unwrap(), (true, true));
+        let e = report_to("wandb,mlflow").unwrap_err().to_string();
+        assert!(e.contains("--report-to mlflow"), "{e}");
+    }
 }

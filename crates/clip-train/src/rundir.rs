@@ -7,6 +7,7 @@ use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use clip_dist::WorldInfo;
+use serde_json::Value;
 
 use crate::metrics::Progress;
 use crate::params::Params;
@@ -144,42 +145,45 @@ pub fn default_name(p: &Params) -> String {
     )
 }
 
-/// Writes `{run_dir}/params.txt`: the flags plus OpenCLIP's derived entries (paths, rank, world).
+/// The entries OpenCLIP derives into its `args` (paths, rank, world): in `params.txt` and in
+/// wandb's run config.
+pub fn derived_args(run_dir: &Path, world: &WorldInfo) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "checkpoint_path",
+            run_dir.join("checkpoints").display().to_string().into(),
+        ),
+        ("distributed", (world.world_size > 1).into()),
+        ("local_rank", world.local_rank.into()),
+        (
+            "log_path",
+            run_dir.join("out.log").display().to_string().into(),
+        ),
+        ("rank", world.rank.into()),
+        ("world_size", world.world_size.into()),
+    ]
+}
+
+/// Writes `{run_dir}/params.txt`: the flags plus OpenCLIP's derived entries.
 pub fn write_params_txt(run_dir: &Path, p: &Params, world: &WorldInfo) -> Result<()> {
-    let py_bool = |b: bool| -> String { if b { "True" } else { "False" }.into() };
-    let text = params_txt(
-        p,
-        &[
-            (
-                "checkpoint_path",
-                run_dir.join("checkpoints").display().to_string(),
-            ),
-            ("distributed", py_bool(world.world_size > 1)),
-            ("local_rank", world.local_rank.to_string()),
-            ("log_path", run_dir.join("out.log").display().to_string()),
-            ("rank", world.rank.to_string()),
-            ("world_size", world.world_size.to_string()),
-        ],
-    )?;
+    let text = params_txt(p, &derived_args(run_dir, world))?;
     let path = run_dir.join("params.txt");
     std::fs::write(&path, text).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// OpenCLIP's `name: value` lines (Python's str of each value), sorted by name.
-fn params_txt(p: &Params, extra: &[(&str, String)]) -> Result<String> {
-    fn py(v: &serde_json::Value) -> String {
+fn params_txt(p: &Params, extra: &[(&str, Value)]) -> Result<String> {
+    fn py(v: &Value) -> String {
         match v {
-            serde_json::Value::Null => "None".into(),
-            serde_json::Value::Bool(b) => if *b { "True" } else { "False" }.into(),
-            serde_json::Value::Number(n) if n.is_f64() => {
-                repr_float(n.as_f64().unwrap_or(f64::NAN))
-            }
-            serde_json::Value::Number(n) => n.to_string(),
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Array(a) => {
+            Value::Null => "None".into(),
+            Value::Bool(b) => if *b { "True" } else { "False" }.into(),
+            Value::Number(n) if n.is_f64() => repr_float(n.as_f64().unwrap_or(f64::NAN)),
+            Value::Number(n) => n.to_string(),
+            Value::String(s) => s.clone(),
+            Value::Array(a) => {
                 format!("[{}]", a.iter().map(py).collect::<Vec<_>>().join(", "))
             }
-            serde_json::Value::Object(o) => format!(
+            Value::Object(o) => format!(
                 "{{{}}}",
                 o.iter()
                     .map(|(k, v)| format!("'{k}': {}", py(v)))
@@ -188,11 +192,11 @@ fn params_txt(p: &Params, extra: &[(&str, String)]) -> Result<String> {
             ),
         }
     }
-    let serde_json::Value::Object(map) = serde_json::to_value(p)? else {
+    let Value::Object(map) = serde_json::to_value(p)? else {
         bail!("params are not an object")
     };
     let mut lines: Vec<(String, String)> = map.iter().map(|(k, v)| (k.clone(), py(v))).collect();
-    lines.extend(extra.iter().map(|(k, v)| (k.to_string(), v.clone())));
+    lines.extend(extra.iter().map(|(k, v)| (k.to_string(), py(v))));
     lines.sort();
     Ok(lines
         .into_iter()

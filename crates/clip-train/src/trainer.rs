@@ -48,18 +48,30 @@ pub fn run(plan: Plan) -> Result<Outcome> {
     // Even a failed run leaves its last checkpoint complete, not a temp file, and (with
     // --remote-sync) the remote up to date: a preempted node's disk may not come back.
     trainer.checkpoints.wait(&mut trainer.metrics.log);
-    if let Some(sync) = trainer.remote_sync.take() {
-        sync.finish();
-    }
     // Leave the job only after a clean end: an error above is reported by the caller, and the
     // other ranks' watchdogs name this one.
-    let outcome = outcome?;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => {
+            trainer.finish_remote_sync();
+            return Err(e);
+        }
+    };
     // Test hook: this rank dies just before the final barrier, so the tests can check what its
     // peers make of that (exit 70, naming it). Never set outside `tests/`.
     if std::env::var_os("CLIP_TRAIN_TEST_DIE_BEFORE_FINAL_BARRIER").is_some() {
         std::process::abort();
     }
-    dist.shutdown()?;
+    // The other ranks leave first; rank 0's final sync then holds nobody up.
+    let left = dist.shutdown();
+    // wandb.finish as OpenCLIP's end (a preempted run says so with its exit status; `--resume
+    // latest` continues it). After an error the sink finishes the run as failed on its own.
+    trainer.metrics.finish_wandb(match outcome {
+        Outcome::Finished => 0,
+        Outcome::Preempted => crate::EXIT_PREEMPTED,
+    });
+    trainer.finish_remote_sync();
+    left?;
     Ok(outcome)
 }
 
@@ -145,6 +157,7 @@ impl Trainer {
                 .with_context(|| format!("cannot create {}", ckpt_dir.display()))?;
             rundir::write_params_txt(&run_dir, &params, &world)?;
             let tb = plan
+                .report
                 .tensorboard
                 .then(|| SummaryWriter::new(&run_dir.join("tensorboard")))
                 .transpose()?;
@@ -154,6 +167,12 @@ impl Trainer {
         };
         let results = (world.rank == 0).then(|| ckpt_dir.join("results.jsonl"));
         let mut metrics = MetricsLogger::new(log, tensorboard, results, shape);
+        if let (0, Some(w)) = (world.rank, &plan.report.wandb) {
+            let (train, val) = (plan.train.as_ref(), plan.eval.val.as_ref());
+            let config =
+                crate::wandb::run_config(&params, &run_dir, &world, &plan.report, train, val)?;
+            metrics.start_wandb(w, &name, config, &run_dir.join("params.txt"))?;
+        }
         if world.world_size > 1 {
             metrics.log.info(&format!(
                 "Distributed: rank {} of {} (local rank {}), device {:?}, {:?}",
@@ -262,6 +281,13 @@ impl Trainer {
         Ok(Outcome::Finished)
     }
 
+    /// `--remote-sync`'s final pass (rank 0), waited for.
+    fn finish_remote_sync(&mut self) {
+        if let Some(sync) = self.remote_sync.take() {
+            sync.finish();
+        }
+    }
+
     /// Every rank must start from the same weights (seeded init, or the same checkpoint).
     fn check_same_weights(&mut self, comm: &dyn Collectives) -> Result<()> {
         if self.world.world_size == 1 {
@@ -341,7 +367,6 @@ impl Trainer {
             end = Instant::now();
             let report = StepReport {
                 epoch,
-                step: self.state.step,
                 count: self.state.step_in_epoch,
                 lr,
                 loss: loss_v,
@@ -645,5 +670,6 @@ fn run_shape(plan: &Plan) -> RunShape {
         samples_per_epoch,
         log_every,
         mfu: peak_flops(plan.device, plan.precision.is_16_bit()).map(|peak| (flops, peak)),
+        training: plan.train.is_some(),
     }
 }

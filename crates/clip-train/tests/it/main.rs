@@ -22,4 +22,5 @@ mod train_csv;
 mod train_options;
 mod train_wds;
 mod val;
+mod wandb;
 mod zeroshot;

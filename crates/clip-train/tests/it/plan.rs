@@ -66,7 +66,9 @@ const CASES: &[(&[&str], &str)] = &[
     // Values the trainer does not implement.
     (&["--precision", "fp16"], "--precision fp16"),
     (&["--precision", "pure_fp16"], "--precision pure_fp16"),
-    (&["--report-to", "wandb"], "--report-to wandb"),
+    (&["--report-to", "mlflow"], "--report-to mlflow"),
+    (&["--report-to", "tensorboard,wandb,mlflow"], "--report-to mlflow"),
+    (&["--report-to", "wandb", "--debug"], "--debug"),
     (&["--dist-backend", "mpi"], "--dist-backend mpi"),
     (&["--device", "tpu"], "--device tpu"),
     (&["--device", "cuda:99"], "--device cuda:99"),
@@ -104,7 +106,6 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--torchscript"], "--torchscript"),
     (&["--torchcompile"], "--torchcompile"),
     (&["--trace"], "--trace"),
-    (&["--wandb-notes", "x"], "--wandb-notes"),
     (&["--copy-codebase"], "--copy-codebase"),
     (&["--horovod"], "--horovod"),
     (&["--remote-sync", "/shared/runs"], "--remote-sync /shared/runs"),

@@ -118,9 +118,11 @@ fn existing_run_dir_needs_resume_and_missing_resume_path_writes_nothing() {
         .unwrap()
         .collect();
     assert_eq!(events.len(), 1);
-    let out = run(&args(&logs, "w", &["--report-to", "wandb"]));
+    // A reporter clip-train does not know is refused, not ignored (wandb: tests/wandb.rs).
+    let out = run(&args(&logs, "w", &["--report-to", "mlflow"]));
     assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("not supported yet: --report-to wandb"));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--report-to mlflow"));
+    assert!(!logs.join("w").exists());
 
     let out = run(&args(&logs, "u", &["--lock-image-unlocked-groups", "2"]));
     assert_eq!(out.status.code(), Some(2));
