@@ -98,12 +98,12 @@ impl Remote {
         Ok(found)
     }
 
-    /// One pass over `local`: sends every file that is new or changed; returns how many were
-    /// sent. A file that still fails after its retries ends the pass (the remote is most likely
+    /// One pass over `local`: sends every file that is new or changed; returns their relative
+    /// paths. A file that still fails after its retries ends the pass (the remote is most likely
     /// down: the next pass starts over).
-    pub fn sync(&self, local: &Path, sent: &mut Sent, log: &mut Log) -> Result<usize> {
+    pub fn sync(&self, local: &Path, sent: &mut Sent, log: &mut Log) -> Result<Vec<String>> {
         let remote = self.list()?;
-        let mut count = 0;
+        let mut names = Vec::new();
         for (rel, path) in files_under(local) {
             let Ok(meta) = std::fs::metadata(&path) else {
                 continue; // removed since the walk (--delete-previous-checkpoint)
@@ -117,11 +117,11 @@ impl Remote {
                 .is_some_and(|&(size, modified)| size == now.0 && modified >= now.1);
             if !up_to_date {
                 self.send_with_retries(&path, &rel, now.0, log)?;
-                count += 1;
+                names.push(rel.clone());
             }
             sent.insert(rel, now);
         }
-        Ok(count)
+        Ok(names)
     }
 
     /// [`Remote::send`], again after 1, 2 and 4 s when it fails (the SDK has retried each
@@ -387,7 +387,12 @@ impl RemoteSync {
 /// One sync pass, its failure a warning; true when everything was sent.
 fn pass(remote: &Remote, local: &Path, sent: &mut Sent, log: &mut Log) -> bool {
     match remote.sync(local, sent, log) {
-        Ok(_) => true,
+        Ok(names) => {
+            if !names.is_empty() {
+                log.info(&format!("Remote sync: sent {}", names.join(", ")));
+            }
+            true
+        }
         Err(e) => {
             log.warn(&format!(
                 "remote sync to {} failed (training goes on; the next pass retries): {e:#}",

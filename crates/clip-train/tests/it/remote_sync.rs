@@ -162,6 +162,16 @@ fn a_run_synced_to_s3_resumes_from_the_remote_when_its_directory_is_gone() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("Final remote sync successful."), "{err}");
+    // Only what changed is sent: each checkpoint once over all the passes, the log each time.
+    let log = std::fs::read_to_string(run_dir.join("out.log")).unwrap();
+    let sends = |name: &str| {
+        log.lines()
+            .filter_map(|l| l.split_once("Remote sync: sent ").map(|(_, list)| list))
+            .filter(|list| list.split(", ").any(|n| n == name))
+            .count()
+    };
+    assert_eq!(sends("checkpoints/step_2.safetensors"), 1, "{log}");
+    assert!(sends("out.log") >= 2, "{log}");
     let remote = list(&c, "runs/r/");
     for want in ["out.log", "params.txt", "checkpoints/step_2.safetensors"] {
         assert!(remote.contains(&want.to_string()), "{remote:?}");
