@@ -18,6 +18,7 @@ pub mod pyfmt;
 pub mod rundir;
 pub mod scaler;
 pub mod scheduler;
+pub mod siglip;
 pub mod step;
 pub mod synthetic;
 pub mod tensorboard;

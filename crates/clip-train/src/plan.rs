@@ -24,6 +24,8 @@ use crate::optimizer::AdamWConfig;
 use crate::params::Params;
 use crate::precision::Precision;
 use crate::scheduler::LrSchedule;
+use crate::siglip::SigLipDist;
+use crate::step::LossKind;
 use crate::val::ValData;
 use crate::zeroshot::{EvalOptions, ImageFolder};
 
@@ -73,7 +75,8 @@ pub struct TrainPlan {
     pub grad_clip_norm: Option<f64>,
     /// The dtype gradients are averaged in (`--grad-reduce-dtype`).
     pub grad_reduce: Kind,
-    pub layout: LossLayout,
+    /// ClipLoss in its layout, or `--siglip`'s SigLipLoss.
+    pub loss: LossKind,
     pub log_every_n_steps: i64,
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
@@ -133,7 +136,7 @@ fn plan(p: Params) -> Result<Plan> {
     let precision = Precision::parse(&p.precision)?;
     let (device, backend) = dist_backend(&p, &world)?;
     let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
-    let cfg = ClipConfig::load(&p.model)?;
+    let cfg = siglip_model(&p, ClipConfig::load(&p.model)?)?;
     let eval = eval_plan(&p, &cfg, device, precision)?;
     let eval_only = p.train_data.is_none()
         && p.dataset_type != "synthetic"
@@ -212,7 +215,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         accum_freq: _, device: _, dist_url: _, dist_backend: _, report_to: _, seed: _,
         no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
-        save_every_n_steps: _, print_params: _,
+        save_every_n_steps: _, print_params: _, siglip: _, loss_dist_impl: _,
         // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
         // there is no DDP graph to make static; wandb's project only matters with wandb, which
@@ -227,7 +230,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         pretrained_image, lock_image_unlocked_groups, image_interpolation, image_resize_mode,
         force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
         force_custom_text, torchscript, torchcompile, trace, wandb_notes, copy_codebase, horovod,
-        remote_sync, distill_model, distill_pretrained, use_bnb_linear, siglip, loss_dist_impl,
+        remote_sync, distill_model, distill_pretrained, use_bnb_linear,
     } = p;
     // Each entry: the flag, and whether it differs from its default.
     #[rustfmt::skip]
@@ -248,8 +251,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--horovod", *horovod), ("--remote-sync", remote_sync.is_some()),
         ("--distill-model", distill_model.is_some()),
         ("--distill-pretrained", distill_pretrained.is_some()),
-        ("--use-bnb-linear", use_bnb_linear.is_some()), ("--siglip", *siglip),
-        ("--loss-dist-impl", loss_dist_impl.is_some()),
+        ("--use-bnb-linear", use_bnb_linear.is_some()),
     ];
     if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
         bail!("not supported yet: {flag}");
@@ -362,10 +364,7 @@ fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPl
             "bf16" => Kind::BFloat16,
             other => bail!("--grad-reduce-dtype {other}: expected fp32 or bf16"),
         },
-        layout: LossLayout {
-            local_loss: p.local_loss,
-            gather_with_grad: p.gather_with_grad,
-        },
+        loss: loss_kind(p)?,
         log_every_n_steps: p.log_every_n_steps.max(1),
         saves: SavePlan {
             frequency: p.save_frequency,
@@ -374,6 +373,44 @@ fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPl
             delete_previous: p.delete_previous_checkpoint,
         },
     })
+}
+
+/// `--siglip`'s model, as OpenCLIP's main.py asks the factory for it: `logit_scale` starts at
+/// ln 10 and a `logit_bias` parameter at −10 (whatever the config says). A config with its own
+/// `init_logit_bias` is a SigLIP model, which OpenCLIP's ClipLoss cannot train (it fails on the
+/// extra `logit_bias`): refused without `--siglip`.
+fn siglip_model(p: &Params, mut cfg: ClipConfig) -> Result<ClipConfig> {
+    if p.siglip {
+        cfg.init_logit_scale = 10f64.ln();
+        cfg.init_logit_bias = Some(-10.0);
+    } else if cfg.init_logit_bias.is_some() {
+        bail!(
+            "--model {}: its config sets init_logit_bias (a SigLIP model); train it with --siglip",
+            p.model
+        );
+    }
+    Ok(cfg)
+}
+
+/// The loss: ClipLoss in `--local-loss` / `--gather-with-grad`'s layout, or SigLipLoss with
+/// `--loss-dist-impl`'s communication. Each flag applies to one loss only; given to the other
+/// (which OpenCLIP silently ignores) it is refused.
+fn loss_kind(p: &Params) -> Result<LossKind> {
+    if !p.siglip {
+        if p.loss_dist_impl.is_some() {
+            bail!("--loss-dist-impl applies to --siglip only");
+        }
+        return Ok(LossKind::Clip(LossLayout {
+            local_loss: p.local_loss,
+            gather_with_grad: p.gather_with_grad,
+        }));
+    }
+    if p.local_loss || p.gather_with_grad {
+        bail!("--local-loss and --gather-with-grad apply to ClipLoss, not --siglip (its --loss-dist-impl always gives the global batch's gradient)");
+    }
+    Ok(LossKind::SigLip(SigLipDist::parse(
+        p.loss_dist_impl.as_deref(),
+    )?))
 }
 
 /// The learning rate and AdamW's settings: the flags, which [`crate::params::parse`] has filled
