@@ -9,6 +9,7 @@ mod flags;
 mod golden;
 mod plan;
 mod scheduler;
+mod siglip;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
 mod slurm;

@@ -111,8 +111,11 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--distill-model", "x"], "--distill-model"),
     (&["--distill-pretrained", "x"], "--distill-pretrained"),
     (&["--use-bnb-linear", "x"], "--use-bnb-linear"),
-    (&["--siglip"], "--siglip"),
-    (&["--loss-dist-impl", "x"], "--loss-dist-impl"),
+    // Loss flags given to the loss they do not apply to (OpenCLIP ignores them silently).
+    (&["--loss-dist-impl", "shift"], "--loss-dist-impl applies to --siglip"),
+    (&["--siglip", "--loss-dist-impl", "ring"], "--loss-dist-impl ring"),
+    (&["--siglip", "--local-loss"], "--local-loss"),
+    (&["--siglip", "--gather-with-grad"], "--gather-with-grad"),
 ];
 
 #[test]
