@@ -216,6 +216,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
         save_every_n_steps: _, print_params: _, siglip: _, loss_dist_impl: _,
+        image_interpolation: _, image_resize_mode: _,
         // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
         // there is no DDP graph to make static; wandb's project only matters with wandb, which
@@ -227,7 +228,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         debug: _, remote_sync_frequency: _, remote_sync_protocol: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
-        pretrained_image, lock_image_unlocked_groups, image_interpolation, image_resize_mode,
+        pretrained_image, lock_image_unlocked_groups,
         force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
         force_custom_text, torchscript, torchcompile, trace, wandb_notes, copy_codebase, horovod,
         remote_sync, distill_model, distill_pretrained, use_bnb_linear,
@@ -240,8 +241,6 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--use-bn-sync", *use_bn_sync), ("--skip-scheduler", *skip_scheduler),
         ("--pretrained-image", *pretrained_image),
         ("--lock-image-unlocked-groups", *lock_image_unlocked_groups != 0),
-        ("--image-interpolation", image_interpolation.is_some()),
-        ("--image-resize-mode", image_resize_mode.is_some()),
         ("--force-context-length", force_context_length.is_some()),
         ("--force-image-size", force_image_size.is_some()), ("--force-quick-gelu", *force_quick_gelu),
         ("--force-patch-dropout", force_patch_dropout.is_some()),
@@ -286,6 +285,7 @@ fn eval_plan(
     precision: Precision,
 ) -> Result<EvalPlan> {
     let (mean, std) = crate::data::normalization(p)?;
+    let (interpolation, resize_mode) = crate::data::image_options(p)?;
     let (h, w) = cfg.vision.image_size;
     let zeroshot = match &p.imagenet_val {
         Some(_) if h != w => bail!(
@@ -312,7 +312,9 @@ fn eval_plan(
             batch_size: p.batch_size.max(1) as usize,
             workers: p.workers.max(1) as usize,
         },
-        transform: ImageTransform::eval(h as u32, mean, std),
+        transform: ImageTransform::eval(h as u32, mean, std)
+            .with_interpolation(interpolation)
+            .with_resize_mode(resize_mode),
     })
 }
 

@@ -94,8 +94,6 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--skip-scheduler"], "--skip-scheduler"),
     (&["--pretrained-image"], "--pretrained-image"),
     (&["--lock-image-unlocked-groups", "1"], "--lock-image-unlocked-groups"),
-    (&["--image-interpolation", "bilinear"], "--image-interpolation"),
-    (&["--image-resize-mode", "squash"], "--image-resize-mode"),
     (&["--force-context-length", "10"], "--force-context-length"),
     (&["--force-image-size", "224"], "--force-image-size"),
     (&["--force-quick-gelu"], "--force-quick-gelu"),
@@ -164,4 +162,37 @@ fn an_existing_run_is_refused_without_resume() {
     );
     let (code, stderr) = run_in(&dir, &["--resume", "latest"]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// `--image-interpolation` and `--image-resize-mode` reach the eval transform (zero-shot's and
+/// `--val-data`'s): the plan's is clip-data's golden-tested transform with those options, and
+/// differs from the default one.
+#[test]
+fn image_options_reach_the_eval_transform() {
+    use clip_data::transform::{
+        ImageTransform, Interpolation, ResizeMode, OPENAI_MEAN, OPENAI_STD,
+    };
+    use rand::SeedableRng;
+    let flags = [
+        "--image-interpolation",
+        "bilinear",
+        "--image-resize-mode",
+        "longest",
+    ];
+    let argv = [&["clip-train"][..], BASE, &flags].concat();
+    let plan = clip_train::plan::validate(clip_train::params::parse(argv).unwrap()).unwrap();
+    let side = plan.model.cfg.vision.image_size.0 as u32;
+    // A wide picture: `longest` pads it, `shortest` crops it.
+    let img = image::RgbImage::from_fn(3 * side, side, |x, y| {
+        image::Rgb([(x % 251) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(0);
+    let got = plan.eval.transform.apply(&img, &mut rng);
+    let want = ImageTransform::eval(side, OPENAI_MEAN, OPENAI_STD)
+        .with_interpolation(Interpolation::Bilinear)
+        .with_resize_mode(ResizeMode::Longest)
+        .apply(&img, &mut rng);
+    let default = ImageTransform::eval(side, OPENAI_MEAN, OPENAI_STD).apply(&img, &mut rng);
+    assert_eq!(got, want);
+    assert_ne!(got, default);
 }
