@@ -340,7 +340,7 @@ mod tests {
             let rows = |t: &Tensor, q: i64| t.narrow(0, 2 * q, 2);
             let mut l = siglip_block(&rows(&img, r), &rows(&txt, r), &s, &b, true);
             for q in (0..3).filter(|&q| q != r) {
-                l = l + siglip_block(&rows(&img, r), &rows(&txt, q), &s, &b, false);
+                l += siglip_block(&rows(&img, r), &rows(&txt, q), &s, &b, false);
             }
             sum += l.double_value(&[]);
         }
