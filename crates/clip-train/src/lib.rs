@@ -14,6 +14,7 @@ pub mod optimizer;
 pub mod params;
 pub mod plan;
 pub mod precision;
+pub mod pretrained_image;
 pub mod pyfmt;
 pub mod rundir;
 pub mod scaler;

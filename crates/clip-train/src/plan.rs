@@ -54,6 +54,9 @@ pub enum Resume {
 pub struct ModelPlan {
     pub cfg: ClipConfig,
     pub pretrained: Option<PathBuf>,
+    /// `--pretrained-image` without `--pretrained`: timm's trunk weights, found in the local
+    /// Hugging Face cache (with `--pretrained`, OpenCLIP loads only the CLIP weights).
+    pub pretrained_image: Option<PathBuf>,
     pub grad_checkpointing: bool,
     pub lock_image: bool,
     /// `--lock-text`, with the number of last layers left trainable.
@@ -169,9 +172,17 @@ fn plan(p: Params) -> Result<Plan> {
         n if n < 0 => bail!("--lock-text-unlocked-layers must be at least 0"),
         n => p.lock_text.then_some(n as usize),
     };
+    let pretrained_image = match (p.pretrained_image, &pretrained) {
+        (true, None) => Some(crate::pretrained_image::locate(
+            &cfg.vision.timm_model_name,
+            &|k| std::env::var(k).ok(),
+        )?),
+        _ => None,
+    };
     let model = ModelPlan {
         cfg,
         pretrained,
+        pretrained_image,
         grad_checkpointing: p.grad_checkpointing,
         lock_image: p.lock_image,
         lock_text,
@@ -216,7 +227,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
         save_every_n_steps: _, print_params: _, siglip: _, loss_dist_impl: _,
-        image_interpolation: _, image_resize_mode: _,
+        image_interpolation: _, image_resize_mode: _, pretrained_image: _,
         // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
         // there is no DDP graph to make static; wandb's project only matters with wandb, which
@@ -228,7 +239,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         debug: _, remote_sync_frequency: _, remote_sync_protocol: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
-        pretrained_image, lock_image_unlocked_groups,
+        lock_image_unlocked_groups,
         force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
         force_custom_text, torchscript, torchcompile, trace, wandb_notes, copy_codebase, horovod,
         remote_sync, distill_model, distill_pretrained, use_bnb_linear,
@@ -239,7 +250,6 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--imagenet-v2", imagenet_v2.is_some()), ("--cache-dir", cache_dir.is_some()),
         ("--log-local", *log_local), ("--momentum", momentum.is_some()), ("--opt", opt != "adamw"),
         ("--use-bn-sync", *use_bn_sync), ("--skip-scheduler", *skip_scheduler),
-        ("--pretrained-image", *pretrained_image),
         ("--lock-image-unlocked-groups", *lock_image_unlocked_groups != 0),
         ("--force-context-length", force_context_length.is_some()),
         ("--force-image-size", force_image_size.is_some()), ("--force-quick-gelu", *force_quick_gelu),

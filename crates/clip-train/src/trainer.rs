@@ -522,6 +522,13 @@ fn build_model(
             path.display()
         ));
     }
+    if let Some(path) = &plan.pretrained_image {
+        crate::pretrained_image::load(vs, &model, path)?;
+        log.info(&format!(
+            "Loaded timm's pretrained image trunk from {}",
+            path.display()
+        ));
+    }
     model.set_grad_checkpointing(plan.grad_checkpointing);
     // Low-precision weights (no autocast): OpenCLIP's `bf16` keeps the text LayerNorms in fp32.
     if let Weights::Bf16 {

@@ -8,6 +8,7 @@ mod flags;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod plan;
+mod pretrained_image;
 mod scheduler;
 mod siglip;
 #[path = "../../../../tests/support/skip.rs"]

@@ -73,6 +73,8 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--model", "no_such_model"], "no_such_model"),
     // Paths that are not there.
     (&["--pretrained", "missing.pt"], "--pretrained missing.pt"),
+    // timm's weights are never downloaded (and the tiny trunk has none).
+    (&["--pretrained-image"], "--pretrained-image: timm has no pretrained weights for convnext_test_tiny"),
     (&["--resume", "missing.safetensors"], "--resume missing.safetensors"),
     (&["--imagenet-val", "missing-imagenet"], "missing-imagenet"),
     (&["--val-data", "missing-val.tar"], "missing-val.tar"),
@@ -92,7 +94,6 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--opt", "sgd"], "--opt"),
     (&["--use-bn-sync"], "--use-bn-sync"),
     (&["--skip-scheduler"], "--skip-scheduler"),
-    (&["--pretrained-image"], "--pretrained-image"),
     (&["--lock-image-unlocked-groups", "1"], "--lock-image-unlocked-groups"),
     (&["--force-context-length", "10"], "--force-context-length"),
     (&["--force-image-size", "224"], "--force-image-size"),
