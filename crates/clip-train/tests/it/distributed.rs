@@ -178,9 +178,9 @@ fn world_sizes_1_2_4_train_the_same_model() {
     let _ = std::fs::remove_dir_all(&logs);
 }
 
-/// `--siglip` over 1 × 8, 2 × 4 and 4 × 2 ranks with each `--loss-dist-impl` (bidir: the
-/// one-way round alone at 2 ranks, a both-ways round and a one-way round at 4; shift; reduce;
-/// gather): the same losses and weights as one process, compared as in
+/// `--siglip` over 1 × 8, 2 × 4 and 4 × 2 ranks, and 1 × 12 = 3 × 4, with each
+/// `--loss-dist-impl` (bidir: the one-way round alone at 2 ranks, a both-ways round alone at 3,
+/// both at 4; shift; reduce; gather): the same losses and weights as one process, compared as in
 /// [`world_sizes_1_2_4_train_the_same_model`] (`--eps 1`: the update follows the gradient,
 /// `logit_bias` included).
 #[test]
@@ -201,31 +201,33 @@ fn siglip_every_dist_impl_trains_like_one_process() {
         a.retain(|f| f != "--local-loss" && f != "--gather-with-grad");
         a
     };
-    let init = {
-        let a = siglip("init", 8, &["--lr", "0"]);
-        run_world_ok(1, &|_| a.clone());
-        logs.join("init/checkpoints/epoch_1.safetensors")
-    };
-    let one = siglip("w1", 8, &[]);
-    run_world_ok(1, &|_| one.clone());
     let ckpt = |name: &str| logs.join(format!("{name}/checkpoints/epoch_1.safetensors"));
-    let l1 = logged_losses(&logs.join("w1"));
-    assert_eq!(l1.len(), 3);
     let mut worst: f64 = 0.0;
-    for dist in ["bidir", "shift", "reduce", "gather"] {
-        for (world, batch) in [(2, 4), (4, 2)] {
-            let name = format!("{dist}-w{world}");
-            let a = siglip(&name, batch, &["--loss-dist-impl", dist]);
-            run_world_ok(world, &|_| a.clone());
-            let lw = logged_losses(&logs.join(&name));
-            for (a, b) in l1.iter().zip(&lw) {
-                assert!((a - b).abs() <= 1e-5 * a, "{name}: {l1:?} vs {lw:?}");
+    // Global batch 8 over 2 and 4 ranks, 12 over 3 (bidir: one both-ways round, no one-way one).
+    for (global, splits) in [(8, &[2, 4][..]), (12, &[3][..])] {
+        let (init, one) = (format!("init{global}"), format!("one{global}"));
+        let a = siglip(&init, global, &["--lr", "0"]);
+        run_world_ok(1, &|_| a.clone());
+        let a = siglip(&one, global, &[]);
+        run_world_ok(1, &|_| a.clone());
+        let l1 = logged_losses(&logs.join(&one));
+        assert_eq!(l1.len(), 24 / global);
+        for dist in ["bidir", "shift", "reduce", "gather"] {
+            for &world in splits {
+                let name = format!("{dist}-w{world}");
+                let a = siglip(&name, global / world, &["--loss-dist-impl", dist]);
+                run_world_ok(world, &|_| a.clone());
+                let lw = logged_losses(&logs.join(&name));
+                assert_eq!(lw.len(), l1.len(), "{name}");
+                for (a, b) in l1.iter().zip(&lw) {
+                    assert!((a - b).abs() <= 1e-5 * a, "{name}: {l1:?} vs {lw:?}");
+                }
+                let (err, k) = max_relative_error(&ckpt(&one), &ckpt(&name));
+                assert!(err <= 1e-5, "{name}: {k} relative error {err}");
+                let (err, k) = max_update_error(&ckpt(&init), &ckpt(&one), &ckpt(&name));
+                assert!(err <= 1e-3, "{name}: update of {k} relative error {err}");
+                worst = worst.max(err);
             }
-            let (err, k) = max_relative_error(&ckpt("w1"), &ckpt(&name));
-            assert!(err <= 1e-5, "{name}: {k} relative error {err}");
-            let (err, k) = max_update_error(&init, &ckpt("w1"), &ckpt(&name));
-            assert!(err <= 1e-3, "{name}: update of {k} relative error {err}");
-            worst = worst.max(err);
         }
     }
     eprintln!("siglip: worst update error over impls and worlds {worst:e}");
