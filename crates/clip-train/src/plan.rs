@@ -139,7 +139,8 @@ fn plan(p: Params) -> Result<Plan> {
     let precision = Precision::parse(&p.precision)?;
     let (device, backend) = dist_backend(&p, &world)?;
     let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
-    let cfg = siglip_model(&p, ClipConfig::load(&p.model)?)?;
+    let cfg = siglip_model(&p, ClipConfig::load(&p.model)?);
+    let loss = loss_kind(&p)?;
     let eval = eval_plan(&p, &cfg, device, precision)?;
     let eval_only = p.train_data.is_none()
         && p.dataset_type != "synthetic"
@@ -147,7 +148,7 @@ fn plan(p: Params) -> Result<Plan> {
     let train = if eval_only {
         None
     } else {
-        Some(train_plan(&p, &cfg, &world)?)
+        Some(train_plan(&p, &cfg, &world, loss)?)
     };
     let resume = match p.resume.as_deref() {
         None => Resume::Fresh,
@@ -329,7 +330,19 @@ fn eval_plan(
 }
 
 /// The training data (this rank's share), the schedule over its epochs, the optimizer settings.
-fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPlan> {
+fn train_plan(
+    p: &Params,
+    cfg: &ClipConfig,
+    world: &WorldInfo,
+    loss: LossKind,
+) -> Result<TrainPlan> {
+    if matches!(loss, LossKind::Clip(_)) && cfg.init_logit_bias.is_some() {
+        // OpenCLIP's ClipLoss fails on the extra `logit_bias` (evaluating such a model is fine).
+        bail!(
+            "--model {}: its config sets init_logit_bias (a SigLIP model); train it with --siglip",
+            p.model
+        );
+    }
     if p.accum_freq < 1 {
         bail!("--accum-freq must be at least 1");
     }
@@ -376,7 +389,7 @@ fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPl
             "bf16" => Kind::BFloat16,
             other => bail!("--grad-reduce-dtype {other}: expected fp32 or bf16"),
         },
-        loss: loss_kind(p)?,
+        loss,
         log_every_n_steps: p.log_every_n_steps.max(1),
         saves: SavePlan {
             frequency: p.save_frequency,
@@ -388,20 +401,13 @@ fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPl
 }
 
 /// `--siglip`'s model, as OpenCLIP's main.py asks the factory for it: `logit_scale` starts at
-/// ln 10 and a `logit_bias` parameter at −10 (whatever the config says). A config with its own
-/// `init_logit_bias` is a SigLIP model, which OpenCLIP's ClipLoss cannot train (it fails on the
-/// extra `logit_bias`): refused without `--siglip`.
-fn siglip_model(p: &Params, mut cfg: ClipConfig) -> Result<ClipConfig> {
+/// ln 10 and a `logit_bias` parameter at −10 (whatever the config says).
+fn siglip_model(p: &Params, mut cfg: ClipConfig) -> ClipConfig {
     if p.siglip {
         cfg.init_logit_scale = 10f64.ln();
         cfg.init_logit_bias = Some(-10.0);
-    } else if cfg.init_logit_bias.is_some() {
-        bail!(
-            "--model {}: its config sets init_logit_bias (a SigLIP model); train it with --siglip",
-            p.model
-        );
     }
-    Ok(cfg)
+    cfg
 }
 
 /// The loss: ClipLoss in `--local-loss` / `--gather-with-grad`'s layout, or SigLipLoss with

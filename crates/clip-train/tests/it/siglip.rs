@@ -138,3 +138,28 @@ fn pretrained_clip_weights_and_checkpoints_across_losses() {
     }
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// A model config with OpenCLIP's SigLIP key `init_logit_bias` trains with `--siglip` only (its
+/// ClipLoss would fail on the extra `logit_bias`): refused without, one line, exit 2.
+#[test]
+fn a_siglip_config_needs_siglip_to_train() {
+    let logs = tempdir("siglip-config");
+    let cfg = std::fs::read_to_string(no_drop_path_config(&logs)).unwrap();
+    let path = logs.join("siglip_tiny.json");
+    std::fs::write(&path, cfg.replacen('{', r#"{"init_logit_bias": -10,"#, 1)).unwrap();
+    let model = path.display().to_string();
+    let short = ["--train-num-samples", "16"];
+    let mut without = args(&logs, "refused", &model, &short);
+    without.retain(|f| f != "--siglip");
+    let out = run(&without);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{err}");
+    assert_eq!(err.trim_end().lines().count(), 1, "{err}");
+    assert!(
+        err.contains("init_logit_bias") && err.contains("--siglip"),
+        "{err}"
+    );
+    assert!(!logs.join("refused").exists());
+    ok(&args(&logs, "trained", &model, &short));
+    let _ = std::fs::remove_dir_all(&logs);
+}
