@@ -455,6 +455,21 @@ fn byte_collectives_called_differently_fail_naming_the_rank() {
     );
 }
 
+/// A point-to-point message of another shape than the receiver's tensor: the receiver names the
+/// sender and both shapes (each message carries its own header).
+#[test]
+fn a_message_of_another_shape_fails_naming_the_sender() {
+    let dir = scratch("p2p-mismatch");
+    let mut job = Job::start(&dir, 2, &[0, 1], 30.0, &["p2p-mismatch"]);
+    job.expect_failure(
+        1,
+        20,
+        clip_dist::EXIT_DIST_FAILURE,
+        r#"Mismatch { during: "send_recv", rank: 0, this_rank: 1, sent: "send_recv of [3] f32 (12 bytes)", expected: "send_recv of [4] f32 (16 bytes)" }"#,
+        "error: send_recv: rank 0 sent send_recv of [3] f32 (12 bytes) but this rank (rank 1) expects send_recv of [4] f32 (16 bytes) (ranks called collectives in a different order or with different shapes)",
+    );
+}
+
 /// A peer that dies just before the final barrier: the others' `shutdown` names it and they
 /// exit 70 (the watchdog is off here, so the error is the one `shutdown` returns).
 #[test]

@@ -13,7 +13,8 @@
 //!   all-gathers; each result saved to `OUT.<rank>.<b ROOT | g RANK | e RANK>`;
 //! - `shutdown VICTIM`: all-reduces once, then rank VICTIM exits without a goodbye while the
 //!   others shut down (their final barrier must name it);
-//! - `mismatch`: rank 0 broadcasts bytes while the others all-gather bytes.
+//! - `mismatch`: rank 0 broadcasts bytes while the others all-gather bytes;
+//! - `p2p-mismatch`: rank 0 sends rank 1 three floats, rank 1 expects four.
 //!
 //! Errors go to stderr as one line; a `clip_dist::Error` also goes to stdout as
 //! `variant: {:?}` (so tests match the variant and its fields), and decides the exit status as
@@ -101,6 +102,18 @@ fn run() -> Result<()> {
                 c.broadcast_bytes(b"from rank 0", 0)?;
             } else {
                 c.all_gather_bytes(b"from another rank")?;
+            }
+        }
+        "p2p-mismatch" => {
+            let c = dist.collectives();
+            if rank == 0 {
+                c.send_recv(
+                    &[(1, &Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)))],
+                    &mut [],
+                )?;
+            } else {
+                let mut four = Tensor::zeros([4], (Kind::Float, tch::Device::Cpu));
+                c.send_recv(&[], &mut [(0, &mut four)])?;
             }
         }
         mode => bail!("unknown mode {mode}"),
