@@ -62,27 +62,6 @@ pub struct TrainState {
     pub optimizer_step: Option<i64>,
 }
 
-struct Bytes {
-    dtype: Dtype,
-    shape: Vec<usize>,
-    data: Vec<u8>,
-}
-
-impl View for &Bytes {
-    fn dtype(&self) -> Dtype {
-        self.dtype
-    }
-    fn shape(&self) -> &[usize] {
-        &self.shape
-    }
-    fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
-    }
-    fn data_len(&self) -> usize {
-        self.data.len()
-    }
-}
-
 fn dtype(kind: Kind) -> Result<Dtype> {
     Ok(match kind {
         Kind::Float => Dtype::F32,
@@ -92,18 +71,6 @@ fn dtype(kind: Kind) -> Result<Dtype> {
         Kind::Int64 => Dtype::I64,
         Kind::Int => Dtype::I32,
         k => bail!("checkpoint: tensors of kind {k:?} are not supported"),
-    })
-}
-
-fn to_bytes(t: &Tensor) -> Result<Bytes> {
-    let t = t.detach().to_device(Device::Cpu).contiguous();
-    let numel = t.numel();
-    let mut data = vec![0u8; numel * t.kind().elt_size_in_bytes()];
-    t.f_copy_data_u8(&mut data, numel)?;
-    Ok(Bytes {
-        dtype: dtype(t.kind())?,
-        shape: t.size().iter().map(|&d| d as usize).collect(),
-        data,
     })
 }
 
@@ -124,44 +91,108 @@ fn checksum<'a>(
     h.finalize()
 }
 
-/// Writes a checkpoint of `model` (OpenCLIP-keyed tensors) and `optimizer` tensors (keyed
-/// without the prefix, which is added here) at `path`, atomically.
-pub fn save(
-    path: &Path,
-    model: &[(String, Tensor)],
-    optimizer: &[(String, Tensor)],
-    state: &TrainState,
-) -> Result<()> {
-    let mut entries: Vec<(String, Bytes)> = Vec::with_capacity(model.len() + optimizer.len());
-    for (k, t) in model {
-        entries.push((k.clone(), to_bytes(t)?));
+/// A checkpoint's contents copied off the model: host copies of every tensor (pinned when they
+/// come from a GPU, so the copy runs at full DMA speed) and the state, taken between two steps.
+/// Training may go on changing the weights while [`Snapshot::write`] runs on another thread.
+pub struct Snapshot {
+    /// Sorted by name: the CRC and the file list tensors in name order.
+    entries: Vec<(String, HostTensor)>,
+    state_json: String,
+}
+
+/// A contiguous CPU copy of one tensor, owned, with its safetensors dtype.
+struct HostTensor {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    tensor: Tensor,
+}
+
+impl HostTensor {
+    fn copy_of(t: &Tensor) -> Result<HostTensor> {
+        let mut host = Tensor::empty(t.size(), (t.kind(), Device::Cpu));
+        if t.device().is_cuda() {
+            host = host.pin_memory(t.device());
+        }
+        tch::no_grad(|| host.f_copy_(&t.detach()))?;
+        Ok(HostTensor {
+            dtype: dtype(t.kind())?,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            tensor: host,
+        })
     }
-    for (k, t) in optimizer {
-        entries.push((format!("{OPTIMIZER_PREFIX}{k}"), to_bytes(t)?));
+
+    fn bytes(&self) -> &[u8] {
+        let len = self.tensor.numel() * self.tensor.kind().elt_size_in_bytes();
+        if len == 0 {
+            return &[];
+        }
+        // SAFETY: `tensor` is a contiguous CPU tensor this struct owns and nothing else writes
+        // (made by `copy_of`), so its `len` bytes stay valid and unchanged while `self` lives.
+        unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const u8, len) }
     }
-    entries.sort_by(|a, b| a.0.cmp(&b.0));
-    let state_json = serde_json::to_string(state)?;
-    let crc = checksum(
-        &state_json,
-        entries
-            .iter()
-            .map(|(k, b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())),
-    );
-    let meta = HashMap::from([
-        ("format".to_string(), FORMAT.to_string()),
-        ("state".to_string(), state_json),
-        ("crc32".to_string(), format!("{crc:08x}")),
-    ]);
-    write_atomically(path, |tmp| {
-        safetensors::tensor::serialize_to_file(
-            entries.iter().map(|(k, b)| (k.as_str(), b)),
-            &Some(meta),
-            tmp,
-        )
-        .map_err(|e| anyhow!("{e:?}"))?;
-        test_signal_in_write(path);
-        Ok(())
-    })
+}
+
+impl View for &HostTensor {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+    fn data(&self) -> Cow<'_, [u8]> {
+        Cow::Borrowed(self.bytes())
+    }
+    fn data_len(&self) -> usize {
+        self.bytes().len()
+    }
+}
+
+impl Snapshot {
+    /// Copies `model` (OpenCLIP-keyed tensors), `optimizer` tensors (keyed without the prefix,
+    /// which is added here) and `state`.
+    pub fn take(
+        model: &[(String, Tensor)],
+        optimizer: &[(String, Tensor)],
+        state: &TrainState,
+    ) -> Result<Snapshot> {
+        let mut entries = Vec::with_capacity(model.len() + optimizer.len());
+        for (k, t) in model {
+            entries.push((k.clone(), HostTensor::copy_of(t)?));
+        }
+        for (k, t) in optimizer {
+            entries.push((format!("{OPTIMIZER_PREFIX}{k}"), HostTensor::copy_of(t)?));
+        }
+        entries.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(Snapshot {
+            entries,
+            state_json: serde_json::to_string(state)?,
+        })
+    }
+
+    /// Writes the snapshot at `path`, atomically, with its CRC-32.
+    pub fn write(&self, path: &Path) -> Result<()> {
+        let crc = checksum(
+            &self.state_json,
+            self.entries
+                .iter()
+                .map(|(k, t)| (k.as_str(), t.shape.as_slice(), t.bytes())),
+        );
+        let meta = HashMap::from([
+            ("format".to_string(), FORMAT.to_string()),
+            ("state".to_string(), self.state_json.clone()),
+            ("crc32".to_string(), format!("{crc:08x}")),
+        ]);
+        write_atomically(path, |tmp| {
+            safetensors::tensor::serialize_to_file(
+                self.entries.iter().map(|(k, t)| (k.as_str(), t)),
+                &Some(meta),
+                tmp,
+            )
+            .map_err(|e| anyhow!("{e:?}"))?;
+            test_signal_in_write(path);
+            Ok(())
+        })
+    }
 }
 
 /// Test hook (crates/clip-train/tests/it/crash.rs), inert unless the variable is set:
@@ -238,16 +269,16 @@ pub fn load(path: &Path) -> Result<Loaded> {
     let mut tensors = Tensor::read_safetensors(path)
         .with_context(|| format!("{}: unreadable checkpoint (truncated?)", path.display()))?;
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    let bytes: Vec<Bytes> = tensors
+    let host: Vec<HostTensor> = tensors
         .iter()
-        .map(|(_, t)| to_bytes(t))
+        .map(|(_, t)| HostTensor::copy_of(t))
         .collect::<Result<_>>()?;
     let crc = checksum(
         &meta["state"],
         tensors
             .iter()
-            .zip(&bytes)
-            .map(|((k, _), b)| (k.as_str(), b.shape.as_slice(), b.data.as_slice())),
+            .zip(&host)
+            .map(|((k, _), h)| (k.as_str(), h.shape.as_slice(), h.bytes())),
     );
     if format!("{crc:08x}") != *want {
         bail!("{}: checksum mismatch (corrupt checkpoint)", path.display());
@@ -274,7 +305,7 @@ pub fn candidates(dir: &Path) -> Vec<PathBuf> {
     };
     let mut found: Vec<(i64, PathBuf)> = rd
         .filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| p.extension().is_some_and(|e| e == "safetensors"))
+        .filter(|p| p.extension().is_some_and(|e| e == "safetensors") && p.is_file())
         .filter(|p| {
             !p.file_name()
                 .is_some_and(|n| n.to_string_lossy().starts_with('.'))

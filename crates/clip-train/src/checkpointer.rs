@@ -1,15 +1,18 @@
 //! The run's checkpoint manager: what `--resume` starts from and when a checkpoint is written,
 //! across ranks. Rank 0 picks the file to resume (and tells the others), rank 0 writes, every
-//! rank's data position goes into each checkpoint, and every rank waits until the file is
-//! complete. The file format itself is [`crate::checkpoint`]'s.
+//! rank's data position goes into each checkpoint. Rank 0 writes in the background: the tensors
+//! are copied to host memory between two steps and a writer thread puts them on disk while
+//! training goes on; the preemption checkpoint is complete before the run exits. The file format
+//! itself is [`crate::checkpoint`]'s.
 
 use std::path::PathBuf;
+use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
 use clip_dist::{Collectives, WorldInfo};
 use tch::Tensor;
 
-use crate::checkpoint::{self, Loaded, TrainState};
+use crate::checkpoint::{self, Loaded, Snapshot, TrainState};
 use crate::data::{DataPosition, SavedPositions};
 use crate::ddp;
 use crate::plan::Resume;
@@ -18,6 +21,24 @@ use crate::rundir::Log;
 pub struct Checkpointer {
     dir: PathBuf,
     world: WorldInfo,
+    /// Rank 0's checkpoint being written in the background.
+    pending: Option<Pending>,
+    /// The newest checkpoint known complete: written by this run, or resumed from.
+    newest: Option<PathBuf>,
+}
+
+/// How [`Checkpointer::save`] writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Write {
+    /// On the writer thread while training goes on.
+    Background,
+    /// Complete on disk (and every rank past a barrier) before `save` returns.
+    Now,
+}
+
+struct Pending {
+    path: PathBuf,
+    handle: JoinHandle<Result<()>>,
 }
 
 /// A checkpoint to continue from, with this rank's data position taken out of it.
@@ -29,7 +50,12 @@ pub struct Resumed {
 
 impl Checkpointer {
     pub fn new(dir: PathBuf, world: WorldInfo) -> Checkpointer {
-        Checkpointer { dir, world }
+        Checkpointer {
+            dir,
+            world,
+            pending: None,
+            newest: None,
+        }
     }
 
     fn master(&self) -> bool {
@@ -40,7 +66,7 @@ impl Checkpointer {
     /// of writes that never finished; for `--resume latest` it picks the newest checkpoint that
     /// verifies and broadcasts the path, so every rank loads the same file.
     pub fn resume(
-        &self,
+        &mut self,
         resume: &Resume,
         comm: &dyn Collectives,
         log: &mut Log,
@@ -70,6 +96,7 @@ impl Checkpointer {
             loaded.state.epoch,
             loaded.state.step
         ));
+        self.newest = Some(path.clone());
         Ok(Some(Resumed {
             path,
             loaded,
@@ -127,18 +154,24 @@ impl Checkpointer {
         })
     }
 
-    /// Writes `file`: rank 0 writes the weights, the optimizer tensors and the state with every
-    /// rank's data position; all ranks return once the file is complete.
+    /// Checkpoints `file`: every rank's data position is gathered, then rank 0 copies the
+    /// weights, optimizer tensors and state to host memory and writes them on a writer thread
+    /// while training goes on (`Write::Background`), or before returning, all ranks waiting
+    /// (`Write::Now`: the preemption checkpoint). A save first waits for the previous write.
+    /// `then_delete` (`--delete-previous-checkpoint`) is removed once the new file is complete.
+    #[allow(clippy::too_many_arguments)]
     pub fn save(
-        &self,
+        &mut self,
         file: &str,
+        write: Write,
         comm: &dyn Collectives,
         state: &TrainState,
         position: &DataPosition,
         model: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],
-    ) -> Result<PathBuf> {
-        let path = self.dir.join(file);
+        then_delete: Option<String>,
+        log: &mut Log,
+    ) -> Result<()> {
         let mut state = state.clone();
         state.data_position = Some(if self.world.world_size > 1 {
             let mine = serde_json::to_string(position)?;
@@ -151,18 +184,75 @@ impl Checkpointer {
             SavedPositions::One(position.clone())
         });
         if self.master() {
-            checkpoint::save(&path, model, optimizer, &state)?;
+            self.wait(log);
+            let snapshot = Snapshot::take(model, optimizer, &state)?;
+            let path = self.dir.join(file);
+            let then_delete = then_delete.map(|f| self.dir.join(f));
+            let target = path.clone();
+            let handle = std::thread::Builder::new()
+                .name("checkpoint-writer".into())
+                .spawn(move || {
+                    snapshot.write(&target)?;
+                    drop(snapshot);
+                    if let Some(old) = then_delete {
+                        // Already gone is fine: only the newest matters.
+                        let _ = std::fs::remove_file(old);
+                    }
+                    Ok(())
+                })
+                .context("cannot start the checkpoint writer thread")?;
+            self.pending = Some(Pending { path, handle });
+            if write == Write::Now {
+                self.wait(log);
+            }
         }
-        comm.barrier()
-            .context("barrier after saving a checkpoint")?;
-        Ok(path)
+        if write == Write::Now {
+            comm.barrier()
+                .context("barrier after saving a checkpoint")?;
+        }
+        Ok(())
     }
 
-    /// `--delete-previous-checkpoint`: removes epoch `epoch`'s checkpoint (rank 0).
-    pub fn delete_epoch(&self, epoch: i64) {
-        if self.master() {
-            // Already gone is fine: only the newest matters.
-            let _ = std::fs::remove_file(self.dir.join(format!("epoch_{epoch}.safetensors")));
+    /// Logs the write in progress once it is done (a no-op while it runs); between steps.
+    pub fn poll(&mut self, log: &mut Log) {
+        if self
+            .pending
+            .as_ref()
+            .is_some_and(|p| p.handle.is_finished())
+        {
+            self.wait(log);
         }
+    }
+
+    /// Waits for the write in progress and logs how it ended. A failed write is an error in the
+    /// log, not the run's end: the file was written atomically, so the previous checkpoint is
+    /// intact and stays the newest.
+    pub fn wait(&mut self, log: &mut Log) {
+        let Some(Pending { path, handle }) = self.pending.take() else {
+            return;
+        };
+        let result = handle
+            .join()
+            .unwrap_or_else(|_| Err(anyhow::anyhow!("the writer thread panicked")));
+        match result {
+            Ok(()) => {
+                log.info(&format!("Saved checkpoint {}", path.display()));
+                self.newest = Some(path);
+            }
+            Err(e) => log.error(&format!(
+                "checkpoint {} was not written: {e:#}; the newest checkpoint is still {}",
+                path.display(),
+                self.newest_name()
+            )),
+        }
+    }
+
+    /// The newest complete checkpoint of this run (written, or resumed from), for messages.
+    pub fn newest_name(&self) -> String {
+        self.newest
+            .as_ref()
+            .map_or("none (no checkpoint written yet)".into(), |p| {
+                p.display().to_string()
+            })
     }
 }

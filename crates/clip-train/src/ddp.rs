@@ -178,15 +178,30 @@ pub fn check_same_everywhere(
     Ok(())
 }
 
-/// True on every rank when any rank asks to stop (a preemption signal may reach the ranks at
-/// different steps; they must checkpoint the same one).
+/// True on every rank when any rank's `flag` is (the shards ran out on one rank: all end the
+/// epoch).
 pub fn any(comm: &dyn Collectives, device: Device, flag: bool) -> Result<bool> {
+    Ok(any_of(comm, device, [flag])?[0])
+}
+
+/// [`any`] for several flags in one all-reduce (a preemption signal may reach the ranks at
+/// different steps, a NaN one rank only: every rank must stop at the same step).
+pub fn any_of<const N: usize>(
+    comm: &dyn Collectives,
+    device: Device,
+    flags: [bool; N],
+) -> Result<[bool; N]> {
     if comm.world_size() == 1 {
-        return Ok(flag);
+        return Ok(flags);
     }
-    let mut t = Tensor::from_slice(&[f32::from(u8::from(flag))]).to(device);
+    let values = flags.map(|f| f32::from(u8::from(f)));
+    let mut t = Tensor::from_slice(&values).to(device);
     comm.all_reduce(&mut t, ReduceOp::Sum)?;
-    Ok(t.double_value(&[0]) > 0.0)
+    let mut out = [false; N];
+    for (i, o) in out.iter_mut().enumerate() {
+        *o = t.double_value(&[i as i64]) > 0.0;
+    }
+    Ok(out)
 }
 
 /// Rank 0's `s` on every rank (a run name, a checkpoint path), any length, through clip-dist's

@@ -13,13 +13,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clip_dist::{Collectives, Dist, ReduceOp, WorldInfo};
 use clip_model::{weights, Clip};
 use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::TrainState;
-use crate::checkpointer::{Checkpointer, Resumed};
+use crate::checkpointer::{Checkpointer, Resumed, Write};
 use crate::data::DataPosition;
 use crate::ddp::{self, DistGather, GradBuckets};
 use crate::evaluator::Evaluator;
@@ -44,6 +44,8 @@ pub enum Outcome {
 pub fn run(plan: Plan) -> Result<Outcome> {
     let (mut trainer, dist) = Trainer::build(plan)?;
     let outcome = trainer.train(&dist);
+    // Even a failed run leaves its last checkpoint complete, not a temp file.
+    trainer.checkpoints.wait(&mut trainer.metrics.log);
     // Leave the job only after a clean end: an error above is reported by the caller, and the
     // other ranks' watchdogs name this one.
     let outcome = outcome?;
@@ -54,6 +56,34 @@ pub fn run(plan: Plan) -> Result<Outcome> {
     }
     dist.shutdown()?;
     Ok(outcome)
+}
+
+/// What [`Trainer::train_step`] did.
+pub struct StepDone {
+    /// This rank's loss, on the device.
+    pub loss: Tensor,
+    /// The step's learning rate.
+    pub lr: f64,
+    /// `--precision amp` skipped the update (inf/NaN gradients).
+    pub skipped: bool,
+}
+
+/// Test hook, inert unless set: `CLIP_TRAIN_TEST_NAN_AT_STEP=N[:RANK]` fills the images of step
+/// N (counting from 1) with NaN, on RANK only when given, so the tests can make a run diverge
+/// at a known step (crates/clip-train/tests/it/train_options.rs). Never set outside `tests/`.
+fn test_nan_batch(micro: &mut [(Tensor, Tensor)], step: i64, rank: usize) {
+    let Ok(hook) = std::env::var("CLIP_TRAIN_TEST_NAN_AT_STEP") else {
+        return;
+    };
+    let (at, only) = match hook.split_once(':') {
+        Some((s, r)) => (s, Some(r.parse::<usize>().expect("a rank"))),
+        None => (hook.as_str(), None),
+    };
+    if at.parse::<i64>().expect("a step") == step && only.is_none_or(|r| r == rank) {
+        for (images, _) in micro.iter_mut() {
+            let _ = images.fill_(f64::NAN);
+        }
+    }
 }
 
 /// The optimizer side of a run (absent when it only evaluates).
@@ -210,6 +240,8 @@ impl Trainer {
             self.end_of_epoch(dist.collectives())?;
             self.evaluate(dist)?;
         }
+        // The last checkpoint is complete before the run reports success.
+        self.checkpoints.wait(&mut self.metrics.log);
         self.metrics.log.info("Training finished.");
         Ok(Outcome::Finished)
     }
@@ -268,14 +300,26 @@ impl Trainer {
                 self.next_epoch();
                 break;
             }
+            test_nan_batch(&mut micro, self.state.step + 1, self.world.rank);
             let data_secs = end.elapsed().as_secs_f64();
-            let (loss, lr) = self.train_step(&micro, comm)?;
+            let done = self.train_step(&micro, comm)?;
+            let (loss, lr) = (done.loss, done.lr);
             self.position = Some(batches.position());
             // Reading the loss waits for the step's kernels, so the step time below is real.
             let loss_v = loss.double_value(&[]);
-            if !loss_v.is_finite() {
-                bail!("loss is {loss_v} at step {}: stopping", self.state.step);
+            // One agreement for both reasons to stop, so a signal or a NaN on any rank stops
+            // every rank at this step.
+            let o = self.optimization.as_ref().expect("training run");
+            let diverged = !loss_v.is_finite() && !done.skipped;
+            let [diverged, stop] = ddp::any_of(
+                comm,
+                self.device,
+                [diverged, o.preempted.load(Ordering::SeqCst)],
+            )?;
+            if diverged {
+                return Err(self.diverged(epoch, loss_v));
             }
+            self.checkpoints.poll(&mut self.metrics.log);
             dist.heartbeat(self.state.step as u64)?;
             let step_secs = end.elapsed().as_secs_f64();
             end = Instant::now();
@@ -292,21 +336,34 @@ impl Trainer {
             if self.state.step_in_epoch == steps_per_epoch {
                 self.next_epoch();
             }
-            if self.save_if_due(comm)? == Outcome::Preempted {
+            if self.save_if_due(comm, stop)? == Outcome::Preempted {
                 return Ok(Outcome::Preempted);
             }
         }
         Ok(Outcome::Finished)
     }
 
+    /// The run's end when the loss stopped being finite: a one-line error naming the step and
+    /// the newest checkpoint to go back to (written before the weights went bad), instead of
+    /// training on NaNs (big_vision stops the same way).
+    fn diverged(&mut self, epoch: i64, loss: f64) -> anyhow::Error {
+        self.checkpoints.wait(&mut self.metrics.log);
+        let msg = format!(
+            "the loss is {loss} at step {} (epoch {epoch}): the run diverged, stopping; newest good checkpoint: {}",
+            self.state.step,
+            self.checkpoints.newest_name()
+        );
+        self.metrics.log.error(&msg);
+        anyhow::anyhow!(msg)
+    }
+
     /// One optimizer step over `micro`: forward/backward, the gradient average, the loss
-    /// scaler's check, clipping, AdamW, the logit-scale clamp. Returns this rank's loss (on the
-    /// device) and the step's learning rate.
+    /// scaler's check, clipping, AdamW, the logit-scale clamp.
     pub fn train_step(
         &mut self,
         micro: &[(Tensor, Tensor)],
         comm: &dyn Collectives,
-    ) -> Result<(Tensor, f64)> {
+    ) -> Result<StepDone> {
         let o = self.optimization.as_mut().expect("training run");
         // OpenCLIP's step: steps_per_epoch * epoch + i (equal to the optimizer steps taken
         // unless an earlier epoch's shards ran out before its plan).
@@ -344,7 +401,11 @@ impl Trainer {
         self.model.clamp_logit_scale();
         self.state.step += 1;
         self.state.step_in_epoch += 1;
-        Ok((loss, lr))
+        Ok(StepDone {
+            loss,
+            lr,
+            skipped: !finite,
+        })
     }
 
     /// The progress bar every step; the log line and TensorBoard on log steps.
@@ -381,18 +442,19 @@ impl Trainer {
         self.position = Some(o.plan.data.epoch_start(self.state.epoch));
     }
 
-    /// `--save-every-n-steps` and the preemption checkpoint; a signal on any rank stops all.
-    fn save_if_due(&mut self, comm: &dyn Collectives) -> Result<Outcome> {
+    /// `--save-every-n-steps` (in the background) and the preemption checkpoint (complete
+    /// before the exit); `stop`: a signal reached some rank (agreed by all).
+    fn save_if_due(&mut self, comm: &dyn Collectives, stop: bool) -> Result<Outcome> {
         let o = self.optimization.as_ref().expect("training run");
         let every = o
             .plan
             .saves
             .every_n_steps
             .is_some_and(|n| self.state.step % n == 0);
-        // A signal may reach the ranks at different steps: stop when any rank got one.
-        let stop = ddp::any(comm, self.device, o.preempted.load(Ordering::SeqCst))?;
         if every || stop {
-            self.save(&format!("step_{}.safetensors", self.state.step), comm, true)?;
+            let write = if stop { Write::Now } else { Write::Background };
+            let file = format!("step_{}.safetensors", self.state.step);
+            self.save(&file, write, comm, None)?;
         }
         if !stop {
             return Ok(Outcome::Finished);
@@ -413,19 +475,24 @@ impl Trainer {
         let completed = self.state.epoch;
         let (delete_previous, most_recent) = (saves.delete_previous, saves.most_recent);
         if completed == o.plan.epochs || (saves.frequency > 0 && completed % saves.frequency == 0) {
-            self.save(&format!("epoch_{completed}.safetensors"), comm, true)?;
-            if delete_previous {
-                self.checkpoints.delete_epoch(completed - 1);
-            }
+            let previous = delete_previous.then(|| format!("epoch_{}.safetensors", completed - 1));
+            let file = format!("epoch_{completed}.safetensors");
+            self.save(&file, Write::Background, comm, previous)?;
         }
         if most_recent {
-            self.save("epoch_latest.safetensors", comm, false)?;
+            self.save("epoch_latest.safetensors", Write::Background, comm, None)?;
         }
         Ok(())
     }
 
-    /// Writes a checkpoint of the current state (`announce`: with a log line).
-    fn save(&mut self, file: &str, comm: &dyn Collectives, announce: bool) -> Result<()> {
+    /// Checkpoints the current state as `file` (see [`Checkpointer::save`]).
+    fn save(
+        &mut self,
+        file: &str,
+        write: Write,
+        comm: &dyn Collectives,
+        then_delete: Option<String>,
+    ) -> Result<()> {
         let o = self.optimization.as_ref().expect("training run");
         let mut state = self.state.clone();
         state.optimizer_step = (o.opt.step != state.step).then_some(o.opt.step);
@@ -433,20 +500,17 @@ impl Trainer {
             .position
             .clone()
             .unwrap_or_else(|| o.plan.data.epoch_start(state.epoch));
-        let path = self.checkpoints.save(
+        self.checkpoints.save(
             file,
+            write,
             comm,
             &state,
             &position,
             self.model.named_parameters(),
             &o.opt.state_tensors(),
-        )?;
-        if announce {
-            self.metrics
-                .log
-                .info(&format!("Saved checkpoint {}", path.display()));
-        }
-        Ok(())
+            then_delete,
+            &mut self.metrics.log,
+        )
     }
 
     /// The evaluations due after the completed epochs (rank 0; the others wait at the next

@@ -1,9 +1,10 @@
-//! Checkpoint writes under fire: a SIGKILL in the middle of one, and a second preemption signal
-//! during the save the first one started. Neither may leave a checkpoint that `--resume latest`
-//! trips over, and the resumed run must still end bitwise equal to an uninterrupted one.
+//! Checkpoint writes under fire: a SIGKILL in the middle of one, a second preemption signal
+//! during the save the first one started, a background write that fails. None may leave a
+//! checkpoint that `--resume latest` trips over, and a resumed run must still end bitwise equal
+//! to an uninterrupted one.
 //!
 //! The signal lands inside the write every time: the trainer's test hook
-//! (`CLIP_TRAIN_TEST_SIGNAL_IN_CHECKPOINT_WRITE`, in `checkpoint::save`) makes the process
+//! (`CLIP_TRAIN_TEST_SIGNAL_IN_CHECKPOINT_WRITE`, in `checkpoint::Snapshot::write`) makes the process
 //! kill or stop itself once the temporary file is written, before its fsync and rename.
 use crate::common::{
     assert_bitwise_equal, cli, ok, resume_latest, signal, tempdir, wait_until, SIGCONT, SIGKILL,
@@ -131,5 +132,42 @@ fn a_second_signal_during_the_preemption_save_changes_nothing() {
     every_checkpoint_verifies(&ckpts);
     ok(&resume_latest(&args(&logs, "pre", &every_3)));
     assert_bitwise_equal(&ckpts.join("epoch_1.safetensors"), &reference);
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// A background checkpoint write that fails (here: a directory squats the file's name, so the
+/// final rename fails) is an error in the log naming the checkpoint that stays the newest;
+/// training goes on and the later checkpoints are written.
+#[test]
+fn a_failed_background_write_is_logged_and_training_goes_on() {
+    let logs = tempdir("failed-write");
+    let ckpts = logs.join("w/checkpoints");
+    let squat = ckpts.join("step_4.safetensors");
+    std::fs::create_dir_all(&squat).unwrap();
+    std::fs::write(squat.join("in-the-way"), b"x").unwrap();
+    let out = ok(&args(&logs, "w", &["--save-every-n-steps", "2"]));
+    let log = std::fs::read_to_string(logs.join("w/out.log")).unwrap();
+    let line = format!(
+        "checkpoint {} was not written: writing {}",
+        squat.display(),
+        squat.display()
+    );
+    let still = format!(
+        "the newest checkpoint is still {}",
+        ckpts.join("step_2.safetensors").display()
+    );
+    let failed: Vec<&str> = log.lines().filter(|l| l.contains(&line)).collect();
+    assert_eq!(failed.len(), 1, "{log}");
+    assert!(
+        failed[0].contains("| ERROR |") && failed[0].contains(&still),
+        "{log}"
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&line));
+    // Nothing half-written is left, and the run's other checkpoints are all there and verify.
+    assert_eq!(temp_file(&ckpts), None);
+    assert_eq!(every_checkpoint_verifies(&ckpts), 5, "{log}");
+    for n in [2, 6, 8, 10] {
+        assert!(ckpts.join(format!("step_{n}.safetensors")).is_file());
+    }
     let _ = std::fs::remove_dir_all(&logs);
 }

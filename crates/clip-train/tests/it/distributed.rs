@@ -452,3 +452,38 @@ fn a_rank_dying_at_the_final_barrier_ends_the_other_with_70() {
     }
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+#[test]
+fn a_nan_on_one_rank_stops_every_rank_at_that_step() {
+    let logs = tempdir("ddp-nan");
+    let name = "nan";
+    let extra = ["--save-every-n-steps", "2"];
+    let children = spawn_world_with(
+        2,
+        &|_| args(&logs, name, "clip_tiny_test", 4, &extra),
+        60,
+        &|rank, cmd| {
+            if rank == 1 {
+                cmd.env("CLIP_TRAIN_TEST_NAN_AT_STEP", "3:1");
+            }
+        },
+    );
+    let outs = wait_all(children);
+    let ckpts = logs.join(name).join("checkpoints");
+    let step2 = ckpts.join("step_2.safetensors");
+    for (rank, out) in outs.iter().enumerate() {
+        // Both ranks stop on the error (1), neither waits into the watchdog (70).
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "rank {rank}: {err}");
+        assert!(
+            err.contains("at step 3 (epoch 0): the run diverged"),
+            "rank {rank}: {err}"
+        );
+    }
+    let log = std::fs::read_to_string(logs.join(name).join("out.log")).unwrap();
+    let line = format!("newest good checkpoint: {}", step2.display());
+    assert!(log.contains(&line), "{log}");
+    assert!(step2.is_file());
+    assert!(!ckpts.join("step_4.safetensors").exists());
+    let _ = std::fs::remove_dir_all(&logs);
+}

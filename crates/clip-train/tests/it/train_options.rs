@@ -316,3 +316,67 @@ fn amp_with_its_loss_scaler_resumes_exactly() {
     );
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+#[test]
+fn a_nan_loss_stops_the_run_naming_the_step_and_the_newest_good_checkpoint() {
+    let logs = tempdir("diverge");
+    let every = ["--save-every-n-steps", "2"];
+    let run_nan = |name: &str, extra: &[&str], step: &str| {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_clip-train"));
+        cmd.args(args(
+            &logs,
+            name,
+            "clip_tiny_test",
+            &[&every[..], extra].concat(),
+        ))
+        .env("CLIP_TRAIN_TEST_NAN_AT_STEP", step);
+        cmd.output().unwrap()
+    };
+    // fp32: step 5's loss is NaN. The run stops there, naming step_4 (written before the
+    // weights went bad) as the checkpoint to go back to, and writes nothing after it.
+    let out = run_nan("fp32", &[], "5");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    let ckpts = logs.join("fp32/checkpoints");
+    let step4 = ckpts.join("step_4.safetensors");
+    let msg = format!(
+        "the loss is NaN at step 5 (epoch 0): the run diverged, stopping; newest good checkpoint: {}",
+        step4.display()
+    );
+    assert_eq!(err.lines().filter(|l| l.contains(&msg)).count(), 2, "{err}");
+    assert!(log_of(&logs, "fp32").contains(&msg));
+    assert!(step4.is_file());
+    let mut left: Vec<_> = std::fs::read_dir(&ckpts)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    assert_eq!(left, ["step_2.safetensors", "step_4.safetensors"]);
+    // NaN before any checkpoint: says there is none.
+    let out = run_nan("early", &[], "1");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("newest good checkpoint: none (no checkpoint written yet)"),
+        "{err}"
+    );
+    // --precision amp: the NaN step is one the loss scaler skips, not a divergence. The run
+    // goes on to the end.
+    let out = run_nan("amp", &["--precision", "amp"], "5");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(logs.join("amp/checkpoints/epoch_1.safetensors").is_file());
+    let state =
+        clip_train::checkpoint::peek_state(&logs.join("amp/checkpoints/epoch_1.safetensors"))
+            .unwrap();
+    // The NaN step is among the skipped ones (AdamW's own count lags the run's).
+    assert!(
+        state.optimizer_step.is_some_and(|o| o < state.step),
+        "{state:?}"
+    );
+    assert!(!log_of(&logs, "amp").contains("diverged"));
+    let _ = std::fs::remove_dir_all(&logs);
+}
