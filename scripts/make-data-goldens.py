@@ -13,7 +13,8 @@ Outputs (tests/golden/data/):
                    other context lengths). Captions that ftfy's mojibake repair (fix_encoding) would
                    change are listed under "excluded" (the Rust tokenizer does not implement it).
   images/*.{jpg,png,webp}   inputs
-  preprocess.json  for each case: input file, image_size, kind ("eval" or "resized_crop" with its box),
+  preprocess.json  for each case: input file, image_size, kind ("eval", "eval_bilinear",
+                   "eval_longest" / "eval_squash" with their interpolation, or "resized_crop" with its box),
                    output shape and the raw little-endian f32 file holding OpenCLIP's CHW tensor.
   preprocess/*.f32 OpenCLIP outputs (already normalised with the OpenAI mean/std).
 """
@@ -170,6 +171,20 @@ def images():
         out = open_clip.image_transform(size, is_train=False, interpolation="bilinear")(img)
         name = f"eval_bilinear_{os.path.splitext(fname)[0]}_{size}.f32"
         cases.append({"kind": "eval_bilinear", "image": fname, "image_size": size, "file": name, "shape": dump(name, out)})
+    # --image-resize-mode (OpenCLIP applies it to inference only) with --image-interpolation:
+    # longest (ResizeKeepRatio, then CenterCropOrPad on black; odd paddings) and squash.
+    for mode, interp, fname, size in [
+        ("longest", "bicubic", "chelsea_451x300.jpg", 64), ("longest", "bicubic", "rocket_portrait_200x427.jpg", 96),
+        ("longest", "bicubic", "astronaut_small_48x40.png", 64), ("longest", "bicubic", "ihc_alpha_150x100.png", 64),
+        ("longest", "bicubic", "chelsea_64x67.png", 64), ("longest", "bilinear", "coffee_tall_90x400.jpg", 64),
+        ("squash", "bicubic", "chelsea_451x300.jpg", 64), ("squash", "bicubic", "astronaut_small_48x40.png", 64),
+        ("squash", "bilinear", "ihc_alpha_150x100.png", 64),
+    ]:
+        img = Image.open(os.path.join(img_dir, fname)).convert("RGB")
+        out = open_clip.image_transform(size, is_train=False, resize_mode=mode, interpolation=interp)(img)
+        name = f"eval_{mode}_{interp}_{os.path.splitext(fname)[0]}_{size}.f32"
+        cases.append({"kind": f"eval_{mode}", "interpolation": interp, "image": fname, "image_size": size,
+                      "file": name, "shape": dump(name, out)})
     with open(os.path.join(OUT, "preprocess.json"), "w") as f:
         json.dump({"open_clip": open_clip.__version__, "mean": list(mean), "std": list(std),
                    "note": "inputs converted with PIL .convert('RGB') first (like webdataset 'pilrgb')",

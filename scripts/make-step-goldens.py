@@ -5,21 +5,29 @@ with logit_scale set above ln(100) (so the clamp acts) and a small --grad-clip-n
 acts). Writes OUT.safetensors with the weights after each step (`step1.<key>`, `step2.<key>`)
 and the total grad norms, for crates/clip-train/tests/it/step.rs.
 
-    make-step-goldens.py OUT.safetensors [PRECISION]
+    make-step-goldens.py OUT.safetensors [PRECISION [siglip]]
 
 PRECISION (fp32 by default) is OpenCLIP's `--precision`: `bf16` / `pure_bf16` build the model in
 bf16 (`create_model(precision=…)`, text LayerNorms kept fp32 for `bf16`) and feed bf16 images,
 as `--precision bf16` training does; `amp` runs forward and loss under fp16 autocast with
 OpenCLIP's GradScaler (scale, unscale before clipping, step, update; the scale after each step is
 saved as `scale{i}`).
+
+`siglip` trains as `--siglip` does: the model made as main.py asks the factory for it
+(`init_logit_scale=ln 10`, `init_logit_bias=-10`, which keep their initial values here), the loss
+from OpenCLIP's `create_loss` (SigLipLoss) called as train.py calls it, on `output_dict` features;
+logit_scale is not raised (ln 10 is far from the clamp).
 """
+import argparse
 import contextlib
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import open_clip
+from open_clip.factory import create_loss
 from open_clip.loss import ClipLoss
 from safetensors.torch import load_file, save_file
 
@@ -32,14 +40,19 @@ WD, BETAS, EPS, CLIP = 0.2, (0.9, 0.98), 1e-6, 0.5
 LOGIT_SCALE = 5.0           # above ln(100): the clamp after the step must bring it back
 
 PRECISION = sys.argv[2] if len(sys.argv) > 2 else "fp32"
+SIGLIP = len(sys.argv) > 3 and sys.argv[3] == "siglip"
 g = load_file(ROOT / "tests/golden/model/clip_tiny_test.safetensors")
-model = open_clip.create_model("clip_tiny_test", precision=PRECISION)
+# main.py's model_kwargs under --siglip.
+siglip_kwargs = dict(init_logit_scale=np.log(10), init_logit_bias=-10, output_dict=True) if SIGLIP else {}
+model = open_clip.create_model("clip_tiny_test", precision=PRECISION, **siglip_kwargs)
 input_dtype = open_clip.get_input_dtype(PRECISION)
 scaler = torch.amp.GradScaler("cpu") if PRECISION == "amp" else None
 autocast = (lambda: torch.amp.autocast("cpu", dtype=torch.float16)) if PRECISION == "amp" \
     else contextlib.nullcontext
-sd = {k: g[k] for k in model.state_dict()}
-if PRECISION != "amp":  # under fp16 autocast a scale of e^5 overflows the backward at any loss scale
+sd = {k: g[k] if k in g else v for k, v in model.state_dict().items()}
+if SIGLIP:  # SigLIP's own initial scale and bias
+    sd["logit_scale"] = model.logit_scale.detach().clone()
+elif PRECISION != "amp":  # under fp16 autocast a scale of e^5 overflows the backward at any loss scale
     sd["logit_scale"] = torch.tensor(LOGIT_SCALE)
 # load_state_dict copies into the parameters' own dtypes.
 model.load_state_dict(sd, strict=True)
@@ -56,7 +69,12 @@ gain_or_bias = [p for n, p in named if exclude(n, p) and p.requires_grad]
 rest = [p for n, p in named if not exclude(n, p) and p.requires_grad]
 opt = torch.optim.AdamW([{"params": gain_or_bias, "weight_decay": 0.0},
                          {"params": rest, "weight_decay": WD}], lr=LR[0], betas=BETAS, eps=EPS)
-loss_fn = ClipLoss()
+if SIGLIP:
+    loss_fn = create_loss(argparse.Namespace(
+        distill=False, model="clip_tiny_test", siglip=True, horovod=False, rank=0, world_size=1,
+        loss_dist_impl=None, local_loss=False, gather_with_grad=False))
+else:
+    loss_fn = ClipLoss()
 out = {}
 # amp: GradScaler starts at 2^16, which overflows this model's fp16 backward; it skips steps and
 # halves the scale until one fits. Six steps show the skips and two real updates.
@@ -66,8 +84,12 @@ for i, lr in enumerate(steps, 1):
         group["lr"] = lr
     opt.zero_grad()
     with autocast():
-        img, txt, scale = model(g["image"].to(dtype=input_dtype), g["text"])
-        loss = loss_fn(img, txt, scale)
+        if SIGLIP:  # train.py: loss(**model_out, output_dict=True), summed
+            losses = loss_fn(**model(g["image"].to(dtype=input_dtype), g["text"]), output_dict=True)
+            loss = sum(losses.values())
+        else:
+            img, txt, scale = model(g["image"].to(dtype=input_dtype), g["text"])
+            loss = loss_fn(img, txt, scale)
     if scaler is None:
         loss.backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), CLIP, norm_type=2.0)
@@ -82,7 +104,7 @@ for i, lr in enumerate(steps, 1):
     assert norm > CLIP or (scaler is not None and not norm.isfinite()), f"clipping must act ({norm})"
     with torch.no_grad():
         model.logit_scale.clamp_(0, math.log(100))
-    if i == 1 and scaler is None:
+    if i == 1 and scaler is None and not SIGLIP:
         assert abs(model.logit_scale.item() - math.log(100)) < 2e-2, "the clamp acted"
     out[f"loss{i}"] = loss.detach().float().reshape(1)
     out[f"grad_norm{i}"] = norm.detach().float().reshape(1)

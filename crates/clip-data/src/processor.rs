@@ -2,7 +2,7 @@
 
 use crate::loader::Processor;
 use crate::tokenizer::Tokenizer;
-use crate::transform::{decode_image, AugCfg, ImageTransform};
+use crate::transform::{decode_image, AugCfg, ImageTransform, Interpolation, ResizeMode};
 use anyhow::Result;
 use rand_pcg::Pcg64;
 
@@ -40,6 +40,15 @@ impl ClipProcessor {
             size: image_size as usize,
             ctx: context_length,
         }
+    }
+
+    /// `--image-interpolation` and `--image-resize-mode` (which only the eval transform reads).
+    pub fn with_image_options(mut self, interpolation: Interpolation, mode: ResizeMode) -> Self {
+        self.transform = self
+            .transform
+            .with_interpolation(interpolation)
+            .with_resize_mode(mode);
+        self
     }
 }
 

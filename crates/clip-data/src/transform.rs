@@ -3,7 +3,9 @@
 //! * [`decode_image`]: jpg/png/webp bytes → RGB8 (PIL `.convert("RGB")`: alpha dropped, gray
 //!   replicated), as OpenCLIP's webdataset `decode("pilrgb")` does.
 //! * Eval ([`ImageTransform::eval`]): torchvision `Resize(size)` (shortest side, bicubic,
-//!   antialiased = PIL `Image.resize(BICUBIC)`), `CenterCrop(size)`, `ToTensor`, `Normalize`.
+//!   antialiased = PIL `Image.resize(BICUBIC)`), `CenterCrop(size)`, `ToTensor`, `Normalize`;
+//!   with `--image-resize-mode` ([`ResizeMode`]) `longest` (OpenCLIP's `ResizeKeepRatio` to the
+//!   longest side, then `CenterCropOrPad` with black) or `squash` (`Resize((size, size))`).
 //! * Train ([`ImageTransform::train`]):
 //!   - `use_timm=True`: timm `RandomResizedCropAndInterpolation(scale, ratio, bicubic)`, no flip,
 //!     `ToTensor`, `Normalize`, then `RandomErasing(re_prob, mode="pixel", max_count=re_count)`.
@@ -61,6 +63,43 @@ pub enum Interpolation {
     Random,
 }
 
+impl Interpolation {
+    /// OpenCLIP's `--image-interpolation` names.
+    pub fn parse(name: &str) -> Option<Interpolation> {
+        match name {
+            "bicubic" => Some(Interpolation::Bicubic),
+            "bilinear" => Some(Interpolation::Bilinear),
+            "random" => Some(Interpolation::Random),
+            _ => None,
+        }
+    }
+}
+
+/// `--image-resize-mode`: how the eval transform fits an image into its square (OpenCLIP applies
+/// it to inference only; training crops ignore it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum ResizeMode {
+    /// The shortest side to the size, then a centre crop.
+    #[default]
+    Shortest,
+    /// The longest side to the size (aspect kept), then centred on black padding.
+    Longest,
+    /// Both sides to the size (aspect not kept).
+    Squash,
+}
+
+impl ResizeMode {
+    /// OpenCLIP's `--image-resize-mode` names.
+    pub fn parse(name: &str) -> Option<ResizeMode> {
+        match name {
+            "shortest" => Some(ResizeMode::Shortest),
+            "longest" => Some(ResizeMode::Longest),
+            "squash" => Some(ResizeMode::Squash),
+            _ => None,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 enum Mode {
     Eval,
@@ -84,6 +123,7 @@ pub struct ImageTransform {
     size: u32,
     mode: Mode,
     interpolation: Interpolation,
+    resize_mode: ResizeMode,
     norm: Normalize,
 }
 
@@ -107,6 +147,7 @@ impl ImageTransform {
             size: image_size,
             mode,
             interpolation: Interpolation::Bicubic,
+            resize_mode: ResizeMode::Shortest,
             norm: Normalize::new(mean, std),
         }
     }
@@ -118,6 +159,7 @@ impl ImageTransform {
             size: image_size,
             mode: Mode::Eval,
             interpolation: Interpolation::Bicubic,
+            resize_mode: ResizeMode::Shortest,
             norm: Normalize::new(mean, std),
         }
     }
@@ -127,6 +169,12 @@ impl ImageTransform {
     /// always bicubic, as in OpenCLIP.
     pub fn with_interpolation(mut self, interpolation: Interpolation) -> ImageTransform {
         self.interpolation = interpolation;
+        self
+    }
+
+    /// Set `--image-resize-mode` (default shortest); only the eval transform reads it.
+    pub fn with_resize_mode(mut self, resize_mode: ResizeMode) -> ImageTransform {
+        self.resize_mode = resize_mode;
         self
     }
 
@@ -160,6 +208,7 @@ impl ImageTransform {
             crop,
             resize: (rw, rh),
             win,
+            pad: (pad_x, pad_y),
             filter,
             gray,
         } = self.plan(img, rng);
@@ -167,6 +216,13 @@ impl ImageTransform {
         let w = s as usize;
         let (o0, rest) = out.split_at_mut(n);
         let (o1, o2) = rest.split_at_mut(n);
+        // A window smaller than the output (`longest`) sits on black padding: every pixel
+        // starts as normalised 0, and the window's rows land at the padding's offsets.
+        let padded = win.2 < s || win.3 < s;
+        if padded {
+            self.norm.fill_black(o0, o1, o2);
+        }
+        let (pad_x, pad_y, ww) = (pad_x as usize, pad_y as usize, win.2 as usize);
         let stride = img.width() as usize * 3;
         // Random erasing is drawn now (same law and draw order as after the resize) and
         // applied row by row: erased rows are assembled in `staging` and streamed out once.
@@ -183,11 +239,8 @@ impl ImageTransform {
         };
         // Each output row goes straight from the vertical pass into the three planes.
         resample::resample_rows(img.as_raw(), stride, crop, rw, rh, win, filter, |y, row| {
-            let (a, b, c) = (
-                &mut o0[y * w..(y + 1) * w],
-                &mut o1[y * w..(y + 1) * w],
-                &mut o2[y * w..(y + 1) * w],
-            );
+            let at = (y + pad_y) * w + pad_x..(y + pad_y) * w + pad_x + ww;
+            let (a, b, c) = (&mut o0[at.clone()], &mut o1[at.clone()], &mut o2[at]);
             if erase
                 .iter()
                 .any(|(bx, _)| (bx.top as usize..(bx.top + bx.height) as usize).contains(&y))
@@ -211,7 +264,7 @@ impl ImageTransform {
             if gray {
                 self.norm.gray_row(row, a, b, c);
             } else {
-                self.norm.row(row, a, b, c, true);
+                self.norm.row(row, a, b, c, !padded);
             }
         });
         #[cfg(target_arch = "x86_64")]
@@ -228,29 +281,19 @@ impl ImageTransform {
         let (iw, ih) = (img.width(), img.height());
         match &self.mode {
             Mode::Eval => {
-                let (rw, rh) = shortest_side_size(iw, ih, s);
-                let (rw, rh) = (rw.max(s), rh.max(s));
-                // torchvision center_crop: int(round((H - size) / 2)), half to even.
-                let top = py_round((rh - s) as f64 / 2.0) as u32;
-                let left = py_round((rw - s) as f64 / 2.0) as u32;
                 let full = CropBox {
                     top: 0,
                     left: 0,
                     height: ih,
                     width: iw,
                 };
+                // OpenCLIP's eval maps `random` to bicubic.
                 let filter = if self.interpolation == Interpolation::Bilinear {
                     Filter::Bilinear
                 } else {
                     Filter::Bicubic
                 };
-                Plan {
-                    crop: full,
-                    resize: (rw, rh),
-                    win: (left, top, s, s),
-                    filter,
-                    gray: false,
-                }
+                eval_plan(self.resize_mode, full, s, filter)
             }
             Mode::Timm { scale, ratio, .. } => {
                 let crop = random_resized_crop_params(iw, ih, *scale, *ratio, rng);
@@ -279,12 +322,53 @@ impl ImageTransform {
     }
 }
 
+/// The eval transform's geometry for the whole image `full` and output side `s`, by resize mode.
+fn eval_plan(mode: ResizeMode, full: CropBox, s: u32, filter: Filter) -> Plan {
+    let (iw, ih) = (full.width, full.height);
+    match mode {
+        ResizeMode::Shortest => {
+            let (rw, rh) = shortest_side_size(iw, ih, s);
+            let (rw, rh) = (rw.max(s), rh.max(s));
+            // torchvision center_crop: int(round((H - size) / 2)), half to even.
+            let top = py_round((rh - s) as f64 / 2.0) as u32;
+            let left = py_round((rw - s) as f64 / 2.0) as u32;
+            Plan {
+                crop: full,
+                resize: (rw, rh),
+                win: (left, top, s, s),
+                pad: (0, 0),
+                filter,
+                gray: false,
+            }
+        }
+        ResizeMode::Longest => {
+            // ResizeKeepRatio(longest=1): ratio = max(h/s, w/s), sides round(x / ratio) (Python's
+            // round, in f64); then CenterCropOrPad: padding (s - side) // 2 before.
+            let ratio = (ih as f64 / s as f64).max(iw as f64 / s as f64);
+            let side = |x: u32| (py_round(x as f64 / ratio) as u32).clamp(1, s);
+            let (rw, rh) = (side(iw), side(ih));
+            Plan {
+                crop: full,
+                resize: (rw, rh),
+                win: (0, 0, rw, rh),
+                pad: ((s - rw) / 2, (s - rh) / 2),
+                filter,
+                gray: false,
+            }
+        }
+        ResizeMode::Squash => Plan::whole_output(full, s, filter, false),
+    }
+}
+
 /// Where one output image comes from: the crop box in the source, the size it is resized to,
-/// the output window `(x, y, w, h)` of that resize, the filter, and whether it is made gray.
+/// the window `(x, y, w, h)` of that resize which is the output, where its top-left corner lands
+/// in the output (`pad`, non-zero only on `longest`'s padding), the filter, and whether it is
+/// made gray.
 struct Plan {
     crop: CropBox,
     resize: (u32, u32),
     win: (u32, u32, u32, u32),
+    pad: (u32, u32),
     filter: Filter,
     gray: bool,
 }
@@ -296,6 +380,7 @@ impl Plan {
             crop,
             resize: (size, size),
             win: (0, 0, size, size),
+            pad: (0, 0),
             filter,
             gray,
         }

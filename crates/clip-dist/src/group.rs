@@ -19,6 +19,12 @@ pub(crate) trait Transport: Send + Sync {
     fn reduce_scatter(&self, t: &Tensor, op: ReduceOp, out_shape: &[i64]) -> Result<Tensor>;
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
     fn barrier(&self) -> Result<()>;
+    /// [`Collectives::send_recv`]: peers in range, distinct per direction, not this rank.
+    fn send_recv(
+        &self,
+        sends: &[(usize, &Tensor)],
+        recvs: &mut [(usize, &mut Tensor)],
+    ) -> Result<()>;
 }
 
 /// Which byte collective wrote a store value (its first byte), so a rank that called the other
@@ -104,6 +110,28 @@ impl Group {
         }
     }
 
+    /// The peers of one direction of a `send_recv`: each another rank of this world, once.
+    fn check_peers(&self, what: &str, peers: impl Iterator<Item = usize>) -> Result<()> {
+        let mut seen = vec![false; self.world];
+        for p in peers {
+            if p >= self.world || p == self.rank || seen[p] {
+                let why = if p >= self.world {
+                    format!("is outside a world of size {}", self.world)
+                } else if p == self.rank {
+                    "is this rank itself".to_string()
+                } else {
+                    "appears twice".to_string()
+                };
+                return Err(Error::Invalid(format!(
+                    "send_recv on rank {}: {what} peer {p} {why}",
+                    self.rank
+                )));
+            }
+            seen[p] = true;
+        }
+        Ok(())
+    }
+
     fn check_root(&self, root: usize) -> Result<()> {
         if root >= self.world {
             return Err(Error::Invalid(format!(
@@ -163,6 +191,22 @@ impl Collectives for Group {
 
     fn barrier(&self) -> Result<()> {
         self.transport.barrier()
+    }
+
+    fn send_recv(
+        &self,
+        sends: &[(usize, &Tensor)],
+        recvs: &mut [(usize, &mut Tensor)],
+    ) -> Result<()> {
+        self.check_peers("send", sends.iter().map(|(p, _)| *p))?;
+        self.check_peers("receive", recvs.iter().map(|(p, _)| *p))?;
+        for t in sends.iter().map(|(_, t)| *t) {
+            Dtype::of(t)?;
+        }
+        for (_, t) in recvs.iter() {
+            Dtype::of(t)?;
+        }
+        self.transport.send_recv(sends, recvs)
     }
 
     fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>> {

@@ -74,6 +74,17 @@ pub trait Collectives: Send + Sync {
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()>;
     /// Returns once every rank has called it.
     fn barrier(&self) -> Result<()>;
+    /// Point to point, all at once (`torch.distributed.batch_isend_irecv`, which OpenCLIP's
+    /// SigLIP neighbour exchange uses): sends each `(peer, tensor)` of `sends` and receives into
+    /// each `(peer, tensor)` of `recvs`, in place. At most one message each way per peer, never
+    /// to or from this rank itself; each peer makes the matching call, and a message must have
+    /// the shape and dtype of the tensor it arrives in. Unlike the collectives, only the ranks
+    /// named take part.
+    fn send_recv(
+        &self,
+        sends: &[(usize, &Tensor)],
+        recvs: &mut [(usize, &mut Tensor)],
+    ) -> Result<()>;
     /// Rank `root`'s `bytes` on every rank. Any length (up to 1 GiB), through rank 0's store on
     /// every backend: for names, paths and JSON, not for hot paths.
     fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>>;

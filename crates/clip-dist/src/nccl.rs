@@ -67,6 +67,26 @@ struct Api {
         ncclComm_t,
         cudaStream_t,
     ) -> NcclResult,
+    /// `ncclSend`: (send, count, type, peer, comm, stream).
+    send: unsafe extern "C" fn(
+        *const c_void,
+        usize,
+        ncclDataType_t,
+        c_int,
+        ncclComm_t,
+        cudaStream_t,
+    ) -> NcclResult,
+    /// `ncclRecv`: (recv, count, type, peer, comm, stream).
+    recv: unsafe extern "C" fn(
+        *mut c_void,
+        usize,
+        ncclDataType_t,
+        c_int,
+        ncclComm_t,
+        cudaStream_t,
+    ) -> NcclResult,
+    group_start: unsafe extern "C" fn() -> NcclResult,
+    group_end: unsafe extern "C" fn() -> NcclResult,
     /// Keeps the function pointers above valid.
     _lib: Library,
 }
@@ -125,6 +145,10 @@ fn resolve(lib: Library, path: String) -> std::result::Result<Api, String> {
             all_gather: sym!("ncclAllGather"),
             reduce_scatter: sym!("ncclReduceScatter"),
             broadcast: sym!("ncclBroadcast"),
+            send: sym!("ncclSend"),
+            recv: sym!("ncclRecv"),
+            group_start: sym!("ncclGroupStart"),
+            group_end: sym!("ncclGroupEnd"),
             path,
             _lib: lib,
         })
@@ -349,6 +373,71 @@ impl Transport for NcclCollectives {
         self.in_place("ncclBroadcast", t, |buf, count, dt, comm| unsafe {
             (self.api.broadcast)(buf, buf, count, dt, root as c_int, comm, null_stream())
         })
+    }
+
+    /// Every send and receive inside one NCCL group (`ncclGroupStart` … `ncclGroupEnd`), so they
+    /// progress together as `batch_isend_irecv`'s do; a non-contiguous receiver gets a
+    /// contiguous buffer, copied back after the group (on the same stream, so in order).
+    fn send_recv(
+        &self,
+        sends: &[(usize, &Tensor)],
+        recvs: &mut [(usize, &mut Tensor)],
+    ) -> Result<()> {
+        let sends: Vec<(usize, Tensor, ncclDataType_t)> = sends
+            .iter()
+            .map(|(p, t)| Ok((*p, dense(t), self.dtype(t)?)))
+            .collect::<Result<_>>()?;
+        let landing: Vec<(usize, Tensor, ncclDataType_t)> = recvs
+            .iter()
+            .map(|(p, t)| Ok((*p, dense(t), self.dtype(t)?)))
+            .collect::<Result<_>>()?;
+        // One lock for the whole group: no other call on this communicator may fall inside it.
+        // SAFETY: each buffer is contiguous on this device and holds `numel` elements of its
+        // type; a receive's buffer is written only by NCCL until the group ends.
+        self.call("ncclSend/ncclRecv", |comm| unsafe {
+            let started = (self.api.group_start)();
+            if started != 0 {
+                return started;
+            }
+            let mut code = 0;
+            for (p, t, dt) in &sends {
+                if code == 0 {
+                    code = (self.api.send)(
+                        t.data_ptr(),
+                        t.numel(),
+                        *dt,
+                        *p as c_int,
+                        comm,
+                        null_stream(),
+                    );
+                }
+            }
+            for (p, t, dt) in &landing {
+                if code == 0 {
+                    code = (self.api.recv)(
+                        t.data_ptr(),
+                        t.numel(),
+                        *dt,
+                        *p as c_int,
+                        comm,
+                        null_stream(),
+                    );
+                }
+            }
+            // The group is closed whatever happened inside it; the first error wins.
+            let ended = (self.api.group_end)();
+            if code == 0 {
+                ended
+            } else {
+                code
+            }
+        })?;
+        for ((_, t), (_, d, _)) in recvs.iter_mut().zip(&landing) {
+            if !t.is_contiguous() {
+                tch::no_grad(|| t.copy_(d));
+            }
+        }
+        Ok(())
     }
 
     /// An all-reduce of one element, then reading it on the host: returns once every rank's

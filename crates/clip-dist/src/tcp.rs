@@ -37,6 +37,7 @@ enum Op {
     ReduceScatter = 4,
     Broadcast = 5,
     Barrier = 6,
+    SendRecv = 7,
 }
 
 impl Op {
@@ -47,6 +48,7 @@ impl Op {
             4 => "reduce_scatter",
             5 => "broadcast",
             6 => "barrier",
+            7 => "send_recv",
             _ => "an unknown collective",
         }
     }
@@ -237,6 +239,19 @@ impl TcpCollectives {
         sends: &[Option<&[u8]>],
         recvs: &mut [Option<&mut [u8]>],
     ) -> Result<()> {
+        self.exchange_described(&|_| header.clone(), &|_| header.clone(), sends, recvs)
+    }
+
+    /// [`TcpCollectives::exchange`] with a header per peer: `sent(p)` describes the message to
+    /// rank p, `expected(p)` the one this rank expects from rank p (point to point, where each
+    /// message has its own shape).
+    fn exchange_described(
+        &self,
+        sent: &(dyn Fn(usize) -> Header + Sync),
+        expected: &dyn Fn(usize) -> Header,
+        sends: &[Option<&[u8]>],
+        recvs: &mut [Option<&mut [u8]>],
+    ) -> Result<()> {
         if self.broken.load(Ordering::Relaxed) {
             return Err(Error::Invalid(
                 "collectives are unusable after an earlier failure".into(),
@@ -244,14 +259,18 @@ impl TcpCollectives {
         }
         let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
         let result = if sends.iter().all(Option::is_none) {
-            self.read_all(header, recvs)
+            self.read_all(expected, recvs)
         } else {
             std::thread::scope(|s| {
-                let writer = s.spawn(|| self.write_all(header, sends));
-                let read = self.read_all(header, recvs);
+                let writer = s.spawn(|| self.write_all(sent, sends));
+                let read = self.read_all(expected, recvs);
                 let written = writer.join().unwrap_or_else(|_| {
                     Err(Error::Io {
-                        what: Op::name(header.op).to_string(),
+                        what: sends
+                            .iter()
+                            .position(Option::is_some)
+                            .map_or("sending", |p| Op::name(sent(p).op))
+                            .to_string(),
                         cause: io::Error::other("the sending thread panicked"),
                     })
                 });
@@ -265,12 +284,13 @@ impl TcpCollectives {
     }
 
     /// The sending half of [`TcpCollectives::exchange`]: ranks r+1, r+2, … in turn.
-    fn write_all(&self, header: &Header, sends: &[Option<&[u8]>]) -> Result<()> {
+    fn write_all(&self, header: &dyn Fn(usize) -> Header, sends: &[Option<&[u8]>]) -> Result<()> {
         let (r, w) = (self.rank, self.world);
-        let what = Op::name(header.op);
         for k in 1..w {
             let p = (r + k) % w;
             if let Some(buf) = sends[p] {
+                let header = header(p);
+                let what = Op::name(header.op);
                 let mut stream = self.peer(p);
                 stream
                     .write_all(&header.with_payload(buf.len()).encode())
@@ -282,12 +302,17 @@ impl TcpCollectives {
     }
 
     /// The receiving half of [`TcpCollectives::exchange`]: ranks r-1, r-2, … in turn.
-    fn read_all(&self, header: &Header, recvs: &mut [Option<&mut [u8]>]) -> Result<()> {
+    fn read_all(
+        &self,
+        header: &dyn Fn(usize) -> Header,
+        recvs: &mut [Option<&mut [u8]>],
+    ) -> Result<()> {
         let (r, w) = (self.rank, self.world);
-        let what = Op::name(header.op);
         for k in 1..w {
             let p = (r + w - k) % w;
             if let Some(dst) = recvs[p].as_deref_mut() {
+                let header = header(p);
+                let what = Op::name(header.op);
                 let mut stream = self.peer(p);
                 let got = Header::read(stream).map_err(|e| self.io_error(what, p, e))?;
                 let want = header.with_payload(dst.len());
@@ -485,6 +510,52 @@ impl Transport for TcpCollectives {
             &sends,
             &mut recvs,
         )
+    }
+
+    /// One message per peer and direction, each with its own header (shape and dtype checked by
+    /// the receiver); the exchange's ordering keeps any pattern of sends free of deadlock.
+    fn send_recv(
+        &self,
+        sends: &[(usize, &Tensor)],
+        recvs: &mut [(usize, &mut Tensor)],
+    ) -> Result<()> {
+        let w = self.world;
+        let describe = |t: &Tensor| -> Result<Header> {
+            Ok(Header::new(Op::SendRecv, None, Dtype::of(t)?, &t.size()))
+        };
+        let staged: Vec<(usize, Tensor)> = sends.iter().map(|(p, t)| (*p, host(t))).collect();
+        let mut sent = vec![None; w];
+        let mut send_bufs: Vec<Option<&[u8]>> = vec![None; w];
+        for (p, h) in &staged {
+            sent[*p] = Some(describe(h)?);
+            send_bufs[*p] = Some(bytes(h));
+        }
+        let mut landing: Vec<(usize, Tensor)> = recvs.iter().map(|(p, t)| (*p, host(t))).collect();
+        let mut expected = vec![None; w];
+        for (p, h) in &landing {
+            expected[*p] = Some(describe(h)?);
+        }
+        {
+            let mut recv_bufs: Vec<Option<&mut [u8]>> = (0..w).map(|_| None).collect();
+            for (p, h) in landing.iter_mut() {
+                recv_bufs[*p] = Some(bytes_mut(h));
+            }
+            let header = |headers: &[Option<Header>], p: usize| {
+                headers[p]
+                    .clone()
+                    .expect("a header for every peer with a message")
+            };
+            self.exchange_described(
+                &|p| header(&sent, p),
+                &|p| header(&expected, p),
+                &send_bufs,
+                &mut recv_bufs,
+            )?;
+        }
+        for ((_, t), (_, h)) in recvs.iter_mut().zip(&landing) {
+            write_back(t, h);
+        }
+        Ok(())
     }
 }
 

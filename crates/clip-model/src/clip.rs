@@ -16,24 +16,28 @@ pub struct Clip {
     pub text: TextTransformer,
     /// The scalar parameter `logit_scale` (its exp multiplies the logits).
     pub logit_scale: Tensor,
+    /// SigLIP's scalar `logit_bias` (added to the logits), when the config's `init_logit_bias`
+    /// is set.
+    pub logit_bias: Option<Tensor>,
     params: Vec<(String, Tensor)>,
     cfg: ClipConfig,
 }
 
 /// Where a state-dict key sits in OpenCLIP's `CLIP.state_dict()`: CLIP's own parameters
-/// (`positional_embedding`, `text_projection`, `logit_scale`) first, then its children in
-/// registration order (`visual`, `transformer`, `token_embedding`, `ln_final`).
+/// (`positional_embedding`, `text_projection`, `logit_scale`, `logit_bias`) first, then its
+/// children in registration order (`visual`, `transformer`, `token_embedding`, `ln_final`).
 fn state_dict_rank(name: &str) -> usize {
     let first = name.split('.').next().unwrap_or("");
     match first {
         "positional_embedding" => 0,
         "text_projection" => 1,
         "logit_scale" => 2,
-        "visual" => 3,
-        "transformer" => 4,
-        "token_embedding" => 5,
-        "ln_final" => 6,
-        _ => 7,
+        "logit_bias" => 3,
+        "visual" => 4,
+        "transformer" => 5,
+        "token_embedding" => 6,
+        "ln_final" => 7,
+        _ => 8,
     }
 }
 
@@ -45,7 +49,10 @@ impl Clip {
         let r = ParamRecorder::new();
         let visual = TimmModel::new(&(path / "visual"), &r, &cfg.vision, cfg.embed_dim);
         let text = TextTransformer::new(path, &r, &cfg.text, cfg.embed_dim, cfg.quick_gelu);
-        let logit_scale = r.param(path, "logit_scale", &[], Init::Const(INIT_LOGIT_SCALE));
+        let logit_scale = r.param(path, "logit_scale", &[], Init::Const(cfg.init_logit_scale));
+        let logit_bias = cfg
+            .init_logit_bias
+            .map(|b| r.param(path, "logit_bias", &[], Init::Const(b)));
         let prefix_len = {
             let c: Vec<&str> = path.components().collect();
             if c.is_empty() {
@@ -60,6 +67,7 @@ impl Clip {
             visual,
             text,
             logit_scale,
+            logit_bias,
             params,
             cfg: cfg.clone(),
         })

@@ -126,6 +126,12 @@ pub struct ClipConfig {
     pub embed_dim: i64,
     /// QuickGELU in the text tower (timm trunks always use exact GELU).
     pub quick_gelu: bool,
+    /// `logit_scale`'s initial value (OpenCLIP's `init_logit_scale`; ln(1/0.07) by default,
+    /// ln 10 under `--siglip`).
+    pub init_logit_scale: f64,
+    /// `init_logit_bias`: when set, the model has SigLIP's `logit_bias` parameter, initialised
+    /// to it (−10 under `--siglip`).
+    pub init_logit_bias: Option<f64>,
     pub vision: VisionConfig,
     pub text: TextConfig,
 }
@@ -318,11 +324,8 @@ impl ClipConfig {
             is_false,
             "CustomTextCLIP (keys under `text.`) is not built by clip-model",
         )?;
-        top.unsupported_unless(
-            "init_logit_bias",
-            |_| false,
-            "SigLIP's logit bias is not built by clip-model",
-        )?;
+        let init_logit_scale: f64 = top.get("init_logit_scale", crate::clip::INIT_LOGIT_SCALE)?;
+        let init_logit_bias: Option<f64> = top.opt("init_logit_bias")?;
         top.unsupported_unless(
             "multimodal_cfg",
             |_| false,
@@ -339,12 +342,7 @@ impl ClipConfig {
         let text_v = top
             .raw("text_cfg")
             .ok_or_else(|| anyhow!("config {src}: missing field `text_cfg`"))?;
-        top.ignore(&[
-            "init_logit_scale",
-            "cast_dtype",
-            "output_dict",
-            "preprocess_cfg",
-        ]);
+        top.ignore(&["cast_dtype", "output_dict", "preprocess_cfg"]);
         top.finish()?;
         let vision = parse_vision(src, vision_v)?;
         let text = parse_text(src, text_v)?;
@@ -352,6 +350,8 @@ impl ClipConfig {
             name: src.to_string(),
             embed_dim,
             quick_gelu,
+            init_logit_scale,
+            init_logit_bias,
             vision,
             text,
         })

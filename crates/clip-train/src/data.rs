@@ -24,7 +24,7 @@ use anyhow::{bail, Context, Result};
 use clip_data::loader::{EpochIter, Loader, LoaderConfig, LoaderError, Position};
 use clip_data::processor::ClipProcessor;
 use clip_data::shards::ShardList;
-use clip_data::transform::{AugCfg, OPENAI_MEAN, OPENAI_STD};
+use clip_data::transform::{AugCfg, Interpolation, ResizeMode, OPENAI_MEAN, OPENAI_STD};
 use clip_model::ClipConfig;
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
@@ -136,6 +136,21 @@ pub fn normalization(p: &Params) -> Result<([f32; 3], [f32; 3])> {
     Ok((mean, std))
 }
 
+/// `--image-interpolation` (bicubic by default; `random` draws per image on timm's train path,
+/// is bicubic elsewhere) and `--image-resize-mode` (shortest by default; the eval transform's),
+/// as OpenCLIP's `image_transform` reads them. clap has checked the names.
+pub fn image_options(p: &Params) -> Result<(Interpolation, ResizeMode)> {
+    let interpolation = p.image_interpolation.as_deref().unwrap_or("bicubic");
+    let mode = p.image_resize_mode.as_deref().unwrap_or("shortest");
+    match (Interpolation::parse(interpolation), ResizeMode::parse(mode)) {
+        (Some(i), Some(m)) => Ok((i, m)),
+        (None, _) => {
+            bail!("--image-interpolation {interpolation}: expected bicubic, bilinear or random")
+        }
+        (_, None) => bail!("--image-resize-mode {mode}: expected shortest, longest or squash"),
+    }
+}
+
 fn channels(flag: &str, v: Option<&[f64]>, default: [f32; 3]) -> Result<[f32; 3]> {
     match v {
         None => Ok(default),
@@ -206,7 +221,9 @@ fn train_processor(p: &Params, cfg: &ClipConfig) -> Result<(ClipProcessor, Vec<S
             "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
         )]
     };
-    let processor = ClipProcessor::train(side, &aug, mean, std, cfg.text.context_length as usize);
+    let (interpolation, mode) = image_options(p)?;
+    let processor = ClipProcessor::train(side, &aug, mean, std, cfg.text.context_length as usize)
+        .with_image_options(interpolation, mode);
     Ok((processor, warnings))
 }
 

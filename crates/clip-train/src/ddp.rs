@@ -107,6 +107,30 @@ impl FeatureGather for DistGather<'_> {
             .reduce_scatter(&widen(t), ReduceOp::Sum)?
             .to_kind(t.kind()))
     }
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
+        let mut sum = widen(t).copy();
+        self.0.all_reduce(&mut sum, ReduceOp::Sum)?;
+        Ok(sum.to_kind(t.kind()))
+    }
+    fn exchange(
+        &self,
+        sends: &[(i64, &Tensor)],
+        from: &[i64],
+        like: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let wide: Vec<(usize, Tensor)> =
+            sends.iter().map(|(r, t)| (*r as usize, widen(t))).collect();
+        let sends: Vec<(usize, &Tensor)> = wide.iter().map(|(r, t)| (*r, t)).collect();
+        let kind = like.kind();
+        let like = widen(like);
+        let mut got: Vec<(usize, Tensor)> = from
+            .iter()
+            .map(|&r| (r as usize, like.zeros_like()))
+            .collect();
+        let mut recvs: Vec<(usize, &mut Tensor)> = got.iter_mut().map(|(r, t)| (*r, t)).collect();
+        self.0.send_recv(&sends, &mut recvs)?;
+        Ok(got.into_iter().map(|(_, t)| t.to_kind(kind)).collect())
+    }
     fn rank(&self) -> i64 {
         self.0.rank() as i64
     }

@@ -25,19 +25,32 @@
 use anyhow::Result;
 use tch::{Kind, Tensor};
 
-/// The collective operations the loss needs, this process's view of the world.
+/// The collective operations the losses need (this one and [`crate::siglip`]'s), this
+/// process's view of the world.
 pub trait FeatureGather {
     /// Every rank's `t` concatenated along dim 0 in rank order (no gradient).
     fn all_gather(&self, t: &Tensor) -> Result<Tensor>;
     /// `t` is `[W·n, …]`: the elementwise sum over ranks of the `rank`-th chunk.
     fn reduce_scatter_sum(&self, t: &Tensor) -> Result<Tensor>;
+    /// The elementwise sum over ranks of `t`, on every rank.
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor>;
+    /// Point to point, as OpenCLIP's `neighbour_exchange`: sends each `(rank, tensor)` of
+    /// `sends` and returns what each rank of `from` sent here, in that order (each shaped and
+    /// typed like `like`).
+    fn exchange(
+        &self,
+        sends: &[(i64, &Tensor)],
+        from: &[i64],
+        like: &Tensor,
+    ) -> Result<Vec<Tensor>>;
     /// This process's rank (offsets the labels).
     fn rank(&self) -> i64;
     /// The number of processes.
     fn world_size(&self) -> i64;
 }
 
-/// A world of one: gather and reduce-scatter are the identity, rank 0.
+/// A world of one: gather and reduce-scatter are the identity, rank 0, and every message goes
+/// to this rank itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalOnly;
 
@@ -47,6 +60,21 @@ impl FeatureGather for LocalOnly {
     }
     fn reduce_scatter_sum(&self, t: &Tensor) -> Result<Tensor> {
         Ok(t.shallow_clone())
+    }
+    fn all_reduce_sum(&self, t: &Tensor) -> Result<Tensor> {
+        Ok(t.shallow_clone())
+    }
+    fn exchange(
+        &self,
+        sends: &[(i64, &Tensor)],
+        from: &[i64],
+        _like: &Tensor,
+    ) -> Result<Vec<Tensor>> {
+        let others = sends.iter().any(|(r, _)| *r != 0) || from.iter().any(|&r| r != 0);
+        if others || sends.len() != from.len() {
+            anyhow::bail!("a world of one has only rank 0, which receives exactly what it sends");
+        }
+        Ok(sends.iter().map(|(_, t)| t.copy()).collect())
     }
     fn rank(&self) -> i64 {
         0

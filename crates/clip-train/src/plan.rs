@@ -24,6 +24,8 @@ use crate::optimizer::AdamWConfig;
 use crate::params::Params;
 use crate::precision::Precision;
 use crate::scheduler::LrSchedule;
+use crate::siglip::SigLipDist;
+use crate::step::LossKind;
 use crate::val::ValData;
 use crate::wandb::WandbPlan;
 use crate::zeroshot::{EvalOptions, ImageFolder};
@@ -53,6 +55,9 @@ pub enum Resume {
 pub struct ModelPlan {
     pub cfg: ClipConfig,
     pub pretrained: Option<PathBuf>,
+    /// `--pretrained-image` without `--pretrained`: timm's trunk weights, found in the local
+    /// Hugging Face cache (with `--pretrained`, OpenCLIP loads only the CLIP weights).
+    pub pretrained_image: Option<PathBuf>,
     pub grad_checkpointing: bool,
     pub lock_image: bool,
     /// `--lock-text`, with the number of last layers left trainable.
@@ -74,7 +79,8 @@ pub struct TrainPlan {
     pub grad_clip_norm: Option<f64>,
     /// The dtype gradients are averaged in (`--grad-reduce-dtype`).
     pub grad_reduce: Kind,
-    pub layout: LossLayout,
+    /// ClipLoss in its layout, or `--siglip`'s SigLipLoss.
+    pub loss: LossKind,
     pub log_every_n_steps: i64,
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
@@ -150,7 +156,8 @@ fn plan(p: Params) -> Result<Plan> {
     let precision = Precision::parse(&p.precision)?;
     let (device, backend) = dist_backend(&p, &world)?;
     let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
-    let cfg = ClipConfig::load(&p.model)?;
+    let cfg = siglip_model(&p, ClipConfig::load(&p.model)?);
+    let loss = loss_kind(&p)?;
     let eval = eval_plan(&p, &cfg, device, precision)?;
     let eval_only = p.train_data.is_none()
         && p.dataset_type != "synthetic"
@@ -158,7 +165,7 @@ fn plan(p: Params) -> Result<Plan> {
     let train = if eval_only {
         None
     } else {
-        Some(train_plan(&p, &cfg, &world)?)
+        Some(train_plan(&p, &cfg, &world, loss)?)
     };
     let resume = match p.resume.as_deref() {
         None => Resume::Fresh,
@@ -183,9 +190,17 @@ fn plan(p: Params) -> Result<Plan> {
         n if n < 0 => bail!("--lock-text-unlocked-layers must be at least 0"),
         n => p.lock_text.then_some(n as usize),
     };
+    let pretrained_image = match (p.pretrained_image, &pretrained) {
+        (true, None) => Some(crate::pretrained_image::locate(
+            &cfg.vision.timm_model_name,
+            &|k| std::env::var(k).ok(),
+        )?),
+        _ => None,
+    };
     let model = ModelPlan {
         cfg,
         pretrained,
+        pretrained_image,
         grad_checkpointing: p.grad_checkpointing,
         lock_image: p.lock_image,
         lock_text,
@@ -280,7 +295,8 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
         save_every_n_steps: _, print_params: _, remote_sync: _, remote_sync_frequency: _,
-        remote_sync_protocol: _,
+        remote_sync_protocol: _, siglip: _, loss_dist_impl: _, image_interpolation: _,
+        image_resize_mode: _, pretrained_image: _,
         // wandb's project and notes: read by `reporting` (and unused without wandb, as in
         // OpenCLIP).
         wandb_project_name: _, wandb_notes: _,
@@ -293,10 +309,10 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         debug: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
-        pretrained_image, lock_image_unlocked_groups, image_interpolation, image_resize_mode,
+        lock_image_unlocked_groups,
         force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
         force_custom_text, torchscript, torchcompile, trace, copy_codebase, horovod,
-        distill_model, distill_pretrained, use_bnb_linear, siglip, loss_dist_impl,
+        distill_model, distill_pretrained, use_bnb_linear,
     } = p;
     // Each entry: the flag, and whether it differs from its default.
     #[rustfmt::skip]
@@ -304,10 +320,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--imagenet-v2", imagenet_v2.is_some()), ("--cache-dir", cache_dir.is_some()),
         ("--log-local", *log_local), ("--momentum", momentum.is_some()), ("--opt", opt != "adamw"),
         ("--use-bn-sync", *use_bn_sync), ("--skip-scheduler", *skip_scheduler),
-        ("--pretrained-image", *pretrained_image),
         ("--lock-image-unlocked-groups", *lock_image_unlocked_groups != 0),
-        ("--image-interpolation", image_interpolation.is_some()),
-        ("--image-resize-mode", image_resize_mode.is_some()),
         ("--force-context-length", force_context_length.is_some()),
         ("--force-image-size", force_image_size.is_some()), ("--force-quick-gelu", *force_quick_gelu),
         ("--force-patch-dropout", force_patch_dropout.is_some()),
@@ -316,8 +329,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--copy-codebase", *copy_codebase), ("--horovod", *horovod),
         ("--distill-model", distill_model.is_some()),
         ("--distill-pretrained", distill_pretrained.is_some()),
-        ("--use-bnb-linear", use_bnb_linear.is_some()), ("--siglip", *siglip),
-        ("--loss-dist-impl", loss_dist_impl.is_some()),
+        ("--use-bnb-linear", use_bnb_linear.is_some()),
     ];
     if let Some((flag, _)) = given.iter().find(|(_, g)| *g) {
         bail!("not supported yet: {flag}");
@@ -352,6 +364,7 @@ fn eval_plan(
     precision: Precision,
 ) -> Result<EvalPlan> {
     let (mean, std) = crate::data::normalization(p)?;
+    let (interpolation, resize_mode) = crate::data::image_options(p)?;
     let (h, w) = cfg.vision.image_size;
     let zeroshot = match &p.imagenet_val {
         Some(_) if h != w => bail!(
@@ -378,12 +391,26 @@ fn eval_plan(
             batch_size: p.batch_size.max(1) as usize,
             workers: p.workers.max(1) as usize,
         },
-        transform: ImageTransform::eval(h as u32, mean, std),
+        transform: ImageTransform::eval(h as u32, mean, std)
+            .with_interpolation(interpolation)
+            .with_resize_mode(resize_mode),
     })
 }
 
 /// The training data (this rank's share), the schedule over its epochs, the optimizer settings.
-fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPlan> {
+fn train_plan(
+    p: &Params,
+    cfg: &ClipConfig,
+    world: &WorldInfo,
+    loss: LossKind,
+) -> Result<TrainPlan> {
+    if matches!(loss, LossKind::Clip(_)) && cfg.init_logit_bias.is_some() {
+        // OpenCLIP's ClipLoss fails on the extra `logit_bias` (evaluating such a model is fine).
+        bail!(
+            "--model {}: its config sets init_logit_bias (a SigLIP model); train it with --siglip",
+            p.model
+        );
+    }
     if p.accum_freq < 1 {
         bail!("--accum-freq must be at least 1");
     }
@@ -430,10 +457,7 @@ fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPl
             "bf16" => Kind::BFloat16,
             other => bail!("--grad-reduce-dtype {other}: expected fp32 or bf16"),
         },
-        layout: LossLayout {
-            local_loss: p.local_loss,
-            gather_with_grad: p.gather_with_grad,
-        },
+        loss,
         log_every_n_steps: p.log_every_n_steps.max(1),
         saves: SavePlan {
             frequency: p.save_frequency,
@@ -442,6 +466,37 @@ fn train_plan(p: &Params, cfg: &ClipConfig, world: &WorldInfo) -> Result<TrainPl
             delete_previous: p.delete_previous_checkpoint,
         },
     })
+}
+
+/// `--siglip`'s model, as OpenCLIP's main.py asks the factory for it: `logit_scale` starts at
+/// ln 10 and a `logit_bias` parameter at −10 (whatever the config says).
+fn siglip_model(p: &Params, mut cfg: ClipConfig) -> ClipConfig {
+    if p.siglip {
+        cfg.init_logit_scale = 10f64.ln();
+        cfg.init_logit_bias = Some(-10.0);
+    }
+    cfg
+}
+
+/// The loss: ClipLoss in `--local-loss` / `--gather-with-grad`'s layout, or SigLipLoss with
+/// `--loss-dist-impl`'s communication. Each flag applies to one loss only; given to the other
+/// (which OpenCLIP silently ignores) it is refused.
+fn loss_kind(p: &Params) -> Result<LossKind> {
+    if !p.siglip {
+        if p.loss_dist_impl.is_some() {
+            bail!("--loss-dist-impl applies to --siglip only");
+        }
+        return Ok(LossKind::Clip(LossLayout {
+            local_loss: p.local_loss,
+            gather_with_grad: p.gather_with_grad,
+        }));
+    }
+    if p.local_loss || p.gather_with_grad {
+        bail!("--local-loss and --gather-with-grad apply to ClipLoss, not --siglip (its --loss-dist-impl always gives the global batch's gradient)");
+    }
+    Ok(LossKind::SigLip(SigLipDist::parse(
+        p.loss_dist_impl.as_deref(),
+    )?))
 }
 
 /// The learning rate and AdamW's settings: the flags, which [`crate::params::parse`] has filled

@@ -12,12 +12,55 @@
 //!
 //! Both forwards of a micro-batch start from the same RNG seed (`seed_of(j)`), so stochastic depth
 //! draws the same masks in the cached and the recomputed pass.
+//!
+//! The loss is ClipLoss ([`crate::loss`]) or, with `--siglip`, SigLipLoss ([`crate::siglip`]),
+//! whose `logit_bias` takes the same path as `logit_scale` (one gradient for the K× batch).
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clip_model::Clip;
 use tch::{Device, Kind, Tensor};
 
-use crate::loss::{clip_loss_backward, FeatureGather, LossLayout};
+use crate::loss::{clip_loss_backward, FeatureGather, FeatureGrads, LossLayout};
+use crate::siglip::{siglip_loss_backward, SigLipDist};
+
+/// The contrastive loss of the step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LossKind {
+    /// OpenCLIP's ClipLoss in `--local-loss` / `--gather-with-grad`'s layout.
+    Clip(LossLayout),
+    /// `--siglip`: SigLipLoss, its texts moved between ranks as `--loss-dist-impl` says.
+    SigLip(SigLipDist),
+}
+
+impl Default for LossKind {
+    fn default() -> Self {
+        LossKind::Clip(LossLayout::default())
+    }
+}
+
+/// The step's loss over this rank's features (all its micro-batches), back-propagated into
+/// `logit_scale` (and `logit_bias`), with the feature gradients for the towers.
+fn loss_backward(
+    model: &Clip,
+    img: &Tensor,
+    txt: &Tensor,
+    gather: &dyn FeatureGather,
+    opts: &StepOptions,
+) -> Result<FeatureGrads> {
+    let scale = model.logit_scale.exp();
+    match opts.loss {
+        LossKind::Clip(layout) => {
+            clip_loss_backward(img, txt, &scale, gather, layout, opts.loss_scale)
+        }
+        LossKind::SigLip(dist) => {
+            let bias = model
+                .logit_bias
+                .as_ref()
+                .context("the SigLIP loss needs a model with logit_bias (init_logit_bias)")?;
+            siglip_loss_backward(img, txt, &scale, bias, gather, dist, opts.loss_scale)
+        }
+    }
+}
 
 /// How to run the step's forwards.
 pub struct StepOptions {
@@ -27,7 +70,7 @@ pub struct StepOptions {
     pub loss_scale: f64,
     /// Train-mode forward (stochastic depth on).
     pub train: bool,
-    pub layout: LossLayout,
+    pub loss: LossKind,
 }
 
 /// Forward + backward of one step over `micro` (images, tokens) micro-batches; returns this rank's
@@ -58,14 +101,7 @@ pub fn forward_backward(
         let (img, txt, grads) = {
             let _ac = autocast()?;
             let (img, txt) = forward(0);
-            let grads = clip_loss_backward(
-                &img,
-                &txt,
-                &model.logit_scale.exp(),
-                gather,
-                opts.layout,
-                opts.loss_scale,
-            )?;
+            let grads = loss_backward(model, &img, &txt, gather, opts)?;
             (img, txt, grads)
         };
         backward_from(&img, &txt, &grads.image, &grads.text);
@@ -80,14 +116,8 @@ pub fn forward_backward(
     }
     let grads = {
         let _ac = autocast()?;
-        clip_loss_backward(
-            &Tensor::cat(&imgs, 0),
-            &Tensor::cat(&txts, 0),
-            &model.logit_scale.exp(),
-            gather,
-            opts.layout,
-            opts.loss_scale,
-        )?
+        let (img, txt) = (Tensor::cat(&imgs, 0), Tensor::cat(&txts, 0));
+        loss_backward(model, &img, &txt, gather, opts)?
     };
     drop((imgs, txts));
     let mut row = 0;

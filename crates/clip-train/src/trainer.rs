@@ -586,7 +586,7 @@ impl Optimization {
             autocast: precision.autocast().map(|k| (device, k)),
             loss_scale: 1.0,
             train: true,
-            layout: plan.layout,
+            loss: plan.loss,
         };
         let preempted = Arc::new(AtomicBool::new(false));
         for sig in [signal_hook::consts::SIGUSR1, signal_hook::consts::SIGTERM] {
@@ -613,9 +613,24 @@ fn build_model(
 ) -> Result<Clip> {
     let model = Clip::new(&vs.root(), &plan.cfg)?;
     if let Some(path) = &plan.pretrained {
-        crate::checkpoint::load_weights(vs, path)?;
+        let mut sd = crate::checkpoint::read_weights(path)?;
+        // OpenCLIP's load_checkpoint: CLIP weights without a logit_bias start a SigLIP run's at 0
+        // (open_clip#712), not at the −10 of a fresh model.
+        if let Some(bias) = &model.logit_bias {
+            if !sd.iter().any(|(k, _)| k == "logit_bias") {
+                sd.push(("logit_bias".to_string(), bias.zeros_like()));
+            }
+        }
+        weights::load_state_dict(vs, sd).with_context(|| path.display().to_string())?;
         log.info(&format!(
             "Loaded pretrained weights from {}",
+            path.display()
+        ));
+    }
+    if let Some(path) = &plan.pretrained_image {
+        crate::pretrained_image::load(vs, &model, path)?;
+        log.info(&format!(
+            "Loaded timm's pretrained image trunk from {}",
             path.display()
         ));
     }

@@ -50,7 +50,9 @@ impl ValData {
         lc.workers = p.workers.max(1) as usize;
         lc.num_samples = p.val_num_samples.map(|n| n as u64);
         let (mean, std) = crate::data::normalization(p)?;
-        let processor = ClipProcessor::eval(h as u32, mean, std, cfg.text.context_length as usize);
+        let (interpolation, mode) = crate::data::image_options(p)?;
+        let processor = ClipProcessor::eval(h as u32, mean, std, cfg.text.context_length as usize)
+            .with_image_options(interpolation, mode);
         // An eval loader needs no count to start (`LoaderError::NumSamplesUnknown` is training's):
         // a missing one is reported just below.
         let loader = Loader::new(lc, Arc::new(processor)).context("--val-data")?;

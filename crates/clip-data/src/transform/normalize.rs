@@ -66,6 +66,13 @@ impl Normalize {
         }
     }
 
+    /// Fills the three planes with black (byte 0) normalised: `longest`'s padding.
+    pub(super) fn fill_black(&self, a: &mut [f32], b: &mut [f32], c: &mut [f32]) {
+        a.fill(self.lut[0][0]);
+        b.fill(self.lut[1][0]);
+        c.fill(self.lut[2][0]);
+    }
+
     /// Packed RGB8 row → gray (PIL `convert("L")`) replicated into the three normalised planes,
     /// as OpenCLIP's `gray_scale` augmentation (3-channel `Grayscale`) then `Normalize`.
     pub(super) fn gray_row(&self, row: &[u8], a: &mut [f32], b: &mut [f32], c: &mut [f32]) {

@@ -53,6 +53,21 @@ fn eval_and_resized_crop_match_open_clip() {
     let g = golden();
     let mut rng = Pcg64::seed_from_u64(0);
     let mut worst = 0f64;
+    let kinds: std::collections::BTreeSet<&str> = g["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    for kind in [
+        "eval",
+        "eval_bilinear",
+        "eval_longest",
+        "eval_squash",
+        "resized_crop",
+    ] {
+        assert!(kinds.contains(kind), "no {kind} case in the golden");
+    }
     for c in g["cases"].as_array().unwrap() {
         let img = load_img(c["image"].as_str().unwrap());
         let size = c["image_size"].as_u64().unwrap() as u32;
@@ -62,6 +77,15 @@ fn eval_and_resized_crop_match_open_clip() {
             "eval_bilinear" => ImageTransform::eval(size, OPENAI_MEAN, OPENAI_STD)
                 .with_interpolation(Interpolation::Bilinear)
                 .apply(&img, &mut rng),
+            // --image-resize-mode with --image-interpolation.
+            kind @ ("eval_longest" | "eval_squash") => {
+                let mode = ResizeMode::parse(&kind["eval_".len()..]).unwrap();
+                let interpolation = Interpolation::parse(c["interpolation"].as_str().unwrap());
+                ImageTransform::eval(size, OPENAI_MEAN, OPENAI_STD)
+                    .with_resize_mode(mode)
+                    .with_interpolation(interpolation.unwrap())
+                    .apply(&img, &mut rng)
+            }
             "resized_crop" => {
                 let b: Vec<u32> = c["box"]
                     .as_array()

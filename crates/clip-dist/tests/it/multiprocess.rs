@@ -204,6 +204,11 @@ fn reference(name: &str, xs: &[Tensor], rank: usize, root: usize) -> Tensor {
         "broadcast_transposed" => xs[root].transpose(0, 1),
         "all_gather" if xs[0].dim() == 0 => Tensor::stack(xs, 0),
         "all_gather" => Tensor::cat(xs, 0),
+        "send_recv_ring" => xs[(rank + xs.len() - 1) % xs.len()].shallow_clone(),
+        "send_recv_bidir" => {
+            let w = xs.len();
+            Tensor::cat(&[&xs[(rank + 1) % w], &-&xs[(rank + w - 1) % w]], 0)
+        }
         "reduce_scatter_sum" => scatter(reduce(xs, false)),
         "reduce_scatter_mean" => scatter(reduce(xs, true)),
         other => panic!("no reference for {other}"),
@@ -450,6 +455,21 @@ fn byte_collectives_called_differently_fail_naming_the_rank() {
     );
 }
 
+/// A point-to-point message of another shape than the receiver's tensor: the receiver names the
+/// sender and both shapes (each message carries its own header).
+#[test]
+fn a_message_of_another_shape_fails_naming_the_sender() {
+    let dir = scratch("p2p-mismatch");
+    let mut job = Job::start(&dir, 2, &[0, 1], 30.0, &["p2p-mismatch"]);
+    job.expect_failure(
+        1,
+        20,
+        clip_dist::EXIT_DIST_FAILURE,
+        r#"Mismatch { during: "send_recv", rank: 0, this_rank: 1, sent: "send_recv of [3] f32 (12 bytes)", expected: "send_recv of [4] f32 (16 bytes)" }"#,
+        "error: send_recv: rank 0 sent send_recv of [3] f32 (12 bytes) but this rank (rank 1) expects send_recv of [4] f32 (16 bytes) (ranks called collectives in a different order or with different shapes)",
+    );
+}
+
 /// A peer that dies just before the final barrier: the others' `shutdown` names it and they
 /// exit 70 (the watchdog is off here, so the error is the one `shutdown` returns).
 #[test]
@@ -557,7 +577,17 @@ fn world_of_one_checks_calls_like_any_world() {
             c.all_gather(&Tensor::from_slice(&[1i32])).unwrap_err(),
             "collectives support f32, bf16, f64 and i64 tensors, not Int",
         ),
+        (
+            c.send_recv(&[(0, &f32s(&[2]))], &mut []).unwrap_err(),
+            "send_recv on rank 0: send peer 0 is this rank itself",
+        ),
+        (
+            c.send_recv(&[], &mut [(1, &mut f32s(&[2]))]).unwrap_err(),
+            "send_recv on rank 0: receive peer 1 is outside a world of size 1",
+        ),
     ];
+    // Nothing to send or receive is a valid exchange in any world.
+    c.send_recv(&[], &mut []).unwrap();
     for (e, message) in invalid {
         assert!(matches!(e, Error::Invalid(_)), "{e:?}");
         assert_eq!(e.to_string(), message);

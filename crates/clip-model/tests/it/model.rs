@@ -197,13 +197,52 @@ fn unsupported_towers_are_clear_errors() {
     );
     assert!(e.contains("text_cfg.hf_model_name"), "{e}");
     let e = err(
-        r#"{"embed_dim": 512, "init_logit_bias": -10, "vision_cfg": {"timm_model_name": "convnext_base"}, "text_cfg": {}}"#,
-    );
-    assert!(e.contains("init_logit_bias"), "{e}");
-    let e = err(
         r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "convnext_base", "timm_pool": "", "timm_proj": "none"}, "text_cfg": {}}"#,
     );
     assert!(e.contains("unpooled"), "{e}");
+}
+
+/// SigLIP's config keys (`init_logit_bias`, which OpenCLIP's SigLIP configs set, and
+/// `init_logit_scale`): a `logit_bias` parameter right after `logit_scale` in OpenCLIP's
+/// state-dict order, both initialised as given; without them, no `logit_bias`.
+#[test]
+fn init_logit_bias_and_scale_build_siglips_parameters() {
+    let json = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../configs/clip_tiny_test.json"
+    ))
+    .unwrap()
+    .replacen(
+        "{",
+        r#"{"init_logit_bias": -10, "init_logit_scale": 2.302585092994046,"#,
+        1,
+    );
+    let cfg = ClipConfig::from_json_str(&json, "siglip_tiny.json").unwrap();
+    assert_eq!(cfg.init_logit_bias, Some(-10.0));
+    let (_vs, m) = build(&cfg);
+    let names: Vec<&str> = m
+        .named_parameters()
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .take(4)
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "positional_embedding",
+            "text_projection",
+            "logit_scale",
+            "logit_bias"
+        ]
+    );
+    assert_eq!(m.logit_bias.as_ref().unwrap().double_value(&[]), -10.0);
+    assert!((m.logit_scale.double_value(&[]) - 10f64.ln()).abs() < 1e-6);
+    let (_vs, plain) = build(&tiny());
+    assert!(plain.logit_bias.is_none());
+    assert!(!plain
+        .named_parameters()
+        .iter()
+        .any(|(n, _)| n == "logit_bias"));
 }
 
 // ---- state dict ----------------------------------------------------------------------------

@@ -6,8 +6,8 @@ use std::time::Instant;
 use anyhow::{bail, Result};
 use tch::{Device, Kind, Tensor};
 
-use crate::loss::{LocalOnly, LossLayout};
-use crate::step::{forward_backward, StepOptions};
+use crate::loss::LocalOnly;
+use crate::step::{forward_backward, LossKind, StepOptions};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<()> {
             autocast: precision.autocast().map(|k| (device, k)),
             loss_scale: 1.0,
             train: true,
-            layout: LossLayout::default(),
+            loss: LossKind::default(),
         };
         let batch = [(images.shallow_clone(), tokens.shallow_clone())];
         let _loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0)?;

@@ -178,6 +178,62 @@ fn world_sizes_1_2_4_train_the_same_model() {
     let _ = std::fs::remove_dir_all(&logs);
 }
 
+/// `--siglip` over 1 × 8, 2 × 4 and 4 × 2 ranks, and 1 × 12 = 3 × 4, with each
+/// `--loss-dist-impl` (bidir: the one-way round alone at 2 ranks, a both-ways round alone at 3,
+/// both at 4; shift; reduce; gather): the same losses and weights as one process, compared as in
+/// [`world_sizes_1_2_4_train_the_same_model`] (`--eps 1`: the update follows the gradient,
+/// `logit_bias` included).
+#[test]
+fn siglip_every_dist_impl_trains_like_one_process() {
+    let logs = tempdir("ddp-siglip");
+    let model = no_drop_path_config(&logs);
+    let opt = [
+        "--eps",
+        "1",
+        "--lr",
+        "1",
+        "--grad-clip-norm",
+        "0.05",
+        "--siglip",
+    ];
+    let siglip = |name: &str, batch: usize, extra: &[&str]| {
+        let mut a = args(&logs, name, &model, batch, &[&opt[..], extra].concat());
+        a.retain(|f| f != "--local-loss" && f != "--gather-with-grad");
+        a
+    };
+    let ckpt = |name: &str| logs.join(format!("{name}/checkpoints/epoch_1.safetensors"));
+    let mut worst: f64 = 0.0;
+    // Global batch 8 over 2 and 4 ranks, 12 over 3 (bidir: one both-ways round, no one-way one).
+    for (global, splits) in [(8, &[2, 4][..]), (12, &[3][..])] {
+        let (init, one) = (format!("init{global}"), format!("one{global}"));
+        let a = siglip(&init, global, &["--lr", "0"]);
+        run_world_ok(1, &|_| a.clone());
+        let a = siglip(&one, global, &[]);
+        run_world_ok(1, &|_| a.clone());
+        let l1 = logged_losses(&logs.join(&one));
+        assert_eq!(l1.len(), 24 / global);
+        for dist in ["bidir", "shift", "reduce", "gather"] {
+            for &world in splits {
+                let name = format!("{dist}-w{world}");
+                let a = siglip(&name, global / world, &["--loss-dist-impl", dist]);
+                run_world_ok(world, &|_| a.clone());
+                let lw = logged_losses(&logs.join(&name));
+                assert_eq!(lw.len(), l1.len(), "{name}");
+                for (a, b) in l1.iter().zip(&lw) {
+                    assert!((a - b).abs() <= 1e-5 * a, "{name}: {l1:?} vs {lw:?}");
+                }
+                let (err, k) = max_relative_error(&ckpt(&one), &ckpt(&name));
+                assert!(err <= 1e-5, "{name}: {k} relative error {err}");
+                let (err, k) = max_update_error(&ckpt(&init), &ckpt(&one), &ckpt(&name));
+                assert!(err <= 1e-3, "{name}: update of {k} relative error {err}");
+                worst = worst.max(err);
+            }
+        }
+    }
+    eprintln!("siglip: worst update error over impls and worlds {worst:e}");
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
 /// Only rank 0 writes the run directory; the others' output is tagged with their rank.
 #[test]
 fn only_rank_0_writes_and_every_rank_starts_from_the_same_weights() {

@@ -8,10 +8,12 @@ mod flags;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod plan;
+mod pretrained_image;
 mod remote_sync;
 #[path = "../../../../tests/support/s3.rs"]
 mod s3_server;
 mod scheduler;
+mod siglip;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
 mod slurm;

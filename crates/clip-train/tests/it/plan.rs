@@ -75,6 +75,8 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--model", "no_such_model"], "no_such_model"),
     // Paths that are not there.
     (&["--pretrained", "missing.pt"], "--pretrained missing.pt"),
+    // timm's weights are never downloaded (and the tiny trunk has none).
+    (&["--pretrained-image"], "--pretrained-image: timm has no pretrained weights for convnext_test_tiny"),
     (&["--resume", "missing.safetensors"], "--resume missing.safetensors"),
     (&["--imagenet-val", "missing-imagenet"], "missing-imagenet"),
     (&["--val-data", "missing-val.tar"], "missing-val.tar"),
@@ -94,10 +96,7 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--opt", "sgd"], "--opt"),
     (&["--use-bn-sync"], "--use-bn-sync"),
     (&["--skip-scheduler"], "--skip-scheduler"),
-    (&["--pretrained-image"], "--pretrained-image"),
     (&["--lock-image-unlocked-groups", "1"], "--lock-image-unlocked-groups"),
-    (&["--image-interpolation", "bilinear"], "--image-interpolation"),
-    (&["--image-resize-mode", "squash"], "--image-resize-mode"),
     (&["--force-context-length", "10"], "--force-context-length"),
     (&["--force-image-size", "224"], "--force-image-size"),
     (&["--force-quick-gelu"], "--force-quick-gelu"),
@@ -115,8 +114,11 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--distill-model", "x"], "--distill-model"),
     (&["--distill-pretrained", "x"], "--distill-pretrained"),
     (&["--use-bnb-linear", "x"], "--use-bnb-linear"),
-    (&["--siglip"], "--siglip"),
-    (&["--loss-dist-impl", "x"], "--loss-dist-impl"),
+    // Loss flags given to the loss they do not apply to (OpenCLIP ignores them silently).
+    (&["--loss-dist-impl", "shift"], "--loss-dist-impl applies to --siglip"),
+    (&["--siglip", "--loss-dist-impl", "ring"], "--loss-dist-impl ring"),
+    (&["--siglip", "--local-loss"], "--local-loss"),
+    (&["--siglip", "--gather-with-grad"], "--gather-with-grad"),
 ];
 
 #[test]
@@ -165,4 +167,37 @@ fn an_existing_run_is_refused_without_resume() {
     );
     let (code, stderr) = run_in(&dir, &["--resume", "latest"]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// `--image-interpolation` and `--image-resize-mode` reach the eval transform (zero-shot's and
+/// `--val-data`'s): the plan's is clip-data's golden-tested transform with those options, and
+/// differs from the default one.
+#[test]
+fn image_options_reach_the_eval_transform() {
+    use clip_data::transform::{
+        ImageTransform, Interpolation, ResizeMode, OPENAI_MEAN, OPENAI_STD,
+    };
+    use rand::SeedableRng;
+    let flags = [
+        "--image-interpolation",
+        "bilinear",
+        "--image-resize-mode",
+        "longest",
+    ];
+    let argv = [&["clip-train"][..], BASE, &flags].concat();
+    let plan = clip_train::plan::validate(clip_train::params::parse(argv).unwrap()).unwrap();
+    let side = plan.model.cfg.vision.image_size.0 as u32;
+    // A wide picture: `longest` pads it, `shortest` crops it.
+    let img = image::RgbImage::from_fn(3 * side, side, |x, y| {
+        image::Rgb([(x % 251) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(0);
+    let got = plan.eval.transform.apply(&img, &mut rng);
+    let want = ImageTransform::eval(side, OPENAI_MEAN, OPENAI_STD)
+        .with_interpolation(Interpolation::Bilinear)
+        .with_resize_mode(ResizeMode::Longest)
+        .apply(&img, &mut rng);
+    let default = ImageTransform::eval(side, OPENAI_MEAN, OPENAI_STD).apply(&img, &mut rng);
+    assert_eq!(got, want);
+    assert_ne!(got, default);
 }

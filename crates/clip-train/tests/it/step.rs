@@ -1,51 +1,73 @@
 //! One training step (`step::forward_backward` → ClipLoss → backward → clip_grad_norm → AdamW with
 //! OpenCLIP's groups → logit-scale clamp), twice, against OpenCLIP's on the same weights and batch
-//! (CPU; fp32, and the bf16 / pure_bf16 low-precision models).
+//! (CPU; fp32, and the bf16 / pure_bf16 low-precision models; fp32 with `--siglip`'s model and
+//! SigLipLoss).
 use crate::common::get;
 use crate::golden::{root, run_python, script_inputs};
 use std::ffi::OsStr;
 
 use clip_model::{weights, Clip, ClipConfig};
-use clip_train::loss::{LocalOnly, LossLayout};
+use clip_train::loss::LocalOnly;
 use clip_train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
-use clip_train::step::{forward_backward, StepOptions};
+use clip_train::siglip::SigLipDist;
+use clip_train::step::{forward_backward, LossKind, StepOptions};
 use tch::{nn::VarStore, Device, Tensor};
 
 /// OpenCLIP's steps at this `--precision` (scripts/make-step-goldens.py, cached); `None` after a
 /// loud skip where it is not cached and there is no Python.
 fn golden(precision: &str) -> Option<Vec<(String, Tensor)>> {
+    golden_of(&[precision])
+}
+
+/// The step golden made with the script's arguments `args` (after the output path).
+fn golden_of(args: &[&str]) -> Option<Vec<(String, Tensor)>> {
     let mut inputs = script_inputs("make-step-goldens.py");
     inputs.push(root().join("tests/golden/model/clip_tiny_test.safetensors"));
-    let dir = crate::golden::golden(&format!("step-{precision}"), &inputs, &[precision], |out| {
+    let name = format!("step-{}", args.join("-"));
+    let dir = crate::golden::golden(&name, &inputs, args, |out| {
         let out = out.join("steps.safetensors");
-        run_python([
-            inputs[0].as_os_str(),
-            out.as_os_str(),
-            OsStr::new(precision),
-        ]);
+        let mut argv = vec![inputs[0].as_os_str(), out.as_os_str()];
+        argv.extend(args.iter().map(OsStr::new));
+        run_python(argv);
     })?;
     Some(Tensor::read_safetensors(dir.join("steps.safetensors")).unwrap())
 }
 
-/// The tiny test model with the golden's weights, and the golden batch; `logit_scale` set to 5
-/// (above ln 100, as the golden script sets it for fp32 and bf16) when `raise_scale`.
-fn model_and_batch(raise_scale: bool) -> (VarStore, Clip, Tensor, Tensor) {
+/// How the golden's model starts.
+#[derive(Clone, Copy, PartialEq)]
+enum Start {
+    /// The golden's weights.
+    Golden,
+    /// `logit_scale` set to 5 (above ln 100, as the golden script sets it for fp32 and bf16).
+    RaisedScale,
+    /// `--siglip`'s model: logit_scale ln 10 and logit_bias −10 (their initial values, as
+    /// OpenCLIP's main.py has the factory set them), the rest the golden's.
+    SigLip,
+}
+
+/// The tiny test model started as `start` says, and the golden batch.
+fn model_and_batch(start: Start) -> (VarStore, Clip, Tensor, Tensor) {
     let init =
         Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors"))
             .unwrap();
     let vs = VarStore::new(Device::Cpu);
-    let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
-    let names: Vec<String> = model
+    let mut cfg = ClipConfig::load("clip_tiny_test").unwrap();
+    if start == Start::SigLip {
+        (cfg.init_logit_scale, cfg.init_logit_bias) = (10f64.ln(), Some(-10.0));
+    }
+    let model = Clip::new(&vs.root(), &cfg).unwrap();
+    let sd: Vec<(String, Tensor)> = model
         .named_parameters()
         .iter()
-        .map(|(k, _)| k.clone())
+        .map(|(k, t)| {
+            let v = match (start, k.as_str()) {
+                (Start::RaisedScale, "logit_scale") => Tensor::from(5.0f32),
+                (Start::SigLip, "logit_scale" | "logit_bias") => t.copy(),
+                _ => get(&init, k),
+            };
+            (k.clone(), v)
+        })
         .collect();
-    let mut sd: Vec<(String, Tensor)> = names.iter().map(|k| (k.clone(), get(&init, k))).collect();
-    for (k, t) in sd.iter_mut() {
-        if raise_scale && k == "logit_scale" {
-            *t = Tensor::from(5.0f32);
-        }
-    }
     weights::load_state_dict(&vs, sd).unwrap();
     let (image, text) = (get(&init, "image"), get(&init, "text"));
     (vs, model, image, text)
@@ -59,15 +81,22 @@ const ADAMW: AdamWConfig = AdamWConfig {
     weight_decay: 0.2,
 };
 
-/// One step as the trainer takes it (eval-mode forward: the golden turns drop path off), with
-/// OpenCLIP's clipping at 0.5; returns (loss, grad norm).
-fn step(model: &Clip, opt: &mut AdamW, image: &Tensor, text: &Tensor, lr: f64) -> (f64, f64) {
+/// One step as the trainer takes it with this loss (eval-mode forward: the golden turns drop
+/// path off), with OpenCLIP's clipping at 0.5; returns (loss, grad norm).
+fn step_with(
+    loss: LossKind,
+    model: &Clip,
+    opt: &mut AdamW,
+    image: &Tensor,
+    text: &Tensor,
+    lr: f64,
+) -> (f64, f64) {
     opt.zero_grad();
     let opts = StepOptions {
         autocast: None,
         loss_scale: 1.0,
         train: false,
-        layout: LossLayout::default(),
+        loss,
     };
     let batch = [(image.shallow_clone(), text.shallow_clone())];
     let loss = forward_backward(model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();
@@ -77,29 +106,52 @@ fn step(model: &Clip, opt: &mut AdamW, image: &Tensor, text: &Tensor, lr: f64) -
     (loss.double_value(&[]), norm)
 }
 
+/// [`step_with`] ClipLoss.
+fn step(model: &Clip, opt: &mut AdamW, image: &Tensor, text: &Tensor, lr: f64) -> (f64, f64) {
+    step_with(LossKind::default(), model, opt, image, text, lr)
+}
+
 #[test]
 fn two_steps_match_openclip() {
     let Some(gold) = golden("fp32") else { return };
-    let (_vs, model, image, text) = model_and_batch(true);
+    fp32_steps_match(&gold, Start::RaisedScale, LossKind::default());
+}
+
+/// `--siglip`: OpenCLIP's SigLIP model (logit_bias in the state dict and in AdamW's no-decay
+/// group) and SigLipLoss, two fp32 steps at the same bounds as ClipLoss's.
+#[test]
+fn siglip_steps_match_openclip() {
+    let Some(gold) = golden_of(&["fp32", "siglip"]) else {
+        return;
+    };
+    fp32_steps_match(&gold, Start::SigLip, LossKind::SigLip(SigLipDist::Bidir));
+    assert!(gold.iter().any(|(k, _)| k == "step1.logit_bias"));
+}
+
+/// Two fp32 steps from `start` with `loss`, each compared with the golden's: loss, grad norm,
+/// every parameter.
+fn fp32_steps_match(gold: &[(String, Tensor)], start: Start, loss_kind: LossKind) {
+    let (_vs, model, image, text) = model_and_batch(start);
     let mut opt = AdamW::new(model.named_parameters(), ADAMW);
     for (i, lr) in [(1, 1e-2), (2, 5e-3)] {
-        let (loss, norm) = step(&model, &mut opt, &image, &text, lr);
-        if i == 1 {
+        let mut worst: f64 = 0.0;
+        let (loss, norm) = step_with(loss_kind, &model, &mut opt, &image, &text, lr);
+        if i == 1 && start == Start::RaisedScale {
             let s = get(model.named_parameters(), "logit_scale").double_value(&[]);
             assert!((s - 100f64.ln()).abs() < 1e-6, "clamped to ln 100: {s}");
         }
-        let want_loss = get(&gold, &format!("loss{i}")).double_value(&[0]);
-        let want_norm = get(&gold, &format!("grad_norm{i}")).double_value(&[0]);
+        let want_loss = get(gold, &format!("loss{i}")).double_value(&[0]);
+        let want_norm = get(gold, &format!("grad_norm{i}")).double_value(&[0]);
         assert!(
             (loss - want_loss).abs() <= 1e-5 * want_loss.abs(),
-            "loss {i}"
+            "loss {i}: {loss} vs {want_loss}"
         );
         assert!(
             (norm - want_norm).abs() <= 1e-5 * want_norm,
             "grad norm {i}: {norm} vs {want_norm}"
         );
         for (k, t) in model.named_parameters() {
-            let want = get(&gold, &format!("step{i}.{k}"));
+            let want = get(gold, &format!("step{i}.{k}"));
             // Elements whose gradient is mathematically zero (the attention key bias: softmax
             // ignores a constant shift) carry only float round-off, which AdamW's g/√v
             // normalisation turns into an update of up to ~lr in a direction no two
@@ -114,15 +166,19 @@ fn two_steps_match_openclip() {
             // (OpenCLIP against itself with 1 vs 2 threads: 1.8e-4 after two steps).
             let tol = if i == 1 { 1e-5 } else { 1e-4 };
             assert!(err <= tol, "step {i} {k}: relative error {err}");
+            worst = worst.max(err);
             let noisy = diff.masked_select(&noise);
             if noisy.numel() > 0 {
-                let worst = noisy.max().double_value(&[]);
+                let moved = noisy.max().double_value(&[]);
                 assert!(
-                    worst <= 2.0 * lr,
-                    "step {i} {k}: zero-gradient elements moved {worst}"
+                    moved <= 2.0 * lr,
+                    "step {i} {k}: zero-gradient elements moved {moved}"
                 );
             }
         }
+        eprintln!(
+            "step {i}: loss {loss} vs {want_loss}, grad norm {norm} vs {want_norm}, worst parameter relative error {worst:e}"
+        );
     }
 }
 
@@ -136,7 +192,7 @@ fn bf16_steps_match_openclip() {
         let Some(gold) = golden(precision) else {
             return;
         };
-        let (_vs, model, image, text) = model_and_batch(true);
+        let (_vs, model, image, text) = model_and_batch(Start::RaisedScale);
         model.to_bf16(keep_norms);
         let image = image.to_kind(tch::Kind::BFloat16);
         let before: Vec<Tensor> = model
@@ -198,7 +254,7 @@ fn accum_freq_gradient_equals_one_k_times_batch() {
         autocast: None,
         loss_scale: 1.0,
         train: false,
-        layout: LossLayout::default(),
+        loss: LossKind::default(),
     };
     let grads = |k: i64| -> (f64, Vec<Tensor>) {
         for (_, p) in model.named_parameters() {
@@ -242,7 +298,7 @@ fn accum_freq_gradient_equals_one_k_times_batch() {
 #[test]
 fn amp_steps_with_the_loss_scaler_match_openclip() {
     let Some(gold) = golden("amp") else { return };
-    let (_vs, model, image, text) = model_and_batch(false);
+    let (_vs, model, image, text) = model_and_batch(Start::Golden);
     let before: Vec<Tensor> = model
         .named_parameters()
         .iter()
@@ -258,7 +314,7 @@ fn amp_steps_with_the_loss_scaler_match_openclip() {
             autocast: Some((Device::Cpu, tch::Kind::Half)),
             loss_scale: scaler.scale,
             train: false,
-            layout: LossLayout::default(),
+            loss: LossKind::default(),
         };
         let batch = [(image.shallow_clone(), text.shallow_clone())];
         let loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();

@@ -61,6 +61,28 @@ pub fn cases(world: usize) -> Vec<Case> {
         shape: vec![w * 250_001],
         collectives: &["all_reduce_mean", "reduce_scatter_sum"],
     });
+    // Point to point (another rank needed): OpenCLIP's ring exchange one way, and both ways
+    // once left and right differ; one buffer larger than the sockets' so every rank's writes
+    // block until its neighbour reads.
+    let p2p: &[&str] = match world {
+        0 | 1 => &[],
+        2 => &["send_recv_ring"],
+        _ => &["send_recv_ring", "send_recv_bidir"],
+    };
+    if !p2p.is_empty() {
+        for (kind, shape) in [
+            (Kind::Float, vec![5, 3]),
+            (Kind::BFloat16, vec![7]),
+            (Kind::Float, vec![0]),
+            (Kind::Float, vec![1_000_003]),
+        ] {
+            out.push(Case {
+                kind,
+                shape,
+                collectives: p2p,
+            });
+        }
+    }
     for kind in [Kind::Double, Kind::Int64] {
         out.push(Case {
             kind,

@@ -13,7 +13,8 @@
 //!   all-gathers; each result saved to `OUT.<rank>.<b ROOT | g RANK | e RANK>`;
 //! - `shutdown VICTIM`: all-reduces once, then rank VICTIM exits without a goodbye while the
 //!   others shut down (their final barrier must name it);
-//! - `mismatch`: rank 0 broadcasts bytes while the others all-gather bytes.
+//! - `mismatch`: rank 0 broadcasts bytes while the others all-gather bytes;
+//! - `p2p-mismatch`: rank 0 sends rank 1 three floats, rank 1 expects four.
 //!
 //! Errors go to stderr as one line; a `clip_dist::Error` also goes to stdout as
 //! `variant: {:?}` (so tests match the variant and its fields), and decides the exit status as
@@ -103,6 +104,18 @@ fn run() -> Result<()> {
                 c.all_gather_bytes(b"from another rank")?;
             }
         }
+        "p2p-mismatch" => {
+            let c = dist.collectives();
+            if rank == 0 {
+                c.send_recv(
+                    &[(1, &Tensor::zeros([3], (Kind::Float, tch::Device::Cpu)))],
+                    &mut [],
+                )?;
+            } else {
+                let mut four = Tensor::zeros([4], (Kind::Float, tch::Device::Cpu));
+                c.send_recv(&[], &mut [(0, &mut four)])?;
+            }
+        }
         mode => bail!("unknown mode {mode}"),
     }
     Ok(dist.shutdown()?)
@@ -129,6 +142,21 @@ fn run_bytes(c: &dyn Collectives, out: &str) -> Result<()> {
         save(format!("e{p}"), bytes)?;
     }
     Ok(())
+}
+
+/// `x` to the right neighbour, the left one's `x` back (into a transposed, non-contiguous
+/// buffer for a matrix).
+fn send_recv_ring(c: &dyn Collectives, x: &Tensor) -> Result<Tensor> {
+    let (rank, world) = (c.rank(), c.world_size());
+    let mut got = match x.size()[..] {
+        [a, b] => Tensor::zeros([b, a], (x.kind(), x.device())).transpose(0, 1),
+        _ => x.zeros_like(),
+    };
+    c.send_recv(
+        &[((rank + 1) % world, x)],
+        &mut [((rank + world - 1) % world, &mut got)],
+    )?;
+    Ok(got.contiguous())
 }
 
 /// Every case's results, named `c<index>_<collective>`.
@@ -164,6 +192,18 @@ fn run_cases(c: &dyn Collectives) -> Result<Vec<(String, Tensor)>> {
                     let mut t = x.copy();
                     c.broadcast(&mut t, cases::root(i, world))?;
                     t
+                }
+                "send_recv_ring" => send_recv_ring(c, &x)?,
+                "send_recv_bidir" => {
+                    // To the left x, to the right -x; what arrives: the right's x, the left's -x.
+                    let (left, right) = ((rank + world - 1) % world, (rank + 1) % world);
+                    let (mut from_right, mut from_left) = (x.zeros_like(), x.zeros_like());
+                    let neg = -&x;
+                    c.send_recv(
+                        &[(left, &x), (right, &neg)],
+                        &mut [(right, &mut from_right), (left, &mut from_left)],
+                    )?;
+                    Tensor::cat(&[from_right, from_left], 0)
                 }
                 "reduce_scatter_sum" => c.reduce_scatter(&x, ReduceOp::Sum)?,
                 "reduce_scatter_mean" => c.reduce_scatter(&x, ReduceOp::Mean)?,
