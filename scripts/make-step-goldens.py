@@ -5,7 +5,11 @@ with logit_scale set above ln(100) (so the clamp acts) and a small --grad-clip-n
 acts). Writes OUT.safetensors with the weights after each step (`step1.<key>`, `step2.<key>`)
 and the total grad norms, for crates/clip-train/tests/it/step.rs.
 
-    make-step-goldens.py OUT.safetensors [PRECISION]
+    make-step-goldens.py OUT.safetensors [PRECISION [MODEL WEIGHTS]]
+
+MODEL and WEIGHTS (a golden of the same layout) default to clip_tiny_test and its committed
+golden; scripts/make-vit-goldens.py's vit_tiny_test.safetensors gives the same steps on the tiny
+ViT.
 
 PRECISION (fp32 by default) is OpenCLIP's `--precision`: `bf16` / `pure_bf16` build the model in
 bf16 (`create_model(precision=…)`, text LayerNorms kept fp32 for `bf16`) and feed bf16 images,
@@ -32,8 +36,10 @@ WD, BETAS, EPS, CLIP = 0.2, (0.9, 0.98), 1e-6, 0.5
 LOGIT_SCALE = 5.0           # above ln(100): the clamp after the step must bring it back
 
 PRECISION = sys.argv[2] if len(sys.argv) > 2 else "fp32"
-g = load_file(ROOT / "tests/golden/model/clip_tiny_test.safetensors")
-model = open_clip.create_model("clip_tiny_test", precision=PRECISION)
+MODEL = sys.argv[3] if len(sys.argv) > 3 else "clip_tiny_test"
+WEIGHTS = sys.argv[4] if len(sys.argv) > 4 else ROOT / "tests/golden/model/clip_tiny_test.safetensors"
+g = load_file(WEIGHTS)
+model = open_clip.create_model(MODEL, precision=PRECISION)
 input_dtype = open_clip.get_input_dtype(PRECISION)
 scaler = torch.amp.GradScaler("cpu") if PRECISION == "amp" else None
 autocast = (lambda: torch.amp.autocast("cpu", dtype=torch.float16)) if PRECISION == "amp" \

@@ -508,23 +508,24 @@ fn build_model(
 ) -> Result<Clip> {
     let model = Clip::new(&vs.root(), &plan.cfg)?;
     if let Some(path) = &plan.pretrained {
-        crate::checkpoint::load_weights(vs, path)?;
+        crate::checkpoint::load_weights(vs, path, &plan.cfg)?;
         log.info(&format!(
             "Loaded pretrained weights from {}",
             path.display()
         ));
     }
     model.set_grad_checkpointing(plan.grad_checkpointing);
-    // Low-precision weights (no autocast): OpenCLIP's `bf16` keeps the text LayerNorms in fp32.
+    // Low-precision weights (no autocast): OpenCLIP's `bf16` keeps some weights fp32 (see
+    // `Clip::to_bf16`).
     if let Weights::Bf16 {
         text_layer_norms_fp32,
     } = precision.weights()
     {
         model.to_bf16(text_layer_norms_fp32);
     }
-    if plan.lock_image {
-        // ConvNeXt has no BatchNorm: --lock-image-freeze-bn-stats has nothing to freeze.
-        model.lock_image_tower();
+    if let Some(unlocked) = plan.lock_image {
+        // ConvNeXt and ViT have no BatchNorm: --lock-image-freeze-bn-stats has nothing to freeze.
+        model.lock_image_tower(unlocked);
     }
     if let Some(unlocked) = plan.lock_text {
         // OpenCLIP 3.3.0 asserts --lock-text-freeze-layer-norm (LayerNorms are locked like

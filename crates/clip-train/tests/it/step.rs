@@ -1,9 +1,11 @@
 //! One training step (`step::forward_backward` → ClipLoss → backward → clip_grad_norm → AdamW with
 //! OpenCLIP's groups → logit-scale clamp), twice, against OpenCLIP's on the same weights and batch
-//! (CPU; fp32, and the bf16 / pure_bf16 low-precision models).
+//! (CPU; fp32, and the bf16 / pure_bf16 low-precision models), on the tiny ConvNeXt CLIP and the
+//! tiny ViT CLIP.
 use crate::common::get;
 use crate::golden::{root, run_python, script_inputs};
 use std::ffi::OsStr;
+use std::path::PathBuf;
 
 use clip_model::{weights, Clip, ClipConfig};
 use clip_train::loss::{LocalOnly, LossLayout};
@@ -11,30 +13,49 @@ use clip_train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
 use clip_train::step::{forward_backward, StepOptions};
 use tch::{nn::VarStore, Device, Tensor};
 
-/// OpenCLIP's steps at this `--precision` (scripts/make-step-goldens.py, cached); `None` after a
-/// loud skip where it is not cached and there is no Python.
-fn golden(precision: &str) -> Option<Vec<(String, Tensor)>> {
+const VIT: &str = "vit_tiny_test";
+
+/// A tiny model's initial weights and batch: `clip_tiny_test`'s committed golden, or
+/// `vit_tiny_test`'s from scripts/make-vit-goldens.py (cached; `None` after a loud skip).
+fn tiny_weights(model: &str) -> Option<PathBuf> {
+    if model != VIT {
+        return Some(root().join("tests/golden/model/clip_tiny_test.safetensors"));
+    }
+    let mut inputs = script_inputs("make-vit-goldens.py");
+    inputs.push(root().join("scripts/make-model-goldens.py"));
+    let dir = crate::golden::golden("vit-tiny", &inputs, &[], |out| {
+        run_python([inputs[0].as_os_str(), out.as_os_str()]);
+    })?;
+    Some(dir.join("vit_tiny_test.safetensors"))
+}
+
+/// OpenCLIP's steps on `model` at this `--precision` (scripts/make-step-goldens.py, cached);
+/// `None` after a loud skip where it is not cached and there is no Python.
+fn golden(precision: &str, model: &str) -> Option<Vec<(String, Tensor)>> {
+    let weights = tiny_weights(model)?;
     let mut inputs = script_inputs("make-step-goldens.py");
-    inputs.push(root().join("tests/golden/model/clip_tiny_test.safetensors"));
-    let dir = crate::golden::golden(&format!("step-{precision}"), &inputs, &[precision], |out| {
+    inputs.push(weights.clone());
+    let (name, args) = if model == VIT {
+        let w = weights.to_str().unwrap();
+        (format!("step-vit-{precision}"), vec![precision, model, w])
+    } else {
+        (format!("step-{precision}"), vec![precision])
+    };
+    let dir = crate::golden::golden(&name, &inputs, &args, |out| {
         let out = out.join("steps.safetensors");
-        run_python([
-            inputs[0].as_os_str(),
-            out.as_os_str(),
-            OsStr::new(precision),
-        ]);
+        let mut a = vec![inputs[0].as_os_str(), out.as_os_str()];
+        a.extend(args.iter().map(OsStr::new));
+        run_python(a);
     })?;
     Some(Tensor::read_safetensors(dir.join("steps.safetensors")).unwrap())
 }
 
-/// The tiny test model with the golden's weights, and the golden batch; `logit_scale` set to 5
+/// The tiny `model` with the golden's weights, and the golden batch; `logit_scale` set to 5
 /// (above ln 100, as the golden script sets it for fp32 and bf16) when `raise_scale`.
-fn model_and_batch(raise_scale: bool) -> (VarStore, Clip, Tensor, Tensor) {
-    let init =
-        Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors"))
-            .unwrap();
+fn model_and_batch(model: &str, raise_scale: bool) -> (VarStore, Clip, Tensor, Tensor) {
+    let init = Tensor::read_safetensors(tiny_weights(model).unwrap()).unwrap();
     let vs = VarStore::new(Device::Cpu);
-    let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
+    let model = Clip::new(&vs.root(), &ClipConfig::load(model).unwrap()).unwrap();
     let names: Vec<String> = model
         .named_parameters()
         .iter()
@@ -79,8 +100,19 @@ fn step(model: &Clip, opt: &mut AdamW, image: &Tensor, text: &Tensor, lr: f64) -
 
 #[test]
 fn two_steps_match_openclip() {
-    let Some(gold) = golden("fp32") else { return };
-    let (_vs, model, image, text) = model_and_batch(true);
+    two_steps_match("clip_tiny_test");
+}
+
+#[test]
+fn two_vit_steps_match_openclip() {
+    two_steps_match(VIT);
+}
+
+fn two_steps_match(model_name: &str) {
+    let Some(gold) = golden("fp32", model_name) else {
+        return;
+    };
+    let (_vs, model, image, text) = model_and_batch(model_name, true);
     let mut opt = AdamW::new(model.named_parameters(), ADAMW);
     for (i, lr) in [(1, 1e-2), (2, 5e-3)] {
         let (loss, norm) = step(&model, &mut opt, &image, &text, lr);
@@ -132,11 +164,22 @@ fn two_steps_match_openclip() {
 /// are compared at that precision: losses and norms to 2 %, the update direction by cosine.
 #[test]
 fn bf16_steps_match_openclip() {
+    bf16_steps_match("clip_tiny_test");
+}
+
+/// The same on the tiny ViT, whose `bf16` model keeps its embeddings, LayerNorms and
+/// logit_scale fp32 (`convert_weights_to_lp`).
+#[test]
+fn bf16_vit_steps_match_openclip() {
+    bf16_steps_match(VIT);
+}
+
+fn bf16_steps_match(model_name: &str) {
     for (precision, keep_norms) in [("bf16", true), ("pure_bf16", false)] {
-        let Some(gold) = golden(precision) else {
+        let Some(gold) = golden(precision, model_name) else {
             return;
         };
-        let (_vs, model, image, text) = model_and_batch(true);
+        let (_vs, model, image, text) = model_and_batch(model_name, true);
         model.to_bf16(keep_norms);
         let image = image.to_kind(tch::Kind::BFloat16);
         let before: Vec<Tensor> = model
@@ -241,8 +284,10 @@ fn accum_freq_gradient_equals_one_k_times_batch() {
 /// at fp16 precision and the real updates point the same way.
 #[test]
 fn amp_steps_with_the_loss_scaler_match_openclip() {
-    let Some(gold) = golden("amp") else { return };
-    let (_vs, model, image, text) = model_and_batch(false);
+    let Some(gold) = golden("amp", "clip_tiny_test") else {
+        return;
+    };
+    let (_vs, model, image, text) = model_and_batch("clip_tiny_test", false);
     let before: Vec<Tensor> = model
         .named_parameters()
         .iter()

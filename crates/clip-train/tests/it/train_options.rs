@@ -316,3 +316,99 @@ fn amp_with_its_loss_scaler_resumes_exactly() {
     );
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// A ViT on the trainer's paths: patch dropout (`--force-patch-dropout`, training only) with
+/// gradient checkpointing, stopped mid-run and resumed bitwise (the masks are redrawn from the
+/// step's seed); without checkpointing the same run ends at the same weights to round-off.
+#[test]
+fn vit_with_patch_dropout_and_grad_checkpointing_resumes_exactly() {
+    let logs = tempdir("vit");
+    let a = |name: &str, extra: &[&str]| {
+        let base = [
+            "--force-patch-dropout",
+            "0.5",
+            "--save-every-n-steps",
+            "3",
+            "--epochs",
+            "2",
+        ];
+        args(&logs, name, "vit_tiny_test", &[&base[..], extra].concat())
+    };
+    ok(&a("ckpt", &["--grad-checkpointing"]));
+    ok(&a("plain", &[]));
+    let full = logs.join("ckpt");
+    let last = full.join("checkpoints/epoch_2.safetensors");
+    let losses = logged_losses(&full);
+    assert_eq!(losses.len(), 16);
+    assert!(losses.last().unwrap() < &losses[0], "{losses:?}");
+    let (wc, wp) = (
+        weights(&last),
+        weights(&logs.join("plain/checkpoints/epoch_2.safetensors")),
+    );
+    for ((k, c), (_, p)) in wc.iter().zip(&wp) {
+        let scale = p.abs().max().double_value(&[]).max(1e-30);
+        let e = (c - p).abs().max().double_value(&[]) / scale;
+        assert!(e <= 1e-4, "{k}: checkpointed vs plain rel diff {e:e}");
+    }
+    stopped_copy(&full, &logs.join("stop"), 9);
+    ok(&resume_latest(&a("stop", &["--grad-checkpointing"])));
+    assert_bitwise_equal(&logs.join("stop/checkpoints/epoch_2.safetensors"), &last);
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--precision bf16` on a ViT: OpenCLIP's `convert_weights_to_lp` dtypes (linear layers bf16;
+/// embeddings, LayerNorms, logit_scale fp32) in the checkpoint, and an exact resume.
+#[test]
+fn vit_bf16_weights_train_and_resume_exactly() {
+    let logs = tempdir("vit-bf16");
+    let a = |name: &str| {
+        let extra = [
+            "--precision",
+            "bf16",
+            "--save-every-n-steps",
+            "3",
+            "--train-num-samples",
+            "48",
+        ];
+        args(&logs, name, "vit_tiny_test", &extra)
+    };
+    ok(&a("full"));
+    let last = logs.join("full/checkpoints/epoch_1.safetensors");
+    let w = weights(&last);
+    let kind = |k: &str| get(&w, k).kind();
+    for k in ["visual.conv1.weight", "visual.proj", "text_projection"] {
+        assert_eq!(kind(k), tch::Kind::BFloat16, "{k}");
+    }
+    for k in [
+        "visual.class_embedding",
+        "visual.ln_pre.weight",
+        "token_embedding.weight",
+        "logit_scale",
+    ] {
+        assert_eq!(kind(k), tch::Kind::Float, "{k}");
+    }
+    stopped_copy(&logs.join("full"), &logs.join("stop"), 3);
+    ok(&resume_latest(&a("stop")));
+    assert_bitwise_equal(&logs.join("stop/checkpoints/epoch_1.safetensors"), &last);
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--lock-image --lock-image-unlocked-groups 2` on a ViT: its last block, `ln_post` and `proj`
+/// train, the rest of the image tower keeps its initial weights; the text tower trains.
+#[test]
+fn vit_lock_image_unlocked_groups() {
+    let logs = tempdir("vit-lock");
+    ok(&args(&logs, "init", "vit_tiny_test", &["--lr", "0"]));
+    let lock = ["--lock-image", "--lock-image-unlocked-groups", "2"];
+    ok(&args(&logs, "locked", "vit_tiny_test", &lock));
+    let init = weights(&logs.join("init/checkpoints/epoch_1.safetensors"));
+    let after = weights(&logs.join("locked/checkpoints/epoch_1.safetensors"));
+    for (k, b) in after.iter().filter(|(k, _)| !k.starts_with("optimizer.")) {
+        let trains = !k.starts_with("visual.")
+            || k.starts_with("visual.transformer.resblocks.1.")
+            || k.starts_with("visual.ln_post.")
+            || k == "visual.proj";
+        assert_eq!(!get(&init, k).equal(b), trains, "{k}");
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
