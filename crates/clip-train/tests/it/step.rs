@@ -132,26 +132,36 @@ fn two_steps_match(model_name: &str) {
         );
         for (k, t) in model.named_parameters() {
             let want = get(&gold, &format!("step{i}.{k}"));
-            // Elements whose gradient is mathematically zero (the attention key bias: softmax
-            // ignores a constant shift) carry only float round-off, which AdamW's g/√v
-            // normalisation turns into an update of up to ~lr in a direction no two
-            // implementations agree on. Compare them against that bound, the rest at 1e-5.
-            let g = t.grad().abs();
-            let noise = g.le(g.max().double_value(&[]) * 1e-6);
-            let diff = (t - &want).abs();
-            let err = diff.masked_fill(&noise, 0.0).max().double_value(&[])
-                / want.abs().max().double_value(&[]).max(1e-30);
             // The first step is held to 1e-5. The second checks that the moments carry over; its
             // inputs already differ by step one's round-off, which Adam's normalisation amplifies
             // (OpenCLIP against itself with 1 vs 2 threads: 1.8e-4 after two steps).
             let tol = if i == 1 { 1e-5 } else { 1e-4 };
+            // Elements whose gradient is mathematically zero (the attention key bias: softmax
+            // ignores a constant shift) carry only float round-off, which AdamW's g/√v
+            // normalisation turns into an update of up to ~lr in a direction no two
+            // implementations agree on: compared against that bound. The rest at `tol`, plus
+            // what AdamW makes of the gradients' own round-off: its first update lr·g/(|g| + eps)
+            // has slope lr·eps/(|g| + eps)², large for gradients a few eps from zero, times 1e-6
+            // of the tensor's largest gradient (the bound the gradient parity tests meet).
+            let g = t.grad().abs();
+            let gmax = g.max().double_value(&[]);
+            let noise = g.le(gmax * 1e-6);
+            let scale = want.abs().max().double_value(&[]).max(1e-30);
+            let slack = (&g + ADAMW.eps).pow_tensor_scalar(-2.0) * (lr * ADAMW.eps * gmax * 1e-6);
+            let diff = (t - &want).abs();
+            let err = (&diff - slack)
+                .clamp_min(0.0)
+                .masked_fill(&noise, 0.0)
+                .max()
+                .double_value(&[])
+                / scale;
             assert!(err <= tol, "step {i} {k}: relative error {err}");
             let noisy = diff.masked_select(&noise);
             if noisy.numel() > 0 {
                 let worst = noisy.max().double_value(&[]);
                 assert!(
                     worst <= 2.0 * lr,
-                    "step {i} {k}: zero-gradient elements moved {worst}"
+                    "step {i} {k}: near-zero-gradient elements moved {worst}"
                 );
             }
         }

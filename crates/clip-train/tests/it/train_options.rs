@@ -412,3 +412,50 @@ fn vit_lock_image_unlocked_groups() {
     }
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// `--pretrained` weights of a ViT trained at 32 px / 77 tokens, fine-tuned with
+/// `--force-image-size 48 --force-context-length 32`: the positional embeddings are resized on
+/// load (as OpenCLIP's `load_checkpoint`; the resizing itself is compared with OpenCLIP's in
+/// clip-model's `vit::positional_embeddings_resize_as_openclip`) and the run trains at the new
+/// sizes; at `--lr 0` it ends with exactly the resized weights.
+#[test]
+fn vit_force_image_size_resizes_pretrained_positions() {
+    let logs = tempdir("vit-resize");
+    ok(&args(&logs, "base", "vit_tiny_test", &[]));
+    let base = logs.join("base/checkpoints/epoch_1.safetensors");
+    let forced = [
+        "--pretrained",
+        base.to_str().unwrap(),
+        "--force-image-size",
+        "48",
+        "--force-context-length",
+        "32",
+    ];
+    ok(&args(
+        &logs,
+        "lr0",
+        "vit_tiny_test",
+        &[&forced[..], &["--lr", "0"]].concat(),
+    ));
+    ok(&args(&logs, "tuned", "vit_tiny_test", &forced));
+    let mut cfg = clip_model::ClipConfig::load("vit_tiny_test").unwrap();
+    cfg.vision.image_size = (48, 48);
+    cfg.text.context_length = 32;
+    let mut want: Vec<(String, tch::Tensor)> = weights(&base)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optimizer."))
+        .collect();
+    clip_model::weights::resize_pos_embeds(&mut want, &cfg).unwrap();
+    let got = weights(&logs.join("lr0/checkpoints/epoch_1.safetensors"));
+    assert_eq!(
+        get(&got, "visual.positional_embedding").size(),
+        vec![37, 48]
+    );
+    assert_eq!(get(&got, "positional_embedding").size(), vec![32, 32]);
+    for (k, w) in &want {
+        assert!(get(&got, k).equal(w), "{k}");
+    }
+    let losses = logged_losses(&logs.join("tuned"));
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let _ = std::fs::remove_dir_all(&logs);
+}
