@@ -220,7 +220,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
         save_every_n_steps: _, print_params: _, lock_image_unlocked_groups: _,
         force_context_length: _, force_image_size: _, force_quick_gelu: _, force_patch_dropout: _,
-        // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
+        // Accepted with nothing to do: ConvNeXt and ViT have no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
         // there is no DDP graph to make static; wandb's project only matters with wandb, which
         // --report-to refuses; the CoCa weights only matter for CoCa models, which no config
