@@ -327,6 +327,31 @@ fn bad_input_is_one_clear_line() {
         ],
         "convnext_large_d_320",
     );
+    // OpenCLIP configs on timm ViT trunks: refused by name; HuggingFace tokenizers: not here.
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "ViT-B-16-SigLIP",
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "vit_base_patch16_siglip_224",
+    );
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "ViT-L-14-CLIPA",
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "bert-base-uncased",
+    );
     let bad_json = dir.join("bad.json");
     std::fs::write(&bad_json, r#"{"embed_dim": 32, "vision_cfg": {"timm_model_name": "convnext_tiny", "image_size": "big"}, "text_cfg": {}}"#).unwrap();
     fails_with(
