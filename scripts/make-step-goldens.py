@@ -5,7 +5,11 @@ with logit_scale set above ln(100) (so the clamp acts) and a small --grad-clip-n
 acts). Writes OUT.safetensors with the weights after each step (`step1.<key>`, `step2.<key>`)
 and the total grad norms, for crates/clip-train/tests/it/step.rs.
 
-    make-step-goldens.py OUT.safetensors [PRECISION [siglip]]
+    make-step-goldens.py OUT.safetensors [PRECISION [siglip] [MODEL WEIGHTS]]
+
+MODEL and WEIGHTS (a golden of the same layout) default to clip_tiny_test and its committed
+golden; scripts/make-vit-goldens.py's vit_tiny_test.safetensors gives the same steps on the tiny
+ViT.
 
 PRECISION (fp32 by default) is OpenCLIP's `--precision`: `bf16` / `pure_bf16` build the model in
 bf16 (`create_model(precision=…)`, text LayerNorms kept fp32 for `bf16`) and feed bf16 images,
@@ -40,11 +44,15 @@ WD, BETAS, EPS, CLIP = 0.2, (0.9, 0.98), 1e-6, 0.5
 LOGIT_SCALE = 5.0           # above ln(100): the clamp after the step must bring it back
 
 PRECISION = sys.argv[2] if len(sys.argv) > 2 else "fp32"
-SIGLIP = len(sys.argv) > 3 and sys.argv[3] == "siglip"
-g = load_file(ROOT / "tests/golden/model/clip_tiny_test.safetensors")
+REST = sys.argv[3:]
+SIGLIP = "siglip" in REST
+REST = [a for a in REST if a != "siglip"]
+MODEL = REST[0] if REST else "clip_tiny_test"
+WEIGHTS = REST[1] if len(REST) > 1 else ROOT / "tests/golden/model/clip_tiny_test.safetensors"
+g = load_file(WEIGHTS)
 # main.py's model_kwargs under --siglip.
 siglip_kwargs = dict(init_logit_scale=np.log(10), init_logit_bias=-10, output_dict=True) if SIGLIP else {}
-model = open_clip.create_model("clip_tiny_test", precision=PRECISION, **siglip_kwargs)
+model = open_clip.create_model(MODEL, precision=PRECISION, **siglip_kwargs)
 input_dtype = open_clip.get_input_dtype(PRECISION)
 scaler = torch.amp.GradScaler("cpu") if PRECISION == "amp" else None
 autocast = (lambda: torch.amp.autocast("cpu", dtype=torch.float16)) if PRECISION == "amp" \
@@ -71,7 +79,7 @@ opt = torch.optim.AdamW([{"params": gain_or_bias, "weight_decay": 0.0},
                          {"params": rest, "weight_decay": WD}], lr=LR[0], betas=BETAS, eps=EPS)
 if SIGLIP:
     loss_fn = create_loss(argparse.Namespace(
-        distill=False, model="clip_tiny_test", siglip=True, horovod=False, rank=0, world_size=1,
+        distill=False, model=MODEL, siglip=True, horovod=False, rank=0, world_size=1,
         loss_dist_impl=None, local_loss=False, gather_with_grad=False))
 else:
     loss_fn = ClipLoss()

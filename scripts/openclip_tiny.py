@@ -1,6 +1,7 @@
 """Makes OpenCLIP know the project's tiny models: registers the timm trunk `convnext_test_tiny`
 (clip-model preset of the same name) and adds `configs/clip_tiny_test.json` (vocab 1000: small
-parity goldens) and `configs/clip_tiny.json` (CLIP's full vocab: real captions; the demo).
+parity goldens), `configs/vit_tiny_test.json` (the same with OpenCLIP's own ViT image tower) and
+`configs/clip_tiny.json` (CLIP's full vocab: real captions; the demo).
 Import it (from scripts/) before `open_clip.create_model('clip_tiny…')`."""
 from pathlib import Path
 
@@ -24,5 +25,5 @@ def convnext_test_tiny(pretrained=False, **kwargs):
     return model
 
 
-for name in ('clip_tiny_test', 'clip_tiny'):
+for name in ('clip_tiny_test', 'clip_tiny', 'vit_tiny_test'):
     open_clip.add_model_config(ROOT / 'configs' / f'{name}.json')

@@ -51,6 +51,7 @@ pub fn openclip_tiny_inputs() -> Vec<PathBuf> {
         "scripts/openclip_tiny.py",
         "configs/clip_tiny_test.json",
         "configs/clip_tiny.json",
+        "configs/vit_tiny_test.json",
     ]
     .iter()
     .map(|p| root().join(p))

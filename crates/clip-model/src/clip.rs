@@ -1,18 +1,25 @@
-//! OpenCLIP's `CLIP` (`open_clip/model.py`) with a timm ConvNeXt image tower.
+//! OpenCLIP's `CLIP` (`open_clip/model.py`) with a timm ConvNeXt or an OpenCLIP ViT image tower.
 
 use anyhow::{bail, Result};
 use tch::{nn, Kind, Tensor};
 
-use crate::config::ClipConfig;
+use crate::config::{ClipConfig, VisionTower};
 use crate::layers::{l2_normalize, Init, ParamRecorder};
 use crate::timm_model::TimmModel;
 use crate::transformer::TextTransformer;
+use crate::vit::VisionTransformer;
+
+/// The image tower `visual`.
+pub enum Visual {
+    Timm(TimmModel),
+    Vit(VisionTransformer),
+}
 
 /// `ln(1/0.07)`, OpenCLIP's initial logit scale.
 pub const INIT_LOGIT_SCALE: f64 = 2.659_260_036_932_778_4;
 
 pub struct Clip {
-    pub visual: TimmModel,
+    pub visual: Visual,
     pub text: TextTransformer,
     /// The scalar parameter `logit_scale` (its exp multiplies the logits).
     pub logit_scale: Tensor,
@@ -47,7 +54,18 @@ impl Clip {
     pub fn new(path: &nn::Path, cfg: &ClipConfig) -> Result<Clip> {
         validate(cfg)?;
         let r = ParamRecorder::new();
-        let visual = TimmModel::new(&(path / "visual"), &r, &cfg.vision, cfg.embed_dim);
+        let vp = path / "visual";
+        let visual = match &cfg.vision.tower {
+            VisionTower::Timm(t) => Visual::Timm(TimmModel::new(&vp, &r, t, cfg.embed_dim)),
+            VisionTower::Vit(v) => Visual::Vit(VisionTransformer::new(
+                &vp,
+                &r,
+                v,
+                cfg.vision.image_size,
+                cfg.embed_dim,
+                cfg.quick_gelu,
+            )),
+        };
         let text = TextTransformer::new(path, &r, &cfg.text, cfg.embed_dim, cfg.quick_gelu);
         let logit_scale = r.param(path, "logit_scale", &[], Init::Const(cfg.init_logit_scale));
         let logit_bias = cfg
@@ -88,10 +106,22 @@ impl Clip {
         self.params.iter().map(|(_, t)| t.numel() as i64).sum()
     }
 
-    /// OpenCLIP's `lock_image_tower()` (LiT) with no unlocked groups: the timm trunk's parameters
-    /// stop requiring gradients; the projection head stays trainable.
-    pub fn lock_image_tower(&self) {
-        self.freeze(|k| k.starts_with("visual.trunk."));
+    /// OpenCLIP's `lock_image_tower(unlocked_groups)` (LiT): the image tower's parameters stop
+    /// requiring gradients except those of its last `unlocked_groups` groups. A timm tower locks
+    /// only its trunk (the projection head stays trainable), grouped as timm's `group_matcher`
+    /// does; a ViT locks everything, grouped as OpenCLIP's `VisionTransformer.lock`.
+    pub fn lock_image_tower(&self, unlocked_groups: usize) {
+        let groups: Vec<(String, usize)> = match &self.cfg.vision.tower {
+            VisionTower::Timm(_) => timm_trunk_groups(&self.params),
+            VisionTower::Vit(v) => self
+                .params
+                .iter()
+                .filter_map(|(k, _)| vit_group(k, v.layers as usize).map(|g| (k.clone(), g)))
+                .collect(),
+        };
+        let count = groups.iter().map(|(_, g)| g + 1).max().unwrap_or(0);
+        let first_unlocked = count.saturating_sub(unlocked_groups);
+        self.freeze(|k| groups.iter().any(|(n, g)| n == k && *g < first_unlocked));
     }
 
     /// OpenCLIP's `lock_text_tower(unlocked_layers)`: the text tower's parameters stop requiring
@@ -119,17 +149,30 @@ impl Clip {
     }
 
     /// OpenCLIP's low-precision models (`create_model(precision=…)`): every parameter becomes
-    /// bf16 in place (`pure_bf16`), or every one but the text tower's LayerNorms, which OpenCLIP
-    /// builds as `LayerNormFp32` and casts back to fp32 (`bf16`).
-    pub fn to_bf16(&self, keep_text_norms_fp32: bool) {
+    /// bf16 in place (`pure_bf16`); with `mixed` (`bf16`), a timm-tower model becomes bf16 but
+    /// for the text tower's LayerNorms, which OpenCLIP builds as `LayerNormFp32` and casts back to
+    /// fp32, and a ViT model converts only what `convert_weights_to_lp` does (convolutions,
+    /// linear layers, attention projections, `text_projection`, `visual.proj`).
+    pub fn to_bf16(&self, mixed: bool) {
         let text_norm = |k: &str| {
             k.starts_with("ln_final.")
                 || (k.starts_with("transformer.resblocks.")
                     && (k.contains(".ln_1.") || k.contains(".ln_2.")))
         };
+        let lp_converted = |k: &str| {
+            [".in_proj_weight", ".in_proj_bias"]
+                .iter()
+                .any(|s| k.ends_with(s))
+                || [".out_proj.", ".mlp.c_fc.", ".mlp.c_proj."]
+                    .iter()
+                    .any(|s| k.contains(s))
+                || ["text_projection", "visual.proj", "visual.conv1.weight"].contains(&k)
+        };
+        let vit = matches!(self.visual, Visual::Vit(_));
+        let keep_fp32 = |k: &str| mixed && if vit { !lp_converted(k) } else { text_norm(k) };
         tch::no_grad(|| {
             for (k, t) in &self.params {
-                let kind = if keep_text_norms_fp32 && text_norm(k) {
+                let kind = if keep_fp32(k) {
                     Kind::Float
                 } else {
                     Kind::BFloat16
@@ -150,18 +193,28 @@ impl Clip {
 
     /// Per-block gradient checkpointing in both towers (OpenCLIP's `set_grad_checkpointing`).
     pub fn set_grad_checkpointing(&self, enable: bool) {
-        self.visual.trunk.set_grad_checkpointing(enable);
+        match &self.visual {
+            Visual::Timm(t) => t.trunk.set_grad_checkpointing(enable),
+            Visual::Vit(v) => v.set_grad_checkpointing(enable),
+        }
         self.text.set_grad_checkpointing(enable);
     }
 
-    /// Channels-last activations in the image trunk (faster on GPUs; see `ConvNeXt::set_channels_last`).
+    /// Channels-last activations in a ConvNeXt trunk (faster on GPUs; see
+    /// `ConvNeXt::set_channels_last`); a ViT's activations are tokens, not feature maps.
     pub fn set_channels_last(&self, enable: bool) {
-        self.visual.trunk.set_channels_last(enable);
+        if let Visual::Timm(t) = &self.visual {
+            t.trunk.set_channels_last(enable);
+        }
     }
 
-    /// OpenCLIP's `encode_image(images, normalize=False)`; `train` turns on drop path / dropout.
+    /// OpenCLIP's `encode_image(images, normalize=False)`; `train` turns on drop path / dropout /
+    /// patch dropout.
     pub fn encode_image(&self, images: &Tensor, train: bool) -> Tensor {
-        self.visual.forward(images, train)
+        match &self.visual {
+            Visual::Timm(t) => t.forward(images, train),
+            Visual::Vit(v) => v.forward(images, train),
+        }
     }
 
     /// OpenCLIP's `encode_text(tokens, normalize=False)` (the text tower has no dropout).
@@ -190,10 +243,54 @@ impl Clip {
     }
 }
 
+/// timm's `group_parameters(trunk, trunk.group_matcher())` for ConvNeXt: the stem; each block
+/// (a stage's downsample joins its block 0); everything unmatched (the trunk's head) last.
+/// `(key, group)` for every `visual.trunk.` parameter.
+fn timm_trunk_groups(params: &[(String, Tensor)]) -> Vec<(String, usize)> {
+    let ordinal = |k: &str| -> (u64, u64, u64) {
+        if k.starts_with("stem.") {
+            return (0, 0, 0);
+        }
+        let parts: Vec<&str> = k.split('.').collect();
+        match parts.as_slice() {
+            ["stages", n, "downsample", ..] => (1, n.parse().unwrap_or(0), 0),
+            ["stages", n, "blocks", m, ..] => (1, n.parse().unwrap_or(0), m.parse().unwrap_or(0)),
+            _ => (u64::MAX, 0, 0),
+        }
+    };
+    let trunk: Vec<(&String, (u64, u64, u64))> = params
+        .iter()
+        .filter_map(|(k, _)| Some((k, ordinal(k.strip_prefix("visual.trunk.")?))))
+        .collect();
+    let mut keys: Vec<(u64, u64, u64)> = trunk.iter().map(|(_, o)| *o).collect();
+    keys.sort_unstable();
+    keys.dedup();
+    trunk
+        .into_iter()
+        .map(|(k, o)| (k.clone(), keys.binary_search(&o).unwrap()))
+        .collect()
+}
+
+/// OpenCLIP's `VisionTransformer.lock` groups: the embeddings (`conv1`, `class_embedding`,
+/// `positional_embedding`, `ln_pre`), each block but the last, the last block with `ln_post`,
+/// `proj`.
+fn vit_group(k: &str, layers: usize) -> Option<usize> {
+    let k = k.strip_prefix("visual.")?;
+    if let Some(rest) = k.strip_prefix("transformer.resblocks.") {
+        let i: usize = rest.split('.').next()?.parse().ok()?;
+        return Some(1 + i.min(layers - 1));
+    }
+    match k.split('.').next()? {
+        "conv1" | "class_embedding" | "positional_embedding" | "ln_pre" => Some(0),
+        "ln_post" => Some(layers),
+        "proj" => Some(layers + 1),
+        _ => None,
+    }
+}
+
 /// Checks what `ClipConfig`'s parser checks, for configs built or edited in code.
 fn validate(cfg: &ClipConfig) -> Result<()> {
     let t = &cfg.text;
-    let v = &cfg.vision.trunk;
     if cfg.embed_dim <= 0 {
         bail!(
             "{}: embed_dim must be positive, found {}",
@@ -215,19 +312,51 @@ fn validate(cfg: &ClipConfig) -> Result<()> {
             t.heads
         );
     }
+    match &cfg.vision.tower {
+        VisionTower::Timm(timm) => validate_convnext(&cfg.name, &timm.trunk),
+        VisionTower::Vit(v) => validate_vit(&cfg.name, v, cfg.vision.image_size),
+    }
+}
+
+fn validate_convnext(name: &str, v: &crate::convnext::ConvNextConfig) -> Result<()> {
     if v.depths.len() != 4 || v.dims.len() != 4 || v.dims.iter().chain(&v.depths).any(|&d| d <= 0) {
         bail!(
-            "{}: a ConvNeXt trunk needs 4 positive depths and dims, found {:?} / {:?}",
-            cfg.name,
+            "{name}: a ConvNeXt trunk needs 4 positive depths and dims, found {:?} / {:?}",
             v.depths,
             v.dims
         );
     }
     if !(0.0..1.0).contains(&v.drop_path_rate) {
         bail!(
-            "{}: drop_path_rate must be in [0, 1), found {}",
-            cfg.name,
+            "{name}: drop_path_rate must be in [0, 1), found {}",
             v.drop_path_rate
+        );
+    }
+    Ok(())
+}
+
+fn validate_vit(name: &str, v: &crate::config::VitConfig, image_size: (i64, i64)) -> Result<()> {
+    if v.width <= 0 || v.heads <= 0 || v.layers <= 0 || v.patch_size <= 0 || v.mlp_width() <= 0 {
+        bail!("{name}: ViT width, heads, layers, patch_size and mlp width must be positive");
+    }
+    if v.width % v.heads != 0 {
+        bail!(
+            "{name}: ViT width {} is not a multiple of heads {}",
+            v.width,
+            v.heads
+        );
+    }
+    let (gh, gw) = v.grid_size(image_size);
+    if gh <= 0 || gw <= 0 {
+        bail!(
+            "{name}: image size {image_size:?} is smaller than one {}-pixel patch",
+            v.patch_size
+        );
+    }
+    if !(0.0..1.0).contains(&v.patch_dropout) {
+        bail!(
+            "{name}: patch_dropout must be in [0, 1), found {}",
+            v.patch_dropout
         );
     }
     Ok(())

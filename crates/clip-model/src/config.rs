@@ -1,9 +1,10 @@
 //! OpenCLIP model-config JSON (`open_clip/model_configs/*.json`), as far as this crate builds
-//! models from it: a timm ConvNeXt image tower and OpenCLIP's text transformer.
+//! models from it: a timm ConvNeXt or OpenCLIP VisionTransformer image tower and OpenCLIP's text
+//! transformer.
 //!
 //! Parsing is by hand over `serde_json::Value` so that every error is one line naming the field
 //! and the reason (`text_cfg.width: invalid type: string "x", expected i64`). Fields OpenCLIP knows
-//! but this crate does not build (ViT towers, HF text towers, SigLIP bias, ...) are accepted only at
+//! but this crate does not build (timm ViT trunks, HF text towers, SigLIP bias, ...) are accepted only at
 //! their defaults; anything else is an error naming the field.
 
 use std::path::Path;
@@ -14,8 +15,9 @@ use serde_json::{Map, Value};
 
 use crate::convnext::ConvNextConfig;
 
-/// The built-in configs: OpenCLIP's own files, copied verbatim, plus two tiny models
-/// (`clip_tiny_test`: vocab 1000 for small goldens; `clip_tiny`: CLIP's vocab, for the demo).
+/// The built-in configs: OpenCLIP's own files, copied verbatim (the ConvNeXt ones and every
+/// `ViT-*` with OpenCLIP's own towers), plus three tiny models (`clip_tiny_test` and
+/// `vit_tiny_test`: vocab 1000 for small goldens; `clip_tiny`: CLIP's vocab, for the demo).
 pub const BUILTIN: &[(&str, &str)] = &[
     (
         "convnext_base_w",
@@ -42,6 +44,202 @@ pub const BUILTIN: &[(&str, &str)] = &[
         include_str!("../../../configs/clip_tiny_test.json"),
     ),
     ("clip_tiny", include_str!("../../../configs/clip_tiny.json")),
+    (
+        "vit_tiny_test",
+        include_str!("../../../configs/vit_tiny_test.json"),
+    ),
+    (
+        "ViT-B-16-plus-240",
+        include_str!("../../../configs/ViT-B-16-plus-240.json"),
+    ),
+    (
+        "ViT-B-16-plus",
+        include_str!("../../../configs/ViT-B-16-plus.json"),
+    ),
+    (
+        "ViT-B-16-quickgelu",
+        include_str!("../../../configs/ViT-B-16-quickgelu.json"),
+    ),
+    ("ViT-B-16", include_str!("../../../configs/ViT-B-16.json")),
+    (
+        "ViT-B-32-256",
+        include_str!("../../../configs/ViT-B-32-256.json"),
+    ),
+    (
+        "ViT-B-32-plus-256",
+        include_str!("../../../configs/ViT-B-32-plus-256.json"),
+    ),
+    (
+        "ViT-B-32-quickgelu",
+        include_str!("../../../configs/ViT-B-32-quickgelu.json"),
+    ),
+    ("ViT-B-32", include_str!("../../../configs/ViT-B-32.json")),
+    (
+        "ViT-H-14-378-quickgelu",
+        include_str!("../../../configs/ViT-H-14-378-quickgelu.json"),
+    ),
+    (
+        "ViT-H-14-378",
+        include_str!("../../../configs/ViT-H-14-378.json"),
+    ),
+    (
+        "ViT-H-14-CLIPA-336",
+        include_str!("../../../configs/ViT-H-14-CLIPA-336.json"),
+    ),
+    (
+        "ViT-H-14-CLIPA",
+        include_str!("../../../configs/ViT-H-14-CLIPA.json"),
+    ),
+    (
+        "ViT-H-14-quickgelu",
+        include_str!("../../../configs/ViT-H-14-quickgelu.json"),
+    ),
+    (
+        "ViT-H-14-worldwide-378",
+        include_str!("../../../configs/ViT-H-14-worldwide-378.json"),
+    ),
+    (
+        "ViT-H-14-worldwide-quickgelu",
+        include_str!("../../../configs/ViT-H-14-worldwide-quickgelu.json"),
+    ),
+    (
+        "ViT-H-14-worldwide",
+        include_str!("../../../configs/ViT-H-14-worldwide.json"),
+    ),
+    ("ViT-H-14", include_str!("../../../configs/ViT-H-14.json")),
+    ("ViT-H-16", include_str!("../../../configs/ViT-H-16.json")),
+    (
+        "ViT-L-14-280",
+        include_str!("../../../configs/ViT-L-14-280.json"),
+    ),
+    (
+        "ViT-L-14-336-quickgelu",
+        include_str!("../../../configs/ViT-L-14-336-quickgelu.json"),
+    ),
+    (
+        "ViT-L-14-336",
+        include_str!("../../../configs/ViT-L-14-336.json"),
+    ),
+    (
+        "ViT-L-14-CLIPA-336",
+        include_str!("../../../configs/ViT-L-14-CLIPA-336.json"),
+    ),
+    (
+        "ViT-L-14-CLIPA",
+        include_str!("../../../configs/ViT-L-14-CLIPA.json"),
+    ),
+    (
+        "ViT-L-14-quickgelu",
+        include_str!("../../../configs/ViT-L-14-quickgelu.json"),
+    ),
+    (
+        "ViT-L-14-worldwide-quickgelu",
+        include_str!("../../../configs/ViT-L-14-worldwide-quickgelu.json"),
+    ),
+    (
+        "ViT-L-14-worldwide",
+        include_str!("../../../configs/ViT-L-14-worldwide.json"),
+    ),
+    ("ViT-L-14", include_str!("../../../configs/ViT-L-14.json")),
+    (
+        "ViT-L-16-320",
+        include_str!("../../../configs/ViT-L-16-320.json"),
+    ),
+    ("ViT-L-16", include_str!("../../../configs/ViT-L-16.json")),
+    (
+        "ViT-M-16-alt",
+        include_str!("../../../configs/ViT-M-16-alt.json"),
+    ),
+    ("ViT-M-16", include_str!("../../../configs/ViT-M-16.json")),
+    (
+        "ViT-M-32-alt",
+        include_str!("../../../configs/ViT-M-32-alt.json"),
+    ),
+    ("ViT-M-32", include_str!("../../../configs/ViT-M-32.json")),
+    (
+        "ViT-S-16-alt",
+        include_str!("../../../configs/ViT-S-16-alt.json"),
+    ),
+    ("ViT-S-16", include_str!("../../../configs/ViT-S-16.json")),
+    (
+        "ViT-S-32-alt",
+        include_str!("../../../configs/ViT-S-32-alt.json"),
+    ),
+    ("ViT-S-32", include_str!("../../../configs/ViT-S-32.json")),
+    (
+        "ViT-bigG-14-CLIPA-336",
+        include_str!("../../../configs/ViT-bigG-14-CLIPA-336.json"),
+    ),
+    (
+        "ViT-bigG-14-CLIPA",
+        include_str!("../../../configs/ViT-bigG-14-CLIPA.json"),
+    ),
+    (
+        "ViT-bigG-14-quickgelu",
+        include_str!("../../../configs/ViT-bigG-14-quickgelu.json"),
+    ),
+    (
+        "ViT-bigG-14-worldwide-378",
+        include_str!("../../../configs/ViT-bigG-14-worldwide-378.json"),
+    ),
+    (
+        "ViT-bigG-14-worldwide",
+        include_str!("../../../configs/ViT-bigG-14-worldwide.json"),
+    ),
+    (
+        "ViT-bigG-14",
+        include_str!("../../../configs/ViT-bigG-14.json"),
+    ),
+    ("ViT-e-14", include_str!("../../../configs/ViT-e-14.json")),
+    ("ViT-g-14", include_str!("../../../configs/ViT-g-14.json")),
+];
+
+/// OpenCLIP 3.3.0's ViT configs whose towers this crate does not build, refused by name with the
+/// reason (`--model ViT-B-16-SigLIP` says why rather than "unknown model").
+const REFUSED: &[(&str, &str)] = &[
+    ("ViT-B-16-SigLIP-256", "its image tower is the timm trunk vit_base_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-B-16-SigLIP-384", "its image tower is the timm trunk vit_base_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-B-16-SigLIP-512", "its image tower is the timm trunk vit_base_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-B-16-SigLIP-i18n-256", "its image tower is the timm trunk vit_base_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP-i18n-256"),
+    ("ViT-B-16-SigLIP", "its image tower is the timm trunk vit_base_patch16_siglip_224 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-B-16-SigLIP2-256", "its image tower is the timm trunk vit_base_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2-256"),
+    ("ViT-B-16-SigLIP2-384", "its image tower is the timm trunk vit_base_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2-384"),
+    ("ViT-B-16-SigLIP2-512", "its image tower is the timm trunk vit_base_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2-512"),
+    ("ViT-B-16-SigLIP2", "its image tower is the timm trunk vit_base_patch16_siglip_224 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2"),
+    ("ViT-B-32-SigLIP2-256", "its image tower is the timm trunk vit_base_patch32_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-32-SigLIP2-256"),
+    ("ViT-L-16-SigLIP-256", "its image tower is the timm trunk vit_large_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-L-16-SigLIP-384", "its image tower is the timm trunk vit_large_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-L-16-SigLIP2-256", "its image tower is the timm trunk vit_large_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-L-16-SigLIP2-256"),
+    ("ViT-L-16-SigLIP2-384", "its image tower is the timm trunk vit_large_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-L-16-SigLIP2-384"),
+    ("ViT-L-16-SigLIP2-512", "its image tower is the timm trunk vit_large_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-L-16-SigLIP2-512"),
+    ("ViT-SO400M-14-SigLIP-378", "its image tower is the timm trunk vit_so400m_patch14_siglip_378 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-SO400M-14-SigLIP-384", "its image tower is the timm trunk vit_so400m_patch14_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-SO400M-14-SigLIP", "its image tower is the timm trunk vit_so400m_patch14_siglip_224 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
+    ("ViT-SO400M-14-SigLIP2-378", "its image tower is the timm trunk vit_so400m_patch14_siglip_378 and its tokenizer HuggingFace's timm/ViT-SO400M-14-SigLIP2-378"),
+    ("ViT-SO400M-14-SigLIP2", "its image tower is the timm trunk vit_so400m_patch14_siglip_224 and its tokenizer HuggingFace's timm/ViT-SO400M-14-SigLIP2"),
+    ("ViT-SO400M-16-SigLIP-i18n-256", "its image tower is the timm trunk vit_so400m_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP-i18n-256"),
+    ("ViT-SO400M-16-SigLIP2-256", "its image tower is the timm trunk vit_so400m_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-SO400M-16-SigLIP2-256"),
+    ("ViT-SO400M-16-SigLIP2-384", "its image tower is the timm trunk vit_so400m_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-SO400M-16-SigLIP2-384"),
+    ("ViT-SO400M-16-SigLIP2-512", "its image tower is the timm trunk vit_so400m_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-SO400M-16-SigLIP2-512"),
+    ("ViT-gopt-16-SigLIP2-256", "its image tower is the timm trunk vit_giantopt_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-gopt-16-SigLIP2-256"),
+    ("ViT-gopt-16-SigLIP2-384", "its image tower is the timm trunk vit_giantopt_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-gopt-16-SigLIP2-384"),
+    ("ViTamin-B-LTT", "its image tower is the timm trunk vitamin_base_224"),
+    ("ViTamin-B", "its image tower is the timm trunk vitamin_base_224"),
+    ("ViTamin-L-256", "its image tower is the timm trunk vitamin_large_256"),
+    ("ViTamin-L-336", "its image tower is the timm trunk vitamin_large_336"),
+    ("ViTamin-L-384", "its image tower is the timm trunk vitamin_large_384"),
+    ("ViTamin-L", "its image tower is the timm trunk vitamin_large_224"),
+    ("ViTamin-L2-256", "its image tower is the timm trunk vitamin_large2_256"),
+    ("ViTamin-L2-336", "its image tower is the timm trunk vitamin_large2_336"),
+    ("ViTamin-L2-384", "its image tower is the timm trunk vitamin_large2_384"),
+    ("ViTamin-L2", "its image tower is the timm trunk vitamin_large2_224"),
+    ("ViTamin-S-LTT", "its image tower is the timm trunk vitamin_small_224"),
+    ("ViTamin-S", "its image tower is the timm trunk vitamin_small_224"),
+    ("ViTamin-XL-256", "its image tower is the timm trunk vitamin_xlarge_256"),
+    ("ViTamin-XL-336", "its image tower is the timm trunk vitamin_xlarge_336"),
+    ("ViTamin-XL-384", "its image tower is the timm trunk vitamin_xlarge_384"),
+    ("vit_medium_patch16_gap_256", "its image tower is the timm trunk vit_medium_patch16_gap_256"),
+    ("vit_relpos_medium_patch16_cls_224", "its image tower is the timm trunk vit_relpos_medium_patch16_cls_224"),
 ];
 
 /// The names `ClipConfig::load` knows without a path.
@@ -70,7 +268,7 @@ pub enum TimmProj {
 }
 
 #[derive(Debug, Clone, PartialEq)]
-pub struct VisionConfig {
+pub struct TimmVisionConfig {
     pub timm_model_name: String,
     pub timm_model_pretrained: bool,
     pub timm_pool: TimmPool,
@@ -79,10 +277,99 @@ pub struct VisionConfig {
     pub timm_drop: f64,
     /// None: timm's default (0).
     pub timm_drop_path: Option<f64>,
-    /// (height, width). ConvNeXt itself works at any size; the data pipeline uses it.
-    pub image_size: (i64, i64),
     /// The trunk, resolved from `timm_model_name` (with `timm_drop_path` filled in).
     pub trunk: ConvNextConfig,
+}
+
+/// How OpenCLIP's VisionTransformer pools its tokens (`vision_cfg.pool_type`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum VitPool {
+    /// `tok`: the class token.
+    Tok,
+    /// `avg`: the mean of the patch tokens (the class token left out).
+    Avg,
+}
+
+/// OpenCLIP's own VisionTransformer tower (`vision_cfg` without `timm_model_name`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct VitConfig {
+    pub patch_size: i64,
+    pub width: i64,
+    pub layers: i64,
+    /// `width / head_width`, as `_build_vision_tower` computes it.
+    pub heads: i64,
+    pub mlp_ratio: f64,
+    /// LayerScale after attention and MLP (`ls_1.gamma`, `ls_2.gamma`), initialised to this.
+    pub ls_init_value: Option<f64>,
+    /// The share of patch tokens dropped in training (PatchDropout; 0: none).
+    pub patch_dropout: f64,
+    pub pool_type: VitPool,
+    /// `ln_post` after pooling instead of over every token.
+    pub final_ln_after_pool: bool,
+    /// No `ln_pre` before the transformer.
+    pub no_ln_pre: bool,
+}
+
+impl VitConfig {
+    /// `int(width * mlp_ratio)`, as OpenCLIP computes it.
+    pub fn mlp_width(&self) -> i64 {
+        (self.width as f64 * self.mlp_ratio) as i64
+    }
+
+    /// Patches per side at `image_size`: OpenCLIP's `grid_size` (floor division).
+    pub fn grid_size(&self, image_size: (i64, i64)) -> (i64, i64) {
+        (
+            image_size.0 / self.patch_size,
+            image_size.1 / self.patch_size,
+        )
+    }
+}
+
+/// The image tower: a timm trunk with OpenCLIP's TimmModel head, or OpenCLIP's VisionTransformer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum VisionTower {
+    Timm(TimmVisionConfig),
+    Vit(VitConfig),
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct VisionConfig {
+    /// (height, width). ConvNeXt works at any size (the data pipeline uses it); a ViT's
+    /// positional embedding has one row per patch of it.
+    pub image_size: (i64, i64),
+    pub tower: VisionTower,
+}
+
+impl VisionConfig {
+    /// The timm tower's settings; panics on a ViT (for code and tests that build only timm towers).
+    pub fn timm(&self) -> &TimmVisionConfig {
+        match &self.tower {
+            VisionTower::Timm(t) => t,
+            VisionTower::Vit(_) => panic!("not a timm image tower"),
+        }
+    }
+
+    pub fn timm_mut(&mut self) -> &mut TimmVisionConfig {
+        match &mut self.tower {
+            VisionTower::Timm(t) => t,
+            VisionTower::Vit(_) => panic!("not a timm image tower"),
+        }
+    }
+
+    /// The ViT's settings; panics on a timm tower.
+    pub fn vit(&self) -> &VitConfig {
+        match &self.tower {
+            VisionTower::Vit(v) => v,
+            VisionTower::Timm(_) => panic!("not a ViT image tower"),
+        }
+    }
+
+    pub fn vit_mut(&mut self) -> &mut VitConfig {
+        match &mut self.tower {
+            VisionTower::Vit(v) => v,
+            VisionTower::Timm(_) => panic!("not a ViT image tower"),
+        }
+    }
 }
 
 /// Which token's output the text tower keeps (`text_cfg.pool_type`).
@@ -110,6 +397,9 @@ pub struct TextConfig {
     pub no_causal_mask: bool,
     /// false for `proj_type: "none"` (features are the width-sized pooled tokens).
     pub projection: bool,
+    /// `hf_tokenizer_name`: the model's captions need this HuggingFace tokenizer, not CLIP's BPE
+    /// (the model builds; what tokenizes for it refuses it).
+    pub hf_tokenizer_name: Option<String>,
 }
 
 impl TextConfig {
@@ -124,7 +414,7 @@ pub struct ClipConfig {
     /// The built-in name, or the path the config came from.
     pub name: String,
     pub embed_dim: i64,
-    /// QuickGELU in the text tower (timm trunks always use exact GELU).
+    /// QuickGELU in the text tower and a ViT image tower (timm trunks always use exact GELU).
     pub quick_gelu: bool,
     /// `logit_scale`'s initial value (OpenCLIP's `init_logit_scale`; ln(1/0.07) by default,
     /// ln 10 under `--siglip`).
@@ -295,6 +585,9 @@ impl ClipConfig {
                 .with_context(|| format!("reading model config {}", path.display()))?;
             return Self::from_json_str(&text, name_or_path);
         }
+        if let Some((name, why)) = REFUSED.iter().find(|(n, _)| *n == name_or_path) {
+            bail!("model `{name}` is not supported: {why}");
+        }
         let looks_like_path = name_or_path.contains('/') || name_or_path.ends_with(".json");
         if looks_like_path {
             bail!("model config file {name_or_path} does not exist");
@@ -359,8 +652,8 @@ impl ClipConfig {
 
     /// The width of `encode_image`'s output.
     pub fn image_feature_dim(&self) -> i64 {
-        match self.vision.timm_proj {
-            TimmProj::None => *self.vision.trunk.dims.last().unwrap(),
+        match &self.vision.tower {
+            VisionTower::Timm(t) if t.timm_proj == TimmProj::None => *t.trunk.dims.last().unwrap(),
             _ => self.embed_dim,
         }
     }
@@ -375,7 +668,8 @@ impl ClipConfig {
     }
 }
 
-/// CLIPVisionCfg fields that only ViT / ModifiedResNet towers read: a timm tower ignores them.
+/// CLIPVisionCfg fields that only ViT / ModifiedResNet towers read: a timm tower ignores them
+/// (`patch_dropout` is read by both).
 const VIT_ONLY_KEYS: &[&str] = &[
     "layers",
     "width",
@@ -409,13 +703,36 @@ const CUSTOM_ATTENTION_KEYS: &[&str] = &[
 
 fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
     let mut s = Section::new(src, "vision_cfg", v)?;
+    let image_size = parse_image_size(src, s.raw("image_size"))?;
     let name: Option<String> = s.opt("timm_model_name")?;
-    let Some(timm_model_name) = name else {
-        bail!(
-            "config {src}: `vision_cfg.timm_model_name` is missing: only timm ConvNeXt image towers are \
-             supported (this looks like a ViT or ModifiedResNet config)"
-        );
+    let tower = match name {
+        Some(timm_model_name) => {
+            let t = parse_timm(src, &mut s, timm_model_name)?;
+            s.ignore(VIT_ONLY_KEYS);
+            s.ignore(CUSTOM_ATTENTION_KEYS);
+            VisionTower::Timm(t)
+        }
+        None => {
+            let vit = parse_vit(src, &mut s)?;
+            s.ignore(TIMM_ONLY_KEYS);
+            VisionTower::Vit(vit)
+        }
     };
+    s.finish()?;
+    Ok(VisionConfig { image_size, tower })
+}
+
+/// CLIPVisionCfg fields that only a timm tower reads: OpenCLIP's ViT ignores them.
+const TIMM_ONLY_KEYS: &[&str] = &[
+    "timm_model_pretrained",
+    "timm_pool",
+    "timm_proj",
+    "timm_proj_bias",
+    "timm_drop",
+    "timm_drop_path",
+];
+
+fn parse_timm(src: &str, s: &mut Section, timm_model_name: String) -> Result<TimmVisionConfig> {
     let timm_model_pretrained: bool = s.get("timm_model_pretrained", false)?;
     if timm_model_pretrained {
         bail!(
@@ -423,7 +740,7 @@ fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
              weights are not downloaded; start from an OpenCLIP checkpoint instead"
         );
     }
-    let (timm_pool, timm_proj) = parse_timm_head(src, &mut s)?;
+    let (timm_pool, timm_proj) = parse_timm_head(src, s)?;
     let timm_proj_bias: bool = s.get("timm_proj_bias", false)?;
     let timm_drop: f64 = s.get("timm_drop", 0.0)?;
     if !(0.0..1.0).contains(&timm_drop) {
@@ -435,15 +752,11 @@ fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
             bail!("config {src}: `vision_cfg.timm_drop_path` must be in [0, 1), found {dp}");
         }
     }
-    let image_size = parse_image_size(src, s.raw("image_size"))?;
     s.unsupported_unless(
         "patch_dropout",
         is_zero,
         "timm ConvNeXt has no patch dropout",
     )?;
-    s.ignore(VIT_ONLY_KEYS);
-    s.ignore(CUSTOM_ATTENTION_KEYS);
-    s.finish()?;
     let mut trunk = ConvNextConfig::preset(&timm_model_name).ok_or_else(|| {
         anyhow!(
             "config {src}: `vision_cfg.timm_model_name` = {timm_model_name:?} is not supported (supported timm models: {})",
@@ -451,7 +764,7 @@ fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
         )
     })?;
     trunk.drop_path_rate = timm_drop_path.unwrap_or(0.0);
-    Ok(VisionConfig {
+    Ok(TimmVisionConfig {
         timm_model_name,
         timm_model_pretrained,
         timm_pool,
@@ -459,9 +772,115 @@ fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
         timm_proj_bias,
         timm_drop,
         timm_drop_path,
-        image_size,
         trunk,
     })
+}
+
+/// OpenCLIP's VisionTransformer options, with CLIPVisionCfg's defaults.
+fn parse_vit(src: &str, s: &mut Section) -> Result<VitConfig> {
+    let layers_v = s.raw("layers");
+    if layers_v.is_some_and(|v| v.is_array()) {
+        bail!(
+            "config {src}: `vision_cfg.layers` is a list: ModifiedResNet image towers are not built by clip-model"
+        );
+    }
+    let layers: i64 = match layers_v {
+        None | Some(Value::Null) => 12,
+        Some(v) => serde_json::from_value(v.clone()).map_err(|e| {
+            anyhow!(
+                "config {src}: `vision_cfg.layers`: {e} (found {})",
+                short(v)
+            )
+        })?,
+    };
+    let width: i64 = s.get("width", 768)?;
+    let head_width: i64 = s.get("head_width", 64)?;
+    let mlp_ratio: f64 = s.get("mlp_ratio", 4.0)?;
+    let patch_size: i64 = s.get("patch_size", 16)?;
+    let ls_init_value: Option<f64> = s.opt("ls_init_value")?;
+    let patch_dropout: f64 = s.get("patch_dropout", 0.0)?;
+    let no_ln_pre: bool = s.get("no_ln_pre", false)?;
+    let final_ln_after_pool: bool = s.get("final_ln_after_pool", false)?;
+    let pool: String = s.get("pool_type", "tok".to_string())?;
+    let pool_type = match pool.as_str() {
+        "tok" => VitPool::Tok,
+        "avg" => VitPool::Avg,
+        other => bail!(
+            "config {src}: `vision_cfg.pool_type` = {other:?} is not supported (supported: tok, avg)"
+        ),
+    };
+    refuse_unbuilt_vit_options(s)?;
+    for (k, val) in [
+        ("layers", layers),
+        ("width", width),
+        ("head_width", head_width),
+        ("patch_size", patch_size),
+    ] {
+        if val <= 0 {
+            bail!("config {src}: `vision_cfg.{k}` must be positive, found {val}");
+        }
+    }
+    if width % head_width != 0 {
+        bail!("config {src}: `vision_cfg.width` ({width}) must be a multiple of `vision_cfg.head_width` ({head_width})");
+    }
+    if mlp_ratio.is_nan() || mlp_ratio <= 0.0 {
+        bail!("config {src}: `vision_cfg.mlp_ratio` must be positive, found {mlp_ratio}");
+    }
+    if !(0.0..1.0).contains(&patch_dropout) {
+        bail!("config {src}: `vision_cfg.patch_dropout` must be in [0, 1), found {patch_dropout}");
+    }
+    Ok(VitConfig {
+        patch_size,
+        width,
+        layers,
+        heads: width / head_width,
+        mlp_ratio,
+        ls_init_value,
+        patch_dropout,
+        pool_type,
+        final_ln_after_pool,
+        no_ln_pre,
+    })
+}
+
+/// The VisionTransformer options OpenCLIP has whose non-default values build a tower this crate
+/// does not: refused, naming the option.
+fn refuse_unbuilt_vit_options(s: &mut Section) -> Result<()> {
+    s.unsupported_unless(
+        "attentional_pool",
+        is_false,
+        "the attentional pooler (CoCa) is not built by clip-model",
+    )?;
+    s.ignore(&["attn_pooler_queries", "attn_pooler_heads"]);
+    s.unsupported_unless(
+        "pos_embed_type",
+        |v| v == "learnable",
+        "only the learnable positional embedding is built",
+    )?;
+    s.unsupported_unless(
+        "output_tokens",
+        is_false,
+        "only pooled features are returned",
+    )?;
+    s.unsupported_unless(
+        "norm_kwargs",
+        is_empty_obj,
+        "LayerNorm options are fixed (eps 1e-5)",
+    )?;
+    s.unsupported_unless("act_kwargs", is_empty_obj, "activation options are fixed")?;
+    s.unsupported_unless(
+        "block_type",
+        |v| v == "default",
+        "only the default residual attention block is built",
+    )?;
+    for &key in CUSTOM_ATTENTION_KEYS {
+        s.unsupported_unless(
+            key,
+            is_false,
+            "custom attention blocks are not built by clip-model",
+        )?;
+    }
+    Ok(())
 }
 
 /// `timm_pool` and `timm_proj`: the pooling and the head over the trunk.
@@ -548,6 +967,7 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
             "config {src}: `text_cfg.pool_type` = {other:?} is not supported (supported: argmax, first, last, eos)"
         ),
     };
+    let hf_tokenizer_name: Option<String> = s.opt("hf_tokenizer_name")?;
     let proj_type: String = s.get("proj_type", "linear".to_string())?;
     let projection = match proj_type.as_str() {
         "linear" => true,
@@ -557,7 +977,6 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
     refuse_unbuilt_text_options(&mut s)?;
     // Tokenizer settings and HF-only fields: not part of the model built here.
     s.ignore(&[
-        "hf_tokenizer_name",
         "tokenizer_mode",
         "tokenizer_kwargs",
         "pad_id",
@@ -594,6 +1013,7 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
         eos_id,
         no_causal_mask,
         projection,
+        hf_tokenizer_name,
     })
 }
 

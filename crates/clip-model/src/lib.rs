@@ -1,4 +1,5 @@
-//! OpenCLIP's CLIP with a timm ConvNeXt image tower, on tch, numerically OpenCLIP's.
+//! OpenCLIP's CLIP with a timm ConvNeXt or an OpenCLIP ViT image tower, on tch, numerically
+//! OpenCLIP's.
 //!
 //! Variable paths are OpenCLIP's state-dict keys (`visual.trunk.stages.0.blocks.3.conv_dw.weight`,
 //! `transformer.resblocks.0.attn.in_proj_weight`, ...): build a [`Clip`] on a VarStore's root and
@@ -19,11 +20,16 @@ pub mod flops;
 pub mod layers;
 pub mod timm_model;
 pub mod transformer;
+pub mod vit;
 pub mod weights;
 
-pub use clip::{Clip, INIT_LOGIT_SCALE};
-pub use config::{ClipConfig, TextConfig, TextPool, TimmPool, TimmProj, VisionConfig};
+pub use clip::{Clip, Visual, INIT_LOGIT_SCALE};
+pub use config::{
+    ClipConfig, TextConfig, TextPool, TimmPool, TimmProj, TimmVisionConfig, VisionConfig,
+    VisionTower, VitConfig, VitPool,
+};
 pub use convnext::{ConvNeXt, ConvNextConfig};
 pub use layers::l2_normalize;
 pub use timm_model::TimmModel;
 pub use transformer::TextTransformer;
+pub use vit::VisionTransformer;

@@ -9,7 +9,7 @@
 
 use tch::{nn, Tensor};
 
-use crate::config::{TimmProj, VisionConfig};
+use crate::config::{TimmProj, TimmVisionConfig};
 use crate::convnext::ConvNeXt;
 use crate::layers::{Init, ParamRecorder};
 
@@ -38,7 +38,7 @@ pub struct TimmModel {
 impl TimmModel {
     /// Builds `p/trunk` and `p/head` (OpenCLIP: `p` = `visual`). Head layers keep PyTorch's
     /// nn.Linear default init (U(±1/√fan_in) for weight and bias), as OpenCLIP leaves them.
-    pub fn new(p: &nn::Path, r: &ParamRecorder, cfg: &VisionConfig, embed_dim: i64) -> Self {
+    pub fn new(p: &nn::Path, r: &ParamRecorder, cfg: &TimmVisionConfig, embed_dim: i64) -> Self {
         let mut trunk_cfg = cfg.trunk.clone();
         if cfg.timm_proj == TimmProj::TrunkFc {
             trunk_cfg.num_classes = embed_dim;

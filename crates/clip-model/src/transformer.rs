@@ -13,51 +13,93 @@ use crate::layers::{layer_norm_cast, Init, ParamRecorder};
 /// LayerNorm eps of OpenCLIP's text tower (nn.LayerNorm's default).
 const LN_EPS: f64 = 1e-5;
 
-struct ResBlock {
+/// One tower's residual attention blocks: OpenCLIP's `Transformer` settings.
+pub(crate) struct BlockSpec {
+    pub width: i64,
+    pub heads: i64,
+    pub mlp_width: i64,
+    pub layers: i64,
+    pub causal: bool,
+    pub quick_gelu: bool,
+    /// LayerScale `ls_1` / `ls_2` with this initial value.
+    pub ls_init_value: Option<f64>,
+    /// The text tower's `init_parameters` (normal inits scaled by width and depth); otherwise
+    /// PyTorch's module defaults, which OpenCLIP's VisionTransformer keeps (its
+    /// `init_parameters` is empty).
+    pub text_init: bool,
+}
+
+/// OpenCLIP's default `ResidualAttentionBlock` (batch first): `x + ls_1(attn(ln_1(x)))`, then
+/// `x + ls_2(mlp(ln_2(x)))`.
+pub(crate) struct ResBlock {
     ln_1_w: Tensor,
     ln_1_b: Tensor,
     in_proj_w: Tensor,
     in_proj_b: Tensor,
     out_proj_w: Tensor,
     out_proj_b: Tensor,
+    ls_1: Option<Tensor>,
     ln_2_w: Tensor,
     ln_2_b: Tensor,
     c_fc_w: Tensor,
     c_fc_b: Tensor,
     c_proj_w: Tensor,
     c_proj_b: Tensor,
+    ls_2: Option<Tensor>,
     heads: i64,
     causal: bool,
     quick_gelu: bool,
 }
 
 impl ResBlock {
-    fn new(p: &nn::Path, r: &ParamRecorder, cfg: &TextConfig, quick_gelu: bool) -> Self {
-        let w = cfg.width;
-        let m = cfg.mlp_width();
-        let attn_std = (w as f64).powf(-0.5);
-        let proj_std = attn_std * ((2 * cfg.layers) as f64).powf(-0.5);
-        let fc_std = ((2 * w) as f64).powf(-0.5);
+    /// The block's variables under `p`, in OpenCLIP's registration order. Text init: in_proj
+    /// N(0, w^-½), out_proj and c_proj N(0, w^-½·(2L)^-½), c_fc N(0, (2w)^-½), MLP biases
+    /// nn.Linear's default. PyTorch defaults: in_proj xavier-uniform, out_proj and the MLP
+    /// U(±1/√fan_in) (nn.Linear). Both: attention biases 0 (nn.MultiheadAttention), LayerNorms 1/0.
+    pub(crate) fn new(p: &nn::Path, r: &ParamRecorder, spec: &BlockSpec) -> Self {
+        let w = spec.width;
+        let m = spec.mlp_width;
+        let linear = |fan_in: i64| Init::Uniform(1.0 / (fan_in as f64).sqrt());
+        let (in_init, out_init, fc_init, proj_init) = if spec.text_init {
+            let attn_std = (w as f64).powf(-0.5);
+            let proj_std = attn_std * ((2 * spec.layers) as f64).powf(-0.5);
+            let fc_std = ((2 * w) as f64).powf(-0.5);
+            (
+                Init::Normal(attn_std),
+                Init::Normal(proj_std),
+                Init::Normal(fc_std),
+                Init::Normal(proj_std),
+            )
+        } else {
+            // xavier_uniform_ on [3w, w]: bound √(6 / (fan_in + fan_out)) = √(6 / 4w).
+            let xavier = Init::Uniform((6.0 / (4 * w) as f64).sqrt());
+            (xavier, linear(w), linear(w), linear(m))
+        };
         let (ln1, attn, ln2, mlp) = (p / "ln_1", p / "attn", p / "ln_2", p / "mlp");
         let out_proj = &attn / "out_proj";
         let (c_fc, c_proj) = (&mlp / "c_fc", &mlp / "c_proj");
-        let linear_bias = |fan_in: i64| Init::Uniform(1.0 / (fan_in as f64).sqrt());
+        let ls = |name: &str| {
+            spec.ls_init_value
+                .map(|v| r.param(&(p / name), "gamma", &[w], Init::Const(v)))
+        };
         Self {
             ln_1_w: r.param(&ln1, "weight", &[w], Init::Ones),
             ln_1_b: r.param(&ln1, "bias", &[w], Init::Zeros),
-            in_proj_w: r.param(&attn, "in_proj_weight", &[3 * w, w], Init::Normal(attn_std)),
+            in_proj_w: r.param(&attn, "in_proj_weight", &[3 * w, w], in_init),
             in_proj_b: r.param(&attn, "in_proj_bias", &[3 * w], Init::Zeros),
-            out_proj_w: r.param(&out_proj, "weight", &[w, w], Init::Normal(proj_std)),
+            out_proj_w: r.param(&out_proj, "weight", &[w, w], out_init),
             out_proj_b: r.param(&out_proj, "bias", &[w], Init::Zeros),
+            ls_1: ls("ls_1"),
             ln_2_w: r.param(&ln2, "weight", &[w], Init::Ones),
             ln_2_b: r.param(&ln2, "bias", &[w], Init::Zeros),
-            c_fc_w: r.param(&c_fc, "weight", &[m, w], Init::Normal(fc_std)),
-            c_fc_b: r.param(&c_fc, "bias", &[m], linear_bias(w)),
-            c_proj_w: r.param(&c_proj, "weight", &[w, m], Init::Normal(proj_std)),
-            c_proj_b: r.param(&c_proj, "bias", &[w], linear_bias(m)),
-            heads: cfg.heads,
-            causal: !cfg.no_causal_mask,
-            quick_gelu,
+            c_fc_w: r.param(&c_fc, "weight", &[m, w], fc_init),
+            c_fc_b: r.param(&c_fc, "bias", &[m], linear(w)),
+            c_proj_w: r.param(&c_proj, "weight", &[w, m], proj_init),
+            c_proj_b: r.param(&c_proj, "bias", &[w], linear(m)),
+            ls_2: ls("ls_2"),
+            heads: spec.heads,
+            causal: spec.causal,
+            quick_gelu: spec.quick_gelu,
         }
     }
 
@@ -70,12 +112,14 @@ impl ResBlock {
             in_proj_b: self.in_proj_b.shallow_clone(),
             out_proj_w: self.out_proj_w.shallow_clone(),
             out_proj_b: self.out_proj_b.shallow_clone(),
+            ls_1: self.ls_1.as_ref().map(Tensor::shallow_clone),
             ln_2_w: self.ln_2_w.shallow_clone(),
             ln_2_b: self.ln_2_b.shallow_clone(),
             c_fc_w: self.c_fc_w.shallow_clone(),
             c_fc_b: self.c_fc_b.shallow_clone(),
             c_proj_w: self.c_proj_w.shallow_clone(),
             c_proj_b: self.c_proj_b.shallow_clone(),
+            ls_2: self.ls_2.as_ref().map(Tensor::shallow_clone),
             ..*self
         }
     }
@@ -96,12 +140,15 @@ impl ResBlock {
             &self.c_proj_b,
         ]
         .into_iter()
+        .chain(self.ls_1.as_ref())
+        .chain(self.ls_2.as_ref())
         .map(|t| t.shallow_clone())
         .collect()
     }
 
-    /// nn.MultiheadAttention(batch_first) self-attention with the causal mask, through the fused
-    /// scaled_dot_product_attention (is_causal ≡ OpenCLIP's additive -inf upper triangle).
+    /// nn.MultiheadAttention(batch_first) self-attention (with the causal mask in the text tower),
+    /// through the fused scaled_dot_product_attention (is_causal ≡ OpenCLIP's additive -inf upper
+    /// triangle).
     fn attention(&self, x: &Tensor) -> Tensor {
         let (b, l, w) = x.size3().unwrap();
         let hd = w / self.heads;
@@ -123,7 +170,8 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let x = x + self.attention(&layer_norm_cast(x, &self.ln_1_w, &self.ln_1_b, LN_EPS));
+        let a = self.attention(&layer_norm_cast(x, &self.ln_1_w, &self.ln_1_b, LN_EPS));
+        let x = x + layer_scale(a, self.ls_1.as_ref());
         let h = layer_norm_cast(&x, &self.ln_2_w, &self.ln_2_b, LN_EPS)
             .linear(&self.c_fc_w, Some(&self.c_fc_b));
         let h = if self.quick_gelu {
@@ -131,8 +179,30 @@ impl ResBlock {
         } else {
             h.gelu("none")
         };
-        x + h.linear(&self.c_proj_w, Some(&self.c_proj_b))
+        let h = h.linear(&self.c_proj_w, Some(&self.c_proj_b));
+        x + layer_scale(h, self.ls_2.as_ref())
     }
+}
+
+fn layer_scale(x: Tensor, gamma: Option<&Tensor>) -> Tensor {
+    match gamma {
+        Some(g) => x * g,
+        None => x,
+    }
+}
+
+/// The blocks in turn (OpenCLIP's `Transformer.forward`); with `checkpointed`, each through
+/// `torch_ext::checkpoint`, which keeps only its input and recomputes it in backward.
+pub(crate) fn run_blocks(blocks: &[ResBlock], x: Tensor, checkpointed: bool) -> Tensor {
+    blocks.iter().fold(x, |x, block| {
+        if checkpointed {
+            let b = block.shallow_clone();
+            torch_ext::checkpoint(&x, &block.params(), move |t| b.forward(t))
+                .expect("checkpointed resblock")
+        } else {
+            block.forward(&x)
+        }
+    })
 }
 
 pub struct TextTransformer {
@@ -172,9 +242,19 @@ impl TextTransformer {
             &[cfg.context_length, w],
             Init::Normal(0.01),
         );
+        let spec = BlockSpec {
+            width: w,
+            heads: cfg.heads,
+            mlp_width: cfg.mlp_width(),
+            layers: cfg.layers,
+            causal: !cfg.no_causal_mask,
+            quick_gelu,
+            ls_init_value: None,
+            text_init: true,
+        };
         let rb = &(root / "transformer") / "resblocks";
         let resblocks = (0..cfg.layers)
-            .map(|l| ResBlock::new(&(&rb / l), r, cfg, quick_gelu))
+            .map(|l| ResBlock::new(&(&rb / l), r, &spec))
             .collect();
         let lnf = root / "ln_final";
         let ln_final_w = r.param(&lnf, "weight", &[w], Init::Ones);
@@ -225,18 +305,12 @@ impl TextTransformer {
             "text has {l} tokens, more than the context length {}",
             self.context_length()
         );
-        let mut x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false)
-            + self.positional_embedding.narrow(0, 0, l);
-        let ckpt = self.grad_checkpointing.get();
-        for block in &self.resblocks {
-            x = if ckpt {
-                let b = block.shallow_clone();
-                torch_ext::checkpoint(&x, &block.params(), move |t| b.forward(t))
-                    .expect("checkpointed text resblock")
-            } else {
-                block.forward(&x)
-            };
-        }
+        // OpenCLIP casts the embeddings to the blocks' dtype: with `--precision bf16` a ViT model
+        // keeps its embeddings fp32 and its linear layers bf16 (`convert_weights_to_lp`).
+        let kind = self.resblocks[0].c_fc_w.kind();
+        let x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false).to_kind(kind)
+            + self.positional_embedding.narrow(0, 0, l).to_kind(kind);
+        let x = run_blocks(&self.resblocks, x, self.grad_checkpointing.get());
         let x = layer_norm_cast(&x, &self.ln_final_w, &self.ln_final_b, LN_EPS);
         let idx = match self.pool {
             TextPool::Argmax => tokens.argmax(-1, false),

@@ -15,6 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::{nn::VarStore, Tensor};
 
+use crate::config::{ClipConfig, VisionTower};
+
 /// The on-disk formats this module reads, told apart by their first bytes, not their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Format {
@@ -196,4 +198,59 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
         let _ = std::fs::remove_file(&tmp);
     }
     result.with_context(|| format!("writing {}", path.display()))
+}
+
+/// OpenCLIP's `resize_pos_embed` and `resize_text_pos_embed`, which `load_checkpoint` applies to
+/// every pretrained state dict: a ViT's `visual.positional_embedding` made for another grid
+/// (another image size, e.g. `--force-image-size`) is resized to `cfg`'s — the class token's row
+/// kept, the square grid of patch rows resampled bicubically with antialiasing — and a
+/// `positional_embedding` for another context length (`--force-context-length`) linearly.
+/// Anything else is left for the strict load to judge.
+pub fn resize_pos_embeds(state_dict: &mut [(String, Tensor)], cfg: &ClipConfig) -> Result<()> {
+    for (k, t) in state_dict.iter_mut() {
+        match (k.as_str(), &cfg.vision.tower) {
+            ("visual.positional_embedding", VisionTower::Vit(v)) => {
+                if let Some(resized) = resize_vit_pos_embed(t, v.grid_size(cfg.vision.image_size))?
+                {
+                    *t = resized;
+                }
+            }
+            ("positional_embedding", _) if t.dim() == 2 => {
+                let (n, w) = (t.size()[0], t.size()[1]);
+                let ctx = cfg.text.context_length;
+                if n != ctx && w == cfg.text.width {
+                    *t = t
+                        .reshape([1, n, w])
+                        .permute([0, 2, 1])
+                        .f_upsample_linear1d([ctx], false, None)?
+                        .permute([0, 2, 1])
+                        .get(0)
+                        .contiguous();
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The class-token row and a square grid of patch rows resized to `grid`; None when the rows
+/// already fit (or are not a class token plus a square grid: the strict load reports them).
+fn resize_vit_pos_embed(t: &Tensor, grid: (i64, i64)) -> Result<Option<Tensor>> {
+    let size = t.size();
+    let [rows, w] = size.as_slice() else {
+        return Ok(None);
+    };
+    let old = ((rows - 1) as f64).sqrt() as i64;
+    if *rows == grid.0 * grid.1 + 1 || old * old != rows - 1 {
+        return Ok(None);
+    }
+    let img = t
+        .narrow(0, 1, rows - 1)
+        .reshape([1, old, old, *w])
+        .permute([0, 3, 1, 2])
+        .f_internal_upsample_bicubic2d_aa([grid.0, grid.1], false, None, None)?
+        .permute([0, 2, 3, 1])
+        .reshape([grid.0 * grid.1, *w]);
+    Ok(Some(Tensor::cat(&[t.narrow(0, 0, 1), img], 0)))
 }

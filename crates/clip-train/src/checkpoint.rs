@@ -16,6 +16,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use clip_model::weights::{self, write_atomically};
+use clip_model::ClipConfig;
 use safetensors::tensor::{Dtype, View};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
@@ -33,10 +34,21 @@ pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
     Ok(tensors)
 }
 
-/// Reads the weights at `path` (see [`read_weights`]) into `vs`, strictly, naming the file in
-/// any error.
-pub fn load_weights(vs: &VarStore, path: &Path) -> Result<()> {
-    weights::load_state_dict(vs, read_weights(path)?).with_context(|| format!("{}", path.display()))
+/// Reads the weights at `path` (see [`read_weights`]) into `vs` (a model built from `cfg`),
+/// strictly, naming the file in any error. As OpenCLIP's `load_checkpoint` does, positional
+/// embeddings made for another image size or context length are resized first, and CLIP weights
+/// without a `logit_bias` start a SigLIP model's at 0 (open_clip#712), not at its −10.
+pub fn load_weights(vs: &VarStore, path: &Path, cfg: &ClipConfig) -> Result<()> {
+    let mut sd = read_weights(path)?;
+    if cfg.init_logit_bias.is_some() && !sd.iter().any(|(k, _)| k == "logit_bias") {
+        sd.push((
+            "logit_bias".to_string(),
+            Tensor::zeros([], (Kind::Float, Device::Cpu)),
+        ));
+    }
+    weights::resize_pos_embeds(&mut sd, cfg)
+        .and_then(|()| weights::load_state_dict(vs, sd))
+        .with_context(|| format!("{}", path.display()))
 }
 
 /// The training state a checkpoint carries beside its tensors.

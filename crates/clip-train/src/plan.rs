@@ -14,7 +14,7 @@ use std::sync::Arc;
 use anyhow::{bail, Result};
 use clip_data::transform::ImageTransform;
 use clip_dist::{Backend, InitOptions, WorldInfo};
-use clip_model::ClipConfig;
+use clip_model::{ClipConfig, VisionTower};
 use tch::{Device, Kind};
 
 use crate::data::TrainData;
@@ -59,7 +59,9 @@ pub struct ModelPlan {
     /// Hugging Face cache (with `--pretrained`, OpenCLIP loads only the CLIP weights).
     pub pretrained_image: Option<PathBuf>,
     pub grad_checkpointing: bool,
-    pub lock_image: bool,
+    /// `--lock-image`, with the number of last groups left trainable
+    /// (`--lock-image-unlocked-groups`).
+    pub lock_image: Option<usize>,
     /// `--lock-text`, with the number of last layers left trainable.
     pub lock_text: Option<usize>,
 }
@@ -156,7 +158,7 @@ fn plan(p: Params) -> Result<Plan> {
     let precision = Precision::parse(&p.precision)?;
     let (device, backend) = dist_backend(&p, &world)?;
     let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
-    let cfg = siglip_model(&p, ClipConfig::load(&p.model)?);
+    let cfg = siglip_model(&p, model_config(&p)?);
     let loss = loss_kind(&p)?;
     let eval = eval_plan(&p, &cfg, device, precision)?;
     let eval_only = p.train_data.is_none()
@@ -190,19 +192,28 @@ fn plan(p: Params) -> Result<Plan> {
         n if n < 0 => bail!("--lock-text-unlocked-layers must be at least 0"),
         n => p.lock_text.then_some(n as usize),
     };
-    let pretrained_image = match (p.pretrained_image, &pretrained) {
-        (true, None) => Some(crate::pretrained_image::locate(
-            &cfg.vision.timm_model_name,
+    let pretrained_image = match (p.pretrained_image, &pretrained, &cfg.vision.tower) {
+        (true, None, VisionTower::Timm(t)) => Some(crate::pretrained_image::locate(
+            &t.timm_model_name,
             &|k| std::env::var(k).ok(),
         )?),
+        // Refused rather than ignored: OpenCLIP's own ViT tower has no timm weights to load.
+        (true, None, VisionTower::Vit(_)) => bail!(
+            "--pretrained-image: model {} has OpenCLIP's ViT image tower, which has no timm pretrained weights",
+            p.model
+        ),
         _ => None,
+    };
+    let lock_image = match p.lock_image_unlocked_groups {
+        n if n < 0 => bail!("--lock-image-unlocked-groups must be at least 0"),
+        n => p.lock_image.then_some(n as usize),
     };
     let model = ModelPlan {
         cfg,
         pretrained,
         pretrained_image,
         grad_checkpointing: p.grad_checkpointing,
-        lock_image: p.lock_image,
+        lock_image,
         lock_text,
     };
     Ok(Plan {
@@ -296,11 +307,12 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
         save_every_n_steps: _, print_params: _, remote_sync: _, remote_sync_frequency: _,
         remote_sync_protocol: _, siglip: _, loss_dist_impl: _, image_interpolation: _,
-        image_resize_mode: _, pretrained_image: _,
+        image_resize_mode: _, pretrained_image: _, lock_image_unlocked_groups: _,
+        force_context_length: _, force_image_size: _, force_quick_gelu: _, force_patch_dropout: _,
         // wandb's project and notes: read by `reporting` (and unused without wandb, as in
         // OpenCLIP).
         wandb_project_name: _, wandb_notes: _,
-        // Accepted with nothing to do: ConvNeXt has no BatchNorm to freeze; OpenCLIP 3.3.0
+        // Accepted with nothing to do: ConvNeXt and ViT have no BatchNorm to freeze; OpenCLIP 3.3.0
         // asserts --lock-text-freeze-layer-norm and clip-train locks the LayerNorms anyway;
         // there is no DDP graph to make static; the CoCa weights only matter for CoCa models,
         // which no config builds; --debug only adds OpenCLIP's debug lines.
@@ -309,8 +321,6 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         debug: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
-        lock_image_unlocked_groups,
-        force_context_length, force_image_size, force_quick_gelu, force_patch_dropout,
         force_custom_text, torchscript, torchcompile, trace, copy_codebase, horovod,
         distill_model, distill_pretrained, use_bnb_linear,
     } = p;
@@ -320,10 +330,6 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--imagenet-v2", imagenet_v2.is_some()), ("--cache-dir", cache_dir.is_some()),
         ("--log-local", *log_local), ("--momentum", momentum.is_some()), ("--opt", opt != "adamw"),
         ("--use-bn-sync", *use_bn_sync), ("--skip-scheduler", *skip_scheduler),
-        ("--lock-image-unlocked-groups", *lock_image_unlocked_groups != 0),
-        ("--force-context-length", force_context_length.is_some()),
-        ("--force-image-size", force_image_size.is_some()), ("--force-quick-gelu", *force_quick_gelu),
-        ("--force-patch-dropout", force_patch_dropout.is_some()),
         ("--force-custom-text", *force_custom_text), ("--torchscript", *torchscript),
         ("--torchcompile", *torchcompile), ("--trace", *trace),
         ("--copy-codebase", *copy_codebase), ("--horovod", *horovod),
@@ -335,6 +341,57 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         bail!("not supported yet: {flag}");
     }
     Ok(())
+}
+
+/// `--model`'s config with the `--force-*` overrides applied as OpenCLIP's `create_model` applies
+/// them (to the config, before the model is built), checked by building nothing: the tokenizer
+/// it needs must be CLIP's.
+fn model_config(p: &Params) -> Result<ClipConfig> {
+    let mut cfg = ClipConfig::load(&p.model)?;
+    if let Some(tok) = &cfg.text.hf_tokenizer_name {
+        bail!(
+            "not supported yet: model {} tokenizes with HuggingFace's {tok} (only CLIP's tokenizer is built)",
+            p.model
+        );
+    }
+    if p.force_quick_gelu {
+        cfg.quick_gelu = true;
+    }
+    if let Some(n) = p.force_context_length {
+        if n < 1 {
+            bail!("--force-context-length {n}: must be at least 1");
+        }
+        cfg.text.context_length = n;
+    }
+    if let Some(size) = &p.force_image_size {
+        cfg.vision.image_size = match size.as_slice() {
+            [s] if *s > 0 => (*s, *s),
+            [h, w] if *h > 0 && *w > 0 => (*h, *w),
+            _ => bail!("--force-image-size {size:?}: one or two positive sizes (SIZE or H W)"),
+        };
+        if let VisionTower::Vit(v) = &cfg.vision.tower {
+            if cfg.vision.image_size.0 < v.patch_size || cfg.vision.image_size.1 < v.patch_size {
+                bail!(
+                    "--force-image-size {size:?}: smaller than one {}-pixel patch of {}",
+                    v.patch_size,
+                    p.model
+                );
+            }
+        }
+    }
+    if let Some(rate) = p.force_patch_dropout {
+        match &mut cfg.vision.tower {
+            _ if !(0.0..1.0).contains(&rate) => {
+                bail!("--force-patch-dropout {rate}: must be in [0, 1)")
+            }
+            VisionTower::Vit(v) => v.patch_dropout = rate,
+            VisionTower::Timm(_) => bail!(
+                "--force-patch-dropout: model {} has a ConvNeXt image tower, which has no patch dropout",
+                p.model
+            ),
+        }
+    }
+    Ok(cfg)
 }
 
 /// The device (`cuda:{local_rank}` on many ranks unless `--no-set-device-rank`) and the

@@ -613,15 +613,7 @@ fn build_model(
 ) -> Result<Clip> {
     let model = Clip::new(&vs.root(), &plan.cfg)?;
     if let Some(path) = &plan.pretrained {
-        let mut sd = crate::checkpoint::read_weights(path)?;
-        // OpenCLIP's load_checkpoint: CLIP weights without a logit_bias start a SigLIP run's at 0
-        // (open_clip#712), not at the −10 of a fresh model.
-        if let Some(bias) = &model.logit_bias {
-            if !sd.iter().any(|(k, _)| k == "logit_bias") {
-                sd.push(("logit_bias".to_string(), bias.zeros_like()));
-            }
-        }
-        weights::load_state_dict(vs, sd).with_context(|| path.display().to_string())?;
+        crate::checkpoint::load_weights(vs, path, &plan.cfg)?;
         log.info(&format!(
             "Loaded pretrained weights from {}",
             path.display()
@@ -635,16 +627,17 @@ fn build_model(
         ));
     }
     model.set_grad_checkpointing(plan.grad_checkpointing);
-    // Low-precision weights (no autocast): OpenCLIP's `bf16` keeps the text LayerNorms in fp32.
+    // Low-precision weights (no autocast): OpenCLIP's `bf16` keeps some weights fp32 (see
+    // `Clip::to_bf16`).
     if let Weights::Bf16 {
         text_layer_norms_fp32,
     } = precision.weights()
     {
         model.to_bf16(text_layer_norms_fp32);
     }
-    if plan.lock_image {
-        // ConvNeXt has no BatchNorm: --lock-image-freeze-bn-stats has nothing to freeze.
-        model.lock_image_tower();
+    if let Some(unlocked) = plan.lock_image {
+        // ConvNeXt and ViT have no BatchNorm: --lock-image-freeze-bn-stats has nothing to freeze.
+        model.lock_image_tower(unlocked);
     }
     if let Some(unlocked) = plan.lock_text {
         // OpenCLIP 3.3.0 asserts --lock-text-freeze-layer-norm (LayerNorms are locked like

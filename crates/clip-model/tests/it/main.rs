@@ -5,4 +5,5 @@ mod model;
 mod parity;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
+mod vit;
 mod weights;

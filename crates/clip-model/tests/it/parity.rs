@@ -43,7 +43,7 @@ fn safetensors_metadata(path: &Path) -> HashMap<String, String> {
 }
 
 /// max|a - b| / max|ref|.
-fn rel_err(a: &Tensor, reference: &Tensor) -> f64 {
+pub(crate) fn rel_err(a: &Tensor, reference: &Tensor) -> f64 {
     assert_eq!(a.size(), reference.size());
     let a = a.to_kind(Kind::Double);
     let r = reference.to_kind(Kind::Double);
@@ -68,7 +68,7 @@ fn clip_loss(img: &Tensor, txt: &Tensor, scale: &Tensor) -> Tensor {
 }
 
 /// Copies the golden weights into the model's variables by name; the key sets must be equal.
-fn load_weights(model: &Clip, golden: &HashMap<String, Tensor>) {
+pub(crate) fn load_weights(model: &Clip, golden: &HashMap<String, Tensor>) {
     let golden_params: HashSet<&str> = golden
         .keys()
         .map(|k| k.as_str())
@@ -94,14 +94,14 @@ fn load_weights(model: &Clip, golden: &HashMap<String, Tensor>) {
     });
 }
 
-struct Report {
-    image: f64,
-    text: f64,
-    loss: f64,
-    worst_grad: (String, f64),
+pub(crate) struct Report {
+    pub image: f64,
+    pub text: f64,
+    pub loss: f64,
+    pub worst_grad: (String, f64),
 }
 
-fn run_parity(cfg_name: &str, golden_path: &Path) -> Report {
+pub(crate) fn run_parity(cfg_name: &str, golden_path: &Path) -> Report {
     let t0 = std::time::Instant::now();
     let golden: HashMap<String, Tensor> = Tensor::read_safetensors(golden_path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", golden_path.display()))

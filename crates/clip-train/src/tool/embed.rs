@@ -54,7 +54,7 @@ pub fn run(args: Args) -> Result<()> {
     tch::manual_seed(args.seed);
     let (vs, model) = super::build_model(&args.model, device)?;
     if let Some(p) = &args.pretrained {
-        crate::checkpoint::load_weights(&vs, p)?;
+        crate::checkpoint::load_weights(&vs, p, model.config())?;
     }
     let cfg = model.config();
     let mut out: Vec<(String, Tensor)> = vec![];
@@ -137,6 +137,12 @@ fn read_inputs(args: &Args) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let text = if args.texts.is_empty() {
         None
     } else {
+        if let Some(tok) = &cfg.text.hf_tokenizer_name {
+            bail!(
+                "--texts: model {} tokenizes with HuggingFace's {tok}, which is not supported yet (give pre-tokenized `text` in --inputs)",
+                args.model
+            );
+        }
         let ctx = cfg.text.context_length;
         let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
         let ids = Tokenizer::new().tokenize(&texts, ctx as usize);

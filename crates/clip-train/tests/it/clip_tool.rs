@@ -327,6 +327,31 @@ fn bad_input_is_one_clear_line() {
         ],
         "convnext_large_d_320",
     );
+    // OpenCLIP configs on timm ViT trunks: refused by name; HuggingFace tokenizers: not here.
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "ViT-B-16-SigLIP",
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "vit_base_patch16_siglip_224",
+    );
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "ViT-L-14-CLIPA",
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "bert-base-uncased",
+    );
     let bad_json = dir.join("bad.json");
     std::fs::write(&bad_json, r#"{"embed_dim": 32, "vision_cfg": {"timm_model_name": "convnext_tiny", "image_size": "big"}, "text_cfg": {}}"#).unwrap();
     fails_with(
@@ -453,4 +478,83 @@ fn binaries_run_with_no_environment_and_link_torch_cuda() {
             "{bin} does not link libtorch_cuda.so"
         );
     }
+}
+
+/// OpenCLIP's released file formats for a ViT (`open_clip_pytorch_model.bin`: a torch.save'd
+/// state dict; `open_clip_model.safetensors`) of ViT-B-32 load strictly into `clip-tool embed` and
+/// give OpenCLIP's features; `clip-tool convert` writes weights that OpenCLIP loads strictly.
+#[test]
+fn vit_b_32_release_files_load_and_converted_weights_load_into_openclip() {
+    let dir = tempdir("vit-release");
+    let make = r#"
+from safetensors.torch import save_file
+torch.manual_seed(0)
+model = open_clip.create_model("ViT-B-32").eval()
+out = sys.argv[2]
+torch.save(model.state_dict(), out + "/open_clip_pytorch_model.bin")
+save_file({k: v.contiguous() for k, v in model.state_dict().items()}, out + "/open_clip_model.safetensors")
+g = torch.Generator().manual_seed(1)
+image = torch.randn(2, 3, 224, 224, generator=g)
+text = open_clip.tokenize(["a photo of a cat", "a diagram"])
+with torch.no_grad():
+    save_file({"image": image, "text": text, "image_features": model.encode_image(image),
+               "text_features": model.encode_text(text)}, out + "/io.safetensors")
+"#;
+    let Some(made) = openclip_golden("vit-b-32-release", make, &[], &[], |out| {
+        openclip(make, [out]);
+    }) else {
+        return;
+    };
+    let io = Tensor::read_safetensors(made.join("io.safetensors")).unwrap();
+    let inputs = dir.join("in.safetensors");
+    Tensor::write_safetensors(
+        &[("image", get(&io, "image")), ("text", get(&io, "text"))],
+        &inputs,
+    )
+    .unwrap();
+    for file in ["open_clip_pytorch_model.bin", "open_clip_model.safetensors"] {
+        let out = dir.join("out.safetensors");
+        let w = made.join(file);
+        ok(&[
+            "embed",
+            "--model",
+            "ViT-B-32",
+            "--pretrained",
+            w.to_str().unwrap(),
+            "--inputs",
+            inputs.to_str().unwrap(),
+            "--output",
+            out.to_str().unwrap(),
+        ]);
+        let o = Tensor::read_safetensors(&out).unwrap();
+        for name in ["image_features", "text_features"] {
+            let e = rel_err(&get(&o, name), &get(&io, name));
+            assert!(e <= 1e-4, "{file} {name}: relative error {e}");
+        }
+    }
+    let converted = dir.join("converted.safetensors");
+    let bin = made.join("open_clip_pytorch_model.bin");
+    ok(&[
+        "convert",
+        bin.to_str().unwrap(),
+        converted.to_str().unwrap(),
+        "--model",
+        "ViT-B-32",
+    ]);
+    let check = r#"
+model = open_clip.create_model("ViT-B-32", pretrained=sys.argv[3])   # strict load
+ref = torch.load(sys.argv[2], map_location="cpu")
+assert all(torch.equal(v, ref[k]) for k, v in model.state_dict().items())
+print(len(ref))
+"#;
+    let Some(checked) =
+        openclip_golden("vit-convert-check", check, &[&bin, &converted], &[], |d| {
+            std::fs::write(d.join("n.txt"), openclip(check, [&bin, &converted])).unwrap();
+        })
+    else {
+        return;
+    };
+    let n = std::fs::read_to_string(checked.join("n.txt")).unwrap();
+    assert_eq!(n.trim(), "302");
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -487,3 +487,30 @@ fn a_nan_on_one_rank_stops_every_rank_at_that_step() {
     assert!(!ckpts.join("step_4.safetensors").exists());
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// A ViT on the data-parallel path with `--accum-freq`: world 2 × batch 2 × 2 micro-batches
+/// takes the same 8 samples per step as world 1 × batch 8 and trains the same model (the
+/// `--eps 1` comparison above).
+#[test]
+fn vit_world_2_with_accum_freq_trains_like_world_1() {
+    let logs = tempdir("ddp-vit");
+    let opt = ["--eps", "1", "--lr", "1", "--grad-clip-norm", "0.05"];
+    let m = "vit_tiny_test";
+    let lr0 = args(&logs, "init", m, 8, &[&opt[..], &["--lr", "0"]].concat());
+    run_world_ok(1, &|_| lr0.clone());
+    run_world_ok(1, &|_| args(&logs, "w1", m, 8, &opt));
+    let accum = [&opt[..], &["--accum-freq", "2"]].concat();
+    run_world_ok(2, &|_| args(&logs, "w2", m, 2, &accum));
+    let (l1, l2) = (
+        logged_losses(&logs.join("w1")),
+        logged_losses(&logs.join("w2")),
+    );
+    assert_eq!(l1.len(), 3);
+    for (a, b) in l1.iter().zip(&l2) {
+        assert!((a - b).abs() <= 1e-5 * a, "{l1:?} vs {l2:?}");
+    }
+    let ckpt = |n: &str| logs.join(format!("{n}/checkpoints/epoch_1.safetensors"));
+    let (err, k) = max_update_error(&ckpt("init"), &ckpt("w1"), &ckpt("w2"));
+    assert!(err <= 1e-3, "update of {k} relative error {err}");
+    let _ = std::fs::remove_dir_all(&logs);
+}

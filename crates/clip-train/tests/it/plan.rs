@@ -73,6 +73,16 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--device", "tpu"], "--device tpu"),
     (&["--device", "cuda:99"], "--device cuda:99"),
     (&["--model", "no_such_model"], "no_such_model"),
+    (&["--model", "ViT-B-16-SigLIP"], "vit_base_patch16_siglip_224"),
+    (&["--model", "ViT-L-14-CLIPA"], "bert-base-uncased"),
+    // Model overrides out of range or for a tower that has no such thing.
+    (&["--lock-image", "--lock-image-unlocked-groups", "-1"], "--lock-image-unlocked-groups"),
+    (&["--force-context-length", "0"], "--force-context-length"),
+    (&["--force-image-size", "0"], "--force-image-size"),
+    (&["--force-image-size", "32", "32", "32"], "--force-image-size"),
+    (&["--model", "vit_tiny_test", "--force-image-size", "4"], "--force-image-size"),
+    (&["--force-patch-dropout", "0.5"], "--force-patch-dropout"),
+    (&["--model", "vit_tiny_test", "--force-patch-dropout", "1.0"], "--force-patch-dropout"),
     // Paths that are not there.
     (&["--pretrained", "missing.pt"], "--pretrained missing.pt"),
     // timm's weights are never downloaded (and the tiny trunk has none).
@@ -96,11 +106,6 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--opt", "sgd"], "--opt"),
     (&["--use-bn-sync"], "--use-bn-sync"),
     (&["--skip-scheduler"], "--skip-scheduler"),
-    (&["--lock-image-unlocked-groups", "1"], "--lock-image-unlocked-groups"),
-    (&["--force-context-length", "10"], "--force-context-length"),
-    (&["--force-image-size", "224"], "--force-image-size"),
-    (&["--force-quick-gelu"], "--force-quick-gelu"),
-    (&["--force-patch-dropout", "0.5"], "--force-patch-dropout"),
     (&["--force-custom-text"], "--force-custom-text"),
     (&["--torchscript"], "--torchscript"),
     (&["--torchcompile"], "--torchcompile"),
@@ -118,6 +123,7 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--loss-dist-impl", "shift"], "--loss-dist-impl applies to --siglip"),
     (&["--siglip", "--loss-dist-impl", "ring"], "--loss-dist-impl ring"),
     (&["--siglip", "--local-loss"], "--local-loss"),
+    (&["--model", "vit_tiny_test", "--pretrained-image"], "--pretrained-image: model vit_tiny_test"),
     (&["--siglip", "--gather-with-grad"], "--gather-with-grad"),
 ];
 

@@ -124,10 +124,5 @@ fn existing_run_dir_needs_resume_and_missing_resume_path_writes_nothing() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("--report-to mlflow"));
     assert!(!logs.join("w").exists());
 
-    let out = run(&args(&logs, "u", &["--lock-image-unlocked-groups", "2"]));
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr)
-        .contains("not supported yet: --lock-image-unlocked-groups"));
-    assert!(!logs.join("u").exists());
     let _ = std::fs::remove_dir_all(&logs);
 }

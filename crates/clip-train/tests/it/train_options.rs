@@ -380,3 +380,146 @@ fn a_nan_loss_stops_the_run_naming_the_step_and_the_newest_good_checkpoint() {
     assert!(!log_of(&logs, "amp").contains("diverged"));
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// A ViT on the trainer's paths: patch dropout (`--force-patch-dropout`, training only) with
+/// gradient checkpointing, stopped mid-run and resumed bitwise (the masks are redrawn from the
+/// step's seed); without checkpointing the same run ends at the same weights to round-off.
+#[test]
+fn vit_with_patch_dropout_and_grad_checkpointing_resumes_exactly() {
+    let logs = tempdir("vit");
+    let a = |name: &str, extra: &[&str]| {
+        let base = [
+            "--force-patch-dropout",
+            "0.5",
+            "--save-every-n-steps",
+            "3",
+            "--epochs",
+            "2",
+        ];
+        args(&logs, name, "vit_tiny_test", &[&base[..], extra].concat())
+    };
+    ok(&a("ckpt", &["--grad-checkpointing"]));
+    ok(&a("plain", &[]));
+    let full = logs.join("ckpt");
+    let last = full.join("checkpoints/epoch_2.safetensors");
+    let losses = logged_losses(&full);
+    assert_eq!(losses.len(), 16);
+    assert!(losses.last().unwrap() < &losses[0], "{losses:?}");
+    let (wc, wp) = (
+        weights(&last),
+        weights(&logs.join("plain/checkpoints/epoch_2.safetensors")),
+    );
+    for ((k, c), (_, p)) in wc.iter().zip(&wp) {
+        let scale = p.abs().max().double_value(&[]).max(1e-30);
+        let e = (c - p).abs().max().double_value(&[]) / scale;
+        assert!(e <= 1e-4, "{k}: checkpointed vs plain rel diff {e:e}");
+    }
+    stopped_copy(&full, &logs.join("stop"), 9);
+    ok(&resume_latest(&a("stop", &["--grad-checkpointing"])));
+    assert_bitwise_equal(&logs.join("stop/checkpoints/epoch_2.safetensors"), &last);
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--precision bf16` on a ViT: OpenCLIP's `convert_weights_to_lp` dtypes (linear layers bf16;
+/// embeddings, LayerNorms, logit_scale fp32) in the checkpoint, and an exact resume.
+#[test]
+fn vit_bf16_weights_train_and_resume_exactly() {
+    let logs = tempdir("vit-bf16");
+    let a = |name: &str| {
+        let extra = [
+            "--precision",
+            "bf16",
+            "--save-every-n-steps",
+            "3",
+            "--train-num-samples",
+            "48",
+        ];
+        args(&logs, name, "vit_tiny_test", &extra)
+    };
+    ok(&a("full"));
+    let last = logs.join("full/checkpoints/epoch_1.safetensors");
+    let w = weights(&last);
+    let kind = |k: &str| get(&w, k).kind();
+    for k in ["visual.conv1.weight", "visual.proj", "text_projection"] {
+        assert_eq!(kind(k), tch::Kind::BFloat16, "{k}");
+    }
+    for k in [
+        "visual.class_embedding",
+        "visual.ln_pre.weight",
+        "token_embedding.weight",
+        "logit_scale",
+    ] {
+        assert_eq!(kind(k), tch::Kind::Float, "{k}");
+    }
+    stopped_copy(&logs.join("full"), &logs.join("stop"), 3);
+    ok(&resume_latest(&a("stop")));
+    assert_bitwise_equal(&logs.join("stop/checkpoints/epoch_1.safetensors"), &last);
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--lock-image --lock-image-unlocked-groups 2` on a ViT: its last block, `ln_post` and `proj`
+/// train, the rest of the image tower keeps its initial weights; the text tower trains.
+#[test]
+fn vit_lock_image_unlocked_groups() {
+    let logs = tempdir("vit-lock");
+    ok(&args(&logs, "init", "vit_tiny_test", &["--lr", "0"]));
+    let lock = ["--lock-image", "--lock-image-unlocked-groups", "2"];
+    ok(&args(&logs, "locked", "vit_tiny_test", &lock));
+    let init = weights(&logs.join("init/checkpoints/epoch_1.safetensors"));
+    let after = weights(&logs.join("locked/checkpoints/epoch_1.safetensors"));
+    for (k, b) in after.iter().filter(|(k, _)| !k.starts_with("optimizer.")) {
+        let trains = !k.starts_with("visual.")
+            || k.starts_with("visual.transformer.resblocks.1.")
+            || k.starts_with("visual.ln_post.")
+            || k == "visual.proj";
+        assert_eq!(!get(&init, k).equal(b), trains, "{k}");
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--pretrained` weights of a ViT trained at 32 px / 77 tokens, fine-tuned with
+/// `--force-image-size 48 --force-context-length 32`: the positional embeddings are resized on
+/// load (as OpenCLIP's `load_checkpoint`; the resizing itself is compared with OpenCLIP's in
+/// clip-model's `vit::positional_embeddings_resize_as_openclip`) and the run trains at the new
+/// sizes; at `--lr 0` it ends with exactly the resized weights.
+#[test]
+fn vit_force_image_size_resizes_pretrained_positions() {
+    let logs = tempdir("vit-resize");
+    ok(&args(&logs, "base", "vit_tiny_test", &[]));
+    let base = logs.join("base/checkpoints/epoch_1.safetensors");
+    let forced = [
+        "--pretrained",
+        base.to_str().unwrap(),
+        "--force-image-size",
+        "48",
+        "--force-context-length",
+        "32",
+    ];
+    ok(&args(
+        &logs,
+        "lr0",
+        "vit_tiny_test",
+        &[&forced[..], &["--lr", "0"]].concat(),
+    ));
+    ok(&args(&logs, "tuned", "vit_tiny_test", &forced));
+    let mut cfg = clip_model::ClipConfig::load("vit_tiny_test").unwrap();
+    cfg.vision.image_size = (48, 48);
+    cfg.text.context_length = 32;
+    let mut want: Vec<(String, tch::Tensor)> = weights(&base)
+        .into_iter()
+        .filter(|(k, _)| !k.starts_with("optimizer."))
+        .collect();
+    clip_model::weights::resize_pos_embeds(&mut want, &cfg).unwrap();
+    let got = weights(&logs.join("lr0/checkpoints/epoch_1.safetensors"));
+    assert_eq!(
+        get(&got, "visual.positional_embedding").size(),
+        vec![37, 48]
+    );
+    assert_eq!(get(&got, "positional_embedding").size(), vec![32, 32]);
+    for (k, w) in &want {
+        assert!(get(&got, k).equal(w), "{k}");
+    }
+    let losses = logged_losses(&logs.join("tuned"));
+    assert!(losses.iter().all(|l| l.is_finite()), "{losses:?}");
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -108,7 +108,7 @@ fn zero_shot_imagenet_matches_openclip() {
     // The pieces: classifier and logits, from the same weights.
     let vs = VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny").unwrap()).unwrap();
-    clip_train::checkpoint::load_weights(&vs, &ckpt).unwrap();
+    clip_train::checkpoint::load_weights(&vs, &ckpt, model.config()).unwrap();
     let opts = EvalOptions {
         device: Device::Cpu,
         autocast: None,
