@@ -7,3 +7,13 @@ mod parity;
 mod skip;
 mod vit;
 mod weights;
+
+/// libtorch's CPU generator is one per process and the tests run on several threads: a test
+/// that seeds it and then draws (drop-path and patch-dropout masks, compared across two
+/// forwards) holds this lock, and so does every test that draws from it (a model's random
+/// init), so no other thread draws in between.
+static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn rng_lock() -> std::sync::MutexGuard<'static, ()> {
+    RNG.lock().unwrap_or_else(|e| e.into_inner())
+}

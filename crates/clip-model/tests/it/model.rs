@@ -6,14 +6,6 @@ use clip_model::config::builtin_names;
 use clip_model::{l2_normalize, Clip, ClipConfig, TimmProj};
 use tch::{nn, Device, Kind, Tensor};
 
-/// Tests in this file run on parallel threads but share libtorch's global RNG: the ones that draw
-/// random numbers (inputs, init, drop-path masks) take this lock so that seeds mean something.
-static RNG: std::sync::Mutex<()> = std::sync::Mutex::new(());
-
-fn serial() -> std::sync::MutexGuard<'static, ()> {
-    RNG.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 fn tiny() -> ClipConfig {
     ClipConfig::load("clip_tiny_test").unwrap()
 }
@@ -63,6 +55,7 @@ fn max_abs_diff(a: &Tensor, b: &Tensor) -> f64 {
 
 #[test]
 fn every_builtin_config_parses() {
+    let _rng = crate::rng_lock();
     for name in builtin_names() {
         let c = ClipConfig::load(name).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(c.name, name);
@@ -97,6 +90,7 @@ fn every_builtin_config_parses() {
 
 #[test]
 fn unknown_name_lists_the_known_ones() {
+    let _rng = crate::rng_lock();
     let e = ClipConfig::load("convnext_huge").unwrap_err().to_string();
     assert!(
         e.contains("convnext_huge")
@@ -112,6 +106,7 @@ fn unknown_name_lists_the_known_ones() {
 
 #[test]
 fn a_config_file_path_loads() {
+    let _rng = crate::rng_lock();
     let dir = std::env::temp_dir().join(format!("clip-model-cfg-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let p = dir.join("mine.json");
@@ -142,6 +137,7 @@ const GOOD_VISION: &str = r#""vision_cfg": {"timm_model_name": "convnext_tiny", 
 
 #[test]
 fn malformed_configs_give_one_line_errors_naming_the_field() {
+    let _rng = crate::rng_lock();
     let e = err("{ not json");
     assert!(e.contains("malformed JSON"), "{e}");
     let e = err(&format!(
@@ -175,6 +171,7 @@ fn malformed_configs_give_one_line_errors_naming_the_field() {
 
 #[test]
 fn unsupported_towers_are_clear_errors() {
+    let _rng = crate::rng_lock();
     // A ModifiedResNet config (OpenCLIP's RN50.json).
     let e = err(
         r#"{"embed_dim": 1024, "vision_cfg": {"image_size": 224, "layers": [3, 4, 6, 3], "width": 64, "patch_size": null},
@@ -236,6 +233,7 @@ fn unsupported_towers_are_clear_errors() {
 /// state-dict order, both initialised as given; without them, no `logit_bias`.
 #[test]
 fn init_logit_bias_and_scale_build_siglips_parameters() {
+    let _rng = crate::rng_lock();
     let json = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../../configs/clip_tiny_test.json"
@@ -285,7 +283,7 @@ fn shapes(m: &Clip) -> BTreeMap<String, Vec<i64>> {
 
 #[test]
 fn convnext_large_d_320_has_openclips_keys_and_parameter_count() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     let cfg = ClipConfig::load("convnext_large_d_320").unwrap();
     let (vs, m) = build(&cfg);
     assert_eq!(m.named_parameters().len(), 543);
@@ -365,7 +363,7 @@ fn convnext_large_d_320_has_openclips_keys_and_parameter_count() {
 
 #[test]
 fn drop_path_is_active_only_in_train_mode() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     let mut cfg = tiny();
     cfg.vision.timm_mut().trunk.drop_path_rate = 0.5;
     tch::manual_seed(11);
@@ -418,7 +416,7 @@ fn grads_after_step(m: &Clip, images: &Tensor, text: &Tensor, seed: i64) -> Vec<
 
 #[test]
 fn grad_checkpointing_gives_identical_gradients() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     let mut cfg = tiny();
     cfg.vision.timm_mut().trunk.drop_path_rate = 0.3;
     tch::manual_seed(5);
@@ -453,7 +451,7 @@ fn grad_checkpointing_gives_identical_gradients() {
 
 #[test]
 fn bf16_autocast_gives_finite_features_close_to_fp32_and_gradients() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     let cfg = tiny();
     tch::manual_seed(9);
     let (_vs, m) = build(&cfg);
@@ -501,7 +499,7 @@ fn bf16_autocast_gives_finite_features_close_to_fp32_and_gradients() {
 
 #[test]
 fn clamp_logit_scale_keeps_it_in_range() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     let (_vs, m) = build(&tiny());
     tch::no_grad(|| {
         let _ = m.logit_scale.shallow_clone().fill_(7.0);
@@ -512,7 +510,7 @@ fn clamp_logit_scale_keeps_it_in_range() {
 
 #[test]
 fn text_shorter_than_the_context_and_other_projections() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     // proj "linear" with bias, and no text projection.
     let mut cfg = tiny();
     cfg.vision.timm_mut().timm_proj = TimmProj::Linear;
@@ -550,7 +548,7 @@ fn text_shorter_than_the_context_and_other_projections() {
 
 #[test]
 fn channels_last_gives_the_same_features_and_gradients() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     let cfg = tiny();
     tch::manual_seed(21);
     let (_vs, m) = build(&cfg);
@@ -578,7 +576,7 @@ const FULL_BUILD_MAX_PARAMS: i64 = 1_300_000_000;
 /// up, the parameter count extrapolated by the size of block 1 of each tower.
 #[test]
 fn every_builtin_config_has_openclips_state_dict() {
-    let _serial = serial();
+    let _rng = crate::rng_lock();
     let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("../../tests/golden/model/state_dict_shapes.json");
     let golden: serde_json::Value =

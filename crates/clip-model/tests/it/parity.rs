@@ -178,6 +178,7 @@ pub(crate) fn run_parity(cfg_name: &str, golden_path: &Path) -> Report {
 
 #[test]
 fn tiny_config_matches_openclip() {
+    let _rng = crate::rng_lock();
     let r = run_parity(
         "clip_tiny_test",
         &golden_dir().join("clip_tiny_test.safetensors"),
@@ -194,6 +195,7 @@ fn tiny_config_matches_openclip() {
 /// and 5 GB of RAM on 2 cores) and cached like the others.
 #[test]
 fn convnext_large_d_320_matches_openclip() {
+    let _rng = crate::rng_lock();
     let inputs = script_inputs("make-model-goldens.py");
     let Some(dir) = golden("convnext_large_d_320", &inputs, &["--only-large"], |out| {
         run_python([

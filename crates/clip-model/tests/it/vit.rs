@@ -34,6 +34,7 @@ fn vit_golden(name: &str, args: &[&str]) -> Option<PathBuf> {
 
 #[test]
 fn tiny_vit_variants_match_openclip() {
+    let _rng = crate::rng_lock();
     let Some(dir) = vit_golden("vit-tiny", &[]) else {
         return;
     };
@@ -57,6 +58,7 @@ fn tiny_vit_variants_match_openclip() {
 /// after the same `manual_seed` (both draw from the CPU generator).
 #[test]
 fn patch_dropout_matches_openclip_in_training() {
+    let _rng = crate::rng_lock();
     let Some(dir) = vit_golden("vit-tiny", &[]) else {
         return;
     };
@@ -90,6 +92,7 @@ fn patch_dropout_matches_openclip_in_training() {
 /// ViT-B-32 at full size, batch 2 at 224 px (golden ~1.2 GB, made in about a minute).
 #[test]
 fn vit_b_32_matches_openclip() {
+    let _rng = crate::rng_lock();
     let Some(dir) = vit_golden("ViT-B-32", &["--model", "ViT-B-32"]) else {
         return;
     };
@@ -99,6 +102,7 @@ fn vit_b_32_matches_openclip() {
 /// ViT-L-14 at full size, batch 2 at 224 px (golden ~3.4 GB, ~5 GB of RAM to make).
 #[test]
 fn vit_l_14_matches_openclip() {
+    let _rng = crate::rng_lock();
     let Some(dir) = vit_golden("ViT-L-14", &["--model", "ViT-L-14"]) else {
         return;
     };
@@ -109,6 +113,7 @@ fn vit_l_14_matches_openclip() {
 /// (`VisionTransformer.lock` groups) and a ConvNeXt (timm's `group_matcher`), for several `n`.
 #[test]
 fn lock_image_tower_groups_match_openclip() {
+    let _rng = crate::rng_lock();
     let Some(dir) = vit_golden("vit-lock-groups", &["--lock-groups"]) else {
         return;
     };
@@ -166,6 +171,7 @@ fn grads(m: &Clip, images: &Tensor, text: &Tensor, seed: i64) -> Vec<(String, Te
 /// the plain run, with patch dropout drawing its tokens once, before the blocks.
 #[test]
 fn vit_grad_checkpointing_gives_identical_gradients() {
+    let _rng = crate::rng_lock();
     let (_vs, m, images, text) = tiny_vit(0.5);
     let plain = grads(&m, &images, &text, 7);
     m.set_grad_checkpointing(true);
@@ -184,6 +190,7 @@ fn vit_grad_checkpointing_gives_identical_gradients() {
 /// the rest (embeddings, LayerNorms, logit_scale) fp32; the model then runs on bf16 images.
 #[test]
 fn vit_bf16_weights_follow_convert_weights_to_lp() {
+    let _rng = crate::rng_lock();
     let (_vs, m, images, text) = tiny_vit(0.0);
     m.to_bf16(true);
     let kind = |k: &str| {
@@ -231,6 +238,7 @@ fn vit_bf16_weights_follow_convert_weights_to_lp() {
 /// class token kept; to a square and a non-square grid) and `resize_text_pos_embed` (linear).
 #[test]
 fn positional_embeddings_resize_as_openclip() {
+    let _rng = crate::rng_lock();
     let Some(dir) = vit_golden("vit-resize", &["--resize"]) else {
         return;
     };

@@ -49,6 +49,7 @@ fn checkpoints() -> Option<(PathBuf, PathBuf)> {
 
 #[test]
 fn reads_openclip_epoch_checkpoints_and_plain_state_dicts() {
+    let _rng = crate::rng_lock();
     let Some((epoch, plain)) = checkpoints() else {
         return;
     };
@@ -78,6 +79,7 @@ fn reads_openclip_epoch_checkpoints_and_plain_state_dicts() {
 
 #[test]
 fn safetensors_round_trip_is_exact_and_atomic() {
+    let _rng = crate::rng_lock();
     let dir = tempdir();
     let vs = small_store();
     tch::no_grad(|| {
@@ -105,6 +107,7 @@ fn safetensors_round_trip_is_exact_and_atomic() {
 
 #[test]
 fn strict_load_names_missing_unexpected_and_misshaped_keys() {
+    let _rng = crate::rng_lock();
     let dir = tempdir();
     let out = dir.join("other.safetensors");
     let tensors = vec![
@@ -133,6 +136,7 @@ fn strict_load_names_missing_unexpected_and_misshaped_keys() {
 
 #[test]
 fn truncated_and_foreign_files_are_clear_errors() {
+    let _rng = crate::rng_lock();
     let dir = tempdir();
     let vs = small_store();
     let good = dir.join("w.safetensors");
@@ -160,6 +164,7 @@ fn truncated_and_foreign_files_are_clear_errors() {
 
 #[test]
 fn truncated_torch_zip_is_a_clear_error() {
+    let _rng = crate::rng_lock();
     let Some((full, _)) = checkpoints() else {
         return;
     };
