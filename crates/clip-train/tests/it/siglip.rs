@@ -1,4 +1,5 @@
-//! `--siglip` end to end on the tiny model and synthetic data (CPU, fp32): SigLIP's model
+//! `--siglip` end to end on the tiny model and synthetic data (CPU; fp32, and amp_bf16 / bf16 /
+//! amp for training and resume): SigLIP's model
 //! (`logit_bias` in every checkpoint, logit scale from ln 10), OpenCLIP's log line, exact resume,
 //! `--accum-freq`, `--pretrained` CLIP weights without a `logit_bias`, and the loads that do not
 //! fit.
@@ -161,5 +162,50 @@ fn a_siglip_config_needs_siglip_to_train() {
     );
     assert!(!logs.join("refused").exists());
     ok(&args(&logs, "trained", &model, &short));
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--siglip` on the low-precision paths: `amp_bf16` (bf16 autocast), `bf16` (bf16 weights, text
+/// LayerNorms fp32) and `amp` (fp16 autocast, the loss scaler). Each trains from the fp32 run's
+/// first loss (within bf16/fp16 rounding), keeps `logit_bias` in its checkpoints, and resumes
+/// from a mid-run checkpoint bitwise.
+#[test]
+fn siglip_trains_and_resumes_exactly_in_every_precision() {
+    let logs = tempdir("siglip-precisions");
+    let model = no_drop_path_config(&logs);
+    let save = ["--save-every-n-steps", "3"];
+    ok(&args(&logs, "fp32", &model, &save));
+    let first = logged_losses(&logs.join("fp32"))[0];
+    for precision in ["amp_bf16", "bf16", "amp"] {
+        let run = |name: &str| {
+            args(
+                &logs,
+                name,
+                &model,
+                &[&save[..], &["--precision", precision]].concat(),
+            )
+        };
+        ok(&run(precision));
+        let losses = logged_losses(&logs.join(precision));
+        assert_eq!(losses.len(), 8, "{precision}");
+        assert!(
+            losses.iter().all(|l| l.is_finite()),
+            "{precision}: {losses:?}"
+        );
+        assert!(
+            (losses[0] - first).abs() <= 0.02 * first,
+            "{precision}: first loss {} vs fp32 {first}",
+            losses[0]
+        );
+        let bias = tensor(&logs, precision, "epoch_1.safetensors", "logit_bias");
+        assert!(bias.double_value(&[]).is_finite(), "{precision}");
+        let stopped = format!("{precision}-stopped");
+        stopped_copy(&logs.join(precision), &logs.join(&stopped), 3);
+        ok(&resume_latest(&run(&stopped)));
+        assert_bitwise_equal(
+            &logs.join(&stopped).join("checkpoints/epoch_1.safetensors"),
+            &logs.join(precision).join("checkpoints/epoch_1.safetensors"),
+        );
+    }
     let _ = std::fs::remove_dir_all(&logs);
 }
