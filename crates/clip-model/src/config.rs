@@ -843,20 +843,9 @@ fn parse_vit(src: &str, s: &mut Section) -> Result<VitConfig> {
     })
 }
 
-/// The VisionTransformer options OpenCLIP has whose non-default values build a tower this crate
-/// does not: refused, naming the option.
-fn refuse_unbuilt_vit_options(s: &mut Section) -> Result<()> {
-    s.unsupported_unless(
-        "attentional_pool",
-        is_false,
-        "the attentional pooler (CoCa) is not built by clip-model",
-    )?;
-    s.ignore(&["attn_pooler_queries", "attn_pooler_heads"]);
-    s.unsupported_unless(
-        "pos_embed_type",
-        |v| v == "learnable",
-        "only the learnable positional embedding is built",
-    )?;
+/// The options of OpenCLIP's transformer blocks that both towers share and clip-model does not
+/// build: token outputs, LayerNorm / activation arguments, other block types, custom attention.
+fn refuse_unbuilt_block_options(s: &mut Section) -> Result<()> {
     s.unsupported_unless(
         "output_tokens",
         is_false,
@@ -881,6 +870,23 @@ fn refuse_unbuilt_vit_options(s: &mut Section) -> Result<()> {
         )?;
     }
     Ok(())
+}
+
+/// The VisionTransformer options OpenCLIP has whose non-default values build a tower this crate
+/// does not: refused, naming the option.
+fn refuse_unbuilt_vit_options(s: &mut Section) -> Result<()> {
+    s.unsupported_unless(
+        "attentional_pool",
+        is_false,
+        "the attentional pooler (CoCa) is not built by clip-model",
+    )?;
+    s.ignore(&["attn_pooler_queries", "attn_pooler_heads"]);
+    s.unsupported_unless(
+        "pos_embed_type",
+        |v| v == "learnable",
+        "only the learnable positional embedding is built",
+    )?;
+    refuse_unbuilt_block_options(s)
 }
 
 /// `timm_pool` and `timm_proj`: the pooling and the head over the trunk.
@@ -1045,28 +1051,5 @@ fn refuse_unbuilt_text_options(s: &mut Section) -> Result<()> {
         is_false,
         "ln_final runs before pooling here",
     )?;
-    s.unsupported_unless(
-        "output_tokens",
-        is_false,
-        "only pooled features are returned",
-    )?;
-    s.unsupported_unless(
-        "norm_kwargs",
-        is_empty_obj,
-        "LayerNorm options are fixed (eps 1e-5)",
-    )?;
-    s.unsupported_unless("act_kwargs", is_empty_obj, "activation options are fixed")?;
-    s.unsupported_unless(
-        "block_type",
-        |v| v == "default",
-        "only the default residual attention block is built",
-    )?;
-    for &key in CUSTOM_ATTENTION_KEYS {
-        s.unsupported_unless(
-            key,
-            is_false,
-            "custom attention blocks are not built by clip-model",
-        )?;
-    }
-    Ok(())
+    refuse_unbuilt_block_options(s)
 }
