@@ -133,13 +133,27 @@ impl HostTensor {
         })
     }
 
+    /// `t` itself when it is a contiguous CPU tensor nothing writes (a file just read: its
+    /// checksum needs no copy of its bytes), else [`HostTensor::copy_of`].
+    fn view_of(t: &Tensor) -> Result<HostTensor> {
+        if t.device() != Device::Cpu || !t.is_contiguous() {
+            return HostTensor::copy_of(t);
+        }
+        Ok(HostTensor {
+            dtype: dtype(t.kind())?,
+            shape: t.size().iter().map(|&d| d as usize).collect(),
+            tensor: t.shallow_clone(),
+        })
+    }
+
     fn bytes(&self) -> &[u8] {
         let len = self.tensor.numel() * self.tensor.kind().elt_size_in_bytes();
         if len == 0 {
             return &[];
         }
-        // SAFETY: `tensor` is a contiguous CPU tensor this struct owns and nothing else writes
-        // (made by `copy_of`), so its `len` bytes stay valid and unchanged while `self` lives.
+        // SAFETY: `tensor` is a contiguous CPU tensor (made by `copy_of`, or checked by
+        // `view_of`) that nothing writes while `self` lives, so its `len` bytes stay valid and
+        // unchanged.
         unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const u8, len) }
     }
 }
@@ -293,7 +307,7 @@ pub fn load(path: &Path) -> Result<Loaded> {
     tensors.sort_by(|a, b| a.0.cmp(&b.0));
     let host: Vec<HostTensor> = tensors
         .iter()
-        .map(|(_, t)| HostTensor::copy_of(t))
+        .map(|(_, t)| HostTensor::view_of(t))
         .collect::<Result<_>>()?;
     let crc = checksum(
         &meta["state"],

@@ -25,7 +25,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::{anyhow, bail, Context, Result};
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_s3::types::{CompletedMultipartUpload, CompletedPart};
-use clip_data::s3::{block_on, client};
+use clip_data::s3::{block_on, client, S3Reader};
 
 use crate::checkpoint::{self, Loaded};
 use crate::rundir::Log;
@@ -260,13 +260,14 @@ impl Remote {
         Ok(found)
     }
 
-    fn get_range(&self, rel: &str, range: Option<String>) -> Result<Vec<u8>> {
+    /// The bytes `range` (`bytes=A-B`) of `rel`: a checkpoint's header, without its tensors.
+    fn get_range(&self, rel: &str, range: String) -> Result<Vec<u8>> {
         let out = block_on(
             client()
                 .get_object()
                 .bucket(&self.bucket)
                 .key(format!("{}{rel}", self.prefix))
-                .set_range(range)
+                .range(range)
                 .send(),
         )
         .map_err(|e| anyhow!("reading {}{rel}: {}", self.url(), sdk_error(&e)))?;
@@ -276,19 +277,23 @@ impl Remote {
     }
 
     fn peek_step(&self, rel: &str) -> Result<i64> {
-        let len = self.get_range(rel, Some("bytes=0-7".into()))?;
+        let len = self.get_range(rel, "bytes=0-7".into())?;
         let len = u64::from_le_bytes(len.try_into().map_err(|_| anyhow!("short header"))?);
         if len > 100 << 20 {
             bail!("not a checkpoint");
         }
-        let head = self.get_range(rel, Some(format!("bytes=0-{}", 7 + len)))?;
+        let head = self.get_range(rel, format!("bytes=0-{}", 7 + len))?;
         Ok(checkpoint::state_of_header(&head[8..])?.step)
     }
 
-    /// Downloads `rel` to `dest`, atomically (temp file, fsync, rename).
+    /// Downloads `rel` to `dest`, atomically (temp file, fsync, rename), streamed through
+    /// clip-data's resuming reader (a body that breaks mid-checkpoint continues by Range).
     fn fetch(&self, rel: &str, dest: &Path) -> Result<()> {
-        let bytes = self.get_range(rel, None)?;
-        clip_model::weights::write_atomically(dest, |tmp| Ok(std::fs::write(tmp, &bytes)?))
+        let mut body = S3Reader::open(&format!("{}{rel}", self.url()))?;
+        clip_model::weights::write_atomically(dest, |tmp| {
+            std::io::copy(&mut body, &mut std::fs::File::create(tmp)?)?;
+            Ok(())
+        })
     }
 
     /// `--resume latest` with a remote: when the remote holds a checkpoint newer than step

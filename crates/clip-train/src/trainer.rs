@@ -89,14 +89,20 @@ pub struct StepDone {
 /// N (counting from 1) with NaN, on RANK only when given, so the tests can make a run diverge
 /// at a known step (crates/clip-train/tests/it/train_options.rs). Never set outside `tests/`.
 fn test_nan_batch(micro: &mut [(Tensor, Tensor)], step: i64, rank: usize) {
-    let Ok(hook) = std::env::var("CLIP_TRAIN_TEST_NAN_AT_STEP") else {
+    // Read once: this runs every step.
+    static HOOK: std::sync::OnceLock<Option<(i64, Option<usize>)>> = std::sync::OnceLock::new();
+    let hook = HOOK.get_or_init(|| {
+        let hook = std::env::var("CLIP_TRAIN_TEST_NAN_AT_STEP").ok()?;
+        let (at, only) = match hook.split_once(':') {
+            Some((s, r)) => (s, Some(r.parse::<usize>().expect("a rank"))),
+            None => (hook.as_str(), None),
+        };
+        Some((at.parse::<i64>().expect("a step"), only))
+    });
+    let Some((at, only)) = *hook else {
         return;
     };
-    let (at, only) = match hook.split_once(':') {
-        Some((s, r)) => (s, Some(r.parse::<usize>().expect("a rank"))),
-        None => (hook.as_str(), None),
-    };
-    if at.parse::<i64>().expect("a step") == step && only.is_none_or(|r| r == rank) {
+    if at == step && only.is_none_or(|r| r == rank) {
         for (images, _) in micro.iter_mut() {
             let _ = images.fill_(f64::NAN);
         }
