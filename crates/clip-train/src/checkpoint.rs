@@ -67,7 +67,7 @@ pub struct TrainState {
     pub data_position: Option<crate::data::SavedPositions>,
     /// `--precision amp`'s loss scaler (absent otherwise).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub scaler: Option<crate::scaler::GradScaler>,
+    pub scaler: Option<crate::scaler::ScalerState>,
     /// AdamW's own step count (its bias correction), fewer than `step` when the loss scaler
     /// skipped steps; absent: equal to `step`.
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -144,7 +144,7 @@ pub fn clip_loss_backward(
     logit_scale: &Tensor,
     gather: &dyn FeatureGather,
     layout: LossLayout,
-    loss_scale: f64,
+    loss_scale: Option<&Tensor>,
 ) -> Result<FeatureGrads> {
     let (rank, world) = (gather.rank(), gather.world_size());
     let b = img.size()[0];
@@ -169,10 +169,9 @@ pub fn clip_loss_backward(
         rank,
         layout.local_loss,
     );
-    if loss_scale == 1.0 {
-        loss.backward();
-    } else {
-        (&loss * loss_scale).backward();
+    match loss_scale {
+        None => loss.backward(),
+        Some(s) => (&loss * s).backward(),
     }
     let (gi, gt) = (all_img.grad(), all_txt.grad());
     let (image, text) = if layout.gather_with_grad && world > 1 {
@@ -251,7 +250,7 @@ mod tests {
             &ls2.exp(),
             &LocalOnly,
             LossLayout::default(),
-            1.0,
+            None,
         )
         .unwrap();
         for (got, want) in [

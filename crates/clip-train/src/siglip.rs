@@ -270,17 +270,16 @@ pub fn siglip_loss_backward(
     logit_bias: &Tensor,
     gather: &dyn FeatureGather,
     dist: SigLipDist,
-    loss_scale: f64,
+    loss_scale: Option<&Tensor>,
 ) -> Result<FeatureGrads> {
     let (li, lt) = (leaf(img), leaf(txt));
     let mut loss = siglip_block(&li, &lt, logit_scale, logit_bias, true);
     let arrived = send_texts(dist, &txt.detach(), gather, &mut |t| {
         loss = &loss + siglip_block(&li, t, logit_scale, logit_bias, false);
     })?;
-    if loss_scale == 1.0 {
-        loss.backward();
-    } else {
-        (&loss * loss_scale).backward();
+    match loss_scale {
+        None => loss.backward(),
+        Some(s) => (&loss * s).backward(),
     }
     let text = plus(lt.grad(), send_gradients_back(&arrived, gather)?);
     Ok(FeatureGrads {
@@ -374,7 +373,7 @@ mod tests {
             &lb2,
             &LocalOnly,
             SigLipDist::Bidir,
-            1.0,
+            None,
         )
         .unwrap();
         for (got, want) in [

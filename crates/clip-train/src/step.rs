@@ -50,14 +50,22 @@ fn loss_backward(
     let scale = model.logit_scale.exp();
     match opts.loss {
         LossKind::Clip(layout) => {
-            clip_loss_backward(img, txt, &scale, gather, layout, opts.loss_scale)
+            clip_loss_backward(img, txt, &scale, gather, layout, opts.loss_scale.as_ref())
         }
         LossKind::SigLip(dist) => {
             let bias = model
                 .logit_bias
                 .as_ref()
                 .context("the SigLIP loss needs a model with logit_bias (init_logit_bias)")?;
-            siglip_loss_backward(img, txt, &scale, bias, gather, dist, opts.loss_scale)
+            siglip_loss_backward(
+                img,
+                txt,
+                &scale,
+                bias,
+                gather,
+                dist,
+                opts.loss_scale.as_ref(),
+            )
         }
     }
 }
@@ -66,8 +74,9 @@ fn loss_backward(
 pub struct StepOptions {
     /// Autocast on this device to this dtype (`--precision amp_bf16`: bf16, `amp`: fp16), or None.
     pub autocast: Option<(Device, Kind)>,
-    /// The loss scaler's factor (`--precision amp`), else 1: the gradients come out multiplied.
-    pub loss_scale: f64,
+    /// The loss scaler's factor (`--precision amp`, an f32 scalar on the device), else None: the
+    /// gradients come out multiplied.
+    pub loss_scale: Option<Tensor>,
     /// Train-mode forward (stochastic depth on).
     pub train: bool,
     pub loss: LossKind,

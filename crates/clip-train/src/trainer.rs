@@ -29,7 +29,7 @@ use crate::plan::{ModelPlan, Plan, TrainPlan};
 use crate::precision::{Precision, Weights};
 use crate::remote_sync::{Remote, RemoteSync};
 use crate::rundir::{self, Log};
-use crate::scaler::GradScaler;
+use crate::scaler::{GradScaler, ScalerState};
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
 
@@ -81,8 +81,9 @@ pub struct StepDone {
     pub loss: Tensor,
     /// The step's learning rate.
     pub lr: f64,
-    /// `--precision amp` skipped the update (inf/NaN gradients).
-    pub skipped: bool,
+    /// `--precision amp`'s found_inf (on the device, 1 when the update was skipped for inf/NaN
+    /// gradients); read only when the loss is not finite.
+    pub skipped: Option<Tensor>,
 }
 
 /// Test hook, inert unless set: `CLIP_TRAIN_TEST_NAN_AT_STEP=N[:RANK]` fills the images of step
@@ -113,6 +114,9 @@ fn test_nan_batch(micro: &mut [(Tensor, Tensor)], step: i64, rank: usize) {
 struct Optimization {
     plan: TrainPlan,
     opt: AdamW,
+    /// `--precision amp`'s loss scaler, live on the device (its state is checkpointed through
+    /// [`TrainState::scaler`]).
+    scaler: Option<GradScaler>,
     buckets: GradBuckets,
     step_opts: StepOptions,
     /// Raised by SIGUSR1 / SIGTERM (slurm's warning), polled between steps.
@@ -185,6 +189,7 @@ impl Trainer {
                 world.rank, world.world_size, world.local_rank, plan.device, plan.dist.backend
             ));
         }
+        crate::device::apply_cuda_settings(plan.device)?;
         tch::manual_seed(plan.seed);
         let vs = VarStore::new(plan.device);
         let model = build_model(
@@ -215,7 +220,7 @@ impl Trainer {
                 step: 0,
                 step_in_epoch: 0,
                 data_position: None,
-                scaler: plan.precision.scales_loss().then(GradScaler::default),
+                scaler: plan.precision.scales_loss().then(ScalerState::default),
                 optimizer_step: None,
             },
             position: None,
@@ -249,9 +254,12 @@ impl Trainer {
                 .context(path)?;
         }
         let scaler = match self.precision.scales_loss() {
-            true => state.scaler.or(Some(GradScaler::default())),
+            true => state.scaler.or(Some(ScalerState::default())),
             false => None,
         };
+        if let Some(o) = self.optimization.as_mut() {
+            o.scaler = scaler.map(|s| GradScaler::new(s, self.device));
+        }
         self.state = TrainState {
             name: self.state.name.clone(),
             scaler,
@@ -358,7 +366,12 @@ impl Trainer {
             // One agreement for both reasons to stop, so a signal or a NaN on any rank stops
             // every rank at this step.
             let o = self.optimization.as_ref().expect("training run");
-            let diverged = !loss_v.is_finite() && !done.skipped;
+            let skipped = || {
+                done.skipped
+                    .as_ref()
+                    .is_some_and(|f| f.double_value(&[]) != 0.0)
+            };
+            let diverged = !loss_v.is_finite() && !skipped();
             let [diverged, stop] = ddp::any_of(
                 comm,
                 self.device,
@@ -418,7 +431,7 @@ impl Trainer {
             .plan
             .schedule
             .lr(o.plan.steps_per_epoch * self.state.epoch + self.state.step_in_epoch);
-        o.opt.zero_grad();
+        o.opt.zero_grad()?;
         // Drop-path masks from a generator seeded by (seed, step, rank, micro-batch): a resumed
         // run draws the same ones without saving RNG state.
         let base = self
@@ -428,22 +441,25 @@ impl Trainer {
         let stream = self.world.rank as i64 * o.plan.accum_freq;
         let seed_of = |j: usize| base.wrapping_add((stream + j as i64).wrapping_mul(1_000_000_007));
         let opts = StepOptions {
-            loss_scale: self.state.scaler.map_or(1.0, |s| s.scale),
+            loss_scale: o.scaler.as_ref().map(|s| s.scale().shallow_clone()),
             ..o.step_opts
         };
         let loss = forward_backward(&self.model, micro, &DistGather(comm), &opts, &seed_of)?;
         o.buckets.all_reduce_mean(comm)?;
         // The loss scaler (amp): unscale before clipping; a step with inf/NaN gradients is
-        // skipped (every rank sees the same averaged gradients, so all skip together).
-        let finite = self.state.scaler.is_none_or(|s| s.unscale(&o.opt.params));
+        // skipped (every rank sees the same averaged gradients, so all skip together), decided
+        // on the device by found_inf, which AdamW's kernel and the scale update read.
+        let found_inf = match &o.scaler {
+            Some(s) => Some(s.unscale(&o.opt.params)?),
+            None => None,
+        };
         if let Some(max) = o.plan.grad_clip_norm {
-            clip_grad_norm(&o.opt.params, max);
+            // The norm (on the device) is not logged: nothing reads it.
+            let _ = clip_grad_norm(&o.opt.params, max)?;
         }
-        if finite {
-            o.opt.step(lr);
-        }
-        if let Some(s) = self.state.scaler.as_mut() {
-            s.update(!finite);
+        o.opt.step(lr, found_inf.as_ref())?;
+        if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &found_inf) {
+            s.update(inf);
         }
         self.model.clamp_logit_scale();
         self.state.step += 1;
@@ -451,7 +467,7 @@ impl Trainer {
         Ok(StepDone {
             loss,
             lr,
-            skipped: !finite,
+            skipped: found_inf,
         })
     }
 
@@ -542,7 +558,9 @@ impl Trainer {
     ) -> Result<()> {
         let o = self.optimization.as_ref().expect("training run");
         let mut state = self.state.clone();
-        state.optimizer_step = (o.opt.step != state.step).then_some(o.opt.step);
+        let opt_step = o.opt.steps_taken();
+        state.optimizer_step = (opt_step != state.step).then_some(opt_step);
+        state.scaler = o.scaler.as_ref().map(GradScaler::state);
         let position = self
             .position
             .clone()
@@ -590,7 +608,7 @@ impl Optimization {
         let buckets = GradBuckets::new(&trainable, plan.grad_reduce);
         let step_opts = StepOptions {
             autocast: precision.autocast().map(|k| (device, k)),
-            loss_scale: 1.0,
+            loss_scale: None,
             train: true,
             loss: plan.loss,
         };
@@ -601,6 +619,9 @@ impl Optimization {
         Ok(Optimization {
             plan,
             opt,
+            scaler: precision
+                .scales_loss()
+                .then(|| GradScaler::new(ScalerState::default(), device)),
             buckets,
             step_opts,
             preempted,

@@ -3,6 +3,7 @@
 //! function that recomputes a Rust closure in backward), and — in Rust, see [`pickle`] —
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts).
 
+pub mod optim;
 pub mod pickle;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
@@ -11,7 +12,7 @@ use std::path::Path;
 use anyhow::{anyhow, Result};
 use tch::{Device, Kind, Tensor};
 
-type CTensor = *mut torch_sys::C_tensor;
+pub(crate) type CTensor = *mut torch_sys::C_tensor;
 type CallFn = unsafe extern "C" fn(*mut c_void, CTensor) -> CTensor;
 type DropFn = unsafe extern "C" fn(*mut c_void);
 
@@ -40,7 +41,7 @@ extern "C" {
 }
 
 /// Turns a message returned by the shim into an error (null means success).
-fn check(err: *mut c_char) -> Result<()> {
+pub(crate) fn check(err: *mut c_char) -> Result<()> {
     if err.is_null() {
         return Ok(());
     }

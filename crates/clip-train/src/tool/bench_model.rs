@@ -52,7 +52,7 @@ pub fn run(args: Args) -> Result<()> {
         }
         let opts = StepOptions {
             autocast: precision.autocast().map(|k| (device, k)),
-            loss_scale: 1.0,
+            loss_scale: None,
             train: true,
             loss: LossKind::default(),
         };

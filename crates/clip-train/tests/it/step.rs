@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use clip_model::{weights, Clip, ClipConfig};
 use clip_train::loss::LocalOnly;
 use clip_train::optimizer::{clip_grad_norm, AdamW, AdamWConfig};
+use clip_train::scaler::{GradScaler, ScalerState};
 use clip_train::siglip::SigLipDist;
 use clip_train::step::{forward_backward, LossKind, StepOptions};
 use tch::{nn::VarStore, Device, Tensor};
@@ -116,19 +117,19 @@ fn step_with(
     text: &Tensor,
     lr: f64,
 ) -> (f64, f64) {
-    opt.zero_grad();
+    opt.zero_grad().unwrap();
     let opts = StepOptions {
         autocast: None,
-        loss_scale: 1.0,
+        loss_scale: None,
         train: false,
         loss,
     };
     let batch = [(image.shallow_clone(), text.shallow_clone())];
     let loss = forward_backward(model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();
-    let norm = clip_grad_norm(&opt.params, 0.5);
-    opt.step(lr);
+    let norm = clip_grad_norm(&opt.params, 0.5).unwrap();
+    opt.step(lr, None).unwrap();
     model.clamp_logit_scale();
-    (loss.double_value(&[]), norm)
+    (loss.double_value(&[]), norm.double_value(&[]))
 }
 
 /// [`step_with`] ClipLoss.
@@ -307,7 +308,7 @@ fn accum_freq_gradient_equals_one_k_times_batch() {
     );
     let opts = StepOptions {
         autocast: None,
-        loss_scale: 1.0,
+        loss_scale: None,
         train: false,
         loss: LossKind::default(),
     };
@@ -362,25 +363,25 @@ fn amp_steps_with_the_loss_scaler_match_openclip() {
         .map(|(_, t)| t.copy())
         .collect();
     let mut opt = AdamW::new(model.named_parameters(), ADAMW);
-    let mut scaler = clip_train::scaler::GradScaler::default();
+    let mut scaler = GradScaler::new(ScalerState::default(), Device::Cpu);
     let mut skipped = 0;
     for i in 1..=6 {
         let lr = if i <= 4 { 1e-2 } else { 5e-3 };
-        opt.zero_grad();
+        opt.zero_grad().unwrap();
         let opts = StepOptions {
             autocast: Some((Device::Cpu, tch::Kind::Half)),
-            loss_scale: scaler.scale,
+            loss_scale: Some(scaler.scale().shallow_clone()),
             train: false,
             loss: LossKind::default(),
         };
         let batch = [(image.shallow_clone(), text.shallow_clone())];
         let loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0).unwrap();
-        let finite = scaler.unscale(&opt.params);
-        let norm = clip_grad_norm(&opt.params, 0.5);
-        if finite {
-            opt.step(lr);
-        }
-        scaler.update(!finite);
+        // The skip is decided on the device: found_inf goes to AdamW and the scaler unread.
+        let found_inf = scaler.unscale(&opt.params).unwrap();
+        let norm = clip_grad_norm(&opt.params, 0.5).unwrap().double_value(&[]);
+        opt.step(lr, Some(&found_inf)).unwrap();
+        scaler.update(&found_inf);
+        let finite = found_inf.double_value(&[]) == 0.0;
         model.clamp_logit_scale();
         let want_norm = get(&gold, &format!("grad_norm{i}")).double_value(&[0]);
         assert_eq!(
@@ -390,7 +391,7 @@ fn amp_steps_with_the_loss_scaler_match_openclip() {
         );
         skipped += usize::from(!finite);
         assert_eq!(
-            scaler.scale,
+            scaler.state().scale,
             get(&gold, &format!("scale{i}")).double_value(&[0]),
             "step {i}"
         );
@@ -408,6 +409,11 @@ fn amp_steps_with_the_loss_scaler_match_openclip() {
         }
     }
     assert!((1..6).contains(&skipped), "{skipped} steps skipped");
+    assert_eq!(
+        opt.steps_taken(),
+        6 - skipped as i64,
+        "skipped steps are not counted"
+    );
     let (mut dot, mut n_ours, mut n_theirs) = (0.0, 0.0, 0.0);
     for ((k, t), t0) in model.named_parameters().iter().zip(&before) {
         let ours = (t - t0).to_kind(tch::Kind::Double);

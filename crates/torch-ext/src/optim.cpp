@@ -1,0 +1,180 @@
+// The optimizer's libtorch calls (issue 9: the GPU never waits on the host), kept apart from
+// shim.cpp so the two change independently. Each entry point issues a constant number of ATen
+// ops per (device, dtype) group of tensors, never one per parameter, and reads nothing back to
+// the host: AdamW through the fused kernel, clipping through _foreach_norm / _foreach_mul_ with
+// the coefficient on the device, the loss scaler's unscale and inf check through the AMP
+// kernel. Errors come back as malloc'd messages, as in shim.cpp.
+#include <ATen/ATen.h>
+#include <ATen/Context.h>
+#include <torch/csrc/autograd/grad_mode.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <utility>
+#include <vector>
+
+typedef at::Tensor *tensor;
+
+namespace {
+
+char *message(const std::string &s) {
+  char *out = static_cast<char *>(std::malloc(s.size() + 1));
+  std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
+}
+
+#define OPTIM_GUARD(...)                                                                 \
+  try {                                                                                  \
+    __VA_ARGS__;                                                                         \
+    return nullptr;                                                                      \
+  } catch (const c10::Error &e) {                                                        \
+    return message(e.what_without_backtrace());                                          \
+  } catch (const std::exception &e) {                                                    \
+    return message(e.what());                                                            \
+  }
+
+// Indices of `ts` grouped by (device, dtype), in first-seen order: the fused and foreach kernels
+// take uniform lists, so torch.optim groups the same way (_group_tensors_by_device_and_dtype).
+std::vector<std::vector<size_t>> by_device_and_dtype(const std::vector<at::Tensor> &ts) {
+  std::vector<std::pair<std::pair<at::Device, at::ScalarType>, std::vector<size_t>>> groups;
+  for (size_t i = 0; i < ts.size(); i++) {
+    auto key = std::make_pair(ts[i].device(), ts[i].scalar_type());
+    auto it = groups.begin();
+    while (it != groups.end() && it->first != key) ++it;
+    if (it == groups.end()) {
+      groups.push_back({key, {}});
+      it = groups.end() - 1;
+    }
+    it->second.push_back(i);
+  }
+  std::vector<std::vector<size_t>> out;
+  for (auto &g : groups) out.push_back(std::move(g.second));
+  return out;
+}
+
+std::vector<at::Tensor> pick(const std::vector<at::Tensor> &ts, const std::vector<size_t> &idx) {
+  std::vector<at::Tensor> out;
+  out.reserve(idx.size());
+  for (size_t i : idx) out.push_back(ts[i]);
+  return out;
+}
+
+// The defined gradients of `params` (torch skips `p.grad is None`).
+std::vector<at::Tensor> grads_of(tensor *params, int n) {
+  std::vector<at::Tensor> out;
+  for (int i = 0; i < n; i++) {
+    const at::Tensor &g = params[i]->grad();
+    if (g.defined()) out.push_back(g);
+  }
+  return out;
+}
+
+}  // namespace
+
+extern "C" {
+
+// One AdamW step over `n` parameters (torch.optim.AdamW(fused=True)'s kernel): those with
+// `decay[i]` at `weight_decay`, the rest at 0. `state_step` is the step count (f32 scalar on the
+// parameters' device), already incremented for this step; the kernel reads it for the bias
+// correction. `found_inf` (nullable, f32 scalar) makes the kernel leave everything untouched
+// when it holds 1, with no host read.
+char *torch_ext_fused_adamw(tensor *params, tensor *exp_avgs, tensor *exp_avg_sqs,
+                            const int *decay, int n, tensor state_step, double lr, double beta1,
+                            double beta2, double weight_decay, double eps, tensor found_inf) {
+  OPTIM_GUARD({
+    at::NoGradGuard no_grad;
+    std::optional<at::Tensor> inf;
+    if (found_inf != nullptr) inf = *found_inf;
+    for (int wd = 0; wd < 2; wd++) {
+      std::vector<at::Tensor> ps, gs, ms, vs;
+      for (int i = 0; i < n; i++) {
+        const at::Tensor &g = params[i]->grad();
+        if ((decay[i] != 0) != (wd == 1) || !g.defined()) continue;
+        ps.push_back(*params[i]);
+        gs.push_back(g);
+        ms.push_back(*exp_avgs[i]);
+        vs.push_back(*exp_avg_sqs[i]);
+      }
+      for (const auto &idx : by_device_and_dtype(ps)) {
+        // One step tensor for every parameter: the kernel only reads it.
+        std::vector<at::Tensor> steps(idx.size(), *state_step);
+        at::_fused_adamw_(pick(ps, idx), pick(gs, idx), pick(ms, idx), pick(vs, idx), {}, steps,
+                          lr, beta1, beta2, wd == 1 ? weight_decay : 0.0, eps,
+                          /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
+                          inf);
+      }
+    }
+  })
+}
+
+// torch.nn.utils.clip_grad_norm_(params, max_norm, 2.0, foreach=True): the total 2-norm of the
+// gradients (each tensor's norm in its own dtype, as _foreach_norm gives it, then in f32), and
+// every gradient times min(1, max_norm / (total + 1e-6)), the coefficient never leaving the
+// device. `*total_out` gets the norm (f32 scalar; 0 when there is no gradient).
+char *torch_ext_clip_grad_norm(tensor *params, int n, double max_norm, tensor *total_out) {
+  OPTIM_GUARD({
+    at::NoGradGuard no_grad;
+    auto grads = grads_of(params, n);
+    if (grads.empty()) {
+      *total_out = new at::Tensor(at::zeros({}, at::kFloat));
+      return nullptr;
+    }
+    auto groups = by_device_and_dtype(grads);
+    std::vector<at::Tensor> norms;
+    for (const auto &idx : groups) {
+      auto ns = at::_foreach_norm(pick(grads, idx), 2);
+      norms.push_back(at::stack(ns).to(grads[0].device(), at::kFloat));
+    }
+    at::Tensor total = at::linalg_vector_norm(at::cat(norms), 2);
+    at::Tensor coef = at::clamp_max(max_norm / (total + 1e-6), 1.0);
+    for (const auto &idx : groups) at::_foreach_mul_(pick(grads, idx), coef);
+    *total_out = new at::Tensor(total);
+  })
+}
+
+// GradScaler.unscale_: every gradient times `inv_scale`, and `found_inf` set to 1 when any is
+// inf or NaN (_amp_foreach_non_finite_check_and_unscale_, once per dtype).
+char *torch_ext_amp_unscale(tensor *params, int n, tensor inv_scale, tensor found_inf) {
+  OPTIM_GUARD({
+    at::NoGradGuard no_grad;
+    auto grads = grads_of(params, n);
+    for (const auto &idx : by_device_and_dtype(grads))
+      at::_amp_foreach_non_finite_check_and_unscale_(pick(grads, idx), *found_inf, *inv_scale);
+  })
+}
+
+// optimizer.zero_grad() in torch 2.x (set_to_none=True): the gradients are freed, not zeroed,
+// so their memory is free through the next forward. No ATen op runs.
+char *torch_ext_set_grads_to_none(tensor *params, int n) {
+  OPTIM_GUARD({
+    for (int i = 0; i < n; i++) params[i]->mutable_grad().reset();
+  })
+}
+
+// ---- CUDA backend settings ----------------------------------------------------------------
+// OpenCLIP's main.py on CUDA: torch.backends.cuda.matmul.allow_tf32 = True,
+// torch.backends.cudnn.benchmark = True, cudnn.deterministic = False (cuDNN's TF32 is torch's
+// default, on). These are process-wide flags in libtorch's global context.
+
+char *torch_ext_set_cuda_backend(int cudnn_benchmark, int tf32) {
+  OPTIM_GUARD({
+    auto &ctx = at::globalContext();
+    ctx.setBenchmarkCuDNN(cudnn_benchmark != 0);
+    ctx.setDeterministicCuDNN(false);
+    ctx.setAllowTF32CuBLAS(tf32 != 0);
+    ctx.setAllowTF32CuDNN(tf32 != 0);
+  })
+}
+
+char *torch_ext_get_cuda_backend(int *cudnn_benchmark, int *tf32_cublas, int *tf32_cudnn) {
+  OPTIM_GUARD({
+    auto &ctx = at::globalContext();
+    *cudnn_benchmark = ctx.benchmarkCuDNN() ? 1 : 0;
+    *tf32_cublas = ctx.allowTF32CuBLAS() ? 1 : 0;
+    *tf32_cudnn = ctx.allowTF32CuDNN() ? 1 : 0;
+  })
+}
+
+}  // extern "C"
