@@ -1,5 +1,6 @@
 //! clip-tool's subcommands, one file each.
 pub mod bench_model;
+pub mod bench_optimizer;
 pub mod convert;
 pub mod embed;
 pub mod inspect;
