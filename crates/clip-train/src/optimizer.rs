@@ -97,6 +97,10 @@ impl AdamW {
     ///
     /// computed in f32 for every parameter dtype (bf16 weights and moments are rounded once, on
     /// store).
+    ///
+    /// On CUDA the kernel reads the step count on the device. libtorch's CPU kernel reads it with
+    /// `.item()` once per tensor: `aten::_local_scalar_dense` nested under `aten::_fused_adamw_`
+    /// in a profile, a read of host memory rather than a wait on a device.
     pub fn step(&mut self, lr: f64, found_inf: Option<&Tensor>) -> Result<()> {
         tch::no_grad(|| {
             let _ = self.state_step.g_add_scalar_(1.0);

@@ -1,9 +1,11 @@
 // The optimizer's libtorch calls (issue 9: the GPU never waits on the host), kept apart from
 // shim.cpp so the two change independently. Each entry point issues a constant number of ATen
-// ops per (device, dtype) group of tensors, never one per parameter, and reads nothing back to
-// the host: AdamW through the fused kernel, clipping through _foreach_norm / _foreach_mul_ with
-// the coefficient on the device, the loss scaler's unscale and inf check through the AMP
-// kernel. Errors come back as malloc'd messages, as in shim.cpp.
+// ops per (device, dtype) group of tensors, never one per parameter, and waits on no device:
+// AdamW through the fused kernel, clipping through _foreach_norm / _foreach_mul_ with the
+// coefficient on the device, the loss scaler's unscale and inf check through the AMP kernel.
+// (On CPU, libtorch runs the foreach ops as per-tensor loops inside the one op, and its fused
+// AdamW reads the step tensor with .item(): host memory, no wait.) Errors come back as malloc'd
+// messages, as in shim.cpp.
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <torch/csrc/autograd/grad_mode.h>
