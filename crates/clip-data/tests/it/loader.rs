@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use clip_data::loader::{epoch_plan, Batch, Loader, LoaderConfig, Position};
-use clip_data::samples::{Item, ShardSamples, SkipReason};
+use clip_data::order::{fetch_members, Member};
+use clip_data::samples::{Item, RawSample, ShardSamples, SkipReason};
 use clip_data::shards::ShardList;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,4 +343,39 @@ fn epoch_arithmetic_matches_openclip() {
     let (per, batches, _) = epoch_plan(203_666_042, 256, 512, 4);
     assert_eq!((per, batches), (389, 1556));
     assert_eq!(epoch_plan(100, 10, 1, 3), (4, 12, 120));
+}
+
+#[test]
+fn a_sample_reads_back_from_its_byte_range() {
+    let (d, _) = dataset("ranges", 1, 30);
+    let url = d.join("shard-000.tar").display().to_string();
+    let all: Vec<RawSample> = ShardSamples::open(&url)
+        .filter_map(|i| match i {
+            Item::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all.len(), 30);
+    for s in &all {
+        let back: Vec<Item> = ShardSamples::open_range(&url, s.offset, Some(s.offset + s.len)).collect();
+        assert_eq!(back.len(), 1, "{} at {}+{}", s.key, s.offset, s.len);
+        let Item::Sample(b) = &back[0] else {
+            panic!("{:?}", back[0])
+        };
+        assert_eq!((&b.key, &b.caption, &b.image), (&s.key, &s.caption, &s.image));
+        assert_eq!((b.offset, b.len), (s.offset, s.len));
+    }
+    // a shuffled selection, adjacent ones coalesced, comes back in the asked order
+    let pick: Vec<Member> = [7usize, 3, 4, 5, 29, 0]
+        .iter()
+        .map(|&i| Member {
+            shard: all[i].shard.clone(),
+            offset: all[i].offset,
+            len: all[i].len,
+        })
+        .collect();
+    let back = fetch_members(&pick).unwrap();
+    let got: Vec<&str> = back.iter().map(|s| s.key.as_str()).collect();
+    let want: Vec<&str> = [7usize, 3, 4, 5, 29, 0].iter().map(|&i| all[i].key.as_str()).collect();
+    assert_eq!(got, want);
 }
