@@ -306,13 +306,19 @@ impl Loader {
         self.shards.lock().unwrap().clone()
     }
 
-    /// The batches of `epoch`, from its start or from a saved position.
+    /// The batches of `epoch`, from its start or from a saved position. A saved position keeps
+    /// its stream layout (the number of streams fixes the sample order), whatever `workers` —
+    /// the decode threads — is now.
     pub fn epoch(&self, epoch: u64, resume: Option<&Position>) -> Result<EpochIter> {
-        let streams = self.order.streams;
-        let quota = if self.cfg.train {
-            self.plan().map(|p| p.0).unwrap_or(u64::MAX)
-        } else {
-            u64::MAX
+        let mut order = self.order.clone();
+        if let Some(r) = resume {
+            order.streams = r.streams.len().max(1);
+            order.check()?;
+        }
+        let streams = order.streams;
+        let quota = match (self.cfg.train, self.cfg.num_samples) {
+            (true, Some(n)) => epoch_plan(n, self.cfg.batch_size, self.cfg.world, streams).0,
+            _ => u64::MAX,
         };
         let mut pos = Position {
             version: 1,
@@ -344,7 +350,7 @@ impl Loader {
                 epoch: r.epoch,
                 ..pos.clone()
             };
-            if *r != mine || r.streams.len() != streams {
+            if *r != mine {
                 bail!(
                     "saved data position does not match this configuration (saved: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards; now: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards)",
                     r.seed, r.rank, r.world, r.streams.len(), r.batch_size, r.resampled, r.num_shards,
@@ -359,7 +365,7 @@ impl Loader {
             }
             pos = r.clone();
         }
-        EpochIter::start(self, epoch, pos, quota)
+        EpochIter::start(self, &order, epoch, pos, quota)
     }
 }
 
@@ -433,8 +439,14 @@ pub struct EpochIter {
 }
 
 impl EpochIter {
-    fn start(l: &Loader, epoch: u64, pos: Position, quota: u64) -> Result<EpochIter> {
-        let n_streams = l.order.streams;
+    fn start(
+        l: &Loader,
+        order: &OrderCfg,
+        epoch: u64,
+        pos: Position,
+        quota: u64,
+    ) -> Result<EpochIter> {
+        let n_streams = order.streams;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (job_tx, job_rx) = unbounded::<Job>();
         let mut threads = Vec::new();
@@ -460,12 +472,12 @@ impl EpochIter {
                 cursor: saved
                     .read
                     .clone()
-                    .unwrap_or_else(|| Cursor::start(&l.order, s, epoch)),
+                    .unwrap_or_else(|| Cursor::start(order, s, epoch)),
             });
             if pos.streams[s].done {
                 continue;
             }
-            let order = l.order.clone();
+            let order = order.clone();
             let job_tx = job_tx.clone();
             let stop = stop.clone();
             let groups = pipe_groups.clone();
@@ -473,7 +485,17 @@ impl EpochIter {
                 std::thread::Builder::new()
                     .name(format!("clip-data-read-{s}"))
                     .spawn(move || {
-                        reader(order, s, epoch, start, job_tx, tx, inflight_tx, stop, groups)
+                        reader(
+                            order,
+                            s,
+                            epoch,
+                            start,
+                            job_tx,
+                            tx,
+                            inflight_tx,
+                            stop,
+                            groups,
+                        )
                     })?,
             );
         }

@@ -306,7 +306,9 @@ pub struct SavedCursor {
     current: Option<(usize, Option<u64>, u64)>,
     /// the shuffle buffer, in buffer order: [URL index, byte offset, byte length]
     waiting: Vec<[u64; 3]>,
-    rng: Option<Pcg64>,
+    /// the shuffle generator as its own JSON text: its 128-bit words cannot travel through
+    /// serde's untagged enums (the checkpoint's `SavedPositions`) as numbers
+    rng: Option<String>,
     empty_shards: u64,
     source_done: bool,
 }
@@ -332,7 +334,9 @@ impl From<Cursor> for SavedCursor {
             shards_taken: c.read.shards_taken,
             current,
             waiting,
-            rng: c.rng,
+            rng: c
+                .rng
+                .map(|r| serde_json::to_string(&r).expect("a generator serialises")),
             empty_shards: c.read.empty_shards,
             source_done: c.read.source_done,
         }
@@ -363,9 +367,13 @@ impl TryFrom<SavedCursor> for Cursor {
                 })
             })
             .collect::<std::result::Result<Vec<_>, String>>()?;
+        let rng = match s.rng {
+            Some(r) => Some(serde_json::from_str(&r).map_err(|e| format!("data position: {e}"))?),
+            None => None,
+        };
         Ok(Cursor {
             waiting,
-            rng: s.rng,
+            rng,
             read: ReadState {
                 shards_taken: s.shards_taken,
                 current,

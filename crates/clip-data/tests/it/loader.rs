@@ -357,12 +357,16 @@ fn a_sample_reads_back_from_its_byte_range() {
         .collect();
     assert_eq!(all.len(), 30);
     for s in &all {
-        let back: Vec<Item> = ShardSamples::open_range(&url, s.offset, Some(s.offset + s.len)).collect();
+        let back: Vec<Item> =
+            ShardSamples::open_range(&url, s.offset, Some(s.offset + s.len)).collect();
         assert_eq!(back.len(), 1, "{} at {}+{}", s.key, s.offset, s.len);
         let Item::Sample(b) = &back[0] else {
             panic!("{:?}", back[0])
         };
-        assert_eq!((&b.key, &b.caption, &b.image), (&s.key, &s.caption, &s.image));
+        assert_eq!(
+            (&b.key, &b.caption, &b.image),
+            (&s.key, &s.caption, &s.image)
+        );
         assert_eq!((b.offset, b.len), (s.offset, s.len));
     }
     // a shuffled selection, adjacent ones coalesced, comes back in the asked order
@@ -376,6 +380,9 @@ fn a_sample_reads_back_from_its_byte_range() {
         .collect();
     let back = fetch_members(&pick).unwrap();
     let got: Vec<&str> = back.iter().map(|s| s.key.as_str()).collect();
-    let want: Vec<&str> = [7usize, 3, 4, 5, 29, 0].iter().map(|&i| all[i].key.as_str()).collect();
+    let want: Vec<&str> = [7usize, 3, 4, 5, 29, 0]
+        .iter()
+        .map(|&i| all[i].key.as_str())
+        .collect();
     assert_eq!(got, want);
 }
