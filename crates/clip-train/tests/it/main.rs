@@ -10,6 +10,7 @@ mod golden;
 mod plan;
 mod pretrained_image;
 mod remote_sync;
+mod resume_data;
 #[path = "../../../../tests/support/s3.rs"]
 mod s3_server;
 mod scheduler;
