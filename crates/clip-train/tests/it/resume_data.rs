@@ -82,3 +82,63 @@ fn resuming_late_in_an_epoch_reads_less_from_s3_than_resuming_early() {
     );
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Every file under `dir` with its length and modification time.
+fn listing(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(listing(&p));
+        } else {
+            let m = std::fs::metadata(&p).unwrap();
+            out.push((p, m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A resume the data cannot serve is refused before the job starts: one line naming the
+/// numbers, exit 2, the run directory untouched. (Rank 0 of a bigger world is enough: the
+/// refusal comes before the rendezvous.)
+#[test]
+fn resumes_onto_a_layout_the_data_cannot_serve_are_refused_before_anything_is_written() {
+    let dir = tempdir("resume-refused");
+    let shards = dir.join("shards");
+    make_shards(&dir, &shards, 64, 16, 0);
+    let logs = dir.join("logs");
+    let flags = "--dataset-type webdataset --train-num-samples 64 --batch-size 8 --workers 2 \
+                 --epochs 2 --model clip_tiny --lr 1e-3 --seed 3 --save-every-n-steps 3";
+    let data = format!("{}/{{00000..00003}}.tar", shards.display());
+    let base = cli(flags, "r", &logs, &["--train-data", &data]);
+    crate::common::ok(&[&base[..], &["--epochs".into(), "1".into()]].concat());
+    let run = logs.join("r");
+    let refused = |world: &str, extra: &[&str], want: &str| {
+        let before = listing(&run);
+        let out = Command::new(BIN)
+            .args(resume_latest(&base))
+            .args(extra)
+            .env("RANK", "0")
+            .env("WORLD_SIZE", world)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", crate::common::free_port().to_string())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(listing(&run), before, "nothing written");
+    };
+    // the epoch checkpoint keeps 2 streams per rank: 3 ranks would need 6 plain shards
+    refused(
+        "3",
+        &["--workers", "1"],
+        "number of shards (4) must be >= workers (2) x world size (3)",
+    );
+    // a mid-epoch checkpoint of one rank resumed by two
+    std::fs::remove_file(run.join("checkpoints/epoch_1.safetensors")).unwrap();
+    refused("2", &[], "taken mid-epoch by 1 ranks, resumed by 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}
