@@ -115,3 +115,64 @@ impl Drop for S3Server {
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }
+
+/// A TCP proxy in front of an S3 server that counts the bytes the server sends (bodies and
+/// headers): what a client really read, measured outside it.
+#[allow(dead_code)] // clip-train's tests use it, clip-data's (which share this file) do not
+pub struct CountingProxy {
+    /// `http://127.0.0.1:PORT`: give it to clients as `AWS_ENDPOINT_URL`
+    pub endpoint: String,
+    served: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+#[allow(dead_code)]
+impl CountingProxy {
+    pub fn start(upstream: &str) -> CountingProxy {
+        use std::net::{TcpListener, TcpStream};
+        use std::sync::atomic::{AtomicU64, Ordering};
+        use std::sync::Arc;
+        let target = upstream.trim_start_matches("http://").to_string();
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let endpoint = format!("http://{}", listener.local_addr().unwrap());
+        let served = Arc::new(AtomicU64::new(0));
+        let count = served.clone();
+        std::thread::spawn(move || {
+            for client in listener.incoming() {
+                let Ok(client) = client else { continue };
+                let Ok(server) = TcpStream::connect(&target) else {
+                    continue;
+                };
+                let (mut c_in, mut s_out) =
+                    (client.try_clone().unwrap(), server.try_clone().unwrap());
+                std::thread::spawn(move || {
+                    let _ = std::io::copy(&mut c_in, &mut s_out);
+                    let _ = s_out.shutdown(std::net::Shutdown::Write);
+                });
+                let count = count.clone();
+                let (mut s_in, mut c_out) = (server, client);
+                std::thread::spawn(move || {
+                    let mut buf = [0u8; 64 * 1024];
+                    loop {
+                        use std::io::{Read, Write};
+                        match s_in.read(&mut buf) {
+                            Ok(0) | Err(_) => break,
+                            Ok(n) => {
+                                count.fetch_add(n as u64, Ordering::Relaxed);
+                                if c_out.write_all(&buf[..n]).is_err() {
+                                    break;
+                                }
+                            }
+                        }
+                    }
+                    let _ = c_out.shutdown(std::net::Shutdown::Write);
+                });
+            }
+        });
+        CountingProxy { endpoint, served }
+    }
+
+    /// Bytes the server has sent through the proxy so far.
+    pub fn served(&self) -> u64 {
+        self.served.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}

@@ -50,7 +50,7 @@
 //! erasing in pixel mode writes N(0,1) noise in the normalised space, which u8 cannot hold, and the
 //! transform already produces normalised CHW floats, so the device only needs one copy.
 
-use crate::order::{self, Event, OrderCfg, SampleStream};
+use crate::order::{self, Cursor, Event, OrderCfg, SampleStream, Step};
 use crate::samples::{Item, RawSample, SkipLog, SkipReason, Stats};
 use crate::shards::ShardList;
 use anyhow::{bail, Result};
@@ -173,7 +173,7 @@ impl Drop for Batch {
 }
 
 /// A resumable position inside an epoch (serde JSON, stored in checkpoints).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Position {
     pub version: u32,
     pub epoch: u64,
@@ -191,13 +191,18 @@ pub struct Position {
     pub num_shards: usize,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StreamPos {
     /// raw samples taken from the stream (including ones that failed to decode)
     pub taken: u64,
     pub batches: u64,
     /// stream exhausted (plain mode) or its quota reached
     pub done: bool,
+    /// where the stream's reading stands after those samples: shard, byte offset, and the
+    /// members waiting in its shuffle buffer (version 2; a version-1 position has none and is
+    /// restored by replaying the stream)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<Cursor>,
 }
 
 impl Position {
@@ -301,13 +306,19 @@ impl Loader {
         self.shards.lock().unwrap().clone()
     }
 
-    /// The batches of `epoch`, from its start or from a saved position.
+    /// The batches of `epoch`, from its start or from a saved position. A saved position keeps
+    /// its stream layout (the number of streams fixes the sample order), whatever `workers` —
+    /// the decode threads — is now.
     pub fn epoch(&self, epoch: u64, resume: Option<&Position>) -> Result<EpochIter> {
-        let streams = self.order.streams;
-        let quota = if self.cfg.train {
-            self.plan().map(|p| p.0).unwrap_or(u64::MAX)
-        } else {
-            u64::MAX
+        let mut order = self.order.clone();
+        if let Some(r) = resume {
+            order.streams = r.streams.len().max(1);
+            order.check()?;
+        }
+        let streams = order.streams;
+        let quota = match (self.cfg.train, self.cfg.num_samples) {
+            (true, Some(n)) => epoch_plan(n, self.cfg.batch_size, self.cfg.world, streams).0,
+            _ => u64::MAX,
         };
         let mut pos = Position {
             version: 1,
@@ -318,7 +329,8 @@ impl Loader {
                 StreamPos {
                     taken: 0,
                     batches: 0,
-                    done: false
+                    done: false,
+                    read: None,
                 };
                 streams
             ],
@@ -331,13 +343,14 @@ impl Loader {
         };
         if let Some(r) = resume {
             let mine = Position {
+                version: r.version,
                 batches: r.batches,
                 next_stream: r.next_stream,
                 streams: r.streams.clone(),
                 epoch: r.epoch,
                 ..pos.clone()
             };
-            if *r != mine || r.streams.len() != streams {
+            if *r != mine {
                 bail!(
                     "saved data position does not match this configuration (saved: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards; now: seed {}, rank {}/{}, {} streams, batch {}, resampled {}, {} shards)",
                     r.seed, r.rank, r.world, r.streams.len(), r.batch_size, r.resampled, r.num_shards,
@@ -352,7 +365,7 @@ impl Loader {
             }
             pos = r.clone();
         }
-        EpochIter::start(self, epoch, pos, quota)
+        EpochIter::start(self, &order, epoch, pos, quota)
     }
 }
 
@@ -360,6 +373,7 @@ struct Job {
     stream: usize,
     idx: u64,
     raw: RawSample,
+    step: Option<Step>,
 }
 
 enum Msg {
@@ -368,7 +382,12 @@ enum Msg {
         shard: Arc<str>,
         key: String,
         out: Result<(Vec<f32>, Vec<i64>), String>,
+        step: Option<Step>,
     },
+    /// a version-1 resume replayed the stream up to the saved count: its state there
+    Cursor(Box<Cursor>),
+    /// the stream could not continue from its saved position
+    Failed(String),
     Event(Event),
     /// the stream source is exhausted after `n` samples
     End {
@@ -378,14 +397,21 @@ enum Msg {
     Heartbeat,
 }
 
-/// (shard, key, image + tokens or the decode error)
-type Decoded = (Arc<str>, String, Result<(Vec<f32>, Vec<i64>), String>);
+/// (shard, key, image + tokens or the decode error, the stream's step)
+type Decoded = (
+    Arc<str>,
+    String,
+    Result<(Vec<f32>, Vec<i64>), String>,
+    Option<Step>,
+);
 
 struct StreamState {
     rx: Receiver<Msg>,
     inflight: Receiver<()>,
     reorder: HashMap<u64, Decoded>,
     end: Option<u64>,
+    /// the stream's state after the samples taken (see [`Cursor`])
+    cursor: Cursor,
 }
 
 /// Iterator over the batches of one epoch. Dropping it stops all its threads.
@@ -413,8 +439,14 @@ pub struct EpochIter {
 }
 
 impl EpochIter {
-    fn start(l: &Loader, epoch: u64, pos: Position, quota: u64) -> Result<EpochIter> {
-        let n_streams = l.order.streams;
+    fn start(
+        l: &Loader,
+        order: &OrderCfg,
+        epoch: u64,
+        pos: Position,
+        quota: u64,
+    ) -> Result<EpochIter> {
+        let n_streams = order.streams;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (job_tx, job_rx) = unbounded::<Job>();
         let mut threads = Vec::new();
@@ -426,17 +458,26 @@ impl EpochIter {
             let (tx, rx) = unbounded::<Msg>();
             let (inflight_tx, inflight_rx) = bounded::<()>(prefetch);
             result_txs.push(tx.clone());
+            let saved = &pos.streams[s];
+            let start = match (&saved.read, saved.taken) {
+                (Some(c), n) => Start::At(Box::new(c.clone()), n),
+                (None, 0) => Start::Beginning,
+                (None, n) => Start::Replay(n),
+            };
             states.push(StreamState {
                 rx,
                 inflight: inflight_rx,
                 reorder: HashMap::new(),
                 end: None,
+                cursor: saved
+                    .read
+                    .clone()
+                    .unwrap_or_else(|| Cursor::start(order, s, epoch)),
             });
             if pos.streams[s].done {
                 continue;
             }
-            let order = l.order.clone();
-            let skip = pos.streams[s].taken;
+            let order = order.clone();
             let job_tx = job_tx.clone();
             let stop = stop.clone();
             let groups = pipe_groups.clone();
@@ -444,7 +485,17 @@ impl EpochIter {
                 std::thread::Builder::new()
                     .name(format!("clip-data-read-{s}"))
                     .spawn(move || {
-                        reader(order, s, epoch, skip, job_tx, tx, inflight_tx, stop, groups)
+                        reader(
+                            order,
+                            s,
+                            epoch,
+                            start,
+                            job_tx,
+                            tx,
+                            inflight_tx,
+                            stop,
+                            groups,
+                        )
                     })?,
             );
         }
@@ -489,8 +540,13 @@ impl EpochIter {
     }
 
     /// The position after the last batch returned: save it with the checkpoint.
-    pub fn position(&self) -> &Position {
-        &self.pos
+    pub fn position(&self) -> Position {
+        let mut p = self.pos.clone();
+        p.version = 2;
+        for (sp, st) in p.streams.iter_mut().zip(&self.streams) {
+            sp.read = (self.train && !sp.done).then(|| st.cursor.clone());
+        }
+        p
     }
 
     fn note_event(&mut self, e: Event) {
@@ -563,8 +619,11 @@ impl EpochIter {
         let mut taken = self.pos.streams[s].taken;
         while keys.len() < b {
             let st = &mut self.streams[s];
-            if let Some((shard, key, out)) = st.reorder.remove(&taken) {
+            if let Some((shard, key, out, step)) = st.reorder.remove(&taken) {
                 taken += 1;
+                if let Some(step) = step {
+                    st.cursor.apply(step);
+                }
                 let _ = st.inflight.try_recv(); // release one in-flight slot
                 match out {
                     Ok((img, tok)) => {
@@ -616,9 +675,12 @@ impl EpochIter {
                     shard,
                     key,
                     out,
+                    step,
                 }) => {
-                    st.reorder.insert(idx, (shard, key, out));
+                    st.reorder.insert(idx, (shard, key, out, step));
                 }
+                Ok(Msg::Cursor(c)) => st.cursor = *c,
+                Ok(Msg::Failed(e)) => bail!("data stream {s}: {e}"),
                 Ok(Msg::End { n }) => st.end = Some(n),
                 Ok(Msg::Heartbeat) => self.last_progress = Instant::now(),
                 Ok(Msg::Event(e)) => self.note_event(e),
@@ -694,6 +756,7 @@ fn decoder(
             shard: job.raw.shard.clone(),
             key: job.raw.key,
             out,
+            step: job.step,
         };
         if txs[job.stream].send(msg).is_err() {
             // consumer gone
@@ -701,12 +764,23 @@ fn decoder(
     }
 }
 
+/// Where a reader starts its stream.
+enum Start {
+    Beginning,
+    /// a saved [`Cursor`] after the stream's first `n` samples: continue there, reading back
+    /// only what the epoch still needs
+    At(Box<Cursor>, u64),
+    /// a version-1 position (a count of samples taken): replay the stream and drop that many
+    /// samples without decoding them
+    Replay(u64),
+}
+
 #[allow(clippy::too_many_arguments)]
 fn reader(
     order: OrderCfg,
     s: usize,
     epoch: u64,
-    skip: u64,
+    start: Start,
     job_tx: Sender<Job>,
     tx: Sender<Msg>,
     inflight: Sender<()>,
@@ -714,16 +788,33 @@ fn reader(
     groups: crate::source::PipeGroups,
 ) {
     groups.enter();
-    let mut stream = SampleStream::new(&order, s, epoch);
-    let mut idx = 0u64;
-    for ev in stream.by_ref() {
+    let (mut stream, mut idx, skip) = match start {
+        Start::Beginning => (SampleStream::new(&order, s, epoch), 0, 0),
+        Start::Replay(n) => (SampleStream::new(&order, s, epoch), 0, n),
+        Start::At(c, n) => match SampleStream::resume(&order, s, epoch, &c) {
+            Ok(st) => (st, n, 0),
+            Err(e) => {
+                let _ = tx.send(Msg::Failed(format!("{e:#}")));
+                return;
+            }
+        },
+    };
+    // a replay rebuilds the stream's cursor from the steps of the samples it drops
+    let mut replayed = (skip > 0).then(|| Cursor::start(&order, s, epoch));
+    while let Some(ev) = stream.next() {
         if stop.load(std::sync::atomic::Ordering::Relaxed) {
             return;
         }
         match ev {
             Event::Item(Item::Sample(raw)) => {
+                let step = stream.take_step();
                 if idx < skip {
                     idx += 1; // fast-forward on resume: no decode
+                    let c = replayed.as_mut().expect("replaying");
+                    c.apply(step.expect("a sample's step"));
+                    if idx == skip && tx.send(Msg::Cursor(Box::new(c.clone()))).is_err() {
+                        return;
+                    }
                     if idx % 1000 == 999 && tx.send(Msg::Heartbeat).is_err() {
                         return;
                     }
@@ -741,14 +832,13 @@ fn reader(
                         Err(_) => return,
                     }
                 }
-                if job_tx
-                    .send(Job {
-                        stream: s,
-                        idx,
-                        raw,
-                    })
-                    .is_err()
-                {
+                let job = Job {
+                    stream: s,
+                    idx,
+                    raw,
+                    step,
+                };
+                if job_tx.send(job).is_err() {
                     return;
                 }
                 idx += 1;

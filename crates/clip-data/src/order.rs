@@ -9,10 +9,11 @@
 //! own batches. The number of streams fixes the data order; how many decode threads serve the
 //! streams does not change it (see [`crate::loader`]).
 
-use crate::samples::{Item, RawSample, ShardSamples};
-use anyhow::{bail, Result};
+use crate::samples::{Item, RawSample, ShardSamples, SkipReason};
+use anyhow::{bail, Context, Result};
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
 
@@ -53,6 +54,8 @@ pub struct Shuffle<T> {
     bufsize: usize,
     initial: usize,
     rng: Pcg64,
+    /// the buffer index of the last element emitted (swap-removed), for [`Cursor`]'s mirror
+    last_pick: usize,
 }
 
 impl<T> Shuffle<T> {
@@ -63,11 +66,21 @@ impl<T> Shuffle<T> {
             bufsize,
             initial: initial.min(bufsize),
             rng,
+            last_pick: 0,
+        }
+    }
+
+    /// A shuffle continuing from a saved state: its buffer (in buffer order) and generator.
+    pub fn restore(bufsize: usize, initial: usize, buf: Vec<T>, rng: Pcg64) -> Self {
+        Shuffle {
+            buf,
+            ..Self::new(bufsize, initial, rng)
         }
     }
 
     fn pick(&mut self) -> T {
         let k = self.rng.random_range(0..self.buf.len());
+        self.last_pick = k;
         self.buf.swap_remove(k)
     }
 
@@ -202,6 +215,185 @@ pub enum Event {
     },
 }
 
+/// One sample by where its tar members lie in its shard (see [`RawSample::offset`]): what a
+/// saved position lists for the samples waiting in a shuffle buffer, instead of their bytes.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Member {
+    pub shard: Arc<str>,
+    pub offset: u64,
+    pub len: u64,
+}
+
+impl Member {
+    fn of(s: &RawSample) -> Member {
+        Member {
+            shard: s.shard.clone(),
+            offset: s.offset,
+            len: s.len,
+        }
+    }
+}
+
+/// Where a stream's shard reading stands.
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct ReadState {
+    /// shards taken from the stream's shard sequence so far (the one being read included)
+    pub shards_taken: u64,
+    /// the shard being read: its URL, the offset where reading continues (`None`: its archive
+    /// ended, its `ShardDone` not yet reported) and the usable samples it gave so far
+    pub current: Option<(Arc<str>, Option<u64>, u64)>,
+    /// consecutive shards that gave no sample (the resampled stream's guard)
+    pub empty_shards: u64,
+    /// the shard sequence is exhausted
+    pub source_done: bool,
+}
+
+/// What emitting one sample changed in its stream: the samples read into the shuffle buffer
+/// since the previous one, the buffer index emitted, the generator after the pick, and where
+/// reading stands. Applied in order to a [`Cursor`] it reproduces the stream's state after that
+/// sample without its bytes.
+#[derive(Clone, Debug)]
+pub struct Step {
+    pub pushed: Vec<Member>,
+    pub pick: usize,
+    pub rng: Option<Pcg64>,
+    pub read: ReadState,
+}
+
+/// A stream's state after the samples a consumer has taken: the members waiting in the shuffle
+/// buffer (in buffer order), the shuffle's generator and where reading stands. The reader runs
+/// ahead of the consumer; the consumer keeps this mirror by applying each taken sample's [`Step`].
+/// In JSON (checkpoints) it is a [`SavedCursor`].
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(into = "SavedCursor", try_from = "SavedCursor")]
+pub struct Cursor {
+    pub waiting: Vec<Member>,
+    pub rng: Option<Pcg64>,
+    pub read: ReadState,
+}
+
+impl Cursor {
+    /// The state of stream `stream` before its first sample.
+    pub fn start(cfg: &OrderCfg, stream: usize, epoch: u64) -> Cursor {
+        Cursor {
+            waiting: Vec::new(),
+            rng: cfg.train.then(|| shuffle_rng(cfg, stream, epoch)),
+            read: ReadState::default(),
+        }
+    }
+
+    /// The webdataset shuffle's own moves: push what was read, swap-remove the pick.
+    pub fn apply(&mut self, step: Step) {
+        self.waiting.extend(step.pushed);
+        if !self.waiting.is_empty() {
+            self.waiting.swap_remove(step.pick);
+        }
+        if step.rng.is_some() {
+            self.rng = step.rng;
+        }
+        self.read = step.read;
+    }
+}
+
+/// A [`Cursor`] as checkpoints store it: shard URLs once, members as numbers.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct SavedCursor {
+    /// the shard URLs `current` and `waiting` refer to by index
+    urls: Vec<String>,
+    shards_taken: u64,
+    /// (URL index, offset where reading continues — null: the archive ended —, samples so far)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    current: Option<(usize, Option<u64>, u64)>,
+    /// the shuffle buffer, in buffer order: [URL index, byte offset, byte length]
+    waiting: Vec<[u64; 3]>,
+    /// the shuffle generator as its own JSON text: its 128-bit words cannot travel through
+    /// serde's untagged enums (the checkpoint's `SavedPositions`) as numbers
+    rng: Option<String>,
+    empty_shards: u64,
+    source_done: bool,
+}
+
+impl From<Cursor> for SavedCursor {
+    fn from(c: Cursor) -> SavedCursor {
+        let mut urls: Vec<Arc<str>> = Vec::new();
+        let mut index = std::collections::HashMap::<Arc<str>, usize>::new();
+        let mut idx = |u: &Arc<str>| {
+            *index.entry(u.clone()).or_insert_with(|| {
+                urls.push(u.clone());
+                urls.len() - 1
+            })
+        };
+        let current = c.read.current.as_ref().map(|(u, o, n)| (idx(u), *o, *n));
+        let waiting = c
+            .waiting
+            .iter()
+            .map(|m| [idx(&m.shard) as u64, m.offset, m.len])
+            .collect();
+        SavedCursor {
+            urls: urls.iter().map(|u| u.to_string()).collect(),
+            shards_taken: c.read.shards_taken,
+            current,
+            waiting,
+            rng: c
+                .rng
+                .map(|r| serde_json::to_string(&r).expect("a generator serialises")),
+            empty_shards: c.read.empty_shards,
+            source_done: c.read.source_done,
+        }
+    }
+}
+
+impl TryFrom<SavedCursor> for Cursor {
+    type Error = String;
+    fn try_from(s: SavedCursor) -> std::result::Result<Cursor, String> {
+        let urls: Vec<Arc<str>> = s.urls.iter().map(|u| Arc::from(u.as_str())).collect();
+        let url = |i: u64| {
+            urls.get(i as usize)
+                .cloned()
+                .ok_or_else(|| format!("data position: shard index {i} out of {}", urls.len()))
+        };
+        let current = match s.current {
+            Some((i, o, n)) => Some((url(i as u64)?, o, n)),
+            None => None,
+        };
+        let waiting = s
+            .waiting
+            .iter()
+            .map(|&[i, offset, len]| {
+                Ok(Member {
+                    shard: url(i)?,
+                    offset,
+                    len,
+                })
+            })
+            .collect::<std::result::Result<Vec<_>, String>>()?;
+        let rng = match s.rng {
+            Some(r) => Some(serde_json::from_str(&r).map_err(|e| format!("data position: {e}"))?),
+            None => None,
+        };
+        Ok(Cursor {
+            waiting,
+            rng,
+            read: ReadState {
+                shards_taken: s.shards_taken,
+                current,
+                empty_shards: s.empty_shards,
+                source_done: s.source_done,
+            },
+        })
+    }
+}
+
+fn shuffle_rng(cfg: &OrderCfg, stream: usize, epoch: u64) -> Pcg64 {
+    rng(&[
+        cfg.seed,
+        cfg.rank as u64,
+        stream as u64,
+        epoch,
+        purpose::SAMPLE_SHUFFLE,
+    ])
+}
+
 /// The sample stream of one (rank, stream, epoch).
 pub struct SampleStream {
     shards: Box<dyn Iterator<Item = String> + Send>,
@@ -212,6 +404,10 @@ pub struct SampleStream {
     /// consecutive shards that yielded nothing (guards resampled mode from spinning forever)
     empty_shards: u64,
     max_empty_shards: u64,
+    shards_taken: u64,
+    /// samples read since the last one emitted, and the last emission's [`Step`]
+    pulled: Vec<Member>,
+    step: Option<Step>,
 }
 
 impl SampleStream {
@@ -220,13 +416,7 @@ impl SampleStream {
             Shuffle::new(
                 cfg.sample_shuffle.0,
                 cfg.sample_shuffle.1,
-                rng(&[
-                    cfg.seed,
-                    cfg.rank as u64,
-                    stream as u64,
-                    epoch,
-                    purpose::SAMPLE_SHUFFLE,
-                ]),
+                shuffle_rng(cfg, stream, epoch),
             )
         });
         SampleStream {
@@ -242,7 +432,60 @@ impl SampleStream {
             } else {
                 u64::MAX
             },
+            shards_taken: 0,
+            pulled: Vec::new(),
+            step: None,
         }
+    }
+
+    /// The stream continuing from `at`: the waiting members are read back by their byte ranges
+    /// ([`fetch_members`]), the shard being read is reopened at its offset, the shard sequence
+    /// continues after the shards already taken. Nothing the consumer already had is read again.
+    pub fn resume(cfg: &OrderCfg, stream: usize, epoch: u64, at: &Cursor) -> Result<SampleStream> {
+        let mut s = SampleStream::new(cfg, stream, epoch);
+        let r = &at.read;
+        if r.shards_taken > 0 {
+            s.shards.nth(r.shards_taken as usize - 1);
+        }
+        s.shards_taken = r.shards_taken;
+        s.empty_shards = r.empty_shards;
+        s.source_done = r.source_done;
+        match &r.current {
+            Some((url, Some(offset), n)) => {
+                s.current = Some((ShardSamples::open_range(url, *offset, None), *n))
+            }
+            Some((url, None, n)) => s.shard_done(url.clone(), *n),
+            None => {}
+        }
+        if let (Some(sh), Some(rng)) = (s.shuffle.take(), &at.rng) {
+            let buf = fetch_members(&at.waiting)?;
+            s.shuffle = Some(Shuffle::restore(sh.bufsize, sh.initial, buf, rng.clone()));
+        }
+        Ok(s)
+    }
+
+    /// The [`Step`] of the sample [`Iterator::next`] just returned (taken once).
+    pub fn take_step(&mut self) -> Option<Step> {
+        self.step.take()
+    }
+
+    fn read_state(&self) -> ReadState {
+        ReadState {
+            shards_taken: self.shards_taken,
+            current: self
+                .current
+                .as_ref()
+                .map(|(c, n)| (c.shard().clone(), c.resume_offset(), *n)),
+            empty_shards: self.empty_shards,
+            source_done: self.source_done,
+        }
+    }
+
+    fn shard_done(&mut self, shard: Arc<str>, samples: u64) {
+        if samples == 0 {
+            self.empty_shards += 1;
+        }
+        self.events.push_back(Event::ShardDone { shard, samples });
     }
 
     /// Next usable raw sample in shard order (before the shuffle), queueing skip events.
@@ -258,7 +501,10 @@ impl SampleStream {
                     return None;
                 }
                 match self.shards.next() {
-                    Some(url) => self.current = Some((ShardSamples::open(&url), 0)),
+                    Some(url) => {
+                        self.shards_taken += 1;
+                        self.current = Some((ShardSamples::open(&url), 0));
+                    }
                     None => {
                         self.source_done = true;
                         return None;
@@ -270,22 +516,73 @@ impl SampleStream {
                 Some(Item::Sample(s)) => {
                     *n += 1;
                     self.empty_shards = 0;
+                    self.pulled.push(Member::of(&s));
                     return Some(s);
                 }
                 Some(skip @ Item::Skip { .. }) => self.events.push_back(Event::Item(skip)),
                 None => {
                     let (cur, n) = self.current.take().unwrap();
-                    if n == 0 {
-                        self.empty_shards += 1;
-                    }
-                    self.events.push_back(Event::ShardDone {
-                        shard: cur.shard().clone(),
-                        samples: n,
-                    });
+                    self.shard_done(cur.shard().clone(), n);
                 }
             }
         }
     }
+}
+
+/// Reads back the samples `members` name, in that order: per shard, adjacent members coalesced
+/// into one range (one Range GET on `s3://`, one seek on a file); a `pipe:` shard, which
+/// cannot seek, is read once up to its last member. An error names the shard and what failed:
+/// a resumed stream must not silently lose samples.
+pub fn fetch_members(members: &[Member]) -> Result<Vec<RawSample>> {
+    use std::collections::{BTreeMap, HashMap};
+    let mut by_shard: BTreeMap<&Arc<str>, Vec<(u64, u64)>> = BTreeMap::new();
+    for m in members {
+        by_shard
+            .entry(&m.shard)
+            .or_default()
+            .push((m.offset, m.offset + m.len));
+    }
+    let mut found: HashMap<(Arc<str>, u64), RawSample> = HashMap::new();
+    for (shard, mut ranges) in by_shard {
+        ranges.sort_unstable();
+        let mut runs: Vec<(u64, u64)> = Vec::new();
+        for (a, b) in ranges {
+            match runs.last_mut() {
+                Some(last) if last.1 == a || shard.starts_with("pipe:") => last.1 = last.1.max(b),
+                _ => runs.push((a, b)),
+            }
+        }
+        for (a, b) in runs {
+            for item in ShardSamples::open_range(shard, a, Some(b)) {
+                match item {
+                    Item::Sample(s) => {
+                        found.insert((s.shard.clone(), s.offset), s);
+                    }
+                    Item::Skip {
+                        reason: r @ (SkipReason::OpenFailed | SkipReason::TruncatedTar),
+                        detail,
+                        ..
+                    } => bail!(
+                        "{shard}: cannot read back bytes {a}..{b} (samples waiting in the shuffle buffer): {} {detail}",
+                        r.as_str()
+                    ),
+                    Item::Skip { .. } => {}
+                }
+            }
+        }
+    }
+    members
+        .iter()
+        .map(|m| {
+            // `get`, not `remove`: a resampled stream may hold one member twice
+            found.get(&(m.shard.clone(), m.offset)).cloned().with_context(|| {
+                format!(
+                    "{}: no sample at byte {} (waiting in the shuffle buffer when the checkpoint was taken): the shard changed since",
+                    m.shard, m.offset
+                )
+            })
+        })
+        .collect()
 }
 
 impl Iterator for SampleStream {
@@ -294,16 +591,23 @@ impl Iterator for SampleStream {
         if let Some(e) = self.events.pop_front() {
             return Some(e);
         }
-        let s = match self.shuffle.take() {
+        let (s, pick, rng) = match self.shuffle.take() {
             Some(mut sh) => {
                 let r = sh.next_from(|| self.next_raw());
+                let (pick, rng) = (sh.last_pick, sh.rng.clone());
                 self.shuffle = Some(sh);
-                r
+                (r, pick, Some(rng))
             }
-            None => self.next_raw(),
+            None => (self.next_raw(), 0, None),
         };
         match s {
             Some(s) => {
+                self.step = Some(Step {
+                    pushed: std::mem::take(&mut self.pulled),
+                    pick,
+                    rng,
+                    read: self.read_state(),
+                });
                 self.events.push_back(Event::Item(Item::Sample(s)));
                 self.events.pop_front()
             }

@@ -115,13 +115,18 @@ mod bytes_chunk {
 impl S3Reader {
     /// Issue the first GET (errors such as a missing key surface here).
     pub fn open(url: &str) -> Result<S3Reader> {
+        Self::open_range(url, 0, None)
+    }
+
+    /// Bytes `start..end` of the object (`end` None: to its end), by Range GETs.
+    pub fn open_range(url: &str, start: u64, end: Option<u64>) -> Result<S3Reader> {
         let (bucket, key) = parse_url(url)?;
         let mut r = S3Reader {
             url: url.to_string(),
             bucket,
             key,
-            pos: 0,
-            len: None,
+            pos: start,
+            len: end,
             body: None,
             chunk: Default::default(),
             failures: 0,
@@ -133,15 +138,21 @@ impl S3Reader {
     fn get(&mut self) -> Result<()> {
         let c = client();
         let mut req = c.get_object().bucket(&self.bucket).key(&self.key);
-        if self.pos > 0 {
-            req = req.range(format!("bytes={}-", self.pos));
+        // `len` is where reading stops (exclusive): the object's size, or a range's end
+        match self.len {
+            Some(end) if end <= self.pos => {
+                return Ok(()); // an empty range: nothing to ask for (a GET would be refused)
+            }
+            Some(end) => req = req.range(format!("bytes={}-{}", self.pos, end - 1)),
+            None if self.pos > 0 => req = req.range(format!("bytes={}-", self.pos)),
+            None => {}
         }
         let out = runtime().block_on(req.send()).map_err(|e| {
             let e = aws_sdk_s3::error::DisplayErrorContext(e);
             anyhow!("GET {} (from byte {}): {e}", self.url, self.pos)
         })?;
         if self.len.is_none() {
-            self.len = out.content_length().map(|l| l as u64);
+            self.len = out.content_length().map(|l| self.pos + l as u64);
         }
         self.body = Some(out.body);
         Ok(())

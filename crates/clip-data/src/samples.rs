@@ -21,6 +21,11 @@ pub struct RawSample {
     pub caption: String,
     pub image: Vec<u8>,
     pub image_ext: &'static str,
+    /// Where its tar members lie in the shard: the byte offset of the first member's header and
+    /// the length up to the end of the last member's (padded) data — what a resume fetches back
+    /// with a Range request instead of re-reading the shard (see [`crate::order::Member`]).
+    pub offset: u64,
+    pub len: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
@@ -78,15 +83,33 @@ pub struct TarStream<R: Read> {
     done: bool,
     /// the end-of-archive marker was read (an error after it does not damage any member)
     pub at_end: bool,
+    /// byte offset in the archive of the next unread byte
+    pos: u64,
+    /// byte offset of the first header (long-name / pax headers included) of the last file
+    /// returned by [`TarStream::next_file`]
+    last_start: u64,
 }
 
 impl<R: Read> TarStream<R> {
     pub fn new(r: R) -> Self {
+        Self::at(r, 0)
+    }
+
+    /// A reader that starts at byte `offset` of the archive (a member header's offset): offsets
+    /// reported stay relative to the whole archive.
+    pub fn at(r: R, offset: u64) -> Self {
         TarStream {
             r,
             done: false,
             at_end: false,
+            pos: offset,
+            last_start: offset,
         }
+    }
+
+    /// Byte offset of the next unread byte (after the last member returned).
+    pub fn offset(&self) -> u64 {
+        self.pos
     }
 
     /// Read exactly `buf.len()` bytes; `Ok(false)` on a clean EOF before the first byte.
@@ -103,7 +126,10 @@ impl<R: Read> TarStream<R> {
                         format!("truncated tar: {got} of {} bytes", buf.len()),
                     ));
                 }
-                Ok(n) => got += n,
+                Ok(n) => {
+                    got += n;
+                    self.pos += n as u64;
+                }
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
@@ -130,9 +156,13 @@ impl<R: Read> TarStream<R> {
     /// Next regular file as (path, data); `None` at the end of the archive.
     pub fn next_file(&mut self) -> Option<std::io::Result<(String, Vec<u8>)>> {
         let mut long_name: Option<String> = None;
+        let mut start = self.pos;
         loop {
             if self.done {
                 return None;
+            }
+            if long_name.is_none() {
+                start = self.pos;
             }
             let mut h = [0u8; 512];
             match self.fill(&mut h) {
@@ -233,6 +263,7 @@ impl<R: Read> TarStream<R> {
                     format!("{prefix}/{name}")
                 }
             });
+            self.last_start = start;
             return Some(Ok((path, data)));
         }
     }
@@ -280,15 +311,31 @@ pub struct ShardSamples {
     shard: Arc<str>,
     tar: Option<TarStream<Box<dyn Read + Send>>>,
     open_error: Option<String>,
-    pending: Option<(String, BTreeMap<String, Vec<u8>>)>,
+    pending: Option<Group>,
     out: std::collections::VecDeque<Item>,
+}
+
+/// The tar members of one key read so far, and the bytes they span.
+struct Group {
+    key: String,
+    members: BTreeMap<String, Vec<u8>>,
+    start: u64,
+    end: u64,
 }
 
 impl ShardSamples {
     pub fn open(url: &str) -> ShardSamples {
+        Self::open_range(url, 0, None)
+    }
+
+    /// The samples whose members lie in bytes `start..end` (to the end of the archive when `end`
+    /// is None) of the shard; `start` must be a member header's offset. Files seek, `s3://`
+    /// sends a Range request, a `pipe:` command is read from its start and the bytes before
+    /// `start` dropped (see [`source::open_range`]).
+    pub fn open_range(url: &str, start: u64, end: Option<u64>) -> ShardSamples {
         let shard: Arc<str> = Arc::from(url);
-        let (tar, open_error) = match source::open(url) {
-            Ok(r) => (Some(TarStream::new(r)), None),
+        let (tar, open_error) = match source::open_range(url, start, end) {
+            Ok(r) => (Some(TarStream::at(r, start)), None),
             Err(e) => (None, Some(format!("{e:#}"))),
         };
         ShardSamples {
@@ -297,6 +344,17 @@ impl ShardSamples {
             open_error,
             pending: None,
             out: Default::default(),
+        }
+    }
+
+    /// Where reading this shard again would continue with the next sample not yet returned: the
+    /// offset of the group being read (its members are re-read), else of the next header;
+    /// `None` once the archive has ended (only queued items remain).
+    pub fn resume_offset(&self) -> Option<u64> {
+        match (&self.pending, &self.tar) {
+            (Some(g), _) => Some(g.start),
+            (None, Some(t)) => Some(t.offset()),
+            (None, None) => None,
         }
     }
 
@@ -313,7 +371,13 @@ impl ShardSamples {
         });
     }
 
-    fn finish_group(&mut self, key: String, mut members: BTreeMap<String, Vec<u8>>) {
+    fn finish_group(&mut self, g: Group) {
+        let Group {
+            key,
+            mut members,
+            start,
+            end,
+        } = g;
         let Some(txt) = members.get("txt") else {
             self.skip(key, SkipReason::MissingCaption, String::new());
             return;
@@ -330,6 +394,8 @@ impl ShardSamples {
             caption,
             image,
             image_ext: ext,
+            offset: start,
+            len: end - start,
         }));
     }
 
@@ -340,8 +406,8 @@ impl ShardSamples {
             match tar.next_file() {
                 None => {
                     self.tar = None;
-                    if let Some((k, m)) = self.pending.take() {
-                        self.finish_group(k, m);
+                    if let Some(g) = self.pending.take() {
+                        self.finish_group(g);
                     }
                 }
                 Some(Err(e)) => {
@@ -350,11 +416,11 @@ impl ShardSamples {
                     // the group being read may be incomplete: drop it, report the break
                     // (after the end-of-archive marker every member is complete: keep it)
                     let mut key = String::new();
-                    if let Some((k, m)) = self.pending.take() {
+                    if let Some(g) = self.pending.take() {
                         if complete {
-                            self.finish_group(k, m);
+                            self.finish_group(g);
                         } else {
-                            key = k;
+                            key = g.key;
                         }
                     }
                     self.skip(key, SkipReason::TruncatedTar, e.to_string());
@@ -366,13 +432,21 @@ impl ShardSamples {
                     let Some((key, ext)) = split_key(&path) else {
                         continue;
                     };
-                    if self.pending.as_ref().is_none_or(|(k, _)| k != key) {
-                        let key = key.to_string();
-                        if let Some((k, m)) = self.pending.replace((key, BTreeMap::new())) {
-                            self.finish_group(k, m);
+                    let (start, end) = (tar.last_start, tar.offset());
+                    if self.pending.as_ref().is_none_or(|g| g.key != key) {
+                        let g = Group {
+                            key: key.to_string(),
+                            members: BTreeMap::new(),
+                            start,
+                            end,
+                        };
+                        if let Some(done) = self.pending.replace(g) {
+                            self.finish_group(done);
                         }
                     }
-                    self.pending.as_mut().unwrap().1.entry(ext).or_insert(data);
+                    let g = self.pending.as_mut().unwrap();
+                    g.end = end;
+                    g.members.entry(ext).or_insert(data);
                 }
             }
         }

@@ -23,6 +23,39 @@ pub fn open(url: &str) -> Result<Box<dyn Read + Send>> {
     }
 }
 
+/// Bytes `start..end` of a shard URL (`end` None: to its end). A file seeks, `s3://` asks for
+/// the range (one GET: only those bytes cross the network), `pipe:` cannot seek: its command's
+/// output is read from the start and the first `start` bytes dropped.
+pub fn open_range(url: &str, start: u64, end: Option<u64>) -> Result<Box<dyn Read + Send>> {
+    if start == 0 && end.is_none() {
+        return open(url);
+    }
+    if url.starts_with("s3://") {
+        return Ok(Box::new(crate::s3::S3Reader::open_range(url, start, end)?));
+    }
+    let mut r: Box<dyn Read + Send> = if let Some(cmd) = url.strip_prefix("pipe:") {
+        let mut p = PipeReader::spawn(cmd)?;
+        let skipped = io::copy(&mut (&mut p).take(start), &mut io::sink())
+            .with_context(|| format!("reading pipe command {cmd:?} up to byte {start}"))?;
+        if skipped < start {
+            anyhow::bail!("pipe command {cmd:?} ended at byte {skipped}, before byte {start}");
+        }
+        Box::new(p)
+    } else {
+        use std::io::Seek;
+        let path = url.strip_prefix("file://").unwrap_or(url);
+        let mut f =
+            std::fs::File::open(path).with_context(|| format!("cannot open shard {path}"))?;
+        f.seek(io::SeekFrom::Start(start))
+            .with_context(|| format!("cannot seek {path} to byte {start}"))?;
+        Box::new(io::BufReader::with_capacity(1 << 20, f))
+    };
+    if let Some(end) = end {
+        r = Box::new(r.take(end.saturating_sub(start)));
+    }
+    Ok(r)
+}
+
 const STDERR_TAIL: usize = 2048;
 
 /// Process groups of the pipe commands started by one loader epoch, so that dropping the epoch

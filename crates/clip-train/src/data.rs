@@ -177,6 +177,41 @@ pub struct DataPosition {
     /// clip-data's loader position (webdataset, mid-epoch); None at an epoch's start and for
     /// sources whose order is a function of (epoch, batch).
     pub loader: Option<Position>,
+    /// webdataset: the streams per rank the run reads with (they fix its sample order; a resume
+    /// keeps them whatever `--workers` says, see [`SavedLayout`]). Absent in older checkpoints.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub streams: Option<usize>,
+}
+
+/// The data layout a checkpoint was taken under, read from its header before anything starts
+/// (`plan.rs`): a resume keeps its stream count, and refuses a layout the data cannot serve.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SavedLayout {
+    /// ranks whose positions it holds
+    pub ranks: usize,
+    /// streams per rank (webdataset), when the checkpoint records them
+    pub streams: Option<usize>,
+    /// taken mid-epoch (a position inside the epoch, not its start)
+    pub mid_epoch: bool,
+}
+
+impl SavedPositions {
+    /// The layout these positions were taken under.
+    pub fn layout(&self) -> SavedLayout {
+        let all: Vec<&DataPosition> = match self {
+            SavedPositions::Ranks { ranks } => ranks.iter().collect(),
+            SavedPositions::One(p) => vec![p],
+        };
+        let first = all.first().copied();
+        SavedLayout {
+            ranks: all.len(),
+            streams: first.and_then(|p| {
+                p.streams
+                    .or_else(|| p.loader.as_ref().map(|l| l.streams.len()))
+            }),
+            mid_epoch: first.is_some_and(|p| p.batches > 0),
+        }
+    }
 }
 
 /// The data positions a checkpoint holds: one (a single rank) or every rank's, in rank order.
@@ -279,7 +314,14 @@ impl TrainData {
     /// Synthetic data gives rank r of W the samples `(i·W + r)·B …` of its i-th batch, so the
     /// global batch is the same samples in the same order for any W × B; webdataset splits the
     /// shards by rank (plain) or seeds the draw by rank (resampled), as OpenCLIP does.
-    pub fn new(p: &Params, cfg: &ClipConfig, rank: usize, world: usize) -> Result<TrainData> {
+    /// `streams`: a resumed run's stream layout ([`SavedLayout`]), else `--workers`'.
+    pub fn new(
+        p: &Params,
+        cfg: &ClipConfig,
+        rank: usize,
+        world: usize,
+        streams: Option<usize>,
+    ) -> Result<TrainData> {
         if p.batch_size < 1 {
             bail!("--batch-size must be at least 1");
         }
@@ -290,7 +332,7 @@ impl TrainData {
         let (source, batches_per_epoch, samples_per_epoch, warnings) = match dataset_kind(p)? {
             DataKind::Synthetic => Self::synthetic(p, cfg, world)?,
             DataKind::Csv => Self::csv(p, cfg, world)?,
-            DataKind::WebDataset => Self::webdataset(p, cfg, rank, world)?,
+            DataKind::WebDataset => Self::webdataset(p, cfg, rank, world, streams)?,
         };
         Ok(TrainData {
             source,
@@ -338,12 +380,18 @@ impl TrainData {
     }
 
     /// `--dataset-type webdataset`: clip-data's loader over this rank's shards.
-    fn webdataset(p: &Params, cfg: &ClipConfig, rank: usize, world: i64) -> Result<Planned> {
+    fn webdataset(
+        p: &Params,
+        cfg: &ClipConfig,
+        rank: usize,
+        world: i64,
+        streams: Option<usize>,
+    ) -> Result<Planned> {
         let spec = p.train_data.as_deref().unwrap_or_default();
         if p.train_data_upsampling_factors.is_some() && !p.dataset_resampled {
             bail!("--train-data-upsampling-factors is only supported with --dataset-resampled (sampling with replacement)");
         }
-        let (processor, warnings) = train_processor(p, cfg)?;
+        let (processor, mut warnings) = train_processor(p, cfg)?;
         let shards = ShardList::parse(spec, p.train_data_upsampling_factors.as_deref())
             .context("--train-data")?;
         if let Some(missing) = missing_local_shard(&shards) {
@@ -355,6 +403,13 @@ impl TrainData {
         lc.rank = rank;
         lc.world = world as usize;
         lc.workers = p.workers.max(0) as usize;
+        if let Some(n) = streams.filter(|&n| n != lc.streams()) {
+            warnings.push(format!(
+                "resuming a run read as {n} data streams per rank: keeping its sample order ({n} streams, served by --workers {} decode threads)",
+                lc.workers
+            ));
+            lc.streams = Some(n);
+        }
         lc.num_samples = p.train_num_samples.map(|n| n as u64);
         if let Ok(t) = std::env::var("CLIP_TRAIN_DATA_TIMEOUT") {
             let secs: f64 = t
@@ -415,6 +470,15 @@ impl TrainData {
             epoch,
             batches: 0,
             loader: None,
+            streams: self.streams(),
+        }
+    }
+
+    /// The streams per rank webdataset reads with.
+    fn streams(&self) -> Option<usize> {
+        match &self.source {
+            Source::WebDataset(l) => Some(l.config().streams()),
+            _ => None,
         }
     }
 
@@ -460,6 +524,7 @@ impl TrainData {
         };
         Ok(Epoch {
             inner,
+            streams: self.streams(),
             epoch,
             batches: step_in_epoch,
             batches_per_epoch: self.batches_per_epoch,
@@ -498,6 +563,7 @@ enum Inner<'a> {
 /// One epoch's batches.
 pub struct Epoch<'a> {
     inner: Inner<'a>,
+    streams: Option<usize>,
     epoch: i64,
     batches: i64,
     batches_per_epoch: i64,
@@ -552,13 +618,14 @@ impl Epoch<'_> {
         let (source, loader) = match &self.inner {
             Inner::Csv { .. } => (DataKind::Csv, None),
             Inner::Synthetic { .. } => (DataKind::Synthetic, None),
-            Inner::WebDataset(it) => (DataKind::WebDataset, Some(EpochIter::position(it).clone())),
+            Inner::WebDataset(it) => (DataKind::WebDataset, Some(EpochIter::position(it))),
         };
         DataPosition {
             source,
             epoch: self.epoch,
             batches: self.batches,
             loader,
+            streams: self.streams,
         }
     }
 }

@@ -17,7 +17,7 @@ use clip_dist::{Backend, InitOptions, WorldInfo};
 use clip_model::{ClipConfig, VisionTower};
 use tch::{Device, Kind};
 
-use crate::data::TrainData;
+use crate::data::{SavedLayout, TrainData};
 use crate::device::parse_device;
 use crate::loss::LossLayout;
 use crate::optimizer::AdamWConfig;
@@ -164,16 +164,17 @@ fn plan(p: Params) -> Result<Plan> {
     let eval_only = p.train_data.is_none()
         && p.dataset_type != "synthetic"
         && (eval.zeroshot.is_some() || eval.val.is_some());
-    let train = if eval_only {
-        None
-    } else {
-        Some(train_plan(&p, &cfg, &world, loss)?)
-    };
     let resume = match p.resume.as_deref() {
         None => Resume::Fresh,
         Some("latest") => Resume::Latest,
         Some(path) if Path::new(path).is_file() => Resume::File(path.into()),
         Some(path) => bail!("--resume {path}: no such checkpoint"),
+    };
+    let layout = saved_layout(&p, &resume, &world)?;
+    let train = if eval_only {
+        None
+    } else {
+        Some(train_plan(&p, &cfg, &world, loss, layout)?)
     };
     let pretrained = match p.pretrained.as_str() {
         "" => None,
@@ -454,12 +455,51 @@ fn eval_plan(
     })
 }
 
+/// The data layout of the checkpoint a resume will start from (for `latest`, the newest local
+/// one with a readable header: the header is all this reads), checked against this run: a
+/// checkpoint taken mid-epoch by another number of ranks is refused here, before anything is
+/// written.
+fn saved_layout(p: &Params, resume: &Resume, world: &WorldInfo) -> Result<Option<SavedLayout>> {
+    let path = match resume {
+        Resume::Fresh => return Ok(None),
+        Resume::File(path) => path.clone(),
+        Resume::Latest => {
+            let name = p
+                .name
+                .clone()
+                .unwrap_or_else(|| crate::rundir::default_name(p));
+            let dir = Path::new(&p.logs).join(name).join("checkpoints");
+            match crate::checkpoint::candidates(&dir).into_iter().next() {
+                Some(path) => path,
+                None => return Ok(None),
+            }
+        }
+    };
+    let Ok(state) = crate::checkpoint::peek_state(&path) else {
+        return Ok(None); // not readable: the resume itself reports it (or skips it, for latest)
+    };
+    let Some(layout) = state.data_position.map(|d| d.layout()) else {
+        return Ok(None);
+    };
+    if layout.mid_epoch && layout.ranks != world.world_size {
+        bail!(
+            "--resume {}: taken mid-epoch by {} ranks, resumed by {}: resume with {} ranks, or from an epoch checkpoint",
+            path.display(),
+            layout.ranks,
+            world.world_size,
+            layout.ranks
+        );
+    }
+    Ok(Some(layout))
+}
+
 /// The training data (this rank's share), the schedule over its epochs, the optimizer settings.
 fn train_plan(
     p: &Params,
     cfg: &ClipConfig,
     world: &WorldInfo,
     loss: LossKind,
+    layout: Option<SavedLayout>,
 ) -> Result<TrainPlan> {
     if matches!(loss, LossKind::Clip(_)) && cfg.init_logit_bias.is_some() {
         // OpenCLIP's ClipLoss fails on the extra `logit_bias` (evaluating such a model is fine).
@@ -474,7 +514,16 @@ fn train_plan(
     if p.save_every_n_steps.is_some_and(|n| n < 1) {
         bail!("--save-every-n-steps must be at least 1");
     }
-    let data = TrainData::new(p, cfg, world.rank, world.world_size)?;
+    let streams = layout.and_then(|l| l.streams);
+    let data =
+        TrainData::new(p, cfg, world.rank, world.world_size, streams).map_err(
+            |e| match streams {
+                Some(n) => e.context(format!(
+                    "--resume: the checkpoint's data is read as {n} streams per rank"
+                )),
+                None => e,
+            },
+        )?;
     if data.batches_per_epoch < p.accum_freq {
         bail!(
             "--accum-freq {} needs at least that many batches per epoch; the data gives {}",

@@ -2,7 +2,8 @@
 
 use crate::common::*;
 use clip_data::loader::{epoch_plan, Batch, Loader, LoaderConfig, Position};
-use clip_data::samples::{Item, ShardSamples, SkipReason};
+use clip_data::order::{fetch_members, Member};
+use clip_data::samples::{Item, RawSample, ShardSamples, SkipReason};
 use clip_data::shards::ShardList;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -342,4 +343,169 @@ fn epoch_arithmetic_matches_openclip() {
     let (per, batches, _) = epoch_plan(203_666_042, 256, 512, 4);
     assert_eq!((per, batches), (389, 1556));
     assert_eq!(epoch_plan(100, 10, 1, 3), (4, 12, 120));
+}
+
+#[test]
+fn a_sample_reads_back_from_its_byte_range() {
+    let (d, _) = dataset("ranges", 1, 30);
+    let url = d.join("shard-000.tar").display().to_string();
+    let all: Vec<RawSample> = ShardSamples::open(&url)
+        .filter_map(|i| match i {
+            Item::Sample(s) => Some(s),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(all.len(), 30);
+    for s in &all {
+        let back: Vec<Item> =
+            ShardSamples::open_range(&url, s.offset, Some(s.offset + s.len)).collect();
+        assert_eq!(back.len(), 1, "{} at {}+{}", s.key, s.offset, s.len);
+        let Item::Sample(b) = &back[0] else {
+            panic!("{:?}", back[0])
+        };
+        assert_eq!(
+            (&b.key, &b.caption, &b.image),
+            (&s.key, &s.caption, &s.image)
+        );
+        assert_eq!((b.offset, b.len), (s.offset, s.len));
+    }
+    // a shuffled selection, adjacent ones coalesced, comes back in the asked order
+    let pick: Vec<Member> = [7usize, 3, 4, 5, 29, 0]
+        .iter()
+        .map(|&i| Member {
+            shard: all[i].shard.clone(),
+            offset: all[i].offset,
+            len: all[i].len,
+        })
+        .collect();
+    let back = fetch_members(&pick).unwrap();
+    let got: Vec<&str> = back.iter().map(|s| s.key.as_str()).collect();
+    let want: Vec<&str> = [7usize, 3, 4, 5, 29, 0]
+        .iter()
+        .map(|&i| all[i].key.as_str())
+        .collect();
+    assert_eq!(got, want);
+}
+
+/// The rest of epoch 1 from `pos`, with `cfg`.
+fn rest_from(cfg: &LoaderConfig, pos: &Position) -> Vec<Batch> {
+    Loader::new(cfg.clone(), Arc::new(TestProc))
+        .unwrap()
+        .epoch(1, Some(pos))
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap()
+}
+
+#[test]
+fn version_1_positions_still_resume_and_continue_as_version_2() {
+    let (_d, spec) = dataset("v1", 6, 40);
+    let cfg = train_cfg(&spec, 2, 3);
+    let full = run(cfg.clone(), 1);
+    let l = Loader::new(cfg.clone(), Arc::new(TestProc)).unwrap();
+    let mut it = l.epoch(1, None).unwrap();
+    for _ in 0..5 {
+        it.next().unwrap().unwrap();
+    }
+    // what a checkpoint of an older clip-train holds: sample counts, no reading state
+    let mut v1 = it.position();
+    drop(it);
+    assert_eq!(v1.version, 2);
+    assert!(v1.streams.iter().all(|s| s.read.is_some()));
+    v1.version = 1;
+    v1.streams.iter_mut().for_each(|s| s.read = None);
+    let v1 = Position::from_json(&v1.to_json()).unwrap();
+    assert_eq!(keys(&rest_from(&cfg, &v1)), keys(&full[5..]));
+    // resumed from it, the loader's next positions are version 2 and exact again
+    let l = Loader::new(cfg.clone(), Arc::new(TestProc)).unwrap();
+    let mut it = l.epoch(1, Some(&v1)).unwrap();
+    for _ in 0..4 {
+        it.next().unwrap().unwrap();
+    }
+    let v2 = Position::from_json(&it.position().to_json()).unwrap();
+    drop(it);
+    assert!(v2.version == 2 && v2.streams.iter().all(|s| s.read.is_some()));
+    assert_eq!(keys(&rest_from(&cfg, &v2)), keys(&full[9..]));
+}
+
+#[test]
+fn a_pipe_resume_opens_no_finished_shard() {
+    let (d, _) = dataset("pipe-resume", 8, 20);
+    let log = d.join("opened.log");
+    let spec = (0..8)
+        .map(|s| {
+            let tar = d.join(format!("shard-{s:03}.tar"));
+            format!("pipe:echo {s} >> {}; cat {}", log.display(), tar.display())
+        })
+        .collect::<Vec<_>>()
+        .join("::");
+    let mut cfg = train_cfg(&spec, 2, 2);
+    cfg.num_samples = Some(160);
+    cfg.sample_shuffle = (20, 5);
+    let full = run(cfg.clone(), 1);
+    assert_eq!(full.len(), 20);
+    let cut = 14;
+    let l = Loader::new(cfg.clone(), Arc::new(TestProc)).unwrap();
+    let mut it = l.epoch(1, None).unwrap();
+    for _ in 0..cut {
+        it.next().unwrap().unwrap();
+    }
+    let pos = Position::from_json(&it.position().to_json()).unwrap();
+    drop(it);
+    std::fs::remove_file(&log).unwrap();
+    assert_eq!(keys(&rest_from(&cfg, &pos)), keys(&full[cut..]));
+    let opened: Vec<String> = std::fs::read_to_string(&log)
+        .unwrap()
+        .lines()
+        .map(|l| format!("shard-{:03}.tar", l.trim().parse::<usize>().unwrap()))
+        .collect();
+    // finished at the cut: shards a stream took before the one it reads now, none of whose
+    // samples still wait in its shuffle buffer
+    let order = clip_data::order::OrderCfg {
+        urls: Arc::new(cfg.shards.urls()),
+        weights: Arc::new(cfg.shards.weights()),
+        resampled: false,
+        train: true,
+        seed: cfg.seed,
+        rank: 0,
+        world: 1,
+        streams: 2,
+        shard_shuffle: cfg.shard_shuffle,
+        sample_shuffle: cfg.sample_shuffle,
+    };
+    let mut finished = Vec::new();
+    for (s, sp) in pos.streams.iter().enumerate() {
+        let c = sp.read.as_ref().expect("a version-2 position");
+        let needed: Vec<&str> = c
+            .waiting
+            .iter()
+            .map(|m| &*m.shard)
+            .chain(c.read.current.iter().map(|(u, _, _)| &**u))
+            .collect();
+        finished.extend(
+            order
+                .shard_sequence(s, 1)
+                .take(c.read.shards_taken as usize)
+                .filter(|u| !needed.contains(&u.as_str()))
+                .map(|u| {
+                    u.rsplit(' ')
+                        .next()
+                        .unwrap()
+                        .rsplit('/')
+                        .next()
+                        .unwrap()
+                        .to_string()
+                }),
+        );
+    }
+    assert!(
+        !finished.is_empty(),
+        "the cut must come after a finished shard"
+    );
+    for f in &finished {
+        assert!(
+            !opened.contains(f),
+            "{f} was finished at the cut but reopened: {opened:?}"
+        );
+    }
 }

@@ -11,6 +11,7 @@ mod optimizer;
 mod plan;
 mod pretrained_image;
 mod remote_sync;
+mod resume_data;
 #[path = "../../../../tests/support/s3.rs"]
 mod s3_server;
 mod scheduler;

@@ -93,13 +93,28 @@ fn webdataset_resume_mid_epoch_and_at_epoch_boundary_is_bitwise_the_uninterrupte
     let b = weights(&logs.join("seed6/checkpoints/epoch_2.safetensors"));
     assert!(a.iter().zip(&b).any(|((_, x), (_, y))| !x.equal(y)));
 
+    // Resumed with another --workers, the run keeps the checkpoint's 2 streams per rank (its
+    // sample order) and says so: bitwise the uninterrupted run, through the next epoch too.
+    stopped_copy(&full, &logs.join("workers1"), 3);
+    let one = ["--dataset-type", "webdataset", "--workers", "1"];
+    ok(&resume_latest(&args(model, &data, &logs, "workers1", &one)));
+    assert_bitwise_equal(
+        &logs.join("workers1/checkpoints/epoch_2.safetensors"),
+        &full.join("checkpoints/epoch_2.safetensors"),
+    );
+    let log = std::fs::read_to_string(logs.join("workers1/out.log")).unwrap();
+    assert!(
+        log.contains("keeping its sample order (2 streams, served by --workers 1"),
+        "{log}"
+    );
+
     // Resuming a mid-epoch checkpoint under another data order is refused, not silently wrong.
     stopped_copy(&full, &logs.join("moved"), 3);
     let moved = [
         "--dataset-type",
         "webdataset",
-        "--workers",
-        "1",
+        "--seed",
+        "7",
         "--resume",
         "latest",
     ];

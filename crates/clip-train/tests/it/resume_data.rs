@@ -1,0 +1,144 @@
+//! Resuming the data where it stands (issue 12): a resume reads what the epoch still needs,
+//! not the shards already trained on. Against a real S3 server with a byte-counting proxy in
+//! front: resuming late in an epoch reads less than resuming early, in proportion to what is
+//! left, and both end bitwise equal to the uninterrupted run.
+use crate::common::{assert_bitwise_equal, cli, make_shards, resume_latest, stopped_copy, tempdir};
+use crate::s3_server::{s3s_fs_or_skip, CountingProxy, S3Server};
+use std::path::Path;
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
+
+/// One epoch of 8 steps over 64 samples in 4 S3 shards, a checkpoint every step.
+fn args(logs: &Path, name: &str) -> Vec<String> {
+    let flags = "--dataset-type webdataset --train-num-samples 64 --batch-size 8 --workers 2 \
+                 --epochs 1 --model clip_tiny --lr 1e-3 --warmup 2 --seed 3 \
+                 --save-every-n-steps 1 --log-every-n-steps 1";
+    let data = "s3://ci-bucket/wds/{00000..00003}.tar";
+    cli(flags, name, logs, &["--train-data", data])
+}
+
+/// Runs clip-train against `proxy`; the bytes the server sent meanwhile.
+fn served_during(srv: &S3Server, proxy: &CountingProxy, args: &[String]) -> u64 {
+    let before = proxy.served();
+    let mut cmd = Command::new(BIN);
+    cmd.args(args);
+    for (k, v) in &srv.env {
+        cmd.env(k, v);
+    }
+    cmd.env("AWS_ENDPOINT_URL", &proxy.endpoint);
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "clip-train failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    proxy.served() - before
+}
+
+#[test]
+fn resuming_late_in_an_epoch_reads_less_from_s3_than_resuming_early() {
+    let Some(bin) = s3s_fs_or_skip() else { return };
+    let dir = tempdir("resume-bytes");
+    let srv = S3Server::start(&bin, dir.join("s3"));
+    let proxy = CountingProxy::start(&srv.endpoint);
+    let shards = dir.join("shards");
+    make_shards(&dir, &shards, 64, 16, 0);
+    let mut data_bytes = 0;
+    for i in 0..4 {
+        let p = shards.join(format!("{i:05}.tar"));
+        data_bytes += std::fs::metadata(&p).unwrap().len();
+        srv.put("ci-bucket", &format!("wds/{i:05}.tar"), &p);
+    }
+    let logs = dir.join("logs");
+    let full = served_during(&srv, &proxy, &args(&logs, "full"));
+    assert!(
+        full >= data_bytes,
+        "the whole epoch crossed: {full} of {data_bytes} bytes"
+    );
+    let last = logs.join("full/checkpoints/epoch_1.safetensors");
+    let mut read = Vec::new();
+    for step in [2, 6] {
+        let name = format!("stop{step}");
+        stopped_copy(&logs.join("full"), &logs.join(&name), step);
+        read.push(served_during(
+            &srv,
+            &proxy,
+            &resume_latest(&args(&logs, &name)),
+        ));
+        assert_bitwise_equal(
+            &logs.join(&name).join("checkpoints/epoch_1.safetensors"),
+            &last,
+        );
+    }
+    // 48 and 16 of the 64 samples are left: what crossed follows (plus per-request headers)
+    let (early, late) = (read[0] as f64, read[1] as f64);
+    eprintln!("served: full {full}, resumed at step 2 {early}, at step 6 {late} bytes");
+    assert!(early < 0.9 * full as f64, "early {early} vs full {full}");
+    let ratio = late / early;
+    assert!(
+        (0.2..0.55).contains(&ratio),
+        "late/early = {ratio} (expected about 1/3)"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Every file under `dir` with its length and modification time.
+fn listing(dir: &Path) -> Vec<(std::path::PathBuf, u64, std::time::SystemTime)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        let p = e.unwrap().path();
+        if p.is_dir() {
+            out.extend(listing(&p));
+        } else {
+            let m = std::fs::metadata(&p).unwrap();
+            out.push((p, m.len(), m.modified().unwrap()));
+        }
+    }
+    out.sort();
+    out
+}
+
+/// A resume the data cannot serve is refused before the job starts: one line naming the
+/// numbers, exit 2, the run directory untouched. (Rank 0 of a bigger world is enough: the
+/// refusal comes before the rendezvous.)
+#[test]
+fn resumes_onto_a_layout_the_data_cannot_serve_are_refused_before_anything_is_written() {
+    let dir = tempdir("resume-refused");
+    let shards = dir.join("shards");
+    make_shards(&dir, &shards, 64, 16, 0);
+    let logs = dir.join("logs");
+    let flags = "--dataset-type webdataset --train-num-samples 64 --batch-size 8 --workers 2 \
+                 --epochs 2 --model clip_tiny --lr 1e-3 --seed 3 --save-every-n-steps 3";
+    let data = format!("{}/{{00000..00003}}.tar", shards.display());
+    let base = cli(flags, "r", &logs, &["--train-data", &data]);
+    crate::common::ok(&[&base[..], &["--epochs".into(), "1".into()]].concat());
+    let run = logs.join("r");
+    let refused = |world: &str, extra: &[&str], want: &str| {
+        let before = listing(&run);
+        let out = Command::new(BIN)
+            .args(resume_latest(&base))
+            .args(extra)
+            .env("RANK", "0")
+            .env("WORLD_SIZE", world)
+            .env("MASTER_ADDR", "127.0.0.1")
+            .env("MASTER_PORT", crate::common::free_port().to_string())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+        assert_eq!(err.trim().lines().count(), 1, "{err}");
+        assert_eq!(listing(&run), before, "nothing written");
+    };
+    // the epoch checkpoint keeps 2 streams per rank: 3 ranks would need 6 plain shards
+    refused(
+        "3",
+        &["--workers", "1"],
+        "number of shards (4) must be >= workers (2) x world size (3)",
+    );
+    // a mid-epoch checkpoint of one rank resumed by two
+    std::fs::remove_file(run.join("checkpoints/epoch_1.safetensors")).unwrap();
+    refused("2", &[], "taken mid-epoch by 1 ranks, resumed by 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}
