@@ -3,6 +3,7 @@
 //! function that recomputes a Rust closure in backward), and — in Rust, see [`pickle`] —
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts).
 
+pub mod grad_hooks;
 pub mod pickle;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
