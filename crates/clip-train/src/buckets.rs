@@ -453,3 +453,55 @@ impl Collectives for Quiet<'_> {
         self.comm.all_gather_bytes(bytes)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use tch::Device;
+
+    #[test]
+    fn buckets_take_parameters_in_reverse_order_by_dtype_up_to_the_cap() {
+        let t = |n: i64, kind| Tensor::zeros([n], (kind, Device::Cpu));
+        let params = [
+            t(10, Kind::Float),
+            t(3, Kind::BFloat16),
+            t(4, Kind::Float),
+            t(30, Kind::Float),
+            t(2, Kind::Float),
+        ];
+        // 64 bytes: 16 f32 or 32 bf16 elements; a larger parameter gets a bucket of its own.
+        let (place, buckets) = assign(&params, 64);
+        let f = Kind::Float;
+        assert_eq!(buckets, vec![(f, 2), (f, 30), (f, 14), (Kind::BFloat16, 3)]);
+        assert_eq!(place, vec![(2, 4), (3, 0), (2, 0), (1, 0), (0, 0)]);
+    }
+
+    #[test]
+    fn options_from_the_environment() {
+        let env = |pairs: &'static [(&'static str, &'static str)]| {
+            move |k: &str| {
+                pairs
+                    .iter()
+                    .find(|(n, _)| *n == k)
+                    .map(|(_, v)| v.to_string())
+            }
+        };
+        assert_eq!(
+            BucketOptions::from_env(&env(&[])).unwrap(),
+            BucketOptions::default()
+        );
+        let o = BucketOptions::from_env(&env(&[
+            ("CLIP_TRAIN_DDP_OVERLAP", "0"),
+            ("CLIP_TRAIN_DDP_BUCKET_CAP_MB", "0.5"),
+        ]))
+        .unwrap();
+        assert_eq!((o.overlap, o.cap_bytes), (false, 512 * 1024));
+        for bad in [
+            ("CLIP_TRAIN_DDP_OVERLAP", "yes"),
+            ("CLIP_TRAIN_DDP_BUCKET_CAP_MB", "0"),
+        ] {
+            let e = BucketOptions::from_env(&move |k: &str| (k == bad.0).then(|| bad.1.into()));
+            assert!(e.unwrap_err().to_string().contains(bad.0));
+        }
+    }
+}
