@@ -1,22 +1,18 @@
-//! Data parallelism around the step: every rank's gradients averaged in large flat buckets
-//! (DDP's job), the feature gather of the loss over the same collectives, and the few
-//! agreements the trainer needs (identical initial weights, whether to stop).
-//!
-//! The reduction runs after the whole backward (no overlap: tch has no gradient hooks), bucket by
-//! bucket: the gradients of consecutive parameters are copied into one flat tensor (f32, or bf16
-//! with `--grad-reduce-dtype bf16`, half the bytes on the wire), all-reduced with mean, and copied
-//! back. Every rank then holds the same averaged gradient, so clipping on the local norm is
-//! clipping on the global norm and the optimizer steps agree bit for bit.
+//! Data parallelism around the step: every rank's gradients averaged in flat buckets (DDP's
+//! job), the feature gather of the loss over the same collectives, and the few agreements the
+//! trainer needs (identical initial weights, whether to stop).
 //!
 //! Errors: every clip-dist call returns a typed [`clip_dist::Error`], which `?` carries inside
 //! the `anyhow::Error` (context included); [`dist_error`] finds it again, and its
 //! [`clip_dist::Error::fault`] decides the exit status.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clip_dist::{Collectives, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
 use crate::loss::FeatureGather;
+
+pub use crate::buckets::{BucketOptions, GradBuckets};
 
 /// The clip-dist error that caused `e`, anywhere in its chain (under any context): what
 /// `clip-train` reads to exit with 2 (the job was launched wrong) or
@@ -24,66 +20,6 @@ use crate::loss::FeatureGather;
 /// script can tell them from other failures and from a preemption.
 pub fn dist_error(e: &anyhow::Error) -> Option<&clip_dist::Error> {
     e.chain().find_map(|c| c.downcast_ref::<clip_dist::Error>())
-}
-
-/// Elements per gradient bucket: 2^26 (256 MiB in f32). Large buckets mean few collective
-/// launches; the copy costs one bucket of extra memory.
-const BUCKET_ELEMENTS: i64 = 1 << 26;
-
-/// The trainable parameters grouped into flat all-reduce buckets, in parameter order.
-pub struct GradBuckets {
-    buckets: Vec<Vec<(String, Tensor)>>,
-    dtype: Kind,
-}
-
-impl GradBuckets {
-    pub fn new(params: &[(String, Tensor)], dtype: Kind) -> Self {
-        let mut buckets: Vec<Vec<(String, Tensor)>> = vec![];
-        let mut size = 0;
-        for (k, p) in params {
-            let n = p.numel() as i64;
-            if buckets.is_empty() || size + n > BUCKET_ELEMENTS {
-                buckets.push(vec![]);
-                size = 0;
-            }
-            buckets
-                .last_mut()
-                .unwrap()
-                .push((k.clone(), p.shallow_clone()));
-            size += n;
-        }
-        GradBuckets { buckets, dtype }
-    }
-
-    /// Replaces every parameter's gradient with its mean over the ranks.
-    pub fn all_reduce_mean(&self, comm: &dyn Collectives) -> Result<()> {
-        if comm.world_size() == 1 {
-            return Ok(());
-        }
-        tch::no_grad(|| -> Result<()> {
-            for bucket in &self.buckets {
-                let mut grads = Vec::with_capacity(bucket.len());
-                for (k, p) in bucket {
-                    let g = p.grad();
-                    if !g.defined() {
-                        bail!("parameter {k} got no gradient this step");
-                    }
-                    grads.push(g);
-                }
-                let flat: Vec<Tensor> = grads.iter().map(|g| g.reshape([-1])).collect();
-                let mut flat = Tensor::cat(&flat, 0).to_kind(self.dtype);
-                comm.all_reduce(&mut flat, ReduceOp::Mean)?;
-                let mut offset = 0;
-                for g in &mut grads {
-                    let n = g.numel() as i64;
-                    let part = flat.narrow(0, offset, n).view_as(g);
-                    g.copy_(&part);
-                    offset += n;
-                }
-            }
-            Ok(())
-        })
-    }
 }
 
 /// The loss's collective points over a [`Collectives`] backend.

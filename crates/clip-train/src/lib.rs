@@ -1,6 +1,7 @@
 //! clip-train: OpenCLIP's training launcher on libtorch. `params` (the flags) → `plan` (validated
 //! once) → `trainer` (the loop, built from the parts beside it). docs/ARCHITECTURE.md maps them.
 
+pub mod buckets;
 pub mod checkpoint;
 pub mod checkpointer;
 pub mod csv_data;

@@ -81,6 +81,8 @@ pub struct TrainPlan {
     pub grad_clip_norm: Option<f64>,
     /// The dtype gradients are averaged in (`--grad-reduce-dtype`).
     pub grad_reduce: Kind,
+    /// Gradient buckets: overlapped with the backward or not, their size (environment).
+    pub ddp_buckets: crate::ddp::BucketOptions,
     /// ClipLoss in its layout, or `--siglip`'s SigLipLoss.
     pub loss: LossKind,
     pub log_every_n_steps: i64,
@@ -563,6 +565,7 @@ fn train_plan(
             "bf16" => Kind::BFloat16,
             other => bail!("--grad-reduce-dtype {other}: expected fp32 or bf16"),
         },
+        ddp_buckets: crate::ddp::BucketOptions::from_env(&|k| std::env::var(k).ok())?,
         loss,
         log_every_n_steps: p.log_every_n_steps.max(1),
         saves: SavePlan {

@@ -201,7 +201,7 @@ impl Trainer {
         )?;
         let optimization = plan
             .train
-            .map(|t| Optimization::new(t, &model, plan.device, plan.precision))
+            .map(|t| Optimization::new(t, &model, plan.device, plan.precision, world.world_size))
             .transpose()?;
         let mut trainer = Trainer {
             world,
@@ -431,7 +431,9 @@ impl Trainer {
             .plan
             .schedule
             .lr(o.plan.steps_per_epoch * self.state.epoch + self.state.step_in_epoch);
-        o.opt.zero_grad()?;
+        if !o.buckets.own_grads() {
+            o.opt.zero_grad()?;
+        }
         // Drop-path masks from a generator seeded by (seed, step, rank, micro-batch): a resumed
         // run draws the same ones without saving RNG state.
         let base = self
@@ -444,8 +446,13 @@ impl Trainer {
             loss_scale: o.scaler.as_ref().map(|s| s.scale().shallow_clone()),
             ..o.step_opts
         };
-        let loss = forward_backward(&self.model, micro, &DistGather(comm), &opts, &seed_of)?;
-        o.buckets.all_reduce_mean(comm)?;
+        // The gradient average runs bucket by bucket during the backward (ddp::GradBuckets).
+        let loss = o.buckets.reduce_during(comm, |comm| {
+            forward_backward(&self.model, micro, &DistGather(comm), &opts, &seed_of)
+        })?;
+        if let Some(line) = o.buckets.report() {
+            self.metrics.log.info(&line);
+        }
         // The loss scaler (amp): unscale before clipping; a step with inf/NaN gradients is
         // skipped (every rank sees the same averaged gradients, so all skip together), decided
         // on the device by found_inf, which AdamW's kernel and the scale update read.
@@ -597,7 +604,13 @@ impl Trainer {
 }
 
 impl Optimization {
-    fn new(plan: TrainPlan, model: &Clip, device: Device, precision: Precision) -> Result<Self> {
+    fn new(
+        plan: TrainPlan,
+        model: &Clip,
+        device: Device,
+        precision: Precision,
+        world_size: usize,
+    ) -> Result<Self> {
         let trainable: Vec<(String, Tensor)> = model
             .named_parameters()
             .iter()
@@ -605,7 +618,7 @@ impl Optimization {
             .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect();
         let opt = AdamW::new(&trainable, plan.adamw);
-        let buckets = GradBuckets::new(&trainable, plan.grad_reduce);
+        let buckets = GradBuckets::new(&trainable, plan.grad_reduce, plan.ddp_buckets, world_size)?;
         let step_opts = StepOptions {
             autocast: precision.autocast().map(|k| (device, k)),
             loss_scale: None,

@@ -4,6 +4,7 @@
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts).
 
 pub mod optim;
+pub mod grad_hooks;
 pub mod pickle;
 
 use std::ffi::{c_char, c_int, c_void, CStr};

@@ -514,3 +514,77 @@ fn vit_world_2_with_accum_freq_trains_like_world_1() {
     assert!(err <= 1e-3, "update of {k} relative error {err}");
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// The gradient all-reduce overlapped with the backward (buckets launched by the gradient
+/// hooks, on a communication thread) trains bitwise like the same buckets reduced after the
+/// whole backward (`CLIP_TRAIN_DDP_OVERLAP=0`), on 2 and 3 ranks, also with `--accum-freq 2`
+/// (only the last backward launches), `--grad-checkpointing` (recomputed blocks), a locked
+/// image tower (no buckets for it), `--grad-reduce-dtype bf16` (buckets cast for the wire) and
+/// SigLIP's neighbour exchange with one bucket per parameter (`logit_bias`'s bucket is complete
+/// inside the loss's backward, whose own collectives must wait for it). Small buckets
+/// (`CLIP_TRAIN_DDP_BUCKET_CAP_MB`) make many of them; the log says how many ran during the
+/// backward.
+#[test]
+fn overlapped_buckets_train_bitwise_like_reduce_after_backward() {
+    let logs = tempdir("ddp-overlap");
+    let variants: [(usize, &str, &str, &[&str]); 4] = [
+        (2, "plain", "0.02", &[]),
+        (
+            3,
+            "accum-ckpt-lock",
+            "0.02",
+            &["--accum-freq", "2", "--grad-checkpointing", "--lock-image"],
+        ),
+        (
+            2,
+            "bf16-reduce",
+            "0.02",
+            &["--grad-reduce-dtype", "bf16", "--accum-freq", "2"],
+        ),
+        (
+            3,
+            "siglip",
+            "0.000001",
+            &["--siglip", "--loss-dist-impl", "shift"],
+        ),
+    ];
+    for (world, tag, cap_mb, extra) in variants {
+        let ckpt = |n: &str| logs.join(format!("{n}/checkpoints/epoch_1.safetensors"));
+        let mut buckets = vec![];
+        for overlap in ["1", "0"] {
+            let name = format!("{tag}-{overlap}");
+            let mut a = args(&logs, &name, "clip_tiny_test", 2, extra);
+            if extra.contains(&"--siglip") {
+                a.retain(|f| f != "--local-loss" && f != "--gather-with-grad");
+            }
+            let outs = wait_all(spawn_world_with(world, &|_| a.clone(), 120, &|_, cmd| {
+                cmd.env("CLIP_TRAIN_DDP_OVERLAP", overlap)
+                    .env("CLIP_TRAIN_DDP_BUCKET_CAP_MB", cap_mb);
+            }));
+            for (rank, out) in outs.iter().enumerate() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(out.status.success(), "{name} rank {rank}: {err}");
+            }
+            let log = std::fs::read_to_string(logs.join(&name).join("out.log")).unwrap();
+            let line = log
+                .lines()
+                .find_map(|l| l.split("DDP gradient buckets: ").nth(1))
+                .unwrap_or_else(|| panic!("{name}: no bucket report in\n{log}"))
+                .to_string();
+            buckets.push(line);
+        }
+        let n: usize = buckets[0].split(',').next().unwrap().parse().unwrap();
+        assert!(n >= 4, "{tag}: {buckets:?}");
+        assert_eq!(
+            buckets[0],
+            format!("{n}, all-reduced during the backward: {n}")
+        );
+        assert_eq!(
+            buckets[1],
+            format!("{n}, all-reduced during the backward: 0")
+        );
+        assert_bitwise_equal(&ckpt(&format!("{tag}-1")), &ckpt(&format!("{tag}-0")));
+        assert_ne!(logged_losses(&logs.join(format!("{tag}-1"))).len(), 0);
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}

@@ -1,0 +1,68 @@
+// Gradient hooks for data parallelism (DDP's reducer), kept apart from shim.cpp: a hook that
+// tells Rust when a parameter's gradient has been accumulated, and the `.grad` setter tch does
+// not bind (to make each gradient a view into a flat bucket). Errors come back as malloc'd
+// messages, freed by Rust with torch_ext_free, so no exception unwinds into Rust.
+#include <torch/csrc/autograd/function_hook.h>
+#include <torch/csrc/autograd/variable.h>
+
+#include <cstdlib>
+#include <cstring>
+#include <memory>
+#include <string>
+
+namespace {
+
+char *grad_hooks_message(const std::string &s) {
+  char *out = static_cast<char *>(std::malloc(s.size() + 1));
+  std::memcpy(out, s.c_str(), s.size() + 1);
+  return out;
+}
+
+#define GRAD_HOOKS_GUARD(...)                                                            \
+  try {                                                                                  \
+    __VA_ARGS__;                                                                         \
+    return nullptr;                                                                      \
+  } catch (const c10::Error &e) {                                                        \
+    return grad_hooks_message(e.what_without_backtrace());                               \
+  } catch (const std::exception &e) {                                                    \
+    return grad_hooks_message(e.what());                                                 \
+  }
+
+typedef void (*rust_ready_t)(void *ctx);
+
+// Runs after AccumulateGrad has added this backward's gradient into the parameter's `.grad`
+// (torch's register_post_accumulate_grad_hook; DDP hooks the same AccumulateGrad node).
+struct RustPostAccumulateGradHook : public torch::autograd::PostAccumulateGradHook {
+  void *ctx;
+  rust_ready_t ready;
+  RustPostAccumulateGradHook(void *c, rust_ready_t r) : ctx(c), ready(r) {}
+  void operator()(const torch::autograd::Variable &) override { ready(ctx); }
+};
+
+}  // namespace
+
+extern "C" {
+
+// Replaces the post-accumulate-grad hook of leaf `param` with `ready(ctx)` (`ready` null:
+// removes it). `ctx` must outlive the hook.
+char *torch_ext_set_post_accumulate_grad_hook(at::Tensor *param, void *ctx, rust_ready_t ready) {
+  GRAD_HOOKS_GUARD({
+    TORCH_CHECK(param->is_leaf() && param->requires_grad(),
+                "a post-accumulate-grad hook needs a leaf tensor that requires grad");
+    std::unique_ptr<torch::autograd::PostAccumulateGradHook> hook;
+    if (ready != nullptr) hook.reset(new RustPostAccumulateGradHook(ctx, ready));
+    torch::autograd::impl::set_post_acc_grad_hooks(*param, std::move(hook));
+  })
+}
+
+// `param.grad = grad` (same shape, dtype and device; any view of a larger buffer).
+char *torch_ext_set_grad(at::Tensor *param, at::Tensor *grad) {
+  GRAD_HOOKS_GUARD({
+    TORCH_CHECK(grad->sizes() == param->sizes() && grad->dtype() == param->dtype() &&
+                    grad->device() == param->device(),
+                "a gradient must have its parameter's shape, dtype and device");
+    param->mutable_grad() = *grad;
+  })
+}
+
+}  // extern "C"
