@@ -23,6 +23,7 @@
 //! ```
 
 mod error;
+mod flight;
 mod group;
 mod host;
 mod local;
@@ -224,9 +225,12 @@ impl Dist {
         }
     }
 
-    /// Starts the watchdog thread: about once a second it asks the store, and ends the process
-    /// with [`EXIT_DIST_FAILURE`] and one line on stderr when a rank died, a rank's heartbeat is
-    /// older than `timeout`, or the store is gone.
+    /// Starts the watchdog thread: about once a second it publishes this rank's newest
+    /// collective, polls the backend's asynchronous errors and asks the store, and ends the
+    /// process with [`EXIT_DIST_FAILURE`] and one line on stderr when a rank died, a rank's
+    /// heartbeat is older than `timeout`, the store is gone or the backend failed; on a timeout
+    /// the flight recorder follows that line (this rank's last calls, and the ranks that never
+    /// entered the collective the others wait in), and NCCL's calls in flight are aborted first.
     pub fn start_watchdog(&mut self, timeout: Duration) -> Result<()> {
         let Some(net) = &self.net else {
             return Ok(());
@@ -237,8 +241,15 @@ impl Dist {
             net.opts.master_port,
             Duration::from_secs(10).min(net.opts.timeout),
         )?;
-        let watchdog = Watchdog::spawn(monitor, timeout, net.server.is_some())
-            .map_err(Error::io("starting the watchdog"))?;
+        let watchdog = Watchdog::spawn(watchdog::Watched {
+            monitor,
+            timeout,
+            hosts_store: net.server.is_some(),
+            world: self.world.world_size,
+            recorder: self.group.recorder(),
+            transport: self.group.transport(),
+        })
+        .map_err(Error::io("starting the watchdog"))?;
         self.watchdog = Some(watchdog);
         Ok(())
     }

@@ -21,9 +21,12 @@ use crate::host::Dtype;
 use crate::store::StoreClient;
 use crate::ReduceOp;
 use cudarc::driver::{result as cu, sys as cusys, DriverError};
-use cudarc::nccl::sys::{cudaStream_t, ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId};
+use cudarc::nccl::sys::{
+    cudaStream_t, ncclComm, ncclComm_t, ncclDataType_t, ncclRedOp_t, ncclUniqueId,
+};
 use libloading::Library;
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
 
@@ -47,6 +50,7 @@ struct Api {
     get_unique_id: unsafe extern "C" fn(*mut ncclUniqueId) -> NcclResult,
     comm_init_rank: unsafe extern "C" fn(*mut ncclComm_t, c_int, ncclUniqueId, c_int) -> NcclResult,
     comm_abort: unsafe extern "C" fn(ncclComm_t) -> NcclResult,
+    comm_get_async_error: unsafe extern "C" fn(ncclComm_t, *mut NcclResult) -> NcclResult,
     get_error_string: unsafe extern "C" fn(NcclResult) -> *const c_char,
     all_reduce: ReduceFn,
     all_gather: unsafe extern "C" fn(
@@ -140,6 +144,7 @@ fn resolve(lib: Library, path: String) -> std::result::Result<Api, String> {
             get_unique_id: sym!("ncclGetUniqueId"),
             comm_init_rank: sym!("ncclCommInitRank"),
             comm_abort: sym!("ncclCommAbort"),
+            comm_get_async_error: sym!("ncclCommGetAsyncError"),
             get_error_string: sym!("ncclGetErrorString"),
             all_reduce: sym!("ncclAllReduce"),
             all_gather: sym!("ncclAllGather"),
@@ -184,9 +189,15 @@ pub(crate) struct NcclCollectives {
     cu_device: cusys::CUdevice,
     /// The device's primary context, which libtorch's runtime also uses.
     ctx: cusys::CUcontext,
-    /// A communicator must not be used by two threads at once.
-    comm: Mutex<ncclComm_t>,
+    /// A communicator must not be used by two threads at once; held around every call.
+    busy: Mutex<()>,
+    /// The communicator; null once aborted. Read without `busy` by the watchdog, which may
+    /// abort it (or ask for its asynchronous error) while a call holds `busy`, as NCCL allows.
+    comm: AtomicPtr<ncclComm>,
 }
+
+/// `ncclInProgress`: a nonblocking operation still running, not an error.
+const NCCL_IN_PROGRESS: NcclResult = 7;
 
 // SAFETY: the communicator is only touched under `comm`'s lock; the context handle is a
 // process-wide driver object valid on any thread.
@@ -246,7 +257,8 @@ impl NcclCollectives {
             api,
             cu_device,
             ctx,
-            comm: Mutex::new(comm),
+            busy: Mutex::new(()),
+            comm: AtomicPtr::new(comm),
         })
     }
 
@@ -254,11 +266,17 @@ impl NcclCollectives {
     /// calling thread (the null stream is per device), and turns the result code into an error.
     fn call(&self, what: &'static str, f: impl FnOnce(ncclComm_t) -> NcclResult) -> Result<()> {
         let code = {
-            let comm = self.comm.lock().unwrap_or_else(|e| e.into_inner());
+            let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+            let comm = self.comm.load(Ordering::Acquire);
+            if comm.is_null() {
+                return Err(Error::Unavailable(format!(
+                    "{what}: the NCCL communicator was aborted"
+                )));
+            }
             // SAFETY: `ctx` stays retained for the life of `self`.
             unsafe { cu::ctx::set_current(self.ctx) }
                 .map_err(cuda("making the CUDA context current"))?;
-            f(*comm)
+            f(comm)
         };
         self.api.check(what, code)
     }
@@ -440,6 +458,34 @@ impl Transport for NcclCollectives {
         Ok(())
     }
 
+    /// `ncclCommAbort`, once: NCCL ends the kernels of this communicator, and every call after
+    /// it fails instead of touching a freed communicator.
+    fn abort(&self) {
+        let comm = self.comm.swap(std::ptr::null_mut(), Ordering::AcqRel);
+        if !comm.is_null() {
+            // SAFETY: `comm` came from ncclCommInitRank and nothing uses it after the swap
+            // (NCCL allows aborting while another thread is inside a call on it).
+            unsafe { (self.api.comm_abort)(comm) };
+        }
+    }
+
+    /// `ncclCommGetAsyncError`: a failure NCCL met after a call returned (a peer's network
+    /// error, a timeout inside NCCL), which only surfaces if asked.
+    fn async_error(&self) -> Result<()> {
+        let comm = self.comm.load(Ordering::Acquire);
+        if comm.is_null() {
+            return Ok(());
+        }
+        let mut state: NcclResult = 0;
+        // SAFETY: valid communicator and out-pointer; NCCL allows this from any thread.
+        let code = unsafe { (self.api.comm_get_async_error)(comm, &mut state) };
+        self.api.check("ncclCommGetAsyncError", code)?;
+        match state {
+            0 | NCCL_IN_PROGRESS => Ok(()),
+            failed => self.api.check("a collective (asynchronous error)", failed),
+        }
+    }
+
     /// An all-reduce of one element, then reading it on the host: returns once every rank's
     /// earlier GPU work has reached this point.
     fn barrier(&self) -> Result<()> {
@@ -460,10 +506,9 @@ impl Drop for NcclCollectives {
     /// Aborts rather than destroys the communicator: `ncclCommDestroy` waits for peers and would
     /// hang an exit after a peer died; after a clean shutdown nothing is pending either way.
     fn drop(&mut self) {
-        let comm = *self.comm.get_mut().unwrap_or_else(|e| e.into_inner());
-        // SAFETY: `comm` came from ncclCommInitRank and is not used after this.
+        self.abort();
+        // SAFETY: retained in `new`, released once.
         unsafe {
-            (self.api.comm_abort)(comm);
             let _ = cu::primary_ctx::release(self.cu_device);
         }
     }

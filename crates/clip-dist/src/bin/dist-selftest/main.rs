@@ -14,7 +14,12 @@
 //! - `shutdown VICTIM`: all-reduces once, then rank VICTIM exits without a goodbye while the
 //!   others shut down (their final barrier must name it);
 //! - `mismatch`: rank 0 broadcasts bytes while the others all-gather bytes;
-//! - `p2p-mismatch`: rank 0 sends rank 1 three floats, rank 1 expects four.
+//! - `p2p-mismatch`: rank 0 sends rank 1 three floats, rank 1 expects four;
+//! - `stop CULPRIT` / `skip CULPRIT`: all-reduces and heartbeats in a loop under the watchdog;
+//!   before its fifth all-reduce rank CULPRIT stops itself (SIGSTOP) or skips it and only
+//!   heartbeats from then on. `stop` is caught by the watchdog and `skip` by the collective's
+//!   own timeout (CLIP_DIST_TIMEOUT each; the other waits ten times longer), and either prints
+//!   the flight recorder naming CULPRIT.
 //!
 //! Errors go to stderr as one line; a `clip_dist::Error` also goes to stdout as
 //! `variant: {:?}` (so tests match the variant and its fields), and decides the exit status as
@@ -23,7 +28,7 @@
 mod cases;
 
 use anyhow::{bail, Context, Result};
-use clip_dist::{Backend, Collectives, InitOptions, ReduceOp, WorldInfo};
+use clip_dist::{Backend, Collectives, Dist, InitOptions, ReduceOp, WorldInfo};
 use std::time::Duration;
 use tch::{Kind, Tensor};
 
@@ -44,7 +49,11 @@ fn main() {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let world = WorldInfo::from_env()?;
-    let opts = InitOptions::from_env(&world, None, Backend::Cpu)?;
+    let mut opts = InitOptions::from_env(&world, None, Backend::Cpu)?;
+    let timeout = opts.timeout;
+    if args.first().map(String::as_str) == Some("stop") {
+        opts.timeout = timeout * 10;
+    }
     let mut dist = clip_dist::init(world, opts)?;
     let rank = world.rank;
     let arg = |i: usize| args.get(i).with_context(|| format!("missing argument {i}"));
@@ -116,9 +125,52 @@ fn run() -> Result<()> {
                 c.send_recv(&[], &mut [(0, &mut four)])?;
             }
         }
+        mode @ ("stop" | "skip") => flight(&mut dist, mode, arg(1)?.parse()?, timeout)?,
         mode => bail!("unknown mode {mode}"),
     }
     Ok(dist.shutdown()?)
+}
+
+/// The `stop` and `skip` modes (see the module documentation); never returns `Ok`.
+fn flight(dist: &mut Dist, mode: &str, culprit: usize, timeout: Duration) -> Result<()> {
+    let watchdog = if mode == "stop" {
+        timeout
+    } else {
+        timeout * 10
+    };
+    dist.start_watchdog(watchdog)?;
+    println!("ready");
+    let pause = Duration::from_millis(10);
+    for step in 0..2000 {
+        if dist.rank() == culprit && step == 4 {
+            if mode == "stop" {
+                stop_self();
+            } else {
+                for beat in step..step + 6000 {
+                    dist.heartbeat(beat)?;
+                    std::thread::sleep(pause);
+                }
+                bail!("no rank timed out waiting for the skipped all-reduce");
+            }
+        }
+        let mut t = Tensor::ones([1000], (Kind::Float, tch::Device::Cpu));
+        dist.collectives().all_reduce(&mut t, ReduceOp::Sum)?;
+        dist.heartbeat(step)?;
+        std::thread::sleep(pause);
+    }
+    bail!("the {mode} job did not end")
+}
+
+/// SIGSTOP to this process: it stays alive, holding its connections, and does nothing (what a
+/// rank stuck in the kernel or a debugger looks like to the others).
+fn stop_self() {
+    extern "C" {
+        fn raise(sig: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    /// SIGSTOP on Linux (x86_64 and aarch64).
+    const SIGSTOP: std::ffi::c_int = 19;
+    // SAFETY: raise(3) with a valid signal number.
+    unsafe { raise(SIGSTOP) };
 }
 
 /// Every byte collective of the `bytes` mode; see `cases::text` for what each rank sends.
