@@ -111,7 +111,14 @@ pub struct InitOptions {
     /// Connecting to the store, the rendezvous, store waits, and each CPU collective read.
     pub timeout: Duration,
     pub backend: Backend,
+    /// Runs the backend even in a world of one instead of the local stand-in, so one GPU
+    /// exercises NCCL (`CLIP_DIST_BACKEND_AT_WORLD_1=1`). Only NCCL: the CPU backend needs
+    /// peers.
+    pub backend_at_world_1: bool,
 }
+
+/// The variable that sets [`InitOptions::backend_at_world_1`].
+pub const BACKEND_AT_WORLD_1_VAR: &str = "CLIP_DIST_BACKEND_AT_WORLD_1";
 
 impl InitOptions {
     /// Rank 0's address from `--dist-url tcp://…` or MASTER_ADDR / MASTER_PORT (not needed, and
@@ -128,6 +135,7 @@ impl InitOptions {
             master_port,
             timeout: timeout_from_env(env)?,
             backend,
+            backend_at_world_1: env(BACKEND_AT_WORLD_1_VAR).as_deref() == Some("1"),
         })
     }
 }
@@ -153,9 +161,15 @@ pub struct Dist {
 pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
     let (rank, size) = (world.rank, world.world_size);
     if size == 1 {
+        let transport: Box<dyn group::Transport> = match opts.backend {
+            Backend::Nccl { device_index } if opts.backend_at_world_1 => {
+                Box::new(NcclCollectives::new(None, rank, size, device_index)?)
+            }
+            _ => Box::new(LocalCollectives),
+        };
         return Ok(Dist {
             world,
-            group: Group::new(rank, size, Box::new(LocalCollectives), None),
+            group: Group::new(rank, size, transport, None),
             watchdog: None,
             net: None,
         });
@@ -182,9 +196,12 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
     }
     let transport: Box<dyn group::Transport> = match opts.backend {
         Backend::Cpu => Box::new(TcpCollectives::connect(&store, rank, size, opts.timeout)?),
-        Backend::Nccl { device_index } => {
-            Box::new(NcclCollectives::new(&store, rank, size, device_index)?)
-        }
+        Backend::Nccl { device_index } => Box::new(NcclCollectives::new(
+            Some(&store),
+            rank,
+            size,
+            device_index,
+        )?),
     };
     Ok(Dist {
         world,

@@ -1,6 +1,8 @@
-//! NCCL collectives on CUDA tensors, in place on their device memory, on the CUDA legacy
-//! default ("null") stream: libtorch enqueues its kernels there too, so NCCL runs after the ops
-//! that produced a tensor and before those that consume it, with no extra synchronisation.
+//! NCCL collectives on CUDA tensors, in place on their device memory, on torch's current CUDA
+//! stream (read through `torch_ext::current_cuda_stream` at every call): libtorch enqueues its
+//! kernels there too, so NCCL runs after the ops that produced a tensor and before those that
+//! consume it, with no extra synchronisation — also under a stream guard (a copy or
+//! communication stream), where the legacy default stream would not be ordered with them.
 //!
 //! Finding NCCL: cudarc's own loader (`cudarc::nccl::sys::culib`) only tries `libnccl.so`,
 //! `libnccl.so.13` (the CUDA major), `.12`, `.11`, `.10`, `.9`, `.1` and some Windows-style
@@ -205,10 +207,11 @@ unsafe impl Send for NcclCollectives {}
 unsafe impl Sync for NcclCollectives {}
 
 impl NcclCollectives {
-    /// Makes `cuda:device` current on this thread, shares rank 0's NCCL id through the store and
-    /// joins the communicator (which blocks until every rank has joined).
+    /// Makes `cuda:device` current on this thread, shares rank 0's NCCL id through the store
+    /// (`None`: a world of one, nobody to share it with) and joins the communicator (which blocks
+    /// until every rank has joined).
     pub(crate) fn new(
-        store: &StoreClient,
+        store: Option<&StoreClient>,
         rank: usize,
         world: usize,
         device: usize,
@@ -234,9 +237,13 @@ impl NcclCollectives {
         if rank == 0 {
             // SAFETY: `id` is a valid out-pointer.
             api.check("ncclGetUniqueId", unsafe { (api.get_unique_id)(&mut id) })?;
-            let bytes: Vec<u8> = id.internal.iter().map(|&c| c as u8).collect();
-            store.set("nccl/id", &bytes)?;
+            if let Some(store) = store {
+                let bytes: Vec<u8> = id.internal.iter().map(|&c| c as u8).collect();
+                store.set("nccl/id", &bytes)?;
+            }
         } else {
+            let store =
+                store.ok_or_else(|| Error::Invalid("NCCL rank > 0 without a store".into()))?;
             let bytes = store.take("nccl/id", world - 1)?;
             if bytes.len() != id.internal.len() {
                 return Err(Error::Protocol(
@@ -263,8 +270,16 @@ impl NcclCollectives {
     }
 
     /// Runs one NCCL call `what` on the communicator: locks it, makes this device current on the
-    /// calling thread (the null stream is per device), and turns the result code into an error.
-    fn call(&self, what: &'static str, f: impl FnOnce(ncclComm_t) -> NcclResult) -> Result<()> {
+    /// calling thread, and turns the result code into an error. `f` gets the communicator and
+    /// torch's current stream on this device.
+    fn call(
+        &self,
+        what: &'static str,
+        f: impl FnOnce(ncclComm_t, cudaStream_t) -> NcclResult,
+    ) -> Result<()> {
+        let stream = torch_ext::current_cuda_stream(self.device)
+            .map_err(|e| Error::Unavailable(format!("{what}: {e:#}")))?
+            as cudaStream_t;
         let code = {
             let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
             let comm = self.comm.load(Ordering::Acquire);
@@ -276,7 +291,7 @@ impl NcclCollectives {
             // SAFETY: `ctx` stays retained for the life of `self`.
             unsafe { cu::ctx::set_current(self.ctx) }
                 .map_err(cuda("making the CUDA context current"))?;
-            f(comm)
+            f(comm, stream)
         };
         self.api.check(what, code)
     }
@@ -304,14 +319,14 @@ impl NcclCollectives {
         &self,
         what: &'static str,
         t: &mut Tensor,
-        f: impl FnOnce(*mut c_void, usize, ncclDataType_t, ncclComm_t) -> NcclResult,
+        f: impl FnOnce(*mut c_void, usize, ncclDataType_t, ncclComm_t, cudaStream_t) -> NcclResult,
     ) -> Result<()> {
         let dt = self.dtype(t)?;
         if t.numel() == 0 {
             return Ok(());
         }
         let d = dense(t);
-        self.call(what, |comm| f(d.data_ptr(), d.numel(), dt, comm))?;
+        self.call(what, |comm, s| f(d.data_ptr(), d.numel(), dt, comm, s))?;
         if !t.is_contiguous() {
             tch::no_grad(|| t.copy_(&d));
         }
@@ -324,7 +339,13 @@ impl NcclCollectives {
         what: &'static str,
         t: &Tensor,
         out_shape: &[i64],
-        f: impl FnOnce(*const c_void, *mut c_void, ncclDataType_t, ncclComm_t) -> NcclResult,
+        f: impl FnOnce(
+            *const c_void,
+            *mut c_void,
+            ncclDataType_t,
+            ncclComm_t,
+            cudaStream_t,
+        ) -> NcclResult,
     ) -> Result<Tensor> {
         let dt = self.dtype(t)?;
         let out = Tensor::empty(out_shape, (t.kind(), t.device()));
@@ -332,7 +353,9 @@ impl NcclCollectives {
             return Ok(out);
         }
         let src = dense(t);
-        self.call(what, |comm| f(src.data_ptr(), out.data_ptr(), dt, comm))?;
+        self.call(what, |comm, s| {
+            f(src.data_ptr(), out.data_ptr(), dt, comm, s)
+        })?;
         Ok(out)
     }
 }
@@ -353,26 +376,24 @@ fn dense(t: &Tensor) -> Tensor {
     }
 }
 
-/// The null stream: CUDA's legacy default stream, libtorch's default.
-fn null_stream() -> cudaStream_t {
-    std::ptr::null_mut()
-}
-
 // SAFETY (every call below): the buffers are contiguous on this backend's device, hold `count`
 // elements of the given type (the output of a gather W times the input, of a reduce-scatter
 // 1/W of it), and NCCL allows in-place (send == recv) reductions and broadcasts.
 impl Transport for NcclCollectives {
     fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
-        self.in_place("ncclAllReduce", t, |buf, count, dt, comm| unsafe {
-            (self.api.all_reduce)(buf, buf, count, dt, red_op(op), comm, null_stream())
+        self.in_place("ncclAllReduce", t, |buf, count, dt, comm, s| unsafe {
+            (self.api.all_reduce)(buf, buf, count, dt, red_op(op), comm, s)
         })
     }
 
     fn all_gather(&self, t: &Tensor, out_shape: &[i64]) -> Result<Tensor> {
         let count = t.numel();
-        self.out_of_place("ncclAllGather", t, out_shape, |src, out, dt, comm| unsafe {
-            (self.api.all_gather)(src, out, count, dt, comm, null_stream())
-        })
+        self.out_of_place(
+            "ncclAllGather",
+            t,
+            out_shape,
+            |src, out, dt, comm, s| unsafe { (self.api.all_gather)(src, out, count, dt, comm, s) },
+        )
     }
 
     fn reduce_scatter(&self, t: &Tensor, op: ReduceOp, out_shape: &[i64]) -> Result<Tensor> {
@@ -381,15 +402,15 @@ impl Transport for NcclCollectives {
             "ncclReduceScatter",
             t,
             out_shape,
-            |src, out, dt, comm| unsafe {
-                (self.api.reduce_scatter)(src, out, count, dt, red_op(op), comm, null_stream())
+            |src, out, dt, comm, s| unsafe {
+                (self.api.reduce_scatter)(src, out, count, dt, red_op(op), comm, s)
             },
         )
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
-        self.in_place("ncclBroadcast", t, |buf, count, dt, comm| unsafe {
-            (self.api.broadcast)(buf, buf, count, dt, root as c_int, comm, null_stream())
+        self.in_place("ncclBroadcast", t, |buf, count, dt, comm, s| unsafe {
+            (self.api.broadcast)(buf, buf, count, dt, root as c_int, comm, s)
         })
     }
 
@@ -412,7 +433,7 @@ impl Transport for NcclCollectives {
         // One lock for the whole group: no other call on this communicator may fall inside it.
         // SAFETY: each buffer is contiguous on this device and holds `numel` elements of its
         // type; a receive's buffer is written only by NCCL until the group ends.
-        self.call("ncclSend/ncclRecv", |comm| unsafe {
+        self.call("ncclSend/ncclRecv", |comm, stream| unsafe {
             let started = (self.api.group_start)();
             if started != 0 {
                 return started;
@@ -420,26 +441,12 @@ impl Transport for NcclCollectives {
             let mut code = 0;
             for (p, t, dt) in &sends {
                 if code == 0 {
-                    code = (self.api.send)(
-                        t.data_ptr(),
-                        t.numel(),
-                        *dt,
-                        *p as c_int,
-                        comm,
-                        null_stream(),
-                    );
+                    code = (self.api.send)(t.data_ptr(), t.numel(), *dt, *p as c_int, comm, stream);
                 }
             }
             for (p, t, dt) in &landing {
                 if code == 0 {
-                    code = (self.api.recv)(
-                        t.data_ptr(),
-                        t.numel(),
-                        *dt,
-                        *p as c_int,
-                        comm,
-                        null_stream(),
-                    );
+                    code = (self.api.recv)(t.data_ptr(), t.numel(), *dt, *p as c_int, comm, stream);
                 }
             }
             // The group is closed whatever happened inside it; the first error wins.

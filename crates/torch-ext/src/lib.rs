@@ -1,7 +1,8 @@
 //! The libtorch calls tch 0.24 does not bind, through a small C++ shim (`src/shim.cpp`):
 //! autocast with a chosen dtype (tch's is fp16-only), gradient checkpointing (a custom autograd
 //! function that recomputes a Rust closure in backward), and — in Rust, see [`pickle`] —
-//! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts).
+//! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts);
+//! and torch's current CUDA stream ([`current_cuda_stream`]), which NCCL must run on.
 
 pub mod pickle;
 
@@ -37,6 +38,7 @@ extern "C" {
         drop: DropFn,
         out: *mut CTensor,
     ) -> *mut c_char;
+    fn torch_ext_current_cuda_stream(device: c_int, out: *mut *mut c_void) -> *mut c_char;
 }
 
 /// Turns a message returned by the shim into an error (null means success).
@@ -186,5 +188,21 @@ pub fn load_pickle(path: &Path) -> Result<PickledDict> {
             out.ints.push((k.clone(), *i));
         }
     }
+    Ok(out)
+}
+
+/// torch's current CUDA stream on `cuda:device` (`torch.cuda.current_stream(device)`, a
+/// `cudaStream_t`): the default stream unless a stream guard chose another. Work enqueued on it
+/// is ordered with libtorch's kernels around it. Fails without a CUDA libtorch and device.
+pub fn current_cuda_stream(device: usize) -> Result<*mut c_void> {
+    let count = tch::Cuda::device_count().max(0) as usize;
+    if device >= count {
+        // Asking c10 about a device it does not have would abort inside CUDA initialisation.
+        return Err(anyhow!(
+            "no current CUDA stream on cuda:{device}: libtorch sees {count} CUDA device(s)"
+        ));
+    }
+    let mut out = std::ptr::null_mut();
+    check(unsafe { torch_ext_current_cuda_stream(device as c_int, &mut out) })?;
     Ok(out)
 }

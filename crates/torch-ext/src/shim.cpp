@@ -194,3 +194,43 @@ char *torch_ext_checkpoint(tensor x, tensor *params, int n_params, void *ctx, ru
 }
 
 }  // extern "C"
+
+// ---------------------------------------------------------------------------------------------
+// torch's current CUDA stream (clip-dist runs NCCL on it). c10/cuda's headers need the CUDA
+// toolkit's, which a CPU-only build machine lacks, so the two c10_cuda functions are looked up at
+// run time in the libc10_cuda.so this process already loaded (none in a CPU-only libtorch).
+// c10::cuda::CUDAStream is trivially copyable, laid out as {c10::Device (two int8), int64 id}:
+// it is returned, and passed as `this`, exactly like CudaStreamRepr.
+#include <dlfcn.h>
+#include <stdexcept>
+
+namespace {
+struct CudaStreamRepr {
+  int8_t device_type;
+  int8_t device_index;
+  int64_t id;
+};
+typedef CudaStreamRepr (*GetCurrentStreamFn)(int8_t);
+typedef void *(*StreamHandleFn)(const CudaStreamRepr *);
+
+void current_cuda_stream(int device, void **out) {
+  void *lib = dlopen("libc10_cuda.so", RTLD_NOW | RTLD_NOLOAD);
+  if (!lib) {
+    throw std::runtime_error("libc10_cuda.so is not loaded (a CPU-only libtorch?)");
+  }
+  auto get = reinterpret_cast<GetCurrentStreamFn>(
+      dlsym(lib, "_ZN3c104cuda20getCurrentCUDAStreamEa"));
+  auto handle = reinterpret_cast<StreamHandleFn>(
+      dlsym(lib, "_ZNK3c104cuda10CUDAStream6streamEv"));
+  dlclose(lib);
+  if (!get || !handle) {
+    throw std::runtime_error("libc10_cuda.so has no c10::cuda::getCurrentCUDAStream");
+  }
+  CudaStreamRepr stream = get(static_cast<int8_t>(device));
+  *out = handle(&stream);
+}
+} // namespace
+
+extern "C" char *torch_ext_current_cuda_stream(int device, void **out) {
+  GUARD(current_cuda_stream(device, out))
+}

@@ -684,3 +684,29 @@ fn world_of_one_checks_calls_like_any_world() {
     }
     dist.shutdown().unwrap();
 }
+
+/// `nccl` mode in a world of one runs the real NCCL backend, not the local stand-in: with a
+/// CUDA driver it passes its own bitwise checks, and without one (the CPU machines) it fails
+/// at NCCL's setup saying so — either way NCCL was reached.
+#[test]
+fn nccl_mode_runs_nccl_at_world_size_1() {
+    let dir = scratch("nccl-1");
+    let out = dir.join("results");
+    let mut job = Job::start(&dir, 1, &[0], 30.0, &["nccl", out.to_str().unwrap()]);
+    let status = job.wait(0, Duration::from_secs(120));
+    let driver = Path::new("/proc/driver/nvidia/version").exists();
+    if driver {
+        assert!(status.success(), "{}", job.stderr(0));
+        assert!(
+            job.stdout(0).contains("results bitwise equal to the local reference"),
+            "{}",
+            job.stdout(0)
+        );
+    } else {
+        assert_eq!(status.code(), Some(1), "{}", job.stderr(0));
+        assert_eq!(
+            job.stderr(0).trim(),
+            "error: NCCL needs the CUDA driver, and libcuda.so.1 cannot be loaded"
+        );
+    }
+}

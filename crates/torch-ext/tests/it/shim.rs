@@ -47,3 +47,20 @@ fn load_pickle_reports_a_missing_file() {
     let io = err.root_cause().downcast_ref::<std::io::Error>().unwrap();
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound, "{err:#}");
 }
+
+/// torch's current CUDA stream: the default stream (null, the legacy default stream torch
+/// uses) on every visible device; a clear error for a device libtorch does not see (without a
+/// GPU that is every device: the function must not reach into CUDA then).
+#[test]
+fn current_cuda_stream_is_the_default_stream_or_a_clear_error() {
+    let count = tch::Cuda::device_count() as usize;
+    for device in 0..count {
+        let stream = torch_ext::current_cuda_stream(device).unwrap();
+        assert!(stream.is_null(), "cuda:{device}: {stream:?}");
+    }
+    let e = torch_ext::current_cuda_stream(count).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("no current CUDA stream on cuda:{count}: libtorch sees {count} CUDA device(s)")
+    );
+}
