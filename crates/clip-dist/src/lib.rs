@@ -22,6 +22,7 @@
 //! # Ok(()) }
 //! ```
 
+mod device;
 mod error;
 mod flight;
 mod group;
@@ -33,6 +34,10 @@ mod tcp;
 mod watchdog;
 mod world;
 
+pub use device::{
+    driver_problem, driver_problem_here, local_cuda_device, local_cuda_device_from_env,
+    parse_driver_version, DRIVER_VERSION_FILE, MIN_DRIVER,
+};
 pub use error::{Error, Fault, Result, EXIT_DIST_FAILURE, EXIT_USAGE};
 pub use store::{RankState, RankStatus, StoreClient, StoreServer};
 pub use watchdog::verdict;

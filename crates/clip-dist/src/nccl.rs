@@ -9,13 +9,17 @@
 //! names — never `libnccl.so.2`, which is the only name pip's `nvidia-nccl` wheel ships (and
 //! the soname libtorch_cuda links). So this module resolves the few NCCL functions it needs
 //! with `libloading` itself, and takes from cudarc only the NCCL types and the CUDA driver calls.
-//! Candidates, first that loads wins:
-//! 1. `$CLIP_NCCL_LIBRARY` (a path; if set, nothing else is tried);
+//! Candidates, first that loads wins — never a path of the machine this was built on:
+//! 1. `$CLIP_NCCL_LIB` (a path; if set, nothing else is tried);
 //! 2. `libnccl.so.2` by name: in a process that linked libtorch_cuda this is the NCCL libtorch
 //!    already loaded (found through libtorch_cuda's `$ORIGIN/../../nvidia/nccl/lib` rpath; glibc
 //!    matches the name against loaded sonames), otherwise the system's;
-//! 3. `libnccl.so` (a system install with the dev symlink);
-//! 4. `<libtorch lib>/../../nvidia/nccl/lib/libnccl.so.2` for the libtorch this was built with.
+//! 3. beside the torch install this process runs against (the folder of the libtorch_cuda.so /
+//!    libtorch_cpu.so in `/proc/self/maps`): `<lib>/../../nvidia/nccl/lib/libnccl.so.2` (pip's
+//!    layout) and `<lib>/libnccl.so.2`;
+//! 4. `libnccl.so` (a system install with the dev symlink).
+//!
+//! A failure lists every path tried and why each failed.
 
 use crate::error::{Error, Result};
 use crate::group::Transport;
@@ -28,6 +32,7 @@ use cudarc::nccl::sys::{
 };
 use libloading::Library;
 use std::ffi::{c_char, c_int, c_void, CStr};
+use std::path::Path;
 use std::sync::atomic::{AtomicPtr, Ordering};
 use std::sync::{Mutex, OnceLock};
 use tch::{Device, Kind, Tensor};
@@ -97,18 +102,33 @@ struct Api {
     _lib: Library,
 }
 
-fn candidates() -> Vec<String> {
-    if let Ok(path) = std::env::var("CLIP_NCCL_LIBRARY") {
+/// The variable naming libnccl.so.2 explicitly.
+pub(crate) const NCCL_LIB_VAR: &str = "CLIP_NCCL_LIB";
+
+/// The candidates of the module documentation, from `$CLIP_NCCL_LIB` (`env`) and the text of
+/// `/proc/self/maps` (`maps`).
+pub(crate) fn candidates(env: Option<String>, maps: &str) -> Vec<String> {
+    if let Some(path) = env {
         return vec![path];
     }
-    vec![
-        "libnccl.so.2".into(),
-        "libnccl.so".into(),
-        format!(
-            "{}/../../nvidia/nccl/lib/libnccl.so.2",
-            env!("CLIP_DIST_LIBTORCH_LIB")
-        ),
-    ]
+    let mut out = vec!["libnccl.so.2".to_string()];
+    let torch_lib = maps
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(5))
+        .find(|p| p.ends_with("/libtorch_cuda.so") || p.ends_with("/libtorch_cpu.so"))
+        .and_then(|p| Path::new(p).parent());
+    if let Some(lib) = torch_lib {
+        if let Some(site) = lib.parent().and_then(Path::parent) {
+            out.push(
+                site.join("nvidia/nccl/lib/libnccl.so.2")
+                    .display()
+                    .to_string(),
+            );
+        }
+        out.push(lib.join("libnccl.so.2").display().to_string());
+    }
+    out.push("libnccl.so".to_string());
+    out
 }
 
 fn api() -> Result<&'static Api> {
@@ -119,16 +139,21 @@ fn api() -> Result<&'static Api> {
 }
 
 fn load() -> std::result::Result<Api, String> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
     let mut tried = Vec::new();
-    for path in candidates() {
+    for path in candidates(std::env::var(NCCL_LIB_VAR).ok(), &maps) {
         // SAFETY: loading NCCL runs only its (trivial) initialisers.
         match unsafe { Library::new(&path) } {
             Ok(lib) => return resolve(lib, path),
-            Err(e) => tried.push(format!("{path} ({e})")),
+            // libloading's own message is only "dlopen failed"; dlerror's is in its source.
+            Err(e) => {
+                let why = std::error::Error::source(&e).map_or(e.to_string(), |s| s.to_string());
+                tried.push(format!("{path} ({why})"))
+            }
         }
     }
     Err(format!(
-        "cannot load NCCL; tried {}; set CLIP_NCCL_LIBRARY to the path of libnccl.so.2",
+        "cannot load NCCL; tried {}; set {NCCL_LIB_VAR} to the path of libnccl.so.2",
         tried.join(", ")
     ))
 }
@@ -216,6 +241,9 @@ impl NcclCollectives {
         world: usize,
         device: usize,
     ) -> Result<Self> {
+        if let Some(problem) = crate::driver_problem_here() {
+            return Err(Error::Unavailable(problem));
+        }
         let api = api()?;
         // SAFETY: only asks whether libcuda can be opened.
         if !unsafe { cusys::is_culib_present() } {
@@ -518,5 +546,33 @@ impl Drop for NcclCollectives {
         unsafe {
             let _ = cu::primary_ctx::release(self.cu_device);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The torch install this process runs against, from its memory map: pip's layout and the
+    /// libtorch folder itself; `$CLIP_NCCL_LIB` alone when set.
+    #[test]
+    fn nccl_is_looked_for_beside_the_torch_install_in_use() {
+        let maps = "7f00-7f10 r-xp 00000000 08:01 123 /usr/lib/x86_64-linux-gnu/libc.so.6\n\
+                    7f20-7f30 r-xp 00000000 08:01 456 \
+                    /opt/venv/lib/python3.11/site-packages/torch/lib/libtorch_cuda.so\n";
+        assert_eq!(
+            candidates(None, maps),
+            [
+                "libnccl.so.2",
+                "/opt/venv/lib/python3.11/site-packages/nvidia/nccl/lib/libnccl.so.2",
+                "/opt/venv/lib/python3.11/site-packages/torch/lib/libnccl.so.2",
+                "libnccl.so",
+            ]
+        );
+        assert_eq!(candidates(None, ""), ["libnccl.so.2", "libnccl.so"]);
+        assert_eq!(
+            candidates(Some("/x/libnccl.so.2".into()), maps),
+            ["/x/libnccl.so.2"]
+        );
     }
 }

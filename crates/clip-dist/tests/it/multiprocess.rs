@@ -698,7 +698,8 @@ fn nccl_mode_runs_nccl_at_world_size_1() {
     if driver {
         assert!(status.success(), "{}", job.stderr(0));
         assert!(
-            job.stdout(0).contains("results bitwise equal to the local reference"),
+            job.stdout(0)
+                .contains("results bitwise equal to the local reference"),
             "{}",
             job.stdout(0)
         );
@@ -709,4 +710,29 @@ fn nccl_mode_runs_nccl_at_world_size_1() {
             "error: NCCL needs the CUDA driver, and libcuda.so.1 cannot be loaded"
         );
     }
+}
+
+/// `CLIP_NCCL_LIB` naming a library that is not there: one line listing what was tried and what
+/// to set (NCCL is loaded before the CUDA driver is asked for, so this holds without a GPU).
+#[test]
+fn a_missing_nccl_library_is_listed() {
+    let dir = scratch("nccl-lib");
+    let out = dir.join("results");
+    let missing = dir.join("nowhere/libnccl.so.2");
+    let missing = missing.to_str().unwrap();
+    let env = [("CLIP_NCCL_LIB", missing)];
+    let args = ["nccl", out.to_str().unwrap()];
+    let mut job = Job::start_env(&dir, 1, &[0], 30.0, &args, &env);
+    let status = job.wait(0, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", job.stderr(0));
+    let err = job.stderr(0);
+    let tried = format!("error: cannot load NCCL; tried {missing} (");
+    assert!(err.starts_with(&tried), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(
+        err.trim_end()
+            .ends_with("; set CLIP_NCCL_LIB to the path of libnccl.so.2"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

@@ -3,7 +3,8 @@
 //! CLIP_DIST_TIMEOUT); the mode from the arguments:
 //!
 //! - `collectives OUT`: runs every case of `cases.rs` and saves the results to `OUT.<rank>`;
-//! - `nccl OUT`: the same cases on `cuda:LOCAL_RANK` through NCCL, at any world size (one GPU
+//! - `nccl OUT`: the same cases on `cuda:LOCAL_RANK` (`cuda:0` when CUDA_VISIBLE_DEVICES lists
+//!   one device) through NCCL, at any world size (one GPU
 //!   runs the real backend); in a world of one each result is also compared bitwise with the
 //!   local stand-in's, and a produce → all-reduce → consume chain with no host sync in between
 //!   is checked (`scripts/gpu-check.sh` runs it);
@@ -59,7 +60,7 @@ fn run() -> Result<()> {
         Some("stop") => opts.timeout = timeout * 10,
         Some("nccl") => {
             opts.backend = Backend::Nccl {
-                device_index: world.local_rank,
+                device_index: clip_dist::local_cuda_device_from_env(world.local_rank),
             };
             opts.backend_at_world_1 = true;
         }
@@ -76,7 +77,8 @@ fn run() -> Result<()> {
         }
         "nccl" => {
             let out = format!("{}.{rank}", arg(1)?);
-            let results = run_nccl(dist.collectives(), Device::Cuda(world.local_rank))?;
+            let device = clip_dist::local_cuda_device_from_env(world.local_rank);
+            let results = run_nccl(dist.collectives(), Device::Cuda(device))?;
             Tensor::save_multi(&results, &out).with_context(|| format!("saving {out}"))?;
         }
         "rendezvous" => {}
