@@ -234,3 +234,84 @@ void current_cuda_stream(int device, void **out) {
 extern "C" char *torch_ext_current_cuda_stream(int device, void **out) {
   GUARD(current_cuda_stream(device, out))
 }
+
+// ---------------------------------------------------------------------------------------------
+// GPU memory and time measured on the GPU (clip-tool bench-model --device cuda). The caching
+// allocator's statistics go through c10::DeviceAllocator (c10/core, no CUDA headers needed);
+// CUDA events through the CUDA runtime libtorch already loaded, looked up at run time.
+#include <c10/core/CachingDeviceAllocator.h>
+
+namespace {
+typedef int (*CudaIntFn)(int);
+typedef int (*CudaEventCreateFn)(void **);
+typedef int (*CudaEventRecordFn)(void *, void *);
+typedef int (*CudaEventFn)(void *);
+typedef int (*CudaEventElapsedFn)(float *, void *, void *);
+
+void *cudart_symbol(const char *name) {
+  for (const char *lib_name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
+    void *lib = dlopen(lib_name, RTLD_NOW | RTLD_NOLOAD);
+    if (lib) {
+      void *sym = dlsym(lib, name);
+      dlclose(lib);
+      if (sym) {
+        return sym;
+      }
+    }
+  }
+  throw std::runtime_error(std::string("the CUDA runtime libtorch loaded has no ") + name);
+}
+
+void cuda_check(int code, const char *call) {
+  if (code != 0) {
+    throw std::runtime_error(std::string(call) + " failed with CUDA error " + std::to_string(code));
+  }
+}
+} // namespace
+
+extern "C" char *torch_ext_cuda_memory_peaks(int device, int64_t *allocated, int64_t *reserved) {
+  GUARD({
+    auto stats = c10::getDeviceAllocator(c10::kCUDA)->getDeviceStats(device);
+    auto all = static_cast<size_t>(c10::CachingDeviceAllocator::StatType::AGGREGATE);
+    *allocated = stats.allocated_bytes[all].peak;
+    *reserved = stats.reserved_bytes[all].peak;
+  })
+}
+
+extern "C" char *torch_ext_cuda_reset_peak_memory(int device) {
+  GUARD(c10::getDeviceAllocator(c10::kCUDA)->resetPeakStats(device))
+}
+
+// A new event recorded on `stream` of `device` (events belong to the device current when
+// created, so it is made current for the call and restored after).
+extern "C" char *torch_ext_cuda_event_record(int device, void *stream, void **out) {
+  GUARD({
+    auto get_device = reinterpret_cast<int (*)(int *)>(cudart_symbol("cudaGetDevice"));
+    auto set_device = reinterpret_cast<CudaIntFn>(cudart_symbol("cudaSetDevice"));
+    auto create = reinterpret_cast<CudaEventCreateFn>(cudart_symbol("cudaEventCreate"));
+    auto record = reinterpret_cast<CudaEventRecordFn>(cudart_symbol("cudaEventRecord"));
+    int previous = 0;
+    cuda_check(get_device(&previous), "cudaGetDevice");
+    cuda_check(set_device(device), "cudaSetDevice");
+    int created = create(out);
+    int recorded = created == 0 ? record(*out, stream) : 0;
+    set_device(previous);
+    cuda_check(created, "cudaEventCreate");
+    cuda_check(recorded, "cudaEventRecord");
+  })
+}
+
+// Waits for `end`, returns the milliseconds from `start` to `end`, and destroys both.
+extern "C" char *torch_ext_cuda_event_elapsed(void *start, void *end, float *ms) {
+  GUARD({
+    auto sync = reinterpret_cast<CudaEventFn>(cudart_symbol("cudaEventSynchronize"));
+    auto elapsed = reinterpret_cast<CudaEventElapsedFn>(cudart_symbol("cudaEventElapsedTime"));
+    auto destroy = reinterpret_cast<CudaEventFn>(cudart_symbol("cudaEventDestroy"));
+    int synced = sync(end);
+    int timed = synced == 0 ? elapsed(ms, start, end) : 0;
+    destroy(start);
+    destroy(end);
+    cuda_check(synced, "cudaEventSynchronize");
+    cuda_check(timed, "cudaEventElapsedTime");
+  })
+}
