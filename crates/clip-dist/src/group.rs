@@ -1,12 +1,15 @@
 //! What every backend shares, written once: this rank's place, the argument checks of each
 //! collective, and the byte collectives, which go through rank 0's store whatever moves the
-//! tensors (TCP, NCCL, or nothing in a world of one).
+//! tensors (TCP, NCCL, or nothing in a world of one); and the flight recorder, which sees
+//! every call here once for all backends.
 
 use crate::error::{Error, Result};
+use crate::flight::{self, Recorder};
 use crate::host::Dtype;
 use crate::store::StoreClient;
 use crate::{Collectives, ReduceOp};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use tch::Tensor;
 
 /// The tensor moves of one backend. [`Group`] has checked what every backend would check: the
@@ -25,6 +28,15 @@ pub(crate) trait Transport: Send + Sync {
         sends: &[(usize, &Tensor)],
         recvs: &mut [(usize, &mut Tensor)],
     ) -> Result<()>;
+    /// Ends every call in flight now (NCCL: `ncclCommAbort`), from any thread, so a process the
+    /// watchdog is about to end leaves no kernel spinning on the GPU. Nothing to do for a
+    /// backend whose calls time out by themselves.
+    fn abort(&self) {}
+    /// An error the backend hit after a call returned (NCCL: `ncclCommGetAsyncError`), which
+    /// the watchdog polls.
+    fn async_error(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Which byte collective wrote a store value (its first byte), so a rank that called the other
@@ -49,9 +61,12 @@ impl ByteOp {
 pub(crate) struct Group {
     rank: usize,
     world: usize,
-    transport: Box<dyn Transport>,
+    /// Shared with the watchdog (abort, asynchronous errors).
+    transport: Arc<dyn Transport>,
     /// Rank 0's store (none in a world of one).
     store: Option<StoreClient>,
+    /// Shared with the watchdog, which publishes it and prints it on a verdict.
+    recorder: Arc<Recorder>,
     /// Byte collectives so far, which numbers the next one's keys (every rank makes the same
     /// calls in the same order).
     byte_calls: AtomicU64,
@@ -64,17 +79,55 @@ impl Group {
         transport: Box<dyn Transport>,
         store: Option<StoreClient>,
     ) -> Self {
+        let recorder = Arc::new(Recorder::new(rank));
+        // "No collective yet" is news too: a rank that never enters one is named as such.
+        if let Some(store) = &store {
+            flight::publish_entry(store, rank, &recorder.progress());
+        }
         Group {
             rank,
             world,
-            transport,
+            transport: Arc::from(transport),
             store,
+            recorder,
             byte_calls: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn store(&self) -> Option<&StoreClient> {
         self.store.as_ref()
+    }
+
+    pub(crate) fn recorder(&self) -> Arc<Recorder> {
+        self.recorder.clone()
+    }
+
+    pub(crate) fn transport(&self) -> Arc<dyn Transport> {
+        self.transport.clone()
+    }
+
+    /// Runs the call `what` under the flight recorder (`numbered`: a job-wide collective, not
+    /// point to point). A timeout prints the records and who the job waits for before the
+    /// error goes up.
+    fn recorded<T>(
+        &self,
+        what: String,
+        numbered: bool,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
+        let entry = self.recorder.enter(what, numbered);
+        if let (Some(store), true) = (&self.store, numbered) {
+            flight::publish_entry(store, self.rank, &self.recorder.progress());
+        }
+        let out = f();
+        self.recorder.exit(entry);
+        if let Err(Error::PeerTimeout { .. } | Error::StoreTimeout { .. }) = &out {
+            eprintln!(
+                "{}",
+                flight::report(&self.recorder, self.store.as_ref(), self.world)
+            );
+        }
+        out
     }
 
     /// The store and the key prefix of the next byte collective; `None` in a world of one.
@@ -154,7 +207,8 @@ impl Collectives for Group {
 
     fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
         Dtype::of(t)?.check_reduce(op)?;
-        self.transport.all_reduce(t, op)
+        let what = describe("all_reduce", Some(op), t)?;
+        self.recorded(what, true, || self.transport.all_reduce(t, op))
     }
 
     fn all_gather(&self, t: &Tensor) -> Result<Tensor> {
@@ -164,7 +218,8 @@ impl Collectives for Group {
             shape.push(1);
         }
         shape[0] *= self.world as i64;
-        self.transport.all_gather(t, &shape)
+        let what = describe("all_gather", None, t)?;
+        self.recorded(what, true, || self.transport.all_gather(t, &shape))
     }
 
     fn reduce_scatter(&self, t: &Tensor, op: ReduceOp) -> Result<Tensor> {
@@ -180,17 +235,19 @@ impl Collectives for Group {
                 )))
             }
         }
-        self.transport.reduce_scatter(t, op, &shape)
+        let what = describe("reduce_scatter", Some(op), t)?;
+        self.recorded(what, true, || self.transport.reduce_scatter(t, op, &shape))
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
         Dtype::of(t)?;
         self.check_root(root)?;
-        self.transport.broadcast(t, root)
+        let what = describe(&format!("broadcast from rank {root}"), None, t)?;
+        self.recorded(what, true, || self.transport.broadcast(t, root))
     }
 
     fn barrier(&self) -> Result<()> {
-        self.transport.barrier()
+        self.recorded("barrier".into(), true, || self.transport.barrier())
     }
 
     fn send_recv(
@@ -206,7 +263,13 @@ impl Collectives for Group {
         for (_, t) in recvs.iter() {
             Dtype::of(t)?;
         }
-        self.transport.send_recv(sends, recvs)
+        let peers = |ps: Vec<usize>| format!("{ps:?}");
+        let what = format!(
+            "send_recv (to {}, from {})",
+            peers(sends.iter().map(|(p, _)| *p).collect()),
+            peers(recvs.iter().map(|(p, _)| *p).collect())
+        );
+        self.recorded(what, false, || self.transport.send_recv(sends, recvs))
     }
 
     fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>> {
@@ -214,26 +277,47 @@ impl Collectives for Group {
         let Some((store, prefix)) = self.next_byte_call() else {
             return Ok(bytes.to_vec());
         };
-        if self.rank == root {
-            self.publish(store, &prefix, ByteOp::Broadcast, bytes)?;
-            return Ok(bytes.to_vec());
-        }
-        self.read(store, &prefix, ByteOp::Broadcast, root)
+        let what = format!("broadcast_bytes from rank {root}");
+        self.recorded(what, true, || {
+            if self.rank == root {
+                self.publish(store, &prefix, ByteOp::Broadcast, bytes)?;
+                return Ok(bytes.to_vec());
+            }
+            self.read(store, &prefix, ByteOp::Broadcast, root)
+        })
     }
 
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
         let Some((store, prefix)) = self.next_byte_call() else {
             return Ok(vec![bytes.to_vec()]);
         };
-        self.publish(store, &prefix, ByteOp::AllGather, bytes)?;
-        (0..self.world)
-            .map(|p| {
-                if p == self.rank {
-                    Ok(bytes.to_vec())
-                } else {
-                    self.read(store, &prefix, ByteOp::AllGather, p)
-                }
-            })
-            .collect()
+        self.recorded("all_gather_bytes".into(), true, || {
+            self.publish(store, &prefix, ByteOp::AllGather, bytes)?;
+            (0..self.world)
+                .map(|p| {
+                    if p == self.rank {
+                        Ok(bytes.to_vec())
+                    } else {
+                        self.read(store, &prefix, ByteOp::AllGather, p)
+                    }
+                })
+                .collect()
+        })
     }
+}
+
+/// A tensor collective for the flight recorder: `all_reduce (sum) of [1000] f32 (4000 bytes)`.
+fn describe(op: &str, reduce: Option<ReduceOp>, t: &Tensor) -> Result<String> {
+    let dtype = Dtype::of(t)?;
+    let reduce = match reduce {
+        Some(ReduceOp::Sum) => " (sum)",
+        Some(ReduceOp::Mean) => " (mean)",
+        None => "",
+    };
+    Ok(format!(
+        "{op}{reduce} of {:?} {} ({} bytes)",
+        t.size(),
+        dtype.name(),
+        t.numel() * dtype.size()
+    ))
 }

@@ -22,7 +22,9 @@
 //! # Ok(()) }
 //! ```
 
+mod device;
 mod error;
+mod flight;
 mod group;
 mod host;
 mod local;
@@ -32,6 +34,10 @@ mod tcp;
 mod watchdog;
 mod world;
 
+pub use device::{
+    driver_problem, driver_problem_here, local_cuda_device, local_cuda_device_from_env,
+    parse_driver_version, DRIVER_VERSION_FILE, MIN_DRIVER,
+};
 pub use error::{Error, Fault, Result, EXIT_DIST_FAILURE, EXIT_USAGE};
 pub use store::{RankState, RankStatus, StoreClient, StoreServer};
 pub use watchdog::verdict;
@@ -110,7 +116,14 @@ pub struct InitOptions {
     /// Connecting to the store, the rendezvous, store waits, and each CPU collective read.
     pub timeout: Duration,
     pub backend: Backend,
+    /// Runs the backend even in a world of one instead of the local stand-in, so one GPU
+    /// exercises NCCL (`CLIP_DIST_BACKEND_AT_WORLD_1=1`). Only NCCL: the CPU backend needs
+    /// peers.
+    pub backend_at_world_1: bool,
 }
+
+/// The variable that sets [`InitOptions::backend_at_world_1`].
+pub const BACKEND_AT_WORLD_1_VAR: &str = "CLIP_DIST_BACKEND_AT_WORLD_1";
 
 impl InitOptions {
     /// Rank 0's address from `--dist-url tcp://…` or MASTER_ADDR / MASTER_PORT (not needed, and
@@ -127,6 +140,7 @@ impl InitOptions {
             master_port,
             timeout: timeout_from_env(env)?,
             backend,
+            backend_at_world_1: env(BACKEND_AT_WORLD_1_VAR).as_deref() == Some("1"),
         })
     }
 }
@@ -152,9 +166,15 @@ pub struct Dist {
 pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
     let (rank, size) = (world.rank, world.world_size);
     if size == 1 {
+        let transport: Box<dyn group::Transport> = match opts.backend {
+            Backend::Nccl { device_index } if opts.backend_at_world_1 => {
+                Box::new(NcclCollectives::new(None, rank, size, device_index)?)
+            }
+            _ => Box::new(LocalCollectives),
+        };
         return Ok(Dist {
             world,
-            group: Group::new(rank, size, Box::new(LocalCollectives), None),
+            group: Group::new(rank, size, transport, None),
             watchdog: None,
             net: None,
         });
@@ -181,9 +201,12 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
     }
     let transport: Box<dyn group::Transport> = match opts.backend {
         Backend::Cpu => Box::new(TcpCollectives::connect(&store, rank, size, opts.timeout)?),
-        Backend::Nccl { device_index } => {
-            Box::new(NcclCollectives::new(&store, rank, size, device_index)?)
-        }
+        Backend::Nccl { device_index } => Box::new(NcclCollectives::new(
+            Some(&store),
+            rank,
+            size,
+            device_index,
+        )?),
     };
     Ok(Dist {
         world,
@@ -224,9 +247,12 @@ impl Dist {
         }
     }
 
-    /// Starts the watchdog thread: about once a second it asks the store, and ends the process
-    /// with [`EXIT_DIST_FAILURE`] and one line on stderr when a rank died, a rank's heartbeat is
-    /// older than `timeout`, or the store is gone.
+    /// Starts the watchdog thread: about once a second it publishes this rank's newest
+    /// collective, polls the backend's asynchronous errors and asks the store, and ends the
+    /// process with [`EXIT_DIST_FAILURE`] and one line on stderr when a rank died, a rank's
+    /// heartbeat is older than `timeout`, the store is gone or the backend failed; on a timeout
+    /// the flight recorder follows that line (this rank's last calls, and the ranks that never
+    /// entered the collective the others wait in), and NCCL's calls in flight are aborted first.
     pub fn start_watchdog(&mut self, timeout: Duration) -> Result<()> {
         let Some(net) = &self.net else {
             return Ok(());
@@ -237,8 +263,15 @@ impl Dist {
             net.opts.master_port,
             Duration::from_secs(10).min(net.opts.timeout),
         )?;
-        let watchdog = Watchdog::spawn(monitor, timeout, net.server.is_some())
-            .map_err(Error::io("starting the watchdog"))?;
+        let watchdog = Watchdog::spawn(watchdog::Watched {
+            monitor,
+            timeout,
+            hosts_store: net.server.is_some(),
+            world: self.world.world_size,
+            recorder: self.group.recorder(),
+            transport: self.group.transport(),
+        })
+        .map_err(Error::io("starting the watchdog"))?;
         self.watchdog = Some(watchdog);
         Ok(())
     }

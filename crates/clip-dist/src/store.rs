@@ -23,6 +23,8 @@ const OP_WAIT_ALL: u8 = 5;
 const OP_HEARTBEAT: u8 = 6;
 const OP_STATUS: u8 = 7;
 const OP_BYE: u8 = 8;
+/// `SET` without a reply (the flight recorder's progress, on every collective).
+const OP_SET_QUIET: u8 = 9;
 
 const REPLY_OK: u8 = 0;
 const REPLY_ERR: u8 = 1;
@@ -470,6 +472,12 @@ impl Conn<'_> {
                 self.shared.changed.notify_all();
                 Ok(ok)
             }
+            OP_SET_QUIET => {
+                let key = d.string()?;
+                let value = d.bytes()?.to_vec();
+                self.shared.lock().kv.insert(key, value);
+                Ok(None)
+            }
             OP_GET => self.get(&mut d).map(Some),
             OP_ADD => self.add(&mut d).map(Some),
             OP_WAIT_ALL => self.wait_all(d.millis()?).map(|()| ok),
@@ -763,6 +771,33 @@ impl StoreClient {
             .u64(readers as u64);
         let mut d = self.request(&msg, self.timeout)?;
         Ok(d.bytes()?.to_vec())
+    }
+
+    /// [`StoreClient::set`] with no reply, and nothing at all when another thread is using
+    /// this connection (`Ok(false)`).
+    pub(crate) fn try_set_quiet(&self, key: &str, value: &[u8]) -> Result<bool> {
+        let stream = match self.stream.try_lock() {
+            Ok(s) => s,
+            Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+            Err(std::sync::TryLockError::WouldBlock) => return Ok(false),
+        };
+        let msg = Enc::new(OP_SET_QUIET).bytes(key.as_bytes()).bytes(value);
+        write_frame(&stream, &msg.0).map_err(|e| self.lost(e))?;
+        Ok(true)
+    }
+
+    /// The value under `key` if some rank set it, without waiting (`None` if unset).
+    pub(crate) fn get_now(&self, key: &str) -> Result<Option<Vec<u8>>> {
+        let msg = Enc::new(OP_GET)
+            .bytes(key.as_bytes())
+            .millis(Duration::ZERO)
+            .u64(0);
+        match self.request(&msg, Duration::ZERO) {
+            Ok(mut d) => Ok(Some(d.bytes()?.to_vec())),
+            // A dead rank fails a wait for a missing key at once: still just missing here.
+            Err(Error::StoreTimeout { .. } | Error::PeerDied { .. }) => Ok(None),
+            Err(e) => Err(e),
+        }
     }
 
     /// Adds `delta` to the counter under `key` (0 if unset) and returns the new value.

@@ -1,17 +1,26 @@
 //! A thread that ends this process when the job can no longer make progress: a rank died (its
-//! store connection closed), a rank stopped making progress, or rank 0's store vanished. Without
-//! it a NCCL collective waiting for a dead peer blocks forever and the job burns its allocation.
+//! store connection closed), a rank stopped making progress, rank 0's store vanished, or the
+//! backend reported an asynchronous error (NCCL). Without it a NCCL collective waiting for a
+//! dead peer blocks forever and the job burns its allocation. Before exiting it prints the
+//! flight recorder on a timeout and aborts the backend's calls in flight (`ncclCommAbort`), so
+//! no kernel spins on after the process is gone. Each poll also publishes this rank's newest
+//! collective to the store, which every rank's diagnosis reads.
 
 use crate::error::{Error, EXIT_DIST_FAILURE};
+use crate::flight::{self, Publisher, Recorder};
+use crate::group::Transport;
 use crate::store::{RankState, RankStatus, StoreClient};
-use std::sync::mpsc;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 /// How often the store is asked.
 const POLL: Duration = Duration::from_secs(1);
 /// How long rank 0 keeps its store up after a verdict, so every other rank reads the same
-/// verdict (one poll and some) instead of only "lost the store".
+/// verdict (one poll and some) instead of only "lost the store". After a timeout every rank
+/// waits this long before exiting (rank 0 twice as long), so that no rank's exit ends another's
+/// collective with a misleading "rank N closed its connection" before that rank has printed its
+/// own records.
 const LINGER: Duration = Duration::from_millis(1500);
 /// How long a lost store waits before ending the process: the least specific diagnosis, so a
 /// collective failing at the same moment with a better one (which rank closed) goes first.
@@ -23,43 +32,74 @@ pub(crate) struct Watchdog {
     thread: Option<JoinHandle<()>>,
 }
 
+/// What the watchdog thread watches.
+pub(crate) struct Watched {
+    /// A store connection of its own, so a long `get` on the rank's main connection never
+    /// delays it.
+    pub(crate) monitor: StoreClient,
+    pub(crate) timeout: Duration,
+    /// This is rank 0.
+    pub(crate) hosts_store: bool,
+    pub(crate) world: usize,
+    pub(crate) recorder: Arc<Recorder>,
+    pub(crate) transport: Arc<dyn Transport>,
+}
+
 impl Watchdog {
-    /// Watches the job through `monitor` (a connection of its own, so a long `get` on the
-    /// rank's main connection never delays it). `hosts_store`: this is rank 0.
-    pub(crate) fn spawn(
-        monitor: StoreClient,
-        timeout: Duration,
-        hosts_store: bool,
-    ) -> std::io::Result<Self> {
+    pub(crate) fn spawn(watched: Watched) -> std::io::Result<Self> {
         let (stop, stopped) = mpsc::channel::<()>();
         let thread = std::thread::Builder::new()
             .name("dist-watchdog".into())
-            .spawn(move || loop {
-                match stopped.recv_timeout(POLL) {
-                    Err(mpsc::RecvTimeoutError::Timeout) => {}
-                    _ => return,
-                }
-                match monitor.status() {
-                    Ok(status) => {
-                        if let Some(problem) = verdict(&status, timeout) {
-                            eprintln!("error: {problem}");
-                            if hosts_store {
-                                std::thread::sleep(LINGER);
-                            }
-                            std::process::exit(EXIT_DIST_FAILURE);
-                        }
-                    }
-                    Err(lost) => {
-                        std::thread::sleep(LOST_GRACE);
-                        eprintln!("error: {lost}");
-                        std::process::exit(EXIT_DIST_FAILURE);
-                    }
+            .spawn(move || {
+                let mut publisher = Publisher::default();
+                while let Err(mpsc::RecvTimeoutError::Timeout) = stopped.recv_timeout(POLL) {
+                    watched.poll(&mut publisher);
                 }
             })?;
         Ok(Watchdog {
             stop: Some(stop),
             thread: Some(thread),
         })
+    }
+}
+
+impl Watched {
+    /// One look at the job; ends the process if it cannot go on.
+    fn poll(&self, publisher: &mut Publisher) {
+        // A store that cannot take it is noticed by `status` just below.
+        let _ = publisher.publish(&self.recorder, &self.monitor);
+        if let Err(e) = self.transport.async_error() {
+            self.end(&e.to_string(), true);
+        }
+        match self.monitor.status() {
+            Ok(status) => {
+                if let Some(problem) = verdict(&status, self.timeout) {
+                    let hung = matches!(problem, Error::PeerHung { .. });
+                    self.end(&problem.to_string(), hung);
+                }
+            }
+            Err(lost) => {
+                std::thread::sleep(LOST_GRACE);
+                self.end(&lost.to_string(), false);
+            }
+        }
+    }
+
+    /// Prints `problem` (and the flight recorder when `records`), aborts the backend's calls in
+    /// flight, and exits with [`EXIT_DIST_FAILURE`].
+    fn end(&self, problem: &str, records: bool) -> ! {
+        eprintln!("error: {problem}");
+        if records {
+            let report = flight::report(&self.recorder, Some(&self.monitor), self.world);
+            eprintln!("{report}");
+        }
+        self.transport.abort();
+        match (self.hosts_store, records) {
+            (true, true) => std::thread::sleep(2 * LINGER),
+            (true, false) | (false, true) => std::thread::sleep(LINGER),
+            (false, false) => {}
+        }
+        std::process::exit(EXIT_DIST_FAILURE);
     }
 }
 

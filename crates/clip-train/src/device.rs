@@ -14,6 +14,10 @@ pub fn parse_device(s: &str) -> Result<Device> {
         },
     };
     if let Device::Cuda(n) = device {
+        // A driver too old for CUDA 13 leaves libtorch with no device: say so, and what to do.
+        if let Some(problem) = clip_dist::driver_problem_here() {
+            bail!("--device {s}: {problem}");
+        }
         let count = tch::Cuda::device_count() as usize;
         if n >= count {
             bail!("--device {s}: CUDA is not available here ({count} GPU(s) visible to libtorch)");

@@ -397,13 +397,15 @@ fn model_config(p: &Params) -> Result<ClipConfig> {
     Ok(cfg)
 }
 
-/// The device (`cuda:{local_rank}` on many ranks unless `--no-set-device-rank`) and the
+/// The device (`cuda:{local_rank}` on many ranks unless `--no-set-device-rank`; `cuda:0` when
+/// CUDA_VISIBLE_DEVICES lists one device, slurm's one GPU per task) and the
 /// collectives backend: NCCL on CUDA, the TCP backend on CPU (`--dist-backend gloo` picks it on
 /// GPUs too).
 fn dist_backend(p: &Params, world: &WorldInfo) -> Result<(Device, Backend)> {
     let device = match parse_device(&p.device)? {
         Device::Cuda(_) if world.world_size > 1 && !p.no_set_device_rank => {
-            parse_device(&format!("cuda:{}", world.local_rank))?
+            let index = clip_dist::local_cuda_device_from_env(world.local_rank);
+            parse_device(&format!("cuda:{index}"))?
         }
         d => d,
     };

@@ -383,18 +383,106 @@ fn hung_rank_is_named_by_the_watchdog() {
     assert!(!job.wait(1, Duration::from_secs(10)).success());
 }
 
+/// The collective's own timeout names the rank; the flight recorder comes first and names it
+/// too (every rank publishes each collective it enters).
 #[test]
 fn collective_timeout_names_the_rank() {
     let dir = scratch("stall");
     let mut job = Job::start(&dir, 3, &[0, 1, 2], 3.0, &["stall", "1"]);
     for rank in [0, 2] {
-        job.expect_failure(
-            rank,
-            40,
-            clip_dist::EXIT_DIST_FAILURE,
-            r#"PeerTimeout { rank: 1, during: "all_reduce", after: 3s }"#,
-            "error: all_reduce: timed out after 3s waiting for rank 1",
+        let status = job.wait(rank, Duration::from_secs(40));
+        assert_eq!(status.code(), Some(clip_dist::EXIT_DIST_FAILURE));
+        assert_eq!(
+            job.variant(rank),
+            r#"PeerTimeout { rank: 1, during: "all_reduce", after: 3s }"#
         );
+        let err = job.stderr(rank);
+        let lines: Vec<&str> = err.lines().collect();
+        assert_eq!(lines.len(), 4, "rank {rank}: {err}");
+        assert_eq!(
+            lines[0],
+            format!("flight recorder of rank {rank} (last 1 calls, oldest first):")
+        );
+        let call = "all_reduce (sum) of [10] f32 (40 bytes)";
+        let record = format!("  rank {rank} #1 {call}: started ");
+        assert!(lines[1].starts_with(&record), "{err}");
+        let diagnosis = format!(
+            "flight recorder: collective #1 ({call}): rank 1 never entered it \
+             (their last: rank 1: none)"
+        );
+        assert_eq!(lines[2], diagnosis);
+        assert_eq!(
+            lines[3],
+            "error: all_reduce: timed out after 3s waiting for rank 1"
+        );
+    }
+}
+
+/// What a rank printed about collective #5 of the `stop` / `skip` modes, which `culprit`
+/// never entered (its last was #4): its records #1 to #5, the newest still open or timed out,
+/// and the line naming the culprit.
+fn check_flight_report(job: &Job, rank: usize, culprit: usize) {
+    let err = job.stderr(rank);
+    let call = "all_reduce (sum) of [1000] f32 (4000 bytes)";
+    let title = format!("flight recorder of rank {rank} (last 5 calls, oldest first):");
+    assert!(err.contains(&title), "rank {rank}: {err}");
+    for seq in 1..=5 {
+        let record = format!("\n  rank {rank} #{seq} {call}: started ");
+        assert!(err.contains(&record), "rank {rank}, #{seq}: {err}");
+    }
+    let diagnosis = format!(
+        "\nflight recorder: collective #5 ({call}): rank {culprit} never entered it \
+         (their last: rank {culprit}: #4 {call})\n"
+    );
+    assert!(err.contains(&diagnosis), "rank {rank}: {err}");
+}
+
+/// A rank stopped (SIGSTOP) between two all-reduces: the heartbeats alone cannot tell which
+/// rank the others wait for (everyone stopped beating at once); the watchdog's flight recorder
+/// names it on every other rank, and they end within a few seconds of the timeout.
+#[test]
+fn stopped_rank_is_named_by_the_flight_recorder() {
+    let dir = scratch("flight-stop");
+    let mut job = Job::start(&dir, 3, &[0, 1, 2], 2.0, &["stop", "1"]);
+    job.wait_ready(Duration::from_secs(30));
+    let started = Instant::now();
+    for rank in [0, 2] {
+        // Normally ~5 s (the timeout, a poll, the others' linger); six times that.
+        let status = job.wait(rank, Duration::from_secs(30));
+        assert_eq!(status.code(), Some(clip_dist::EXIT_DIST_FAILURE));
+        let err = job.stderr(rank);
+        assert!(
+            err.starts_with("error: ") && err.lines().next().unwrap().ends_with("(hung?)"),
+            "rank {rank}: {err}"
+        );
+        assert!(err.contains("#5 all_reduce (sum) of [1000] f32 (4000 bytes): started "));
+        assert!(err.contains(", still running\n"), "rank {rank}: {err}");
+        check_flight_report(&job, rank, 1);
+    }
+    assert!(started.elapsed() < Duration::from_secs(30));
+    // Stopped, not dead: it never ran its watchdog again.
+    assert!(job.child(1).try_wait().unwrap().is_none());
+}
+
+/// Rank 0 skips an all-reduce and goes on heartbeating: the watchdog would blame the others
+/// (their heartbeats stopped), but their collective times out and the flight recorder names
+/// rank 0, which never entered it.
+#[test]
+fn skipped_collective_is_named_by_the_flight_recorder() {
+    let dir = scratch("flight-skip");
+    let mut job = Job::start(&dir, 3, &[0, 1, 2], 3.0, &["skip", "0"]);
+    for rank in [1, 2] {
+        let status = job.wait(rank, Duration::from_secs(40));
+        assert_eq!(status.code(), Some(clip_dist::EXIT_DIST_FAILURE));
+        let variant = job.variant(rank);
+        assert!(
+            variant.starts_with("PeerTimeout { rank: ") && variant.contains("all_reduce"),
+            "{variant}"
+        );
+        check_flight_report(&job, rank, 0);
+        let err = job.stderr(rank);
+        let last = err.lines().last().unwrap();
+        assert!(last.starts_with("error: all_reduce: timed out after 3s waiting for rank "));
     }
 }
 
@@ -595,4 +683,56 @@ fn world_of_one_checks_calls_like_any_world() {
         assert_eq!(e.fault().exit_status(), 1);
     }
     dist.shutdown().unwrap();
+}
+
+/// `nccl` mode in a world of one runs the real NCCL backend, not the local stand-in: with a
+/// CUDA driver it passes its own bitwise checks, and without one (the CPU machines) it fails
+/// at NCCL's setup saying so — either way NCCL was reached.
+#[test]
+fn nccl_mode_runs_nccl_at_world_size_1() {
+    let dir = scratch("nccl-1");
+    let out = dir.join("results");
+    let mut job = Job::start(&dir, 1, &[0], 30.0, &["nccl", out.to_str().unwrap()]);
+    let status = job.wait(0, Duration::from_secs(120));
+    let driver = Path::new("/proc/driver/nvidia/version").exists();
+    if driver {
+        assert!(status.success(), "{}", job.stderr(0));
+        assert!(
+            job.stdout(0)
+                .contains("results bitwise equal to the local reference"),
+            "{}",
+            job.stdout(0)
+        );
+    } else {
+        assert_eq!(status.code(), Some(1), "{}", job.stderr(0));
+        assert_eq!(
+            job.stderr(0).trim(),
+            "error: NCCL needs the CUDA driver, and libcuda.so.1 cannot be loaded"
+        );
+    }
+}
+
+/// `CLIP_NCCL_LIB` naming a library that is not there: one line listing what was tried and what
+/// to set (NCCL is loaded before the CUDA driver is asked for, so this holds without a GPU).
+#[test]
+fn a_missing_nccl_library_is_listed() {
+    let dir = scratch("nccl-lib");
+    let out = dir.join("results");
+    let missing = dir.join("nowhere/libnccl.so.2");
+    let missing = missing.to_str().unwrap();
+    let env = [("CLIP_NCCL_LIB", missing)];
+    let args = ["nccl", out.to_str().unwrap()];
+    let mut job = Job::start_env(&dir, 1, &[0], 30.0, &args, &env);
+    let status = job.wait(0, Duration::from_secs(60));
+    assert_eq!(status.code(), Some(1), "{}", job.stderr(0));
+    let err = job.stderr(0);
+    let tried = format!("error: cannot load NCCL; tried {missing} (");
+    assert!(err.starts_with(&tried), "{err}");
+    assert!(err.contains("No such file or directory"), "{err}");
+    assert!(
+        err.trim_end()
+            .ends_with("; set CLIP_NCCL_LIB to the path of libnccl.so.2"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
 }

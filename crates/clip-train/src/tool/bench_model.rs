@@ -1,5 +1,8 @@
 //! `clip-tool bench-model`: seconds per forward+backward step (ClipLoss, train mode) of a model
-//! on random inputs, and peak memory; the last line is JSON. `scripts/bench-model.sh` runs it
+//! on random inputs, and peak memory; the last line is JSON. On `cuda:N` the steps are timed
+//! with CUDA events on torch's current stream of that device and the peaks are the CUDA caching
+//! allocator's (`torch.cuda.max_memory_allocated` / `max_memory_reserved`); on the CPU, the host
+//! clock and the process's peak RSS. `scripts/bench-model.sh` runs it
 //! next to OpenCLIP's `scripts/bench-model.py` doing the same.
 use std::time::Instant;
 
@@ -58,17 +61,25 @@ pub fn run(args: Args) -> Result<()> {
         };
         let batch = [(images.shallow_clone(), tokens.shallow_clone())];
         let _loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0)?;
-        if let Device::Cuda(_) = device {
-            tch::Cuda::synchronize(0);
-        }
         Ok(())
     };
-    step()?;
-    let t0 = Instant::now();
-    for _ in 0..args.steps {
-        step()?;
-    }
-    let per_step = t0.elapsed().as_secs_f64() / args.steps as f64;
+    let steps = || (0..args.steps).try_for_each(|_| step());
+    let (seconds, gpu_peaks) = match device {
+        Device::Cuda(n) => {
+            torch_ext::reset_cuda_peak_memory(n)?;
+            step()?;
+            let seconds = torch_ext::cuda_time(n, steps)?;
+            (seconds, Some(torch_ext::cuda_peak_memory(n)?))
+        }
+        _ => {
+            step()?;
+            let t0 = Instant::now();
+            steps()?;
+            (t0.elapsed().as_secs_f64(), None)
+        }
+    };
+    let per_step = seconds / args.steps as f64;
+    let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
     println!(
         "{}",
         serde_json::json!({
@@ -76,6 +87,8 @@ pub fn run(args: Args) -> Result<()> {
             "grad_checkpointing": args.grad_checkpointing, "device": args.device,
             "step_s": per_step, "samples_per_s": b as f64 / per_step,
             "peak_rss_mb": peak_rss_mb(),
+            "peak_gpu_allocated_mb": gpu_peaks.map(|(a, _)| mib(a)),
+            "peak_gpu_reserved_mb": gpu_peaks.map(|(_, r)| mib(r)),
         })
     );
     Ok(())

@@ -47,3 +47,56 @@ fn load_pickle_reports_a_missing_file() {
     let io = err.root_cause().downcast_ref::<std::io::Error>().unwrap();
     assert_eq!(io.kind(), std::io::ErrorKind::NotFound, "{err:#}");
 }
+
+/// torch's current CUDA stream: the default stream (null, the legacy default stream torch
+/// uses) on every visible device; a clear error for a device libtorch does not see (without a
+/// GPU that is every device: the function must not reach into CUDA then).
+#[test]
+fn current_cuda_stream_is_the_default_stream_or_a_clear_error() {
+    let count = tch::Cuda::device_count() as usize;
+    for device in 0..count {
+        let stream = torch_ext::current_cuda_stream(device).unwrap();
+        assert!(stream.is_null(), "cuda:{device}: {stream:?}");
+    }
+    let e = torch_ext::current_cuda_stream(count).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("no current CUDA stream on cuda:{count}: libtorch sees {count} CUDA device(s)")
+    );
+}
+
+/// The GPU measurements: on every visible device a matmul's time is positive and its 4 MiB
+/// operands raise the allocator's peak by at least that much; a clear error for a device
+/// libtorch does not see (every device without a GPU).
+#[test]
+fn cuda_memory_and_time_are_measured_on_the_device_or_refused() {
+    let count = tch::Cuda::device_count() as usize;
+    for device in 0..count {
+        torch_ext::reset_cuda_peak_memory(device).unwrap();
+        let (before, _) = torch_ext::cuda_peak_memory(device).unwrap();
+        let opts = (tch::Kind::Float, tch::Device::Cuda(device));
+        let secs = torch_ext::cuda_time(device, || {
+            let a = tch::Tensor::ones([1024, 1024], opts);
+            let _ = a.matmul(&a);
+            Ok(())
+        })
+        .unwrap();
+        assert!(secs > 0.0, "cuda:{device}: {secs}");
+        let (after, reserved) = torch_ext::cuda_peak_memory(device).unwrap();
+        assert!(
+            after - before >= 4 << 20,
+            "cuda:{device}: {before} → {after}"
+        );
+        assert!(reserved >= after);
+    }
+    let e = torch_ext::cuda_peak_memory(count).unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        format!("no CUDA memory statistics on cuda:{count}: libtorch sees {count} CUDA device(s)")
+    );
+    let e = torch_ext::cuda_time(count, || Ok(())).unwrap_err();
+    assert!(
+        e.to_string().starts_with("no current CUDA stream on cuda:"),
+        "{e}"
+    );
+}

@@ -3,6 +3,11 @@
 //! CLIP_DIST_TIMEOUT); the mode from the arguments:
 //!
 //! - `collectives OUT`: runs every case of `cases.rs` and saves the results to `OUT.<rank>`;
+//! - `nccl OUT`: the same cases on `cuda:LOCAL_RANK` (`cuda:0` when CUDA_VISIBLE_DEVICES lists
+//!   one device) through NCCL, at any world size (one GPU
+//!   runs the real backend); in a world of one each result is also compared bitwise with the
+//!   local stand-in's, and a produce → all-reduce → consume chain with no host sync in between
+//!   is checked (`scripts/gpu-check.sh` runs it);
 //! - `rendezvous`: joins and leaves;
 //! - `train`: all-reduces and heartbeats in a loop under the watchdog until killed;
 //! - `heartbeat STALL_RANK`: heartbeats without collectives under the watchdog; rank STALL_RANK
@@ -14,7 +19,12 @@
 //! - `shutdown VICTIM`: all-reduces once, then rank VICTIM exits without a goodbye while the
 //!   others shut down (their final barrier must name it);
 //! - `mismatch`: rank 0 broadcasts bytes while the others all-gather bytes;
-//! - `p2p-mismatch`: rank 0 sends rank 1 three floats, rank 1 expects four.
+//! - `p2p-mismatch`: rank 0 sends rank 1 three floats, rank 1 expects four;
+//! - `stop CULPRIT` / `skip CULPRIT`: all-reduces and heartbeats in a loop under the watchdog;
+//!   before its fifth all-reduce rank CULPRIT stops itself (SIGSTOP) or skips it and only
+//!   heartbeats from then on. `stop` is caught by the watchdog and `skip` by the collective's
+//!   own timeout (CLIP_DIST_TIMEOUT each; the other waits ten times longer), and either prints
+//!   the flight recorder naming CULPRIT.
 //!
 //! Errors go to stderr as one line; a `clip_dist::Error` also goes to stdout as
 //! `variant: {:?}` (so tests match the variant and its fields), and decides the exit status as
@@ -23,9 +33,9 @@
 mod cases;
 
 use anyhow::{bail, Context, Result};
-use clip_dist::{Backend, Collectives, InitOptions, ReduceOp, WorldInfo};
+use clip_dist::{Backend, Collectives, Dist, InitOptions, ReduceOp, WorldInfo};
 use std::time::Duration;
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
 
 fn main() {
     if let Err(e) = run() {
@@ -44,14 +54,31 @@ fn main() {
 fn run() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let world = WorldInfo::from_env()?;
-    let opts = InitOptions::from_env(&world, None, Backend::Cpu)?;
+    let mut opts = InitOptions::from_env(&world, None, Backend::Cpu)?;
+    let timeout = opts.timeout;
+    match args.first().map(String::as_str) {
+        Some("stop") => opts.timeout = timeout * 10,
+        Some("nccl") => {
+            opts.backend = Backend::Nccl {
+                device_index: clip_dist::local_cuda_device_from_env(world.local_rank),
+            };
+            opts.backend_at_world_1 = true;
+        }
+        _ => {}
+    }
     let mut dist = clip_dist::init(world, opts)?;
     let rank = world.rank;
     let arg = |i: usize| args.get(i).with_context(|| format!("missing argument {i}"));
     match arg(0)?.as_str() {
         "collectives" => {
             let out = format!("{}.{rank}", arg(1)?);
-            let results = run_cases(dist.collectives())?;
+            let results = run_cases(dist.collectives(), Device::Cpu)?;
+            Tensor::save_multi(&results, &out).with_context(|| format!("saving {out}"))?;
+        }
+        "nccl" => {
+            let out = format!("{}.{rank}", arg(1)?);
+            let device = clip_dist::local_cuda_device_from_env(world.local_rank);
+            let results = run_nccl(dist.collectives(), Device::Cuda(device))?;
             Tensor::save_multi(&results, &out).with_context(|| format!("saving {out}"))?;
         }
         "rendezvous" => {}
@@ -116,9 +143,52 @@ fn run() -> Result<()> {
                 c.send_recv(&[], &mut [(0, &mut four)])?;
             }
         }
+        mode @ ("stop" | "skip") => flight(&mut dist, mode, arg(1)?.parse()?, timeout)?,
         mode => bail!("unknown mode {mode}"),
     }
     Ok(dist.shutdown()?)
+}
+
+/// The `stop` and `skip` modes (see the module documentation); never returns `Ok`.
+fn flight(dist: &mut Dist, mode: &str, culprit: usize, timeout: Duration) -> Result<()> {
+    let watchdog = if mode == "stop" {
+        timeout
+    } else {
+        timeout * 10
+    };
+    dist.start_watchdog(watchdog)?;
+    println!("ready");
+    let pause = Duration::from_millis(10);
+    for step in 0..2000 {
+        if dist.rank() == culprit && step == 4 {
+            if mode == "stop" {
+                stop_self();
+            } else {
+                for beat in step..step + 6000 {
+                    dist.heartbeat(beat)?;
+                    std::thread::sleep(pause);
+                }
+                bail!("no rank timed out waiting for the skipped all-reduce");
+            }
+        }
+        let mut t = Tensor::ones([1000], (Kind::Float, tch::Device::Cpu));
+        dist.collectives().all_reduce(&mut t, ReduceOp::Sum)?;
+        dist.heartbeat(step)?;
+        std::thread::sleep(pause);
+    }
+    bail!("the {mode} job did not end")
+}
+
+/// SIGSTOP to this process: it stays alive, holding its connections, and does nothing (what a
+/// rank stuck in the kernel or a debugger looks like to the others).
+fn stop_self() {
+    extern "C" {
+        fn raise(sig: std::ffi::c_int) -> std::ffi::c_int;
+    }
+    /// SIGSTOP on Linux (x86_64 and aarch64).
+    const SIGSTOP: std::ffi::c_int = 19;
+    // SAFETY: raise(3) with a valid signal number.
+    unsafe { raise(SIGSTOP) };
 }
 
 /// Every byte collective of the `bytes` mode; see `cases::text` for what each rank sends.
@@ -159,12 +229,52 @@ fn send_recv_ring(c: &dyn Collectives, x: &Tensor) -> Result<Tensor> {
     Ok(got.contiguous())
 }
 
-/// Every case's results, named `c<index>_<collective>`.
-fn run_cases(c: &dyn Collectives) -> Result<Vec<(String, Tensor)>> {
+/// A tensor's raw bytes: comparisons are bitwise (-0.0 ≠ +0.0).
+fn raw(t: &Tensor) -> Vec<u8> {
+    let t = t.to_device(Device::Cpu).contiguous();
+    let mut v = vec![0u8; t.numel() * t.kind().elt_size_in_bytes()];
+    t.copy_data_u8(&mut v, t.numel());
+    v
+}
+
+/// The `nccl` mode's cases on `device`; in a world of one, checked against the local stand-in
+/// and followed by the produce → all-reduce → consume chain.
+fn run_nccl(c: &dyn Collectives, device: Device) -> Result<Vec<(String, Tensor)>> {
+    let results = run_cases(c, device)?;
+    if c.world_size() > 1 {
+        return Ok(results);
+    }
+    let single = WorldInfo::single();
+    let local = clip_dist::init(single, InitOptions::from_env(&single, None, Backend::Cpu)?)?;
+    let want = run_cases(local.collectives(), Device::Cpu)?;
+    for ((name, got), (_, want)) in results.iter().zip(&want) {
+        if got.kind() != want.kind() || got.size() != want.size() || raw(got) != raw(want) {
+            bail!("{name}: NCCL's result differs from the local reference");
+        }
+    }
+    // Produce on the GPU, all-reduce, consume, and only then read on the host: without NCCL on
+    // torch's stream the consumer could read the buffer before (or while) NCCL writes it.
+    let x = Tensor::arange(1 << 24, (Kind::Float, Device::Cpu)) / 7.0;
+    let mut y = x.to_device(device) * 3.0;
+    c.all_reduce(&mut y, ReduceOp::Sum)?;
+    let z = (y + 1.0).to_device(Device::Cpu);
+    if raw(&z) != raw(&(x * 3.0 + 1.0)) {
+        bail!("produce → all_reduce → consume: NCCL was not ordered with torch's kernels");
+    }
+    println!(
+        "nccl: {} results bitwise equal to the local reference; the produce → all_reduce → \
+         consume chain is ordered",
+        results.len()
+    );
+    Ok(results)
+}
+
+/// Every case's results on `device`, named `c<index>_<collective>`, moved to the CPU.
+fn run_cases(c: &dyn Collectives, device: Device) -> Result<Vec<(String, Tensor)>> {
     let (rank, world) = (c.rank(), c.world_size());
     let mut results = Vec::new();
     for (i, case) in cases::cases(world).iter().enumerate() {
-        let x = cases::input(i, case, rank);
+        let x = cases::input(i, case, rank).to_device(device);
         for &name in case.collectives {
             let out = match name {
                 "all_reduce_sum" | "all_reduce_mean" => {
@@ -209,7 +319,7 @@ fn run_cases(c: &dyn Collectives) -> Result<Vec<(String, Tensor)>> {
                 "reduce_scatter_mean" => c.reduce_scatter(&x, ReduceOp::Mean)?,
                 other => bail!("unknown collective {other}"),
             };
-            results.push((format!("c{i}_{name}"), out));
+            results.push((format!("c{i}_{name}"), out.to_device(Device::Cpu)));
         }
         c.barrier()?;
     }
