@@ -14,6 +14,7 @@ fn main() {
         .to_path_buf();
     let include = root.join("include");
     println!("cargo:rerun-if-changed=src/shim.cpp");
+    println!("cargo:rerun-if-changed=src/profiler.cpp");
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -23,6 +24,7 @@ fn main() {
         .include(include.join("torch/csrc/api/include"))
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .file("src/shim.cpp")
+        .file("src/profiler.cpp")
         .compile("torch_ext_shim");
     // This crate's own tests need the rpath too.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());

@@ -4,6 +4,7 @@
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts).
 
 pub mod pickle;
+pub mod profiler;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
