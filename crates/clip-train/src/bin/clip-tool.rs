@@ -1,5 +1,5 @@
 //! `clip-tool`: utilities around clip-train (convert, embed, tokenize, make-shards, inspect,
-//! bench-data). Each subcommand lives in `clip_train::tool::<name>`.
+//! bench-data, profile). Each subcommand lives in `clip_train::tool::<name>`.
 use clap::{Parser, Subcommand};
 use clip_train::tool;
 
@@ -26,6 +26,8 @@ enum Command {
     BenchData(tool::bench_data::Args),
     /// Seconds per forward+backward step and peak memory of a model (JSON last line).
     BenchModel(tool::bench_model::Args),
+    /// Ops, host syncs and time per phase of a `--profile-steps` trace.
+    Profile(tool::profile::Args),
 }
 
 fn main() {
@@ -38,6 +40,7 @@ fn main() {
         Command::Inspect(a) => tool::inspect::run(a),
         Command::BenchData(a) => tool::bench_data::run(a),
         Command::BenchModel(a) => tool::bench_model::run(a),
+        Command::Profile(a) => tool::profile::run(a),
     };
     if let Err(e) = result {
         // One line, no backtrace: the chain of contexts joined, culprit first.

@@ -9,6 +9,7 @@ mod flags;
 mod golden;
 mod plan;
 mod pretrained_image;
+mod profile;
 mod remote_sync;
 #[path = "../../../../tests/support/s3.rs"]
 mod s3_server;
