@@ -422,10 +422,8 @@ impl Trainer {
             .into_iter()
             .map(|(images, tokens)| {
                 (
-                    images
-                        .to_device(self.device)
-                        .to_kind(self.precision.input_kind()),
-                    tokens.to_device(self.device),
+                    to_device(&images, self.device).to_kind(self.precision.input_kind()),
+                    to_device(&tokens, self.device),
                 )
             })
             .collect())
@@ -703,6 +701,19 @@ impl Optimization {
             step_opts,
             preempted,
         })
+    }
+}
+
+/// `t` on `device`. To a GPU through pinned host memory with a non-blocking copy: a copy from
+/// pageable memory makes the host wait for every kernel queued before it (the previous step),
+/// this one is queued behind them and the host goes on (libtorch's pinned-memory cache keeps the
+/// buffer until the copy has run). The values are the same either way.
+fn to_device(t: &Tensor, device: Device) -> Tensor {
+    match device {
+        Device::Cuda(_) => t
+            .pin_memory(device)
+            .to_device_(device, t.kind(), true, false),
+        _ => t.to_device(device),
     }
 }
 
