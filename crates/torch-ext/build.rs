@@ -15,6 +15,7 @@ fn main() {
     let include = root.join("include");
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/profiler.cpp");
+    println!("cargo:rerun-if-changed=src/generator.cpp");
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -25,6 +26,7 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .file("src/shim.cpp")
         .file("src/profiler.cpp")
+        .file("src/generator.cpp")
         .compile("torch_ext_shim");
     // This crate's own tests need the rpath too.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());

@@ -3,6 +3,7 @@
 //! function that recomputes a Rust closure in backward), and — in Rust, see [`pickle`] —
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts).
 
+pub mod generator;
 pub mod pickle;
 pub mod profiler;
 

@@ -50,3 +50,30 @@ fn the_profiler_writes_a_chrome_trace_with_aten_ops_inside_named_ranges() {
     drop(Range::new("unrecorded"));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// The private generator draws what the default one draws after `manual_seed` with its seed.
+/// Compared in a child process running only this test: the other tests draw from the default
+/// generator on their threads meanwhile.
+#[test]
+fn a_private_generator_draws_what_manual_seed_draws() {
+    const NAME: &str = "profiler::a_private_generator_draws_what_manual_seed_draws";
+    if std::env::var_os("TORCH_EXT_TEST_RNG_CHILD").is_none() {
+        let out = std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", NAME, "--test-threads", "1"])
+            .env("TORCH_EXT_TEST_RNG_CHILD", "1")
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("1 passed"), "{text}");
+        return;
+    }
+    let mut g = torch_ext::generator::Generator::new(1234).unwrap();
+    let (a, b) = (
+        g.randn(&[3, 5, 7]).unwrap(),
+        g.randint(1, 50, &[9]).unwrap(),
+    );
+    tch::manual_seed(1234);
+    let a0 = Tensor::randn([3, 5, 7], (Kind::Float, Device::Cpu));
+    let b0 = Tensor::randint_low(1, 50, [9], (Kind::Int64, Device::Cpu));
+    assert!(a.equal(&a0) && b.equal(&b0));
+}
