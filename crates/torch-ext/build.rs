@@ -16,6 +16,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/optim.cpp");
     println!("cargo:rerun-if-changed=src/grad_hooks.cpp");
+    println!("cargo:rerun-if-changed=src/profiler.cpp");
+    println!("cargo:rerun-if-changed=src/generator.cpp");
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -27,6 +29,8 @@ fn main() {
         .file("src/shim.cpp")
         .file("src/optim.cpp")
         .file("src/grad_hooks.cpp")
+        .file("src/profiler.cpp")
+        .file("src/generator.cpp")
         .compile("torch_ext_shim");
     // This crate's own tests need the rpath too.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());

@@ -1,12 +1,13 @@
-//! Data parallelism around the step: every rank's gradients averaged in flat buckets (DDP's
-//! job), the feature gather of the loss over the same collectives, and the few agreements the
-//! trainer needs (identical initial weights, whether to stop).
+//! Data parallelism around the step: the feature gather of the loss over the collectives, and
+//! the few agreements the trainer needs (identical initial weights, whether to stop — the latter
+//! through the store, so they cost no device round-trip). The gradient average is
+//! [`crate::buckets`]' job (re-exported here).
 //!
 //! Errors: every clip-dist call returns a typed [`clip_dist::Error`], which `?` carries inside
 //! the `anyhow::Error` (context included); [`dist_error`] finds it again, and its
 //! [`clip_dist::Error::fault`] decides the exit status.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clip_dist::{Collectives, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
@@ -116,26 +117,27 @@ pub fn check_same_everywhere(
 
 /// True on every rank when any rank's `flag` is (the shards ran out on one rank: all end the
 /// epoch).
-pub fn any(comm: &dyn Collectives, device: Device, flag: bool) -> Result<bool> {
-    Ok(any_of(comm, device, [flag])?[0])
+pub fn any(comm: &dyn Collectives, flag: bool) -> Result<bool> {
+    Ok(any_of(comm, [flag])?[0])
 }
 
-/// [`any`] for several flags in one all-reduce (a preemption signal may reach the ranks at
-/// different steps, a NaN one rank only: every rank must stop at the same step).
-pub fn any_of<const N: usize>(
-    comm: &dyn Collectives,
-    device: Device,
-    flags: [bool; N],
-) -> Result<[bool; N]> {
+/// [`any`] for several flags in one exchange (a preemption signal may reach the ranks at
+/// different steps: every rank must stop at the same step). The flags travel through the store
+/// (host bytes), not a collective on the device: the agreement never waits for the step's
+/// kernels, so a step that does not log has no host sync.
+pub fn any_of<const N: usize>(comm: &dyn Collectives, flags: [bool; N]) -> Result<[bool; N]> {
     if comm.world_size() == 1 {
         return Ok(flags);
     }
-    let values = flags.map(|f| f32::from(u8::from(f)));
-    let mut t = Tensor::from_slice(&values).to(device);
-    comm.all_reduce(&mut t, ReduceOp::Sum)?;
+    let mine = flags.map(u8::from);
     let mut out = [false; N];
-    for (i, o) in out.iter_mut().enumerate() {
-        *o = t.double_value(&[i as i64]) > 0.0;
+    for theirs in comm.all_gather_bytes(&mine)? {
+        if theirs.len() != N {
+            bail!("a rank sent {} flags to agree on, not {N}", theirs.len());
+        }
+        for (o, t) in out.iter_mut().zip(theirs) {
+            *o |= t != 0;
+        }
     }
     Ok(out)
 }

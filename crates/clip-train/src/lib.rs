@@ -8,6 +8,7 @@ pub mod csv_data;
 pub mod data;
 pub mod ddp;
 pub mod device;
+pub mod divergence;
 pub mod evaluator;
 pub mod loss;
 pub mod metrics;

@@ -83,7 +83,7 @@ impl Progress {
         }
     }
 
-    /// Draws `epoch E [#####.....] n/N loss L X samples/s`.
+    /// Draws `epoch E [#####.....] n/N loss L X samples/s` (L: the last logged loss).
     pub fn update(&mut self, epoch: i64, done: i64, total: i64, loss: f64, samples_per_s: f64) {
         if !self.enabled {
             return;
@@ -125,8 +125,6 @@ pub struct StepReport {
     /// Optimizer steps taken in this epoch, this one included.
     pub count: i64,
     pub lr: f64,
-    /// This rank's loss.
-    pub loss: f64,
     /// Seconds waiting for the input, and for the whole step.
     pub data_secs: f64,
     pub step_secs: f64,
@@ -167,6 +165,8 @@ pub struct MetricsLogger {
 struct Meters {
     loss_sum: f64,
     loss_n: i64,
+    /// The last logged loss, which the progress bar shows (the loss is read on log steps only).
+    last_loss: f64,
     data_secs: f64,
     batch_secs: f64,
     window: i64,
@@ -262,11 +262,15 @@ impl MetricsLogger {
         m.batch_secs += r.step_secs;
         m.window += 1;
         let samples = self.step_samples as f64;
+        if let Some(v) = &values {
+            m.last_loss = v.global_loss;
+        }
+        let loss = m.last_loss;
         self.log.progress().update(
             r.epoch,
             r.count,
             self.steps_per_epoch,
-            r.loss,
+            loss,
             samples / r.step_secs,
         );
         let Some(v) = values else {

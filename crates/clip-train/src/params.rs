@@ -4,7 +4,7 @@
 //! texts included) and checked against it by `scripts/compare-flags.py`.
 //!
 //! Differences, on purpose: `--clip-grad-norm` (the model card's spelling) is an alias of
-//! `--grad-clip-norm`; `--save-every-n-steps` is ours; every error is one line with exit status 2.
+//! `--grad-clip-norm`; `--save-every-n-steps` and `--profile-steps` are ours; every error is one line with exit status 2.
 //! Whether a flag is *implemented* is the trainer's business: it refuses the ones it does not
 //! implement with "not supported yet: --X" rather than ignoring them.
 
@@ -302,6 +302,9 @@ pub struct Params {
     /// Also save a checkpoint every N optimizer steps (clip-train's own flag).
     #[arg(long = "save-every-n-steps")]
     pub save_every_n_steps: Option<i64>,
+    /// Record global steps A to B (A:B, inclusive, counting from 1) with libtorch's profiler and write a Chrome trace per rank to {logs}/{name}/profile/ (clip-train's own flag).
+    #[arg(long = "profile-steps")]
+    pub profile_steps: Option<String>,
     /// Print the parsed parameters as JSON and exit (for comparing with OpenCLIP's parser).
     #[arg(long = "print-params", hide = true)]
     #[serde(skip)]

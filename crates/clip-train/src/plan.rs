@@ -86,6 +86,8 @@ pub struct TrainPlan {
     /// ClipLoss in its layout, or `--siglip`'s SigLipLoss.
     pub loss: LossKind,
     pub log_every_n_steps: i64,
+    /// `--profile-steps A:B`: the global steps (from 1, inclusive) libtorch's profiler records.
+    pub profile_steps: Option<(i64, i64)>,
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
     pub summary: String,
@@ -308,7 +310,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         accum_freq: _, device: _, dist_url: _, dist_backend: _, report_to: _, seed: _,
         no_set_device_rank: _, grad_reduce_dtype: _, grad_clip_norm: _, lock_text: _,
         lock_text_unlocked_layers: _, log_every_n_steps: _, delete_previous_checkpoint: _,
-        save_every_n_steps: _, print_params: _, remote_sync: _, remote_sync_frequency: _,
+        save_every_n_steps: _, profile_steps: _, print_params: _, remote_sync: _, remote_sync_frequency: _,
         remote_sync_protocol: _, siglip: _, loss_dist_impl: _, image_interpolation: _,
         image_resize_mode: _, pretrained_image: _, lock_image_unlocked_groups: _,
         force_context_length: _, force_image_size: _, force_quick_gelu: _, force_patch_dropout: _,
@@ -518,6 +520,7 @@ fn train_plan(
     if p.save_every_n_steps.is_some_and(|n| n < 1) {
         bail!("--save-every-n-steps must be at least 1");
     }
+    let profile_steps = p.profile_steps.as_deref().map(profile_steps).transpose()?;
     let streams = layout.and_then(|l| l.streams);
     let data =
         TrainData::new(p, cfg, world.rank, world.world_size, streams).map_err(
@@ -570,6 +573,7 @@ fn train_plan(
         ddp_buckets: crate::ddp::BucketOptions::from_env(&|k| std::env::var(k).ok())?,
         loss,
         log_every_n_steps: p.log_every_n_steps.max(1),
+        profile_steps,
         saves: SavePlan {
             frequency: p.save_frequency,
             every_n_steps: p.save_every_n_steps,
@@ -577,6 +581,17 @@ fn train_plan(
             delete_previous: p.delete_previous_checkpoint,
         },
     })
+}
+
+/// `--profile-steps A:B`: two global steps, 1 ≤ A ≤ B.
+fn profile_steps(s: &str) -> Result<(i64, i64)> {
+    let range = s
+        .split_once(':')
+        .and_then(|(a, b)| Some((a.trim().parse::<i64>().ok()?, b.trim().parse::<i64>().ok()?)));
+    match range {
+        Some((a, b)) if 1 <= a && a <= b => Ok((a, b)),
+        _ => bail!("--profile-steps {s:?}: expected A:B, the first and last global step to profile (1 <= A <= B)"),
+    }
 }
 
 /// `--siglip`'s model, as OpenCLIP's main.py asks the factory for it: `logit_scale` starts at

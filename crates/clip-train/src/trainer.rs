@@ -7,7 +7,10 @@
 //! evaluates after epochs.
 //!
 //! Every rank takes the same steps: running out of shards and a preemption signal are agreed
-//! through one-float all-reduces, so all ranks end an epoch or stop at the same step.
+//! through the store (`ddp::any_of`), so all ranks end an epoch or stop at the same step without
+//! a device round-trip. `--profile-steps` records steps with libtorch's profiler, each step's
+//! phases as named ranges (`data`, `to_device`, `forward_backward`, `grad_allreduce`,
+//! `clip_grad`, `optimizer`; summarised by `clip-tool profile`).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -20,8 +23,9 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::TrainState;
 use crate::checkpointer::{Checkpointer, Resumed, Write};
-use crate::data::DataPosition;
+use crate::data::{DataPosition, Epoch};
 use crate::ddp::{self, DistGather, GradBuckets};
+use crate::divergence::{Diverged, Divergence};
 use crate::evaluator::Evaluator;
 use crate::metrics::{peak_flops, LogStepValues, MetricsLogger, RunShape, StepReport};
 use crate::optimizer::{clip_grad_norm, AdamW};
@@ -32,6 +36,8 @@ use crate::rundir::{self, Log};
 use crate::scaler::{GradScaler, ScalerState};
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
+use crate::tool::profile::STEP_PREFIX;
+use torch_ext::profiler::{Profiler, Range};
 
 /// How a run that did not fail ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,6 +146,11 @@ pub struct Trainer {
     position: Option<DataPosition>,
     /// `--remote-sync`'s background copy of the run directory (rank 0).
     remote_sync: Option<RemoteSync>,
+    /// The first non-finite loss, kept on the device until a check reads it.
+    divergence: Divergence,
+    /// `--profile-steps`' profiler while it records, and where its trace goes.
+    profiler: Option<Profiler>,
+    profile_dir: std::path::PathBuf,
 }
 
 impl Trainer {
@@ -225,6 +236,9 @@ impl Trainer {
             },
             position: None,
             remote_sync: None,
+            divergence: Divergence::new(plan.device),
+            profiler: None,
+            profile_dir: run_dir.join("profile"),
         };
         let resumed = trainer.checkpoints.resume(
             &plan.resume,
@@ -284,11 +298,13 @@ impl Trainer {
         self.check_same_weights(dist.collectives())?;
         while self.state.epoch < epochs {
             if self.train_epoch(dist)? == Outcome::Preempted {
+                self.save_profile_if_due(true)?;
                 return Ok(Outcome::Preempted);
             }
             self.end_of_epoch(dist.collectives())?;
             self.evaluate(dist)?;
         }
+        self.save_profile_if_due(true)?;
         // The last checkpoint is complete before the run reports success.
         self.checkpoints.wait(&mut self.metrics.log);
         self.metrics.log.info("Training finished.");
@@ -318,6 +334,10 @@ impl Trainer {
 
     /// The rest of the current epoch, step by step. Ends early (on every rank) when any rank's
     /// shards run out, and with [`Outcome::Preempted`] after a preemption checkpoint.
+    ///
+    /// A step that does not log reads nothing back from the device: the loss stays there (read
+    /// on log steps), its divergence check too ([`Divergence`]), and the ranks agree on stopping
+    /// through the store.
     fn train_epoch(&mut self, dist: &Dist) -> Result<Outcome> {
         let comm = dist.collectives();
         let o = self.optimization.as_ref().expect("training run");
@@ -329,92 +349,153 @@ impl Trainer {
         let mut batches = data.epoch(epoch, start, self.position.as_ref())?;
         let mut end = Instant::now();
         while self.state.epoch == epoch {
-            let mut micro = Vec::with_capacity(accum as usize);
-            while micro.len() < accum as usize {
-                match batches.next_batch() {
-                    Some(Ok((images, tokens))) => micro.push((
-                        images
-                            .to_device(self.device)
-                            .to_kind(self.precision.input_kind()),
-                        tokens.to_device(self.device),
-                    )),
-                    Some(Err(e)) => {
-                        self.metrics.log.error(&format!("training data: {e:#}"));
-                        return Err(e.context(format!("training data, epoch {epoch}")));
-                    }
-                    None => break,
-                }
-            }
+            self.start_profile_if_due()?;
+            let step_range = Range::new(&format!("{STEP_PREFIX}{}", self.state.step + 1));
+            let mut micro = self.next_micro_batches(&mut batches, accum, epoch)?;
             // Every rank must take the same number of steps: when any rank's shards run out, the
             // epoch ends on all of them (OpenCLIP's DDP would hang instead); a partial
             // accumulation is dropped, as OpenCLIP's loop drops it.
-            if ddp::any(comm, self.device, micro.len() < accum as usize)? {
+            if ddp::any(comm, micro.len() < accum as usize)? {
                 self.metrics.log.warn(&format!(
                     "epoch {epoch} ended after {} of {steps_per_epoch} batches: the shards ran out (--train-num-samples larger than the data?)",
                     self.state.step_in_epoch
                 ));
+                self.check_divergence(comm)?;
                 self.next_epoch();
                 break;
             }
             test_nan_batch(&mut micro, self.state.step + 1, self.world.rank);
             let data_secs = end.elapsed().as_secs_f64();
             let done = self.train_step(&micro, comm)?;
-            let (loss, lr) = (done.loss, done.lr);
             self.position = Some(batches.position());
-            // Reading the loss waits for the step's kernels, so the step time below is real.
-            let loss_v = loss.double_value(&[]);
-            // One agreement for both reasons to stop, so a signal or a NaN on any rank stops
-            // every rank at this step.
+            self.divergence
+                .record(self.state.step, epoch, &done.loss, done.skipped.as_ref());
+            // A signal on any rank stops every rank at this step.
             let o = self.optimization.as_ref().expect("training run");
-            let skipped = || {
-                done.skipped
-                    .as_ref()
-                    .is_some_and(|f| f.double_value(&[]) != 0.0)
-            };
-            let diverged = !loss_v.is_finite() && !skipped();
-            let [diverged, stop] = ddp::any_of(
-                comm,
-                self.device,
-                [diverged, o.preempted.load(Ordering::SeqCst)],
-            )?;
-            if diverged {
-                return Err(self.diverged(epoch, loss_v));
-            }
+            let [stop] = ddp::any_of(comm, [o.preempted.load(Ordering::SeqCst)])?;
             self.checkpoints.poll(&mut self.metrics.log);
             dist.heartbeat(self.state.step as u64)?;
+            let log_step = self.metrics.is_log_step(self.state.step_in_epoch);
+            if log_step {
+                self.check_divergence(comm)?;
+            }
+            // Without a log step's read the host runs ahead of the device: the times average
+            // out over a log window, whose last step waits for the device.
             let step_secs = end.elapsed().as_secs_f64();
             end = Instant::now();
             let report = StepReport {
                 epoch,
                 count: self.state.step_in_epoch,
-                lr,
-                loss: loss_v,
+                lr: done.lr,
                 data_secs,
                 step_secs,
             };
-            self.report_step(&report, &loss, comm)?;
+            self.report_step(&report, log_step.then_some(&done.loss), comm)?;
             if self.state.step_in_epoch == steps_per_epoch {
                 self.next_epoch();
             }
-            if self.save_if_due(comm, stop)? == Outcome::Preempted {
+            let outcome = self.save_if_due(comm, stop)?;
+            drop(step_range);
+            self.save_profile_if_due(false)?;
+            if outcome == Outcome::Preempted {
                 return Ok(Outcome::Preempted);
             }
         }
         Ok(Outcome::Finished)
     }
 
+    /// Up to `accum` batches on the device (fewer: this rank's shards ran out), in the
+    /// profile's `data` and `to_device` ranges.
+    fn next_micro_batches(
+        &mut self,
+        batches: &mut Epoch,
+        accum: i64,
+        epoch: i64,
+    ) -> Result<Vec<(Tensor, Tensor)>> {
+        let mut host = Vec::with_capacity(accum as usize);
+        let data_range = Range::new("data");
+        while host.len() < accum as usize {
+            match batches.next_batch() {
+                Some(Ok(batch)) => host.push(batch),
+                Some(Err(e)) => {
+                    self.metrics.log.error(&format!("training data: {e:#}"));
+                    return Err(e.context(format!("training data, epoch {epoch}")));
+                }
+                None => break,
+            }
+        }
+        drop(data_range);
+        let _r = Range::new("to_device");
+        Ok(host
+            .into_iter()
+            .map(|(images, tokens)| {
+                (
+                    to_device(&images, self.device).to_kind(self.precision.input_kind()),
+                    to_device(&tokens, self.device),
+                )
+            })
+            .collect())
+    }
+
+    /// Stops the run if a recorded step's loss was not finite on any rank (see [`Divergence`]).
+    fn check_divergence(&mut self, comm: &dyn Collectives) -> Result<()> {
+        match self.divergence.check(comm)? {
+            None => Ok(()),
+            Some(d) => Err(self.diverged(d)),
+        }
+    }
+
     /// The run's end when the loss stopped being finite: a one-line error naming the step and
     /// the newest checkpoint to go back to (written before the weights went bad), instead of
     /// training on NaNs (big_vision stops the same way).
-    fn diverged(&mut self, epoch: i64, loss: f64) -> anyhow::Error {
+    fn diverged(&mut self, d: Diverged) -> anyhow::Error {
         self.checkpoints.wait(&mut self.metrics.log);
         let msg = format!(
-            "the loss is {loss} at step {} (epoch {epoch}): the run diverged, stopping; newest good checkpoint: {}",
-            self.state.step,
+            "the loss is {} at step {} (epoch {}): the run diverged, stopping; newest good checkpoint: {}",
+            d.loss,
+            d.step,
+            d.epoch,
             self.checkpoints.newest_name()
         );
         self.metrics.log.error(&msg);
         anyhow::anyhow!(msg)
+    }
+
+    /// `--profile-steps A:B`: starts libtorch's profiler before global step A.
+    fn start_profile_if_due(&mut self) -> Result<()> {
+        let o = self.optimization.as_ref().expect("training run");
+        if let Some((a, _)) = o.plan.profile_steps {
+            if self.profiler.is_none() && self.state.step + 1 == a {
+                self.profiler = Some(Profiler::start(self.device)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Writes the profile after global step B (or, `ended`, when the run ends before it):
+    /// `{logs}/{name}/profile/rank{R}_steps{A}-{B}.pt.trace.json`.
+    fn save_profile_if_due(&mut self, ended: bool) -> Result<()> {
+        let o = self.optimization.as_ref().expect("training run");
+        let Some((a, b)) = o.plan.profile_steps else {
+            return Ok(());
+        };
+        if !ended && self.state.step < b {
+            return Ok(());
+        }
+        let Some(profiler) = self.profiler.take() else {
+            return Ok(());
+        };
+        std::fs::create_dir_all(&self.profile_dir)
+            .with_context(|| format!("cannot create {}", self.profile_dir.display()))?;
+        let last = self.state.step.min(b);
+        let file = format!("rank{}_steps{a}-{last}.pt.trace.json", self.world.rank);
+        let path = self.profile_dir.join(file);
+        profiler.save(&path)?;
+        self.metrics.log.info(&format!(
+            "Profile of steps {a} to {last} written to {}",
+            path.display()
+        ));
+        Ok(())
     }
 
     /// One optimizer step over `micro`: forward/backward, the gradient average, the loss
@@ -431,6 +512,7 @@ impl Trainer {
             .plan
             .schedule
             .lr(o.plan.steps_per_epoch * self.state.epoch + self.state.step_in_epoch);
+        let fb_range = Range::new("forward_backward");
         if !o.buckets.own_grads() {
             o.opt.zero_grad()?;
         }
@@ -446,16 +528,21 @@ impl Trainer {
             loss_scale: o.scaler.as_ref().map(|s| s.scale().shallow_clone()),
             ..o.step_opts
         };
-        // The gradient average runs bucket by bucket during the backward (ddp::GradBuckets).
+        // The gradient average runs bucket by bucket during the backward (ddp::GradBuckets), so
+        // on many ranks it shows inside `forward_backward`; `grad_allreduce` is what is left.
         let loss = o.buckets.reduce_during(comm, |comm| {
             forward_backward(&self.model, micro, &DistGather(comm), &opts, &seed_of)
         })?;
+        drop(fb_range);
+        let allreduce_range = Range::new("grad_allreduce");
         if let Some(line) = o.buckets.report() {
             self.metrics.log.info(&line);
         }
+        drop(allreduce_range);
         // The loss scaler (amp): unscale before clipping; a step with inf/NaN gradients is
         // skipped (every rank sees the same averaged gradients, so all skip together), decided
         // on the device by found_inf, which AdamW's kernel and the scale update read.
+        let clip_range = Range::new("clip_grad");
         let found_inf = match &o.scaler {
             Some(s) => Some(s.unscale(&o.opt.params)?),
             None => None,
@@ -464,6 +551,8 @@ impl Trainer {
             // The norm (on the device) is not logged: nothing reads it.
             let _ = clip_grad_norm(&o.opt.params, max)?;
         }
+        drop(clip_range);
+        let _opt_range = Range::new("optimizer");
         o.opt.step(lr, found_inf.as_ref())?;
         if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &found_inf) {
             s.update(inf);
@@ -478,21 +567,22 @@ impl Trainer {
         })
     }
 
-    /// The progress bar every step; the log line and TensorBoard on log steps.
+    /// The progress bar every step; the log line and TensorBoard on log steps (`loss`: this
+    /// rank's loss, given on log steps only — the only steps that read the device).
     fn report_step(
         &mut self,
         report: &StepReport,
-        loss: &Tensor,
+        loss: Option<&Tensor>,
         comm: &dyn Collectives,
     ) -> Result<()> {
-        let values = if self.metrics.is_log_step(report.count) {
+        let values = if let Some(loss) = loss {
             // The loss of the whole global batch: the mean over ranks of their local losses.
             let global_loss = if self.world.world_size > 1 {
                 let mut l = loss.to_kind(tch::Kind::Float).reshape([1]);
                 comm.all_reduce(&mut l, ReduceOp::Mean)?;
                 l.double_value(&[0])
             } else {
-                report.loss
+                loss.double_value(&[])
             };
             Some(LogStepValues {
                 global_loss,
@@ -563,6 +653,8 @@ impl Trainer {
         comm: &dyn Collectives,
         then_delete: Option<String>,
     ) -> Result<()> {
+        // Never a checkpoint after a non-finite loss: the stop must name the newest good one.
+        self.check_divergence(comm)?;
         let o = self.optimization.as_ref().expect("training run");
         let mut state = self.state.clone();
         let opt_step = o.opt.steps_taken();
@@ -639,6 +731,19 @@ impl Optimization {
             step_opts,
             preempted,
         })
+    }
+}
+
+/// `t` on `device`. To a GPU through pinned host memory with a non-blocking copy: a copy from
+/// pageable memory makes the host wait for every kernel queued before it (the previous step),
+/// this one is queued behind them and the host goes on (libtorch's pinned-memory cache keeps the
+/// buffer until the copy has run). The values are the same either way.
+fn to_device(t: &Tensor, device: Device) -> Tensor {
+    match device {
+        Device::Cuda(_) => t
+            .pin_memory(device)
+            .to_device_(device, t.kind(), true, false),
+        _ => t.to_device(device),
     }
 }
 

@@ -6,7 +6,9 @@
 
 pub mod optim;
 pub mod grad_hooks;
+pub mod generator;
 pub mod pickle;
+pub mod profiler;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;

@@ -1,5 +1,6 @@
 //! `clip-tool`: utilities around clip-train (convert, embed, tokenize, make-shards, inspect,
-//! bench-data, bench-model, bench-optimizer). Each subcommand lives in `clip_train::tool::<name>`.
+//! bench-data, bench-model, bench-optimizer, profile). Each subcommand lives in
+//! `clip_train::tool::<name>`.
 use clap::{Parser, Subcommand};
 use clip_train::tool;
 
@@ -28,6 +29,8 @@ enum Command {
     BenchModel(tool::bench_model::Args),
     /// Seconds per AdamW step over a model's parameters, fused or the per-tensor loop (JSON).
     BenchOptimizer(tool::bench_optimizer::Args),
+    /// Ops, host syncs and time per phase of a `--profile-steps` trace.
+    Profile(tool::profile::Args),
 }
 
 fn main() {
@@ -41,6 +44,7 @@ fn main() {
         Command::BenchData(a) => tool::bench_data::run(a),
         Command::BenchModel(a) => tool::bench_model::run(a),
         Command::BenchOptimizer(a) => tool::bench_optimizer::run(a),
+        Command::Profile(a) => tool::profile::run(a),
     };
     if let Err(e) = result {
         // One line, no backtrace: the chain of contexts joined, culprit first.

@@ -5,6 +5,7 @@ pub mod convert;
 pub mod embed;
 pub mod inspect;
 pub mod make_shards;
+pub mod profile;
 pub mod tokenize;
 
 use anyhow::Result;

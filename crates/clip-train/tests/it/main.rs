@@ -10,6 +10,7 @@ mod golden;
 mod optimizer;
 mod plan;
 mod pretrained_image;
+mod profile;
 mod remote_sync;
 mod resume_data;
 #[path = "../../../../tests/support/s3.rs"]

@@ -1,2 +1,3 @@
 //! torch-ext's integration tests: one binary (one link against libtorch).
+mod profiler;
 mod shim;
