@@ -5,7 +5,7 @@
 # function that runs when what it needs exists (a CUDA device, a binary, a flag, OpenCLIP)
 # and otherwise reports `skipped: <why>`; nothing is estimated or made up. Without a GPU it
 # runs every part it can on the CPU with tiny models (`clip_tiny`, `clip_tiny_test`: the
-# figures then say nothing about a card) — CI does so (tests/it/clip_tool.rs) so the script
+# figures then say nothing about a card) — CI does so (crates/clip-train/tests/it/gpu_check.rs) so the script
 # cannot rot. Exit status 1 when a part that ran failed.
 #
 #     scripts/gpu-check.sh FOLDER REPORT_DIR
@@ -128,10 +128,10 @@ check_parity() {
     have_bin clip-tool || { skip "no clip-tool binary"; return; }
     local model=clip_tiny_test device=cpu
     [ "$cuda" = 1 ] && model=ViT-B-32 device=cuda
-    line "- model $model (OpenCLIP's init, seed 0), 4 random inputs, device $device"
+    line "- model $model (OpenCLIP's init, seed 0), 4 random inputs, device $device; TF32 off: torch.backends flags for OpenCLIP, CLIP_TRAIN_TF32=0 for ours (a build without that switch ignores it)"
     mkdir -p "$work/parity"
     if ! (cd "$folder" && "$PY" scripts/gpu-check-parity.py prepare $model "$work/parity") >"$work/parity.log" 2>&1 ||
-        ! "$BIN/clip-tool" embed --model $model --pretrained "$work/parity/weights.safetensors" \
+        ! CLIP_TRAIN_TF32=0 "$BIN/clip-tool" embed --model $model --pretrained "$work/parity/weights.safetensors" \
             --inputs "$work/parity/inputs.safetensors" --device $device \
             --output "$work/parity/ours.safetensors" >>"$work/parity.log" 2>&1; then
         tail_of "$work/parity.log"
@@ -297,10 +297,21 @@ check_profile() {
         fail "clip-train --profile-steps 2:4 failed"
         return
     fi
-    line "- trace files:"
-    find "$work/runs/prof" -newer "$work/prof.log" -prune -o -type f \( -name '*trace*' -o -name '*.json' \) -print |
-        sed "s|$work|TMP|; s|^|  - |" >>"$report"
-    grep -i "profile\|trace" "$work/runs/prof/out.log" | tail -20 | sed 's/^/    /' >>"$report"
+    local trace
+    trace=$(find "$work/runs/prof/profile" -name 'rank0_*.pt.trace.json' 2>/dev/null | head -1)
+    [ -n "$trace" ] || { fail "no rank0_*.pt.trace.json under the run's profile/"; return; }
+    line "- clip_tiny on $dev, steps 2 to 4: $(basename "$trace") ($(du -k "$trace" | cut -f1) KiB)"
+    if ! "$BIN/clip-tool" --help 2>&1 | grep -qw profile; then
+        line "- summary: skipped: this clip-tool has no \`profile\` subcommand"
+    elif "$BIN/clip-tool" profile "$trace" >"$work/prof-summary.txt" 2>&1; then
+        line '```'
+        cat "$work/prof-summary.txt" >>"$report"
+        line '```'
+    else
+        tail_of "$work/prof-summary.txt"
+        fail "clip-tool profile failed"
+        return
+    fi
     ran
 }
 
