@@ -320,27 +320,7 @@ impl Loader {
             (true, Some(n)) => epoch_plan(n, self.cfg.batch_size, self.cfg.world, streams).0,
             _ => u64::MAX,
         };
-        let mut pos = Position {
-            version: 1,
-            epoch,
-            batches: 0,
-            next_stream: 0,
-            streams: vec![
-                StreamPos {
-                    taken: 0,
-                    batches: 0,
-                    done: false,
-                    read: None,
-                };
-                streams
-            ],
-            seed: self.cfg.seed,
-            rank: self.cfg.rank,
-            world: self.cfg.world,
-            batch_size: self.cfg.batch_size,
-            resampled: self.order.resampled,
-            num_shards: self.order.urls.len(),
-        };
+        let mut pos = self.start_position(epoch, streams);
         if let Some(r) = resume {
             let mine = Position {
                 version: r.version,
@@ -366,6 +346,50 @@ impl Loader {
             pos = r.clone();
         }
         EpochIter::start(self, &order, epoch, pos, quota)
+    }
+
+    /// The position at the start of `epoch` over `streams` streams: nothing taken from any.
+    fn start_position(&self, epoch: u64, streams: usize) -> Position {
+        let fresh = StreamPos {
+            taken: 0,
+            batches: 0,
+            done: false,
+            read: None,
+        };
+        Position {
+            version: 1,
+            epoch,
+            batches: 0,
+            next_stream: 0,
+            streams: vec![fresh; streams],
+            seed: self.cfg.seed,
+            rank: self.cfg.rank,
+            world: self.cfg.world,
+            batch_size: self.cfg.batch_size,
+            resampled: self.order.resampled,
+            num_shards: self.order.urls.len(),
+        }
+    }
+
+    /// Share `rank` of `world` of an eval pass (`train` off): only the streams `s` with
+    /// `s % world == rank` that hold a shard are read, the others count as finished. A stream's
+    /// batches do not depend on the other streams, so the shares together are exactly the
+    /// batches of the whole pass, each tagged with its stream ([`Batch::stream`]; the whole
+    /// pass takes them round-robin: a stream's k-th batch in round k). `None`: no stream of
+    /// this share holds a shard.
+    pub fn eval_share(&self, rank: usize, world: usize) -> Result<Option<EpochIter>> {
+        if self.cfg.train || world == 0 || rank >= world {
+            bail!("eval_share: an eval loader and a rank below the world size");
+        }
+        let mut pos = self.start_position(0, self.order.streams);
+        for (s, st) in pos.streams.iter_mut().enumerate() {
+            st.done = s % world != rank || self.order.shard_sequence(s, 0).next().is_none();
+        }
+        let Some(first) = pos.streams.iter().position(|st| !st.done) else {
+            return Ok(None);
+        };
+        pos.next_stream = first;
+        EpochIter::start(self, &self.order, 0, pos, u64::MAX).map(Some)
     }
 }
 

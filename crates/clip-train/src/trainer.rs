@@ -677,20 +677,21 @@ impl Trainer {
         )
     }
 
-    /// The evaluations due after the completed epochs (rank 0; the others wait at the next
-    /// collective while rank 0 heartbeats).
+    /// The evaluations due after the completed epochs, every rank a share of them (each
+    /// heartbeats as it goes); rank 0 reports the combined metrics.
     fn evaluate(&mut self, dist: &Dist) -> Result<()> {
-        if self.world.rank != 0 {
-            return Ok(());
-        }
         let step = self.state.step as u64;
         let mut beat = || Ok(dist.heartbeat(step)?);
         let metrics = self.evaluator.evaluate(
             &self.model,
             self.state.epoch,
+            dist.collectives(),
             &mut self.metrics.log,
             &mut beat,
         )?;
+        if self.world.rank != 0 {
+            return Ok(());
+        }
         self.metrics.eval(self.state.epoch, &metrics)
     }
 }

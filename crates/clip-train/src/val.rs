@@ -5,6 +5,11 @@
 //! batches (weighted by batch size, `clip_val_loss`) and, over the whole set at once, where each
 //! image ranks its own caption among all captions and vice versa (`get_clip_metrics`): mean and
 //! median rank, recall at 1, 5 and 10.
+//!
+//! Every rank runs the batches of its loader streams (`--workers` streams, as OpenCLIP's val
+//! loader has workers; stream `s` on rank `s % world`, so up to `--workers` ranks share the
+//! work); the features and losses of all batches are gathered and put back in the single
+//! process's order, so every world size computes the single process's figures.
 
 use std::sync::Arc;
 
@@ -12,9 +17,11 @@ use anyhow::{bail, Context, Result};
 use clip_data::loader::{Loader, LoaderConfig};
 use clip_data::processor::ClipProcessor;
 use clip_data::shards::ShardList;
+use clip_dist::Collectives;
 use clip_model::{Clip, ClipConfig};
 use tch::{Device, Kind, Tensor};
 
+use crate::evaluator::Shares;
 use crate::params::Params;
 use crate::zeroshot::EvalOptions;
 
@@ -103,21 +110,41 @@ pub fn clip_metrics(image: &Tensor, text: &Tensor, logit_scale: f64) -> Vec<(Str
     out
 }
 
-/// Runs the validation set through `model`; returns OpenCLIP's metrics (without `epoch`) in its
-/// order. `log` gets OpenCLIP's progress line every 100 batches; `progress` is called after every
-/// batch (rank 0 heartbeats through it).
-pub fn evaluate(
+/// One rank's share of the validation pass: its batches' features (f32, on the host, in the
+/// order run) and per batch `[stream, round, size]`, its ClipLoss and logit scale.
+struct ShareOut {
+    meta: Vec<[i64; 3]>,
+    loss: Vec<f64>,
+    scale: Vec<f64>,
+    images: Vec<Tensor>,
+    texts: Vec<Tensor>,
+}
+
+/// Runs this rank's share of the validation set (`eval_share`: its loader streams) through
+/// `model`; `log` gets OpenCLIP's progress line every 100 batches (this rank's count),
+/// `progress` is called after every batch (the rank heartbeats through it).
+fn run_share(
     model: &Clip,
     data: &ValData,
     opts: &EvalOptions,
+    (rank, world): (usize, usize),
     epoch: i64,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn FnMut() -> Result<()>,
-) -> Result<Vec<(String, f64)>> {
-    let (mut images, mut texts) = (Vec::new(), Vec::new());
+) -> Result<ShareOut> {
+    let mut out = ShareOut {
+        meta: Vec::new(),
+        loss: Vec::new(),
+        scale: Vec::new(),
+        images: Vec::new(),
+        texts: Vec::new(),
+    };
+    let Some(batches) = data.loader.eval_share(rank, world)? else {
+        return Ok(out);
+    };
+    let mut rounds = vec![0i64; data.loader.config().streams()];
     let (mut loss_sum, mut n) = (0.0f64, 0i64);
-    let mut scale = 0.0;
-    for (i, batch) in data.loader.epoch(0, None)?.enumerate() {
+    for (i, batch) in batches.enumerate() {
         let b = batch.context("--val-data")?;
         let (bs, s, ctx) = (
             b.batch_size as i64,
@@ -139,11 +166,16 @@ pub fn evaluate(
                 (img, txt, ls, loss)
             })
         };
-        scale = ls.double_value(&[]);
+        out.meta.push([b.stream as i64, rounds[b.stream], bs]);
+        rounds[b.stream] += 1;
+        out.scale.push(ls.double_value(&[]));
+        out.loss.push(loss.double_value(&[]));
         loss_sum += loss.double_value(&[]) * bs as f64;
         n += bs;
-        images.push(img.to_device(Device::Cpu).to_kind(Kind::Float));
-        texts.push(txt.to_device(Device::Cpu).to_kind(Kind::Float));
+        out.images
+            .push(img.to_device(Device::Cpu).to_kind(Kind::Float));
+        out.texts
+            .push(txt.to_device(Device::Cpu).to_kind(Kind::Float));
         if i % 100 == 0 {
             log(&format!(
                 "Eval Epoch: {epoch} [{n} / {}]\tClip Loss: {:.6}\t",
@@ -153,6 +185,101 @@ pub fn evaluate(
         }
         progress()?;
     }
+    Ok(out)
+}
+
+impl ShareOut {
+    fn to_bytes(&self) -> Result<Vec<u8>> {
+        let meta: Vec<i64> = self.meta.iter().flatten().copied().collect();
+        let cat = |ts: &[Tensor]| match ts.is_empty() {
+            true => Tensor::zeros([0], (Kind::Float, Device::Cpu)),
+            false => Tensor::cat(ts, 0),
+        };
+        let named = [
+            ("meta", Tensor::from_slice(&meta)),
+            ("loss", Tensor::from_slice(&self.loss)),
+            ("scale", Tensor::from_slice(&self.scale)),
+            ("images", cat(&self.images)),
+            ("texts", cat(&self.texts)),
+        ];
+        let mut bytes = Vec::new();
+        Tensor::save_multi_to_stream(&named, &mut bytes)?;
+        Ok(bytes)
+    }
+
+    fn from_bytes(bytes: Vec<u8>) -> Result<ShareOut> {
+        let named = Tensor::load_multi_from_stream(std::io::Cursor::new(bytes))?;
+        let get = |k: &str| -> Result<Tensor> {
+            let t = named.iter().find(|(n, _)| n == k).map(|(_, t)| t);
+            Ok(t.context("a rank's val share lacks a tensor")?
+                .shallow_clone())
+        };
+        let meta: Vec<i64> = Vec::try_from(&get("meta")?)?;
+        let meta: Vec<[i64; 3]> = meta.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
+        let (images, texts) = (get("images")?, get("texts")?);
+        let sizes: Vec<i64> = meta.iter().map(|m| m[2]).collect();
+        let split = |t: &Tensor| match sizes.is_empty() {
+            true => Vec::new(),
+            false => t.split_with_sizes(sizes.as_slice(), 0),
+        };
+        Ok(ShareOut {
+            loss: Vec::try_from(&get("loss")?)?,
+            scale: Vec::try_from(&get("scale")?)?,
+            images: split(&images),
+            texts: split(&texts),
+            meta,
+        })
+    }
+}
+
+/// Runs the validation set through `model`, split across the ranks of `comm` by loader stream
+/// (each rank runs the batches of its streams, exactly the batches a single process runs from
+/// them); every rank gets every batch's features and loss, puts them back in the single
+/// process's order and computes OpenCLIP's metrics (without `epoch`) in its order, the same
+/// figures on every rank and at every world size. Also returns each rank's share: (samples,
+/// batches). `log` and `progress` as [`run_share`].
+pub fn evaluate(
+    model: &Clip,
+    data: &ValData,
+    opts: &EvalOptions,
+    epoch: i64,
+    comm: &dyn Collectives,
+    log: &mut dyn FnMut(&str),
+    progress: &mut dyn FnMut() -> Result<()>,
+) -> Result<(Vec<(String, f64)>, Shares)> {
+    let share = (comm.rank(), comm.world_size());
+    let mine = run_share(model, data, opts, share, epoch, log, progress)?;
+    let shares = comm
+        .all_gather_bytes(&mine.to_bytes()?)?
+        .into_iter()
+        .map(ShareOut::from_bytes)
+        .collect::<Result<Vec<_>>>()?;
+    let counts = shares
+        .iter()
+        .map(|s| (s.meta.iter().map(|m| m[2]).sum(), s.meta.len()))
+        .collect();
+    // The single process takes the streams round-robin: a stream's k-th batch in round k.
+    let mut order: Vec<(i64, i64, usize, usize)> = shares
+        .iter()
+        .enumerate()
+        .flat_map(|(r, s)| {
+            s.meta
+                .iter()
+                .enumerate()
+                .map(move |(i, m)| (m[1], m[0], r, i))
+        })
+        .collect();
+    order.sort_unstable();
+    let (mut images, mut texts) = (Vec::new(), Vec::new());
+    let (mut loss_sum, mut n, mut scale) = (0.0f64, 0i64, 0.0);
+    for &(_, _, r, i) in &order {
+        let (s, bs) = (&shares[r], shares[r].meta[i][2]);
+        loss_sum += s.loss[i] * bs as f64;
+        n += bs;
+        scale = s.scale[i];
+        images.push(s.images[i].shallow_clone());
+        texts.push(s.texts[i].shallow_clone());
+    }
     if n == 0 {
         bail!("--val-data: no usable sample");
     }
@@ -160,7 +287,7 @@ pub fn evaluate(
     metrics.push(("clip_val_loss".into(), loss_sum / n as f64));
     metrics.push(("epoch".into(), epoch as f64));
     metrics.push(("num_samples".into(), n as f64));
-    Ok(metrics)
+    Ok((metrics, counts))
 }
 
 #[cfg(test)]

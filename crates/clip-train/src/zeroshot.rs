@@ -8,17 +8,20 @@
 //! `imagenet-zeroshot-val-top1` / `-top5`. Images go through the eval transform (shortest side
 //! to the model's size, centre crop), decoded by `--workers` threads.
 //!
-//! Runs on rank 0 after every `--zeroshot-frequency`-th epoch and after the last one (OpenCLIP's
-//! rule), or once when there is no training data (evaluation only).
+//! Runs after every `--zeroshot-frequency`-th epoch and after the last one (OpenCLIP's rule), or
+//! once when there is no training data (evaluation only), on every rank: each encodes a share of
+//! the class prompts and classifies a share of the image batches (see [`evaluate`]).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clip_data::tokenizer::Tokenizer;
 use clip_data::transform::{decode_image, ImageTransform};
+use clip_dist::Collectives;
 use clip_model::{l2_normalize, Clip};
 use tch::{Device, Kind, Tensor};
 
+use crate::evaluator::Shares;
 use crate::zeroshot_metadata::{IMAGENET_CLASSNAMES, OPENAI_IMAGENET_TEMPLATES};
 
 /// torchvision's `IMG_EXTENSIONS`, compared lower-cased.
@@ -114,14 +117,28 @@ impl EvalOptions {
 /// The zero-shot classifier `[D, 1000]`: per class, the normalised mean of the normalised text
 /// features of its 80 prompts (`build_zero_shot_classifier`).
 pub fn build_classifier(model: &Clip, opts: &EvalOptions) -> Result<Tensor> {
+    let parts = classifier_parts(model, opts, (0, 1))?;
+    Ok(Tensor::cat(&parts, 1))
+}
+
+/// The classifier's columns for the groups of [`CLASSES_PER_BATCH`] classes `g` with
+/// `g % world == rank`, one `[D, 10]` tensor per group in order: a group's columns do not depend
+/// on the others, so the ranks can share the 80 000 prompts.
+fn classifier_parts(
+    model: &Clip,
+    opts: &EvalOptions,
+    (rank, world): (usize, usize),
+) -> Result<Vec<Tensor>> {
     let tokenizer = Tokenizer::new();
     let ctx = model.config().text.context_length;
     let n_templates = OPENAI_IMAGENET_TEMPLATES.len() as i64;
     let _ac = opts.autocast()?;
-    let parts = tch::no_grad(|| -> Vec<Tensor> {
+    Ok(tch::no_grad(|| -> Vec<Tensor> {
         IMAGENET_CLASSNAMES
             .chunks(CLASSES_PER_BATCH)
-            .map(|names| {
+            .enumerate()
+            .filter(|(g, _)| g % world == rank)
+            .map(|(_, names)| {
                 let texts: Vec<String> = names
                     .iter()
                     .flat_map(|c| {
@@ -145,8 +162,42 @@ pub fn build_classifier(model: &Clip, opts: &EvalOptions) -> Result<Tensor> {
                 emb.tr()
             })
             .collect()
-    });
-    Ok(Tensor::cat(&parts, 1))
+    }))
+}
+
+/// The whole classifier on every rank of `comm`, each rank encoding its share of the class
+/// groups; the parts travel through the byte all-gather (any dtype) and are put back in class
+/// order, the same bits a single process computes.
+fn shared_classifier(model: &Clip, opts: &EvalOptions, comm: &dyn Collectives) -> Result<Tensor> {
+    let world = comm.world_size();
+    let parts = classifier_parts(model, opts, (comm.rank(), world))?;
+    if world == 1 {
+        return Ok(Tensor::cat(&parts, 1));
+    }
+    let host: Vec<(String, Tensor)> = parts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (format!("{i}"), t.to_device(Device::Cpu)))
+        .collect();
+    let mut bytes = Vec::new();
+    Tensor::save_multi_to_stream(&host, &mut bytes)?;
+    let mut by_rank = Vec::with_capacity(world);
+    for b in comm.all_gather_bytes(&bytes)? {
+        let mut named = Tensor::load_multi_from_stream(std::io::Cursor::new(b))?;
+        named.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
+        by_rank.push(named.into_iter().map(|(_, t)| t));
+    }
+    let groups = IMAGENET_CLASSNAMES.len().div_ceil(CLASSES_PER_BATCH);
+    let mut all = Vec::with_capacity(groups);
+    for g in 0..groups {
+        all.push(
+            by_rank[g % world]
+                .next()
+                .context("a rank sent too few classifier parts")?
+                .to_device(opts.device),
+        );
+    }
+    Ok(Tensor::cat(&all, 1))
 }
 
 /// `100 · normalize(encode_image(images)) @ classifier`: the logits `[B, 1000]`.
@@ -178,18 +229,24 @@ pub fn load_images(paths: &[&Path], transform: &ImageTransform, workers: usize) 
     Ok(Tensor::from_slice(&pixels).reshape([paths.len() as i64, 3, s, s]))
 }
 
-/// Top-1 and top-5 accuracy over the folder; `progress` is called after every batch (rank 0
-/// heartbeats through it while the other ranks wait).
+/// Top-1 and top-5 accuracy over the folder, split across the ranks of `comm`: the classifier's
+/// class groups, and the image batches (the single process's batches `i` with
+/// `i % world == rank`); the hit counts are summed in rank order. Also returns each rank's
+/// share: (images, batches). `progress` is called after every batch (the rank heartbeats
+/// through it).
 pub fn evaluate(
     model: &Clip,
     folder: &ImageFolder,
     transform: &ImageTransform,
     opts: &EvalOptions,
+    comm: &dyn Collectives,
     progress: &mut dyn FnMut() -> Result<()>,
-) -> Result<(f64, f64)> {
-    let classifier = build_classifier(model, opts)?;
-    let (mut top1, mut top5) = (0i64, 0i64);
-    for batch in folder.samples.chunks(opts.batch_size.max(1)) {
+) -> Result<(f64, f64, Shares)> {
+    let classifier = shared_classifier(model, opts, comm)?;
+    let (rank, world) = (comm.rank(), comm.world_size());
+    let (mut top1, mut top5, mut images_seen, mut batches) = (0i64, 0i64, 0i64, 0usize);
+    let chunks = folder.samples.chunks(opts.batch_size.max(1));
+    for batch in chunks.skip(rank).step_by(world) {
         let paths: Vec<&Path> = batch.iter().map(|(p, _)| p.as_path()).collect();
         let images = load_images(&paths, transform, opts.workers)?
             .to_device(opts.device)
@@ -199,10 +256,29 @@ pub fn evaluate(
         let (h1, h5) = topk_hits(&logits, &targets);
         top1 += h1;
         top5 += h5;
+        images_seen += batch.len() as i64;
+        batches += 1;
         progress()?;
     }
+    let mine: Vec<u8> = [top1, top5, images_seen, batches as i64]
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    let (mut top1, mut top5, mut shares) = (0i64, 0i64, Vec::with_capacity(world));
+    for b in comm.all_gather_bytes(&mine)? {
+        let v: Vec<i64> = b
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
+            .collect();
+        let [h1, h5, n, nb] = v[..] else {
+            bail!("a rank sent {} bytes of zero-shot counts", b.len());
+        };
+        top1 += h1;
+        top5 += h5;
+        shares.push((n, nb as usize));
+    }
     let n = folder.samples.len() as f64;
-    Ok((top1 as f64 / n, top5 as f64 / n))
+    Ok((top1 as f64 / n, top5 as f64 / n, shares))
 }
 
 /// How many rows have their target among the 1 and among the 5 largest logits (OpenCLIP's

@@ -509,3 +509,44 @@ fn a_pipe_resume_opens_no_finished_shard() {
         );
     }
 }
+
+/// An eval pass split into shares by stream (`eval_share`, evaluation on every rank): at world 1
+/// to 5 the shares' batches, put back in round-robin order (a stream's k-th batch in
+/// round k), are the whole pass's batches in its order, partial ones included; a share without
+/// a shard (5 streams, 4 shards: stream 4 reads nothing, rank 4 of 5 has only it) is `None`.
+#[test]
+fn eval_shares_are_the_whole_pass() {
+    let (_d, spec) = dataset("evalshare", 4, 7);
+    let mut cfg = LoaderConfig::new(ShardList::parse(&spec, None).unwrap(), 3);
+    cfg.train = false;
+    cfg.workers = 2;
+    cfg.streams = Some(5);
+    let loader = Loader::new(cfg, Arc::new(TestProc)).unwrap();
+    let whole: Vec<Batch> = loader.epoch(0, None).unwrap().map(Result::unwrap).collect();
+    assert_eq!(whole.iter().map(|b| b.batch_size).sum::<usize>(), 28);
+    let tagged = |bs: &[Batch]| -> Vec<(usize, usize, Vec<String>)> {
+        let mut seen = [0usize; 5];
+        bs.iter()
+            .map(|b| {
+                seen[b.stream] += 1;
+                (seen[b.stream] - 1, b.stream, b.keys.clone())
+            })
+            .collect()
+    };
+    let want = tagged(&whole);
+    for world in 1..=5 {
+        let mut got = Vec::new();
+        for rank in 0..world {
+            match loader.eval_share(rank, world).unwrap() {
+                Some(it) => {
+                    let mine: Vec<Batch> = it.map(Result::unwrap).collect();
+                    assert!(mine.iter().all(|b| b.stream % world == rank));
+                    got.extend(tagged(&mine));
+                }
+                None => assert_eq!((rank, world), (4, 5), "only stream 4's share is empty"),
+            }
+        }
+        got.sort();
+        assert_eq!(got, want, "world {world}");
+    }
+}

@@ -7,6 +7,7 @@ mod distributed;
 mod flags;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
+mod gpu_check;
 mod optimizer;
 mod plan;
 mod pretrained_image;

@@ -8,7 +8,7 @@ use serde_json::Value;
 use std::path::{Path, PathBuf};
 
 /// 22 pairs in batches of 4: the last batch is partial (2), as OpenCLIP's val loader makes it.
-const N: usize = 22;
+pub(crate) const N: usize = 22;
 
 fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
     let flags = "--batch-size 4 --epochs 1 --model clip_tiny --lr 1e-3 --warmup 2 --workers 1 \
@@ -34,22 +34,28 @@ fn last_results(run_dir: &Path) -> Value {
 }
 
 /// The `{00000..}` spec of `shards` (named 00000.tar, 00001.tar, … in one folder).
-fn spec(shards: &[PathBuf]) -> String {
+pub(crate) fn spec(shards: &[PathBuf]) -> String {
     let dir = shards[0].parent().unwrap().display();
     format!("{dir}/{{00000..{:05}}}.tar", shards.len() - 1)
 }
 
-/// OpenCLIP's metrics for `weights` on `shards` (cached by the contents of both); `None` after a
-/// loud skip where there are neither the cache nor Python.
-fn openclip_metrics(name: &str, weights: &Path, shards: &[PathBuf]) -> Option<Value> {
+/// OpenCLIP's metrics for `weights` on `shards` (cached by the contents of both), read in batches
+/// of 4 by `workers` loader workers; `None` after a loud skip where there are neither the cache
+/// nor Python.
+pub(crate) fn openclip_metrics(
+    name: &str,
+    weights: &Path,
+    shards: &[PathBuf],
+    workers: usize,
+) -> Option<Value> {
     let mut inputs = script_inputs("val-goldens.py");
     inputs.push(weights.to_path_buf());
     inputs.extend(shards.iter().cloned());
-    let (n, spec) = (N.to_string(), spec(shards));
-    let dir = golden(name, &inputs, &["clip_tiny", &n, "4"], |out| {
+    let (n, spec, w) = (N.to_string(), spec(shards), workers.to_string());
+    let dir = golden(name, &inputs, &["clip_tiny", &n, "4", &w], |out| {
         let script = inputs[0].display().to_string();
         let weights = weights.display().to_string();
-        let stdout = run_python([script.as_str(), "clip_tiny", &weights, &spec, &n, "4"]);
+        let stdout = run_python([script.as_str(), "clip_tiny", &weights, &spec, &n, "4", &w]);
         std::fs::write(out.join("metrics.json"), stdout.lines().last().unwrap()).unwrap();
     })?;
     Some(serde_json::from_slice(&std::fs::read(dir.join("metrics.json")).unwrap()).unwrap())
@@ -58,7 +64,7 @@ fn openclip_metrics(name: &str, weights: &Path, shards: &[PathBuf]) -> Option<Va
 /// Ours (evaluated after `epoch`) against OpenCLIP's (run as after epoch 1): the same metrics in
 /// the same order; `num_samples` equal, `clip_val_loss` to 1e-3 (the float order of two
 /// implementations), the ranks and recalls to within `rank_tol` (see the callers).
-fn compare(ours: &Value, epoch: i64, theirs: &Value, rank_tol: impl Fn(&str) -> f64) {
+pub(crate) fn compare(ours: &Value, epoch: i64, theirs: &Value, rank_tol: impl Fn(&str) -> f64) {
     let (o, t) = (ours.as_object().unwrap(), theirs.as_object().unwrap());
     assert_eq!(
         o.keys().collect::<Vec<_>>(),
@@ -106,7 +112,7 @@ fn val_data_metrics_match_openclip() {
     let ours = last_results(&run);
     let ckpt = run.join("checkpoints/epoch_1.safetensors");
     let weights = model_weights(&ckpt, &dir.join("weights.safetensors"));
-    let Some(theirs) = openclip_metrics("val-png", &weights, &png) else {
+    let Some(theirs) = openclip_metrics("val-png", &weights, &png, 1) else {
         return;
     };
     // The same pixels: the ranks and recalls are exact.
@@ -131,7 +137,7 @@ fn val_data_metrics_match_openclip() {
     let jpeg = image_shards(&dir.join("jpeg"), N, 8, 2, 64, ImageFormat::Jpeg);
     ok(&eval_only(&dir, "jpeg", &spec(&jpeg), &ckpt));
     let ours = last_results(&dir.join("jpeg"));
-    let Some(theirs) = openclip_metrics("val-jpeg", &weights, &jpeg) else {
+    let Some(theirs) = openclip_metrics("val-jpeg", &weights, &jpeg, 1) else {
         return;
     };
     let two_places = 2.0 / N as f64 + 1e-9;

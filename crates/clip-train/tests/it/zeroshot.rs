@@ -13,7 +13,7 @@ use clip_train::zeroshot::{self, EvalOptions, ImageFolder};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// `n_classes` class folders of `per_class` PNGs each, coloured patterns that differ by class.
-fn image_folder(dir: &Path, n_classes: usize, per_class: usize) -> PathBuf {
+pub(crate) fn image_folder(dir: &Path, n_classes: usize, per_class: usize) -> PathBuf {
     let root = dir.join("val");
     for c in 0..n_classes {
         let class_dir = root.join(format!("n0{c:07}"));
@@ -38,7 +38,7 @@ fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
 /// OpenCLIP's classifier, logits and accuracy for `weights` on `folder`
 /// (scripts/zeroshot-goldens.py, cached by the contents of both); `None` after a loud skip where
 /// there are neither the cache nor Python.
-fn openclip_zero_shot(weights: &Path, folder: &Path) -> Option<Vec<(String, Tensor)>> {
+pub(crate) fn openclip_zero_shot(weights: &Path, folder: &Path) -> Option<Vec<(String, Tensor)>> {
     let mut images: Vec<PathBuf> = std::fs::read_dir(folder)
         .unwrap()
         .flat_map(|class| std::fs::read_dir(class.unwrap().path()).unwrap())

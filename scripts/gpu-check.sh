@@ -1,0 +1,343 @@
+#!/usr/bin/env bash
+# One run that checks clip-train on a GPU host (one H100/H200, ../shared/gpu/README.md: torch
+# 2.11.0+cu130 in a venv, no Rust, no network; about 8 minutes), from the one folder
+# scripts/pack-gpu-check.sh assembles, writing REPORT_DIR/gpu-check.md. Each part is a
+# function that runs when what it needs exists (a CUDA device, a binary, a flag, OpenCLIP)
+# and otherwise reports `skipped: <why>`; nothing is estimated or made up. Without a GPU it
+# runs every part it can on the CPU with tiny models (`clip_tiny`, `clip_tiny_test`: the
+# figures then say nothing about a card) — CI does so (crates/clip-train/tests/it/gpu_check.rs) so the script
+# cannot rot. Exit status 1 when a part that ran failed.
+#
+#     scripts/gpu-check.sh FOLDER REPORT_DIR
+#
+# PY: the Python with torch (default /opt/torch/.venv/bin/python3, else python3).
+set -uo pipefail
+folder=$(cd "${1:?usage: gpu-check.sh FOLDER REPORT_DIR}" && pwd)
+mkdir -p "${2:?usage: gpu-check.sh FOLDER REPORT_DIR}"
+outdir=$(cd "$2" && pwd)
+report=$outdir/gpu-check.md
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+PY=${PY:-/opt/torch/.venv/bin/python3}
+[ -x "$PY" ] || PY=$(command -v python3)
+BIN=$folder/bin
+failed=()
+summary=()
+
+# --- report helpers ---------------------------------------------------------------------------
+section() { current=$1; printf '\n## %s\n\n' "$1" >>"$report"; }
+line() { printf '%s\n' "$*" >>"$report"; }
+ran() { line "status: ran"; summary+=("| $current | ran |"); }
+skip() { line "status: skipped: $*"; summary+=("| $current | skipped: $* |"); }
+fail() {
+    line "status: FAILED: $*"
+    summary+=("| $current | FAILED: $* |")
+    failed+=("$current")
+}
+# The last lines of a failed command's output, into the report.
+tail_of() { line '```'; tail -n "${2:-15}" "$1" >>"$report"; line '```'; }
+have_bin() { [ -x "$BIN/$1" ]; }
+
+# --- environment --------------------------------------------------------------------------------
+cuda=0
+check_environment() {
+    section "Environment"
+    line "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), host: $(hostname), cores: $(nproc)"
+    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+        line "- GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader | head -1)"
+    else
+        line "- GPU: none (no working nvidia-smi)"
+    fi
+    local torch_info
+    if ! torch_info=$("$PY" -c 'import torch; print(torch.__version__, torch.version.cuda, int(torch.cuda.is_available()))' 2>&1); then
+        line "- Python $PY: no torch"
+        fail "no torch in $PY"
+        return
+    fi
+    read -r tv tcuda cuda <<<"$torch_info"
+    line "- Python: $PY, torch $tv (CUDA $tcuda), CUDA device usable: $([ "$cuda" = 1 ] && echo yes || echo no)"
+    # The binaries link the host's libtorch (and NCCL from pip's nvidia package), as the GPU
+    # host's README does.
+    local tl nv
+    tl=$("$PY" -c 'import torch,os;print(os.path.join(os.path.dirname(torch.__file__),"lib"))')
+    nv=$("$PY" -c 'import nvidia,os;print(nvidia.__path__[0])' 2>/dev/null || true)
+    if [ -n "$nv" ] && [ -e "$nv/nccl/lib/libnccl.so.2" ]; then
+        mkdir -p "$work/nccl" && ln -sf "$nv/nccl/lib/libnccl.so.2" "$work/nccl/libnccl.so"
+        export LD_LIBRARY_PATH=$work/nccl:$nv/nccl/lib:${LD_LIBRARY_PATH:-}
+        line "- NCCL: $nv/nccl/lib/libnccl.so.2"
+    else
+        line "- NCCL: not found (pip's nvidia-nccl package is absent)"
+    fi
+    for b in clip-train clip-tool dist-selftest; do
+        if ! have_bin "$b"; then
+            line "- $b: absent from $BIN"
+        elif ldd "$BIN/$b" | grep -q 'libtorch.*not found'; then
+            export LD_LIBRARY_PATH=$tl:${LD_LIBRARY_PATH:-}
+        fi
+    done
+    for b in clip-train clip-tool dist-selftest; do
+        have_bin "$b" || continue
+        local libs
+        libs=$(ldd "$BIN/$b" | grep -oE 'lib(torch_cuda|torch_cpu|c10_cuda|cudart)[^ ]* => [^ ]+' | tr '\n' ' ')
+        line "- $b: ${libs:-no libtorch found}"
+        if ldd "$BIN/$b" | grep -q 'not found'; then
+            fail "$b: $(ldd "$BIN/$b" | grep 'not found' | head -1 | xargs)"
+            return
+        fi
+    done
+    # OpenCLIP for the side-by-side parts: installed, or from the folder's wheels.
+    if ! "$PY" -c 'import open_clip_train' 2>/dev/null && ls "$folder"/wheels/*.whl >/dev/null 2>&1; then
+        "$PY" -m pip install -q --no-index --no-deps --target "$work/site" "$folder"/wheels/*.whl \
+            >"$work/pip.log" 2>&1 && export PYTHONPATH=$work/site:${PYTHONPATH:-}
+    fi
+    if "$PY" -c 'import open_clip_train' 2>/dev/null; then
+        openclip=1
+        line "- OpenCLIP: $("$PY" -c 'import open_clip; print(open_clip.__version__, open_clip.__file__)')"
+    else
+        openclip=0
+        line "- OpenCLIP: not importable and no wheels in $folder/wheels"
+    fi
+    ran
+}
+openclip=0
+
+# --- NCCL collectives at world size 1 ---------------------------------------------------------
+check_nccl() {
+    section "NCCL collectives at world size 1"
+    [ "$cuda" = 1 ] || { skip "no CUDA device"; return; }
+    have_bin dist-selftest || { skip "no dist-selftest binary"; return; }
+    local mode=${NCCL_SELFTEST_MODE:-nccl}
+    RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29517 \
+        timeout 120 "$BIN/dist-selftest" "$mode" "$work/nccl-out" >"$work/nccl.log" 2>&1
+    local rc=$?
+    if grep -q "unknown mode" "$work/nccl.log"; then
+        skip "this dist-selftest has no \`$mode\` mode"
+    elif [ $rc = 0 ]; then
+        tail_of "$work/nccl.log" 10
+        ran
+    else
+        tail_of "$work/nccl.log"
+        fail "dist-selftest $mode exited $rc"
+    fi
+}
+
+# --- features vs OpenCLIP on the same loaded weights ------------------------------------------
+check_parity() {
+    section "Features vs OpenCLIP (same weights, TF32 off)"
+    [ "$openclip" = 1 ] || { skip "no OpenCLIP"; return; }
+    have_bin clip-tool || { skip "no clip-tool binary"; return; }
+    local model=clip_tiny_test device=cpu
+    [ "$cuda" = 1 ] && model=ViT-B-32 device=cuda
+    line "- model $model (OpenCLIP's init, seed 0), 4 random inputs, device $device; TF32 off: torch.backends flags for OpenCLIP, CLIP_TRAIN_TF32=0 for ours (a build without that switch ignores it)"
+    mkdir -p "$work/parity"
+    if ! (cd "$folder" && "$PY" scripts/gpu-check-parity.py prepare $model "$work/parity") >"$work/parity.log" 2>&1 ||
+        ! CLIP_TRAIN_TF32=0 "$BIN/clip-tool" embed --model $model --pretrained "$work/parity/weights.safetensors" \
+            --inputs "$work/parity/inputs.safetensors" --device $device \
+            --output "$work/parity/ours.safetensors" >>"$work/parity.log" 2>&1; then
+        tail_of "$work/parity.log"
+        fail "preparing or embedding failed"
+        return
+    fi
+    local rel
+    if ! rel=$(cd "$folder" && "$PY" scripts/gpu-check-parity.py compare $model "$work/parity" $device \
+        "$work/parity/ours.safetensors" 2>>"$work/parity.log" | tail -1); then
+        tail_of "$work/parity.log"
+        fail "comparison failed"
+        return
+    fi
+    line "- fp32 max |ours − OpenCLIP| / max |OpenCLIP|: $rel (bound 1e-4)"
+    if "$BIN/clip-tool" embed --help 2>&1 | grep -q -- --precision; then
+        line "- bf16 autocast: clip-tool embed has --precision, not compared by this version of the script"
+    else
+        line "- bf16 autocast cosine: skipped: clip-tool embed has no --precision"
+    fi
+    if "$PY" -c 'import json,sys; r=json.loads(sys.argv[1]); sys.exit(max(r.values()) > 1e-4)' "$rel"; then
+        ran
+    else
+        fail "fp32 features differ by more than 1e-4"
+    fi
+}
+
+# --- step time and peak memory with and without gradient checkpointing ------------------------
+check_checkpointing() {
+    section "Gradient checkpointing: step time and peak memory, both sides"
+    have_bin clip-tool || { skip "no clip-tool binary"; return; }
+    local model=clip_tiny_test batch=8 device=cpu precision=fp32
+    [ "$cuda" = 1 ] && model=convnext_large_d_320 batch=32 device=cuda precision=amp_bf16
+    line "- $model, batch $batch, $precision on $device, 3 timed steps after one warm-up"
+    line "- gradient values with and without checkpointing: not compared (no tool writes gradients)"
+    line ""
+    line "| impl | checkpointing | s/step | samples/s | peak memory (host RSS MiB) |"
+    line "|---|---|---|---|---|"
+    local ok=1 ck impl
+    for ck in "" --grad-checkpointing; do
+        for impl in ours openclip; do
+            if [ $impl = openclip ] && [ "$openclip" = 0 ]; then continue; fi
+            local cmd=("$BIN/clip-tool" bench-model)
+            [ $impl = openclip ] && cmd=("$PY" "$folder/scripts/bench-model.py")
+            local extra=()
+            [ $device != cpu ] && extra=(--device $device --precision $precision)
+            if ! "${cmd[@]}" --model $model --batch-size $batch --steps 3 "${extra[@]}" $ck \
+                >"$work/bench.log" 2>&1; then
+                tail_of "$work/bench.log"
+                ok=0
+                continue
+            fi
+            tail -1 "$work/bench.log" | "$PY" -c 'import json,sys
+r=json.loads(sys.stdin.read())
+print("| %s | %s | %.4f | %.1f | %.0f |" % (sys.argv[1], bool(sys.argv[2]), r["step_s"],
+      r["batch"] / r["step_s"], r["peak_rss_mb"]))' "$impl" "$ck" >>"$report" || ok=0
+        done
+    done
+    [ "$openclip" = 1 ] || line "- OpenCLIP's side: skipped (no OpenCLIP)"
+    [ $ok = 1 ] && ran || fail "a bench-model run failed"
+}
+
+# --- throughput: clip-train next to open_clip_train.main --------------------------------------
+# The last `Train Epoch` line's per-GPU samples/s of a run's out.log.
+rate() { grep "Train Epoch" "$1" | tail -1 | grep -oE '[0-9.]+/s/gpu' | cut -d/ -f1; }
+check_throughput() {
+    section "Throughput next to open_clip_train.main"
+    have_bin clip-train || { skip "no clip-train binary"; return; }
+    local args=(--dataset-type synthetic --epochs 1 --lr 1e-3 --warmup 5 --workers 2
+                --save-frequency 0 --log-every-n-steps 5 --logs "$work/runs")
+    local steps=25 batch=8
+    if [ "$cuda" = 1 ]; then
+        batch=${GPU_CHECK_BATCH:-256}
+        args+=(--model convnext_large_d_320 --precision amp_bf16 --grad-checkpointing --device cuda)
+    else
+        steps=10
+        args+=(--model clip_tiny --precision fp32 --device cpu)
+    fi
+    args+=(--batch-size $batch --train-num-samples $((steps * batch)))
+    line "- ${args[*]//$work/TMP} ($steps steps; the rate is the last logged step's, after warm-up)"
+    [ "$cuda" = 1 ] || line "- CPU run: clip_tiny instead of convnext_large_d_320 (far too slow on CPU); no MFU"
+    line ""
+    line "| impl | samples/s/GPU | peak memory MiB | MFU |"
+    line "|---|---|---|---|"
+    local ok=1 impl
+    for impl in ours openclip; do
+        local cmd=("$BIN/clip-train")
+        if [ $impl = openclip ]; then
+            [ "$openclip" = 1 ] || { line "| openclip | skipped: no OpenCLIP | | |"; continue; }
+            cmd=("$PY" "$folder/scripts/openclip-train.py")
+        fi
+        local mem=""
+        if [ "$cuda" = 1 ]; then
+            # Peak device memory, sampled by nvidia-smi while the run lasts.
+            (while sleep 0.5; do nvidia-smi --query-gpu=memory.used --format=csv,noheader,nounits | head -1; done) \
+                >"$work/mem.$impl" &
+            local sampler=$!
+        fi
+        # GNU time's peak RSS where the host has it.
+        local timed=()
+        [ -x /usr/bin/time ] && timed=(/usr/bin/time -f '%M' -o "$work/rss.$impl")
+        if ! (cd "$folder" && "${timed[@]}" "${cmd[@]}" "${args[@]}" --name $impl) \
+            >"$work/$impl.log" 2>&1; then
+            [ "$cuda" = 1 ] && kill $sampler
+            tail_of "$work/$impl.log"
+            ok=0
+            continue
+        fi
+        if [ "$cuda" = 1 ]; then
+            kill $sampler
+            mem="$(sort -n "$work/mem.$impl" | tail -1) (device)"
+        elif [ -s "$work/rss.$impl" ]; then
+            mem="$(($(tail -1 "$work/rss.$impl") / 1024)) (host RSS)"
+        else
+            mem="n/a (no /usr/bin/time)"
+        fi
+        local r mfu="n/a (CPU)"
+        r=$(rate "$work/runs/$impl/out.log")
+        [ -n "$r" ] || { ok=0; line "| $impl | no Train Epoch rate in out.log | | |"; continue; }
+        # 632 GFLOP per trained sample with checkpointing; 989 TFLOP/s bf16 dense (H100 SXM, H200).
+        [ "$cuda" = 1 ] && mfu=$("$PY" -c "print(f'{632e9 * $r / 989e12:.1%}')")
+        line "| $impl | $r | $mem | $mfu |"
+    done
+    [ $ok = 1 ] && ran || fail "a training run failed"
+}
+
+# --- three --precision amp steps ----------------------------------------------------------------
+check_amp() {
+    section "Three --precision amp steps"
+    have_bin clip-train || { skip "no clip-train binary"; return; }
+    local dev=cpu model=clip_tiny
+    [ "$cuda" = 1 ] && dev=cuda model=ViT-B-32
+    (cd "$folder" && "$BIN/clip-train" --dataset-type synthetic --model $model --device $dev \
+        --precision amp --batch-size 8 --train-num-samples 24 --epochs 1 --lr 1e-3 --warmup 1 \
+        --workers 1 --save-frequency 0 --log-every-n-steps 1 --logs "$work/runs" --name amp) \
+        >"$work/amp.log" 2>&1
+    local rc=$?
+    if [ $rc = 2 ]; then
+        skip "refused on $dev: $(grep -m1 -i 'error\|not supported' "$work/amp.log" || tail -1 "$work/amp.log")"
+    elif [ $rc = 0 ]; then
+        line "- $model on $dev, batch 8, 3 steps: losses $(grep -oE 'Loss: [0-9.e+-]+' "$work/runs/amp/out.log" | cut -d' ' -f2 | tr '\n' ' ')"
+        ran
+    else
+        tail_of "$work/amp.log"
+        fail "clip-train --precision amp exited $rc"
+    fi
+}
+
+# --- a --profile-steps trace --------------------------------------------------------------------
+check_profile() {
+    section "--profile-steps trace"
+    have_bin clip-train || { skip "no clip-train binary"; return; }
+    if ! "$BIN/clip-train" --help 2>&1 | grep -q -- --profile-steps; then
+        skip "this clip-train has no --profile-steps"
+        return
+    fi
+    local dev=cpu
+    [ "$cuda" = 1 ] && dev=cuda
+    if ! (cd "$folder" && "$BIN/clip-train" --dataset-type synthetic --model clip_tiny --device $dev \
+        --precision fp32 --batch-size 8 --train-num-samples 40 --epochs 1 --lr 1e-3 --warmup 1 \
+        --workers 1 --save-frequency 0 --profile-steps 2:4 --logs "$work/runs" --name prof) \
+        >"$work/prof.log" 2>&1; then
+        tail_of "$work/prof.log"
+        fail "clip-train --profile-steps 2:4 failed"
+        return
+    fi
+    local trace
+    trace=$(find "$work/runs/prof/profile" -name 'rank0_*.pt.trace.json' 2>/dev/null | head -1)
+    [ -n "$trace" ] || { fail "no rank0_*.pt.trace.json under the run's profile/"; return; }
+    line "- clip_tiny on $dev, steps 2 to 4: $(basename "$trace") ($(du -k "$trace" | cut -f1) KiB)"
+    if ! "$BIN/clip-tool" --help 2>&1 | grep -qw profile; then
+        line "- summary: skipped: this clip-tool has no \`profile\` subcommand"
+    elif "$BIN/clip-tool" profile "$trace" >"$work/prof-summary.txt" 2>&1; then
+        line '```'
+        cat "$work/prof-summary.txt" >>"$report"
+        line '```'
+    else
+        tail_of "$work/prof-summary.txt"
+        fail "clip-tool profile failed"
+        return
+    fi
+    ran
+}
+
+{
+    echo "# gpu-check report"
+    echo
+    echo "Folder: $folder. Each part says \`status: ran\`, \`status: skipped: <why>\` or"
+    echo "\`status: FAILED: <why>\`; skipped parts measured nothing."
+} >"$report"
+check_environment
+check_nccl
+check_parity
+check_checkpointing
+check_throughput
+check_amp
+check_profile
+{
+    echo
+    echo "## Summary"
+    echo
+    echo "| part | status |"
+    echo "|---|---|"
+    printf '%s\n' "${summary[@]}"
+} >>"$report"
+cat "$report"
+if [ ${#failed[@]} -gt 0 ]; then
+    echo "gpu-check: FAILED: ${failed[*]}" >&2
+    exit 1
+fi
