@@ -4,9 +4,9 @@
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts);
 //! and torch's current CUDA stream ([`current_cuda_stream`]), which NCCL must run on.
 
-pub mod optim;
-pub mod grad_hooks;
 pub mod generator;
+pub mod grad_hooks;
+pub mod optim;
 pub mod pickle;
 pub mod profiler;
 
