@@ -37,14 +37,27 @@
 //!
 //! ## Position and resume
 //! [`Position`] records, per stream, how many raw samples of its (shuffled) stream the consumer
-//! has taken and how many batches it produced, plus the round-robin cursor. Restore re-derives
-//! everything else: the shard order and shuffle RNGs are pure functions of the seeds, so a
-//! restored reader replays its stream and drops the first `taken` samples *without decoding
-//! them* (tar reading and the shuffle buffer only), then continues. The resumed run therefore sees
-//! exactly the samples the uninterrupted run would have. The cost is re-reading the shards the
-//! stream had consumed in the current epoch (decode, the expensive part, is skipped); a position
-//! taken at an epoch boundary costs nothing. The JSON is tiny (a few numbers per stream).
+//! has taken, how many batches it produced, the round-robin cursor, and (version 2) where the
+//! stream's reading stands after those samples: an [`order::Cursor`] — the shard being read and
+//! the byte offset where its next sample starts, how many shards of its sequence were taken, the
+//! shuffle generator, and the members waiting in its shuffle buffer by (shard, byte offset,
+//! length), not their bytes. The reader runs ahead of the consumer, so the consumer keeps this
+//! cursor itself: each sample travels with the [`order::Step`] that produced it (what was read
+//! into the buffer, which slot was emitted) and the consumer applies it when it takes the sample.
 //!
+//! Restore reopens the shard being read at its offset (a file seeks, `s3://` sends a Range GET, a
+//! `pipe:` command is read and the prefix dropped), reads the waiting members back by their byte
+//! ranges (adjacent ones coalesced into one request; a `pipe:` shard read once up to its last
+//! one) and continues the shard sequence after the shards already taken. What a resume reads is
+//! what the epoch still needs: no finished shard is opened again. A version-1 position (older
+//! checkpoints: counts only) is restored by replaying the stream and dropping the samples taken
+//! without decoding them; the replay rebuilds the cursor, so the next position is version 2.
+//!
+//! The number of streams is part of the position: [`Loader::epoch`] resumes with the saved
+//! stream count whatever `workers` (decode threads) is now. The JSON grows with the shuffle
+//! buffers: about 25 bytes per waiting member, so OpenCLIP's 5000-sample buffers make ~125 kB
+//! per stream.
+
 //! ## Images on the host as normalised f32
 //! Batches carry images as one contiguous `[B,3,S,S]` f32 buffer, already normalised: random
 //! erasing in pixel mode writes N(0,1) noise in the normalised space, which u8 cannot hold, and the
