@@ -80,6 +80,12 @@ fn steps_that_do_not_log_have_no_host_sync_and_a_fused_optimizer() {
     let logs = tempdir("profile-syncs");
     let s = profiled(&logs, "syncs");
     assert_eq!(s["total"]["syncs"], 0, "{s}");
+    // libtorch's CPU fused AdamW reads its step counts with .item(); counted apart, and only
+    // there (the CUDA kernel reads them on the device)
+    assert_eq!(
+        s["total"]["kernel_reads"], s["phases"]["optimizer"]["kernel_reads"],
+        "{s}"
+    );
     let optimizer_ops = s["phases"]["optimizer"]["ops"].as_u64().unwrap() / 3;
     assert!(optimizer_ops <= 50, "{optimizer_ops} ops per step: {s}");
     let _ = std::fs::remove_dir_all(&logs);
