@@ -1,18 +1,10 @@
 //! `--profile-steps`: libtorch's profiler over chosen steps, the trace torch.profiler writes,
 //! and `clip-tool profile`'s summary of it (ops, host syncs, time per phase).
 use crate::common::{assert_bitwise_equal, cli, ok, tempdir};
+use clip_train::tool::profile::PHASES;
 use serde_json::Value;
 use std::path::Path;
 use std::process::Command;
-
-const PHASES: [&str; 6] = [
-    "data",
-    "to_device",
-    "forward_backward",
-    "grad_allreduce",
-    "clip_grad",
-    "optimizer",
-];
 
 /// 8 steps of the tiny model; `--log-every-n-steps 4` logs steps 1, 5 and 8, so steps 2–4 do
 /// not log.
