@@ -13,6 +13,7 @@ fn main() {
         .expect("libtorch lib dir has a parent")
         .to_path_buf();
     let include = root.join("include");
+    println!("cargo:rerun-if-changed=src/guard.h");
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/optim.cpp");
     println!("cargo:rerun-if-changed=src/grad_hooks.cpp");

@@ -2,6 +2,7 @@
 // tells Rust when a parameter's gradient has been accumulated, and the `.grad` setter tch does
 // not bind (to make each gradient a view into a flat bucket). Errors come back as malloc'd
 // messages, freed by Rust with torch_ext_free, so no exception unwinds into Rust.
+#include "guard.h"
 #include <torch/csrc/autograd/function_hook.h>
 #include <torch/csrc/autograd/variable.h>
 
@@ -11,22 +12,6 @@
 #include <string>
 
 namespace {
-
-char *grad_hooks_message(const std::string &s) {
-  char *out = static_cast<char *>(std::malloc(s.size() + 1));
-  std::memcpy(out, s.c_str(), s.size() + 1);
-  return out;
-}
-
-#define GRAD_HOOKS_GUARD(...)                                                            \
-  try {                                                                                  \
-    __VA_ARGS__;                                                                         \
-    return nullptr;                                                                      \
-  } catch (const c10::Error &e) {                                                        \
-    return grad_hooks_message(e.what_without_backtrace());                               \
-  } catch (const std::exception &e) {                                                    \
-    return grad_hooks_message(e.what());                                                 \
-  }
 
 typedef void (*rust_ready_t)(void *ctx);
 
@@ -46,7 +31,7 @@ extern "C" {
 // Replaces the post-accumulate-grad hook of leaf `param` with `ready(ctx)` (`ready` null:
 // removes it). `ctx` must outlive the hook.
 char *torch_ext_set_post_accumulate_grad_hook(at::Tensor *param, void *ctx, rust_ready_t ready) {
-  GRAD_HOOKS_GUARD({
+  GUARD({
     TORCH_CHECK(param->is_leaf() && param->requires_grad(),
                 "a post-accumulate-grad hook needs a leaf tensor that requires grad");
     std::unique_ptr<torch::autograd::PostAccumulateGradHook> hook;
@@ -57,7 +42,7 @@ char *torch_ext_set_post_accumulate_grad_hook(at::Tensor *param, void *ctx, rust
 
 // `param.grad = grad` (same shape, dtype and device; any view of a larger buffer).
 char *torch_ext_set_grad(at::Tensor *param, at::Tensor *grad) {
-  GRAD_HOOKS_GUARD({
+  GUARD({
     TORCH_CHECK(grad->sizes() == param->sizes() && grad->dtype() == param->dtype() &&
                     grad->device() == param->device(),
                 "a gradient must have its parameter's shape, dtype and device");

@@ -6,6 +6,7 @@
 // (On CPU, libtorch runs the foreach ops as per-tensor loops inside the one op, and its fused
 // AdamW reads the step tensor with .item(): host memory, no wait.) Errors come back as malloc'd
 // messages, as in shim.cpp.
+#include "guard.h"
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -20,22 +21,6 @@
 typedef at::Tensor *tensor;
 
 namespace {
-
-char *message(const std::string &s) {
-  char *out = static_cast<char *>(std::malloc(s.size() + 1));
-  std::memcpy(out, s.c_str(), s.size() + 1);
-  return out;
-}
-
-#define OPTIM_GUARD(...)                                                                 \
-  try {                                                                                  \
-    __VA_ARGS__;                                                                         \
-    return nullptr;                                                                      \
-  } catch (const c10::Error &e) {                                                        \
-    return message(e.what_without_backtrace());                                          \
-  } catch (const std::exception &e) {                                                    \
-    return message(e.what());                                                            \
-  }
 
 // Indices of `ts` grouped by (device, dtype), in first-seen order: the fused and foreach kernels
 // take uniform lists, so torch.optim groups the same way (_group_tensors_by_device_and_dtype).
@@ -85,7 +70,7 @@ extern "C" {
 char *torch_ext_fused_adamw(tensor *params, tensor *exp_avgs, tensor *exp_avg_sqs,
                             const int *decay, int n, tensor state_step, double lr, double beta1,
                             double beta2, double weight_decay, double eps, tensor found_inf) {
-  OPTIM_GUARD({
+  GUARD({
     at::NoGradGuard no_grad;
     std::optional<at::Tensor> inf;
     if (found_inf != nullptr) inf = *found_inf;
@@ -116,7 +101,7 @@ char *torch_ext_fused_adamw(tensor *params, tensor *exp_avgs, tensor *exp_avg_sq
 // every gradient times min(1, max_norm / (total + 1e-6)), the coefficient never leaving the
 // device. `*total_out` gets the norm (f32 scalar; 0 when there is no gradient).
 char *torch_ext_clip_grad_norm(tensor *params, int n, double max_norm, tensor *total_out) {
-  OPTIM_GUARD({
+  GUARD({
     at::NoGradGuard no_grad;
     auto grads = grads_of(params, n);
     if (grads.empty()) {
@@ -139,7 +124,7 @@ char *torch_ext_clip_grad_norm(tensor *params, int n, double max_norm, tensor *t
 // GradScaler.unscale_: every gradient times `inv_scale`, and `found_inf` set to 1 when any is
 // inf or NaN (_amp_foreach_non_finite_check_and_unscale_, once per dtype).
 char *torch_ext_amp_unscale(tensor *params, int n, tensor inv_scale, tensor found_inf) {
-  OPTIM_GUARD({
+  GUARD({
     at::NoGradGuard no_grad;
     auto grads = grads_of(params, n);
     for (const auto &idx : by_device_and_dtype(grads))
@@ -150,7 +135,7 @@ char *torch_ext_amp_unscale(tensor *params, int n, tensor inv_scale, tensor foun
 // optimizer.zero_grad() in torch 2.x (set_to_none=True): the gradients are freed, not zeroed,
 // so their memory is free through the next forward. No ATen op runs.
 char *torch_ext_set_grads_to_none(tensor *params, int n) {
-  OPTIM_GUARD({
+  GUARD({
     for (int i = 0; i < n; i++) params[i]->mutable_grad().reset();
   })
 }
@@ -161,7 +146,7 @@ char *torch_ext_set_grads_to_none(tensor *params, int n) {
 // default, on). These are process-wide flags in libtorch's global context.
 
 char *torch_ext_set_cuda_backend(int cudnn_benchmark, int tf32) {
-  OPTIM_GUARD({
+  GUARD({
     auto &ctx = at::globalContext();
     ctx.setBenchmarkCuDNN(cudnn_benchmark != 0);
     ctx.setDeterministicCuDNN(false);
@@ -171,7 +156,7 @@ char *torch_ext_set_cuda_backend(int cudnn_benchmark, int tf32) {
 }
 
 char *torch_ext_get_cuda_backend(int *cudnn_benchmark, int *tf32_cublas, int *tf32_cudnn) {
-  OPTIM_GUARD({
+  GUARD({
     auto &ctx = at::globalContext();
     *cudnn_benchmark = ctx.benchmarkCuDNN() ? 1 : 0;
     *tf32_cublas = ctx.allowTF32CuBLAS() ? 1 : 0;

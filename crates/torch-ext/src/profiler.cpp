@@ -2,7 +2,8 @@
 // Rust, the Chrome trace saved as torch.profiler's `export_chrome_trace` writes it, and named
 // user ranges (Python's `torch.profiler.record_function`). Kept apart from shim.cpp so the
 // helpers working on the other shim entry points merge without conflicts; the error
-// convention is shim.cpp's (a malloc'd message, freed by torch_ext_free).
+// convention is guard.h's (a malloc'd message, freed by torch_ext_free).
+#include "guard.h"
 #include <ATen/record_function.h>
 #include <torch/csrc/autograd/profiler_kineto.h>
 
@@ -13,22 +14,6 @@
 #include <string>
 
 namespace {
-
-char *profiler_message(const std::string &s) {
-  char *out = static_cast<char *>(std::malloc(s.size() + 1));
-  std::memcpy(out, s.c_str(), s.size() + 1);
-  return out;
-}
-
-#define PROFILER_GUARD(...)                                                              \
-  try {                                                                                  \
-    __VA_ARGS__;                                                                         \
-    return nullptr;                                                                      \
-  } catch (const c10::Error &e) {                                                        \
-    return profiler_message(e.what_without_backtrace());                                 \
-  } catch (const std::exception &e) {                                                    \
-    return profiler_message(e.what());                                                   \
-  }
 
 namespace prof = torch::autograd::profiler;
 namespace impl = torch::profiler::impl;
@@ -48,7 +33,7 @@ extern "C" {
 // Starts Kineto on this thread (and the autograd threads it starts): CPU ops, and CUDA
 // kernels and copies when `cuda` is set — torch.profiler.profile's default activities.
 char *torch_ext_profiler_start(int cuda) {
-  PROFILER_GUARD({
+  GUARD({
     std::set<impl::ActivityType> activities{impl::ActivityType::CPU};
     if (cuda) activities.insert(impl::ActivityType::CUDA);
     impl::ProfilerConfig config(impl::ProfilerState::KINETO);
@@ -59,7 +44,7 @@ char *torch_ext_profiler_start(int cuda) {
 
 // Stops the profiler and writes the Chrome trace (`traceEvents`) to `path`.
 char *torch_ext_profiler_stop(const char *path) {
-  PROFILER_GUARD({
+  GUARD({
     auto result = prof::disableProfiler();
     result->save(path);
   })
@@ -67,7 +52,7 @@ char *torch_ext_profiler_stop(const char *path) {
 
 // Opens a named range; null when no profiler listens (nothing to close).
 char *torch_ext_range_start(const char *name, void **out) {
-  PROFILER_GUARD({
+  GUARD({
     *out = nullptr;
     auto range = std::make_unique<Range>(name);
     if (range->record.isActive()) {
@@ -78,7 +63,7 @@ char *torch_ext_range_start(const char *name, void **out) {
 }
 
 char *torch_ext_range_end(void *range) {
-  PROFILER_GUARD({
+  GUARD({
     std::unique_ptr<Range> r(static_cast<Range *>(range));
     r->record.end();
   })

@@ -1,6 +1,7 @@
 // The few libtorch entry points tch 0.24 does not bind. Every function catches C++ exceptions
 // and reports them as a malloc'd message (freed by Rust with torch_ext_free), so no exception
 // ever unwinds into Rust.
+#include "guard.h"
 #include <ATen/autocast_mode.h>
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/autograd/function.h>
@@ -14,22 +15,6 @@
 #include <vector>
 
 typedef at::Tensor *tensor;
-
-static char *dup_message(const std::string &s) {
-  char *out = static_cast<char *>(std::malloc(s.size() + 1));
-  std::memcpy(out, s.c_str(), s.size() + 1);
-  return out;
-}
-
-#define GUARD(...)                                                                       \
-  try {                                                                                  \
-    __VA_ARGS__;                                                                         \
-    return nullptr;                                                                      \
-  } catch (const c10::Error &e) {                                                        \
-    return dup_message(e.what_without_backtrace());                                      \
-  } catch (const std::exception &e) {                                                    \
-    return dup_message(e.what());                                                        \
-  }
 
 static at::DeviceType device_type(int device) {
   return device == 1 ? at::kCUDA : at::kCPU;
