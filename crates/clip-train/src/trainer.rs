@@ -142,7 +142,8 @@ pub struct Trainer {
     evaluator: Evaluator,
     optimization: Option<Optimization>,
     state: TrainState,
-    /// This rank's data position after the last step.
+    /// This rank's data position: the current epoch's start (or the resumed position), taken
+    /// afresh from the epoch's batches when a checkpoint is due mid-epoch.
     position: Option<DataPosition>,
     /// `--remote-sync`'s background copy of the run directory (rank 0).
     remote_sync: Option<RemoteSync>,
@@ -367,7 +368,6 @@ impl Trainer {
             test_nan_batch(&mut micro, self.state.step + 1, self.world.rank);
             let data_secs = end.elapsed().as_secs_f64();
             let done = self.train_step(&micro, comm)?;
-            self.position = Some(batches.position());
             self.divergence
                 .record(self.state.step, epoch, &done.loss, done.skipped.as_ref());
             // A signal on any rank stops every rank at this step.
@@ -394,7 +394,7 @@ impl Trainer {
             if self.state.step_in_epoch == steps_per_epoch {
                 self.next_epoch();
             }
-            let outcome = self.save_if_due(comm, stop)?;
+            let outcome = self.save_if_due(comm, stop, &batches)?;
             drop(step_range);
             self.save_profile_if_due(false)?;
             if outcome == Outcome::Preempted {
@@ -604,7 +604,15 @@ impl Trainer {
 
     /// `--save-every-n-steps` (in the background) and the preemption checkpoint (complete
     /// before the exit); `stop`: a signal reached some rank (agreed by all).
-    fn save_if_due(&mut self, comm: &dyn Collectives, stop: bool) -> Result<Outcome> {
+    /// `batches`: the epoch the step came from; its data position (which copies every stream's
+    /// shuffle-buffer list) is taken only for a checkpoint, and only while the epoch is still
+    /// going (at its end `next_epoch` has set the next epoch's start).
+    fn save_if_due(
+        &mut self,
+        comm: &dyn Collectives,
+        stop: bool,
+        batches: &Epoch<'_>,
+    ) -> Result<Outcome> {
         let o = self.optimization.as_ref().expect("training run");
         let every = o
             .plan
@@ -612,6 +620,9 @@ impl Trainer {
             .every_n_steps
             .is_some_and(|n| self.state.step % n == 0);
         if every || stop {
+            if self.state.step_in_epoch > 0 {
+                self.position = Some(batches.position());
+            }
             let write = if stop { Write::Now } else { Write::Background };
             let file = format!("step_{}.safetensors", self.state.step);
             self.save(&file, write, comm, None)?;
