@@ -5,6 +5,7 @@ pub mod make_shards;
 pub mod order;
 pub mod processor;
 pub mod pyliteral;
+pub mod rebalance;
 pub mod s3;
 pub mod samples;
 pub mod shards;

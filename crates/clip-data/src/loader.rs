@@ -63,7 +63,7 @@
 //! erasing in pixel mode writes N(0,1) noise in the normalised space, which u8 cannot hold, and the
 //! transform already produces normalised CHW floats, so the device only needs one copy.
 
-use crate::order::{self, Cursor, Event, OrderCfg, SampleStream, Step};
+use crate::order::{self, Cursor, Event, OrderCfg, Piece, SampleStream, Step};
 use crate::samples::{Item, RawSample, SkipLog, SkipReason, Stats};
 use crate::shards::ShardList;
 use anyhow::{bail, Result};
@@ -202,6 +202,14 @@ pub struct Position {
     pub batch_size: usize,
     pub resampled: bool,
     pub num_shards: usize,
+    /// batches per stream in this epoch when it was split over another world size
+    /// ([`crate::rebalance`]); `None`: OpenCLIP's epoch arithmetic ([`epoch_plan`])
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quota: Option<u64>,
+    /// the seed of the sample order for the rest of the epoch, when a resampled epoch was
+    /// resumed on another world size (derived from the step); `None`: `seed`
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reseed: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -216,6 +224,10 @@ pub struct StreamPos {
     /// restored by replaying the stream)
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub read: Option<Cursor>,
+    /// the stream's explicit sequence of pieces when its epoch was split over another world
+    /// size ([`crate::rebalance`]); `None`: its shards follow from the configuration
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pieces: Option<Vec<Piece>>,
 }
 
 impl Position {
@@ -289,6 +301,7 @@ impl Loader {
             streams: cfg.streams(),
             shard_shuffle: cfg.shard_shuffle,
             sample_shuffle: cfg.sample_shuffle,
+            pieces: None,
         };
         order.check()?;
         Ok(Loader {
@@ -302,6 +315,11 @@ impl Loader {
 
     pub fn config(&self) -> &LoaderConfig {
         &self.cfg
+    }
+
+    /// The shard order of this rank's epochs.
+    pub(crate) fn order(&self) -> &OrderCfg {
+        &self.order
     }
 
     /// (batches per stream, batches per epoch, samples per epoch) — OpenCLIP's `num_batches`, `num_samples`.
@@ -327,10 +345,22 @@ impl Loader {
         if let Some(r) = resume {
             order.streams = r.streams.len().max(1);
             order.check()?;
+            order.seed = r.reseed.unwrap_or(order.seed);
+            order.pieces = r
+                .streams
+                .iter()
+                .map(|s| s.pieces.clone())
+                .collect::<Option<Vec<_>>>()
+                .map(Arc::new);
         }
         let streams = order.streams;
-        let quota = match (self.cfg.train, self.cfg.num_samples) {
-            (true, Some(n)) => epoch_plan(n, self.cfg.batch_size, self.cfg.world, streams).0,
+        let quota = match (
+            self.cfg.train,
+            self.cfg.num_samples,
+            resume.and_then(|r| r.quota),
+        ) {
+            (true, _, Some(q)) => q,
+            (true, Some(n), None) => epoch_plan(n, self.cfg.batch_size, self.cfg.world, streams).0,
             _ => u64::MAX,
         };
         let mut pos = self.start_position(epoch, streams);
@@ -341,6 +371,8 @@ impl Loader {
                 next_stream: r.next_stream,
                 streams: r.streams.clone(),
                 epoch: r.epoch,
+                quota: r.quota,
+                reseed: r.reseed,
                 ..pos.clone()
             };
             if *r != mine {
@@ -368,6 +400,7 @@ impl Loader {
             batches: 0,
             done: false,
             read: None,
+            pieces: None,
         };
         Position {
             version: 1,
@@ -381,6 +414,8 @@ impl Loader {
             batch_size: self.cfg.batch_size,
             resampled: self.order.resampled,
             num_shards: self.order.urls.len(),
+            quota: None,
+            reseed: None,
         }
     }
 

@@ -27,6 +27,8 @@ pub mod purpose {
     pub const RESAMPLE: u64 = 2;
     pub const SAMPLE_SHUFFLE: u64 = 3;
     pub const AUGMENT: u64 = 4;
+    /// the shuffle of a stream whose epoch was split over another world size
+    pub const REBALANCE: u64 = 5;
 }
 
 fn splitmix(mut x: u64) -> u64 {
@@ -111,6 +113,36 @@ impl<T> Shuffle<T> {
     }
 }
 
+/// A run of one shard's samples in a stream's sequence: a whole shard in a normal epoch. After a
+/// resume on another world size ([`crate::rebalance`]) a stream reads explicit pieces: the rest
+/// of a shard another stream had begun (from byte `offset`), or part of a shard split between
+/// two streams (`skip` usable samples, then at most `take`).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Piece {
+    pub url: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub skip: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub take: Option<u64>,
+}
+
+fn is_zero(x: &u64) -> bool {
+    *x == 0
+}
+
+impl Piece {
+    pub fn whole(url: String) -> Piece {
+        Piece {
+            url,
+            offset: 0,
+            skip: 0,
+            take: None,
+        }
+    }
+}
+
 /// Shard-level configuration shared by the streams of one rank.
 #[derive(Clone, Debug)]
 pub struct OrderCfg {
@@ -125,6 +157,9 @@ pub struct OrderCfg {
     pub streams: usize,
     pub shard_shuffle: (usize, usize),
     pub sample_shuffle: (usize, usize),
+    /// every stream's explicit sequence of pieces, when its epoch was split over another world
+    /// size ([`crate::rebalance`]); `None`: the sequences follow from the fields above
+    pub pieces: Option<Arc<Vec<Vec<Piece>>>>,
 }
 
 impl OrderCfg {
@@ -200,6 +235,14 @@ impl OrderCfg {
             .step_by(self.streams)
             .collect();
         Box::new(mine.into_iter())
+    }
+
+    /// What stream `stream` reads in `epoch`: its explicit pieces, else its whole shards.
+    pub fn pieces(&self, stream: usize, epoch: u64) -> Box<dyn Iterator<Item = Piece> + Send> {
+        match &self.pieces {
+            Some(all) => Box::new(all[stream].clone().into_iter()),
+            None => Box::new(self.shard_sequence(stream, epoch).map(Piece::whole)),
+        }
     }
 }
 
@@ -394,10 +437,19 @@ fn shuffle_rng(cfg: &OrderCfg, stream: usize, epoch: u64) -> Pcg64 {
     ])
 }
 
+/// The piece a stream is reading: its samples, how many usable ones it gave so far (after the
+/// skipped ones), how many it still skips, and its limit.
+struct Reading {
+    samples: ShardSamples,
+    n: u64,
+    skip: u64,
+    take: Option<u64>,
+}
+
 /// The sample stream of one (rank, stream, epoch).
 pub struct SampleStream {
-    shards: Box<dyn Iterator<Item = String> + Send>,
-    current: Option<(ShardSamples, u64)>,
+    shards: Box<dyn Iterator<Item = Piece> + Send>,
+    current: Option<Reading>,
     shuffle: Option<Shuffle<RawSample>>,
     events: VecDeque<Event>,
     source_done: bool,
@@ -420,7 +472,7 @@ impl SampleStream {
             )
         });
         SampleStream {
-            shards: cfg.shard_sequence(stream, epoch),
+            shards: cfg.pieces(stream, epoch),
             current: None,
             shuffle,
             events: VecDeque::new(),
@@ -444,15 +496,21 @@ impl SampleStream {
     pub fn resume(cfg: &OrderCfg, stream: usize, epoch: u64, at: &Cursor) -> Result<SampleStream> {
         let mut s = SampleStream::new(cfg, stream, epoch);
         let r = &at.read;
-        if r.shards_taken > 0 {
-            s.shards.nth(r.shards_taken as usize - 1);
-        }
+        let piece = match r.shards_taken {
+            0 => None,
+            n => s.shards.nth(n as usize - 1),
+        };
         s.shards_taken = r.shards_taken;
         s.empty_shards = r.empty_shards;
         s.source_done = r.source_done;
         match &r.current {
             Some((url, Some(offset), n)) => {
-                s.current = Some((ShardSamples::open_range(url, *offset, None), *n))
+                s.current = Some(Reading {
+                    samples: ShardSamples::open_range(url, *offset, None),
+                    n: *n,
+                    skip: 0, // the offset is past the skipped samples
+                    take: piece.and_then(|p| p.take),
+                })
             }
             Some((url, None, n)) => s.shard_done(url.clone(), *n),
             None => {}
@@ -475,7 +533,7 @@ impl SampleStream {
             current: self
                 .current
                 .as_ref()
-                .map(|(c, n)| (c.shard().clone(), c.resume_offset(), *n)),
+                .map(|c| (c.samples.shard().clone(), c.samples.resume_offset(), c.n)),
             empty_shards: self.empty_shards,
             source_done: self.source_done,
         }
@@ -501,9 +559,14 @@ impl SampleStream {
                     return None;
                 }
                 match self.shards.next() {
-                    Some(url) => {
+                    Some(p) => {
                         self.shards_taken += 1;
-                        self.current = Some((ShardSamples::open(&url), 0));
+                        self.current = Some(Reading {
+                            samples: ShardSamples::open_range(&p.url, p.offset, None),
+                            n: 0,
+                            skip: p.skip,
+                            take: p.take,
+                        });
                     }
                     None => {
                         self.source_done = true;
@@ -511,18 +574,28 @@ impl SampleStream {
                     }
                 }
             }
-            let (cur, n) = self.current.as_mut().unwrap();
-            match cur.next() {
+            let cur = self.current.as_mut().unwrap();
+            let item = match cur.take {
+                Some(t) if cur.n >= t => None, // its share of a split shard is read
+                _ => cur.samples.next(),
+            };
+            match item {
+                // the part of a split shard another stream reads (its skips are reported there)
+                Some(_) if cur.skip > 0 => {
+                    if matches!(item, Some(Item::Sample(_))) {
+                        cur.skip -= 1;
+                    }
+                }
                 Some(Item::Sample(s)) => {
-                    *n += 1;
+                    cur.n += 1;
                     self.empty_shards = 0;
                     self.pulled.push(Member::of(&s));
                     return Some(s);
                 }
                 Some(skip @ Item::Skip { .. }) => self.events.push_back(Event::Item(skip)),
                 None => {
-                    let (cur, n) = self.current.take().unwrap();
-                    self.shard_done(cur.shard().clone(), n);
+                    let cur = self.current.take().unwrap();
+                    self.shard_done(cur.samples.shard().clone(), cur.n);
                 }
             }
         }
@@ -632,6 +705,7 @@ mod tests {
             streams,
             shard_shuffle: SHARD_SHUFFLE,
             sample_shuffle: SAMPLE_SHUFFLE,
+            pieces: None,
         }
     }
 

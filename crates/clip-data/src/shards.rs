@@ -99,6 +99,13 @@ impl ShardList {
 /// `clip-tool make-shards` writes it) in the folder of the first shard, summed over the given
 /// shards; `None` when the shards are not local files or the file is missing or incomplete.
 pub fn dataset_size(urls: &[String]) -> Option<u64> {
+    let sizes = shard_sizes(urls)?;
+    Some(urls.iter().map(|u| sizes[u]).sum())
+}
+
+/// Every shard's sample count from that `sizes.json`, by URL (same conditions as
+/// [`dataset_size`]).
+pub fn shard_sizes(urls: &[String]) -> Option<std::collections::HashMap<String, u64>> {
     let first = urls.first()?;
     if first.starts_with("pipe:") || first.contains("://") && !first.starts_with("file://") {
         return None;
@@ -107,12 +114,12 @@ pub fn dataset_size(urls: &[String]) -> Option<u64> {
     let dir = std::path::Path::new(first).parent()?;
     let sizes: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("sizes.json")).ok()?).ok()?;
-    let mut total = 0;
-    for u in urls {
-        let name = u.rsplit('/').next()?;
-        total += sizes.get(name)?.as_u64()?;
-    }
-    Some(total)
+    urls.iter()
+        .map(|u| {
+            let name = u.rsplit('/').next()?;
+            Some((u.clone(), sizes.get(name)?.as_u64()?))
+        })
+        .collect()
 }
 
 /// Expand `::`-separated sources (no weights) into one URL list.

@@ -472,6 +472,7 @@ fn a_pipe_resume_opens_no_finished_shard() {
         streams: 2,
         shard_shuffle: cfg.shard_shuffle,
         sample_shuffle: cfg.sample_shuffle,
+        pieces: None,
     };
     let mut finished = Vec::new();
     for (s, sp) in pos.streams.iter().enumerate() {
@@ -549,4 +550,181 @@ fn eval_shares_are_the_whole_pass() {
         got.sort();
         assert_eq!(got, want, "world {world}");
     }
+}
+
+/// (keys of the first `cut` batches of every rank, their positions after them) of epoch 1 on
+/// `world` ranks.
+fn cut_world(cfg: &LoaderConfig, world: usize, cut: usize) -> (Vec<String>, Vec<Position>) {
+    let (mut trained, mut positions) = (Vec::new(), Vec::new());
+    for rank in 0..world {
+        let mut c = cfg.clone();
+        (c.rank, c.world) = (rank, world);
+        let l = Loader::new(c, Arc::new(TestProc)).unwrap();
+        let mut it = l.epoch(1, None).unwrap();
+        for _ in 0..cut {
+            trained.extend(keys(&[it.next().unwrap().unwrap()]));
+        }
+        positions.push(Position::from_json(&it.position().to_json()).unwrap());
+    }
+    (trained, positions)
+}
+
+/// Rank `rank` of `world` × `streams` splitting `saved`: its loader and split position.
+fn split_on(
+    cfg: &LoaderConfig,
+    saved: &[Position],
+    (rank, world, streams): (usize, usize, usize),
+) -> (Loader, clip_data::rebalance::Split) {
+    let mut c = cfg.clone();
+    (c.rank, c.world, c.streams) = (rank, world, Some(streams));
+    let l = Loader::new(c, Arc::new(TestProc)).unwrap();
+    let split = clip_data::rebalance::split_epoch(&l, saved, 1).unwrap();
+    (l, split)
+}
+
+fn sorted(mut k: Vec<String>) -> Vec<String> {
+    k.sort();
+    k
+}
+
+/// Issue 12: an epoch interrupted on one world size and finished on another trains every sample
+/// of the epoch once — the split position itself resumes exactly and splits again.
+#[test]
+fn an_epoch_split_over_another_world_size_trains_every_sample_once() {
+    let (d, spec) = dataset("split", 8, 32);
+    let mut cfg = train_cfg(&spec, 2, 2);
+    cfg.num_samples = Some(256); // 8 batches per stream: every sample in the epoch
+    let all: Vec<String> = (0..8)
+        .flat_map(|s| (0..32).map(move |i| format!("shard-{s:03}.tar#s{s}-{i:05}")))
+        .collect();
+    let whole = run(
+        LoaderConfig {
+            world: 2,
+            ..cfg.clone()
+        },
+        1,
+    );
+    assert_eq!(whole.len(), 16, "8 batches per stream, 2 streams");
+    for sizes_json in [false, true] {
+        if sizes_json {
+            let sizes: serde_json::Map<String, serde_json::Value> = (0..8)
+                .map(|s| (format!("shard-{s:03}.tar"), 32.into()))
+                .collect();
+            std::fs::write(d.join("sizes.json"), serde_json::to_string(&sizes).unwrap()).unwrap();
+        }
+        // 2 ranks × 2 streams, cut after 2 and after 4 batches per rank, onto 4 × 1 and 1 × 3
+        for (cut, world, streams, per_stream) in [(2, 4, 1, 7), (4, 1, 3, 8)] {
+            let (mut trained, saved) = cut_world(&cfg, 2, cut);
+            let summary = split_on(&cfg, &saved, (0, world, streams)).1.summary;
+            assert!(
+                summary.contains(&format!(
+                    "{per_stream} batches of 8 each, 0 samples left out"
+                )),
+                "{summary}"
+            );
+            assert!(summary.contains(if sizes_json {
+                "from sizes.json"
+            } else {
+                "estimated at 32"
+            }));
+            if cut == 2 {
+                // the split pieces include shards begun and not begun, cut by sample count
+                assert!(summary.contains("4 shards begun, 4 not begun"), "{summary}");
+            }
+            for rank in 0..world {
+                let (l, split) = split_on(&cfg, &saved, (rank, world, streams));
+                let json = split.position.to_json();
+                let rest: Vec<Batch> = l
+                    .epoch(1, Some(&Position::from_json(&json).unwrap()))
+                    .unwrap()
+                    .collect::<anyhow::Result<_>>()
+                    .unwrap();
+                assert_eq!(rest.len() as u64, split.batches, "{summary}");
+                trained.extend(keys(&rest));
+            }
+            assert_eq!(sorted(trained), all, "cut {cut} onto {world}×{streams}");
+        }
+    }
+    // split onto 4 × 1, each rank trains 3 of its 7 batches, the rest goes on 1 × 2; rank 1's
+    // split position resumed after 2 batches continues its batches exactly
+    let (mut trained, saved) = cut_world(&cfg, 2, 2);
+    let mut again = Vec::new();
+    for rank in 0..4 {
+        let (l, split) = split_on(&cfg, &saved, (rank, 4, 1));
+        let full: Vec<Batch> = l
+            .epoch(1, Some(&split.position))
+            .unwrap()
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        let mut it = l.epoch(1, Some(&split.position)).unwrap();
+        for _ in 0..3 {
+            trained.extend(keys(&[it.next().unwrap().unwrap()]));
+        }
+        let pos = Position::from_json(&it.position().to_json()).unwrap();
+        drop(it);
+        let rest: Vec<Batch> = l
+            .epoch(1, Some(&pos))
+            .unwrap()
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        assert_eq!(
+            keys(&rest),
+            keys(&full[3..]),
+            "rank {rank} resumes its split epoch"
+        );
+        again.push(pos);
+    }
+    for stream_rank in 0..1 {
+        let (l, split) = split_on(&cfg, &again, (stream_rank, 1, 2));
+        assert!(
+            split.summary.contains("8 batches of 8 each"),
+            "{}",
+            split.summary
+        );
+        let rest: Vec<Batch> = l
+            .epoch(1, Some(&split.position))
+            .unwrap()
+            .collect::<anyhow::Result<_>>()
+            .unwrap();
+        trained.extend(keys(&rest));
+    }
+    assert_eq!(sorted(trained), all, "split twice");
+}
+
+/// A resampled epoch resumed on another world size draws afresh from the given seed: the
+/// batches asked for, in another order than the interrupted run's.
+#[test]
+fn a_resampled_epoch_restarts_from_a_new_seed_on_another_world_size() {
+    let (_d, spec) = dataset("split-resampled", 4, 40);
+    let mut cfg = train_cfg(&spec, 2, 2);
+    cfg.resampled = true;
+    let (_, saved) = cut_world(&cfg, 2, 3);
+    let mut c = cfg.clone();
+    c.world = 3;
+    let l = Loader::new(c, Arc::new(TestProc)).unwrap();
+    let pos = clip_data::rebalance::resampled_restart(&l, &saved, 99, 5).unwrap();
+    let pos = Position::from_json(&pos.to_json()).unwrap();
+    let a: Vec<Batch> = l
+        .epoch(1, Some(&pos))
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
+    assert_eq!(a.len(), 6, "5 batches over 2 streams: 3 each");
+    let other = clip_data::rebalance::resampled_restart(&l, &saved, 98, 5).unwrap();
+    let b: Vec<Batch> = l
+        .epoch(1, Some(&other))
+        .unwrap()
+        .collect::<anyhow::Result<_>>()
+        .unwrap();
+    assert_ne!(keys(&a), keys(&b), "the seed decides the draw");
+    // a plain split refuses resampled positions, and positions of another order are refused
+    assert!(clip_data::rebalance::split_epoch(&l, &saved, 1).is_err());
+    let mut c = cfg.clone();
+    (c.world, c.seed) = (3, 7);
+    let l = Loader::new(c, Arc::new(TestProc)).unwrap();
+    let e = clip_data::rebalance::resampled_restart(&l, &saved, 99, 5).unwrap_err();
+    assert!(
+        e.to_string().contains("does not match this data order"),
+        "{e}"
+    );
 }
