@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 use std::thread::JoinHandle;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clip_dist::{Collectives, WorldInfo};
 use tch::Tensor;
 
@@ -148,18 +148,15 @@ impl Checkpointer {
         Ok(Some((path, loaded)))
     }
 
-    /// This rank's data position in a checkpoint (a multi-rank one holds every rank's).
+    /// This rank's data position in a checkpoint (a multi-rank one holds every rank's); `None`
+    /// for a mid-epoch checkpoint of another world size, whose epoch the trainer splits anew.
     fn rank_position(&self, state: &TrainState) -> Result<Option<DataPosition>> {
         Ok(match &state.data_position {
             None => None,
             Some(SavedPositions::One(p)) => Some(p.clone()),
             Some(SavedPositions::Ranks { ranks }) => {
                 if ranks.len() != self.world.world_size && state.step_in_epoch > 0 {
-                    bail!(
-                        "saved mid-epoch by {} ranks, resumed by {}: resume with the same world size (or from an epoch checkpoint)",
-                        ranks.len(),
-                        self.world.world_size
-                    );
+                    return Ok(None);
                 }
                 ranks.get(self.world.rank).cloned()
             }

@@ -194,9 +194,20 @@ pub struct SavedLayout {
     pub streams: Option<usize>,
     /// taken mid-epoch (a position inside the epoch, not its start)
     pub mid_epoch: bool,
+    /// its mid-epoch positions can be split over another world size (not an older
+    /// clip-train's version-1 webdataset positions, which hold sample counts only)
+    pub splittable: bool,
 }
 
 impl SavedPositions {
+    /// Every rank's position, in rank order.
+    pub fn all(&self) -> Vec<DataPosition> {
+        match self {
+            SavedPositions::Ranks { ranks } => ranks.clone(),
+            SavedPositions::One(p) => vec![p.clone()],
+        }
+    }
+
     /// The layout these positions were taken under.
     pub fn layout(&self) -> SavedLayout {
         let all: Vec<&DataPosition> = match self {
@@ -211,8 +222,27 @@ impl SavedPositions {
                     .or_else(|| p.loader.as_ref().map(|l| l.streams.len()))
             }),
             mid_epoch: first.is_some_and(|p| p.batches > 0),
+            splittable: all.iter().all(|p| {
+                p.loader.as_ref().is_none_or(|l| {
+                    l.resampled || l.streams.iter().all(|s| s.done || s.read.is_some())
+                })
+            }),
         }
     }
+}
+
+/// The rest of an epoch resumed on another world size ([`TrainData::continue_on_world`]).
+#[derive(Debug)]
+pub struct Continued {
+    /// this rank's position for the rest of the epoch
+    pub position: DataPosition,
+    /// the optimizer steps of the epoch counted as done (OpenCLIP's `i`), in this world's
+    /// epoch length, so that the epoch ends when this world's share of the rest is trained
+    pub step_in_epoch: i64,
+    /// what changed, for the log
+    pub info: String,
+    /// what an uninterrupted run would have done otherwise (the sample order), if anything
+    pub warning: Option<String>,
 }
 
 /// The data positions a checkpoint holds: one (a single rank) or every rank's, in rank order.
@@ -475,6 +505,96 @@ impl TrainData {
         }
     }
 
+    /// The rest of the epoch a checkpoint of `saved.len()` ranks interrupted after
+    /// `step_in_epoch` steps, on this world. Plain webdataset shards: the samples the epoch
+    /// still had, split over this world's streams ([`clip_data::rebalance`]), none trained
+    /// twice. `--dataset-resampled`: fresh draws from a seed derived from `step`. CSV and
+    /// synthetic data: the batch index converted (their order is a function of it). The steps
+    /// counted as done are what makes the rest of the epoch fit this world's epoch length.
+    pub fn continue_on_world(
+        &self,
+        saved: &[DataPosition],
+        step_in_epoch: i64,
+        accum: i64,
+        step: i64,
+    ) -> Result<Continued> {
+        let first = saved.first().context("no saved data position")?;
+        let (old_world, b) = (saved.len() as i64, self.batch_size);
+        let steps = self.batches_per_epoch / accum;
+        let trained = step_in_epoch * accum * b * old_world;
+        let from = format!(
+            "epoch {} was interrupted after step {step_in_epoch} of {old_world} ranks",
+            first.epoch
+        );
+        let Source::WebDataset(loader) = &self.source else {
+            let done = (trained / (accum * b * self.world)).min(steps);
+            let position = DataPosition {
+                batches: done * accum,
+                ..self.epoch_start(first.epoch)
+            };
+            return Ok(Continued {
+                position,
+                step_in_epoch: done,
+                info: format!("{from}: {trained} samples trained, continuing at step {done} of {steps} on {} ranks", self.world),
+                warning: Some(format!("the rest of epoch {} reads {} data in this world size's order: samples differ from an uninterrupted run's", first.epoch, self.kind().name())),
+            });
+        };
+        let positions = saved
+            .iter()
+            .map(|p| p.loader.clone())
+            .collect::<Option<Vec<Position>>>()
+            .context(
+                "a mid-epoch webdataset checkpoint without the data positions of every rank",
+            )?;
+        let (left, position, info, warning) = if positions[0].resampled {
+            let cfg = loader.config();
+            let n = cfg.num_samples.unwrap_or_default();
+            let streams = positions[0].streams.len();
+            let old = clip_data::loader::epoch_plan(n, b as usize, old_world as usize, streams);
+            let rest = (old.1 as i64 / accum - step_in_epoch) * accum * b * old_world;
+            let batches = rest / (b * self.world * accum) * accum;
+            let reseed = clip_data::order::derive_seed(&[cfg.seed, step as u64]);
+            let p = clip_data::rebalance::resampled_restart(
+                loader,
+                &positions,
+                reseed,
+                batches as u64,
+            )?;
+            let warning = format!("with --dataset-resampled the rest of epoch {} draws afresh from a seed derived from step {step}: the sample order differs from an uninterrupted run's", first.epoch);
+            (
+                batches,
+                p,
+                format!(
+                    "{from}: {rest} samples left, {batches} batches of {b} per rank on {} ranks",
+                    self.world
+                ),
+                Some(warning),
+            )
+        } else {
+            let split = clip_data::rebalance::split_epoch(loader, &positions, accum as u64)?;
+            (
+                split.batches as i64,
+                split.position,
+                format!("{from}: {}", split.summary),
+                None,
+            )
+        };
+        let done = (steps - left / accum).max(0);
+        Ok(Continued {
+            position: DataPosition {
+                batches: done * accum,
+                loader: Some(position),
+                ..self.epoch_start(first.epoch)
+            },
+            step_in_epoch: done,
+            info: format!(
+                "{info}; continuing at step {done} of {steps} on {} ranks",
+                self.world
+            ),
+            warning,
+        })
+    }
+
     /// The streams per rank webdataset reads with.
     fn streams(&self) -> Option<usize> {
         match &self.source {
@@ -511,8 +631,10 @@ impl TrainData {
                 step_in_epoch..self.batches_per_epoch,
             )),
             Source::WebDataset(loader) => {
+                // an epoch split over this world size may count no step as done yet
+                let split = saved.filter(|s| s.epoch == epoch && s.batches == 0);
                 let resume = if step_in_epoch == 0 {
-                    None
+                    split.and_then(|s| s.loader.as_ref())
                 } else {
                     Some(saved.and_then(|s| s.loader.as_ref()).with_context(|| {
                         format!("the checkpoint (epoch {epoch}, step {step_in_epoch} in the epoch) has no webdataset data position to resume from")
@@ -526,6 +648,7 @@ impl TrainData {
         };
         Ok(Epoch {
             inner,
+            rank: self.rank,
             streams: self.streams(),
             epoch,
             batches: step_in_epoch,
@@ -580,9 +703,29 @@ enum Inner<'a> {
     WebDataset(Box<EpochIter>),
 }
 
+/// Test hook, inert unless set: `CLIP_TRAIN_TEST_KEYS=DIR` appends the sample keys of every
+/// webdataset batch taken to `DIR/rank{R}.keys`, one `epoch batch key` line each (the batch:
+/// its index in the rank's epoch), so that tests see which samples a run trained.
+fn test_log_keys(rank: i64, epoch: i64, batch: i64, keys: &[String]) {
+    use std::io::Write;
+    let Some(dir) = std::env::var_os("CLIP_TRAIN_TEST_KEYS") else {
+        return;
+    };
+    let path = Path::new(&dir).join(format!("rank{rank}.keys"));
+    let mut f = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&path)
+        .expect("CLIP_TRAIN_TEST_KEYS: a writable folder");
+    for k in keys {
+        writeln!(f, "{epoch} {batch} {k}").expect("CLIP_TRAIN_TEST_KEYS: a writable folder");
+    }
+}
+
 /// One epoch's batches.
 pub struct Epoch<'a> {
     inner: Inner<'a>,
+    rank: i64,
     streams: Option<usize>,
     epoch: i64,
     batches: i64,
@@ -620,6 +763,7 @@ impl Epoch<'_> {
                         b.image_size as i64,
                         b.context_length as i64,
                     );
+                    test_log_keys(self.rank, self.epoch, self.batches, &b.keys);
                     let images = Tensor::from_slice(&b.images).reshape([n, 3, s, s]);
                     let tokens = Tensor::from_slice(&b.tokens).reshape([n, ctx]);
                     (images, tokens)

@@ -463,8 +463,8 @@ fn eval_plan(
 
 /// The data layout of the checkpoint a resume will start from (for `latest`, the newest local
 /// one with a readable header: the header is all this reads), checked against this run: a
-/// checkpoint taken mid-epoch by another number of ranks is refused here, before anything is
-/// written.
+/// mid-epoch checkpoint of another number of ranks whose positions cannot be split (an older
+/// clip-train's) is refused here, before anything is written.
 fn saved_layout(p: &Params, resume: &Resume, world: &WorldInfo) -> Result<Option<SavedLayout>> {
     let path = match resume {
         Resume::Fresh => return Ok(None),
@@ -487,9 +487,9 @@ fn saved_layout(p: &Params, resume: &Resume, world: &WorldInfo) -> Result<Option
     let Some(layout) = state.data_position.map(|d| d.layout()) else {
         return Ok(None);
     };
-    if layout.mid_epoch && layout.ranks != world.world_size {
+    if layout.mid_epoch && layout.ranks != world.world_size && !layout.splittable {
         bail!(
-            "--resume {}: taken mid-epoch by {} ranks, resumed by {}: resume with {} ranks, or from an epoch checkpoint",
+            "--resume {}: taken mid-epoch by {} ranks by an older clip-train (data positions of sample counts only), resumed by {}: resume it with {} ranks, or from an epoch checkpoint",
             path.display(),
             layout.ranks,
             world.world_size,

@@ -23,7 +23,7 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::TrainState;
 use crate::checkpointer::{Checkpointer, Resumed, Write};
-use crate::data::{DataPosition, Epoch};
+use crate::data::{DataPosition, Epoch, SavedPositions};
 use crate::ddp::{self, DistGather, GradBuckets};
 use crate::divergence::{Diverged, Divergence};
 use crate::evaluator::Evaluator;
@@ -275,13 +275,45 @@ impl Trainer {
         if let Some(o) = self.optimization.as_mut() {
             o.scaler = scaler.map(|s| GradScaler::new(s, self.device));
         }
+        self.position = r.position;
+        let saved = state.data_position.as_ref().map(SavedPositions::all);
+        let step_in_epoch = match saved.filter(|s| s.len() != self.world.world_size) {
+            Some(saved) if state.step_in_epoch > 0 => self.continue_on_world(&saved, &state)?,
+            _ => state.step_in_epoch,
+        };
         self.state = TrainState {
             name: self.state.name.clone(),
             scaler,
+            step_in_epoch,
             ..state
         };
-        self.position = r.position;
         Ok(())
+    }
+
+    /// A mid-epoch checkpoint of another world size: the rest of its epoch on this one (see
+    /// [`TrainData::continue_on_world`]); the steps of the epoch counted as done.
+    fn continue_on_world(&mut self, saved: &[DataPosition], state: &TrainState) -> Result<i64> {
+        let Some(o) = self.optimization.as_ref() else {
+            return Ok(state.step_in_epoch); // evaluation only: no data to continue
+        };
+        let c = o.plan.data.continue_on_world(
+            saved,
+            state.step_in_epoch,
+            o.plan.accum_freq,
+            state.step,
+        )?;
+        let log = &mut self.metrics.log;
+        log.info(&format!(
+            "Resuming on {} ranks a checkpoint of {}: {}",
+            self.world.world_size,
+            saved.len(),
+            c.info
+        ));
+        if let Some(w) = &c.warning {
+            log.warn(w);
+        }
+        self.position = Some(c.position);
+        Ok(c.step_in_epoch)
     }
 
     /// Every epoch from the current one, or one evaluation when there is no training data.

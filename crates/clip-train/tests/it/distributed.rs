@@ -13,12 +13,16 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
 /// Starts `world` ranks of clip-train with `args` (per rank); torchrun's environment.
-fn spawn_world(world: usize, args: &dyn Fn(usize) -> Vec<String>, timeout_s: u32) -> Vec<Child> {
+pub(crate) fn spawn_world(
+    world: usize,
+    args: &dyn Fn(usize) -> Vec<String>,
+    timeout_s: u32,
+) -> Vec<Child> {
     spawn_world_with(world, args, timeout_s, &|_, _| {})
 }
 
 /// [`spawn_world`], with `setup(rank, command)` adding to each rank's command (a test hook).
-fn spawn_world_with(
+pub(crate) fn spawn_world_with(
     world: usize,
     args: &dyn Fn(usize) -> Vec<String>,
     timeout_s: u32,
@@ -45,7 +49,7 @@ fn spawn_world_with(
         .collect()
 }
 
-fn wait_all(children: Vec<Child>) -> Vec<Output> {
+pub(crate) fn wait_all(children: Vec<Child>) -> Vec<Output> {
     children
         .into_iter()
         .map(|c| c.wait_with_output().unwrap())

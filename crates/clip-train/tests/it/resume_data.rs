@@ -1,8 +1,10 @@
 //! Resuming the data where it stands (issue 12): a resume reads what the epoch still needs,
 //! not the shards already trained on. Against a real S3 server with a byte-counting proxy in
 //! front: resuming late in an epoch reads less than resuming early, in proportion to what is
-//! left, and both end bitwise equal to the uninterrupted run.
+//! left, and both end bitwise equal to the uninterrupted run. An epoch resumed on another world
+//! size trains each of its samples once.
 use crate::common::{assert_bitwise_equal, cli, make_shards, resume_latest, stopped_copy, tempdir};
+use crate::distributed::{spawn_world_with, wait_all};
 use crate::s3_server::{s3s_fs_or_skip, CountingProxy, S3Server};
 use std::path::Path;
 use std::process::Command;
@@ -137,8 +139,125 @@ fn resumes_onto_a_layout_the_data_cannot_serve_are_refused_before_anything_is_wr
         &["--workers", "1"],
         "number of shards (4) must be >= workers (2) x world size (3)",
     );
-    // a mid-epoch checkpoint of one rank resumed by two
-    std::fs::remove_file(run.join("checkpoints/epoch_1.safetensors")).unwrap();
-    refused("2", &[], "taken mid-epoch by 1 ranks, resumed by 2");
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// Runs `args` on `world` ranks (CPU backend), each logging the keys it trains to `keys`.
+fn run_ranks(world: usize, args: &[String], keys: &Path) {
+    std::fs::create_dir_all(keys).unwrap();
+    let children = spawn_world_with(world, &|_| args.to_vec(), 120, &|_, cmd| {
+        cmd.env("CLIP_TRAIN_TEST_KEYS", keys);
+    });
+    for (rank, out) in wait_all(children).iter().enumerate() {
+        assert!(
+            out.status.success(),
+            "rank {rank} of {world}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+/// The (batch, key) lines of every rank's `CLIP_TRAIN_TEST_KEYS` file in `dir`.
+fn trained_keys(dir: &Path) -> Vec<(i64, String)> {
+    let mut out = Vec::new();
+    for e in std::fs::read_dir(dir).unwrap() {
+        for line in std::fs::read_to_string(e.unwrap().path()).unwrap().lines() {
+            let mut f = line.splitn(3, ' ');
+            let (_epoch, batch, key) = (f.next(), f.next().unwrap(), f.next().unwrap());
+            out.push((batch.parse().unwrap(), key.to_string()));
+        }
+    }
+    out
+}
+
+fn final_step(run: &Path) -> i64 {
+    clip_train::checkpoint::peek_state(&run.join("checkpoints/epoch_1.safetensors"))
+        .unwrap()
+        .step
+}
+
+/// Issue 12: a mid-epoch checkpoint resumed by another number of ranks (2 → 1, 1 → 3, CPU
+/// backend): the samples trained before the checkpoint and after the resume are the
+/// uninterrupted epoch's, each once; the step counters fit the new epoch length. With
+/// `--dataset-resampled` (1 → 2) the run goes on from a new seed and says so.
+#[test]
+fn an_epoch_resumed_on_another_world_size_trains_each_of_its_samples_once() {
+    let dir = tempdir("resume-world");
+    let shards = dir.join("shards");
+    make_shards(&dir, &shards, 64, 8, 0);
+    let data = format!("{}/{{00000..00007}}.tar", shards.display());
+    let flags = "--dataset-type webdataset --train-num-samples 64 --batch-size 4 --workers 1 \
+                 --epochs 1 --model clip_tiny --lr 1e-3 --seed 3 --log-every-n-steps 1 \
+                 --save-every-n-steps 1";
+    // (world, stopped after step, world of the resume, its log line, steps in all)
+    let cases = [
+        (
+            2,
+            3,
+            1,
+            "continuing at step 6 of 16 on 1 ranks",
+            3 + 10,
+            false,
+        ),
+        (
+            1,
+            4,
+            3,
+            "continuing at step 2 of 6 on 3 ranks",
+            4 + 4,
+            false,
+        ),
+        (1, 4, 2, "continuing at step 2 of 8 on 2 ranks", 4 + 6, true),
+    ];
+    for (before, stop, after, said, steps, resampled) in cases {
+        let logs = dir.join(format!("logs-{before}-{after}"));
+        let extra = [
+            &["--train-data", data.as_str()][..],
+            if resampled {
+                &["--dataset-resampled"]
+            } else {
+                &[]
+            },
+        ]
+        .concat();
+        let (full_keys, rest_keys) = (logs.join("keys-full"), logs.join("keys-rest"));
+        run_ranks(before, &cli(flags, "full", &logs, &extra), &full_keys);
+        stopped_copy(&logs.join("full"), &logs.join("cut"), stop);
+        run_ranks(
+            after,
+            &resume_latest(&cli(flags, "cut", &logs, &extra)),
+            &rest_keys,
+        );
+        let log = std::fs::read_to_string(logs.join("cut/out.log")).unwrap();
+        assert!(
+            log.contains(&format!(
+                "Resuming on {after} ranks a checkpoint of {before}"
+            )),
+            "{log}"
+        );
+        assert!(log.contains(said), "{log}");
+        assert_eq!(final_step(&logs.join("cut")), steps);
+        let full = trained_keys(&full_keys);
+        let rest = trained_keys(&rest_keys);
+        if resampled {
+            assert!(
+                log.contains("draws afresh from a seed derived from step 4"),
+                "{log}"
+            );
+            assert_eq!(rest.len(), 6 * 2 * 4, "6 steps of 2 ranks × 4");
+            continue;
+        }
+        let mut trained: Vec<&String> = full
+            .iter()
+            .filter(|(b, _)| *b < stop)
+            .map(|(_, k)| k)
+            .collect();
+        trained.extend(rest.iter().map(|(_, k)| k));
+        trained.sort();
+        let mut uninterrupted: Vec<&String> = full.iter().map(|(_, k)| k).collect();
+        uninterrupted.sort();
+        assert_eq!(uninterrupted.len(), 64);
+        assert_eq!(trained, uninterrupted, "{before} → {after} ranks");
+    }
     let _ = std::fs::remove_dir_all(&dir);
 }
