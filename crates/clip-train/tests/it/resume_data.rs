@@ -261,3 +261,31 @@ fn an_epoch_resumed_on_another_world_size_trains_each_of_its_samples_once() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// Synthetic data (whose batches are a function of their index) resumed mid-epoch on another
+/// world size continues at the converted step, and says the samples differ.
+#[test]
+fn synthetic_data_resumed_on_another_world_size_continues_at_the_converted_step() {
+    let dir = tempdir("resume-world-synthetic");
+    let logs = dir.join("logs");
+    let flags = "--dataset-type synthetic --train-num-samples 64 --batch-size 4 --epochs 1 \
+                 --model clip_tiny_test --lr 1e-3 --seed 3 --save-every-n-steps 1";
+    run_ranks(1, &cli(flags, "full", &logs, &[]), &dir.join("keys"));
+    stopped_copy(&logs.join("full"), &logs.join("cut"), 4);
+    run_ranks(
+        2,
+        &resume_latest(&cli(flags, "cut", &logs, &[])),
+        &dir.join("keys"),
+    );
+    let log = std::fs::read_to_string(logs.join("cut/out.log")).unwrap();
+    assert!(
+        log.contains("16 samples trained, continuing at step 2 of 8 on 2 ranks"),
+        "{log}"
+    );
+    assert!(
+        log.contains("samples differ from an uninterrupted run's"),
+        "{log}"
+    );
+    assert_eq!(final_step(&logs.join("cut")), 4 + 6);
+    let _ = std::fs::remove_dir_all(&dir);
+}
