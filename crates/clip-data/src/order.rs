@@ -211,30 +211,28 @@ impl OrderCfg {
                 Some(urls[i].clone())
             }));
         }
-        let all: Vec<String> = if self.train {
-            let mut sh = Shuffle::new(
-                self.shard_shuffle.0,
-                self.shard_shuffle.1,
-                rng(&[self.seed, epoch, purpose::SHARD_SHUFFLE]),
-            );
-            let mut it = self.urls.iter().cloned();
-            std::iter::from_fn(|| sh.next_from(|| it.next())).collect()
-        } else {
-            self.urls.to_vec()
-        };
+        let all = self.epoch_shards(epoch);
         let (rank, world) = if self.train {
             (self.rank, self.world)
         } else {
             (0, 1)
         };
-        let mine: Vec<String> = all
-            .into_iter()
-            .skip(rank)
-            .step_by(world)
-            .skip(stream)
-            .step_by(self.streams)
-            .collect();
-        Box::new(mine.into_iter())
+        Box::new(stride(&all, (rank, world), (stream, self.streams)).into_iter())
+    }
+
+    /// Every shard in the (plain) order of `epoch`, before the split by rank and stream:
+    /// shuffled for training, as listed for evaluation.
+    pub fn epoch_shards(&self, epoch: u64) -> Vec<String> {
+        if !self.train {
+            return self.urls.to_vec();
+        }
+        let mut sh = Shuffle::new(
+            self.shard_shuffle.0,
+            self.shard_shuffle.1,
+            rng(&[self.seed, epoch, purpose::SHARD_SHUFFLE]),
+        );
+        let mut it = self.urls.iter().cloned();
+        std::iter::from_fn(|| sh.next_from(|| it.next())).collect()
     }
 
     /// What stream `stream` reads in `epoch`: its explicit pieces, else its whole shards.
@@ -244,6 +242,22 @@ impl OrderCfg {
             None => Box::new(self.shard_sequence(stream, epoch).map(Piece::whole)),
         }
     }
+}
+
+/// The shards of `all` (an epoch's order) that stream `stream` of `streams` of rank `rank` of
+/// `world` reads: every `world`-th from `rank`, of those every `streams`-th from `stream`.
+pub fn stride(
+    all: &[String],
+    (rank, world): (usize, usize),
+    (stream, streams): (usize, usize),
+) -> Vec<String> {
+    all.iter()
+        .skip(rank)
+        .step_by(world)
+        .skip(stream)
+        .step_by(streams)
+        .cloned()
+        .collect()
 }
 
 /// What a stream yields: its shards' items (samples after the shuffle buffer, skips as they

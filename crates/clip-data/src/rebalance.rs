@@ -25,9 +25,8 @@
 //! stream draws afresh from a seed derived from the step.
 
 use crate::loader::{epoch_plan, Loader, Position, StreamPos};
-use crate::order::{self, Cursor, Member, OrderCfg, Piece, ReadState};
+use crate::order::{self, Cursor, Member, Piece, ReadState};
 use anyhow::{bail, Context, Result};
-use std::sync::Arc;
 
 /// This rank's part of the rest of a split epoch.
 #[derive(Debug, Clone)]
@@ -100,24 +99,21 @@ pub fn split_epoch(loader: &Loader, saved: &[Position], multiple: u64) -> Result
     let count = |url: &str| count(url).unwrap_or(estimate);
     let mut work = Vec::new();
     let (mut waiting, mut partial, mut whole) = (0, 0, 0);
+    // the epoch's shard order once, not once per old stream (thousands at scale)
+    let shuffled = loader.order().epoch_shards(first.epoch);
     for (rank, pos) in saved.iter().enumerate() {
-        let old = OrderCfg {
-            rank,
-            world: old_world,
-            streams: old_streams,
-            pieces: pos
-                .streams
-                .iter()
-                .map(|s| s.pieces.clone())
-                .collect::<Option<Vec<_>>>()
-                .map(Arc::new),
-            ..loader.order().clone()
-        };
         for (s, sp) in pos.streams.iter().enumerate() {
             if sp.done {
                 continue; // its quota is reached or its shards ran out
             }
-            let rest = stream_rest(&old, s, pos.epoch, sp, &count)
+            let sequence = match &sp.pieces {
+                Some(p) => p.clone(),
+                None => order::stride(&shuffled, (rank, old_world), (s, old_streams))
+                    .into_iter()
+                    .map(Piece::whole)
+                    .collect(),
+            };
+            let rest = stream_rest(sequence, sp, &count)
                 .with_context(|| format!("data position of rank {rank}, stream {s}"))?;
             for w in capped(rest, quota.saturating_sub(sp.batches) * b) {
                 match &w {
@@ -246,12 +242,10 @@ fn check_saved<'a>(loader: &Loader, saved: &'a [Position]) -> Result<&'a Positio
     Ok(first)
 }
 
-/// What stream `s` of `old` still had to read: its waiting members, the rest of its current
-/// shard, the pieces of its sequence it had not taken.
+/// What a stream whose sequence is `sequence` still had to read: its waiting members, the rest
+/// of its current shard, the pieces of its sequence it had not taken.
 fn stream_rest(
-    old: &OrderCfg,
-    s: usize,
-    epoch: u64,
+    sequence: Vec<Piece>,
     sp: &StreamPos,
     count: &dyn Fn(&str) -> u64,
 ) -> Result<Vec<Work>> {
@@ -259,7 +253,7 @@ fn stream_rest(
         bail!("a version-1 position (an older clip-train's checkpoint: sample counts only) cannot be split over another world size: resume it on its own world size first, then from a newer checkpoint")
     };
     let mut rest = vec![Work::Members(c.waiting.clone())];
-    let mut sequence = old.pieces(s, epoch);
+    let mut sequence = sequence.into_iter();
     let current = match c.read.shards_taken {
         0 => None,
         n => sequence.nth(n as usize - 1),
@@ -390,7 +384,7 @@ mod tests {
     #[test]
     fn runs_are_equal_consecutive_and_split_shards_by_sample() {
         let m = |i: u64| Member {
-            shard: Arc::from("a"),
+            shard: std::sync::Arc::from("a"),
             offset: i,
             len: 1,
         };
