@@ -620,8 +620,8 @@ impl Epoch<'_> {
                         b.image_size as i64,
                         b.context_length as i64,
                     );
-                    let images = Tensor::from_slice(&b.images).reshape([n, 3, s, s]);
-                    let tokens = Tensor::from_slice(&b.tokens).reshape([n, ctx]);
+                    let images = Tensor::from_slice(b.images()).reshape([n, 3, s, s]);
+                    let tokens = Tensor::from_slice(b.tokens()).reshape([n, ctx]);
                     (images, tokens)
                 }
             },
