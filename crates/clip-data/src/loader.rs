@@ -324,6 +324,14 @@ impl Loader {
         &self.cfg
     }
 
+    /// A batch's image side and caption length (what a [`BufferRing`]'s buffers hold).
+    pub fn image_size(&self) -> usize {
+        self.proc_.image_size()
+    }
+    pub fn context_length(&self) -> usize {
+        self.proc_.context_length()
+    }
+
     /// (batches per stream, batches per epoch, samples per epoch) — OpenCLIP's `num_batches`, `num_samples`.
     pub fn plan(&self) -> Option<(u64, u64, u64)> {
         self.cfg

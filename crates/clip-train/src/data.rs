@@ -31,8 +31,10 @@ use tch::Tensor;
 
 use crate::csv_data::CsvData;
 use crate::params::Params;
+use crate::prefetch::{self, HostBatch};
 use crate::pyfmt::repr_float;
 use crate::synthetic::Synthetic;
+use clip_data::buffers::BufferRing;
 use clip_data::pyliteral::PyLiteral;
 use std::sync::mpsc::Receiver;
 
@@ -297,6 +299,8 @@ pub(crate) fn fill_parallel<T: Sync>(
 /// The training data of a run: its plan and a way to iterate its epochs.
 pub struct TrainData {
     source: Source,
+    /// webdataset's host buffers, made on the first epoch (see [`HostMemory`])
+    ring: std::sync::Mutex<Option<BufferRing>>,
     batch_size: i64,
     /// (rank, world size): each rank reads its own part of every global batch.
     rank: i64,
@@ -337,6 +341,7 @@ impl TrainData {
         };
         Ok(TrainData {
             source,
+            ring: Default::default(),
             batch_size: p.batch_size,
             rank: rank as i64,
             world,
@@ -484,12 +489,13 @@ impl TrainData {
     }
 
     /// The batches of `epoch` from `step_in_epoch` on; `saved` is the checkpoint's position
-    /// (needed by webdataset when `step_in_epoch > 0`).
+    /// (needed by webdataset when `step_in_epoch > 0`); `host`: where webdataset assembles them.
     pub fn epoch(
         &self,
         epoch: i64,
         step_in_epoch: i64,
         saved: Option<&DataPosition>,
+        host: &HostMemory,
     ) -> Result<Epoch<'_>> {
         if let Some(saved) = saved.filter(|_| step_in_epoch > 0) {
             if saved.source != self.kind() {
@@ -519,7 +525,7 @@ impl TrainData {
                     })?)
                 };
                 let it = loader
-                    .epoch(epoch as u64, resume)
+                    .epoch_with(epoch as u64, resume, Some(self.host_ring(host)?))
                     .context("cannot resume the data position")?;
                 Inner::WebDataset(Box::new(it))
             }
@@ -528,11 +534,45 @@ impl TrainData {
             inner,
             streams: self.streams(),
             epoch,
+            taken: step_in_epoch,
             batches: step_in_epoch,
             batches_per_epoch: self.batches_per_epoch,
             batch_size: self.batch_size,
         })
     }
+}
+
+impl TrainData {
+    /// The ring webdataset batches are assembled in, allocated on first use.
+    fn host_ring(&self, host: &HostMemory) -> Result<BufferRing> {
+        let mut ring = self.ring.lock().unwrap();
+        if ring.is_none() {
+            let Source::WebDataset(loader) = &self.source else {
+                unreachable!("only webdataset batches are assembled in host buffers")
+            };
+            let shape = [
+                self.batch_size,
+                loader.image_size() as i64,
+                loader.context_length() as i64,
+            ];
+            *ring = Some(prefetch::host_ring(
+                host.device,
+                host.image_kind,
+                shape,
+                host.buffers,
+            )?);
+        }
+        Ok(ring.clone().expect("made above"))
+    }
+}
+
+/// Where a run's batches go: the device, the images' dtype on the way there, and the ring's
+/// size — the batches the trainer holds at once (the step's and the next step's micro-batches)
+/// plus two for the assembler to work ahead.
+pub struct HostMemory {
+    pub device: tch::Device,
+    pub image_kind: tch::Kind,
+    pub buffers: usize,
 }
 
 /// A source with its epoch plan: (source, batches per epoch, samples per epoch, warnings).
@@ -585,52 +625,64 @@ pub struct Epoch<'a> {
     inner: Inner<'a>,
     streams: Option<usize>,
     epoch: i64,
+    /// batches taken (trained, and taken ahead)
+    taken: i64,
+    /// batches trained ([`Epoch::trained`]): the position's count
     batches: i64,
     batches_per_epoch: i64,
     batch_size: i64,
 }
 
 impl Epoch<'_> {
-    /// The next (images, tokens) batch as CPU tensors; None at the end of the epoch; an error
-    /// when the input stalls or yields nothing usable (the run must stop).
-    pub fn next_batch(&mut self) -> Option<Result<(Tensor, Tensor)>> {
-        if self.batches >= self.batches_per_epoch {
+    /// The next batch on the host; None at the end of the epoch; an error when the input
+    /// stalls or yields nothing usable (the run must stop). It is not in the position until
+    /// [`Epoch::trained`] says it was trained.
+    pub fn next_batch(&mut self) -> Option<Result<HostBatch>> {
+        if self.taken >= self.batches_per_epoch {
             return None;
         }
+        let owned = |(images, tokens)| HostBatch {
+            images,
+            tokens,
+            lease: None,
+        };
         let out = match &mut self.inner {
             Inner::Csv { data, order, next } => {
                 let b = self.batch_size as usize;
                 let rows = &order[*next as usize * b..(*next as usize + 1) * b];
                 *next += 1;
                 match data.batch(rows, self.epoch) {
-                    Ok(batch) => batch,
+                    Ok(batch) => owned(batch),
                     Err(e) => return Some(Err(e)),
                 }
             }
             Inner::Synthetic(made) => match made.recv() {
-                Ok(Ok(b)) => b,
+                Ok(Ok(b)) => owned(b),
                 Ok(Err(e)) => return Some(Err(e)),
                 Err(_) => return Some(Err(anyhow::anyhow!("the synthetic data thread stopped"))),
             },
-            Inner::WebDataset(it) => match it.next()? {
+            Inner::WebDataset(it) => match it.next_held()? {
                 Err(e) => return Some(Err(e)),
                 Ok(b) => {
-                    let (n, s, ctx) = (
-                        b.batch_size as i64,
-                        b.image_size as i64,
-                        b.context_length as i64,
-                    );
-                    let images = Tensor::from_slice(b.images()).reshape([n, 3, s, s]);
-                    let tokens = Tensor::from_slice(b.tokens()).reshape([n, ctx]);
-                    (images, tokens)
+                    let n = b.batch_size as i64;
+                    HostBatch::in_buffer(b.into_lease(), n)
                 }
             },
         };
-        self.batches += 1;
+        self.taken += 1;
         Some(Ok(out))
     }
 
-    /// The position after the last batch returned (store it with a checkpoint).
+    /// The `n` oldest batches taken and not yet trained were trained: the position moves past
+    /// them.
+    pub fn trained(&mut self, n: usize) {
+        self.batches += n as i64;
+        if let Inner::WebDataset(it) = &mut self.inner {
+            it.confirm(n);
+        }
+    }
+
+    /// The position after the last batch trained (store it with a checkpoint).
     pub fn position(&self) -> DataPosition {
         let (source, loader) = match &self.inner {
             Inner::Csv { .. } => (DataKind::Csv, None),
