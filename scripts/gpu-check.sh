@@ -121,6 +121,86 @@ check_nccl() {
     fi
 }
 
+# --- overlapped gradient all-reduce vs reduce-after-backward ----------------------------------
+# The buckets reduced during the backward train bitwise like the same buckets reduced after it
+# (CLIP_TRAIN_DDP_OVERLAP=0). On CUDA: NCCL at world size 1 (CLIP_DIST_BACKEND_AT_WORLD_1=1),
+# the overlapped all-reduces on the communication stream, ordered by events; on CPU: the CPU
+# backend's communication thread at world size 2. Many small buckets, bf16 on the wire (the casts
+# run on the comm stream too), --accum-freq 2 (only the last backward launches).
+check_overlap() {
+    section "Overlapped gradient all-reduce, bitwise like reduce-after-backward"
+    have_bin clip-train || { skip "no clip-train binary"; return; }
+    local world=2 dev=cpu model=clip_tiny_test precision=fp32 what="the CPU backend's communication thread"
+    if [ "$cuda" = 1 ]; then
+        world=1 dev=cuda model=clip_tiny precision=amp_bf16
+        what="NCCL at world size 1 (CLIP_DIST_BACKEND_AT_WORLD_1=1), on the communication stream"
+    fi
+    line "- $model on $dev, world size $world: $what; $precision, 4 steps of --accum-freq 2, --grad-reduce-dtype bf16, CLIP_TRAIN_DDP_BUCKET_CAP_MB=0.02"
+    overlap_port=$((29600 + RANDOM % 200))
+    overlap_run $world $dev $model $precision 1 && overlap_run $world $dev $model $precision 0 || return
+    local same
+    same=$(overlap_compare 1 0)
+    local rc=$?
+    line "- overlap on vs off: $same"
+    if ! grep -q "buckets: \([0-9]*\), all-reduced during the backward: \1\$" "$work/runs/overlap-1/out.log"; then
+        fail "not every bucket was all-reduced during the backward"
+    elif [ $rc = 0 ]; then
+        ran
+    elif [ "$cuda" = 1 ]; then
+        # Whether the card repeats its bits at all: a second run without overlap.
+        overlap_run $world $dev $model $precision 0b || return
+        if same=$(overlap_compare 0 0b); then
+            line "- two runs with overlap off: $same"
+            fail "overlapped training differs from reduce-after-backward"
+        else
+            line "- two runs with overlap off: $same"
+            skip "this card does not give the same bits twice without overlap (cuDNN's autotuner?), so bitwise says nothing"
+        fi
+    else
+        fail "overlapped training differs from reduce-after-backward"
+    fi
+}
+
+# One training run of check_overlap on `world` ranks (CLIP_TRAIN_DDP_OVERLAP = the mode's first
+# character), named overlap-MODE; its bucket report into the report.
+overlap_run() {
+    local world=$1 dev=$2 model=$3 precision=$4 mode=$5 rank pids=()
+    local args=(--dataset-type synthetic --model $model --device $dev --precision $precision
+                --batch-size 4 --accum-freq 2 --train-num-samples $((4 * 4 * world)) --epochs 1
+                --lr 1e-3 --warmup 1 --workers 1 --seed 3 --save-frequency 1
+                --log-every-n-steps 1 --local-loss --gather-with-grad --grad-reduce-dtype bf16
+                --logs "$work/runs" --name "overlap-$mode")
+    for ((rank = 0; rank < world; rank++)); do
+        (cd "$folder" && RANK=$rank LOCAL_RANK=$rank WORLD_SIZE=$world MASTER_ADDR=127.0.0.1 \
+            MASTER_PORT=$overlap_port OMP_NUM_THREADS=1 CLIP_DIST_BACKEND_AT_WORLD_1=1 \
+            CLIP_TRAIN_DDP_OVERLAP=${mode:0:1} CLIP_TRAIN_DDP_BUCKET_CAP_MB=0.02 \
+            timeout 300 "$BIN/clip-train" "${args[@]}") >"$work/overlap-$mode.$rank.log" 2>&1 &
+        pids+=($!)
+    done
+    overlap_port=$((overlap_port + 1))
+    for ((rank = 0; rank < world; rank++)); do
+        if ! wait "${pids[$rank]}"; then
+            tail_of "$work/overlap-$mode.$rank.log"
+            fail "CLIP_TRAIN_DDP_OVERLAP=${mode:0:1}: rank $rank failed"
+            return 1
+        fi
+    done
+    line "- CLIP_TRAIN_DDP_OVERLAP=${mode:0:1}: $(grep -m1 -o 'DDP gradient buckets: .*' "$work/runs/overlap-$mode/out.log" || echo 'no bucket report in out.log')"
+}
+
+# Every tensor of two overlap runs' final checkpoints (weights and optimizer state), bit for bit.
+overlap_compare() {
+    "$PY" - "$work/runs" "$1" "$2" 2>&1 <<'PYEOF'
+import sys
+from safetensors.torch import load_file
+a, b = (load_file(f"{sys.argv[1]}/overlap-{m}/checkpoints/epoch_1.safetensors") for m in sys.argv[2:4])
+assert a.keys() == b.keys(), "different tensors"
+diff = [k for k in a if not a[k].equal(b[k])]
+print(f"{len(a) - len(diff)} of {len(a)} tensors bitwise equal" + (f"; differ: {diff[:3]}" if diff else ""))
+sys.exit(1 if diff else 0)
+PYEOF
+}
+
 # --- features vs OpenCLIP on the same loaded weights ------------------------------------------
 check_parity() {
     section "Features vs OpenCLIP (same weights, TF32 off)"
@@ -323,6 +403,7 @@ check_profile() {
 } >"$report"
 check_environment
 check_nccl
+check_overlap
 check_parity
 check_checkpointing
 check_throughput

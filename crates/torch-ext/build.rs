@@ -19,6 +19,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/grad_hooks.cpp");
     println!("cargo:rerun-if-changed=src/profiler.cpp");
     println!("cargo:rerun-if-changed=src/generator.cpp");
+    println!("cargo:rerun-if-changed=src/cuda.cpp");
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -32,16 +33,17 @@ fn main() {
         .file("src/grad_hooks.cpp")
         .file("src/profiler.cpp")
         .file("src/generator.cpp")
+        .file("src/cuda.cpp")
         .compile("torch_ext_shim");
     // This crate's own tests need the rpath too.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());
     println!("cargo:libtorch_lib={}", lib.display());
-    println!(
-        "cargo:cuda={}",
-        if lib.join("libtorch_cuda.so").exists() {
-            "1"
-        } else {
-            "0"
-        }
-    );
+    let cuda = lib.join("libtorch_cuda.so").exists();
+    println!("cargo:cuda={}", if cuda { "1" } else { "0" });
+    // The integration tests link torch_cuda as the binaries do (rpath.rs), so the CUDA backend
+    // is registered there; the unit tests do not, and see a libtorch without it.
+    println!("cargo:rustc-env=TORCH_EXT_CUDA={}", u8::from(cuda));
+    if cuda {
+        println!("cargo:rustc-link-arg-tests=-Wl,--no-as-needed,-ltorch_cuda,--as-needed");
+    }
 }

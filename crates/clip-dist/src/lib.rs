@@ -143,6 +143,12 @@ impl InitOptions {
             backend_at_world_1: env(BACKEND_AT_WORLD_1_VAR).as_deref() == Some("1"),
         })
     }
+
+    /// Whether a world of `world_size` runs the backend's collectives (false: a world of one on
+    /// the local stand-in, whose collectives do nothing).
+    pub fn runs_backend(&self, world_size: usize) -> bool {
+        world_size > 1 || (self.backend_at_world_1 && matches!(self.backend, Backend::Nccl { .. }))
+    }
 }
 
 /// The network side of a multi-process [`Dist`] (its store client is the group's).
@@ -167,7 +173,7 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
     let (rank, size) = (world.rank, world.world_size);
     if size == 1 {
         let transport: Box<dyn group::Transport> = match opts.backend {
-            Backend::Nccl { device_index } if opts.backend_at_world_1 => {
+            Backend::Nccl { device_index } if opts.runs_backend(size) => {
                 Box::new(NcclCollectives::new(None, rank, size, device_index)?)
             }
             _ => Box::new(LocalCollectives),

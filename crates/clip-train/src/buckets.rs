@@ -39,17 +39,28 @@
 //! the same averaged gradient, and overlapped, non-overlapped and the former
 //! concatenate-and-copy reduction give the same weights (`tests/it/distributed.rs`).
 //!
-//! On CUDA the NCCL backend enqueues on the default stream after the kernels that wrote the
-//! bucket (the hook runs once they are enqueued), so the result is right but the reduction
-//! queues behind the backward's kernels; a separate communication stream with events is not
-//! done yet.
+//! **Streams (CUDA).** As DDP's NCCL process group, the overlapped all-reduces run on a
+//! communication stream of their own (one of torch's pool, taken once), not behind the backward's
+//! kernels on the compute stream. When a bucket is launched, the hook — on autograd's device
+//! thread, whose current stream is the one the gradients were accumulated on (the forward's) —
+//! records an event there; the communication thread holds a stream guard for the comm stream (a
+//! new thread's current stream would be the legacy default stream), makes the comm stream wait
+//! for that event, and runs the cast to `--grad-reduce-dtype`, NCCL (which reads the current
+//! stream) and the cast back there. Before the step returns to the optimizer, the training
+//! thread's current stream waits for the comm stream (an event after the last bucket's
+//! reduction), and so do the step's own collectives while buckets are in flight (`Quiet`, so every
+//! GPU also runs the collectives in the same order): no host synchronisation anywhere. The
+//! buckets, allocated on the compute stream and used on the comm stream, are `record_stream`ed to
+//! it. The first step and `CLIP_TRAIN_DDP_OVERLAP=0` reduce on the training thread's current
+//! stream; on the CPU nothing changes (no streams, the communication thread as described).
 
 use std::sync::mpsc::{channel, Sender};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 
 use anyhow::{anyhow, bail, Result};
 use clip_dist::{Collectives, ReduceOp};
-use tch::{Kind, Tensor};
+use tch::{Device, Kind, Tensor};
+use torch_ext::cuda::{record_stream, Event, Stream, StreamGuard};
 use torch_ext::grad_hooks::{set_grad, PostAccumulateGradHook};
 
 /// DDP's default `bucket_cap_mb`.
@@ -108,7 +119,7 @@ struct Progress {
     /// The next bucket to launch: buckets go to the communication thread in order.
     next: usize,
     /// Set while a step overlaps: where launched buckets go.
-    launch: Option<Sender<usize>>,
+    launch: Option<Sender<Launch>>,
     /// Buckets launched and not yet reduced.
     in_flight: usize,
     /// A parameter that got a gradient after its bucket was launched.
@@ -118,11 +129,17 @@ struct Progress {
     launched_in_backward: usize,
 }
 
+/// A bucket handed to the communication thread and, on CUDA, an event recorded on the stream
+/// that produced its gradients after their kernels (the communication stream waits for it).
+type Launch = (usize, Result<Option<Event>>);
+
 struct Shared {
     progress: Mutex<Progress>,
     idle: Condvar,
     /// Bucket of each parameter.
     bucket_of: Vec<usize>,
+    /// The CUDA device the buckets live on (None: on the CPU, no streams).
+    cuda: Option<usize>,
 }
 
 impl Shared {
@@ -147,12 +164,21 @@ impl Shared {
         let b = self.bucket_of[i];
         p.pending[b] -= 1;
         while p.next < p.pending.len() && p.pending[p.next] == 0 {
-            let next = p.next;
+            let launch = (p.next, self.produced());
             // The receiver lives until the launch sender is taken away.
-            let _ = p.launch.as_ref().map(|tx| tx.send(next));
+            let _ = p.launch.as_ref().map(|tx| tx.send(launch));
             p.in_flight += 1;
             p.next += 1;
         }
+    }
+
+    /// On CUDA, an event after the kernels enqueued so far on this thread's current stream: the
+    /// hook runs on autograd's device thread, whose current stream is the one the backward
+    /// accumulates the gradients on (the forward's).
+    fn produced(&self) -> Result<Option<Event>> {
+        self.cuda
+            .map(|d| Stream::current(d)?.record_event())
+            .transpose()
     }
 
     /// Blocks while the communication thread has buckets to reduce.
@@ -175,6 +201,8 @@ pub struct GradBuckets {
     dtype: Kind,
     opts: BucketOptions,
     shared: Arc<Shared>,
+    /// On CUDA, the stream the overlapped all-reduces run on (one of torch's pool).
+    comm_stream: Option<Stream>,
     _hooks: Vec<PostAccumulateGradHook>,
 }
 
@@ -207,14 +235,15 @@ fn assign(params: &[Tensor], cap_bytes: usize) -> (Placement, Vec<(Kind, i64)>) 
 }
 
 impl GradBuckets {
-    /// Buckets for `params` (all requiring grad), reduced in `dtype` across `world_size` ranks.
+    /// Buckets for `params` (all requiring grad), reduced in `dtype` over the ranks — unless
+    /// `reduced` is false (a world of one on the local stand-in: nothing to reduce, no buckets).
     pub fn new(
         params: &[(String, Tensor)],
         dtype: Kind,
         opts: BucketOptions,
-        world_size: usize,
+        reduced: bool,
     ) -> Result<Self> {
-        let params = if world_size == 1 { &[][..] } else { params };
+        let params = if reduced { params } else { &[][..] };
         let tensors: Vec<Tensor> = params.iter().map(|(_, p)| p.shallow_clone()).collect();
         let (place, sizes) = assign(&tensors, opts.cap_bytes);
         let flats: Vec<Tensor> = tch::no_grad(|| {
@@ -234,10 +263,22 @@ impl GradBuckets {
                 })
                 .collect()
         });
+        let cuda = match tensors.first().map(|t| t.device()) {
+            Some(Device::Cuda(d)) => Some(d),
+            _ => None,
+        };
+        let comm_stream = cuda.map(Stream::from_pool).transpose()?;
+        if let Some(stream) = &comm_stream {
+            // Allocated on the compute stream, read and written on the communication stream.
+            for f in &flats {
+                record_stream(f, stream)?;
+            }
+        }
         let shared = Arc::new(Shared {
             progress: Mutex::new(Progress::default()),
             idle: Condvar::new(),
             bucket_of: place.iter().map(|&(b, _)| b).collect(),
+            cuda,
         });
         let hooks = tensors
             .iter()
@@ -255,6 +296,7 @@ impl GradBuckets {
             dtype,
             opts,
             shared,
+            comm_stream,
             _hooks: hooks,
         })
     }
@@ -288,15 +330,19 @@ impl GradBuckets {
             return Ok(out);
         }
         std::thread::scope(|s| {
-            let (tx, rx) = channel::<usize>();
+            let (tx, rx) = channel::<Launch>();
             self.shared.lock().launch = Some(tx);
             let flats: Vec<Tensor> = self.flats.iter().map(|f| f.shallow_clone()).collect();
-            let (shared, dtype) = (Arc::clone(&self.shared), self.dtype);
+            let (shared, dtype, stream) = (Arc::clone(&self.shared), self.dtype, self.comm_stream);
             let comm_thread = s.spawn(move || -> Result<()> {
-                let mut result = Ok(());
-                for b in rx {
+                // NCCL (and any cast) runs on this thread's current stream: the comm stream.
+                let (_on_comm_stream, mut result) = match stream.map(StreamGuard::new).transpose() {
+                    Ok(guard) => (guard, Ok(())),
+                    Err(e) => (None, Err(e)),
+                };
+                for (b, produced) in rx {
                     if result.is_ok() {
-                        result = reduce_mean(&flats[b], dtype, comm);
+                        result = reduce_launched(&flats[b], produced, stream, dtype, comm);
                     }
                     shared.lock().in_flight -= 1;
                     shared.idle.notify_all();
@@ -306,6 +352,7 @@ impl GradBuckets {
             let out = backward(&Quiet {
                 comm,
                 shared: &self.shared,
+                comm_stream: self.comm_stream,
             });
             // Ends the communication thread once the buckets launched are reduced.
             let mut p = self.shared.lock();
@@ -316,6 +363,11 @@ impl GradBuckets {
                 .unwrap_or_else(|_| Err(anyhow!("the gradient communication thread panicked")));
             let out = out?;
             reduced?;
+            // The optimizer reads the gradients on this thread's current stream: it waits (on
+            // the GPU) for the comm stream's last bucket.
+            if let Some(comm_stream) = &self.comm_stream {
+                Stream::current(comm_stream.device())?.wait_stream(comm_stream)?;
+            }
             self.check_counts()?;
             Ok(out)
         })
@@ -387,6 +439,22 @@ impl GradBuckets {
     }
 }
 
+/// On the communication thread, a launched bucket: on CUDA the comm stream (current on this
+/// thread) first waits for the event after the kernels that produced its gradients, so the
+/// reduction runs after them and alongside the rest of the backward.
+fn reduce_launched(
+    flat: &Tensor,
+    produced: Result<Option<Event>>,
+    comm_stream: Option<Stream>,
+    dtype: Kind,
+    comm: &dyn Collectives,
+) -> Result<()> {
+    if let (Some(stream), Some(event)) = (comm_stream, produced?) {
+        stream.wait_event(&event)?;
+    }
+    reduce_mean(flat, dtype, comm)
+}
+
 /// Replaces `flat` (a bucket) with its mean over the ranks, computed in `dtype`.
 fn reduce_mean(flat: &Tensor, dtype: Kind, comm: &dyn Collectives) -> Result<()> {
     tch::no_grad(|| {
@@ -403,10 +471,30 @@ fn reduce_mean(flat: &Tensor, dtype: Kind, comm: &dyn Collectives) -> Result<()>
 }
 
 /// The collectives the step itself uses while buckets are in flight: each call first waits for
-/// the communication thread to go idle, so collectives leave every rank in the same order.
+/// the communication thread to go idle, so collectives leave every rank in the same order — and
+/// on CUDA the caller's current stream waits for the comm stream, so they also run on every GPU
+/// in that order (the step's collectives are on the compute stream, the buckets' on the comm
+/// stream).
 struct Quiet<'a> {
     comm: &'a dyn Collectives,
     shared: &'a Shared,
+    comm_stream: Option<Stream>,
+}
+
+impl Quiet<'_> {
+    fn wait_idle(&self) -> clip_dist::Result<()> {
+        self.shared.wait_idle();
+        let Some(comm_stream) = &self.comm_stream else {
+            return Ok(());
+        };
+        Stream::current(comm_stream.device())
+            .and_then(|current| current.wait_stream(comm_stream))
+            .map_err(|e| {
+                clip_dist::Error::Unavailable(format!(
+                    "ordering after the gradient buckets' all-reduces: {e:#}"
+                ))
+            })
+    }
 }
 
 impl Collectives for Quiet<'_> {
@@ -417,23 +505,23 @@ impl Collectives for Quiet<'_> {
         self.comm.world_size()
     }
     fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> clip_dist::Result<()> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.all_reduce(t, op)
     }
     fn all_gather(&self, t: &Tensor) -> clip_dist::Result<Tensor> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.all_gather(t)
     }
     fn reduce_scatter(&self, t: &Tensor, op: ReduceOp) -> clip_dist::Result<Tensor> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.reduce_scatter(t, op)
     }
     fn broadcast(&self, t: &mut Tensor, root: usize) -> clip_dist::Result<()> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.broadcast(t, root)
     }
     fn barrier(&self) -> clip_dist::Result<()> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.barrier()
     }
     fn send_recv(
@@ -441,15 +529,15 @@ impl Collectives for Quiet<'_> {
         sends: &[(usize, &Tensor)],
         recvs: &mut [(usize, &mut Tensor)],
     ) -> clip_dist::Result<()> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.send_recv(sends, recvs)
     }
     fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> clip_dist::Result<Vec<u8>> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.broadcast_bytes(bytes, root)
     }
     fn all_gather_bytes(&self, bytes: &[u8]) -> clip_dist::Result<Vec<Vec<u8>>> {
-        self.shared.wait_idle();
+        self.wait_idle()?;
         self.comm.all_gather_bytes(bytes)
     }
 }

@@ -216,7 +216,10 @@ impl Trainer {
         )?;
         let optimization = plan
             .train
-            .map(|t| Optimization::new(t, &model, plan.device, plan.precision, world.world_size))
+            .map(|t| {
+                let reduced = plan.dist.runs_backend(world.world_size);
+                Optimization::new(t, &model, plan.device, plan.precision, reduced)
+            })
             .transpose()?;
         let mut trainer = Trainer {
             world,
@@ -739,7 +742,7 @@ impl Optimization {
         model: &Clip,
         device: Device,
         precision: Precision,
-        world_size: usize,
+        reduced: bool,
     ) -> Result<Self> {
         let trainable: Vec<(String, Tensor)> = model
             .named_parameters()
@@ -748,7 +751,7 @@ impl Optimization {
             .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect();
         let opt = AdamW::new(&trainable, plan.adamw);
-        let buckets = GradBuckets::new(&trainable, plan.grad_reduce, plan.ddp_buckets, world_size)?;
+        let buckets = GradBuckets::new(&trainable, plan.grad_reduce, plan.ddp_buckets, reduced)?;
         let step_opts = StepOptions {
             autocast: precision.autocast().map(|k| (device, k)),
             loss_scale: None,

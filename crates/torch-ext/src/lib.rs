@@ -2,8 +2,9 @@
 //! autocast with a chosen dtype (tch's is fp16-only), gradient checkpointing (a custom autograd
 //! function that recomputes a Rust closure in backward), and — in Rust, see [`pickle`] —
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts);
-//! and torch's current CUDA stream ([`current_cuda_stream`]), which NCCL must run on.
+//! and CUDA streams and events ([`cuda`]; torch's current stream is the one NCCL runs on).
 
+pub mod cuda;
 pub mod generator;
 pub mod grad_hooks;
 pub mod optim;
@@ -42,23 +43,12 @@ extern "C" {
         drop: DropFn,
         out: *mut CTensor,
     ) -> *mut c_char;
-    fn torch_ext_current_cuda_stream(device: c_int, out: *mut *mut c_void) -> *mut c_char;
     fn torch_ext_cuda_memory_peaks(
         device: c_int,
         allocated: *mut i64,
         reserved: *mut i64,
     ) -> *mut c_char;
     fn torch_ext_cuda_reset_peak_memory(device: c_int) -> *mut c_char;
-    fn torch_ext_cuda_event_record(
-        device: c_int,
-        stream: *mut c_void,
-        out: *mut *mut c_void,
-    ) -> *mut c_char;
-    fn torch_ext_cuda_event_elapsed(
-        start: *mut c_void,
-        end: *mut c_void,
-        ms: *mut f32,
-    ) -> *mut c_char;
 }
 
 /// Turns a message returned by the shim into an error (null means success).
@@ -215,22 +205,7 @@ pub fn load_pickle(path: &Path) -> Result<PickledDict> {
 /// `cudaStream_t`): the default stream unless a stream guard chose another. Work enqueued on it
 /// is ordered with libtorch's kernels around it. Fails without a CUDA libtorch and device.
 pub fn current_cuda_stream(device: usize) -> Result<*mut c_void> {
-    check_cuda_device(device, "no current CUDA stream")?;
-    let mut out = std::ptr::null_mut();
-    check(unsafe { torch_ext_current_cuda_stream(device as c_int, &mut out) })?;
-    Ok(out)
-}
-
-/// `what` fails on a device libtorch does not see (asking c10 about it would fail deep inside
-/// CUDA's initialisation, or abort).
-fn check_cuda_device(device: usize, what: &str) -> Result<()> {
-    let count = tch::Cuda::device_count().max(0) as usize;
-    if device >= count {
-        return Err(anyhow!(
-            "{what} on cuda:{device}: libtorch sees {count} CUDA device(s)"
-        ));
-    }
-    Ok(())
+    cuda::Stream::current(device)?.raw()
 }
 
 /// The CUDA caching allocator's peaks on `cuda:device` since the last
@@ -238,7 +213,7 @@ fn check_cuda_device(device: usize, what: &str) -> Result<()> {
 /// (`torch.cuda.max_memory_allocated`) and bytes reserved from the driver
 /// (`torch.cuda.max_memory_reserved`).
 pub fn cuda_peak_memory(device: usize) -> Result<(i64, i64)> {
-    check_cuda_device(device, "no CUDA memory statistics")?;
+    cuda::check_device(device, "no CUDA memory statistics")?;
     let (mut allocated, mut reserved) = (0, 0);
     check(unsafe { torch_ext_cuda_memory_peaks(device as c_int, &mut allocated, &mut reserved) })?;
     Ok((allocated, reserved))
@@ -246,25 +221,12 @@ pub fn cuda_peak_memory(device: usize) -> Result<(i64, i64)> {
 
 /// `torch.cuda.reset_peak_memory_stats(device)`.
 pub fn reset_cuda_peak_memory(device: usize) -> Result<()> {
-    check_cuda_device(device, "no CUDA memory statistics")?;
+    cuda::check_device(device, "no CUDA memory statistics")?;
     check(unsafe { torch_ext_cuda_reset_peak_memory(device as c_int) })
 }
 
-/// Seconds `f` takes on `cuda:device`, measured with CUDA events recorded on torch's current
-/// stream before and after it (the GPU's own clock: the host may return long before the work
-/// ends); waits for the end event.
+/// Seconds `f` takes on `cuda:device`, measured with CUDA events on torch's current stream
+/// ([`cuda::time`]).
 pub fn cuda_time(device: usize, f: impl FnOnce() -> Result<()>) -> Result<f64> {
-    let stream = current_cuda_stream(device)?;
-    let record = || -> Result<*mut c_void> {
-        let mut event = std::ptr::null_mut();
-        check(unsafe { torch_ext_cuda_event_record(device as c_int, stream, &mut event) })?;
-        Ok(event)
-    };
-    let start = record()?;
-    let ran = f();
-    let end = record()?;
-    let mut ms = 0f32;
-    check(unsafe { torch_ext_cuda_event_elapsed(start, end, &mut ms) })?;
-    ran?;
-    Ok(f64::from(ms) / 1e3)
+    cuda::time(device, f)
 }

@@ -181,78 +181,10 @@ char *torch_ext_checkpoint(tensor x, tensor *params, int n_params, void *ctx, ru
 }  // extern "C"
 
 // ---------------------------------------------------------------------------------------------
-// torch's current CUDA stream (clip-dist runs NCCL on it). c10/cuda's headers need the CUDA
-// toolkit's, which a CPU-only build machine lacks, so the two c10_cuda functions are looked up at
-// run time in the libc10_cuda.so this process already loaded (none in a CPU-only libtorch).
-// c10::cuda::CUDAStream is trivially copyable, laid out as {c10::Device (two int8), int64 id}:
-// it is returned, and passed as `this`, exactly like CudaStreamRepr.
-#include <dlfcn.h>
-#include <stdexcept>
-
-namespace {
-struct CudaStreamRepr {
-  int8_t device_type;
-  int8_t device_index;
-  int64_t id;
-};
-typedef CudaStreamRepr (*GetCurrentStreamFn)(int8_t);
-typedef void *(*StreamHandleFn)(const CudaStreamRepr *);
-
-void current_cuda_stream(int device, void **out) {
-  void *lib = dlopen("libc10_cuda.so", RTLD_NOW | RTLD_NOLOAD);
-  if (!lib) {
-    throw std::runtime_error("libc10_cuda.so is not loaded (a CPU-only libtorch?)");
-  }
-  auto get = reinterpret_cast<GetCurrentStreamFn>(
-      dlsym(lib, "_ZN3c104cuda20getCurrentCUDAStreamEa"));
-  auto handle = reinterpret_cast<StreamHandleFn>(
-      dlsym(lib, "_ZNK3c104cuda10CUDAStream6streamEv"));
-  dlclose(lib);
-  if (!get || !handle) {
-    throw std::runtime_error("libc10_cuda.so has no c10::cuda::getCurrentCUDAStream");
-  }
-  CudaStreamRepr stream = get(static_cast<int8_t>(device));
-  *out = handle(&stream);
-}
-} // namespace
-
-extern "C" char *torch_ext_current_cuda_stream(int device, void **out) {
-  GUARD(current_cuda_stream(device, out))
-}
-
-// ---------------------------------------------------------------------------------------------
-// GPU memory and time measured on the GPU (clip-tool bench-model --device cuda). The caching
-// allocator's statistics go through c10::DeviceAllocator (c10/core, no CUDA headers needed);
-// CUDA events through the CUDA runtime libtorch already loaded, looked up at run time.
+// GPU memory measured on the GPU (clip-tool bench-model --device cuda): the caching allocator's
+// statistics go through c10::DeviceAllocator (c10/core, no CUDA headers needed). Streams, events
+// and GPU timing are in cuda.cpp.
 #include <c10/core/CachingDeviceAllocator.h>
-
-namespace {
-typedef int (*CudaIntFn)(int);
-typedef int (*CudaEventCreateFn)(void **);
-typedef int (*CudaEventRecordFn)(void *, void *);
-typedef int (*CudaEventFn)(void *);
-typedef int (*CudaEventElapsedFn)(float *, void *, void *);
-
-void *cudart_symbol(const char *name) {
-  for (const char *lib_name : {"libcudart.so.13", "libcudart.so.12", "libcudart.so"}) {
-    void *lib = dlopen(lib_name, RTLD_NOW | RTLD_NOLOAD);
-    if (lib) {
-      void *sym = dlsym(lib, name);
-      dlclose(lib);
-      if (sym) {
-        return sym;
-      }
-    }
-  }
-  throw std::runtime_error(std::string("the CUDA runtime libtorch loaded has no ") + name);
-}
-
-void cuda_check(int code, const char *call) {
-  if (code != 0) {
-    throw std::runtime_error(std::string(call) + " failed with CUDA error " + std::to_string(code));
-  }
-}
-} // namespace
 
 extern "C" char *torch_ext_cuda_memory_peaks(int device, int64_t *allocated, int64_t *reserved) {
   GUARD({
@@ -265,38 +197,4 @@ extern "C" char *torch_ext_cuda_memory_peaks(int device, int64_t *allocated, int
 
 extern "C" char *torch_ext_cuda_reset_peak_memory(int device) {
   GUARD(c10::getDeviceAllocator(c10::kCUDA)->resetPeakStats(device))
-}
-
-// A new event recorded on `stream` of `device` (events belong to the device current when
-// created, so it is made current for the call and restored after).
-extern "C" char *torch_ext_cuda_event_record(int device, void *stream, void **out) {
-  GUARD({
-    auto get_device = reinterpret_cast<int (*)(int *)>(cudart_symbol("cudaGetDevice"));
-    auto set_device = reinterpret_cast<CudaIntFn>(cudart_symbol("cudaSetDevice"));
-    auto create = reinterpret_cast<CudaEventCreateFn>(cudart_symbol("cudaEventCreate"));
-    auto record = reinterpret_cast<CudaEventRecordFn>(cudart_symbol("cudaEventRecord"));
-    int previous = 0;
-    cuda_check(get_device(&previous), "cudaGetDevice");
-    cuda_check(set_device(device), "cudaSetDevice");
-    int created = create(out);
-    int recorded = created == 0 ? record(*out, stream) : 0;
-    set_device(previous);
-    cuda_check(created, "cudaEventCreate");
-    cuda_check(recorded, "cudaEventRecord");
-  })
-}
-
-// Waits for `end`, returns the milliseconds from `start` to `end`, and destroys both.
-extern "C" char *torch_ext_cuda_event_elapsed(void *start, void *end, float *ms) {
-  GUARD({
-    auto sync = reinterpret_cast<CudaEventFn>(cudart_symbol("cudaEventSynchronize"));
-    auto elapsed = reinterpret_cast<CudaEventElapsedFn>(cudart_symbol("cudaEventElapsedTime"));
-    auto destroy = reinterpret_cast<CudaEventFn>(cudart_symbol("cudaEventDestroy"));
-    int synced = sync(end);
-    int timed = synced == 0 ? elapsed(ms, start, end) : 0;
-    destroy(start);
-    destroy(end);
-    cuda_check(synced, "cudaEventSynchronize");
-    cuda_check(timed, "cudaEventElapsedTime");
-  })
 }

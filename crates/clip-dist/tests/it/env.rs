@@ -196,6 +196,24 @@ fn init_options_read_the_address_only_for_several_ranks() {
     assert_config(&e);
 }
 
+/// The backend's collectives run with several ranks, and in a world of one only for NCCL with
+/// `CLIP_DIST_BACKEND_AT_WORLD_1=1` (the trainer's gradient buckets follow this).
+#[test]
+fn the_backend_runs_with_several_ranks_or_nccl_asked_for_at_world_1() {
+    let one = WorldInfo::single();
+    let opts = |backend, at_1| InitOptions {
+        backend_at_world_1: at_1,
+        ..InitOptions::from_env(&one, None, backend).unwrap()
+    };
+    let nccl = clip_dist::Backend::Nccl { device_index: 0 };
+    let cpu = clip_dist::Backend::Cpu;
+    assert!(!opts(nccl, false).runs_backend(1));
+    assert!(opts(nccl, true).runs_backend(1));
+    assert!(!opts(cpu, true).runs_backend(1));
+    assert!(opts(cpu, false).runs_backend(2));
+    assert!(opts(nccl, false).runs_backend(2));
+}
+
 #[test]
 fn timeout_variable() {
     assert_eq!(

@@ -11,9 +11,13 @@ const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
 /// The report's parts, in order, and whether a machine without a GPU must run them (the
 /// profile part must where `clip-train` has `--profile-steps`).
-const PARTS: [(&str, bool); 7] = [
+const PARTS: [(&str, bool); 8] = [
     ("Environment", true),
     ("NCCL collectives at world size 1", false),
+    (
+        "Overlapped gradient all-reduce, bitwise like reduce-after-backward",
+        true,
+    ),
     ("Features vs OpenCLIP (same weights, TF32 off)", true),
     (
         "Gradient checkpointing: step time and peak memory, both sides",
@@ -73,7 +77,7 @@ fn gpu_check_runs_every_cpu_part_and_says_why_it_skips_the_others() {
         let status: Vec<&str> = body.lines().filter(|l| l.starts_with("status: ")).collect();
         assert_eq!(status.len(), 1, "{part}: one status line\n{body}");
         let status = status[0];
-        let must_run = *on_cpu || gpu || (i == 6 && profiles);
+        let must_run = *on_cpu || gpu || (i == 7 && profiles);
         if must_run {
             assert_eq!(status, "status: ran", "{part}\n{body}");
         } else {
@@ -84,6 +88,29 @@ fn gpu_check_runs_every_cpu_part_and_says_why_it_skips_the_others() {
         }
         if i == 1 && !gpu {
             assert_eq!(status, "status: skipped: no CUDA device", "{body}");
+        }
+    }
+    // The overlap part compared real runs: every bucket reduced during the backward with overlap,
+    // none without, and every checkpoint tensor equal (on a GPU it may be skipped: see the part).
+    if !gpu {
+        let same = report
+            .lines()
+            .find_map(|l| l.strip_prefix("- overlap on vs off: "))
+            .unwrap_or_else(|| panic!("no overlap comparison in\n{report}"));
+        let (n, rest) = same.split_once(" of ").unwrap();
+        assert!(n.parse::<usize>().unwrap() > 0, "{same}");
+        assert_eq!(rest, format!("{n} tensors bitwise equal"), "{report}");
+        for (mode, during) in [("1", "all"), ("0", "none")] {
+            let head = format!("- CLIP_TRAIN_DDP_OVERLAP={mode}: DDP gradient buckets: ");
+            let l = report.lines().find_map(|l| l.strip_prefix(&head));
+            let (b, d) = l
+                .and_then(|l| l.split_once(", all-reduced during the backward: "))
+                .unwrap();
+            let expected = if during == "all" { b } else { "0" };
+            assert_eq!(
+                d, expected,
+                "overlap {mode}: {during} during the backward\n{report}"
+            );
         }
     }
     // Figures, not placeholders: the parity's relative errors, both sides' rates and step times.
