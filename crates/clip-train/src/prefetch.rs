@@ -14,6 +14,7 @@
 use anyhow::Result;
 use clip_data::buffers::{BatchBuffer, BufferRing, ImagesMut, Lease};
 use tch::{Device, Kind, Tensor};
+use torch_ext::cuda::{record_stream, Event, Stream, StreamGuard};
 
 use crate::precision::Precision;
 
@@ -42,6 +43,9 @@ pub fn image_kinds(precision: Precision) -> (Kind, Kind) {
 pub struct HostBuffer {
     pub images: Tensor,
     pub tokens: Tensor,
+    /// CUDA: recorded on the copy stream after the copy out of this buffer; the buffer is not
+    /// written again before it is reached ([`BatchBuffer::wait_writable`])
+    copied: Option<Event>,
 }
 
 impl HostBuffer {
@@ -56,7 +60,11 @@ impl HostBuffer {
             images = images.f_pin_memory(device)?;
             tokens = tokens.f_pin_memory(device)?;
         }
-        Ok(HostBuffer { images, tokens })
+        Ok(HostBuffer {
+            images,
+            tokens,
+            copied: None,
+        })
     }
 }
 
@@ -86,6 +94,13 @@ impl BatchBuffer for HostBuffer {
     }
     fn tokens(&self) -> &[i64] {
         elements(&self.tokens)
+    }
+    fn wait_writable(&mut self) {
+        if let Some(copied) = self.copied.take() {
+            // A failure here is the device's (it is gone or broken): the step's own CUDA calls
+            // report it.
+            let _ = copied.synchronize();
+        }
     }
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
@@ -133,41 +148,94 @@ impl HostBatch {
 }
 
 /// A batch on its way to (or on) the device. Dropping it gives its host buffer back to the
-/// ring: only after the step that used it (the fields drop in order: the tensors first).
+/// ring: only after the step that used it (the fields drop in order: the tensors first), and on
+/// CUDA with the copy's event, which the ring waits for before the buffer is written again.
 pub struct DeviceBatch {
-    pub images: Tensor,
-    pub tokens: Tensor,
-    _host: Option<Lease>,
+    images: Tensor,
+    tokens: Tensor,
+    /// the images' dtype in the model
+    image_kind: Kind,
+    /// CUDA: the copy's event on the copy stream
+    copied: Option<Event>,
+    host: Option<Lease>,
 }
 
 impl DeviceBatch {
-    /// (images, tokens) for the step.
-    pub fn inputs(&self) -> (Tensor, Tensor) {
-        (self.images.shallow_clone(), self.tokens.shallow_clone())
+    /// (images, tokens) for the step. On CUDA the current (compute) stream waits for the copy
+    /// first, and the tensors — allocated on the copy stream — are marked as used by it, so the
+    /// caching allocator keeps their memory until the compute stream is done with them.
+    pub fn inputs(&self) -> Result<(Tensor, Tensor)> {
+        if let Some(copied) = &self.copied {
+            let compute = Stream::current(copied_device(&self.images))?;
+            compute.wait_event(copied)?;
+            record_stream(&self.images, &compute)?;
+            record_stream(&self.tokens, &compute)?;
+        }
+        Ok((
+            self.images.f_to_kind(self.image_kind)?,
+            self.tokens.shallow_clone(),
+        ))
     }
 }
 
-/// `host` on `device`, images as `image_kind` there. On the CPU the tensors are the host
-/// buffer's (no copy unless the kind changes). To a GPU, a copy from pinned memory (a ring
-/// buffer, or the tensors pinned here), waited for before the buffer can be rewritten.
-pub fn to_device(host: HostBatch, device: Device, image_kind: Kind) -> Result<DeviceBatch> {
-    let (images, tokens) = match device {
-        Device::Cuda(_) => {
-            let pinned = |t: &Tensor| match host.lease {
-                Some(_) => Ok(t.shallow_clone()),
-                None => t.f_pin_memory(device),
-            };
-            // A blocking copy: the ring buffer may be rewritten as soon as the step is done.
-            let crossing = host.images.kind();
-            let images = pinned(&host.images)?.f_to_device_(device, crossing, false, false)?;
-            let tokens = pinned(&host.tokens)?.f_to_device_(device, Kind::Int64, false, false)?;
-            (images.f_to_kind(image_kind)?, tokens)
+fn copied_device(t: &Tensor) -> usize {
+    match t.device() {
+        Device::Cuda(i) => i,
+        _ => unreachable!("a copy event only for CUDA tensors"),
+    }
+}
+
+impl Drop for DeviceBatch {
+    fn drop(&mut self) {
+        if let (Some(copied), Some(host)) = (self.copied.take(), self.host.as_mut()) {
+            if let Some(h) = host.downcast_mut::<HostBuffer>() {
+                h.copied = Some(copied);
+            }
         }
-        _ => (host.images.f_to_kind(image_kind)?, host.tokens),
+    }
+}
+
+/// The stream host-to-device copies run on: one of torch's pool, taken once per process.
+fn copy_stream(device: usize) -> Result<Stream> {
+    static COPY: std::sync::OnceLock<Stream> = std::sync::OnceLock::new();
+    if let Some(s) = COPY.get() {
+        return Ok(*s);
+    }
+    let s = Stream::from_pool(device)?;
+    Ok(*COPY.get_or_init(|| s))
+}
+
+/// `host` on `device`, images as `image_kind` in the model. On the CPU the tensors are the host
+/// buffer's (no copy unless the kind changes). To a GPU, a non-blocking copy from pinned memory
+/// (a ring buffer, or the tensors pinned here) on the copy stream, with an event the step
+/// waits for ([`DeviceBatch::inputs`]): the copy overlaps whatever the compute stream runs.
+pub fn to_device(host: HostBatch, device: Device, image_kind: Kind) -> Result<DeviceBatch> {
+    let Device::Cuda(index) = device else {
+        return Ok(DeviceBatch {
+            images: host.images.f_to_kind(image_kind)?,
+            tokens: host.tokens,
+            image_kind,
+            copied: None,
+            host: host.lease,
+        });
+    };
+    let pinned = |t: &Tensor| match host.lease {
+        Some(_) => Ok(t.shallow_clone()),
+        None => t.f_pin_memory(device),
+    };
+    let stream = copy_stream(index)?;
+    let (images, tokens, copied) = {
+        let _on_copy_stream = StreamGuard::new(stream)?;
+        let crossing = host.images.kind();
+        let images = pinned(&host.images)?.f_to_device_(device, crossing, true, false)?;
+        let tokens = pinned(&host.tokens)?.f_to_device_(device, Kind::Int64, true, false)?;
+        (images, tokens, stream.record_event()?)
     };
     Ok(DeviceBatch {
         images,
         tokens,
-        _host: host.lease,
+        image_kind,
+        copied: Some(copied),
+        host: host.lease,
     })
 }

@@ -396,7 +396,10 @@ impl Trainer {
             if prefetch::enabled() && self.state.step_in_epoch + 1 < steps_per_epoch {
                 ahead = Some(self.next_micro_batches(&mut batches, accum, epoch));
             }
-            let mut inputs: Vec<(Tensor, Tensor)> = micro.iter().map(DeviceBatch::inputs).collect();
+            let mut inputs: Vec<(Tensor, Tensor)> = micro
+                .iter()
+                .map(DeviceBatch::inputs)
+                .collect::<Result<_>>()?;
             test_nan_batch(&mut inputs, self.state.step + 1, self.world.rank);
             let done = self.train_step(&inputs, comm)?;
             batches.trained(micro.len());

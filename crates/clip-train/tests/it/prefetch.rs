@@ -23,8 +23,11 @@ fn ranges(trace: &Path) -> Vec<(String, f64, f64)> {
         .collect()
 }
 
+/// (start, end) in µs.
+type Span = (f64, f64);
+
 /// Per recorded step: the `to_device` ranges inside it, and its `forward_backward` range.
-fn steps(trace: &Path, n: usize) -> Vec<(Vec<(f64, f64)>, (f64, f64))> {
+fn steps(trace: &Path, n: usize) -> Vec<(Vec<Span>, Span)> {
     let all = ranges(trace);
     (1..=n)
         .map(|k| {
