@@ -6,8 +6,10 @@
 //! `--aug-cfg` key is one line, exit 2, nothing written) and fixes the epoch plan: OpenCLIP's
 //! arithmetic (`global = batch × world; batches = ceil(N / global)` rounded up to a multiple of
 //! the workers) for webdataset, `floor(N / batch)` (the last partial batch dropped) for synthetic.
-//! [`TrainData::epoch`] yields (images f32 `[B,3,S,S]`, tokens i64 `[B,ctx]`) CPU tensors and,
-//! after every batch, a JSON position ([`Epoch::position`]) that checkpoints store in
+//! [`TrainData::epoch`] yields batches on the host (images `[B,3,S,S]`, tokens i64 `[B,ctx]`;
+//! webdataset's in the ring buffers of [`crate::prefetch`], f32 or bf16 images) and a JSON
+//! position after the last batch trained ([`Epoch::position`]; [`Epoch::trained`] moves it: a
+//! batch taken a step ahead is not in it) that checkpoints store in
 //! `TrainState.data_position` and `--resume` hands back, so a resumed run sees exactly the
 //! samples the uninterrupted one would have.
 //!
@@ -166,7 +168,7 @@ fn channels(flag: &str, v: Option<&[f64]>, default: [f32; 3]) -> Result<[f32; 3]
 enum Source {
     Synthetic(Synthetic),
     WebDataset(Box<Loader>),
-    Csv(Box<CsvData>),
+    Csv(Arc<CsvData>),
 }
 
 /// Where one rank's input stands: checkpoints store it, `--resume` hands it back.
@@ -458,7 +460,7 @@ impl TrainData {
                 p.batch_size
             );
         }
-        Ok((Source::Csv(Box::new(data)), batches, n, warnings))
+        Ok((Source::Csv(Arc::new(data)), batches, n, warnings))
     }
 
     pub fn kind(&self) -> DataKind {
@@ -496,7 +498,7 @@ impl TrainData {
         step_in_epoch: i64,
         saved: Option<&DataPosition>,
         host: &HostMemory,
-    ) -> Result<Epoch<'_>> {
+    ) -> Result<Epoch> {
         if let Some(saved) = saved.filter(|_| step_in_epoch > 0) {
             if saved.source != self.kind() {
                 bail!("the checkpoint was taken mid-epoch on --dataset-type {} data; resume it with the same data (or from an epoch checkpoint)", saved.source.name());
@@ -506,11 +508,13 @@ impl TrainData {
             }
         }
         let inner = match &self.source {
-            Source::Csv(data) => Inner::Csv {
-                order: data.order(epoch, self.rank, self.world),
-                data,
-                next: step_in_epoch,
-            },
+            Source::Csv(data) => Inner::Csv(csv_batches(
+                Arc::clone(data),
+                data.order(epoch, self.rank, self.world),
+                (epoch, self.batch_size as usize),
+                step_in_epoch..self.batches_per_epoch,
+                self.host_ring(host)?,
+            )),
             Source::Synthetic(data) => Inner::Synthetic(synthetic_batches(
                 data.clone(),
                 (self.rank, self.world, self.batch_size),
@@ -537,24 +541,21 @@ impl TrainData {
             taken: step_in_epoch,
             batches: step_in_epoch,
             batches_per_epoch: self.batches_per_epoch,
-            batch_size: self.batch_size,
         })
     }
 }
 
 impl TrainData {
-    /// The ring webdataset batches are assembled in, allocated on first use.
+    /// The ring webdataset and CSV batches are assembled in, allocated on first use.
     fn host_ring(&self, host: &HostMemory) -> Result<BufferRing> {
         let mut ring = self.ring.lock().unwrap();
         if ring.is_none() {
-            let Source::WebDataset(loader) = &self.source else {
-                unreachable!("only webdataset batches are assembled in host buffers")
+            let (side, ctx) = match &self.source {
+                Source::WebDataset(loader) => (loader.image_size(), loader.context_length()),
+                Source::Csv(data) => data.shape(),
+                Source::Synthetic(_) => unreachable!("synthetic batches are made as tensors"),
             };
-            let shape = [
-                self.batch_size,
-                loader.image_size() as i64,
-                loader.context_length() as i64,
-            ];
+            let shape = [self.batch_size, side as i64, ctx as i64];
             *ring = Some(prefetch::host_ring(
                 host.device,
                 host.image_kind,
@@ -609,20 +610,46 @@ fn synthetic_batches(
     taken
 }
 
-enum Inner<'a> {
-    Csv {
-        data: &'a CsvData,
-        order: Vec<usize>,
-        next: i64,
-    },
+/// `--dataset-type csv`'s batches `batches` of this epoch (rows `order`), decoded off the
+/// training thread into `ring`'s buffers, as far ahead as the ring lets it. The position stays
+/// the trainer's (batches trained). The thread ends when the epoch's batches are made or the
+/// trainer drops the epoch.
+fn csv_batches(
+    data: Arc<CsvData>,
+    order: Vec<usize>,
+    (epoch, batch_size): (i64, usize),
+    batches: std::ops::Range<i64>,
+    ring: BufferRing,
+) -> Receiver<Result<HostBatch>> {
+    let (made, taken) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        for i in batches {
+            let Some(mut lease) = ring.take(&|| false) else {
+                break;
+            };
+            let rows = &order[i as usize * batch_size..(i as usize + 1) * batch_size];
+            let batch = data
+                .batch_into(rows, epoch, lease.buffer_mut())
+                .map(|()| HostBatch::in_buffer(lease, batch_size as i64));
+            if made.send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    taken
+}
+
+enum Inner {
+    /// Batches decoded ahead on a thread of their own (see [`csv_batches`]).
+    Csv(Receiver<Result<HostBatch>>),
     /// Batches made ahead on a thread of their own (see [`synthetic_batches`]).
     Synthetic(Receiver<Result<(Tensor, Tensor)>>),
     WebDataset(Box<EpochIter>),
 }
 
 /// One epoch's batches.
-pub struct Epoch<'a> {
-    inner: Inner<'a>,
+pub struct Epoch {
+    inner: Inner,
     streams: Option<usize>,
     epoch: i64,
     /// batches taken (trained, and taken ahead)
@@ -630,10 +657,9 @@ pub struct Epoch<'a> {
     /// batches trained ([`Epoch::trained`]): the position's count
     batches: i64,
     batches_per_epoch: i64,
-    batch_size: i64,
 }
 
-impl Epoch<'_> {
+impl Epoch {
     /// The next batch on the host; None at the end of the epoch; an error when the input
     /// stalls or yields nothing usable (the run must stop). It is not in the position until
     /// [`Epoch::trained`] says it was trained.
@@ -647,15 +673,11 @@ impl Epoch<'_> {
             lease: None,
         };
         let out = match &mut self.inner {
-            Inner::Csv { data, order, next } => {
-                let b = self.batch_size as usize;
-                let rows = &order[*next as usize * b..(*next as usize + 1) * b];
-                *next += 1;
-                match data.batch(rows, self.epoch) {
-                    Ok(batch) => owned(batch),
-                    Err(e) => return Some(Err(e)),
-                }
-            }
+            Inner::Csv(made) => match made.recv() {
+                Ok(Ok(b)) => b,
+                Ok(Err(e)) => return Some(Err(e)),
+                Err(_) => return Some(Err(anyhow::anyhow!("the CSV data thread stopped"))),
+            },
             Inner::Synthetic(made) => match made.recv() {
                 Ok(Ok(b)) => owned(b),
                 Ok(Err(e)) => return Some(Err(e)),
@@ -685,7 +707,7 @@ impl Epoch<'_> {
     /// The position after the last batch trained (store it with a checkpoint).
     pub fn position(&self) -> DataPosition {
         let (source, loader) = match &self.inner {
-            Inner::Csv { .. } => (DataKind::Csv, None),
+            Inner::Csv(_) => (DataKind::Csv, None),
             Inner::Synthetic(_) => (DataKind::Synthetic, None),
             Inner::WebDataset(it) => (DataKind::WebDataset, Some(EpochIter::position(it))),
         };

@@ -643,7 +643,7 @@ impl Trainer {
         &mut self,
         comm: &dyn Collectives,
         stop: bool,
-        batches: &Epoch<'_>,
+        batches: &Epoch,
     ) -> Result<Outcome> {
         let o = self.optimization.as_ref().expect("training run");
         let every = o
