@@ -306,10 +306,10 @@ impl Trainer {
             true => "one step ahead",
             false => "at each step (CLIP_TRAIN_PREFETCH=0)",
         };
-        // webdataset's host buffers hold the crossing dtype; synthetic and CSV batches are f32
-        let wds = o.plan.data.kind() == crate::data::DataKind::WebDataset;
+        // webdataset's and CSV's host buffers hold the crossing dtype; synthetic batches are f32
+        let buffers = o.plan.data.kind() != crate::data::DataKind::Synthetic;
         let kind = match o.host.image_kind {
-            tch::Kind::BFloat16 if wds => "bf16",
+            tch::Kind::BFloat16 if buffers => "bf16",
             _ => "fp32",
         };
         self.metrics.log.info(&format!(

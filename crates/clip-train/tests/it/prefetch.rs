@@ -151,19 +151,21 @@ fn host_bf16_rounding_is_torchs_bit_for_bit() {
     }
 }
 
-/// One step of the tiny model on webdataset shards at `precision`: images crossing as bf16
-/// (the default under bf16 and amp_bf16) train bitwise what f32 images converted on the
-/// device train.
+/// One step of the tiny model on webdataset shards and on a CSV table at `precision`: images
+/// crossing as bf16 (the default under bf16 and amp_bf16) train bitwise what f32 images
+/// converted on the device train.
 #[test]
 fn bf16_images_train_bitwise_what_device_converted_images_train() {
     let logs = tempdir("prefetch-bf16");
     make_shards(&logs, &logs.join("shards"), 8, 4, 0);
-    let data = format!("{}/{{00000..00001}}.tar", logs.join("shards").display());
-    for precision in ["amp_bf16", "bf16"] {
+    let shards = format!("{}/{{00000..00001}}.tar", logs.join("shards").display());
+    let csv = crate::train_csv::table(&logs, '\t', "filepath", "title");
+    for (precision, data) in [("amp_bf16", &shards), ("bf16", &shards), ("bf16", &csv)] {
+        let kind = if data.ends_with(".tsv") { "csv" } else { "wds" };
         let run = |name: &str, bf16_images: &str| {
             let flags = "--model clip_tiny --batch-size 2 --train-num-samples 2 --epochs 1 \
                          --workers 1 --lr 1e-3 --seed 5";
-            let extra = ["--train-data", &data, "--precision", precision];
+            let extra = ["--train-data", data, "--precision", precision];
             let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
                 .args(cli(flags, name, &logs, &extra))
                 .env("CLIP_TRAIN_BF16_IMAGES", bf16_images)
@@ -182,8 +184,8 @@ fn bf16_images_train_bitwise_what_device_converted_images_train() {
             );
             logs.join(name).join("checkpoints/epoch_1.safetensors")
         };
-        let host = run(&format!("{precision}-host"), "1");
-        let device = run(&format!("{precision}-device"), "0");
+        let host = run(&format!("{precision}-{kind}-host"), "1");
+        let device = run(&format!("{precision}-{kind}-device"), "0");
         assert_bitwise_equal(&host, &device);
     }
     let _ = std::fs::remove_dir_all(&logs);
