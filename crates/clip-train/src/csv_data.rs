@@ -15,7 +15,8 @@ use crate::params::Params;
 
 /// `--dataset-type csv` (OpenCLIP's `CsvDataset`): (image path, caption) rows, read in a fresh
 /// permutation every epoch — seeded by (seed, epoch), split across ranks as `DistributedSampler`
-/// does, the last partial batch dropped — and decoded by `--workers` threads per batch. Each
+/// does, the last partial batch dropped — and decoded by `--workers` threads per batch, off the
+/// training thread (`data.rs`'s `csv_batches`), into the trainer's host buffers. Each
 /// sample's augmentation draws from an RNG seeded by (seed, epoch, row), so the batches do not
 /// depend on the number of workers and a resumed run sees the same pixels.
 pub(crate) struct CsvData {
