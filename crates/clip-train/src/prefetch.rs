@@ -1,8 +1,9 @@
-//! Batches ahead of time: the host memory webdataset batches are assembled in, and their way
-//! to the device.
+//! Batches ahead of time: the host memory webdataset and CSV batches are assembled in, and their
+//! way to the device.
 //!
-//! clip-data's assembler thread writes each batch straight into a [`HostBuffer`] of a small
-//! ring ([`host_ring`]: libtorch tensors allocated once, pinned when the device is CUDA). The
+//! clip-data's assembler thread (CSV: `data.rs`'s decode thread) writes each batch straight into
+//! a [`HostBuffer`] of a small ring ([`host_ring`]: libtorch tensors allocated once, pinned when
+//! the device is CUDA). The
 //! trainer takes step i+1's batches and starts their copy ([`to_device`]) before step i's
 //! forward/backward, so on a GPU the copy overlaps step i's compute. A buffer goes back to the
 //! ring when the [`DeviceBatch`] made from it is dropped (after the step that used it): on the
@@ -41,8 +42,8 @@ pub fn image_kinds(precision: Precision) -> (Kind, Kind) {
 /// [`crate::precision::Precision::image_kind`]) and tokens `[B,ctx]` i64, contiguous, pinned
 /// for a CUDA device.
 pub struct HostBuffer {
-    pub images: Tensor,
-    pub tokens: Tensor,
+    images: Tensor,
+    tokens: Tensor,
     /// CUDA: recorded on the copy stream after the copy out of this buffer; the buffer is not
     /// written again before it is reached ([`BatchBuffer::wait_writable`])
     copied: Option<Event>,
