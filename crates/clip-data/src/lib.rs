@@ -1,3 +1,4 @@
+pub mod buffers;
 pub mod csv;
 pub mod inspect;
 pub mod loader;

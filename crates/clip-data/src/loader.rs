@@ -25,10 +25,13 @@
 //! - `workers` **decode** threads take jobs in any order and decode + augment + tokenize. The
 //!   augmentation RNG of a sample is seeded from (seed, rank, stream, epoch, index), so the result
 //!   does not depend on which thread runs it.
-//! - the **consumer** (the iterator the trainer drives) builds batches stream by stream in a fixed
-//!   round-robin order, as PyTorch's DataLoader interleaves its workers, putting each stream's
-//!   results back into index order. A sample that fails to decode is skipped (counted, logged) and
-//!   the batch is filled from the next one.
+//! - one **assembler** thread builds batches stream by stream in a fixed round-robin order, as
+//!   PyTorch's DataLoader interleaves its workers, putting each stream's results back into index
+//!   order and copying each sample straight into a buffer of the epoch's [`BufferRing`] (the
+//!   caller's memory — the trainer's is pinned for a GPU — or vectors of the loader's own). A
+//!   sample that fails to decode is skipped (counted, logged) and the batch is filled from the
+//!   next one. It runs one batch ahead of the consumer (the iterator the trainer drives), plus
+//!   as far as the ring's free buffers let it.
 //!
 //! Hence the batches are a function of (seed, rank, world, streams, epoch, batch size) only —
 //! identical for any number of decode threads. `streams` defaults to `workers`, which gives
@@ -43,7 +46,9 @@
 //! shuffle generator, and the members waiting in its shuffle buffer by (shard, byte offset,
 //! length), not their bytes. The reader runs ahead of the consumer, so the consumer keeps this
 //! cursor itself: each sample travels with the [`order::Step`] that produced it (what was read
-//! into the buffer, which slot was emitted) and the consumer applies it when it takes the sample.
+//! into the buffer, which slot was emitted), the assembler passes a batch's steps on with it, and
+//! the consumer applies them when it confirms the batch ([`EpochIter::confirm`]: a batch taken
+//! ahead of its use is not in the position until then).
 //!
 //! Restore reopens the shard being read at its offset (a file seeks, `s3://` sends a Range GET, a
 //! `pipe:` command is read and the prefix dropped), reads the waiting members back by their byte
@@ -58,11 +63,13 @@
 //! buffers: about 25 bytes per waiting member, so OpenCLIP's 5000-sample buffers make ~125 kB
 //! per stream.
 
-//! ## Images on the host as normalised f32
-//! Batches carry images as one contiguous `[B,3,S,S]` f32 buffer, already normalised: random
+//! ## Images on the host as normalised f32 (or bf16)
+//! Batches carry images as one contiguous `[B,3,S,S]` buffer, already normalised: random
 //! erasing in pixel mode writes N(0,1) noise in the normalised space, which u8 cannot hold, and the
-//! transform already produces normalised CHW floats, so the device only needs one copy.
+//! transform already produces normalised CHW floats, so the device only needs one copy. A ring
+//! whose buffers hold bf16 gets them rounded as torch rounds ([`crate::buffers::bf16_bits`]).
 
+use crate::buffers::{to_bf16, BufferRing, ImagesMut, Lease};
 use crate::order::{self, Cursor, Event, OrderCfg, Piece, SampleStream, Step};
 use crate::samples::{Item, RawSample, SkipLog, SkipReason, Stats};
 use crate::shards::ShardList;
@@ -157,11 +164,11 @@ pub fn epoch_plan(
     (per_worker, batches, batches * global)
 }
 
-/// One batch: `images` is `[B,3,S,S]` normalised f32 (row-major), `tokens` is `[B,ctx]` i64.
-#[derive(Debug, Clone)]
+/// One batch: images `[B,3,S,S]` normalised (row-major; f32, or bf16 where the ring's buffers
+/// hold bf16), tokens `[B,ctx]` i64, in a buffer lent from the epoch's [`BufferRing`]: dropping
+/// the batch (or the [`Lease`] taken out of it) gives the buffer back.
 pub struct Batch {
-    pub images: Vec<f32>,
-    pub tokens: Vec<i64>,
+    lease: Lease,
     pub batch_size: usize,
     pub image_size: usize,
     pub context_length: usize,
@@ -169,19 +176,32 @@ pub struct Batch {
     pub keys: Vec<String>,
     /// the stream that produced it
     pub stream: usize,
-    /// where `images` goes back for reuse when the batch is dropped (saves re-faulting ~B·1.2 MB
-    /// of fresh pages per batch; `std::mem::take(&mut batch.images)` opts out)
-    pool: Option<std::sync::Weak<Mutex<Vec<Vec<f32>>>>>,
 }
 
-impl Drop for Batch {
-    fn drop(&mut self) {
-        if let Some(pool) = self.pool.take().and_then(|w| w.upgrade()) {
-            let mut p = pool.lock().unwrap();
-            if p.len() < 4 && self.images.capacity() > 0 {
-                p.push(std::mem::take(&mut self.images));
-            }
-        }
+impl std::fmt::Debug for Batch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Batch")
+            .field("batch_size", &self.batch_size)
+            .field("stream", &self.stream)
+            .field("keys", &self.keys)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Batch {
+    /// The images as f32 (panics where the buffer holds bf16).
+    pub fn images(&self) -> &[f32] {
+        let n = self.batch_size * 3 * self.image_size * self.image_size;
+        let all = self.lease.buffer().images_f32();
+        &all.expect("a batch assembled as bf16 has no f32 images")[..n]
+    }
+    pub fn tokens(&self) -> &[i64] {
+        &self.lease.buffer().tokens()[..self.batch_size * self.context_length]
+    }
+    /// The buffer the batch lives in: the caller gives it back (drops it) once nothing reads
+    /// it any more.
+    pub fn into_lease(self) -> Lease {
+        self.lease
     }
 }
 
@@ -322,6 +342,14 @@ impl Loader {
         &self.order
     }
 
+    /// A batch's image side and caption length (what a [`BufferRing`]'s buffers hold).
+    pub fn image_size(&self) -> usize {
+        self.proc_.image_size()
+    }
+    pub fn context_length(&self) -> usize {
+        self.proc_.context_length()
+    }
+
     /// (batches per stream, batches per epoch, samples per epoch) — OpenCLIP's `num_batches`, `num_samples`.
     pub fn plan(&self) -> Option<(u64, u64, u64)> {
         self.cfg
@@ -341,6 +369,17 @@ impl Loader {
     /// its stream layout (the number of streams fixes the sample order), whatever `workers` —
     /// the decode threads — is now.
     pub fn epoch(&self, epoch: u64, resume: Option<&Position>) -> Result<EpochIter> {
+        self.epoch_with(epoch, resume, None)
+    }
+
+    /// [`Loader::epoch`], its batches assembled in `ring`'s buffers (`None`: vectors of its
+    /// own).
+    pub fn epoch_with(
+        &self,
+        epoch: u64,
+        resume: Option<&Position>,
+        ring: Option<BufferRing>,
+    ) -> Result<EpochIter> {
         let mut order = self.order.clone();
         if let Some(r) = resume {
             order.streams = r.streams.len().max(1);
@@ -390,7 +429,7 @@ impl Loader {
             }
             pos = r.clone();
         }
-        EpochIter::start(self, &order, epoch, pos, quota)
+        EpochIter::start(self, &order, epoch, pos, quota, ring)
     }
 
     /// The position at the start of `epoch` over `streams` streams: nothing taken from any.
@@ -437,7 +476,7 @@ impl Loader {
             return Ok(None);
         };
         pos.next_stream = first;
-        EpochIter::start(self, &self.order, 0, pos, u64::MAX).map(Some)
+        EpochIter::start(self, &self.order, 0, pos, u64::MAX, None).map(Some)
     }
 }
 
@@ -477,17 +516,67 @@ type Decoded = (
     Option<Step>,
 );
 
-struct StreamState {
+/// What the assembler reads of one stream.
+struct StreamIn {
     rx: Receiver<Msg>,
     inflight: Receiver<()>,
     reorder: HashMap<u64, Decoded>,
     end: Option<u64>,
-    /// the stream's state after the samples taken (see [`Cursor`])
-    cursor: Cursor,
+}
+
+/// A change to a stream's [`Cursor`], in the order the assembler met it.
+enum CursorMove {
+    Apply(Step),
+    Set(Box<Cursor>),
+}
+
+/// How the position moves when the consumer takes a batch (or the epoch's end): the counts
+/// after it and the cursor moves since the previous one. The assembler runs ahead; the
+/// position is the consumer's, so it travels with the batch and is applied when the batch is
+/// confirmed ([`EpochIter::confirm`]).
+struct Advance {
+    /// (samples taken, batches, done) per stream
+    streams: Vec<(u64, u64, bool)>,
+    next_stream: usize,
+    batches: u64,
+    moves: Vec<(usize, CursorMove)>,
+}
+
+/// What the assembler thread sends the consumer.
+enum Assembled {
+    Batch(Batch, Advance),
+    End(Advance),
+    Failed(anyhow::Error),
 }
 
 /// Iterator over the batches of one epoch. Dropping it stops all its threads.
+///
+/// Batches are assembled ahead on a thread of their own (the assembler: stream round-robin,
+/// reordering, the copy of each sample into a buffer of the ring); the position is the
+/// consumer's: [`Iterator::next`] confirms each batch it returns, [`EpochIter::next_held`]
+/// leaves it to [`EpochIter::confirm`] (a batch taken ahead of its use stays out of the
+/// position until it is used).
 pub struct EpochIter {
+    /// after the confirmed batches
+    pos: Position,
+    /// each stream's reading state after the confirmed batches (see [`Cursor`])
+    cursors: Vec<Cursor>,
+    train: bool,
+    /// None after the epoch's end or an error
+    out: Option<Receiver<Assembled>>,
+    /// the moves of batches returned but not confirmed, oldest first
+    held: std::collections::VecDeque<Advance>,
+    /// the moves at the epoch's end, applied when everything before is confirmed
+    end: Option<Advance>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    threads: Vec<std::thread::JoinHandle<()>>,
+    job_tx: Option<Sender<Job>>,
+    pipe_groups: crate::source::PipeGroups,
+}
+
+/// The assembler thread's state: the streams' results, the counts of the position (the
+/// cursors are the consumer's), the skip and progress bookkeeping.
+struct Assembler {
     pos: Position,
     quota: u64,
     train: bool,
@@ -495,19 +584,17 @@ pub struct EpochIter {
     image_size: usize,
     ctx: usize,
     timeout: Duration,
-    streams: Vec<StreamState>,
+    streams: Vec<StreamIn>,
     stats: Arc<Mutex<Stats>>,
     shards: Arc<Mutex<BTreeMap<String, ShardReport>>>,
     skiplog: SkipLog,
     last_progress: Instant,
     stop: Arc<std::sync::atomic::AtomicBool>,
-    threads: Vec<std::thread::JoinHandle<()>>,
-    job_tx: Option<Sender<Job>>,
-    failed: bool,
-    pipe_groups: crate::source::PipeGroups,
-    pool: Arc<Mutex<Vec<Vec<f32>>>>,
+    ring: BufferRing,
     sample_pool: Arc<Mutex<Vec<Vec<f32>>>>,
     sample_pool_cap: usize,
+    /// cursor moves since the last batch sent
+    moves: Vec<(usize, CursorMove)>,
 }
 
 impl EpochIter {
@@ -517,12 +604,14 @@ impl EpochIter {
         epoch: u64,
         pos: Position,
         quota: u64,
+        ring: Option<BufferRing>,
     ) -> Result<EpochIter> {
         let n_streams = order.streams;
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (job_tx, job_rx) = unbounded::<Job>();
         let mut threads = Vec::new();
         let mut states = Vec::new();
+        let mut cursors = Vec::new();
         let mut result_txs = Vec::new();
         let prefetch = l.cfg.prefetch_samples.unwrap_or(l.cfg.batch_size).max(1);
         let pipe_groups = crate::source::PipeGroups::default();
@@ -536,15 +625,17 @@ impl EpochIter {
                 (None, 0) => Start::Beginning,
                 (None, n) => Start::Replay(n),
             };
-            states.push(StreamState {
+            cursors.push(
+                saved
+                    .read
+                    .clone()
+                    .unwrap_or_else(|| Cursor::start(order, s, epoch)),
+            );
+            states.push(StreamIn {
                 rx,
                 inflight: inflight_rx,
                 reorder: HashMap::new(),
                 end: None,
-                cursor: saved
-                    .read
-                    .clone()
-                    .unwrap_or_else(|| Cursor::start(order, s, epoch)),
             });
             if pos.streams[s].done {
                 continue;
@@ -587,38 +678,183 @@ impl EpochIter {
                     .spawn(move || decoder(p, job_rx, txs, stop, spool, seed, rank, epoch))?,
             );
         }
+        let assembler = Assembler::new(l, &pos, quota, states, stop.clone(), ring, sample_pool);
+        // one batch waits ready while the next is assembled
+        let (out_tx, out_rx) = bounded(1);
+        threads.push(
+            std::thread::Builder::new()
+                .name("clip-data-assemble".into())
+                .spawn(move || assembler.run(out_tx))?,
+        );
         Ok(EpochIter {
             pos,
+            cursors,
+            train: l.cfg.train,
+            out: Some(out_rx),
+            held: Default::default(),
+            end: None,
+            stop,
+            threads,
+            job_tx: Some(job_tx),
+            pipe_groups,
+        })
+    }
+
+    /// The position after the last batch confirmed (by [`Iterator::next`]: the last batch
+    /// returned): save it with the checkpoint.
+    pub fn position(&self) -> Position {
+        let mut p = self.pos.clone();
+        p.version = 2;
+        for (sp, c) in p.streams.iter_mut().zip(&self.cursors) {
+            sp.read = (self.train && !sp.done).then(|| c.clone());
+        }
+        p
+    }
+
+    /// The next batch, left out of the position until [`EpochIter::confirm`] confirms it;
+    /// `None` at the epoch's end (after an error too).
+    pub fn next_held(&mut self) -> Option<Result<Batch>> {
+        let got = self.out.as_ref()?.recv();
+        match got {
+            Ok(Assembled::Batch(b, advance)) => {
+                self.held.push_back(advance);
+                Some(Ok(b))
+            }
+            Ok(Assembled::End(advance)) => {
+                self.out = None;
+                self.end = Some(advance);
+                None
+            }
+            Ok(Assembled::Failed(e)) => {
+                self.out = None;
+                Some(Err(e))
+            }
+            Err(_) => {
+                self.out = None;
+                Some(Err(anyhow::anyhow!(
+                    "the data assembler thread ended unexpectedly"
+                )))
+            }
+        }
+    }
+
+    /// Moves the position past the `n` oldest batches [`EpochIter::next_held`] returned (and
+    /// past the epoch's end once every batch is confirmed and the end was reached).
+    pub fn confirm(&mut self, n: usize) {
+        for _ in 0..n {
+            let a = self
+                .held
+                .pop_front()
+                .expect("confirmed a batch never taken");
+            self.apply(a);
+        }
+        if self.held.is_empty() {
+            if let Some(a) = self.end.take() {
+                self.apply(a);
+            }
+        }
+    }
+
+    fn apply(&mut self, a: Advance) {
+        for (sp, (taken, batches, done)) in self.pos.streams.iter_mut().zip(a.streams) {
+            (sp.taken, sp.batches, sp.done) = (taken, batches, done);
+        }
+        self.pos.next_stream = a.next_stream;
+        self.pos.batches = a.batches;
+        for (s, m) in a.moves {
+            match m {
+                CursorMove::Apply(step) => self.cursors[s].apply(step),
+                CursorMove::Set(c) => self.cursors[s] = *c,
+            }
+        }
+    }
+}
+
+impl Assembler {
+    /// The assembler of an epoch starting at `pos` (counts only: the cursors are the
+    /// consumer's), its batches in `ring`'s buffers (`None`: vectors of its own).
+    fn new(
+        l: &Loader,
+        pos: &Position,
+        quota: u64,
+        streams: Vec<StreamIn>,
+        stop: Arc<std::sync::atomic::AtomicBool>,
+        ring: Option<BufferRing>,
+        sample_pool: Arc<Mutex<Vec<Vec<f32>>>>,
+    ) -> Assembler {
+        let (b, side, ctx) = (
+            l.cfg.batch_size,
+            l.proc_.image_size(),
+            l.proc_.context_length(),
+        );
+        let counts = pos.streams.iter().map(|sp| StreamPos {
+            taken: sp.taken,
+            batches: sp.batches,
+            done: sp.done,
+            read: None,
+            pieces: None,
+        });
+        Assembler {
+            pos: Position {
+                streams: counts.collect(),
+                ..pos.clone()
+            },
             quota,
             train: l.cfg.train,
-            batch_size: l.cfg.batch_size,
-            image_size: l.proc_.image_size(),
-            ctx: l.proc_.context_length(),
+            batch_size: b,
+            image_size: side,
+            ctx,
             timeout: l.cfg.no_progress_timeout,
-            streams: states,
+            streams,
             stats: l.stats.clone(),
             shards: l.shards.clone(),
             skiplog: SkipLog::default(),
             last_progress: Instant::now(),
             stop,
-            threads,
-            job_tx: Some(job_tx),
-            failed: false,
-            pipe_groups,
-            pool: Default::default(),
+            ring: ring.unwrap_or_else(|| BufferRing::vecs(b * 3 * side * side, b * ctx, 4)),
             sample_pool,
-            sample_pool_cap: workers * 4 + 8,
-        })
+            sample_pool_cap: l.cfg.workers.max(1) * 4 + 8,
+            moves: Vec::new(),
+        }
     }
 
-    /// The position after the last batch returned: save it with the checkpoint.
-    pub fn position(&self) -> Position {
-        let mut p = self.pos.clone();
-        p.version = 2;
-        for (sp, st) in p.streams.iter_mut().zip(&self.streams) {
-            sp.read = (self.train && !sp.done).then(|| st.cursor.clone());
+    /// Sends the epoch's batches, then its end or the error that stopped it; returns early when
+    /// the consumer is gone.
+    fn run(mut self, out: Sender<Assembled>) {
+        loop {
+            let next = self.next_batch();
+            let advance = Advance {
+                streams: (self.pos.streams.iter())
+                    .map(|s| (s.taken, s.batches, s.done))
+                    .collect(),
+                next_stream: self.pos.next_stream,
+                batches: self.pos.batches,
+                moves: std::mem::take(&mut self.moves),
+            };
+            let (msg, last) = match next {
+                Some(Ok(b)) => (Assembled::Batch(b, advance), false),
+                Some(Err(e)) => (Assembled::Failed(e), true),
+                None => (Assembled::End(advance), true),
+            };
+            let mut msg = msg;
+            loop {
+                match out.send_timeout(msg, Duration::from_millis(100)) {
+                    Ok(()) => break,
+                    Err(crossbeam_channel::SendTimeoutError::Timeout(m)) => {
+                        if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            return;
+                        }
+                        msg = m;
+                    }
+                    Err(_) => return,
+                }
+            }
+            // time the consumer took to ask is not a stall of the sources
+            self.last_progress = Instant::now();
+            if last {
+                return;
+            }
         }
-        p
     }
 
     fn note_event(&mut self, e: Event) {
@@ -680,13 +916,55 @@ impl EpochIter {
         .into()
     }
 
-    /// Build the next batch from stream `s`; `Ok(None)` if the stream ends first.
+    /// A buffer of the ring for the next batch (waiting while the consumer holds them all);
+    /// `None` when the epoch is being dropped.
+    fn buffer(&mut self) -> Result<Option<Lease>> {
+        let stop = self.stop.clone();
+        let Some(mut lease) = self
+            .ring
+            .take(&|| stop.load(std::sync::atomic::Ordering::Relaxed))
+        else {
+            return Ok(None);
+        };
+        // time spent waiting for the consumer to give a buffer back is not a stall
+        self.last_progress = Instant::now();
+        let (n, sz, ctx) = (self.batch_size, self.image_size, self.ctx);
+        let buf = lease.buffer_mut();
+        let images = match buf.images_mut() {
+            ImagesMut::F32(d) => d.len(),
+            ImagesMut::Bf16(d) => d.len(),
+        };
+        if images < n * 3 * sz * sz || buf.tokens_mut().len() < n * ctx {
+            bail!(
+                "a batch buffer holds {images} image values, a batch needs {}",
+                n * 3 * sz * sz
+            );
+        }
+        Ok(Some(lease))
+    }
+
+    /// Sample `k` of the batch in `lease`: the image (as the buffer holds images) and tokens.
+    fn write_sample(&mut self, lease: &mut Lease, k: usize, img: Vec<f32>, tok: &[i64]) {
+        let n = img.len();
+        let buf = lease.buffer_mut();
+        match buf.images_mut() {
+            ImagesMut::F32(d) => d[k * n..(k + 1) * n].copy_from_slice(&img),
+            ImagesMut::Bf16(d) => to_bf16(&img, &mut d[k * n..(k + 1) * n]),
+        }
+        buf.tokens_mut()[k * self.ctx..(k + 1) * self.ctx].copy_from_slice(tok);
+        let mut sp = self.sample_pool.lock().unwrap();
+        if sp.len() < self.sample_pool_cap {
+            sp.push(img);
+        }
+    }
+
+    /// Build the next batch from stream `s`; `Ok(None)` if the stream ends first (or the epoch
+    /// is being dropped).
     fn batch_from(&mut self, s: usize) -> Result<Option<Batch>> {
         let (b, sz, ctx) = (self.batch_size, self.image_size, self.ctx);
-        let mut images: Vec<f32> = self.pool.lock().unwrap().pop().unwrap_or_default();
-        images.clear();
-        images.reserve(b * 3 * sz * sz);
-        let mut tokens: Vec<i64> = Vec::with_capacity(b * ctx);
+        let Some(mut lease) = self.buffer()? else {
+            return Ok(None);
+        };
         let mut keys = Vec::with_capacity(b);
         let mut taken = self.pos.streams[s].taken;
         while keys.len() < b {
@@ -694,7 +972,7 @@ impl EpochIter {
             if let Some((shard, key, out, step)) = st.reorder.remove(&taken) {
                 taken += 1;
                 if let Some(step) = step {
-                    st.cursor.apply(step);
+                    self.moves.push((s, CursorMove::Apply(step)));
                 }
                 let _ = st.inflight.try_recv(); // release one in-flight slot
                 match out {
@@ -706,14 +984,7 @@ impl EpochIter {
                                 tok.len()
                             );
                         }
-                        images.extend_from_slice(&img);
-                        tokens.extend_from_slice(&tok);
-                        {
-                            let mut sp = self.sample_pool.lock().unwrap();
-                            if sp.len() < self.sample_pool_cap {
-                                sp.push(img);
-                            }
-                        }
+                        self.write_sample(&mut lease, keys.len(), img, &tok);
                         keys.push(format!("{shard}#{key}"));
                         self.last_progress = Instant::now();
                         self.stats.lock().unwrap().samples += 1;
@@ -737,11 +1008,14 @@ impl EpochIter {
                 }
                 return Ok(None);
             }
+            if self.stop.load(std::sync::atomic::Ordering::Relaxed) {
+                return Ok(None);
+            }
             let wait = self.timeout.saturating_sub(self.last_progress.elapsed());
             if wait.is_zero() {
                 return Err(self.no_progress_error());
             }
-            match st.rx.recv_timeout(wait.min(Duration::from_millis(500))) {
+            match st.rx.recv_timeout(wait.min(Duration::from_millis(100))) {
                 Ok(Msg::Done {
                     idx,
                     shard,
@@ -751,7 +1025,7 @@ impl EpochIter {
                 }) => {
                     st.reorder.insert(idx, (shard, key, out, step));
                 }
-                Ok(Msg::Cursor(c)) => st.cursor = *c,
+                Ok(Msg::Cursor(c)) => self.moves.push((s, CursorMove::Set(c))),
                 Ok(Msg::Failed(e)) => bail!("data stream {s}: {e}"),
                 Ok(Msg::End { n }) => st.end = Some(n),
                 Ok(Msg::Heartbeat) => self.last_progress = Instant::now(),
@@ -763,16 +1037,13 @@ impl EpochIter {
             }
         }
         self.pos.streams[s].taken = taken;
-        let pool = Some(Arc::downgrade(&self.pool));
         Ok(Some(Batch {
+            lease,
             batch_size: keys.len(),
-            images,
-            tokens,
             image_size: sz,
             context_length: ctx,
             keys,
             stream: s,
-            pool,
         }))
     }
 }
@@ -928,12 +1199,9 @@ fn reader(
     let _ = tx.send(Msg::End { n: idx });
 }
 
-impl Iterator for EpochIter {
-    type Item = Result<Batch>;
-    fn next(&mut self) -> Option<Result<Batch>> {
-        if self.failed {
-            return None;
-        }
+impl Assembler {
+    /// The next batch in the streams' round-robin; `None` when every stream has finished.
+    fn next_batch(&mut self) -> Option<Result<Batch>> {
         let n = self.streams.len();
         for _ in 0..n {
             let s = self.pos.next_stream;
@@ -952,24 +1220,31 @@ impl Iterator for EpochIter {
                     self.pos.next_stream = (s + 1) % n;
                     return Some(Ok(b));
                 }
+                Ok(None) if self.stop.load(std::sync::atomic::Ordering::Relaxed) => return None,
                 Ok(None) => {
                     self.pos.streams[s].done = true;
                     self.pos.next_stream = (s + 1) % n;
                 }
-                Err(e) => {
-                    self.failed = true;
-                    return Some(Err(e));
-                }
+                Err(e) => return Some(Err(e)),
             }
         }
         // every stream finished
         if self.pos.batches == 0 && self.stats.lock().unwrap().samples == 0 {
-            self.failed = true;
             return Some(Err(self
                 .no_progress_error()
                 .context("the shards yielded no usable sample")));
         }
         None
+    }
+}
+
+/// Every batch confirmed as it is returned: the position is after the last one returned.
+impl Iterator for EpochIter {
+    type Item = Result<Batch>;
+    fn next(&mut self) -> Option<Result<Batch>> {
+        let next = self.next_held();
+        self.confirm(self.held.len());
+        next
     }
 }
 
@@ -979,14 +1254,15 @@ impl Drop for EpochIter {
         self.job_tx = None;
         // a reader blocked on a pipe command (e.g. a hung `aws s3 cp`) is released: EOF
         self.pipe_groups.kill_all();
-        // drop our receivers so blocked senders fail; join the decode threads (they finish their
-        // current sample). Reader threads are detached: one may be blocked in a network read and
+        // drop our receiver so a blocked assembler fails; join the decode threads (they finish
+        // their current sample) and the assembler (it drops the streams' receivers, so blocked
+        // senders fail). Reader threads are detached: one may be blocked in a network read and
         // exits (dropping and reaping its source) at its next step.
-        self.streams.clear();
+        self.out = None;
         for t in self.threads.drain(..) {
             if t.thread()
                 .name()
-                .is_some_and(|n| n.starts_with("clip-data-decode"))
+                .is_some_and(|n| n.starts_with("clip-data-decode") || n == "clip-data-assemble")
             {
                 let _ = t.join();
             }

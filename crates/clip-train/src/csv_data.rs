@@ -4,18 +4,19 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
+use clip_data::buffers::{to_bf16, BatchBuffer, ImagesMut};
 use clip_data::loader::Processor;
 use clip_data::processor::ClipProcessor;
 use rand::{Rng, SeedableRng};
 use rand_pcg::Pcg64;
-use tch::Tensor;
 
 use crate::data::fill_parallel;
 use crate::params::Params;
 
 /// `--dataset-type csv` (OpenCLIP's `CsvDataset`): (image path, caption) rows, read in a fresh
 /// permutation every epoch — seeded by (seed, epoch), split across ranks as `DistributedSampler`
-/// does, the last partial batch dropped — and decoded by `--workers` threads per batch. Each
+/// does, the last partial batch dropped — and decoded by `--workers` threads per batch, off the
+/// training thread (`data.rs`'s `csv_batches`), into the trainer's host buffers. Each
 /// sample's augmentation draws from an RNG seeded by (seed, epoch, row), so the batches do not
 /// depend on the number of workers and a resumed run sees the same pixels.
 pub(crate) struct CsvData {
@@ -44,30 +45,46 @@ impl CsvData {
             .collect()
     }
 
-    pub(crate) fn batch(&self, rows: &[usize], epoch: i64) -> Result<(Tensor, Tensor)> {
-        let s = self.processor.image_size();
-        let ctx = self.processor.context_length();
-        let mut pixels = vec![0f32; rows.len() * 3 * s * s];
-        fill_parallel(rows, self.workers, &mut pixels, &|&r, out| {
-            let path = &self.rows[r].0;
-            let bytes = std::fs::read(path)
-                .with_context(|| format!("--train-data: cannot read {}", path.display()))?;
-            let mut rng = Pcg64::seed_from_u64(
-                self.epoch_seed(epoch) ^ (r as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
-            );
-            self.processor
-                .image_into(&bytes, &mut rng, out)
-                .with_context(|| format!("--train-data: {}", path.display()))
-        })?;
-        let mut tokens = vec![0i64; rows.len() * ctx];
-        for (&r, t) in rows.iter().zip(tokens.chunks_mut(ctx)) {
+    /// The image side and caption length of a batch.
+    pub(crate) fn shape(&self) -> (usize, usize) {
+        (self.processor.image_size(), self.processor.context_length())
+    }
+
+    /// `rows` of `epoch` decoded into `buf` (images as the buffer holds them: f32, or bf16
+    /// rounded as torch rounds).
+    pub(crate) fn batch_into(
+        &self,
+        rows: &[usize],
+        epoch: i64,
+        buf: &mut dyn BatchBuffer,
+    ) -> Result<()> {
+        let (s, ctx) = self.shape();
+        let n = rows.len() * 3 * s * s;
+        let decode = |pixels: &mut [f32]| {
+            fill_parallel(rows, self.workers, pixels, &|&r, out| {
+                let path = &self.rows[r].0;
+                let bytes = std::fs::read(path)
+                    .with_context(|| format!("--train-data: cannot read {}", path.display()))?;
+                let mut rng = Pcg64::seed_from_u64(
+                    self.epoch_seed(epoch) ^ (r as u64).wrapping_mul(0xd1b5_4a32_d192_ed03),
+                );
+                self.processor
+                    .image_into(&bytes, &mut rng, out)
+                    .with_context(|| format!("--train-data: {}", path.display()))
+            })
+        };
+        match buf.images_mut() {
+            ImagesMut::F32(images) => decode(&mut images[..n])?,
+            ImagesMut::Bf16(images) => {
+                let mut pixels = vec![0f32; n];
+                decode(&mut pixels)?;
+                to_bf16(&pixels, &mut images[..n]);
+            }
+        }
+        for (&r, t) in rows.iter().zip(buf.tokens_mut().chunks_mut(ctx)) {
             self.processor.text(&self.rows[r].1, t);
         }
-        let (b, s) = (rows.len() as i64, s as i64);
-        Ok((
-            Tensor::from_slice(&pixels).reshape([b, 3, s, s]),
-            Tensor::from_slice(&tokens).reshape([b, ctx as i64]),
-        ))
+        Ok(())
     }
 
     /// The seed of `epoch`'s permutation; each sample's augmentation mixes in its row.

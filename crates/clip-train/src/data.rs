@@ -6,8 +6,10 @@
 //! `--aug-cfg` key is one line, exit 2, nothing written) and fixes the epoch plan: OpenCLIP's
 //! arithmetic (`global = batch × world; batches = ceil(N / global)` rounded up to a multiple of
 //! the workers) for webdataset, `floor(N / batch)` (the last partial batch dropped) for synthetic.
-//! [`TrainData::epoch`] yields (images f32 `[B,3,S,S]`, tokens i64 `[B,ctx]`) CPU tensors and,
-//! after every batch, a JSON position ([`Epoch::position`]) that checkpoints store in
+//! [`TrainData::epoch`] yields batches on the host (images `[B,3,S,S]`, tokens i64 `[B,ctx]`;
+//! webdataset's in the ring buffers of [`crate::prefetch`], f32 or bf16 images) and a JSON
+//! position after the last batch trained ([`Epoch::position`]; [`Epoch::trained`] moves it: a
+//! batch taken a step ahead is not in it) that checkpoints store in
 //! `TrainState.data_position` and `--resume` hands back, so a resumed run sees exactly the
 //! samples the uninterrupted one would have.
 //!
@@ -31,8 +33,10 @@ use tch::Tensor;
 
 use crate::csv_data::CsvData;
 use crate::params::Params;
+use crate::prefetch::{self, HostBatch};
 use crate::pyfmt::repr_float;
 use crate::synthetic::Synthetic;
+use clip_data::buffers::BufferRing;
 use clip_data::pyliteral::PyLiteral;
 use std::sync::mpsc::Receiver;
 
@@ -164,7 +168,7 @@ fn channels(flag: &str, v: Option<&[f64]>, default: [f32; 3]) -> Result<[f32; 3]
 enum Source {
     Synthetic(Synthetic),
     WebDataset(Box<Loader>),
-    Csv(Box<CsvData>),
+    Csv(Arc<CsvData>),
 }
 
 /// Where one rank's input stands: checkpoints store it, `--resume` hands it back.
@@ -327,6 +331,8 @@ pub(crate) fn fill_parallel<T: Sync>(
 /// The training data of a run: its plan and a way to iterate its epochs.
 pub struct TrainData {
     source: Source,
+    /// webdataset's host buffers, made on the first epoch (see [`HostMemory`])
+    ring: std::sync::Mutex<Option<BufferRing>>,
     batch_size: i64,
     /// (rank, world size): each rank reads its own part of every global batch.
     rank: i64,
@@ -367,6 +373,7 @@ impl TrainData {
         };
         Ok(TrainData {
             source,
+            ring: Default::default(),
             batch_size: p.batch_size,
             rank: rank as i64,
             world,
@@ -483,7 +490,7 @@ impl TrainData {
                 p.batch_size
             );
         }
-        Ok((Source::Csv(Box::new(data)), batches, n, warnings))
+        Ok((Source::Csv(Arc::new(data)), batches, n, warnings))
     }
 
     pub fn kind(&self) -> DataKind {
@@ -604,13 +611,14 @@ impl TrainData {
     }
 
     /// The batches of `epoch` from `step_in_epoch` on; `saved` is the checkpoint's position
-    /// (needed by webdataset when `step_in_epoch > 0`).
+    /// (needed by webdataset when `step_in_epoch > 0`); `host`: where webdataset assembles them.
     pub fn epoch(
         &self,
         epoch: i64,
         step_in_epoch: i64,
         saved: Option<&DataPosition>,
-    ) -> Result<Epoch<'_>> {
+        host: &HostMemory,
+    ) -> Result<Epoch> {
         if let Some(saved) = saved.filter(|_| step_in_epoch > 0) {
             if saved.source != self.kind() {
                 bail!("the checkpoint was taken mid-epoch on --dataset-type {} data; resume it with the same data (or from an epoch checkpoint)", saved.source.name());
@@ -620,11 +628,13 @@ impl TrainData {
             }
         }
         let inner = match &self.source {
-            Source::Csv(data) => Inner::Csv {
-                order: data.order(epoch, self.rank, self.world),
-                data,
-                next: step_in_epoch,
-            },
+            Source::Csv(data) => Inner::Csv(csv_batches(
+                Arc::clone(data),
+                data.order(epoch, self.rank, self.world),
+                (epoch, self.batch_size as usize),
+                step_in_epoch..self.batches_per_epoch,
+                self.host_ring(host)?,
+            )),
             Source::Synthetic(data) => Inner::Synthetic(synthetic_batches(
                 data.clone(),
                 (self.rank, self.world, self.batch_size),
@@ -641,7 +651,7 @@ impl TrainData {
                     })?)
                 };
                 let it = loader
-                    .epoch(epoch as u64, resume)
+                    .epoch_with(epoch as u64, resume, Some(self.host_ring(host)?))
                     .context("cannot resume the data position")?;
                 Inner::WebDataset(Box::new(it))
             }
@@ -651,11 +661,42 @@ impl TrainData {
             rank: self.rank,
             streams: self.streams(),
             epoch,
+            taken: step_in_epoch,
             batches: step_in_epoch,
             batches_per_epoch: self.batches_per_epoch,
-            batch_size: self.batch_size,
         })
     }
+}
+
+impl TrainData {
+    /// The ring webdataset and CSV batches are assembled in, allocated on first use.
+    fn host_ring(&self, host: &HostMemory) -> Result<BufferRing> {
+        let mut ring = self.ring.lock().unwrap();
+        if ring.is_none() {
+            let (side, ctx) = match &self.source {
+                Source::WebDataset(loader) => (loader.image_size(), loader.context_length()),
+                Source::Csv(data) => data.shape(),
+                Source::Synthetic(_) => unreachable!("synthetic batches are made as tensors"),
+            };
+            let shape = [self.batch_size, side as i64, ctx as i64];
+            *ring = Some(prefetch::host_ring(
+                host.device,
+                host.image_kind,
+                shape,
+                host.buffers,
+            )?);
+        }
+        Ok(ring.clone().expect("made above"))
+    }
+}
+
+/// Where a run's batches go: the device, the images' dtype on the way there, and the ring's
+/// size — the batches the trainer holds at once (the step's and the next step's micro-batches)
+/// plus two for the assembler to work ahead.
+pub struct HostMemory {
+    pub device: tch::Device,
+    pub image_kind: tch::Kind,
+    pub buffers: usize,
 }
 
 /// A source with its epoch plan: (source, batches per epoch, samples per epoch, warnings).
@@ -692,12 +733,38 @@ fn synthetic_batches(
     taken
 }
 
-enum Inner<'a> {
-    Csv {
-        data: &'a CsvData,
-        order: Vec<usize>,
-        next: i64,
-    },
+/// `--dataset-type csv`'s batches `batches` of this epoch (rows `order`), decoded off the
+/// training thread into `ring`'s buffers, as far ahead as the ring lets it. The position stays
+/// the trainer's (batches trained). The thread ends when the epoch's batches are made or the
+/// trainer drops the epoch.
+fn csv_batches(
+    data: Arc<CsvData>,
+    order: Vec<usize>,
+    (epoch, batch_size): (i64, usize),
+    batches: std::ops::Range<i64>,
+    ring: BufferRing,
+) -> Receiver<Result<HostBatch>> {
+    let (made, taken) = std::sync::mpsc::sync_channel(1);
+    std::thread::spawn(move || {
+        for i in batches {
+            let Some(mut lease) = ring.take(&|| false) else {
+                break;
+            };
+            let rows = &order[i as usize * batch_size..(i as usize + 1) * batch_size];
+            let batch = data
+                .batch_into(rows, epoch, lease.buffer_mut())
+                .map(|()| HostBatch::in_buffer(lease, batch_size as i64));
+            if made.send(batch).is_err() {
+                break;
+            }
+        }
+    });
+    taken
+}
+
+enum Inner {
+    /// Batches decoded ahead on a thread of their own (see [`csv_batches`]).
+    Csv(Receiver<Result<HostBatch>>),
     /// Batches made ahead on a thread of their own (see [`synthetic_batches`]).
     Synthetic(Receiver<Result<(Tensor, Tensor)>>),
     WebDataset(Box<EpochIter>),
@@ -723,61 +790,68 @@ fn test_log_keys(rank: i64, epoch: i64, batch: i64, keys: &[String]) {
 }
 
 /// One epoch's batches.
-pub struct Epoch<'a> {
-    inner: Inner<'a>,
+pub struct Epoch {
+    inner: Inner,
     rank: i64,
     streams: Option<usize>,
     epoch: i64,
+    /// batches taken (trained, and taken ahead)
+    taken: i64,
+    /// batches trained ([`Epoch::trained`]): the position's count
     batches: i64,
     batches_per_epoch: i64,
-    batch_size: i64,
 }
 
-impl Epoch<'_> {
-    /// The next (images, tokens) batch as CPU tensors; None at the end of the epoch; an error
-    /// when the input stalls or yields nothing usable (the run must stop).
-    pub fn next_batch(&mut self) -> Option<Result<(Tensor, Tensor)>> {
-        if self.batches >= self.batches_per_epoch {
+impl Epoch {
+    /// The next batch on the host; None at the end of the epoch; an error when the input
+    /// stalls or yields nothing usable (the run must stop). It is not in the position until
+    /// [`Epoch::trained`] says it was trained.
+    pub fn next_batch(&mut self) -> Option<Result<HostBatch>> {
+        if self.taken >= self.batches_per_epoch {
             return None;
         }
+        let owned = |(images, tokens)| HostBatch {
+            images,
+            tokens,
+            lease: None,
+        };
         let out = match &mut self.inner {
-            Inner::Csv { data, order, next } => {
-                let b = self.batch_size as usize;
-                let rows = &order[*next as usize * b..(*next as usize + 1) * b];
-                *next += 1;
-                match data.batch(rows, self.epoch) {
-                    Ok(batch) => batch,
-                    Err(e) => return Some(Err(e)),
-                }
-            }
-            Inner::Synthetic(made) => match made.recv() {
+            Inner::Csv(made) => match made.recv() {
                 Ok(Ok(b)) => b,
+                Ok(Err(e)) => return Some(Err(e)),
+                Err(_) => return Some(Err(anyhow::anyhow!("the CSV data thread stopped"))),
+            },
+            Inner::Synthetic(made) => match made.recv() {
+                Ok(Ok(b)) => owned(b),
                 Ok(Err(e)) => return Some(Err(e)),
                 Err(_) => return Some(Err(anyhow::anyhow!("the synthetic data thread stopped"))),
             },
-            Inner::WebDataset(it) => match it.next()? {
+            Inner::WebDataset(it) => match it.next_held()? {
                 Err(e) => return Some(Err(e)),
                 Ok(b) => {
-                    let (n, s, ctx) = (
-                        b.batch_size as i64,
-                        b.image_size as i64,
-                        b.context_length as i64,
-                    );
-                    test_log_keys(self.rank, self.epoch, self.batches, &b.keys);
-                    let images = Tensor::from_slice(&b.images).reshape([n, 3, s, s]);
-                    let tokens = Tensor::from_slice(&b.tokens).reshape([n, ctx]);
-                    (images, tokens)
+                    test_log_keys(self.rank, self.epoch, self.taken, &b.keys);
+                    let n = b.batch_size as i64;
+                    HostBatch::in_buffer(b.into_lease(), n)
                 }
             },
         };
-        self.batches += 1;
+        self.taken += 1;
         Some(Ok(out))
     }
 
-    /// The position after the last batch returned (store it with a checkpoint).
+    /// The `n` oldest batches taken and not yet trained were trained: the position moves past
+    /// them.
+    pub fn trained(&mut self, n: usize) {
+        self.batches += n as i64;
+        if let Inner::WebDataset(it) = &mut self.inner {
+            it.confirm(n);
+        }
+    }
+
+    /// The position after the last batch trained (store it with a checkpoint).
     pub fn position(&self) -> DataPosition {
         let (source, loader) = match &self.inner {
-            Inner::Csv { .. } => (DataKind::Csv, None),
+            Inner::Csv(_) => (DataKind::Csv, None),
             Inner::Synthetic(_) => (DataKind::Synthetic, None),
             Inner::WebDataset(it) => (DataKind::WebDataset, Some(EpochIter::position(it))),
         };

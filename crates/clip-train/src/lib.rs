@@ -16,6 +16,7 @@ pub mod optimizer;
 pub mod params;
 pub mod plan;
 pub mod precision;
+pub mod prefetch;
 pub mod pretrained_image;
 pub mod pyfmt;
 pub mod remote_sync;

@@ -61,6 +61,19 @@ impl Precision {
         }
     }
 
+    /// The dtype images may cross to the device in, bit-identical to converting them there:
+    /// bf16 where the model rounds them to bf16 before anything else — bf16 weights (the input
+    /// dtype above), and bf16 autocast, under which the image tower's first op, the stem /
+    /// patch-embedding convolution (ConvNeXt and ViT alike; ConvNeXt's channels-last copy
+    /// before it moves values, it does not change them), casts its input to bf16. Rounded on
+    /// the host as torch rounds (`clip_data::buffers::bf16_bits`), they take half the bytes.
+    pub fn image_kind(self) -> Kind {
+        match self {
+            Precision::AmpBf16 | Precision::Bf16 | Precision::PureBf16 => Kind::BFloat16,
+            Precision::Amp | Precision::Fp32 => Kind::Float,
+        }
+    }
+
     pub fn weights(self) -> Weights {
         match self {
             Precision::Bf16 => Weights::Bf16 {
@@ -97,6 +110,8 @@ mod tests {
         assert_eq!(p("amp_bf16").autocast(), Some(Kind::BFloat16));
         assert_eq!(p("amp_bf16").input_kind(), Kind::Float);
         assert_eq!(p("bf16").input_kind(), Kind::BFloat16);
+        assert_eq!(p("amp_bf16").image_kind(), Kind::BFloat16);
+        assert_eq!(p("amp").image_kind(), Kind::Float);
         assert_eq!(
             p("bf16").weights(),
             Weights::Bf16 {

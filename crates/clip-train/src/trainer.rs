@@ -23,7 +23,7 @@ use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::TrainState;
 use crate::checkpointer::{Checkpointer, Resumed, Write};
-use crate::data::{DataPosition, Epoch, SavedPositions};
+use crate::data::{DataPosition, Epoch, HostMemory, SavedPositions};
 use crate::ddp::{self, DistGather, GradBuckets};
 use crate::divergence::{Diverged, Divergence};
 use crate::evaluator::Evaluator;
@@ -31,6 +31,7 @@ use crate::metrics::{peak_flops, LogStepValues, MetricsLogger, RunShape, StepRep
 use crate::optimizer::{clip_grad_norm, AdamW};
 use crate::plan::{ModelPlan, Plan, TrainPlan};
 use crate::precision::{Precision, Weights};
+use crate::prefetch::{self, DeviceBatch};
 use crate::remote_sync::{Remote, RemoteSync};
 use crate::rundir::{self, Log};
 use crate::scaler::{GradScaler, ScalerState};
@@ -127,6 +128,8 @@ struct Optimization {
     step_opts: StepOptions,
     /// Raised by SIGUSR1 / SIGTERM (slurm's warning), polled between steps.
     preempted: Arc<AtomicBool>,
+    /// Where the batches go (webdataset's host buffers).
+    host: HostMemory,
 }
 
 pub struct Trainer {
@@ -331,6 +334,19 @@ impl Trainer {
             self.metrics.log.warn(w);
         }
         self.metrics.log.info(&o.plan.summary);
+        let ahead = match prefetch::enabled() {
+            true => "one step ahead",
+            false => "at each step (CLIP_TRAIN_PREFETCH=0)",
+        };
+        // webdataset's and CSV's host buffers hold the crossing dtype; synthetic batches are f32
+        let buffers = o.plan.data.kind() != crate::data::DataKind::Synthetic;
+        let kind = match o.host.image_kind {
+            tch::Kind::BFloat16 if buffers => "bf16",
+            _ => "fp32",
+        };
+        self.metrics.log.info(&format!(
+            "Input batches: taken {ahead}, images to the device as {kind}"
+        ));
         self.check_same_weights(dist.collectives())?;
         while self.state.epoch < epochs {
             if self.train_epoch(dist)? == Outcome::Preempted {
@@ -382,12 +398,17 @@ impl Trainer {
         self.metrics.start_epoch(epoch);
         let start = self.state.step_in_epoch * accum;
         let data = Arc::clone(&o.plan.data);
-        let mut batches = data.epoch(epoch, start, self.position.as_ref())?;
+        let mut batches = data.epoch(epoch, start, self.position.as_ref(), &o.host)?;
         let mut end = Instant::now();
+        // The next step's batches, taken (and their copy started) before this step's compute.
+        let mut ahead: Option<Result<Vec<DeviceBatch>>> = None;
         while self.state.epoch == epoch {
             self.start_profile_if_due()?;
             let step_range = Range::new(&format!("{STEP_PREFIX}{}", self.state.step + 1));
-            let mut micro = self.next_micro_batches(&mut batches, accum, epoch)?;
+            let micro = match ahead.take() {
+                Some(taken) => taken?,
+                None => self.next_micro_batches(&mut batches, accum, epoch)?,
+            };
             // Every rank must take the same number of steps: when any rank's shards run out, the
             // epoch ends on all of them (OpenCLIP's DDP would hang instead); a partial
             // accumulation is dropped, as OpenCLIP's loop drops it.
@@ -400,9 +421,23 @@ impl Trainer {
                 self.next_epoch();
                 break;
             }
-            test_nan_batch(&mut micro, self.state.step + 1, self.world.rank);
             let data_secs = end.elapsed().as_secs_f64();
-            let done = self.train_step(&micro, comm)?;
+            // Step i+1's batches before step i's compute, so that on a GPU their copy overlaps
+            // it; never across the epoch's end. They stay out of the data position until
+            // trained (a checkpoint after this step resumes with them).
+            if prefetch::enabled() && self.state.step_in_epoch + 1 < steps_per_epoch {
+                ahead = Some(self.next_micro_batches(&mut batches, accum, epoch));
+            }
+            let mut inputs: Vec<(Tensor, Tensor)> = micro
+                .iter()
+                .map(DeviceBatch::inputs)
+                .collect::<Result<_>>()?;
+            test_nan_batch(&mut inputs, self.state.step + 1, self.world.rank);
+            let done = self.train_step(&inputs, comm)?;
+            batches.trained(micro.len());
+            // The host buffers go back to the ring: on the CPU nothing reads them any more; on
+            // CUDA the ring waits for each one's copy event before it is written again.
+            drop((inputs, micro));
             self.divergence
                 .record(self.state.step, epoch, &done.loss, done.skipped.as_ref());
             // A signal on any rank stops every rank at this step.
@@ -439,14 +474,14 @@ impl Trainer {
         Ok(Outcome::Finished)
     }
 
-    /// Up to `accum` batches on the device (fewer: this rank's shards ran out), in the
-    /// profile's `data` and `to_device` ranges.
+    /// Up to `accum` batches on their way to the device (fewer: this rank's shards ran out),
+    /// in the profile's `data` and `to_device` ranges.
     fn next_micro_batches(
         &mut self,
         batches: &mut Epoch,
         accum: i64,
         epoch: i64,
-    ) -> Result<Vec<(Tensor, Tensor)>> {
+    ) -> Result<Vec<DeviceBatch>> {
         let mut host = Vec::with_capacity(accum as usize);
         let data_range = Range::new("data");
         while host.len() < accum as usize {
@@ -461,15 +496,10 @@ impl Trainer {
         }
         drop(data_range);
         let _r = Range::new("to_device");
-        Ok(host
-            .into_iter()
-            .map(|(images, tokens)| {
-                (
-                    to_device(&images, self.device).to_kind(self.precision.input_kind()),
-                    to_device(&tokens, self.device),
-                )
-            })
-            .collect())
+        let (_, image_kind) = prefetch::image_kinds(self.precision);
+        host.into_iter()
+            .map(|b| prefetch::to_device(b, self.device, image_kind))
+            .collect()
     }
 
     /// Stops the run if a recorded step's loss was not finite on any rank (see [`Divergence`]).
@@ -646,7 +676,7 @@ impl Trainer {
         &mut self,
         comm: &dyn Collectives,
         stop: bool,
-        batches: &Epoch<'_>,
+        batches: &Epoch,
     ) -> Result<Outcome> {
         let o = self.optimization.as_ref().expect("training run");
         let every = o
@@ -768,7 +798,14 @@ impl Optimization {
         for sig in [signal_hook::consts::SIGUSR1, signal_hook::consts::SIGTERM] {
             signal_hook::flag::register(sig, Arc::clone(&preempted))?;
         }
+        // The step's micro-batches and the next step's, and two for the assembler.
+        let host = HostMemory {
+            device,
+            image_kind: prefetch::image_kinds(precision).0,
+            buffers: 2 * plan.accum_freq as usize + 2,
+        };
         Ok(Optimization {
+            host,
             plan,
             opt,
             scaler: precision
@@ -778,19 +815,6 @@ impl Optimization {
             step_opts,
             preempted,
         })
-    }
-}
-
-/// `t` on `device`. To a GPU through pinned host memory with a non-blocking copy: a copy from
-/// pageable memory makes the host wait for every kernel queued before it (the previous step),
-/// this one is queued behind them and the host goes on (libtorch's pinned-memory cache keeps the
-/// buffer until the copy has run). The values are the same either way.
-fn to_device(t: &Tensor, device: Device) -> Tensor {
-    match device {
-        Device::Cuda(_) => t
-            .pin_memory(device)
-            .to_device_(device, t.kind(), true, false),
-        _ => t.to_device(device),
     }
 }
 

@@ -151,11 +151,11 @@ fn run_share(
             b.image_size as i64,
             b.context_length as i64,
         );
-        let x = Tensor::from_slice(&b.images)
+        let x = Tensor::from_slice(b.images())
             .reshape([bs, 3, s, s])
             .to_device(opts.device)
             .to_kind(opts.input_kind);
-        let t = Tensor::from_slice(&b.tokens)
+        let t = Tensor::from_slice(b.tokens())
             .reshape([bs, ctx])
             .to_device(opts.device);
         let (img, txt, ls, loss) = {

@@ -1,7 +1,8 @@
 //! Loader on real tar files: corrupt inputs, no-progress errors, determinism, resume.
 
 use crate::common::*;
-use clip_data::loader::{epoch_plan, Batch, Loader, LoaderConfig, Position};
+use clip_data::buffers::{BatchBuffer, BufferRing, VecBuffer};
+use clip_data::loader::{epoch_plan, Batch, Loader, LoaderConfig, Position, Processor};
 use clip_data::order::{fetch_members, Member};
 use clip_data::samples::{Item, RawSample, ShardSamples, SkipReason};
 use clip_data::shards::ShardList;
@@ -233,8 +234,8 @@ fn deterministic_for_any_worker_count() {
     assert_eq!(keys(&a), keys(&c));
     // augmentation RNG is per sample, not per thread
     assert_eq!(
-        a.iter().map(|x| x.images.clone()).collect::<Vec<_>>(),
-        b.iter().map(|x| x.images.clone()).collect::<Vec<_>>()
+        a.iter().map(|x| x.images().to_vec()).collect::<Vec<_>>(),
+        b.iter().map(|x| x.images().to_vec()).collect::<Vec<_>>()
     );
     // round-robin over streams in a fixed order
     assert!(a.iter().enumerate().all(|(i, x)| x.stream == i % 2));
@@ -283,8 +284,8 @@ fn saved_position_restores_exactly() {
                 "resampled={resampled} cut={cut}"
             );
             assert_eq!(
-                rest.iter().map(|b| &b.images).collect::<Vec<_>>(),
-                full[cut..].iter().map(|b| &b.images).collect::<Vec<_>>()
+                rest.iter().map(|b| b.images()).collect::<Vec<_>>(),
+                full[cut..].iter().map(|b| b.images()).collect::<Vec<_>>()
             );
         }
         // a position does not restore under another data order
@@ -298,6 +299,64 @@ fn saved_position_restores_exactly() {
             .is_err());
         assert!(l.epoch(2, Some(&pos)).is_err());
     }
+}
+
+/// The trainer's use: batches are taken a step ahead, assembled into a fixed ring of buffers it
+/// gives back when done; a batch taken but not yet confirmed stays out of the position.
+#[test]
+fn batches_taken_ahead_stay_out_of_the_position_until_confirmed() {
+    let (_d, spec) = dataset("held", 6, 40);
+    let cfg = train_cfg(&spec, 2, 3);
+    let full = run(cfg.clone(), 1);
+    let l = Loader::new(cfg, Arc::new(TestProc)).unwrap();
+    let after = |n: usize| {
+        let mut it = l.epoch(1, None).unwrap();
+        for _ in 0..n {
+            it.next().unwrap().unwrap();
+        }
+        it.position()
+    };
+    let ring = || {
+        let n = 8 * 3 * TestProc.image_size() * TestProc.image_size();
+        let bufs = (0..3)
+            .map(|_| {
+                Box::new(VecBuffer {
+                    images: vec![0.0; n],
+                    tokens: vec![0; 8 * 77],
+                }) as Box<dyn BatchBuffer>
+            })
+            .collect();
+        BufferRing::fixed(bufs)
+    };
+    for cut in [0usize, 4, 11] {
+        let mut it = l.epoch_with(1, None, Some(ring())).unwrap();
+        for want in &full[..cut] {
+            let b = it.next().unwrap().unwrap(); // confirmed, its buffer back in the ring
+            assert_eq!(b.images(), want.images());
+        }
+        let a = it.next_held().unwrap().unwrap();
+        let b = it.next_held().unwrap().unwrap();
+        assert_eq!(keys(&[a, b]), keys(&full[cut..cut + 2]));
+        assert_eq!(it.position(), after(cut), "cut {cut}");
+        it.confirm(1);
+        assert_eq!(it.position(), after(cut + 1), "cut {cut}");
+        it.confirm(1);
+        assert_eq!(it.position(), after(cut + 2), "cut {cut}");
+    }
+    // the epoch's end moves the position only once every batch before it is confirmed
+    let mut it = l.epoch_with(1, None, Some(ring())).unwrap();
+    let mut n = 0;
+    while let Some(b) = it.next_held() {
+        assert_eq!(b.unwrap().images(), full[n].images());
+        n += 1;
+    }
+    assert_eq!(n, full.len());
+    it.confirm(n - 1);
+    assert_eq!(it.position(), after(n - 1));
+    it.confirm(1);
+    let mut past_end = l.epoch(1, None).unwrap();
+    while past_end.next().is_some() {}
+    assert_eq!(it.position(), past_end.position());
 }
 
 #[test]

@@ -42,10 +42,10 @@ fn real_processor_batches() {
         .unwrap();
     assert_eq!(bs.len(), 4);
     for b in &bs {
-        assert_eq!(b.images.len(), 8 * 3 * 32 * 32);
-        assert_eq!(b.tokens.len(), 8 * 77);
-        assert_eq!(b.tokens[0], 49406); // <start_of_text>
-        assert!(b.images.iter().all(|x| x.is_finite() && x.abs() < 10.0));
+        assert_eq!(b.images().len(), 8 * 3 * 32 * 32);
+        assert_eq!(b.tokens().len(), 8 * 77);
+        assert_eq!(b.tokens()[0], 49406); // <start_of_text>
+        assert!(b.images().iter().all(|x| x.is_finite() && x.abs() < 10.0));
     }
     // same seed, same tensors
     let p2 = ClipProcessor::train(32, &aug, OPENAI_MEAN, OPENAI_STD, 77);
@@ -56,7 +56,7 @@ fn real_processor_batches() {
         .collect::<anyhow::Result<_>>()
         .unwrap();
     assert_eq!(
-        bs.iter().map(|b| &b.images).collect::<Vec<_>>(),
-        bs2.iter().map(|b| &b.images).collect::<Vec<_>>()
+        bs.iter().map(|b| b.images()).collect::<Vec<_>>(),
+        bs2.iter().map(|b| b.images()).collect::<Vec<_>>()
     );
 }

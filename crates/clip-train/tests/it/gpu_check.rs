@@ -11,7 +11,7 @@ const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
 
 /// The report's parts, in order, and whether a machine without a GPU must run them (the
 /// profile part must where `clip-train` has `--profile-steps`).
-const PARTS: [(&str, bool); 8] = [
+const PARTS: [(&str, bool); 9] = [
     ("Environment", true),
     ("NCCL collectives at world size 1", false),
     (
@@ -26,6 +26,10 @@ const PARTS: [(&str, bool); 8] = [
     ("Throughput next to open_clip_train.main", true),
     ("Three --precision amp steps", true),
     ("--profile-steps trace", false),
+    (
+        "Batches ahead of time, bitwise like each step taking its own",
+        true,
+    ),
 ];
 
 #[test]
@@ -112,6 +116,20 @@ fn gpu_check_runs_every_cpu_part_and_says_why_it_skips_the_others() {
                 "overlap {mode}: {during} during the backward\n{report}"
             );
         }
+    }
+    // The prefetch part compared real runs: batches ahead vs each step's own, every tensor equal.
+    let same = report
+        .lines()
+        .find_map(|l| l.strip_prefix("- ahead vs each: "))
+        .unwrap_or_else(|| panic!("no prefetch comparison in\n{report}"));
+    let (n, rest) = same.split_once(" of ").unwrap();
+    assert!(n.parse::<usize>().unwrap() > 0, "{same}");
+    assert_eq!(rest, format!("{n} tensors bitwise equal"), "{report}");
+    for taken in ["one step ahead", "at each step (CLIP_TRAIN_PREFETCH=0)"] {
+        assert!(
+            report.contains(&format!("Input batches: taken {taken}")),
+            "{report}"
+        );
     }
     // Figures, not placeholders: the parity's relative errors, both sides' rates and step times.
     assert!(

@@ -10,6 +10,7 @@ mod golden;
 mod gpu_check;
 mod optimizer;
 mod plan;
+mod prefetch;
 mod pretrained_image;
 mod profile;
 mod remote_sync;

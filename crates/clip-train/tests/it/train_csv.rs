@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 
 /// 40 PNGs and a TSV naming them (absolute paths, some captions quoted with tabs and quotes).
-fn table(dir: &Path, sep: char, img_key: &str, caption_key: &str) -> String {
+pub(crate) fn table(dir: &Path, sep: char, img_key: &str, caption_key: &str) -> String {
     let imgs = dir.join("imgs");
     std::fs::create_dir_all(&imgs).unwrap();
     let mut text = format!("{img_key}{sep}{caption_key}\n");
