@@ -166,7 +166,7 @@ check_overlap() {
 overlap_run() {
     local world=$1 dev=$2 model=$3 precision=$4 mode=$5 rank pids=()
     local args=(--dataset-type synthetic --model $model --device $dev --precision $precision
-                --batch-size 4 --accum-freq 2 --train-num-samples $((4 * 4 * world)) --epochs 1
+                --batch-size 4 --accum-freq 2 --train-num-samples $((8 * 4 * world)) --epochs 1
                 --lr 1e-3 --warmup 1 --workers 1 --seed 3 --save-frequency 1
                 --log-every-n-steps 1 --local-loss --gather-with-grad --grad-reduce-dtype bf16
                 --logs "$work/runs" --name "overlap-$mode")

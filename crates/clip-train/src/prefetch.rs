@@ -47,6 +47,8 @@ pub struct HostBuffer {
     /// CUDA: recorded on the copy stream after the copy out of this buffer; the buffer is not
     /// written again before it is reached ([`BatchBuffer::wait_writable`])
     copied: Option<Event>,
+    /// the CUDA device the buffer is pinned for
+    cuda: Option<usize>,
 }
 
 impl HostBuffer {
@@ -65,7 +67,35 @@ impl HostBuffer {
             images,
             tokens,
             copied: None,
+            cuda: match device {
+                Device::Cuda(i) => Some(i),
+                _ => None,
+            },
         })
+    }
+
+    /// Waits for the copy out of this buffer and destroys its event — on the buffer's device:
+    /// the assembler thread that calls this never chose one, and destroying an event switches
+    /// back to the thread's current device (0 on a fresh thread) with a plain `cudaSetDevice`,
+    /// which would open a context on GPU 0 in every rank's process. The guard makes the
+    /// buffer's device current for the call (its drop restores without creating a context).
+    fn wait_copied(&mut self) {
+        let Some(copied) = self.copied.take() else {
+            return;
+        };
+        let _on_device = self
+            .cuda
+            .map(|d| Stream::current(d).and_then(StreamGuard::new));
+        // A failure here is the device's (it is gone or broken): the step's own CUDA calls
+        // report it.
+        let _ = copied.synchronize();
+        drop(copied);
+    }
+}
+
+impl Drop for HostBuffer {
+    fn drop(&mut self) {
+        self.wait_copied();
     }
 }
 
@@ -97,11 +127,7 @@ impl BatchBuffer for HostBuffer {
         elements(&self.tokens)
     }
     fn wait_writable(&mut self) {
-        if let Some(copied) = self.copied.take() {
-            // A failure here is the device's (it is gone or broken): the step's own CUDA calls
-            // report it.
-            let _ = copied.synchronize();
-        }
+        self.wait_copied();
     }
     fn as_any_mut(&mut self) -> &mut dyn std::any::Any {
         self
@@ -196,14 +222,17 @@ impl Drop for DeviceBatch {
     }
 }
 
-/// The stream host-to-device copies run on: one of torch's pool, taken once per process.
+/// The stream host-to-device copies to `device` run on: one of torch's pool, taken once per
+/// device and process.
 fn copy_stream(device: usize) -> Result<Stream> {
-    static COPY: std::sync::OnceLock<Stream> = std::sync::OnceLock::new();
-    if let Some(s) = COPY.get() {
+    static COPY: std::sync::Mutex<Vec<Stream>> = std::sync::Mutex::new(Vec::new());
+    let mut streams = COPY.lock().unwrap();
+    if let Some(s) = streams.iter().find(|s| s.device() == device) {
         return Ok(*s);
     }
     let s = Stream::from_pool(device)?;
-    Ok(*COPY.get_or_init(|| s))
+    streams.push(s);
+    Ok(s)
 }
 
 /// `host` on `device`, images as `image_kind` in the model. On the CPU the tensors are the host
@@ -225,13 +254,18 @@ pub fn to_device(host: HostBatch, device: Device, image_kind: Kind) -> Result<De
         None => t.f_pin_memory(device),
     };
     let stream = copy_stream(index)?;
-    let (images, tokens, copied) = {
+    let copy = || -> Result<(Tensor, Tensor, Event)> {
         let _on_copy_stream = StreamGuard::new(stream)?;
         let crossing = host.images.kind();
         let images = pinned(&host.images)?.f_to_device_(device, crossing, true, false)?;
         let tokens = pinned(&host.tokens)?.f_to_device_(device, Kind::Int64, true, false)?;
-        (images, tokens, stream.record_event()?)
+        Ok((images, tokens, stream.record_event()?))
     };
+    let (images, tokens, copied) = copy().inspect_err(|_| {
+        // a copy may have been enqueued without its event: the ring buffer must not be
+        // written again before it has run
+        let _ = stream.synchronize();
+    })?;
     Ok(DeviceBatch {
         images,
         tokens,
