@@ -189,7 +189,9 @@ fn an_epoch_resumed_on_another_world_size_trains_each_of_its_samples_once() {
     let flags = "--dataset-type webdataset --train-num-samples 64 --batch-size 4 --workers 1 \
                  --epochs 1 --model clip_tiny --lr 1e-3 --seed 3 --log-every-n-steps 1 \
                  --save-every-n-steps 1";
-    // (world, stopped after step, world of the resume, its log line, steps in all)
+    // (world, stopped after step, world of the resume, its log line, steps in all, flags)
+    let resampled: &[&str] = &["--dataset-resampled"];
+    let accum: &[&str] = &["--accum-freq", "2"];
     let cases = [
         (
             2,
@@ -197,29 +199,32 @@ fn an_epoch_resumed_on_another_world_size_trains_each_of_its_samples_once() {
             1,
             "continuing at step 6 of 16 on 1 ranks",
             3 + 10,
-            false,
+            &[][..],
         ),
+        (1, 4, 3, "continuing at step 2 of 6 on 3 ranks", 4 + 4, &[]),
         (
             1,
             4,
-            3,
-            "continuing at step 2 of 6 on 3 ranks",
-            4 + 4,
-            false,
+            2,
+            "continuing at step 2 of 8 on 2 ranks",
+            4 + 6,
+            resampled,
         ),
-        (1, 4, 2, "continuing at step 2 of 8 on 2 ranks", 4 + 6, true),
+        // 2 batches a step: the rest is split in whole steps
+        (
+            2,
+            1,
+            1,
+            "continuing at step 2 of 8 on 1 ranks",
+            1 + 6,
+            accum,
+        ),
     ];
-    for (before, stop, after, said, steps, resampled) in cases {
-        let logs = dir.join(format!("logs-{before}-{after}"));
-        let extra = [
-            &["--train-data", data.as_str()][..],
-            if resampled {
-                &["--dataset-resampled"]
-            } else {
-                &[]
-            },
-        ]
-        .concat();
+    for (before, stop, after, said, steps, flags_too) in cases {
+        let logs = dir.join(format!("logs-{before}-{after}-{}", flags_too.len()));
+        let extra = [&["--train-data", data.as_str()][..], flags_too].concat();
+        let resampled = flags_too == resampled;
+        let per_step = if flags_too == accum { 2 } else { 1 };
         let (full_keys, rest_keys) = (logs.join("keys-full"), logs.join("keys-rest"));
         run_ranks(before, &cli(flags, "full", &logs, &extra), &full_keys);
         stopped_copy(&logs.join("full"), &logs.join("cut"), stop);
@@ -249,7 +254,7 @@ fn an_epoch_resumed_on_another_world_size_trains_each_of_its_samples_once() {
         }
         let mut trained: Vec<&String> = full
             .iter()
-            .filter(|(b, _)| *b < stop)
+            .filter(|(b, _)| *b < stop * per_step)
             .map(|(_, k)| k)
             .collect();
         trained.extend(rest.iter().map(|(_, k)| k));
