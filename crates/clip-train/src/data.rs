@@ -204,21 +204,19 @@ pub struct SavedLayout {
 }
 
 impl SavedPositions {
-    /// Every rank's position, in rank order.
-    pub fn all(&self) -> Vec<DataPosition> {
+    /// Every rank's position, in rank order (borrowed: at scale they hold every stream's
+    /// shuffle-buffer list).
+    pub fn ranks(&self) -> &[DataPosition] {
         match self {
-            SavedPositions::Ranks { ranks } => ranks.clone(),
-            SavedPositions::One(p) => vec![p.clone()],
+            SavedPositions::Ranks { ranks } => ranks,
+            SavedPositions::One(p) => std::slice::from_ref(p),
         }
     }
 
     /// The layout these positions were taken under.
     pub fn layout(&self) -> SavedLayout {
-        let all: Vec<&DataPosition> = match self {
-            SavedPositions::Ranks { ranks } => ranks.iter().collect(),
-            SavedPositions::One(p) => vec![p],
-        };
-        let first = all.first().copied();
+        let all = self.ranks();
+        let first = all.first();
         SavedLayout {
             ranks: all.len(),
             streams: first.and_then(|p| {

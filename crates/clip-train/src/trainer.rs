@@ -282,9 +282,9 @@ impl Trainer {
             o.scaler = scaler.map(|s| GradScaler::new(s, self.device));
         }
         self.position = r.position;
-        let saved = state.data_position.as_ref().map(SavedPositions::all);
+        let saved = state.data_position.as_ref().map(SavedPositions::ranks);
         let step_in_epoch = match saved.filter(|s| s.len() != self.world.world_size) {
-            Some(saved) if state.step_in_epoch > 0 => self.continue_on_world(&saved, &state)?,
+            Some(saved) if state.step_in_epoch > 0 => self.continue_on_world(saved, &state)?,
             _ => state.step_in_epoch,
         };
         self.state = TrainState {
