@@ -273,11 +273,7 @@ fn saved_position_restores_exactly() {
             let mut cfg2 = cfg.clone();
             cfg2.workers = 1; // decode threads do not matter
             let l2 = Loader::new(cfg2, Arc::new(TestProc)).unwrap();
-            let rest: Vec<Batch> = l2
-                .epoch(1, Some(&pos))
-                .unwrap()
-                .collect::<anyhow::Result<_>>()
-                .unwrap();
+            let rest: Vec<Batch> = epoch_1_from(&l2, &pos);
             assert_eq!(
                 keys(&rest),
                 keys(&full[cut..]),
@@ -448,9 +444,12 @@ fn a_sample_reads_back_from_its_byte_range() {
 
 /// The rest of epoch 1 from `pos`, with `cfg`.
 fn rest_from(cfg: &LoaderConfig, pos: &Position) -> Vec<Batch> {
-    Loader::new(cfg.clone(), Arc::new(TestProc))
-        .unwrap()
-        .epoch(1, Some(pos))
+    epoch_1_from(&Loader::new(cfg.clone(), Arc::new(TestProc)).unwrap(), pos)
+}
+
+/// The rest of epoch 1 from `pos`, with loader `l`.
+fn epoch_1_from(l: &Loader, pos: &Position) -> Vec<Batch> {
+    l.epoch(1, Some(pos))
         .unwrap()
         .collect::<anyhow::Result<_>>()
         .unwrap()
@@ -693,11 +692,7 @@ fn an_epoch_split_over_another_world_size_trains_every_sample_once() {
             for rank in 0..world {
                 let (l, split) = split_on(&cfg, &saved, (rank, world, streams));
                 let json = split.position.to_json();
-                let rest: Vec<Batch> = l
-                    .epoch(1, Some(&Position::from_json(&json).unwrap()))
-                    .unwrap()
-                    .collect::<anyhow::Result<_>>()
-                    .unwrap();
+                let rest: Vec<Batch> = epoch_1_from(&l, &Position::from_json(&json).unwrap());
                 assert_eq!(rest.len() as u64, split.batches, "{summary}");
                 trained.extend(keys(&rest));
             }
@@ -710,22 +705,14 @@ fn an_epoch_split_over_another_world_size_trains_every_sample_once() {
     let mut again = Vec::new();
     for rank in 0..4 {
         let (l, split) = split_on(&cfg, &saved, (rank, 4, 1));
-        let full: Vec<Batch> = l
-            .epoch(1, Some(&split.position))
-            .unwrap()
-            .collect::<anyhow::Result<_>>()
-            .unwrap();
+        let full: Vec<Batch> = epoch_1_from(&l, &split.position);
         let mut it = l.epoch(1, Some(&split.position)).unwrap();
         for _ in 0..3 {
             trained.extend(keys(&[it.next().unwrap().unwrap()]));
         }
         let pos = Position::from_json(&it.position().to_json()).unwrap();
         drop(it);
-        let rest: Vec<Batch> = l
-            .epoch(1, Some(&pos))
-            .unwrap()
-            .collect::<anyhow::Result<_>>()
-            .unwrap();
+        let rest: Vec<Batch> = epoch_1_from(&l, &pos);
         assert_eq!(
             keys(&rest),
             keys(&full[3..]),
@@ -740,11 +727,7 @@ fn an_epoch_split_over_another_world_size_trains_every_sample_once() {
             "{}",
             split.summary
         );
-        let rest: Vec<Batch> = l
-            .epoch(1, Some(&split.position))
-            .unwrap()
-            .collect::<anyhow::Result<_>>()
-            .unwrap();
+        let rest: Vec<Batch> = epoch_1_from(&l, &split.position);
         trained.extend(keys(&rest));
     }
     assert_eq!(sorted(trained), all, "split twice");
@@ -763,18 +746,10 @@ fn a_resampled_epoch_restarts_from_a_new_seed_on_another_world_size() {
     let l = Loader::new(c, Arc::new(TestProc)).unwrap();
     let pos = clip_data::rebalance::resampled_restart(&l, &saved, 99, 5).unwrap();
     let pos = Position::from_json(&pos.to_json()).unwrap();
-    let a: Vec<Batch> = l
-        .epoch(1, Some(&pos))
-        .unwrap()
-        .collect::<anyhow::Result<_>>()
-        .unwrap();
+    let a: Vec<Batch> = epoch_1_from(&l, &pos);
     assert_eq!(a.len(), 6, "5 batches over 2 streams: 3 each");
     let other = clip_data::rebalance::resampled_restart(&l, &saved, 98, 5).unwrap();
-    let b: Vec<Batch> = l
-        .epoch(1, Some(&other))
-        .unwrap()
-        .collect::<anyhow::Result<_>>()
-        .unwrap();
+    let b: Vec<Batch> = epoch_1_from(&l, &other);
     assert_ne!(keys(&a), keys(&b), "the seed decides the draw");
     // a plain split refuses resampled positions, and positions of another order are refused
     assert!(clip_data::rebalance::split_epoch(&l, &saved, 1).is_err());
