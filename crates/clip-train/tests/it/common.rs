@@ -32,14 +32,25 @@ pub fn get(tensors: &[(String, Tensor)], name: &str) -> Tensor {
 
 /// Runs the clip-train binary.
 pub fn run(args: &[String]) -> Output {
+    run_with_env(args, &[])
+}
+
+/// Runs the clip-train binary with `env` added to its environment.
+pub fn run_with_env(args: &[String], env: &[(&str, &str)]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clip-train"))
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .expect("run clip-train")
 }
 
 pub fn ok(args: &[String]) -> Output {
-    let out = run(args);
+    ok_with_env(args, &[])
+}
+
+/// [`run_with_env`], which must succeed.
+pub fn ok_with_env(args: &[String], env: &[(&str, &str)]) -> Output {
+    let out = run_with_env(args, env);
     assert!(
         out.status.success(),
         "clip-train failed: {}",

@@ -1,11 +1,10 @@
 //! Batches ahead of time: step i+1's batches are taken and sent to the device before step i's
 //! compute (seen in a `--profile-steps` trace), trained values unchanged; images crossing as
 //! bf16 where that is bit-identical (host rounding against torch's, one-step runs).
-use crate::common::{assert_bitwise_equal, cli, make_shards, ok, tempdir};
+use crate::common::{assert_bitwise_equal, cli, make_shards, ok, ok_with_env, tempdir};
 use clip_data::buffers::to_bf16;
 use serde_json::Value;
 use std::path::Path;
-use std::process::Command;
 use tch::{Kind, Tensor};
 
 /// (name, start, end) of the profiler's named ranges, in µs.
@@ -74,16 +73,7 @@ fn the_next_steps_batches_go_to_the_device_before_this_steps_compute_same_values
         );
     }
     // the old order: each step takes its own batch, and trains the same values
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
-        .args(args("each"))
-        .env("CLIP_TRAIN_PREFETCH", "0")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    ok_with_env(&args("each"), &[("CLIP_TRAIN_PREFETCH", "0")]);
     let counts: Vec<usize> = steps(&trace("each"), 8).iter().map(|s| s.0.len()).collect();
     assert_eq!(counts, [1; 8]);
     assert_bitwise_equal(
@@ -166,16 +156,8 @@ fn bf16_images_train_bitwise_what_device_converted_images_train() {
             let flags = "--model clip_tiny --batch-size 2 --train-num-samples 2 --epochs 1 \
                          --workers 1 --lr 1e-3 --seed 5";
             let extra = ["--train-data", data, "--precision", precision];
-            let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
-                .args(cli(flags, name, &logs, &extra))
-                .env("CLIP_TRAIN_BF16_IMAGES", bf16_images)
-                .output()
-                .unwrap();
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            let args = cli(flags, name, &logs, &extra);
+            ok_with_env(&args, &[("CLIP_TRAIN_BF16_IMAGES", bf16_images)]);
             let log = std::fs::read_to_string(logs.join(name).join("out.log")).unwrap();
             let kind = if bf16_images == "1" { "bf16" } else { "fp32" };
             assert!(
