@@ -16,6 +16,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/guard.h");
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/optim.cpp");
+    println!("cargo:rerun-if-changed=src/optim_algos.cpp");
     println!("cargo:rerun-if-changed=src/grad_hooks.cpp");
     println!("cargo:rerun-if-changed=src/profiler.cpp");
     println!("cargo:rerun-if-changed=src/generator.cpp");
@@ -30,6 +31,7 @@ fn main() {
         .define("_GLIBCXX_USE_CXX11_ABI", "1")
         .file("src/shim.cpp")
         .file("src/optim.cpp")
+        .file("src/optim_algos.cpp")
         .file("src/grad_hooks.cpp")
         .file("src/profiler.cpp")
         .file("src/generator.cpp")

@@ -15,6 +15,29 @@ pub enum Visual {
     Vit(VisionTransformer),
 }
 
+/// One of the two towers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tower {
+    Image,
+    Text,
+}
+
+/// A tower's parameters by layer group (see [`Clip::layer_groups`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct LayerGroups {
+    /// The number of groups; the last is the head.
+    pub count: usize,
+    /// `(state-dict key, group)` for each of the tower's parameters.
+    pub groups: Vec<(String, usize)>,
+}
+
+impl LayerGroups {
+    /// The group of parameter `key` (None: not in this tower).
+    pub fn of(&self, key: &str) -> Option<usize> {
+        self.groups.iter().find(|(k, _)| k == key).map(|(_, g)| *g)
+    }
+}
+
 /// `ln(1/0.07)`, OpenCLIP's initial logit scale.
 pub const INIT_LOGIT_SCALE: f64 = 2.659_260_036_932_778_4;
 
@@ -129,23 +152,60 @@ impl Clip {
     /// embeddings, each residual block but the last, the last block with `ln_final`, and
     /// `text_projection`.
     pub fn lock_text_tower(&self, unlocked_layers: usize) {
-        let layers = self.cfg.text.layers as usize;
-        let group = |k: &str| -> Option<usize> {
-            if k == "token_embedding.weight" || k == "positional_embedding" {
-                return Some(0);
+        let groups = self.layer_groups(Tower::Text);
+        let first_unlocked = groups.count.saturating_sub(unlocked_layers);
+        self.freeze(|k| groups.of(k).is_some_and(|g| g < first_unlocked));
+    }
+
+    /// A tower's parameters in OpenCLIP's ordered layer groups (the development branch's
+    /// `layer_groups()`, which layer-wise learning-rate decay reads; its last group is the head).
+    /// Image, ViT: the embeddings (`conv1`, `class_embedding`, `positional_embedding`,
+    /// `ln_pre`), each block (the last with `ln_post`), `proj`. Image, timm: the trunk's groups as
+    /// timm's `group_matcher` makes them (stem; each block, a stage's downsample with its block 0;
+    /// the trunk's head), then the projection head `visual.head` when it has parameters. Text:
+    /// the embeddings (`token_embedding`, `positional_embedding`), each block (the last with
+    /// `ln_final`), `text_projection`.
+    pub fn layer_groups(&self, tower: Tower) -> LayerGroups {
+        let groups: Vec<(String, usize)> = match (tower, &self.cfg.vision.tower) {
+            (Tower::Image, VisionTower::Timm(_)) => {
+                let mut g = timm_trunk_groups(&self.params);
+                let head = g.iter().map(|(_, i)| i + 1).max().unwrap_or(0);
+                g.extend(
+                    self.params
+                        .iter()
+                        .filter(|(k, _)| k.starts_with("visual.head."))
+                        .map(|(k, _)| (k.clone(), head)),
+                );
+                g
             }
-            if let Some(rest) = k.strip_prefix("transformer.resblocks.") {
-                let i: usize = rest.split('.').next()?.parse().ok()?;
-                return Some(1 + i.min(layers - 1));
-            }
-            if k.starts_with("ln_final.") {
-                return Some(layers);
-            }
-            (k == "text_projection").then_some(layers + 1)
+            (Tower::Image, VisionTower::Vit(v)) => self
+                .params
+                .iter()
+                .filter_map(|(k, _)| vit_group(k, v.layers as usize).map(|g| (k.clone(), g)))
+                .collect(),
+            (Tower::Text, _) => self
+                .params
+                .iter()
+                .filter_map(|(k, _)| {
+                    text_group(k, self.cfg.text.layers as usize).map(|g| (k.clone(), g))
+                })
+                .collect(),
         };
-        let groups = layers + 2 - usize::from(!self.cfg.text.projection);
-        let first_unlocked = groups.saturating_sub(unlocked_layers);
-        self.freeze(|k| group(k).is_some_and(|g| g < first_unlocked));
+        LayerGroups {
+            count: groups.iter().map(|(_, g)| g + 1).max().unwrap_or(0),
+            groups,
+        }
+    }
+
+    /// OpenCLIP's `CLIP.no_weight_decay()`: the names timm's optimizers (and the development
+    /// branch's weight-decay rule) exempt from decay beyond the 1-D ones — the positional
+    /// embeddings and a ViT's class embedding.
+    pub fn no_weight_decay(&self) -> Vec<String> {
+        let mut out = vec!["positional_embedding".to_string()];
+        if let Visual::Vit(_) = self.visual {
+            out.extend(["visual.positional_embedding", "visual.class_embedding"].map(String::from));
+        }
+        out
     }
 
     /// OpenCLIP's low-precision models (`create_model(precision=…)`): every parameter becomes
@@ -286,6 +346,22 @@ fn vit_group(k: &str, layers: usize) -> Option<usize> {
         "proj" => Some(layers + 1),
         _ => None,
     }
+}
+
+/// The text tower's groups (OpenCLIP's `lock_text_tower` and the development branch's
+/// `_text_layer_groups`): the embeddings, each block, `ln_final` with the last, `text_projection`.
+fn text_group(k: &str, layers: usize) -> Option<usize> {
+    if k == "token_embedding.weight" || k == "positional_embedding" {
+        return Some(0);
+    }
+    if let Some(rest) = k.strip_prefix("transformer.resblocks.") {
+        let i: usize = rest.split('.').next()?.parse().ok()?;
+        return Some(1 + i.min(layers - 1));
+    }
+    if k.starts_with("ln_final.") {
+        return Some(layers);
+    }
+    (k == "text_projection").then_some(layers + 1)
 }
 
 /// Checks what `ClipConfig`'s parser checks, for configs built or edited in code.

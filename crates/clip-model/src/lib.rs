@@ -23,7 +23,7 @@ pub mod transformer;
 pub mod vit;
 pub mod weights;
 
-pub use clip::{Clip, Visual, INIT_LOGIT_SCALE};
+pub use clip::{Clip, LayerGroups, Tower, Visual, INIT_LOGIT_SCALE};
 pub use config::{
     ClipConfig, TextConfig, TextPool, TimmPool, TimmProj, TimmVisionConfig, VisionConfig,
     VisionTower, VitConfig, VitPool,

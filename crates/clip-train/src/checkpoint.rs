@@ -72,6 +72,10 @@ pub struct TrainState {
     /// skipped steps; absent: equal to `step`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub optimizer_step: Option<i64>,
+    /// The `--opt` whose state the checkpoint holds (absent: `adamw`, as before there was a
+    /// choice); a resume with another one is refused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub optimizer: Option<String>,
 }
 
 fn dtype(kind: Kind) -> Result<Dtype> {

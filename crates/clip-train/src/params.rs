@@ -4,7 +4,10 @@
 //! texts included) and checked against it by `scripts/compare-flags.py`.
 //!
 //! Differences, on purpose: `--clip-grad-norm` (the model card's spelling) is an alias of
-//! `--grad-clip-norm`; `--save-every-n-steps` and `--profile-steps` are ours; every error is one line with exit status 2.
+//! `--grad-clip-norm`; `--save-every-n-steps` and `--profile-steps` are ours; `--opt-kwargs`,
+//! `--opt-fallback-list`, `--text-layer-decay`, `--image-layer-decay` (`--visual-layer-decay`),
+//! `--wd-exclude` and `--text-pooler-own-group` are OpenCLIP's development branch's (4.2.0.dev0),
+//! as it parses them; every error is one line with exit status 2.
 //! Whether a flag is *implemented* is the trainer's business: it refuses the ones it does not
 //! implement with "not supported yet: --X" rather than ignoring them.
 
@@ -108,6 +111,25 @@ pub struct Params {
     /// Which optimizer to use. Choices are ['adamw', or any timm optimizer 'timm/{opt_name}'].
     #[arg(long = "opt", default_value = "adamw")]
     pub opt: String,
+    /// (OpenCLIP's development branch) Additional optimizer keyword arguments, `key=value` with a Python-literal value (`fallback_lr_scale=0.5`), applied last.
+    #[arg(long = "opt-kwargs", num_args = 0.., action = clap::ArgAction::Set, value_name = "KEY=VALUE", value_parser = parse_kwarg)]
+    #[serde(serialize_with = "serialize_kwargs")]
+    pub opt_kwargs: Vec<(String, PyLiteral)>,
+    /// (OpenCLIP's development branch) Parameter-name glob patterns a Muon-family timm optimizer hands to its AdamW fallback.
+    #[arg(long = "opt-fallback-list", num_args = 0.., action = clap::ArgAction::Set, value_name = "PATTERN")]
+    pub opt_fallback_list: Option<Vec<String>>,
+    /// (OpenCLIP's development branch) Layer-wise LR decay for the text tower: lr * decay**(depth from the head). Off when unset (or 1.0).
+    #[arg(long = "text-layer-decay")]
+    pub text_layer_decay: Option<f64>,
+    /// (OpenCLIP's development branch) Layer-wise LR decay for the image tower; the projection head stays at full LR. Off when unset (or 1.0).
+    #[arg(long = "image-layer-decay", visible_alias = "visual-layer-decay")]
+    pub image_layer_decay: Option<f64>,
+    /// (OpenCLIP's development branch) Extra parameter-name glob patterns (fnmatch on the full name) whose parameters skip weight decay.
+    #[arg(long = "wd-exclude", num_args = 0.., action = clap::ArgAction::Set, value_name = "PATTERN")]
+    pub wd_exclude_patterns: Vec<String>,
+    /// (OpenCLIP's development branch) Give the text readout pooler its own layer-decay / lock group (CLIP's own text tower has no pooler: no effect there).
+    #[arg(long = "text-pooler-own-group", action = clap::ArgAction::SetFalse)]
+    pub text_pooler_in_head: bool,
     /// Whether to use batch norm sync.
     #[arg(long = "use-bn-sync")]
     pub use_bn_sync: bool,
@@ -335,8 +357,12 @@ fn serialize_kwargs<S: serde::Serializer>(
 }
 
 /// lr / beta1 / beta2 / eps left unset take the model's defaults (OpenCLIP's
-/// `get_default_params`: the CLIP paper's values, ViT or not).
+/// `get_default_params`: the CLIP paper's values, ViT or not), except for timm optimizers.
 pub fn apply_model_defaults(p: &mut Params) {
+    // OpenCLIP leaves them unset for timm optimizers (`'timm' not in args.opt`).
+    if p.opt.contains("timm") {
+        return;
+    }
     let vit = p.model.to_lowercase().contains("vit");
     p.lr.get_or_insert(5.0e-4);
     p.beta1.get_or_insert(0.9);

@@ -20,7 +20,8 @@ use tch::{Device, Kind};
 use crate::data::{SavedLayout, TrainData};
 use crate::device::parse_device;
 use crate::loss::LossLayout;
-use crate::optimizer::AdamWConfig;
+use crate::optim_spec::OptimSpec;
+use crate::param_groups::{DevRules, Rules};
 use crate::params::Params;
 use crate::precision::Precision;
 use crate::scheduler::LrSchedule;
@@ -77,7 +78,8 @@ pub struct TrainPlan {
     pub steps_per_epoch: i64,
     pub epochs: i64,
     pub schedule: LrSchedule,
-    pub adamw: AdamWConfig,
+    /// `--opt` and its settings, and how parameters are grouped.
+    pub optimizer: OptimizerPlan,
     pub grad_clip_norm: Option<f64>,
     /// The dtype gradients are averaged in (`--grad-reduce-dtype`).
     pub grad_reduce: Kind,
@@ -91,6 +93,13 @@ pub struct TrainPlan {
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
     pub summary: String,
+}
+
+/// The optimizer a run builds (see [`crate::optim_spec`] and [`crate::param_groups`]).
+#[derive(Debug, Clone)]
+pub struct OptimizerPlan {
+    pub spec: OptimSpec,
+    pub rules: Rules,
 }
 
 /// When checkpoints are written.
@@ -180,6 +189,9 @@ fn plan(p: Params) -> Result<Plan> {
     } else {
         Some(train_plan(&p, &cfg, &world, loss, layout)?)
     };
+    if let Some(t) = &train {
+        check_resumed_optimizer(&p, &resume, &t.optimizer.spec.name)?;
+    }
     let pretrained = match p.pretrained.as_str() {
         "" => None,
         path if Path::new(path).is_file() => Some(PathBuf::from(path)),
@@ -314,6 +326,8 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         remote_sync_protocol: _, siglip: _, loss_dist_impl: _, image_interpolation: _,
         image_resize_mode: _, pretrained_image: _, lock_image_unlocked_groups: _,
         force_context_length: _, force_image_size: _, force_quick_gelu: _, force_patch_dropout: _,
+        momentum: _, opt: _, opt_kwargs: _, opt_fallback_list: _, text_layer_decay: _,
+        image_layer_decay: _, wd_exclude_patterns: _, text_pooler_in_head: _,
         // wandb's project and notes: read by `reporting` (and unused without wandb, as in
         // OpenCLIP).
         wandb_project_name: _, wandb_notes: _,
@@ -325,7 +339,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         coca_caption_loss_weight: _, coca_contrastive_loss_weight: _,
         debug: _,
         // Refused below unless left at their defaults.
-        imagenet_v2, cache_dir, log_local, momentum, opt, use_bn_sync, skip_scheduler,
+        imagenet_v2, cache_dir, log_local, use_bn_sync, skip_scheduler,
         force_custom_text, torchscript, torchcompile, trace, copy_codebase, horovod,
         distill_model, distill_pretrained, use_bnb_linear,
     } = p;
@@ -333,7 +347,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
     #[rustfmt::skip]
     let given = [
         ("--imagenet-v2", imagenet_v2.is_some()), ("--cache-dir", cache_dir.is_some()),
-        ("--log-local", *log_local), ("--momentum", momentum.is_some()), ("--opt", opt != "adamw"),
+        ("--log-local", *log_local),
         ("--use-bn-sync", *use_bn_sync), ("--skip-scheduler", *skip_scheduler),
         ("--force-custom-text", *force_custom_text), ("--torchscript", *torchscript),
         ("--torchcompile", *torchcompile), ("--trace", *trace),
@@ -461,13 +475,12 @@ fn eval_plan(
     })
 }
 
-/// The data layout of the checkpoint a resume will start from (for `latest`, the newest local
-/// one with a readable header: the header is all this reads), checked against this run: a
-/// mid-epoch checkpoint of another number of ranks whose positions cannot be split (an older
-/// clip-train's) is refused here, before anything is written.
-fn saved_layout(p: &Params, resume: &Resume, world: &WorldInfo) -> Result<Option<SavedLayout>> {
+/// The checkpoint a resume will start from (for `latest`, the newest local one) and its header's
+/// state; None when there is none or its header does not read (the resume itself reports it, or
+/// skips it for `latest`).
+fn resumed_state(p: &Params, resume: &Resume) -> Option<(PathBuf, crate::checkpoint::TrainState)> {
     let path = match resume {
-        Resume::Fresh => return Ok(None),
+        Resume::Fresh => return None,
         Resume::File(path) => path.clone(),
         Resume::Latest => {
             let name = p
@@ -475,14 +488,35 @@ fn saved_layout(p: &Params, resume: &Resume, world: &WorldInfo) -> Result<Option
                 .clone()
                 .unwrap_or_else(|| crate::rundir::default_name(p));
             let dir = Path::new(&p.logs).join(name).join("checkpoints");
-            match crate::checkpoint::candidates(&dir).into_iter().next() {
-                Some(path) => path,
-                None => return Ok(None),
-            }
+            crate::checkpoint::candidates(&dir).into_iter().next()?
         }
     };
-    let Ok(state) = crate::checkpoint::peek_state(&path) else {
-        return Ok(None); // not readable: the resume itself reports it (or skips it, for latest)
+    let state = crate::checkpoint::peek_state(&path).ok()?;
+    Some((path, state))
+}
+
+/// A resume continues the checkpoint's optimizer state, so it must be the same `--opt`.
+fn check_resumed_optimizer(p: &Params, resume: &Resume, opt: &str) -> Result<()> {
+    let Some((path, state)) = resumed_state(p, resume) else {
+        return Ok(());
+    };
+    let saved = state.optimizer.as_deref().unwrap_or("adamw");
+    if saved != opt {
+        bail!(
+            "--resume {}: its optimizer state is --opt {saved}'s, this run's is --opt {opt} (resume with --opt {saved}, or start from its weights with --pretrained)",
+            path.display()
+        );
+    }
+    Ok(())
+}
+
+/// The data layout of the checkpoint a resume will start from (for `latest`, the newest local
+/// one with a readable header: the header is all this reads), checked against this run: a
+/// mid-epoch checkpoint of another number of ranks whose positions cannot be split (an older
+/// clip-train's) is refused here, before anything is written.
+fn saved_layout(p: &Params, resume: &Resume, world: &WorldInfo) -> Result<Option<SavedLayout>> {
+    let Some((path, state)) = resumed_state(p, resume) else {
+        return Ok(None);
     };
     let Some(layout) = state.data_position.map(|d| d.layout()) else {
         return Ok(None);
@@ -542,7 +576,7 @@ fn train_plan(
     let cooldown = p
         .epochs_cooldown
         .map(|e| (steps_per_epoch * e, p.lr_cooldown_power, p.lr_cooldown_end));
-    let (lr, adamw) = optimizer_settings(p)?;
+    let (lr, optimizer) = optimizer_plan(p)?;
     let schedule = LrSchedule::new(
         &p.lr_scheduler,
         lr,
@@ -563,7 +597,7 @@ fn train_plan(
         steps_per_epoch,
         epochs: p.epochs,
         schedule,
-        adamw,
+        optimizer,
         grad_clip_norm: p.grad_clip_norm,
         grad_reduce: match p.grad_reduce_dtype.as_str() {
             "fp32" => Kind::Float,
@@ -625,21 +659,64 @@ fn loss_kind(p: &Params) -> Result<LossKind> {
     )?))
 }
 
-/// The learning rate and AdamW's settings: the flags, which [`crate::params::parse`] has filled
-/// with the model's defaults where absent.
-fn optimizer_settings(p: &Params) -> Result<(f64, AdamWConfig)> {
-    let (Some(lr), Some(beta1), Some(beta2), Some(eps)) = (p.lr, p.beta1, p.beta2, p.eps) else {
-        bail!("--lr, --beta1, --beta2 and --eps have no value: parse the flags with params::parse");
+/// The learning rate and the optimizer. A run that uses one of OpenCLIP's development-branch
+/// optimizer flags (`--opt nadamw`, `--opt-kwargs`, `--opt-fallback-list`, the layer decays,
+/// `--wd-exclude`, `--text-pooler-own-group`) gets that branch's parameter groups; otherwise
+/// OpenCLIP 3.3.0's (main.py's for `adamw`, timm's for `timm/…`).
+pub fn optimizer_plan(p: &Params) -> Result<(f64, OptimizerPlan)> {
+    let spec = crate::optim_spec::parse(p)?;
+    let Some(lr) = p.lr else {
+        bail!("--lr has no value: parse the flags with params::parse");
     };
-    Ok((
-        lr,
-        AdamWConfig {
-            beta1,
-            beta2,
-            eps,
-            weight_decay: p.wd,
+    let timm = spec.name.starts_with("timm/");
+    // `fallback_list` inside --opt-kwargs is the development branch's older spelling.
+    let fallback = match &p.opt_fallback_list {
+        Some(list) if !list.is_empty() => list.clone(),
+        _ => match p.opt_kwargs.iter().rfind(|(k, _)| k == "fallback_list") {
+            Some((_, v)) => fallback_patterns(v)?,
+            None => vec![],
         },
-    ))
+    };
+    if !fallback.is_empty() && !timm {
+        bail!("--opt-fallback-list only applies to Muon-family timm optimizers (e.g. timm/nadamuon), not '{}'", p.opt);
+    }
+    let dev = spec.name == "nadamw"
+        || !p.opt_kwargs.is_empty()
+        || p.opt_fallback_list.is_some()
+        || p.text_layer_decay.is_some()
+        || p.image_layer_decay.is_some()
+        || !p.wd_exclude_patterns.is_empty()
+        || !p.text_pooler_in_head;
+    let rules = match (dev, timm) {
+        (true, _) => Rules::Dev(DevRules {
+            wd_exclude: p.wd_exclude_patterns.clone(),
+            fallback,
+            image_layer_decay: p.image_layer_decay,
+            text_layer_decay: p.text_layer_decay,
+        }),
+        (false, true) => Rules::Timm,
+        (false, false) => Rules::Main,
+    };
+    if let Rules::Dev(d) = &rules {
+        crate::param_groups::layer_decays(d)?;
+    }
+    Ok((lr, OptimizerPlan { spec, rules }))
+}
+
+/// `--opt-kwargs fallback_list=…`: a pattern or a list of them.
+fn fallback_patterns(v: &clip_data::pyliteral::PyLiteral) -> Result<Vec<String>> {
+    use clip_data::pyliteral::PyLiteral;
+    let items = match v {
+        PyLiteral::Str(_) => std::slice::from_ref(v),
+        v => v.items().unwrap_or_default(),
+    };
+    items
+        .iter()
+        .map(|i| match i {
+            PyLiteral::Str(s) => Ok(s.clone()),
+            other => bail!("--opt-kwargs fallback_list: patterns are strings, found {other:?}"),
+        })
+        .collect()
 }
 
 #[cfg(test)]

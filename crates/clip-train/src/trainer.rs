@@ -18,7 +18,7 @@ use std::time::Instant;
 
 use anyhow::{Context, Result};
 use clip_dist::{Collectives, Dist, ReduceOp, WorldInfo};
-use clip_model::{weights, Clip};
+use clip_model::{weights, Clip, Tower};
 use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::TrainState;
@@ -28,7 +28,9 @@ use crate::ddp::{self, DistGather, GradBuckets};
 use crate::divergence::{Diverged, Divergence};
 use crate::evaluator::Evaluator;
 use crate::metrics::{peak_flops, LogStepValues, MetricsLogger, RunShape, StepReport};
-use crate::optimizer::{clip_grad_norm, AdamW};
+use crate::optim_spec::OptimSpec;
+use crate::optimizer::{clip_grad_norm, Optimizer};
+use crate::param_groups::{ModelLayout, TowerLayers};
 use crate::plan::{ModelPlan, Plan, TrainPlan};
 use crate::precision::{Precision, Weights};
 use crate::prefetch::{self, DeviceBatch};
@@ -120,7 +122,7 @@ fn test_nan_batch(micro: &mut [(Tensor, Tensor)], step: i64, rank: usize) {
 /// The optimizer side of a run (absent when it only evaluates).
 struct Optimization {
     plan: TrainPlan,
-    opt: AdamW,
+    opt: Optimizer,
     /// `--precision amp`'s loss scaler, live on the device (its state is checkpointed through
     /// [`TrainState::scaler`]).
     scaler: Option<GradScaler>,
@@ -221,6 +223,10 @@ impl Trainer {
                 Optimization::new(t, &model, plan.device, plan.precision, reduced)
             })
             .transpose()?;
+        if let Some(o) = &optimization {
+            log_optimizer(&o.plan.optimizer.spec, &o.opt, &mut metrics.log);
+        }
+        let optimizer = optimization.as_ref().map(|o| o.opt.name.clone());
         let mut trainer = Trainer {
             world,
             device: plan.device,
@@ -240,6 +246,7 @@ impl Trainer {
                 data_position: None,
                 scaler: plan.precision.scales_loss().then(ScalerState::default),
                 optimizer_step: None,
+                optimizer,
             },
             position: None,
             remote_sync: None,
@@ -291,6 +298,7 @@ impl Trainer {
             name: self.state.name.clone(),
             scaler,
             step_in_epoch,
+            optimizer: self.state.optimizer.clone(),
             ..state
         };
         Ok(())
@@ -786,7 +794,9 @@ impl Optimization {
             .filter(|(_, t)| t.requires_grad())
             .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect();
-        let opt = AdamW::new(&trainable, plan.adamw);
+        let layout = model_layout(model);
+        let o = &plan.optimizer;
+        let opt = Optimizer::build(&trainable, &o.spec, &o.rules, &layout)?;
         let buckets = GradBuckets::new(&trainable, plan.grad_reduce, plan.ddp_buckets, reduced)?;
         let step_opts = StepOptions {
             autocast: precision.autocast().map(|k| (device, k)),
@@ -871,6 +881,42 @@ fn build_model(
         model.parameter_count()
     ));
     Ok(model)
+}
+
+/// What the optimizer's groups need to know about the model: its `no_weight_decay()` names and
+/// its towers' layer groups.
+pub fn model_layout(model: &Clip) -> ModelLayout {
+    let tower = |t: Tower| {
+        let g = model.layer_groups(t);
+        TowerLayers {
+            count: g.count,
+            of: g.groups,
+        }
+    };
+    ModelLayout {
+        no_weight_decay: model.no_weight_decay(),
+        image: tower(Tower::Image),
+        text: tower(Tower::Text),
+    }
+}
+
+/// The run's first lines about the optimizer: OpenCLIP's `Created … optimizer: …` line and one
+/// line per parameter group.
+fn log_optimizer(spec: &OptimSpec, opt: &Optimizer, log: &mut Log) {
+    let settings: Vec<String> = spec
+        .summary
+        .iter()
+        .map(|(k, v)| format!("{k}: {v}"))
+        .collect();
+    log.info(&format!(
+        "Created {} ({}) optimizer: {}",
+        spec.class,
+        spec.name,
+        settings.join(", ")
+    ));
+    for line in opt.describe_groups() {
+        log.info(&line);
+    }
 }
 
 /// What the log line needs: samples per step over all ranks, the epoch plan, MFU's inputs.

@@ -8,6 +8,7 @@ pub mod cuda;
 pub mod generator;
 pub mod grad_hooks;
 pub mod optim;
+pub mod optim_algos;
 pub mod pickle;
 pub mod profiler;
 

@@ -1,7 +1,7 @@
 // The optimizer's libtorch calls (issue 9: the GPU never waits on the host), kept apart from
 // shim.cpp so the two change independently. Each entry point issues a constant number of ATen
 // ops per (device, dtype) group of tensors, never one per parameter, and waits on no device:
-// AdamW through the fused kernel, clipping through _foreach_norm / _foreach_mul_ with the
+// AdamW and SGD through their fused kernels, clipping through _foreach_norm / _foreach_mul_ with the
 // coefficient on the device, the loss scaler's unscale and inf check through the AMP kernel.
 // (On CPU, libtorch runs the foreach ops as per-tensor loops inside the one op, and its fused
 // AdamW reads the step tensor with .item(): host memory, no wait.) Errors come back as malloc'd
@@ -58,29 +58,45 @@ std::vector<at::Tensor> grads_of(tensor *params, int n) {
   return out;
 }
 
+// Indices of the parameters with a gradient (torch skips `p.grad is None`), grouped by equal
+// (learning rate, weight decay) in first-seen order: a fused kernel takes one of each.
+std::vector<std::vector<int>> by_lr_and_wd(tensor *params, const double *lr, const double *wd,
+                                           int n) {
+  std::vector<std::vector<int>> groups;
+  for (int i = 0; i < n; i++) {
+    if (!params[i]->grad().defined()) continue;
+    auto g = groups.begin();
+    while (g != groups.end() && !(lr[g->front()] == lr[i] && wd[g->front()] == wd[i])) ++g;
+    if (g == groups.end())
+      groups.push_back({i});
+    else
+      g->push_back(i);
+  }
+  return groups;
+}
+
 }  // namespace
 
 extern "C" {
 
-// One AdamW step over `n` parameters (torch.optim.AdamW(fused=True)'s kernel): those with
-// `decay[i]` at `weight_decay`, the rest at 0. `state_step` is the step count (f32 scalar on the
-// parameters' device), already incremented for this step; the kernel reads it for the bias
-// correction. `found_inf` (nullable, f32 scalar) makes the kernel leave everything untouched
-// when it holds 1, with no host read.
+// One AdamW step over `n` parameters (torch.optim.AdamW(fused=True)'s kernel), parameter i at
+// learning rate `lr[i]` and weight decay `wd[i]` (its group's): one kernel per (lr, wd, device,
+// dtype). `state_step` is the step count (f32 scalar on the parameters' device), already
+// incremented for this step; the kernel reads it for the bias correction. `found_inf`
+// (nullable, f32 scalar) makes the kernel leave everything untouched when it holds 1, with no
+// host read.
 char *torch_ext_fused_adamw(tensor *params, tensor *exp_avgs, tensor *exp_avg_sqs,
-                            const int *decay, int n, tensor state_step, double lr, double beta1,
-                            double beta2, double weight_decay, double eps, tensor found_inf) {
+                            const double *lr, const double *wd, int n, tensor state_step,
+                            double beta1, double beta2, double eps, tensor found_inf) {
   GUARD({
     at::NoGradGuard no_grad;
     std::optional<at::Tensor> inf;
     if (found_inf != nullptr) inf = *found_inf;
-    for (int wd = 0; wd < 2; wd++) {
+    for (const auto &g : by_lr_and_wd(params, lr, wd, n)) {
       std::vector<at::Tensor> ps, gs, ms, vs;
-      for (int i = 0; i < n; i++) {
-        const at::Tensor &g = params[i]->grad();
-        if ((decay[i] != 0) != (wd == 1) || !g.defined()) continue;
+      for (int i : g) {
         ps.push_back(*params[i]);
-        gs.push_back(g);
+        gs.push_back(params[i]->grad());
         ms.push_back(*exp_avgs[i]);
         vs.push_back(*exp_avg_sqs[i]);
       }
@@ -88,9 +104,38 @@ char *torch_ext_fused_adamw(tensor *params, tensor *exp_avgs, tensor *exp_avg_sq
         // One step tensor for every parameter: the kernel only reads it.
         std::vector<at::Tensor> steps(idx.size(), *state_step);
         at::_fused_adamw_(pick(ps, idx), pick(gs, idx), pick(ms, idx), pick(vs, idx), {}, steps,
-                          lr, beta1, beta2, wd == 1 ? weight_decay : 0.0, eps,
-                          /*amsgrad=*/false, /*maximize=*/false, /*grad_scale=*/std::nullopt,
-                          inf);
+                          lr[g[0]], beta1, beta2, wd[g[0]], eps, /*amsgrad=*/false,
+                          /*maximize=*/false, /*grad_scale=*/std::nullopt, inf);
+      }
+    }
+  })
+}
+
+// One SGD step (torch.optim.SGD(fused=True)'s kernel; L2 weight decay added to the gradient,
+// momentum, Nesterov), parameter i at `lr[i]` and `wd[i]`, one kernel per (lr, wd, device,
+// dtype). The momentum buffers start at zero and every step is a later step: with dampening 0
+// that equals torch's first step (buffer = gradient) bit for bit, and a skipped first step
+// (`found_inf`) leaves a zero buffer, not an unset one. `momentum` 0: no buffers.
+char *torch_ext_fused_sgd(tensor *params, tensor *momentum_buffers, const double *lr,
+                          const double *wd, int n, double momentum, int nesterov,
+                          tensor found_inf) {
+  GUARD({
+    at::NoGradGuard no_grad;
+    std::optional<at::Tensor> inf;
+    if (found_inf != nullptr) inf = *found_inf;
+    for (const auto &g : by_lr_and_wd(params, lr, wd, n)) {
+      std::vector<at::Tensor> ps, gs, bufs;
+      for (int i : g) {
+        ps.push_back(*params[i]);
+        gs.push_back(params[i]->grad());
+        if (momentum != 0) bufs.push_back(*momentum_buffers[i]);
+      }
+      for (const auto &idx : by_device_and_dtype(ps)) {
+        at::_fused_sgd_(pick(ps, idx), pick(gs, idx),
+                        momentum != 0 ? pick(bufs, idx) : std::vector<at::Tensor>{}, wd[g[0]],
+                        momentum, lr[g[0]], /*dampening=*/0.0, nesterov != 0,
+                        /*maximize=*/false, /*is_first_step=*/false,
+                        /*grad_scale=*/std::nullopt, inf);
       }
     }
   })

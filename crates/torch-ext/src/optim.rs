@@ -1,4 +1,4 @@
-//! The optimizer's libtorch calls (`src/optim.cpp`): AdamW's fused kernel, gradient clipping
+//! The optimizer's libtorch calls (`src/optim.cpp`): AdamW's and SGD's fused kernels, gradient clipping
 //! with `_foreach_norm`, the loss scaler's unscale-and-check, gradients set to none, and the CUDA
 //! backend flags OpenCLIP sets. Each issues a few ATen ops per (device, dtype) group, not per
 //! tensor, and none reads a value back to the host.
@@ -15,14 +15,23 @@ extern "C" {
         params: *const CTensor,
         exp_avgs: *const CTensor,
         exp_avg_sqs: *const CTensor,
-        decay: *const c_int,
+        lr: *const f64,
+        wd: *const f64,
         n: c_int,
         state_step: CTensor,
-        lr: f64,
         beta1: f64,
         beta2: f64,
-        weight_decay: f64,
         eps: f64,
+        found_inf: CTensor,
+    ) -> *mut c_char;
+    fn torch_ext_fused_sgd(
+        params: *const CTensor,
+        momentum_buffers: *const CTensor,
+        lr: *const f64,
+        wd: *const f64,
+        n: c_int,
+        momentum: f64,
+        nesterov: c_int,
         found_inf: CTensor,
     ) -> *mut c_char;
     fn torch_ext_clip_grad_norm(
@@ -46,58 +55,79 @@ extern "C" {
     ) -> *mut c_char;
 }
 
-fn ptrs<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> Vec<CTensor> {
+pub(crate) fn ptrs<'a>(ts: impl IntoIterator<Item = &'a Tensor>) -> Vec<CTensor> {
     ts.into_iter().map(|t| t.as_ptr() as CTensor).collect()
 }
 
-/// One parameter as the fused AdamW sees it.
-pub struct AdamWTensor<'a> {
-    pub param: &'a Tensor,
-    pub exp_avg: &'a Tensor,
-    pub exp_avg_sq: &'a Tensor,
-    /// In the weight-decay group.
-    pub decay: bool,
+/// A nullable tensor argument.
+pub(crate) fn ptr_or_null(t: Option<&Tensor>) -> CTensor {
+    t.map_or(std::ptr::null_mut(), |t| t.as_ptr() as CTensor)
 }
 
-/// AdamW's hyper-parameters for [`fused_adamw`].
-#[derive(Debug, Clone, Copy)]
-pub struct AdamWHyper {
-    pub lr: f64,
-    pub beta1: f64,
-    pub beta2: f64,
-    /// Applied to the tensors with `decay` only.
-    pub weight_decay: f64,
-    pub eps: f64,
+/// The parameters a step updates, each with its own learning rate and weight decay (its
+/// group's; the learning rate already scaled by the schedule).
+pub struct Stepped<'a> {
+    pub params: Vec<&'a Tensor>,
+    pub lr: Vec<f64>,
+    pub wd: Vec<f64>,
 }
 
-/// `torch._fused_adamw_` over `tensors` (those without a gradient skipped, as torch skips them),
-/// one kernel per (decay group, device, dtype). `state_step` (f32 scalar on the parameters'
-/// device) must already count this step. With `found_inf` (f32 scalar) holding 1, nothing moves.
+/// `torch._fused_adamw_` over `s.params` (those without a gradient skipped, as torch skips
+/// them), with the moments `exp_avg[i]`, `exp_avg_sq[i]`: one kernel per (lr, wd, device,
+/// dtype). `state_step` (f32 scalar on the parameters' device) must already count this step.
+/// With `found_inf` (f32 scalar) holding 1, nothing moves.
 pub fn fused_adamw(
-    tensors: &[AdamWTensor],
+    s: &Stepped,
+    exp_avg: &[&Tensor],
+    exp_avg_sq: &[&Tensor],
     state_step: &Tensor,
-    h: AdamWHyper,
+    (beta1, beta2, eps): (f64, f64, f64),
     found_inf: Option<&Tensor>,
 ) -> Result<()> {
-    let params = ptrs(tensors.iter().map(|t| t.param));
-    let ms = ptrs(tensors.iter().map(|t| t.exp_avg));
-    let vs = ptrs(tensors.iter().map(|t| t.exp_avg_sq));
-    let decay: Vec<c_int> = tensors.iter().map(|t| c_int::from(t.decay)).collect();
-    let inf = found_inf.map_or(std::ptr::null_mut(), |t| t.as_ptr() as CTensor);
+    let params = ptrs(s.params.iter().copied());
+    let ms = ptrs(exp_avg.iter().copied());
+    let vs = ptrs(exp_avg_sq.iter().copied());
+    assert!(ms.len() == params.len() && vs.len() == params.len() && s.lr.len() == params.len());
     check(unsafe {
         torch_ext_fused_adamw(
             params.as_ptr(),
             ms.as_ptr(),
             vs.as_ptr(),
-            decay.as_ptr(),
+            s.lr.as_ptr(),
+            s.wd.as_ptr(),
             params.len() as c_int,
             state_step.as_ptr() as CTensor,
-            h.lr,
-            h.beta1,
-            h.beta2,
-            h.weight_decay,
-            h.eps,
-            inf,
+            beta1,
+            beta2,
+            eps,
+            ptr_or_null(found_inf),
+        )
+    })
+}
+
+/// `torch._fused_sgd_` over `s.params` (L2 weight decay, momentum, Nesterov; dampening 0), one
+/// kernel per (lr, wd, device, dtype). `momentum_buffer[i]` starts at zero (see optim.cpp);
+/// none with `momentum` 0. With `found_inf` holding 1, nothing moves.
+pub fn fused_sgd(
+    s: &Stepped,
+    momentum_buffer: &[&Tensor],
+    momentum: f64,
+    nesterov: bool,
+    found_inf: Option<&Tensor>,
+) -> Result<()> {
+    let params = ptrs(s.params.iter().copied());
+    let bufs = ptrs(momentum_buffer.iter().copied());
+    assert!((momentum == 0.0 || bufs.len() == params.len()) && s.lr.len() == params.len());
+    check(unsafe {
+        torch_ext_fused_sgd(
+            params.as_ptr(),
+            bufs.as_ptr(),
+            s.lr.as_ptr(),
+            s.wd.as_ptr(),
+            params.len() as c_int,
+            momentum,
+            c_int::from(nesterov),
+            ptr_or_null(found_inf),
         )
     })
 }
