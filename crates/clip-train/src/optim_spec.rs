@@ -565,38 +565,87 @@ fn ns_coefficients(kw: &mut Kwargs, steps: i64) -> Result<Vec<(f64, f64, f64)>> 
     Ok(list)
 }
 
-/// `key: value` pairs for the log, OpenCLIP's `optimizer.defaults` in spirit.
+/// `key: value` pairs for the log, in the spirit of OpenCLIP's `optimizer.defaults` line.
 fn summary(algo: &Algo, p: &Params) -> Vec<(String, String)> {
-    let mut out = vec![];
-    let mut put = |k: &str, v: String| out.push((k.to_string(), v));
-    put("lr", format!("{}", p.lr.unwrap_or(f64::NAN)));
-    put("weight_decay", format!("{}", p.wd));
+    let f = |x: f64| crate::pyfmt::repr_float(x);
+    let opt = |x: Option<f64>| x.map_or("None".to_string(), f);
+    let b = |x: bool| (if x { "True" } else { "False" }).to_string();
+    let pair = |(x, y): (f64, f64)| format!("({}, {})", f(x), f(y));
+    let mut out: Vec<(&str, String)> = vec![("lr", opt(p.lr)), ("weight_decay", f(p.wd))];
     match algo {
         Algo::AdamW { betas, eps } | Algo::TimmNAdamW { betas, eps } => {
-            put("betas", format!("{betas:?}"));
-            put("eps", format!("{eps}"));
+            out.extend([("betas", pair(*betas)), ("eps", f(*eps))])
         }
-        Algo::NAdam(h) => put("settings", format!("{h:?}")),
-        Algo::Lamb(h) => put("settings", format!("{h:?}")),
-        Algo::Lion { betas } => put("betas", format!("{betas:?}")),
-        Algo::Adafactor { h, .. } => put("settings", format!("{h:?}")),
-        Algo::AdafactorBv { h, .. } => put("settings", format!("{h:?}")),
-        Algo::Adopt(h) => put("settings", format!("{h:?}")),
+        Algo::NAdam(h) => out.extend([
+            ("betas", pair((h.beta1, h.beta2))),
+            ("eps", f(h.eps)),
+            ("momentum_decay", f(h.momentum_decay)),
+            ("decoupled_weight_decay", b(h.decoupled_weight_decay)),
+        ]),
+        Algo::Lamb(h) => out.extend([
+            ("betas", pair((h.beta1, h.beta2))),
+            ("eps", f(h.eps)),
+            ("bias_correction", b(h.bias_correction)),
+            ("grad_averaging", b(h.grad_averaging)),
+            ("max_grad_norm", opt(h.max_grad_norm)),
+            ("trust_clip", b(h.trust_clip)),
+            ("always_adapt", b(h.always_adapt)),
+            ("decoupled_decay", b(h.decoupled)),
+        ]),
+        Algo::Lion { betas } => out.push(("betas", pair(*betas))),
+        Algo::Adafactor {
+            h,
+            min_dim_size_to_factor,
+        } => out.extend([
+            ("eps", f(h.eps)),
+            ("clip_threshold", f(h.clip_threshold)),
+            ("decay_rate", f(h.decay_rate)),
+            ("beta1", opt(h.beta1)),
+            ("min_dim_size_to_factor", min_dim_size_to_factor.to_string()),
+        ]),
+        Algo::AdafactorBv {
+            h,
+            momentum_dtype,
+            min_dim_size_to_factor,
+        } => out.extend([
+            ("min_dim_size_to_factor", min_dim_size_to_factor.to_string()),
+            ("decay_rate", f(h.decay_rate)),
+            ("decay_offset", h.decay_offset.to_string()),
+            ("beta2_cap", f(h.beta2_cap)),
+            ("momentum", opt(h.momentum)),
+            ("momentum_dtype", format!("{momentum_dtype:?}")),
+            ("eps", opt(h.eps)),
+            ("clipping_threshold", opt(h.clipping_threshold)),
+            ("unscaled_wd", b(h.unscaled_wd)),
+        ]),
+        Algo::Adopt(h) => out.extend([
+            ("betas", pair((h.beta1, h.beta2))),
+            ("eps", f(h.eps)),
+            ("clip_exp", opt(h.clip_exp)),
+            ("decoupled", b(h.decoupled)),
+        ]),
         Algo::Sgd { momentum, nesterov } => {
-            put("momentum", format!("{momentum}"));
-            put("nesterov", format!("{nesterov}"));
+            out.extend([("momentum", f(*momentum)), ("nesterov", b(*nesterov))])
         }
         Algo::Muon {
             h,
             betas,
             fallback_lr_scale,
-        } => {
-            put("momentum", format!("{}", h.momentum));
-            put("nesterov", format!("{}", h.nesterov));
-            put("eps", format!("{}", h.eps));
-            put("betas", format!("{betas:?}"));
-            put("fallback_lr_scale", format!("{fallback_lr_scale}"));
-            put(
+        } => out.extend([
+            ("momentum", f(h.momentum)),
+            ("nesterov", b(h.nesterov)),
+            ("ns_steps", h.coefficients.len().to_string()),
+            ("eps", f(h.eps)),
+            ("safety_factor", f(h.safety_factor)),
+            ("adjust_lr_fn", format!("{:?}", h.adjust_lr)),
+            (
+                "conv_mode",
+                (if h.batched { "batched" } else { "flatten" }).into(),
+            ),
+            ("normalize_spatial", b(h.normalize_spatial)),
+            ("fallback_lr_scale", f(*fallback_lr_scale)),
+            ("betas", pair(*betas)),
+            (
                 "algo",
                 (if h.adamuon.is_some() {
                     "adamuon"
@@ -604,8 +653,9 @@ fn summary(algo: &Algo, p: &Params) -> Vec<(String, String)> {
                     "muon"
                 })
                 .into(),
-            );
-        }
+            ),
+            ("scale_eps", b(h.scale_eps)),
+        ]),
     }
-    out
+    out.into_iter().map(|(k, v)| (k.to_string(), v)).collect()
 }

@@ -56,7 +56,7 @@ pub(crate) fn wait_all(children: Vec<Child>) -> Vec<Output> {
         .collect()
 }
 
-fn run_world_ok(world: usize, args: &dyn Fn(usize) -> Vec<String>) {
+pub(crate) fn run_world_ok(world: usize, args: &dyn Fn(usize) -> Vec<String>) {
     for (rank, out) in wait_all(spawn_world(world, args, 120)).iter().enumerate() {
         assert!(
             out.status.success(),

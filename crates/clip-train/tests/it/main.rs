@@ -9,6 +9,7 @@ mod flags;
 mod golden;
 mod gpu_check;
 mod optim_golden;
+mod optim_train;
 mod optimizer;
 mod plan;
 mod prefetch;

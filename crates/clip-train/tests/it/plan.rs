@@ -105,8 +105,6 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--imagenet-v2", "x"], "--imagenet-v2"),
     (&["--cache-dir", "x"], "--cache-dir"),
     (&["--log-local"], "--log-local"),
-    (&["--momentum", "0.9"], "--momentum"),
-    (&["--opt", "sgd"], "--opt"),
     (&["--use-bn-sync"], "--use-bn-sync"),
     (&["--skip-scheduler"], "--skip-scheduler"),
     (&["--force-custom-text"], "--force-custom-text"),
@@ -122,6 +120,21 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--distill-model", "x"], "--distill-model"),
     (&["--distill-pretrained", "x"], "--distill-pretrained"),
     (&["--use-bnb-linear", "x"], "--use-bnb-linear"),
+    // Optimizers and their settings: another name (naming the ones built), timm's without
+    // --lr (OpenCLIP fails at the first step), one beta, keywords no builder takes, --momentum
+    // and the Muon fallback list for optimizers without them, layer decays outside (0, 1].
+    (&["--opt", "sgd"], "--opt sgd (clip-train builds adamw, nadamw, timm/adamw, timm/nadamw, timm/lamb"),
+    (&["--opt", "timm/adabelief", "--lr", "1e-3"], "--opt timm/adabelief (clip-train builds"),
+    (&["--opt", "timm/lookahead_lamb", "--lr", "1e-3"], "--opt timm/lookahead_lamb (timm's Lookahead"),
+    (&["--opt", "timm/lamb"], "--opt timm/lamb needs --lr"),
+    (&["--opt", "timm/lamb", "--lr", "1e-3", "--beta1", "0.8"], "--beta1 and --beta2"),
+    (&["--opt-kwargs", "amsgrad=True"], "--opt-kwargs amsgrad=Bool(true) for --opt adamw"),
+    (&["--opt-kwargs", "weight_decay=0.1"], "--opt-kwargs weight_decay"),
+    (&["--opt", "timm/muon", "--lr", "1e-3", "--opt-kwargs", "conv_mode=sideways"], "conv_mode"),
+    (&["--momentum", "0.9"], "--momentum applies to timm optimizers only"),
+    (&["--opt-fallback-list", "*.bias"], "--opt-fallback-list only applies to Muon-family"),
+    (&["--text-layer-decay", "1.5"], "--text-layer-decay must be in (0, 1]"),
+    (&["--image-layer-decay", "0"], "--image-layer-decay must be in (0, 1]"),
     // Loss flags given to the loss they do not apply to (OpenCLIP ignores them silently).
     (&["--loss-dist-impl", "shift"], "--loss-dist-impl applies to --siglip"),
     (&["--siglip", "--loss-dist-impl", "ring"], "--loss-dist-impl ring"),

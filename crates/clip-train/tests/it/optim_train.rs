@@ -1,0 +1,140 @@
+//! Every `--opt` clip-train builds, through the trainer (CPU, fp32, synthetic data, the tiny
+//! model without drop path, 3 steps): a run resumed from its mid-epoch checkpoint ends bit for
+//! bit as the uninterrupted one, the checkpoints carry the optimizer's name and its state under
+//! `optimizer.<state>.<param>`, and the same global batch over 2 ranks trains the same model. A
+//! resume with another `--opt` is refused before anything is written.
+use crate::common::{
+    assert_bitwise_equal, cli, logged_losses, no_drop_path_config, ok, resume_latest, run,
+    stopped_copy, tempdir, weights,
+};
+use crate::distributed::run_world_ok;
+use std::path::Path;
+
+/// Every `--opt` value clip-train builds.
+const OPTS: &[&str] = clip_train::optim_spec::BUILT;
+
+fn args(logs: &Path, model: &str, name: &str, opt: &str, batch: usize) -> Vec<String> {
+    let batch = batch.to_string();
+    cli(
+        "--dataset-type synthetic --train-num-samples 6 --epochs 1 --lr 1e-3 --warmup 1 \
+         --grad-clip-norm 1.0 --save-every-n-steps 2 --log-every-n-steps 1 --seed 3 \
+         --local-loss --gather-with-grad",
+        name,
+        logs,
+        &["--model", model, "--opt", opt, "--batch-size", &batch],
+    )
+}
+
+/// The fraction of the elements of the model's tensors whose updates (from `init`) in `a` and
+/// `b` differ by more than `tol` of the tensor's largest update, and the tensor where most do.
+fn disagreeing(init: &Path, a: &Path, b: &Path, tol: f64) -> (f64, String) {
+    let model = |p: &Path| -> Vec<(String, tch::Tensor)> {
+        let mut w = weights(p);
+        w.retain(|(k, _)| !k.starts_with("optimizer."));
+        w
+    };
+    let (w0, wa, wb) = (model(init), model(a), model(b));
+    let (mut off, mut total, mut worst) = (0i64, 0i64, (0.0, String::new()));
+    for ((k, t0), ((_, ta), (_, tb))) in w0.iter().zip(wa.iter().zip(&wb)) {
+        let (da, db) = (ta - t0, tb - t0);
+        let scale = da.abs().max().double_value(&[]).max(1e-12);
+        let n = (&da - &db)
+            .abs()
+            .gt(tol * scale)
+            .sum(tch::Kind::Int64)
+            .int64_value(&[]);
+        let frac = n as f64 / ta.numel() as f64;
+        if frac > worst.0 {
+            worst = (frac, k.clone());
+        }
+        (off, total) = (off + n, total + ta.numel() as i64);
+    }
+    (off as f64 / total as f64, worst.1)
+}
+
+#[test]
+fn every_optimizer_resumes_exactly_and_trains_alike_on_two_ranks() {
+    let logs = tempdir("optim-train");
+    let model = no_drop_path_config(&logs);
+    let init = {
+        ok(&args(&logs, &model, "init", "adamw", 2)
+            .into_iter()
+            .chain(["--lr".into(), "0".into()])
+            .collect::<Vec<_>>());
+        logs.join("init/checkpoints/epoch_1.safetensors")
+    };
+    for opt in OPTS {
+        let tag = opt.replace('/', "-");
+        let full = logs.join(&tag);
+        ok(&args(&logs, &model, &tag, opt, 2));
+        let last = full.join("checkpoints/epoch_1.safetensors");
+        let state = clip_train::checkpoint::peek_state(&last).unwrap();
+        assert_eq!(state.optimizer.as_deref(), Some(*opt));
+        let saved = weights(&full.join("checkpoints/step_2.safetensors"));
+        assert!(
+            saved
+                .iter()
+                .any(|(k, _)| k.starts_with("optimizer.") && k.ends_with(".text_projection")),
+            "{opt}: no optimizer state for text_projection"
+        );
+        // Mid-epoch: step 2 of 3.
+        let stopped = format!("{tag}-stop2");
+        stopped_copy(&full, &logs.join(&stopped), 2);
+        ok(&resume_latest(&args(&logs, &model, &stopped, opt, 2)));
+        assert_bitwise_equal(
+            &logs.join(&stopped).join("checkpoints/epoch_1.safetensors"),
+            &last,
+        );
+        // The same 2 samples a step over 2 ranks of 1.
+        let two = format!("{tag}-w2");
+        run_world_ok(2, &|_| args(&logs, &model, &two, opt, 1));
+        let (l1, l2) = (logged_losses(&full), logged_losses(&logs.join(&two)));
+        assert_eq!(l1.len(), 3);
+        // Muon orthogonalises in bf16, and AdaMuon then divides each element by its own size
+        // (a sign at the first step): gradients that differ by round-off (reduced in another
+        // order on 2 ranks) move Muon's updates by bf16's resolution and flip some of AdaMuon's
+        // near-zero ones, as Lion's near-zero ones. What may differ, per optimizer: the losses
+        // (relative), and the share of updates off by more than a fraction of their tensor's
+        // largest (measured: under 0.1 % but Muon's 0.3 %, AdaMuon's 0.8–1 %).
+        let (loss_tol, update_tol, share) = match *opt {
+            "timm/muon" => (1e-3, 0.1, 0.01),
+            "timm/adamuon" | "timm/nadamuon" => (1e-2, 0.5, 0.03),
+            _ => (1e-4, 1e-3, 0.01),
+        };
+        for (a, b) in l1.iter().zip(&l2) {
+            assert!(
+                (a - b).abs() <= loss_tol * a,
+                "{opt}: losses {l1:?} on 1 rank, {l2:?} on 2"
+            );
+        }
+        let (frac, k) = disagreeing(
+            &init,
+            &last,
+            &logs.join(&two).join("checkpoints/epoch_1.safetensors"),
+            update_tol,
+        );
+        eprintln!(
+            "{opt}: {:.3}% of the updates differ between 1 and 2 ranks (most in {k})",
+            100.0 * frac
+        );
+        assert!(
+            frac <= share,
+            "{opt}: {frac} of the updates differ (most in {k})"
+        );
+    }
+    // Resuming with another optimizer is refused: its state is not this one's.
+    let out = run(&resume_latest(&args(
+        &logs,
+        &model,
+        "timm-lamb",
+        "timm/lion",
+        4,
+    )));
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("optimizer state is --opt timm/lamb's, this run's is --opt timm/lion"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&logs);
+}
