@@ -1,7 +1,9 @@
-// The optimizers besides AdamW (optim.cpp): timm 1.0's Lamb, Lion, Adafactor, Adafactor (Big
-// Vision), ADOPT, NAdamW and Muon / AdaMuon, as their single-tensor paths compute them, and
-// torch.optim.NAdam (decoupled) through the foreach ops torch's multi-tensor path uses. Written
-// against ATen so every op takes its scalars (alpha, value, beta) exactly as the Python does.
+// The optimizers besides AdamW and SGD (optim.cpp): timm 1.0's Lamb, Lion, Adafactor, Adafactor
+// (Big Vision), ADOPT, NAdamW and Muon / AdaMuon, as their single-tensor paths compute them
+// (Lion and NAdamW with the same ops as foreach ops: a few kernels per group, not per tensor,
+// the same values), and torch.optim.NAdam (decoupled) through the foreach ops torch's
+// multi-tensor path uses. Written against ATen so every op takes its scalars (alpha, value,
+// beta) exactly as the Python does.
 //
 // Two things differ from the Python on purpose, both so that the host never waits on the
 // device:
@@ -21,6 +23,17 @@
 #include <vector>
 
 typedef at::Tensor *tensor;
+
+// Arguments every optimizer shares: `n` parameters, each with its learning rate (the schedule's
+// times its group's scale) and weight decay, the step count and the skip flag.
+struct StepCommon {
+  tensor *params;
+  int n;
+  const double *lr;
+  const double *wd;
+  tensor step;
+  tensor found_inf;
+};
 
 namespace {
 
@@ -82,20 +95,59 @@ Tensor rms(const Tensor &t) {
   return at::linalg_vector_norm(t, 2) / std::sqrt(static_cast<double>(t.numel()));
 }
 
+// Parameters `idx` grouped by equal (learning rate, weight decay, dtype), in first-seen order:
+// a foreach op takes a uniform list and one scalar.
+std::vector<std::vector<int>> foreach_groups(const StepCommon *c, const std::vector<int> &idx) {
+  std::vector<std::vector<int>> groups;
+  for (int i : idx) {
+    auto same = [&](int j) {
+      return c->lr[j] == c->lr[i] && c->wd[j] == c->wd[i] &&
+             c->params[j]->scalar_type() == c->params[i]->scalar_type();
+    };
+    auto g = groups.begin();
+    while (g != groups.end() && !same(g->front())) ++g;
+    if (g == groups.end())
+      groups.push_back({i});
+    else
+      g->push_back(i);
+  }
+  return groups;
+}
+
+// One foreach group's tensors: the parameters (or their copies while a skip is possible), their
+// gradients, and each state's tensors (or copies), in the group's order.
+struct Lists {
+  std::vector<Tensor> params, grads;
+  std::vector<std::vector<Tensor>> states;
+
+  Lists(const StepCommon *c, const std::vector<int> &g, const Skip &skip,
+        std::initializer_list<tensor *> state_arrays) {
+    for (int i : g) {
+      params.push_back(skip.work(*c->params[i]));
+      grads.push_back(c->params[i]->grad());
+    }
+    for (tensor *a : state_arrays) {
+      std::vector<Tensor> st;
+      for (int i : g) st.push_back(skip.work(*a[i]));
+      states.push_back(st);
+    }
+  }
+
+  // Writes the copies back (see Skip::commit).
+  void commit(const StepCommon *c, const std::vector<int> &g, const Skip &skip,
+              std::initializer_list<tensor *> state_arrays) const {
+    for (size_t k = 0; k < g.size(); k++) skip.commit(*c->params[g[k]], params[k]);
+    size_t s = 0;
+    for (tensor *a : state_arrays) {
+      for (size_t k = 0; k < g.size(); k++) skip.commit(*a[g[k]], states[s][k]);
+      s++;
+    }
+  }
+};
+
 }  // namespace
 
 extern "C" {
-
-// Arguments every optimizer shares: `n` parameters, each with its learning rate (the schedule's
-// times its group's scale) and weight decay, the step count and the skip flag.
-struct StepCommon {
-  tensor *params;
-  int n;
-  const double *lr;
-  const double *wd;
-  tensor step;
-  tensor found_inf;
-};
 
 struct LambHyper {
   double beta1, beta2, eps;
@@ -158,20 +210,21 @@ struct LionHyper {
   double beta1, beta2;
 };
 
-// timm Lion: _single_tensor_lion.
+// timm Lion: _single_tensor_lion's ops as foreach ops, one pass per (lr, wd, dtype) group.
 char *torch_ext_lion(const StepCommon *c, tensor *exp_avg, const LionHyper *h) {
   GUARD({
     at::NoGradGuard no_grad;
     Skip skip(c->found_inf);
-    for (int i : with_grad(c->params, c->n)) {
-      Tensor p = skip.work(*c->params[i]), m = skip.work(*exp_avg[i]);
-      const Tensor &grad = c->params[i]->grad();
-      p.mul_(1 - c->lr[i] * c->wd[i]);
-      Tensor update = m.lerp(grad, 1 - h->beta1).sign_();
-      p.add_(update, -c->lr[i]);
-      m.lerp_(grad, 1 - h->beta2);
-      skip.commit(*c->params[i], p);
-      skip.commit(*exp_avg[i], m);
+    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n))) {
+      Lists l(c, g, skip, {exp_avg});
+      auto &ms = l.states[0];
+      double lr = c->lr[g[0]];
+      at::_foreach_mul_(l.params, 1 - lr * c->wd[g[0]]);
+      auto update = at::_foreach_lerp(ms, l.grads, 1 - h->beta1);
+      at::_foreach_sign_(update);
+      at::_foreach_add_(l.params, update, -lr);
+      at::_foreach_lerp_(ms, l.grads, 1 - h->beta2);
+      l.commit(c, g, skip, {exp_avg});
     }
   })
 }
@@ -363,7 +416,8 @@ struct NAdamWHyper {
   double beta1, beta2, eps;
 };
 
-// timm NAdamW: _single_tensor_nadamw (also Muon's fallback for nesterov, nadamuon).
+// timm NAdamW: _single_tensor_nadamw's ops as foreach ops, one pass per (lr, wd, dtype) group
+// (also Muon's fallback for nesterov, nadamuon).
 char *torch_ext_timm_nadamw(const StepCommon *c, tensor *exp_avg, tensor *exp_avg_sq,
                             const NAdamWHyper *h) {
   GUARD({
@@ -372,21 +426,22 @@ char *torch_ext_timm_nadamw(const StepCommon *c, tensor *exp_avg, tensor *exp_av
     Tensor s = c->step->to(at::kDouble);
     Tensor bc1 = one_minus_pow(h->beta1, s);
     Tensor bc2_sqrt = one_minus_pow(h->beta2, s).sqrt();
-    for (int i : with_grad(c->params, c->n)) {
-      Tensor p = skip.work(*c->params[i]), m = skip.work(*exp_avg[i]),
-             v = skip.work(*exp_avg_sq[i]);
-      const Tensor &grad = c->params[i]->grad();
-      double lr = c->lr[i];
-      p.mul_(1. - lr * c->wd[i]);
-      m.lerp_(grad, 1 - h->beta1);
-      v.mul_(h->beta2).addcmul_(grad, grad, 1 - h->beta2);
-      Tensor neg_step_size = -lr / bc1;
-      Tensor m_nesterov = m.lerp(grad, 1 - h->beta1);
-      Tensor denom = (v.sqrt() / bc2_sqrt).add_(h->eps);
-      add_scaled(p, m_nesterov / denom, neg_step_size);
-      skip.commit(*c->params[i], p);
-      skip.commit(*exp_avg[i], m);
-      skip.commit(*exp_avg_sq[i], v);
+    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n))) {
+      Lists l(c, g, skip, {exp_avg, exp_avg_sq});
+      auto &ms = l.states[0], &vs = l.states[1];
+      double lr = c->lr[g[0]];
+      at::_foreach_mul_(l.params, 1. - lr * c->wd[g[0]]);
+      at::_foreach_lerp_(ms, l.grads, 1 - h->beta1);
+      at::_foreach_mul_(vs, h->beta2);
+      at::_foreach_addcmul_(vs, l.grads, l.grads, 1 - h->beta2);
+      auto m_nesterov = at::_foreach_lerp(ms, l.grads, 1 - h->beta1);
+      auto denom = at::_foreach_sqrt(vs);
+      at::_foreach_div_(denom, as(bc2_sqrt, vs[0]));
+      at::_foreach_add_(denom, h->eps);
+      auto update = at::_foreach_div(m_nesterov, denom);
+      at::_foreach_mul_(update, as(-lr / bc1, l.params[0]));
+      at::_foreach_add_(l.params, update);
+      l.commit(c, g, skip, {exp_avg, exp_avg_sq});
     }
   })
 }
@@ -397,15 +452,14 @@ struct NAdamHyper {
 };
 
 // torch.optim.NAdam (decoupled_weight_decay for OpenCLIP's `--opt nadamw`), in the foreach ops
-// of torch's _multi_tensor_nadam, one pass per (learning rate, weight decay, dtype) group.
-// `mu_product` (f32 scalar on the device) is the product of the momentum schedule so far, one
-// for every parameter (torch keeps equal copies per parameter).
+// of torch's _multi_tensor_nadam, one pass per (lr, wd, dtype) group. `mu_product` (f32 scalar
+// on the device) is the product of the momentum schedule so far, one for every parameter (torch
+// keeps equal copies per parameter).
 char *torch_ext_nadam(const StepCommon *c, tensor *exp_avg, tensor *exp_avg_sq,
                       tensor mu_product, const NAdamHyper *h) {
   GUARD({
     at::NoGradGuard no_grad;
     Skip skip(c->found_inf);
-    auto idx = with_grad(c->params, c->n);
     Tensor s = c->step->to(at::kDouble);
     Tensor bc2 = one_minus_pow(h->beta2, s);
     auto mu_at = [&](const Tensor &t) {
@@ -416,52 +470,29 @@ char *torch_ext_nadam(const StepCommon *c, tensor *exp_avg, tensor *exp_avg_sq,
     Tensor product = (*mu_product * mu.to(at::kFloat)).to(at::kDouble);
     Tensor coef_grad = (1.0 - mu) / at::rsub(product, 1.0);
     Tensor coef_avg = mu_next / at::rsub(product * mu_next, 1.0);
-    // Groups of equal (lr, wd, dtype): the foreach ops take uniform lists.
-    std::vector<std::vector<int>> groups;
-    for (int i : idx) {
-      auto same = [&](int j) {
-        return c->lr[j] == c->lr[i] && c->wd[j] == c->wd[i] &&
-               c->params[j]->scalar_type() == c->params[i]->scalar_type();
-      };
-      auto g = groups.begin();
-      while (g != groups.end() && !same(g->front())) ++g;
-      if (g == groups.end())
-        groups.push_back({i});
-      else
-        g->push_back(i);
-    }
-    for (const auto &g : groups) {
-      std::vector<Tensor> ps, grads, ms, vs;
-      for (int i : g) {
-        ps.push_back(skip.work(*c->params[i]));
-        grads.push_back(c->params[i]->grad());
-        ms.push_back(skip.work(*exp_avg[i]));
-        vs.push_back(skip.work(*exp_avg_sq[i]));
-      }
+    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n))) {
+      Lists l(c, g, skip, {exp_avg, exp_avg_sq});
+      auto &ms = l.states[0], &vs = l.states[1];
       double lr = c->lr[g[0]], wd = c->wd[g[0]];
       if (wd != 0) {
         if (h->decoupled)
-          at::_foreach_mul_(ps, 1 - lr * wd);
+          at::_foreach_mul_(l.params, 1 - lr * wd);
         else
-          grads = at::_foreach_add(grads, ps, wd);
+          l.grads = at::_foreach_add(l.grads, l.params, wd);
       }
-      at::_foreach_lerp_(ms, grads, 1 - h->beta1);
+      at::_foreach_lerp_(ms, l.grads, 1 - h->beta1);
       at::_foreach_mul_(vs, h->beta2);
-      at::_foreach_addcmul_(vs, grads, grads, 1 - h->beta2);
+      at::_foreach_addcmul_(vs, l.grads, l.grads, 1 - h->beta2);
       auto denom = at::_foreach_div(vs, as(bc2, vs[0]));
       at::_foreach_sqrt_(denom);
       at::_foreach_add_(denom, h->eps);
-      auto step_g = at::_foreach_div(grads, denom);
-      at::_foreach_mul_(step_g, as(-lr * coef_grad, ps[0]));
-      at::_foreach_add_(ps, step_g);
+      auto step_g = at::_foreach_div(l.grads, denom);
+      at::_foreach_mul_(step_g, as(-lr * coef_grad, l.params[0]));
+      at::_foreach_add_(l.params, step_g);
       auto step_m = at::_foreach_div(ms, denom);
-      at::_foreach_mul_(step_m, as(-lr * coef_avg, ps[0]));
-      at::_foreach_add_(ps, step_m);
-      for (size_t k = 0; k < g.size(); k++) {
-        skip.commit(*c->params[g[k]], ps[k]);
-        skip.commit(*exp_avg[g[k]], ms[k]);
-        skip.commit(*exp_avg_sq[g[k]], vs[k]);
-      }
+      at::_foreach_mul_(step_m, as(-lr * coef_avg, l.params[0]));
+      at::_foreach_add_(l.params, step_m);
+      l.commit(c, g, skip, {exp_avg, exp_avg_sq});
     }
     Tensor new_product = skip.work(*mu_product);
     new_product.mul_(mu.to(at::kFloat));
@@ -569,6 +600,9 @@ char *torch_ext_muon(const StepCommon *c, tensor *momentum_buffer, tensor *exp_a
         continue;
       }
       Tensor v = skip.work(*exp_avg_sq[i]);
+      // The ops below promote the bf16 directions to the moment's dtype element by element;
+      // converting them once gives the same values without the slow mixed-dtype loops.
+      ortho = ortho.to(v.scalar_type());
       v.mul_(h->beta2).addcmul_(ortho, ortho, 1.0 - h->beta2);
       Tensor denom = use_rms ? v.sqrt().add_(h->eps)
                              : (v / one_minus_pow(h->beta2, s)).sqrt().add_(h->eps);

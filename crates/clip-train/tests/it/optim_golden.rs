@@ -10,7 +10,7 @@
 //! leaves everything bit for bit as it was and is not counted, and an optimizer restored from
 //! the state it checkpoints takes the next step bit for bit as the one that never stopped. One
 //! golden run (about 2 minutes) makes them all; the test takes a few seconds.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 
 use crate::common::get;
 use crate::golden::{root, run_python, script_inputs};
@@ -25,7 +25,7 @@ const STEPS: i64 = 3;
 
 /// The golden's tensors and, per case, the flags clip-train runs it with (None after a loud
 /// skip).
-fn golden() -> Option<(Vec<(String, Tensor)>, BTreeMap<String, Vec<String>>)> {
+fn golden() -> Option<(Gold, BTreeMap<String, Vec<String>>)> {
     let weights = root().join("tests/golden/model/clip_tiny_test.safetensors");
     let mut inputs = script_inputs("make-optim-goldens.py");
     inputs.push(weights.clone());
@@ -40,31 +40,50 @@ fn golden() -> Option<(Vec<(String, Tensor)>, BTreeMap<String, Vec<String>>)> {
     })?;
     let cases = std::fs::read_to_string(dir.join("cases.json")).unwrap();
     Some((
-        Tensor::read_safetensors(dir.join("optim.safetensors")).unwrap(),
+        read(&dir.join("optim.safetensors")),
         serde_json::from_str(&cases).unwrap(),
     ))
 }
 
-/// The tiny model with the golden's weights.
+/// A golden's tensors by name.
+type Gold = HashMap<String, Tensor>;
+
+fn read(path: &std::path::Path) -> Gold {
+    Tensor::read_safetensors(path)
+        .unwrap()
+        .into_iter()
+        .collect()
+}
+
+/// Golden tensor `key`.
+fn at(gold: &Gold, key: &str) -> Tensor {
+    gold.get(key)
+        .unwrap_or_else(|| panic!("no {key}"))
+        .shallow_clone()
+}
+
+/// The tiny model (its weights set by [`reset`]).
 fn model() -> (VarStore, Clip) {
-    let init =
-        Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors"))
-            .unwrap();
     let vs = VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &ClipConfig::load(MODEL).unwrap()).unwrap();
+    (vs, model)
+}
+
+/// Sets `model`'s weights (in `vs`) to `weights`' copies.
+fn reset(vs: &VarStore, model: &Clip, weights: &[(String, Tensor)]) {
     let sd = model
         .named_parameters()
         .iter()
-        .map(|(k, _)| (k.clone(), get(&init, k)))
+        .map(|(k, _)| (k.clone(), get(weights, k).copy()))
         .collect();
-    weights::load_state_dict(&vs, sd).unwrap();
-    (vs, model)
+    weights::load_state_dict(vs, sd).unwrap();
 }
 
 /// The optimizer `flags` make (through the plan, as a run builds it) over `model`, and the
 /// run's schedule.
 pub fn optimizer_for(flags: &[String], model: &Clip, steps: i64) -> (Optimizer, LrSchedule) {
-    let argv = ["clip-train".to_string(), "--model".into(), MODEL.into()];
+    let name = model.config().name.clone();
+    let argv = ["clip-train".to_string(), "--model".into(), name];
     let p = clip_train::params::parse(argv.iter().chain(flags)).unwrap();
     let (lr, plan) = clip_train::plan::optimizer_plan(&p).unwrap();
     let layout = clip_train::trainer::model_layout(model);
@@ -74,12 +93,12 @@ pub fn optimizer_for(flags: &[String], model: &Clip, steps: i64) -> (Optimizer, 
 }
 
 /// Sets every parameter's gradient to OpenCLIP's of step `i` (exactly: d/dp Σ p·g = g).
-fn golden_grads(opt: &Optimizer, gold: &[(String, Tensor)], case: &str, i: i64) {
+fn golden_grads(opt: &Optimizer, gold: &Gold, case: &str, i: i64) {
     opt.zero_grad().unwrap();
     let loss = opt
         .params
         .iter()
-        .map(|p| (&p.tensor * get(gold, &format!("{case}.grad{i}.{}", p.name))).sum(Kind::Float))
+        .map(|p| (&p.tensor * at(gold, &format!("{case}.grad{i}.{}", p.name))).sum(Kind::Float))
         .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
     loss.backward();
 }
@@ -96,16 +115,21 @@ fn timm_optimizers_match_openclip_trainer() {
         return;
     };
     assert_eq!(cases.len(), 13, "{:?}", cases.keys());
+    let init =
+        Tensor::read_safetensors(root().join("tests/golden/model/clip_tiny_test.safetensors"))
+            .unwrap();
+    // One model and its twin for every case (building one costs more than the case).
+    let ((vs, model), twin) = (model(), model());
     let mut failed = vec![];
     for (case, flags) in &cases {
-        let (_vs, model) = model();
+        reset(&vs, &model, &init);
         let (mut opt, schedule) = optimizer_for(flags, &model, STEPS);
         let mut worst: f64 = 0.0;
         for i in 0..STEPS {
             golden_grads(&opt, &gold, case, i + 1);
             opt.step(schedule.lr(i), None).unwrap();
             for p in &opt.params {
-                let want = get(&gold, &format!("{case}.step{}.{}", i + 1, p.name));
+                let want = at(&gold, &format!("{case}.step{}.{}", i + 1, p.name));
                 let err = relative(&p.tensor, &want);
                 if err > 1e-5 {
                     failed.push(format!(
@@ -126,7 +150,7 @@ fn timm_optimizers_match_openclip_trainer() {
                 let key = format!("{case}.state.{k}.{}", p.name);
                 let err = relative(
                     &t.to_kind(Kind::Float),
-                    &get(&gold, &key).to_kind(Kind::Float),
+                    &at(&gold, &key).to_kind(Kind::Float),
                 );
                 if err > 1e-5 {
                     failed.push(format!("{key}: relative error {err:e}"));
@@ -140,7 +164,7 @@ fn timm_optimizers_match_openclip_trainer() {
         let theirs = gold.iter().filter(|(k, _)| k.starts_with(&prefix)).count();
         assert_eq!(compared, theirs, "{case}: state tensors");
         eprintln!("{case}: worst weight error {worst:e}, state {state_worst:e} ({compared} state tensors)");
-        skipped_and_resumed_steps_are_exact(case, &model, opt, flags, &gold);
+        skipped_and_resumed_steps_are_exact(case, (&model, &twin), opt, flags, &gold);
     }
     assert!(failed.is_empty(), "{}", failed.join("\n"));
 }
@@ -149,10 +173,10 @@ fn timm_optimizers_match_openclip_trainer() {
 /// restored from `opt`'s checkpointed state then takes the next step exactly as `opt` does.
 fn skipped_and_resumed_steps_are_exact(
     case: &str,
-    model: &Clip,
+    (model, (twin_vs, twin)): (&Clip, &(VarStore, Clip)),
     mut opt: Optimizer,
     flags: &[String],
-    gold: &[(String, Tensor)],
+    gold: &Gold,
 ) {
     let snapshot = |opt: &Optimizer| -> Vec<Tensor> {
         let mut t: Vec<Tensor> = opt.params.iter().map(|p| p.tensor.copy()).collect();
@@ -175,15 +199,13 @@ fn skipped_and_resumed_steps_are_exact(
         assert!(a.equal(b), "{case}: a skipped step changed the state");
     }
     let saved = opt.state_tensors();
-    let vs = VarStore::new(Device::Cpu);
-    let twin = Clip::new(&vs.root(), model.config()).unwrap();
-    let sd = model
+    let now: Vec<(String, Tensor)> = model
         .named_parameters()
         .iter()
-        .map(|(k, t)| (k.clone(), t.detach().copy()))
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
         .collect();
-    weights::load_state_dict(&vs, sd).unwrap();
-    let (mut resumed, _) = optimizer_for(flags, &twin, STEPS);
+    reset(twin_vs, twin, &now);
+    let (mut resumed, _) = optimizer_for(flags, twin, STEPS);
     resumed.load_state(&saved, opt.steps_taken()).unwrap();
     for o in [&mut opt, &mut resumed] {
         golden_grads(o, gold, case, 2);
@@ -192,5 +214,117 @@ fn skipped_and_resumed_steps_are_exact(
     assert_eq!(resumed.steps_taken(), STEPS + 1);
     for (a, b) in snapshot(&opt).iter().zip(&snapshot(&resumed)) {
         assert!(a.equal(b), "{case}: the resumed optimizer's step differs");
+    }
+}
+
+/// OpenCLIP's development branch (scripts/make-optim-dev-goldens.py, from its source tarball):
+/// tensors and, per case, the model and the flags clip-train runs it with.
+fn dev_golden() -> Option<(Gold, BTreeMap<String, DevCase>)> {
+    // The branch's source, beside the checkout (`../shared/reference/`, see HELPERS.md).
+    let tarball = std::env::var_os("CLIP_OPENCLIP_DEV_SOURCE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root().join("../shared/reference/open_clip-dev-89fb801-src.tar.gz"));
+    if !tarball.is_file() {
+        crate::skip::skip(&format!(
+            "no OpenCLIP development-branch source at {} (CLIP_OPENCLIP_DEV_SOURCE)",
+            tarball.display()
+        ));
+        return None;
+    }
+    let mut inputs = script_inputs("make-optim-dev-goldens.py");
+    inputs.push(tarball.clone());
+    let dir = crate::golden::golden("optim-dev", &inputs, &[], |out| {
+        run_python([inputs[0].as_os_str(), out.as_os_str(), tarball.as_os_str()]);
+    })?;
+    let cases = std::fs::read_to_string(dir.join("cases.json")).unwrap();
+    Some((
+        read(&dir.join("dev.safetensors")),
+        serde_json::from_str(&cases).unwrap(),
+    ))
+}
+
+#[derive(serde::Deserialize)]
+struct DevCase {
+    model: String,
+    flags: Vec<String>,
+}
+
+/// The development branch's flags (layer-wise LR decay per tower, `--wd-exclude`, `--opt
+/// nadamw`, `--opt-kwargs`, `--opt-fallback-list`) on the tiny ConvNeXt and ViT CLIPs: every
+/// parameter's learning-rate scale, weight decay and Muon fallback flag equal the branch's
+/// `create_optimizer` groups, and two steps on the same gradients (at the scaled learning rates
+/// its scheduler assigns) match its optimizer's to 1e-5.
+#[test]
+fn dev_branch_groups_and_steps_match() {
+    let Some((gold, cases)) = dev_golden() else {
+        return;
+    };
+    for (case, c) in &cases {
+        let vs = VarStore::new(Device::Cpu);
+        let model = Clip::new(&vs.root(), &ClipConfig::load(&c.model).unwrap()).unwrap();
+        let sd = model
+            .named_parameters()
+            .iter()
+            .map(|(k, _)| (k.clone(), at(&gold, &format!("{case}.init.{k}"))))
+            .collect();
+        weights::load_state_dict(&vs, sd).unwrap();
+        let flags: Vec<String> = ["--lr", "1e-3", "--wd", "0.1"]
+            .iter()
+            .map(|s| s.to_string())
+            .chain(c.flags.iter().cloned())
+            .collect();
+        let (mut opt, _) = optimizer_for(&flags, &model, 2);
+        let value =
+            |what: &str, k: &str| at(&gold, &format!("{case}.{what}.{k}")).double_value(&[]);
+        for p in &opt.params {
+            let g = &opt.groups[p.group];
+            assert!(
+                (g.lr_scale - value("lr_scale", &p.name)).abs() <= 1e-12,
+                "{case} {}: lr_scale {} vs {}",
+                p.name,
+                g.lr_scale,
+                value("lr_scale", &p.name)
+            );
+            assert_eq!(
+                g.weight_decay,
+                value("weight_decay", &p.name),
+                "{case} {}: weight decay",
+                p.name
+            );
+            assert_eq!(
+                g.fallback,
+                value("fallback", &p.name) == 1.0,
+                "{case} {}: fallback",
+                p.name
+            );
+        }
+        let prefix = format!("{case}.lr_scale.");
+        assert_eq!(
+            opt.params.len(),
+            gold.iter().filter(|(k, _)| k.starts_with(&prefix)).count()
+        );
+        let mut worst: f64 = 0.0;
+        for (i, lr) in [(1, 1e-3), (2, 5e-4)] {
+            golden_grads(&opt, &gold, case, i);
+            opt.step(lr, None).unwrap();
+            for p in &opt.params {
+                let err = relative(&p.tensor, &at(&gold, &format!("{case}.step{i}.{}", p.name)));
+                assert!(
+                    err <= 1e-5,
+                    "{case} step {i}: {} relative error {err:e}",
+                    p.name
+                );
+                worst = worst.max(err);
+            }
+        }
+        let scales: std::collections::BTreeSet<String> = opt
+            .groups
+            .iter()
+            .map(|g| format!("{}", g.lr_scale))
+            .collect();
+        eprintln!(
+            "{case}: {} groups, lr scales {scales:?}, worst weight error {worst:e}",
+            opt.groups.len()
+        );
     }
 }
