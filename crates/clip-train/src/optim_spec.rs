@@ -485,8 +485,11 @@ fn muon(kw: &mut Kwargs, opt: &str) -> Result<Algo> {
     })
 }
 
+/// One Newton–Schulz step's (a, b, c).
+type Coefficients = (f64, f64, f64);
+
 /// timm's Newton–Schulz coefficient presets (muon.py `_COEFFICIENTS`).
-const NS_PRESETS: &[(&str, &[(f64, f64, f64)])] = &[
+const NS_PRESETS: &[(&str, &[Coefficients])] = &[
     ("original", &[(3.4445, -4.7750, 2.0315)]),
     (
         "quintic",

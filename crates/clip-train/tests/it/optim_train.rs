@@ -138,3 +138,93 @@ fn every_optimizer_resumes_exactly_and_trains_alike_on_two_ranks() {
     );
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// `--lock-image` / `--lock-text` with their unlocked groups and every optimizer: the optimizer
+/// holds (and steps, with state) exactly the unlocked parameters, the locked ones do not move.
+/// Two steps on random gradients, through the library (the trainer builds its optimizer from
+/// the same trainable tensors); one run through the trainer with Muon, whose routing is by shape.
+#[test]
+fn locked_towers_stay_put_with_every_optimizer() {
+    use clip_model::{Clip, ClipConfig};
+    use tch::{nn::VarStore, Device, Kind, Tensor};
+    let vs = VarStore::new(Device::Cpu);
+    let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
+    model.lock_image_tower(1);
+    model.lock_text_tower(2);
+    let trainable: Vec<String> = model
+        .named_parameters()
+        .iter()
+        .filter(|(_, t)| t.requires_grad())
+        .map(|(k, _)| k.clone())
+        .collect();
+    // Unlocked: the trunk's last group and the projection head, the text tower's last block with
+    // ln_final and its projection, logit_scale.
+    assert!(trainable
+        .iter()
+        .any(|k| k.starts_with("visual.trunk.head.")));
+    assert!(trainable.iter().any(|k| k.starts_with("visual.head.")));
+    assert!(trainable
+        .iter()
+        .any(|k| k.starts_with("transformer.resblocks.1.")));
+    assert!(!trainable
+        .iter()
+        .any(|k| k.starts_with("transformer.resblocks.0.")));
+    assert!(!trainable
+        .iter()
+        .any(|k| k.starts_with("visual.trunk.stem.")));
+    let before: Vec<Tensor> = model
+        .named_parameters()
+        .iter()
+        .map(|(_, t)| t.copy())
+        .collect();
+    for opt in OPTS {
+        let flags = ["--opt", opt, "--lr", "1e-2"].map(String::from);
+        let (mut o, _) = crate::optim_golden::optimizer_for(&flags, &model, 2);
+        let names: Vec<&String> = o.params.iter().map(|p| &p.name).collect();
+        assert_eq!(names, trainable.iter().collect::<Vec<_>>(), "{opt}");
+        for _ in 0..2 {
+            o.zero_grad().unwrap();
+            let loss = o
+                .params
+                .iter()
+                .map(|p| (&p.tensor * p.tensor.randn_like()).sum(Kind::Float))
+                .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
+            loss.backward();
+            o.step(1e-2, None).unwrap();
+        }
+        for ((k, t), b) in model.named_parameters().iter().zip(&before) {
+            let moved = !t.equal(b);
+            assert_eq!(moved, trainable.contains(k), "{opt}: {k} moved: {moved}");
+        }
+        // Back to the start for the next optimizer.
+        tch::no_grad(|| {
+            for ((_, t), b) in model.named_parameters().iter().zip(&before) {
+                t.shallow_clone().copy_(b);
+            }
+        });
+    }
+    let logs = tempdir("optim-lock");
+    let locked = |name: &str, lr: &str| {
+        let mut a = args(&logs, &no_drop_path_config(&logs), name, "timm/muon", 2);
+        a.extend(
+            [
+                "--lock-image",
+                "--lock-image-unlocked-groups",
+                "1",
+                "--lock-text",
+            ]
+            .into_iter()
+            .chain(["--lock-text-unlocked-layers", "2", "--lr", lr])
+            .map(String::from),
+        );
+        ok(&a);
+        weights(&logs.join(name).join("checkpoints/epoch_1.safetensors"))
+    };
+    let (start, end) = (locked("start", "0"), locked("muon", "1e-3"));
+    for ((k, a), (_, b)) in start.iter().zip(&end) {
+        if !k.starts_with("optimizer.") {
+            assert_eq!(!a.equal(b), trainable.contains(k), "--opt timm/muon: {k}");
+        }
+    }
+    let _ = std::fs::remove_dir_all(&logs);
+}
