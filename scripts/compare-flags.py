@@ -48,12 +48,18 @@ CASES = [
      "--lock-text-unlocked-layers", "1", "--seed", "-3", "--device", "cpu",
      "--dist-url", "tcp://host:1234", "--remote-sync", "s3://x/y", "--remote-sync-protocol", "fsspec"],
     ["--batch-s", "32", "--grad-clip", "1.0"],  # unique prefixes, as argparse allows
+    # A timm optimizer: the model's default lr, betas and eps are not filled in.
+    ["--model", "ViT-B-32", "--opt", "timm/lamb", "--momentum", "0.9", "--eps", "1e-6"],
     # A repeated flag: the last value wins (lists too).
     ["--batch-size", "8", "--lr", "1e-3", "--batch-size", "4", "--aug-cfg", "re_prob=0.1",
      "--aug-cfg", "re_count=2", "--image-mean", "0.1", "0.2", "0.3", "--image-mean", "0", "0", "0"],
 ]
 
-OURS_ONLY = {"save_every_n_steps", "grad_reduce_dtype", "profile_steps"}
+# clip-train's own flags, and those it takes from OpenCLIP's development branch (the branch's
+# parser is compared by scripts/make-optim-dev-goldens.py).
+OURS_ONLY = {"save_every_n_steps", "grad_reduce_dtype", "profile_steps", "opt_kwargs",
+             "opt_fallback_list", "text_layer_decay", "image_layer_decay", "wd_exclude_patterns",
+             "text_pooler_in_head"}
 
 
 def openclip(argv):

@@ -11,9 +11,9 @@ gradients at the learning rates the branch's scheduler gives the groups
 
 OUT_DIR/dev.safetensors: `CASE.init.<key>` (the model's initial weights), `CASE.grad{i}.<key>`,
 `CASE.step{i}.<key>` (weights after step i), `CASE.lr_scale.<key>` / `CASE.weight_decay.<key>`
-/ `CASE.fallback.<key>` (f64 scalars); OUT_DIR/cases.json: per case, the model and the
+/ `CASE.fallback.<key>` (f64 scalars); OUT_DIR/cases.json: per case, the model, the
 command-line flags clip-train is given (the flags the branch's main.py maps onto its
-OptimizerCfg).
+OptimizerCfg) and the values the branch's own parser reads from them.
 """
 import json
 import os
@@ -25,6 +25,9 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 LRS = (1e-3, 5e-4)
+# The branch's optimizer flags, by their argparse dest.
+DEV_DESTS = ("opt", "opt_kwargs", "opt_fallback_list", "text_layer_decay", "image_layer_decay",
+             "wd_exclude_patterns", "text_pooler_in_head")
 BASE = {"lr": 1e-3, "weight_decay": 0.1}
 
 # (case, model, clip-train flags, the OptimizerCfg fields main.py sets from them)
@@ -38,9 +41,9 @@ CASES = [
      dict(opt="adamw", beta1=0.9, beta2=0.98, eps=1e-6, **LAYER_DECAY)),
     ("vit-wd-exclude-nadamw", "vit_tiny_test",
      ["--opt", "nadamw", "--visual-layer-decay", "0.8", "--wd-exclude", "*token_embedding*",
-      "visual.conv1.*"],
+      "visual.conv1.*", "--text-pooler-own-group"],
      dict(opt="nadamw", beta1=0.9, beta2=0.98, eps=1e-6, image_layer_decay=0.8,
-          wd_exclude_patterns=["*token_embedding*", "visual.conv1.*"])),
+          wd_exclude_patterns=["*token_embedding*", "visual.conv1.*"], pooler_in_head=False)),
     ("convnext-nadamuon-fallback", "clip_tiny_test",
      ["--opt", "timm/nadamuon", "--opt-kwargs", "fallback_lr_scale=0.5", "ns_steps=4",
       "--opt-fallback-list", "*positional_embedding*", "visual.head.*", "--text-layer-decay", "0.7"],
@@ -56,6 +59,7 @@ def make(out_dir):
     import open_clip
     import openclip_tiny  # noqa: F401  (the tiny test models)
     from open_clip_train.optim import OptimizerCfg, create_optimizer
+    from open_clip_train.params import parse_args
     from open_clip_train.scheduler import assign_learning_rate
     assert open_clip.__version__.startswith("4.2.0.dev"), open_clip.__version__
 
@@ -83,7 +87,10 @@ def make(out_dir):
             opt.step()
             for k, p in named.items():
                 out[f"{case}.step{i}.{k}"] = p.detach().clone().contiguous()
-        flags[case] = {"model": model_name, "flags": cli}
+        # The branch's parser on the same flags (what clip-train --print-params must show).
+        args = vars(parse_args(cli + ["--model", model_name]))
+        parsed = {k: args[k] for k in DEV_DESTS}
+        flags[case] = {"model": model_name, "flags": cli, "parsed": parsed}
     out_dir.mkdir(parents=True, exist_ok=True)
     save_file(out, out_dir / "dev.safetensors")
     (out_dir / "cases.json").write_text(json.dumps(flags, indent=1))

@@ -247,6 +247,31 @@ fn dev_golden() -> Option<(Gold, BTreeMap<String, DevCase>)> {
 struct DevCase {
     model: String,
     flags: Vec<String>,
+    /// The branch's parse of the flags: its optimizer flags by dest.
+    parsed: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `clip-train FLAGS --print-params` has the branch's values for its optimizer flags.
+fn parses_as_the_branch(case: &str, c: &DevCase) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clip-train"))
+        .args(&c.flags)
+        .args(["--model", &c.model, "--print-params"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    for (k, want) in &c.parsed {
+        let got = &ours[k];
+        let same = match (got.as_f64(), want.as_f64()) {
+            (Some(a), Some(b)) => a == b,
+            _ => got == want,
+        };
+        assert!(same, "{case}: {k} parsed as {got}, the branch's {want}");
+    }
 }
 
 /// The development branch's flags (layer-wise LR decay per tower, `--wd-exclude`, `--opt
@@ -260,6 +285,7 @@ fn dev_branch_groups_and_steps_match() {
         return;
     };
     for (case, c) in &cases {
+        parses_as_the_branch(case, c);
         let vs = VarStore::new(Device::Cpu);
         let model = Clip::new(&vs.root(), &ClipConfig::load(&c.model).unwrap()).unwrap();
         let sd = model
