@@ -141,7 +141,7 @@ fn every_optimizer_resumes_exactly_and_trains_alike_on_two_ranks() {
 
 /// `--lock-image` / `--lock-text` with their unlocked groups and every optimizer: the optimizer
 /// holds (and steps, with state) exactly the unlocked parameters, the locked ones do not move.
-/// Two steps on random gradients, through the library (the trainer builds its optimizer from
+/// Two steps along a random direction, through the library (the trainer builds its optimizer from
 /// the same trainable tensors); one run through the trainer with Muon, whose routing is by shape.
 #[test]
 fn locked_towers_stay_put_with_every_optimizer() {
@@ -182,12 +182,16 @@ fn locked_towers_stay_put_with_every_optimizer() {
         let (mut o, _) = crate::optim_golden::optimizer_for(&flags, &model, 2);
         let names: Vec<&String> = o.params.iter().map(|p| &p.name).collect();
         assert_eq!(names, trainable.iter().collect::<Vec<_>>(), "{opt}");
+        // One random direction for both steps: a gradient whose sign flips between the steps
+        // can bring a sign-based update (Lion) back to where it started.
+        let dirs: Vec<Tensor> = o.params.iter().map(|p| p.tensor.randn_like()).collect();
         for _ in 0..2 {
             o.zero_grad().unwrap();
             let loss = o
                 .params
                 .iter()
-                .map(|p| (&p.tensor * p.tensor.randn_like()).sum(Kind::Float))
+                .zip(&dirs)
+                .map(|(p, d)| (&p.tensor * d).sum(Kind::Float))
                 .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
             loss.backward();
             o.step(1e-2, None).unwrap();
