@@ -75,6 +75,37 @@ std::vector<std::vector<int>> by_lr_and_wd(tensor *params, const double *lr, con
   return groups;
 }
 
+// torch's _multi_tensor_sgd (dampening 0, buffers from zero: see torch_ext_fused_sgd), for the
+// 16-bit parameters on the CPU, where torch 2.11's fused kernel updates the momentum buffers but
+// leaves a parameter of a vector's length or more unchanged (its vectorised path; a 4-element
+// bf16 tensor moves, a 64-element one does not). With `found_inf`, on copies written back by
+// torch.where.
+void foreach_sgd(std::vector<at::Tensor> ps, std::vector<at::Tensor> gs,
+                 std::vector<at::Tensor> bufs, double wd, double momentum, double lr,
+                 bool nesterov, const std::optional<at::Tensor> &found_inf) {
+  std::optional<at::Tensor> skip;
+  if (found_inf) skip = found_inf->ne(0);
+  auto work = [&](const std::vector<at::Tensor> &ts) {
+    std::vector<at::Tensor> out;
+    for (const auto &t : ts) out.push_back(skip ? t.clone() : t);
+    return out;
+  };
+  auto p = work(ps), b = work(bufs);
+  auto d = wd != 0 ? at::_foreach_add(gs, p, wd) : gs;
+  if (momentum != 0) {
+    at::_foreach_mul_(b, momentum);
+    at::_foreach_add_(b, d, 1.0);
+    if (nesterov)
+      d = at::_foreach_add(d, b, momentum);
+    else
+      d = b;
+  }
+  at::_foreach_add_(p, d, -lr);
+  if (!skip) return;
+  for (size_t i = 0; i < ps.size(); i++) at::where_out(ps[i], *skip, ps[i], p[i]);
+  for (size_t i = 0; i < bufs.size(); i++) at::where_out(bufs[i], *skip, bufs[i], b[i]);
+}
+
 }  // namespace
 
 extern "C" {
@@ -131,11 +162,16 @@ char *torch_ext_fused_sgd(tensor *params, tensor *momentum_buffers, const double
         if (momentum != 0) bufs.push_back(*momentum_buffers[i]);
       }
       for (const auto &idx : by_device_and_dtype(ps)) {
-        at::_fused_sgd_(pick(ps, idx), pick(gs, idx),
-                        momentum != 0 ? pick(bufs, idx) : std::vector<at::Tensor>{}, wd[g[0]],
-                        momentum, lr[g[0]], /*dampening=*/0.0, nesterov != 0,
-                        /*maximize=*/false, /*is_first_step=*/false,
-                        /*grad_scale=*/std::nullopt, inf);
+        auto b = momentum != 0 ? pick(bufs, idx) : std::vector<at::Tensor>{};
+        auto kind = ps[idx[0]].scalar_type();
+        if (ps[idx[0]].is_cpu() && kind != at::kFloat && kind != at::kDouble) {
+          foreach_sgd(pick(ps, idx), pick(gs, idx), b, wd[g[0]], momentum, lr[g[0]],
+                      nesterov != 0, inf);
+          continue;
+        }
+        at::_fused_sgd_(pick(ps, idx), pick(gs, idx), b, wd[g[0]], momentum, lr[g[0]],
+                        /*dampening=*/0.0, nesterov != 0, /*maximize=*/false,
+                        /*is_first_step=*/false, /*grad_scale=*/std::nullopt, inf);
       }
     }
   })

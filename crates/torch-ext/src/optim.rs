@@ -106,8 +106,10 @@ pub fn fused_adamw(
 }
 
 /// `torch._fused_sgd_` over `s.params` (L2 weight decay, momentum, Nesterov; dampening 0), one
-/// kernel per (lr, wd, device, dtype). `momentum_buffer[i]` starts at zero (see optim.cpp);
-/// none with `momentum` 0. With `found_inf` holding 1, nothing moves.
+/// kernel per (lr, wd, device, dtype); 16-bit parameters on the CPU through torch's foreach ops
+/// instead (the fused kernel leaves them unchanged there, see optim.cpp). `momentum_buffer[i]`
+/// starts at zero (see optim.cpp); none with `momentum` 0. With `found_inf` holding 1, nothing
+/// moves.
 pub fn fused_sgd(
     s: &Stepped,
     momentum_buffer: &[&Tensor],

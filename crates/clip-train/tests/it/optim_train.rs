@@ -8,7 +8,10 @@ use crate::common::{
     stopped_copy, tempdir, weights,
 };
 use crate::distributed::run_world_ok;
+use clip_model::{Clip, ClipConfig};
+use clip_train::optimizer::Optimizer;
 use std::path::Path;
+use tch::{nn::VarStore, Device, Kind, Tensor};
 
 /// Every `--opt` value clip-train builds.
 const OPTS: &[&str] = clip_train::optim_spec::BUILT;
@@ -145,8 +148,6 @@ fn every_optimizer_resumes_exactly_and_trains_alike_on_two_ranks() {
 /// the same trainable tensors); one run through the trainer with Muon, whose routing is by shape.
 #[test]
 fn locked_towers_stay_put_with_every_optimizer() {
-    use clip_model::{Clip, ClipConfig};
-    use tch::{nn::VarStore, Device, Kind, Tensor};
     let vs = VarStore::new(Device::Cpu);
     let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
     model.lock_image_tower(1);
@@ -231,4 +232,141 @@ fn locked_towers_stay_put_with_every_optimizer() {
         }
     }
     let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// `--precision pure_bf16`'s bf16 weights with every optimizer: states in timm's dtypes (bf16
+/// like the weights; Adafactor's f32; Adafactor Big Vision's momentum bf16), two steps along a
+/// random direction that move every weight and leave them finite.
+#[test]
+fn every_optimizer_steps_bf16_weights() {
+    let vs = VarStore::new(Device::Cpu);
+    let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
+    model.to_bf16(false);
+    for opt in OPTS {
+        let flags = ["--opt", opt, "--lr", "0.1"].map(String::from);
+        let (mut o, _) = crate::optim_golden::optimizer_for(&flags, &model, 2);
+        for p in &o.params {
+            for (k, t) in &p.state {
+                let want = match (*opt, *k) {
+                    ("timm/adafactor", _) => Kind::Float,
+                    _ => Kind::BFloat16,
+                };
+                assert_eq!(t.kind(), want, "{opt}: {k} of {}", p.name);
+            }
+        }
+        let before: Vec<Tensor> = o.params.iter().map(|p| p.tensor.copy()).collect();
+        // One random direction for both steps, as in locked_towers_stay_put_with_every_optimizer.
+        let dirs: Vec<Tensor> = o
+            .params
+            .iter()
+            .map(|p| p.tensor.randn_like().to_kind(Kind::Float))
+            .collect();
+        for _ in 0..2 {
+            // Large enough to move bf16 weights (logit_scale ≈ 2.7 has steps of 1/64).
+            step_along(&mut o, &dirs, 0.1, None);
+        }
+        for (p, b) in o.params.iter().zip(&before) {
+            assert_eq!(p.tensor.kind(), Kind::BFloat16);
+            assert!(!p.tensor.equal(b), "{opt}: {} did not move", p.name);
+            let finite = p.tensor.isfinite().all().int64_value(&[]) == 1;
+            assert!(finite, "{opt}: {} is not finite", p.name);
+        }
+    }
+}
+
+/// One step of `o` at `lr` with the gradient `dirs` (f32; d/dp Σ p·d = d, cast to p's dtype).
+fn step_along(o: &mut Optimizer, dirs: &[Tensor], lr: f64, found_inf: Option<&Tensor>) {
+    o.zero_grad().unwrap();
+    let loss = o
+        .params
+        .iter()
+        .zip(dirs)
+        .map(|(p, d)| (&p.tensor.to_kind(Kind::Float) * d).sum(Kind::Float))
+        .fold(Tensor::zeros([], (Kind::Float, Device::Cpu)), |a, b| a + b);
+    loss.backward();
+    o.step(lr, found_inf).unwrap();
+}
+
+/// SGD on bf16 weights on the CPU (torch 2.11's fused kernel leaves bf16 parameters of a vector's
+/// length or more unchanged, so clip-train runs torch's foreach ops there): two steps on the tiny
+/// model in bf16 end within bf16 rounding of the same steps on an f32 copy (the fused kernel the
+/// golden checks), for `timm/sgd` (Nesterov) and `timm/momentum`, weight decay included; a step
+/// with `found_inf` = 1 leaves weights and buffers as they were, one with 0 steps.
+#[test]
+fn sgd_steps_bf16_weights_as_f32() {
+    let load = || {
+        let vs = VarStore::new(Device::Cpu);
+        let model = Clip::new(&vs.root(), &ClipConfig::load("clip_tiny_test").unwrap()).unwrap();
+        (vs, model)
+    };
+    let ((_v16, m16), (_v32, m32)) = (load(), load());
+    m16.to_bf16(false);
+    let start: Vec<Tensor> = m16
+        .named_parameters()
+        .iter()
+        .map(|(_, t)| t.copy())
+        .collect();
+    let reset = || {
+        tch::no_grad(|| {
+            for (((_, a), (_, b)), s) in m16
+                .named_parameters()
+                .iter()
+                .zip(m32.named_parameters())
+                .zip(&start)
+            {
+                a.shallow_clone().copy_(s);
+                b.shallow_clone().copy_(s);
+            }
+        })
+    };
+    for opt in ["timm/sgd", "timm/momentum"] {
+        reset();
+        let flags = ["--opt", opt, "--lr", "0.1"].map(String::from);
+        let (mut o16, _) = crate::optim_golden::optimizer_for(&flags, &m16, 2);
+        let (mut o32, _) = crate::optim_golden::optimizer_for(&flags, &m32, 2);
+        assert!(o16.groups.iter().any(|g| g.weight_decay > 0.0), "{opt}");
+        let dirs: Vec<Tensor> = o16
+            .params
+            .iter()
+            .map(|p| p.tensor.randn_like().to_kind(Kind::Float))
+            .collect();
+        for _ in 0..2 {
+            step_along(&mut o16, &dirs, 0.1, None);
+            step_along(&mut o32, &dirs, 0.1, None);
+        }
+        for ((a, b), s) in o16.params.iter().zip(&o32.params).zip(&start) {
+            let (a, b) = (a.tensor.to_kind(Kind::Float), &b.tensor);
+            let scale = b.abs().max().double_value(&[]);
+            let off = (&a - b).abs().max().double_value(&[]) / scale;
+            // bf16 keeps 8 significant bits; a few roundings per step.
+            assert!(off <= 1.0 / 64.0, "{opt}: {off} off");
+            assert!(!a.equal(&s.to_kind(Kind::Float)), "{opt}: did not move");
+        }
+        let snapshot = |o: &Optimizer| -> Vec<Tensor> {
+            o.params
+                .iter()
+                .flat_map(|p| std::iter::once(&p.tensor).chain(p.state.iter().map(|(_, t)| t)))
+                .map(|t| t.copy())
+                .collect()
+        };
+        let before = snapshot(&o16);
+        assert!(
+            before.len() > o16.params.len(),
+            "{opt}: no momentum buffers"
+        );
+        let flag = |v: f64| Tensor::full([], v, (Kind::Float, Device::Cpu));
+        step_along(&mut o16, &dirs, 0.1, Some(&flag(1.0)));
+        for (a, b) in snapshot(&o16).iter().zip(&before) {
+            assert!(a.equal(b), "{opt}: a skipped step changed a tensor");
+        }
+        step_along(&mut o16, &dirs, 0.1, Some(&flag(0.0)));
+        let after = snapshot(&o16);
+        for (p, (a, b)) in o16.params.iter().zip(after.iter().zip(&before).step_by(2)) {
+            assert!(
+                !a.equal(b),
+                "{opt}: {} did not move with found_inf 0",
+                p.name
+            );
+        }
+    }
 }
