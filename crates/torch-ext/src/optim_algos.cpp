@@ -18,7 +18,9 @@
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
+#include <algorithm>
 #include <cmath>
+#include <cstdint>
 #include <optional>
 #include <vector>
 
@@ -52,6 +54,7 @@ class Skip {
     s.cond_ = cond_ ? at::logical_or(*cond_, also) : also;
     return s;
   }
+  bool active() const { return cond_.has_value(); }
   // The tensor an update writes: `t` itself, or a copy while a skip is possible.
   Tensor work(const Tensor &t) const { return cond_ ? t.clone() : t; }
   // Writes the updated copy `w` back into `t` unless the step is skipped.
@@ -96,20 +99,31 @@ Tensor rms(const Tensor &t) {
 }
 
 // Parameters `idx` grouped by equal (learning rate, weight decay, dtype), in first-seen order:
-// a foreach op takes a uniform list and one scalar.
-std::vector<std::vector<int>> foreach_groups(const StepCommon *c, const std::vector<int> &idx) {
+// a foreach op takes a uniform list and one scalar. While a skip is possible the group's
+// parameters and states are copied (see Skip), so groups are cut into chunks of at most 2^26
+// elements: the copies stay a bounded amount of memory, not another model's worth.
+std::vector<std::vector<int>> foreach_groups(const StepCommon *c, const std::vector<int> &idx,
+                                             const Skip &skip) {
+  const int64_t limit = skip.active() ? (int64_t{1} << 26) : INT64_MAX;
   std::vector<std::vector<int>> groups;
+  std::vector<int64_t> sizes;
   for (int i : idx) {
-    auto same = [&](int j) {
+    int64_t n = c->params[i]->numel();
+    auto same = [&](size_t k) {
+      int j = groups[k].front();
       return c->lr[j] == c->lr[i] && c->wd[j] == c->wd[i] &&
-             c->params[j]->scalar_type() == c->params[i]->scalar_type();
+             c->params[j]->scalar_type() == c->params[i]->scalar_type() &&
+             sizes[k] + n <= std::max(limit, n);
     };
-    auto g = groups.begin();
-    while (g != groups.end() && !same(g->front())) ++g;
-    if (g == groups.end())
+    size_t k = 0;
+    while (k < groups.size() && !same(k)) ++k;
+    if (k == groups.size()) {
       groups.push_back({i});
-    else
-      g->push_back(i);
+      sizes.push_back(n);
+    } else {
+      groups[k].push_back(i);
+      sizes[k] += n;
+    }
   }
   return groups;
 }
@@ -215,7 +229,7 @@ char *torch_ext_lion(const StepCommon *c, tensor *exp_avg, const LionHyper *h) {
   GUARD({
     at::NoGradGuard no_grad;
     Skip skip(c->found_inf);
-    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n))) {
+    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n), skip)) {
       Lists l(c, g, skip, {exp_avg});
       auto &ms = l.states[0];
       double lr = c->lr[g[0]];
@@ -426,7 +440,7 @@ char *torch_ext_timm_nadamw(const StepCommon *c, tensor *exp_avg, tensor *exp_av
     Tensor s = c->step->to(at::kDouble);
     Tensor bc1 = one_minus_pow(h->beta1, s);
     Tensor bc2_sqrt = one_minus_pow(h->beta2, s).sqrt();
-    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n))) {
+    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n), skip)) {
       Lists l(c, g, skip, {exp_avg, exp_avg_sq});
       auto &ms = l.states[0], &vs = l.states[1];
       double lr = c->lr[g[0]];
@@ -470,7 +484,7 @@ char *torch_ext_nadam(const StepCommon *c, tensor *exp_avg, tensor *exp_avg_sq,
     Tensor product = (*mu_product * mu.to(at::kFloat)).to(at::kDouble);
     Tensor coef_grad = (1.0 - mu) / at::rsub(product, 1.0);
     Tensor coef_avg = mu_next / at::rsub(product * mu_next, 1.0);
-    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n))) {
+    for (const auto &g : foreach_groups(c, with_grad(c->params, c->n), skip)) {
       Lists l(c, g, skip, {exp_avg, exp_avg_sq});
       auto &ms = l.states[0], &vs = l.states[1];
       double lr = c->lr[g[0]], wd = c->wd[g[0]];
