@@ -6,6 +6,7 @@ pub mod embed;
 pub mod inspect;
 pub mod make_shards;
 pub mod profile;
+pub mod sim_ranks;
 pub mod tokenize;
 
 use anyhow::Result;
