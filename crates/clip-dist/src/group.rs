@@ -151,18 +151,17 @@ impl Group {
             }
             return e;
         };
-        let agreed = match e {
+        let (agreed, report) = match e {
             Error::PeerTimeout { rank, .. } => {
-                let (_, laggard) =
+                let (report, laggard) =
                     flight::report_and_laggard(&self.recorder, Some(store), self.world);
                 let mine = Culprit::TimedOut(laggard.unwrap_or(rank));
-                store
-                    .failure(Some(mine))
-                    .ok()
-                    .and_then(|(kept, _)| kept)
-                    .unwrap_or(mine)
+                let kept = store.failure(Some(mine)).ok().and_then(|(kept, _)| kept);
+                (kept.unwrap_or(mine), Some(report))
             }
-            Error::PeerDied { rank, .. } => first_death(store).unwrap_or(Culprit::Died(rank)),
+            Error::PeerDied { rank, .. } => {
+                (first_death(store).unwrap_or(Culprit::Died(rank)), None)
+            }
             _ => unreachable!("matched above"),
         };
         match agreed {
@@ -171,11 +170,10 @@ impl Group {
                 during: Some(during),
             },
             Culprit::TimedOut(rank) => {
-                // Read after the agreement: the records as they are when this rank gives up.
-                eprintln!(
-                    "{}",
-                    flight::report(&self.recorder, Some(store), self.world)
-                );
+                // A neighbour's exit adopted as another rank's timeout: this rank's records too.
+                let report = report
+                    .unwrap_or_else(|| flight::report(&self.recorder, Some(store), self.world));
+                eprintln!("{report}");
                 Error::PeerTimeout {
                     rank,
                     during,

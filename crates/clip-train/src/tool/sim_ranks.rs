@@ -360,7 +360,7 @@ fn stream_batches(s: usize, args: &Args) -> Vec<i64> {
         args.val_samples / args.workers + usize::from(s < args.val_samples % args.workers);
     let full = per_stream / args.batch_size;
     let mut sizes = vec![args.batch_size as i64; full];
-    if per_stream % args.batch_size > 0 {
+    if !per_stream.is_multiple_of(args.batch_size) {
         sizes.push((per_stream % args.batch_size) as i64);
     }
     sizes
