@@ -1,5 +1,5 @@
 //! `clip-tool`: utilities around clip-train (convert, embed, tokenize, make-shards, inspect,
-//! bench-data, bench-model, bench-optimizer, profile). Each subcommand lives in
+//! bench-data, bench-model, bench-optimizer, profile, flops). Each subcommand lives in
 //! `clip_train::tool::<name>`.
 use clap::{Parser, Subcommand};
 use clip_train::tool;
@@ -31,6 +31,8 @@ enum Command {
     BenchOptimizer(tool::bench_optimizer::Args),
     /// Ops, host syncs and time per phase of a `--profile-steps` trace.
     Profile(tool::profile::Args),
+    /// A model's FLOPs per sample (forward; trained, without and with recompute), as JSON.
+    Flops(tool::flops::Args),
 }
 
 fn main() {
@@ -45,6 +47,7 @@ fn main() {
         Command::BenchModel(a) => tool::bench_model::run(a),
         Command::BenchOptimizer(a) => tool::bench_optimizer::run(a),
         Command::Profile(a) => tool::profile::run(a),
+        Command::Flops(a) => tool::flops::run(a),
     };
     if let Err(e) = result {
         // One line, no backtrace: the chain of contexts joined, culprit first.
