@@ -16,7 +16,7 @@
 #
 # env: MODEL [clip_tiny] STEPS [60] BATCH [32] WORKERS [2] DEVICE [cpu] PRECISION [fp32]
 #      WARM [10] PROFILE [5:7] SHARDS [4] PER_SHARD [500] BENCH_DIR [/tmp/clip-bench-train]
-#      PYTHON [.venv/bin/python]
+#      PYTHON [.venv/bin/python] BIN_DIR [built here: target/release]
 set -euo pipefail
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$ROOT"
@@ -48,9 +48,13 @@ fi
 LAST=$(printf '%05d' $((SHARDS - 1)))
 URLS="$BENCH_DIR/{00000..$LAST}.tar"
 
-log "building clip-train and clip-tool (release)"
-cargo build --release -q -p clip-train --bin clip-train --bin clip-tool
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+if [ -n "${BIN_DIR:-}" ]; then
+  BIN=$BIN_DIR
+else
+  log "building clip-train and clip-tool (release)"
+  cargo build --release -q -p clip-train --bin clip-train --bin clip-tool
+  BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+fi
 out=$(mktemp -d)
 ARGS=(--model "$MODEL" --train-data "$URLS" --dataset-type webdataset
       --train-num-samples $((STEPS * BATCH)) --batch-size "$BATCH" --epochs 1 --lr 1e-3
