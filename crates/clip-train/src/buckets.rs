@@ -567,6 +567,14 @@ impl Collectives for Quiet<'_> {
         self.wait_idle()?;
         self.comm.all_gather_bytes(bytes)
     }
+    fn gather_bytes(&self, bytes: &[u8]) -> clip_dist::Result<Vec<Vec<u8>>> {
+        self.wait_idle()?;
+        self.comm.gather_bytes(bytes)
+    }
+    fn any_of(&self, flags: &[bool]) -> clip_dist::Result<Vec<bool>> {
+        self.wait_idle()?;
+        self.comm.any_of(flags)
+    }
 }
 
 #[cfg(test)]

@@ -163,7 +163,7 @@ impl Checkpointer {
         })
     }
 
-    /// Checkpoints `file`: every rank's data position is gathered, then rank 0 copies the
+    /// Checkpoints `file`: every rank's data position is gathered to rank 0, which copies the
     /// weights, optimizer tensors and state to host memory and writes them on a writer thread
     /// while training goes on (`Write::Background`), or before returning, all ranks waiting
     /// (`Write::Now`: the preemption checkpoint). A save first waits for the previous write.
@@ -182,9 +182,11 @@ impl Checkpointer {
         log: &mut Log,
     ) -> Result<()> {
         let mut state = state.clone();
+        // Every rank's position to rank 0, which writes them (up the control tree: rank 0 takes
+        // a few messages, not one round trip per rank).
         state.data_position = Some(if self.world.world_size > 1 {
             let mine = serde_json::to_string(position)?;
-            let ranks = ddp::all_gather_strings(comm, &mine)?
+            let ranks = ddp::gather_strings(comm, &mine)?
                 .iter()
                 .map(|s| serde_json::from_str(s))
                 .collect::<Result<Vec<DataPosition>, _>>()?;

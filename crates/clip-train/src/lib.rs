@@ -4,6 +4,7 @@
 pub mod buckets;
 pub mod checkpoint;
 pub mod checkpointer;
+pub mod control;
 pub mod csv_data;
 pub mod data;
 pub mod ddp;

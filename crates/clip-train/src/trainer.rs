@@ -7,8 +7,9 @@
 //! evaluates after epochs.
 //!
 //! Every rank takes the same steps: running out of shards and a preemption signal are agreed
-//! through the store (`ddp::any_of`), so all ranks end an epoch or stop at the same step without
-//! a device round-trip. `--profile-steps` records steps with libtorch's profiler, each step's
+//! over clip-dist's control tree ([`crate::control`]), so all ranks end an epoch or stop at the
+//! same step without a device round-trip, each rank exchanging a few host messages whatever the
+//! world size. `--profile-steps` records steps with libtorch's profiler, each step's
 //! phases as named ranges (`data`, `to_device`, `forward_backward`, `grad_allreduce`,
 //! `clip_grad`, `optimizer`; summarised by `clip-tool profile`).
 
@@ -17,12 +18,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clip_dist::{Collectives, Dist, ReduceOp, WorldInfo};
+use clip_dist::{Collectives, Dist, WorldInfo};
 use clip_model::{weights, Clip};
 use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::TrainState;
 use crate::checkpointer::{Checkpointer, Resumed, Write};
+use crate::control;
 use crate::data::{DataPosition, Epoch, HostMemory, SavedPositions};
 use crate::ddp::{self, DistGather, GradBuckets};
 use crate::divergence::{Diverged, Divergence};
@@ -418,7 +420,7 @@ impl Trainer {
             // Every rank must take the same number of steps: when any rank's shards run out, the
             // epoch ends on all of them (OpenCLIP's DDP would hang instead); a partial
             // accumulation is dropped, as OpenCLIP's loop drops it.
-            if ddp::any(comm, micro.len() < accum as usize)? {
+            if control::shards_ran_out(comm, micro.len() < accum as usize)? {
                 self.metrics.log.warn(&format!(
                     "epoch {epoch} ended after {} of {steps_per_epoch} batches: the shards ran out (--train-num-samples larger than the data?)",
                     self.state.step_in_epoch
@@ -445,13 +447,17 @@ impl Trainer {
             // The host buffers go back to the ring: on the CPU nothing reads them any more; on
             // CUDA the ring waits for each one's copy event before it is written again.
             drop((inputs, micro));
-            self.divergence
-                .record(self.state.step, epoch, &done.loss, done.skipped.as_ref());
             // A signal on any rank stops every rank at this step.
             let o = self.optimization.as_ref().expect("training run");
-            let [stop] = ddp::any_of(comm, [o.preempted.load(Ordering::SeqCst)])?;
+            let stop = control::after_step(
+                dist,
+                &mut self.divergence,
+                (self.state.step, epoch),
+                &done.loss,
+                done.skipped.as_ref(),
+                o.preempted.load(Ordering::SeqCst),
+            )?;
             self.checkpoints.poll(&mut self.metrics.log);
-            dist.heartbeat(self.state.step as u64)?;
             let log_step = self.metrics.is_log_step(self.state.step_in_epoch);
             if log_step {
                 self.check_divergence(comm)?;
@@ -666,16 +672,8 @@ impl Trainer {
         comm: &dyn Collectives,
     ) -> Result<()> {
         let values = if let Some(loss) = loss {
-            // The loss of the whole global batch: the mean over ranks of their local losses.
-            let global_loss = if self.world.world_size > 1 {
-                let mut l = loss.to_kind(tch::Kind::Float).reshape([1]);
-                comm.all_reduce(&mut l, ReduceOp::Mean)?;
-                l.double_value(&[0])
-            } else {
-                loss.double_value(&[])
-            };
             Some(LogStepValues {
-                global_loss,
+                global_loss: ddp::global_loss(comm, loss)?,
                 logit_scale: self.model.logit_scale.exp().double_value(&[]),
             })
         } else {

@@ -7,6 +7,7 @@ pub mod flops;
 pub mod inspect;
 pub mod make_shards;
 pub mod profile;
+pub mod sim_ranks;
 pub mod tokenize;
 
 use anyhow::Result;

@@ -22,6 +22,7 @@ mod resume_data;
 mod s3_server;
 mod scheduler;
 mod siglip;
+mod sim_ranks;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
 mod slurm;
