@@ -40,6 +40,9 @@ summary=()
 budgets=()
 cuda=0
 aborted=""
+# The budgets are the GPU's where nvidia-smi sees a GPU (decided before the first part runs).
+gpu_host=0
+command -v nvidia-smi >/dev/null && timeout 20 nvidia-smi -L >/dev/null 2>&1 && gpu_host=1
 
 # --- report, parts and their budgets -------------------------------------------------------------
 line() { printf '%s\n' "$*" >>"$body"; }
@@ -79,7 +82,7 @@ t() {
 part() {
     current=$1
     budget=$2
-    [ "$cuda" = 1 ] || budget=$3
+    [ "$gpu_host" = 1 ] || budget=$3
     deadline=$((SECONDS + budget))
     rm -f "$work/timed-out"
     part_status=""
@@ -111,9 +114,9 @@ MODULES="torch safetensors timm open_clip open_clip_train.main open_clip_train.d
 check_environment() {
     line "- date: $(date -u +%Y-%m-%dT%H:%M:%SZ), host: $(hostname), cores: $(nproc)"
     local gpu_seen=0
-    if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
+    if command -v nvidia-smi >/dev/null && t nvidia-smi -L >/dev/null 2>&1; then
         gpu_seen=1
-        line "- GPU: $(nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
+        line "- GPU: $(t nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv,noheader 2>/dev/null | head -1)"
     else
         line "- GPU: none (no working nvidia-smi)"
     fi
@@ -684,7 +687,7 @@ part "Batches ahead of time, bitwise like each step taking its own" 45 300 check
     echo
     echo "## Time budget"
     echo
-    echo "$([ "$cuda" = 1 ] && echo "GPU budgets (8 minutes in all): each part's commands are killed when its budget runs out." || echo "CPU mode: the budgets are generous timeouts, not the GPU's 8 minutes.")"
+    echo "$([ "$gpu_host" = 1 ] && echo "GPU budgets (8 minutes in all): each part's commands are killed when its budget runs out." || echo "CPU mode: the budgets are generous timeouts, not the GPU's 8 minutes.")"
     echo
     echo "| part | budget s | took s | status |"
     echo "|---|---|---|---|"
