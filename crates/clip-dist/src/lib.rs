@@ -39,8 +39,9 @@ mod watchdog;
 mod world;
 
 pub use device::{
-    driver_problem, driver_problem_here, local_cuda_device, local_cuda_device_from_env,
-    parse_driver_version, DRIVER_VERSION_FILE, MIN_DRIVER,
+    cuda_runtime_here, driver_problem, driver_problem_here, local_cuda_device,
+    local_cuda_device_from_env, min_driver, parse_driver_version, several_visible_problem,
+    several_visible_problem_here, DRIVER_VERSION_FILE,
 };
 pub use error::{Error, Fault, Result, EXIT_DIST_FAILURE, EXIT_USAGE};
 pub use store::{verdict, RankState, RankStatus, StoreClient, StoreServer, StoreStats};

@@ -101,7 +101,8 @@ impl Watched {
             (true, false) | (false, true) => std::thread::sleep(LINGER),
             (false, false) => {}
         }
-        std::process::exit(EXIT_DIST_FAILURE);
+        // No atexit handlers or C++ destructors while another thread may sit in CUDA or NCCL.
+        unsafe { libc::_exit(EXIT_DIST_FAILURE) }
     }
 }
 

@@ -103,9 +103,10 @@ fn checksum<'a>(
     h.finalize()
 }
 
-/// A checkpoint's contents copied off the model: host copies of every tensor (pinned when they
-/// come from a GPU, so the copy runs at full DMA speed) and the state, taken between two steps.
-/// Training may go on changing the weights while [`Snapshot::write`] runs on another thread.
+/// A checkpoint's contents copied off the model: host copies of every tensor ([`host_copies`]:
+/// pinned memory when they come from a GPU, copied without blocking, one wait) and the state,
+/// taken between two steps. Training may go on changing the weights while [`Snapshot::write`]
+/// runs on another thread.
 pub struct Snapshot {
     /// Sorted by name: the CRC and the file list tensors in name order.
     entries: Vec<(String, HostTensor)>,
@@ -119,25 +120,77 @@ struct HostTensor {
     tensor: Tensor,
 }
 
-impl HostTensor {
-    fn copy_of(t: &Tensor) -> Result<HostTensor> {
-        let mut host = Tensor::empty(t.size(), (t.kind(), Device::Cpu));
-        if t.device().is_cuda() {
-            host = host.pin_memory(t.device());
-        }
-        tch::no_grad(|| host.f_copy_(&t.detach()))?;
-        Ok(HostTensor {
+/// Bytes of host memory per block of [`host_copies`]: a power of two, which torch's caching
+/// host allocator rounds every pinned allocation up to.
+const SNAPSHOT_BLOCK: usize = 256 << 20;
+
+/// Host copies of `tensors`, carved out of a few blocks of [`SNAPSHOT_BLOCK`] bytes (a tensor
+/// larger than that gets a block of its own) at 64-byte-aligned offsets. When any comes from a
+/// GPU the blocks are allocated pinned — page-locked once per block, not once per tensor, and
+/// no pageable memory pinned by a copy — and every copy is enqueued without blocking, with one
+/// wait for each device's current stream at the end.
+fn host_copies(tensors: &[&Tensor]) -> Result<Vec<HostTensor>> {
+    copies_in_blocks(tensors, SNAPSHOT_BLOCK)
+}
+
+/// [`host_copies`] with blocks of `block` bytes.
+fn copies_in_blocks(tensors: &[&Tensor], block: usize) -> Result<Vec<HostTensor>> {
+    let mut devices: Vec<usize> = tensors
+        .iter()
+        .filter_map(|t| match t.device() {
+            Device::Cuda(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let nbytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+    // The layout: each tensor's (block, offset), and each block's size.
+    let (mut blocks, mut place): (Vec<usize>, Vec<(usize, usize)>) = (vec![], vec![]);
+    let mut open = None;
+    for t in tensors {
+        let n = nbytes(t);
+        let b = match open {
+            Some(b) if n <= block && blocks[b] + n <= block => b,
+            _ => {
+                blocks.push(0);
+                open = (n <= block).then_some(blocks.len() - 1);
+                blocks.len() - 1
+            }
+        };
+        place.push((b, blocks[b]));
+        blocks[b] = (blocks[b] + n).next_multiple_of(64);
+    }
+    let memory = blocks
+        .iter()
+        .map(|&n| match devices.is_empty() {
+            true => Ok(Tensor::f_empty([n as i64], (Kind::Uint8, Device::Cpu))?),
+            false => torch_ext::pinned::empty(&[n as i64], Kind::Uint8),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(tensors.len());
+    for (t, (b, at)) in tensors.iter().zip(place) {
+        let bytes = memory[b].f_narrow(0, at as i64, nbytes(t) as i64)?;
+        let mut host = bytes.f_view_dtype(t.kind())?.f_view(t.size().as_slice())?;
+        tch::no_grad(|| torch_ext::pinned::copy_non_blocking(&mut host, &t.detach()))?;
+        out.push(HostTensor {
             dtype: dtype(t.kind())?,
             shape: t.size().iter().map(|&d| d as usize).collect(),
             tensor: host,
-        })
+        });
     }
+    for d in devices {
+        torch_ext::cuda::Stream::current(d)?.synchronize()?;
+    }
+    Ok(out)
+}
 
+impl HostTensor {
     /// `t` itself when it is a contiguous CPU tensor nothing writes (a file just read: its
-    /// checksum needs no copy of its bytes), else [`HostTensor::copy_of`].
+    /// checksum needs no copy of its bytes), else a copy ([`host_copies`]).
     fn view_of(t: &Tensor) -> Result<HostTensor> {
         if t.device() != Device::Cpu || !t.is_contiguous() {
-            return HostTensor::copy_of(t);
+            return Ok(host_copies(&[t])?.remove(0));
         }
         Ok(HostTensor {
             dtype: dtype(t.kind())?,
@@ -151,7 +204,7 @@ impl HostTensor {
         if len == 0 {
             return &[];
         }
-        // SAFETY: `tensor` is a contiguous CPU tensor (made by `copy_of`, or checked by
+        // SAFETY: `tensor` is a contiguous CPU tensor (made by `host_copies`, or checked by
         // `view_of`) that nothing writes while `self` lives, so its `len` bytes stay valid and
         // unchanged.
         unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const u8, len) }
@@ -181,13 +234,13 @@ impl Snapshot {
         optimizer: &[(String, Tensor)],
         state: &TrainState,
     ) -> Result<Snapshot> {
-        let mut entries = Vec::with_capacity(model.len() + optimizer.len());
-        for (k, t) in model {
-            entries.push((k.clone(), HostTensor::copy_of(t)?));
-        }
-        for (k, t) in optimizer {
-            entries.push((format!("{OPTIMIZER_PREFIX}{k}"), HostTensor::copy_of(t)?));
-        }
+        let names = model.iter().map(|(k, _)| k.clone()).chain(
+            optimizer
+                .iter()
+                .map(|(k, _)| format!("{OPTIMIZER_PREFIX}{k}")),
+        );
+        let tensors: Vec<&Tensor> = model.iter().chain(optimizer).map(|(_, t)| t).collect();
+        let mut entries: Vec<(String, HostTensor)> = names.zip(host_copies(&tensors)?).collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Snapshot {
             entries,
@@ -380,4 +433,43 @@ pub fn load_latest(dir: &Path, mut warn: impl FnMut(String)) -> Option<(PathBuf,
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies carved out of shared blocks hold their tensors' bits, dtypes and shapes — a
+    /// non-contiguous source, a scalar, an empty tensor, one larger than a block — and no two
+    /// overlap (each is then filled with a value of its own, and keeps it).
+    #[test]
+    fn host_copies_share_blocks_and_keep_every_tensor() {
+        let f = (Kind::Float, Device::Cpu);
+        let sources = [
+            Tensor::arange(15, f).view([3, 5]).transpose(0, 1),
+            Tensor::arange(7, f).to_kind(Kind::BFloat16),
+            Tensor::from(42i64),
+            Tensor::zeros([0, 4], f),
+            Tensor::arange(100, f) * -1.5,
+            Tensor::arange(3, (Kind::Int64, Device::Cpu)),
+        ];
+        let refs: Vec<&Tensor> = sources.iter().collect();
+        // 256-byte blocks: the 400-byte tensor gets one of its own.
+        let copies = copies_in_blocks(&refs, 256).unwrap();
+        for (c, s) in copies.iter().zip(&sources) {
+            assert_eq!(c.tensor.kind(), s.kind());
+            assert_eq!(c.tensor.size(), s.size());
+            assert!(c.tensor.equal(s), "{s:?}");
+            assert_eq!(
+                c.shape,
+                s.size().iter().map(|&d| d as usize).collect::<Vec<_>>()
+            );
+        }
+        for (i, c) in copies.iter().enumerate() {
+            let _ = c.tensor.shallow_clone().fill_(i as i64 + 1);
+        }
+        for (i, (c, s)) in copies.iter().zip(&sources).enumerate() {
+            assert!(c.tensor.equal(&s.full_like(i as i64 + 1)), "{s:?}");
+        }
+    }
 }

@@ -88,6 +88,8 @@ pub struct TrainPlan {
     pub log_every_n_steps: i64,
     /// `--profile-steps A:B`: the global steps (from 1, inclusive) libtorch's profiler records.
     pub profile_steps: Option<(i64, i64)>,
+    /// `CLIP_TRAIN_TIME_STEPS=W:N`: the steps timed for benchmarks (`timing.rs`).
+    pub timed_steps: Option<crate::timing::StepWindow>,
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
     pub summary: String,
@@ -400,12 +402,16 @@ fn model_config(p: &Params) -> Result<ClipConfig> {
 }
 
 /// The device (`cuda:{local_rank}` on many ranks unless `--no-set-device-rank`; `cuda:0` when
-/// CUDA_VISIBLE_DEVICES lists one device, slurm's one GPU per task) and the
+/// CUDA_VISIBLE_DEVICES lists one device, slurm's one GPU per task; a local rank past several
+/// visible devices refused, `clip_dist::several_visible_problem`) and the
 /// collectives backend: NCCL on CUDA, the TCP backend on CPU (`--dist-backend gloo` picks it on
 /// GPUs too).
 fn dist_backend(p: &Params, world: &WorldInfo) -> Result<(Device, Backend)> {
     let device = match parse_device(&p.device)? {
         Device::Cuda(_) if world.world_size > 1 && !p.no_set_device_rank => {
+            if let Some(problem) = clip_dist::several_visible_problem_here(world.local_rank) {
+                bail!("--device {}: {problem}", p.device);
+            }
             let index = clip_dist::local_cuda_device_from_env(world.local_rank);
             parse_device(&format!("cuda:{index}"))?
         }
@@ -556,6 +562,7 @@ fn train_plan(
         p.batch_size,
         data.samples_per_epoch
     );
+    crate::fault::check_env()?;
     Ok(TrainPlan {
         summary,
         data: Arc::new(data),
@@ -571,6 +578,7 @@ fn train_plan(
             other => bail!("--grad-reduce-dtype {other}: expected fp32 or bf16"),
         },
         ddp_buckets: crate::ddp::BucketOptions::from_env(&|k| std::env::var(k).ok())?,
+        timed_steps: crate::timing::StepWindow::from_env()?,
         loss,
         log_every_n_steps: p.log_every_n_steps.max(1),
         profile_steps,

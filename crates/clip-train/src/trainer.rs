@@ -39,6 +39,7 @@ use crate::rundir::{self, Log};
 use crate::scaler::{GradScaler, ScalerState};
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
+use crate::timing::StepTimer;
 use crate::tool::profile::STEP_PREFIX;
 use torch_ext::profiler::{Profiler, Range};
 
@@ -132,6 +133,8 @@ struct Optimization {
     preempted: Arc<AtomicBool>,
     /// Where the batches go (webdataset's host buffers).
     host: HostMemory,
+    /// `CLIP_TRAIN_TIME_STEPS`' clock.
+    timer: Option<StepTimer>,
 }
 
 pub struct Trainer {
@@ -208,7 +211,9 @@ impl Trainer {
         }
         crate::device::apply_cuda_settings(plan.device)?;
         tch::manual_seed(plan.seed);
-        let vs = VarStore::new(plan.device);
+        // Initialised from the CPU generator and then moved: one seed, the same weights on any
+        // device (the CUDA generator draws other numbers).
+        let mut vs = VarStore::new(Device::Cpu);
         let model = build_model(
             &vs,
             &plan.model,
@@ -216,6 +221,7 @@ impl Trainer {
             &params.model,
             &mut metrics.log,
         )?;
+        vs.set_device(plan.device);
         let optimization = plan
             .train
             .map(|t| {
@@ -437,6 +443,7 @@ impl Trainer {
             test_nan_batch(&mut inputs, self.state.step + 1, self.world.rank);
             let done = self.train_step(&inputs, comm)?;
             batches.trained(micro.len());
+            self.time_step()?;
             // The host buffers go back to the ring: on the CPU nothing reads them any more; on
             // CUDA the ring waits for each one's copy event before it is written again.
             drop((inputs, micro));
@@ -490,6 +497,7 @@ impl Trainer {
     ) -> Result<Vec<DeviceBatch>> {
         let mut host = Vec::with_capacity(accum as usize);
         let data_range = Range::new("data");
+        let waiting = Instant::now();
         while host.len() < accum as usize {
             match batches.next_batch() {
                 Some(Ok(batch)) => host.push(batch),
@@ -501,11 +509,28 @@ impl Trainer {
             }
         }
         drop(data_range);
+        if let Some(t) = self.optimization.as_mut().and_then(|o| o.timer.as_mut()) {
+            t.waited_for_data(waiting.elapsed().as_secs_f64());
+        }
         let _r = Range::new("to_device");
         let (_, image_kind) = prefetch::image_kinds(self.precision);
         host.into_iter()
             .map(|b| prefetch::to_device(b, self.device, image_kind))
             .collect()
+    }
+
+    /// `CLIP_TRAIN_TIME_STEPS`: the timed window opens or closes after this step (its line in
+    /// the log).
+    fn time_step(&mut self) -> Result<()> {
+        let o = self.optimization.as_mut().expect("training run");
+        let line = match o.timer.as_mut() {
+            Some(t) => t.step_done(self.state.step)?,
+            None => None,
+        };
+        if let Some(line) = line {
+            self.metrics.log.info(&line);
+        }
+        Ok(())
     }
 
     /// Stops the run if a recorded step's loss was not finite on any rank (see [`Divergence`]).
@@ -804,6 +829,7 @@ impl Optimization {
         };
         Ok(Optimization {
             host,
+            timer: plan.timed_steps.map(|w| StepTimer::new(w, device)),
             plan,
             opt,
             scaler: precision

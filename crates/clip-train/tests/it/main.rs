@@ -8,10 +8,13 @@ mod flags;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod gpu_check;
+mod guards;
 mod optimizer;
 mod plan;
 mod prefetch;
 mod pretrained_image;
+#[path = "../../../../tests/support/procs.rs"]
+mod procs;
 mod profile;
 mod remote_sync;
 mod resume_data;

@@ -157,6 +157,30 @@ fn every_bad_flag_value_is_refused_before_anything_is_written() {
     }
 }
 
+/// The environment switches of the benchmarks and gpu-check's negative controls are checked
+/// like flags: a bad value is refused in one line naming the variable, exit 2, nothing written.
+#[test]
+fn bad_benchmark_and_fault_switches_are_refused_before_anything_is_written() {
+    let dir = crate::common::tempdir("plan-env-refusals");
+    for (var, value) in [
+        ("CLIP_TRAIN_FAULT", "skip-wait"),
+        ("CLIP_TRAIN_DELAY", "slow"),
+        ("CLIP_TRAIN_TIME_STEPS", "0:3"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
+            .args(BASE)
+            .current_dir(&dir)
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{var} wrote");
+    }
+}
+
 /// Starting a run whose directory already holds a log is refused (exit 2) and leaves it as it
 /// was; `--resume latest` continues it instead.
 #[test]
