@@ -1,5 +1,5 @@
 // The error convention of every torch-ext entry point (shim.cpp, optim.cpp, grad_hooks.cpp,
-// profiler.cpp, generator.cpp, cuda.cpp): no C++ exception crosses into Rust; a failure comes
+// profiler.cpp, generator.cpp, cuda.cpp, finite.cpp): no C++ exception crosses into Rust; a failure comes
 // back as a malloc'd message (freed by Rust with torch_ext_free), success as nullptr.
 #pragma once
 

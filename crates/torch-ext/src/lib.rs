@@ -5,6 +5,7 @@
 //! and CUDA streams and events ([`cuda`]; torch's current stream is the one NCCL runs on).
 
 pub mod cuda;
+pub mod finite;
 pub mod generator;
 pub mod grad_hooks;
 pub mod optim;
