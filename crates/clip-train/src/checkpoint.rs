@@ -295,6 +295,46 @@ fn state_of(path: &Path, meta: &HashMap<String, String>) -> Result<TrainState> {
         .with_context(|| format!("{}: unreadable training state", path.display()))
 }
 
+/// The first tensor holding a NaN or an inf, by name (an optimizer tensor with its
+/// `optimizer.` prefix), or None when all are finite: one fused check on the tensors' device (one
+/// host read); only when it fails, a look at each tensor to name the culprit.
+pub fn first_non_finite(
+    model: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
+) -> Result<Option<String>> {
+    let finite = |ts: &[&Tensor]| -> Result<bool> {
+        Ok(torch_ext::finite::all_finite(ts)?.int64_value(&[]) != 0)
+    };
+    let all: Vec<&Tensor> = model.iter().chain(optimizer).map(|(_, t)| t).collect();
+    if finite(&all)? {
+        return Ok(None);
+    }
+    let named = model.iter().map(|(k, t)| (k.clone(), t)).chain(
+        optimizer
+            .iter()
+            .map(|(k, t)| (format!("{OPTIMIZER_PREFIX}{k}"), t)),
+    );
+    for (k, t) in named {
+        if !finite(&[t])? {
+            return Ok(Some(k));
+        }
+    }
+    bail!("the tensors are not all finite, yet each one is")
+}
+
+/// [`load`], refusing a checkpoint whose weights or optimizer state hold a NaN or an inf: it
+/// cannot be trained on (`--resume latest` skips it as it skips a corrupt one).
+pub fn load_finite(path: &Path) -> Result<Loaded> {
+    let loaded = load(path)?;
+    if let Some(key) = first_non_finite(&loaded.model, &loaded.optimizer)? {
+        bail!(
+            "{}: not finite (NaN or inf in {key}): never resumed from",
+            path.display()
+        );
+    }
+    Ok(loaded)
+}
+
 /// Reads a checkpoint and verifies its checksum.
 pub fn load(path: &Path) -> Result<Loaded> {
     let meta = read_metadata(path)?;
@@ -370,11 +410,12 @@ pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `--resume latest`: the newest checkpoint in `dir` that verifies, with a warning (through
-/// `warn`) for each newer one skipped; None when there is none (start fresh, as OpenCLIP does).
+/// `--resume latest`: the newest checkpoint in `dir` that verifies and is finite
+/// ([`load_finite`]), with a warning (through `warn`) for each newer one skipped; None when
+/// there is none (start fresh, as OpenCLIP does).
 pub fn load_latest(dir: &Path, mut warn: impl FnMut(String)) -> Option<(PathBuf, Loaded)> {
     for p in candidates(dir) {
-        match load(&p) {
+        match load_finite(&p) {
             Ok(l) => return Some((p, l)),
             Err(e) => warn(format!("skipping checkpoint: {e:#}")),
         }

@@ -12,6 +12,7 @@ pub mod divergence;
 pub mod evaluator;
 pub mod loss;
 pub mod metrics;
+pub mod nonfinite;
 pub mod optimizer;
 pub mod params;
 pub mod plan;

@@ -8,6 +8,7 @@ mod flags;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod gpu_check;
+mod nonfinite;
 mod optimizer;
 mod plan;
 mod prefetch;
