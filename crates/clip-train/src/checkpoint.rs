@@ -348,6 +348,53 @@ fn state_of(path: &Path, meta: &HashMap<String, String>) -> Result<TrainState> {
         .with_context(|| format!("{}: unreadable training state", path.display()))
 }
 
+/// The first tensor holding a NaN or an inf, by name (an optimizer tensor with its
+/// `optimizer.` prefix), or None when all are finite. One fused check on the tensors' device and
+/// one host read: every floating tensor's 2-norm (fast, and finite only for a finite tensor); only
+/// a tensor whose 2-norm is not finite gets the exact look (its largest magnitude, which unlike
+/// the 2-norm does not overflow on finite values beyond ~1e19).
+pub fn first_non_finite(
+    model: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
+) -> Result<Option<String>> {
+    use torch_ext::finite::{norms, Norm};
+    let named: Vec<(Cow<str>, &Tensor)> = model
+        .iter()
+        .map(|(k, t)| (Cow::Borrowed(k.as_str()), t))
+        .chain(
+            optimizer
+                .iter()
+                .map(|(k, t)| (Cow::Owned(format!("{OPTIMIZER_PREFIX}{k}")), t)),
+        )
+        .filter(|(_, t)| t.is_floating_point())
+        .collect();
+    let tensors: Vec<&Tensor> = named.iter().map(|(_, t)| *t).collect();
+    let two = norms(&tensors, Norm::Two)?;
+    if tch::no_grad(|| two.isfinite().all()).int64_value(&[]) != 0 {
+        return Ok(None);
+    }
+    let two = Vec::<f32>::try_from(two.to_device(Device::Cpu))?;
+    for ((k, t), n) in named.iter().zip(two) {
+        if !n.is_finite() && !norms(&[t], Norm::Max)?.double_value(&[0]).is_finite() {
+            return Ok(Some(k.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// [`load`], refusing a checkpoint whose weights or optimizer state hold a NaN or an inf: it
+/// cannot be trained on (`--resume latest` skips it as it skips a corrupt one).
+pub fn load_finite(path: &Path) -> Result<Loaded> {
+    let loaded = load(path)?;
+    if let Some(key) = first_non_finite(&loaded.model, &loaded.optimizer)? {
+        bail!(
+            "{}: not finite (NaN or inf in {key}): never resumed from",
+            path.display()
+        );
+    }
+    Ok(loaded)
+}
+
 /// Reads a checkpoint and verifies its checksum.
 pub fn load(path: &Path) -> Result<Loaded> {
     let meta = read_metadata(path)?;
@@ -423,11 +470,12 @@ pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
-/// `--resume latest`: the newest checkpoint in `dir` that verifies, with a warning (through
-/// `warn`) for each newer one skipped; None when there is none (start fresh, as OpenCLIP does).
+/// `--resume latest`: the newest checkpoint in `dir` that verifies and is finite
+/// ([`load_finite`]), with a warning (through `warn`) for each newer one skipped; None when
+/// there is none (start fresh, as OpenCLIP does).
 pub fn load_latest(dir: &Path, mut warn: impl FnMut(String)) -> Option<(PathBuf, Loaded)> {
     for p in candidates(dir) {
-        match load(&p) {
+        match load_finite(&p) {
             Ok(l) => return Some((p, l)),
             Err(e) => warn(format!("skipping checkpoint: {e:#}")),
         }
@@ -471,5 +519,31 @@ mod tests {
         for (i, (c, s)) in copies.iter().zip(&sources).enumerate() {
             assert!(c.tensor.equal(&s.full_like(i as i64 + 1)), "{s:?}");
         }
+    }
+
+    fn named(name: &str, t: Tensor) -> (String, Tensor) {
+        (name.to_string(), t)
+    }
+
+    /// The culprit is named (an optimizer tensor with its prefix); finite tensors pass, also
+    /// those whose 2-norm overflows (elements near f32's largest).
+    #[test]
+    fn first_non_finite_names_the_culprit_and_passes_large_finite_values() {
+        let ones = |k: Kind| Tensor::ones([3, 2], (k, Device::Cpu));
+        let model = vec![
+            named("w", ones(Kind::Float)),
+            named("huge", Tensor::full([4], 3e38, (Kind::Float, Device::Cpu))),
+            named("b", ones(Kind::BFloat16)),
+        ];
+        let optimizer = vec![named("exp_avg.w", ones(Kind::Float))];
+        assert_eq!(first_non_finite(&model, &optimizer).unwrap(), None);
+        let _ = optimizer[0].1.get(1).get(0).fill_(f64::NAN);
+        let found = first_non_finite(&model, &optimizer).unwrap();
+        assert_eq!(found.as_deref(), Some("optimizer.exp_avg.w"));
+        let _ = model[2].1.get(2).get(1).fill_(f64::NEG_INFINITY);
+        assert_eq!(
+            first_non_finite(&model, &optimizer).unwrap().as_deref(),
+            Some("b")
+        );
     }
 }

@@ -14,6 +14,7 @@ pub mod evaluator;
 pub mod fault;
 pub mod loss;
 pub mod metrics;
+pub mod nonfinite;
 pub mod optimizer;
 pub mod params;
 pub mod plan;

@@ -30,6 +30,7 @@ use crate::ddp::{self, DistGather, GradBuckets};
 use crate::divergence::{Diverged, Divergence};
 use crate::evaluator::Evaluator;
 use crate::metrics::{peak_flops, LogStepValues, MetricsLogger, RunShape, StepReport};
+use crate::nonfinite::{self, SkippedSteps};
 use crate::optimizer::{clip_grad_norm, AdamW};
 use crate::plan::{ModelPlan, Plan, TrainPlan};
 use crate::precision::{Precision, Weights};
@@ -91,8 +92,8 @@ pub struct StepDone {
     pub loss: Tensor,
     /// The step's learning rate.
     pub lr: f64,
-    /// `--precision amp`'s found_inf (on the device, 1 when the update was skipped for inf/NaN
-    /// gradients); read only when the loss is not finite.
+    /// `--precision amp`'s found_inf (on the device, 1 when the loss scaler skipped the update
+    /// for inf/NaN gradients): a non-finite loss on such a step is not a divergence.
     pub skipped: Option<Tensor>,
 }
 
@@ -135,6 +136,8 @@ struct Optimization {
     host: HostMemory,
     /// `CLIP_TRAIN_TIME_STEPS`' clock.
     timer: Option<StepTimer>,
+    /// The streak of steps skipped for non-finite gradients, on the device.
+    skipped: SkippedSteps,
 }
 
 pub struct Trainer {
@@ -533,11 +536,25 @@ impl Trainer {
         Ok(())
     }
 
-    /// Stops the run if a recorded step's loss was not finite on any rank (see [`Divergence`]).
+    /// Stops the run if a recorded step's loss was not finite on any rank (see [`Divergence`]),
+    /// or if `CLIP_TRAIN_MAX_SKIPPED` steps in a row were skipped for non-finite gradients (see
+    /// [`SkippedSteps`]: every rank counts the same streak, so all stop at the same check).
     fn check_divergence(&mut self, comm: &dyn Collectives) -> Result<()> {
-        match self.divergence.check(comm)? {
+        if let Some(d) = self.divergence.check(comm)? {
+            return Err(self.diverged(d));
+        }
+        let streak = self.optimization.as_mut().and_then(|o| o.skipped.check());
+        match streak {
             None => Ok(()),
-            Some(d) => Err(self.diverged(d)),
+            Some(s) => {
+                self.checkpoints.wait(&mut self.metrics.log);
+                let msg = format!(
+                    "{s}: the run diverged, stopping; newest finite checkpoint: {}",
+                    self.checkpoints.newest_name()
+                );
+                self.metrics.log.error(&msg);
+                Err(anyhow::anyhow!(msg))
+            }
         }
     }
 
@@ -620,8 +637,12 @@ impl Trainer {
             .wrapping_add(self.state.step);
         let stream = self.world.rank as i64 * o.plan.accum_freq;
         let seed_of = |j: usize| base.wrapping_add((stream + j as i64).wrapping_mul(1_000_000_007));
+        let (scale, rank) = (
+            o.scaler.as_ref().map(|s| s.scale().shallow_clone()),
+            self.world.rank,
+        );
         let opts = StepOptions {
-            loss_scale: o.scaler.as_ref().map(|s| s.scale().shallow_clone()),
+            loss_scale: nonfinite::test_loss_scale(scale, self.state.step + 1, rank, self.device),
             ..o.step_opts
         };
         // The gradient average runs bucket by bucket during the backward (ddp::GradBuckets), so
@@ -635,23 +656,31 @@ impl Trainer {
             self.metrics.log.info(&line);
         }
         drop(allreduce_range);
-        // The loss scaler (amp): unscale before clipping; a step with inf/NaN gradients is
-        // skipped (every rank sees the same averaged gradients, so all skip together), decided
-        // on the device by found_inf, which AdamW's kernel and the scale update read.
+        // The loss scaler (amp): unscale before clipping. A step with inf/NaN gradients —
+        // amp's check, or a gradient norm that is not finite — is skipped (every rank sees the
+        // same averaged gradients, so all skip together), decided on the device by found_inf,
+        // which AdamW's kernel reads (and amp's own, the scale update).
         let clip_range = Range::new("clip_grad");
-        let found_inf = match &o.scaler {
+        let amp_inf = match &o.scaler {
             Some(s) => Some(s.unscale(&o.opt.params)?),
             None => None,
         };
-        if let Some(max) = o.plan.grad_clip_norm {
-            // The norm (on the device) is not logged: nothing reads it.
-            let _ = clip_grad_norm(&o.opt.params, max)?;
-        }
+        // The norm stays on the device: only its finiteness is used.
+        let norm = match o.plan.grad_clip_norm {
+            Some(max) => clip_grad_norm(&o.opt.params, max)?,
+            None => torch_ext::finite::grad_norm(&o.opt.tensors())?,
+        };
+        let found_inf = nonfinite::found_inf(&norm, amp_inf.as_ref());
         drop(clip_range);
         let _opt_range = Range::new("optimizer");
-        o.opt.step(lr, found_inf.as_ref())?;
-        if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &found_inf) {
+        o.opt.step(lr, Some(&found_inf))?;
+        if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &amp_inf) {
             s.update(inf);
+        }
+        o.skipped
+            .record(self.state.step + 1, self.state.epoch, &found_inf);
+        if let Some(first) = o.opt.params.first() {
+            nonfinite::test_nan_weight(self.state.step + 1, &first.tensor);
         }
         self.model.clamp_logit_scale();
         self.state.step += 1;
@@ -659,7 +688,7 @@ impl Trainer {
         Ok(StepDone {
             loss,
             lr,
-            skipped: found_inf,
+            skipped: amp_inf,
         })
     }
 
@@ -672,9 +701,13 @@ impl Trainer {
         comm: &dyn Collectives,
     ) -> Result<()> {
         let values = if let Some(loss) = loss {
+            // AdamW does not count a skipped step: the difference is the run's skipped steps
+            // (the same on every rank).
+            let o = self.optimization.as_ref().expect("training run");
             Some(LogStepValues {
                 global_loss: ddp::global_loss(comm, loss)?,
                 logit_scale: self.model.logit_scale.exp().double_value(&[]),
+                skipped_steps: self.state.step - o.opt.steps_taken(),
             })
         } else {
             None
@@ -830,6 +863,7 @@ impl Optimization {
         Ok(Optimization {
             host,
             timer: plan.timed_steps.map(|w| StepTimer::new(w, device)),
+            skipped: SkippedSteps::new(device, plan.max_skipped, precision.scales_loss()),
             plan,
             opt,
             scaler: precision

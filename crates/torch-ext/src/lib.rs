@@ -6,6 +6,7 @@
 //! host memory allocated as such, with copies that do not block the host ([`pinned`]).
 
 pub mod cuda;
+pub mod finite;
 pub mod generator;
 pub mod grad_hooks;
 pub mod optim;

@@ -9,6 +9,7 @@ mod flags;
 mod golden;
 mod gpu_check;
 mod guards;
+mod nonfinite;
 mod optimizer;
 mod plan;
 mod prefetch;

@@ -66,6 +66,14 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--train-num-samples", "0"], "--train-num-samples"),
     (&["--train-num-samples", "3"], "--train-num-samples 3"),
     (&["--image-mean", "0.1", "0.2"], "--image-mean"),
+    // Numbers that are not finite, or outside what torch's AdamW and the formulas accept: one
+    // case per rule here (each case costs a process start); NUMBER_CASES has the rest.
+    (&["--lr", "nan"], "--lr NaN: must be a finite number, at least 0"),
+    (&["--lr", "inf"], "--lr inf"),
+    (&["--lr", "-1"], "--lr -1"),
+    (&["--beta1", "1"], "--beta1 1: must be in [0, 1)"),
+    (&["--grad-clip-norm", "0"], "--grad-clip-norm 0: must be a finite number above 0"),
+    (&["--log-every-n-steps", "0"], "--log-every-n-steps 0: must be at least 1"),
     // Values the trainer does not implement.
     (&["--precision", "fp16"], "--precision fp16"),
     (&["--precision", "pure_fp16"], "--precision pure_fp16"),
@@ -129,6 +137,51 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--model", "vit_tiny_test", "--pretrained-image"], "--pretrained-image: model vit_tiny_test"),
     (&["--siglip", "--gather-with-grad"], "--gather-with-grad"),
 ];
+
+/// The other numeric refusals, checked in this process by `plan::validate` (the same refusal
+/// the process cases above turn into exit 2 with nothing written): each flag's value refused in
+/// one line naming it.
+#[rustfmt::skip]
+const NUMBER_CASES: &[(&[&str], &str)] = &[
+    (&["--beta1", "-0.1"], "--beta1 -0.1"),
+    (&["--beta2", "nan"], "--beta2 NaN"),
+    (&["--eps", "-0.1"], "--eps -0.1"),
+    (&["--eps", "inf"], "--eps inf"),
+    (&["--wd", "-0.1"], "--wd -0.1"),
+    (&["--wd", "nan"], "--wd NaN"),
+    (&["--grad-clip-norm", "-1"], "--grad-clip-norm -1"),
+    (&["--grad-clip-norm", "inf"], "--grad-clip-norm inf"),
+    (&["--lr-cooldown-end", "-0.5"], "--lr-cooldown-end -0.5"),
+    (&["--lr-cooldown-power", "nan"], "--lr-cooldown-power NaN"),
+    (&["--lr-cooldown-power", "-1"], "--lr-cooldown-power -1"),
+    (&["--lr-scheduler", "const-cooldown", "--epochs-cooldown", "-1"], "--epochs-cooldown -1"),
+    (&["--coca-caption-loss-weight", "nan"], "--coca-caption-loss-weight NaN"),
+    (&["--coca-contrastive-loss-weight", "-1"], "--coca-contrastive-loss-weight -1"),
+    (&["--force-patch-dropout", "nan"], "--force-patch-dropout"),
+    (&["--save-frequency", "-1"], "--save-frequency -1"),
+    (&["--zeroshot-frequency", "-2"], "--zeroshot-frequency -2"),
+    (&["--val-frequency", "-1"], "--val-frequency -1"),
+    (&["--val-num-samples", "0"], "--val-num-samples 0"),
+    (&["--image-std", "nan"], "--image-mean/--image-std"),
+    (&["--image-mean", "inf"], "--image-mean/--image-std"),
+];
+
+#[test]
+fn every_numeric_flag_must_be_finite_and_in_range() {
+    for (extra, culprit) in NUMBER_CASES {
+        let argv = [&["clip-train"][..], BASE, extra].concat();
+        let params = clip_train::params::parse(argv).unwrap();
+        let Err(e) = clip_train::plan::validate(params) else {
+            panic!("{extra:?} was accepted");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains(culprit),
+            "{extra:?} must name {culprit:?}: {msg}"
+        );
+        assert!(!msg.contains('\n'), "{extra:?}: {msg}");
+    }
+}
 
 #[test]
 fn every_bad_flag_value_is_refused_before_anything_is_written() {
