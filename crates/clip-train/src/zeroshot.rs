@@ -117,23 +117,25 @@ impl EvalOptions {
 /// The zero-shot classifier `[D, 1000]`: per class, the normalised mean of the normalised text
 /// features of its 80 prompts (`build_zero_shot_classifier`).
 pub fn build_classifier(model: &Clip, opts: &EvalOptions) -> Result<Tensor> {
-    let parts = classifier_parts(model, opts, (0, 1))?;
-    Ok(Tensor::cat(&parts, 1))
+    classifier_parts(model, opts, (0, 1))
 }
 
 /// The classifier's columns for the groups of [`CLASSES_PER_BATCH`] classes `g` with
-/// `g % world == rank`, one `[D, 10]` tensor per group in order: a group's columns do not depend
-/// on the others, so the ranks can share the 80 000 prompts.
+/// `g % world == rank`, in order, as one `[D, classes]` tensor: a group's columns do not depend
+/// on the others, so the ranks can share the 80 000 prompts. Past 100 ranks some ranks have no
+/// group and hold `[D, 0]`. The columns are in `opts.input_kind`, the kind the features meet them
+/// in (under autocast the matmul casts both to the same half kind, exactly), so every rank,
+/// an empty one too, gathers the same dtype.
 fn classifier_parts(
     model: &Clip,
     opts: &EvalOptions,
     (rank, world): (usize, usize),
-) -> Result<Vec<Tensor>> {
+) -> Result<Tensor> {
     let tokenizer = Tokenizer::new();
     let ctx = model.config().text.context_length;
     let n_templates = OPENAI_IMAGENET_TEMPLATES.len() as i64;
     let _ac = opts.autocast()?;
-    Ok(tch::no_grad(|| -> Vec<Tensor> {
+    let parts = tch::no_grad(|| -> Vec<Tensor> {
         IMAGENET_CLASSNAMES
             .chunks(CLASSES_PER_BATCH)
             .enumerate()
@@ -159,29 +161,36 @@ fn classifier_parts(
                     None,
                 );
                 let emb = &emb / emb.norm_scalaropt_dim(2, [1i64], true);
-                emb.tr()
+                emb.tr().to_kind(opts.input_kind)
             })
             .collect()
-    }))
+    });
+    Ok(match parts.is_empty() {
+        true => Tensor::zeros(
+            [model.config().embed_dim, 0],
+            (opts.input_kind, opts.device),
+        ),
+        false => Tensor::cat(&parts, 1),
+    })
 }
 
 /// The whole classifier on every rank of `comm`, each rank encoding its share of the class
 /// groups ([`gather_classifier`] puts them together).
 fn shared_classifier(model: &Clip, opts: &EvalOptions, comm: &dyn Collectives) -> Result<Tensor> {
-    let parts = classifier_parts(model, opts, (comm.rank(), comm.world_size()))?;
-    gather_classifier(&parts, comm)
+    let part = classifier_parts(model, opts, (comm.rank(), comm.world_size()))?;
+    gather_classifier(&part, comm)
 }
 
-/// The classifier `[D, 1000]` on every rank from each rank's `parts` (its groups `g` with
-/// `g % world == rank`, `[D, classes]` each, in order): the columns travel as rows over the
-/// collectives (one all-gather of every rank's, padded to the longest share; never the store)
-/// and are put back in class order, the same bits a single process computes.
-pub fn gather_classifier(parts: &[Tensor], comm: &dyn Collectives) -> Result<Tensor> {
+/// The classifier `[D, 1000]` on every rank from each rank's `part` (the columns of its groups
+/// `g` with `g % world == rank`, in order; `[D, 0]` for a rank with none): the columns travel
+/// as rows over the collectives (one all-gather of every rank's, padded to the longest share;
+/// never the store) and are put back in class order, the same bits a single process computes.
+pub fn gather_classifier(part: &Tensor, comm: &dyn Collectives) -> Result<Tensor> {
     let world = comm.world_size();
     if world == 1 {
-        return Ok(Tensor::cat(parts, 1));
+        return Ok(part.shallow_clone());
     }
-    let mine = Tensor::cat(parts, 1).tr().contiguous();
+    let mine = part.tr().contiguous();
     let by_rank = crate::ddp::all_gather_rows(comm, &[&mine])?;
     let n = IMAGENET_CLASSNAMES.len();
     let groups = n.div_ceil(CLASSES_PER_BATCH);

@@ -256,7 +256,7 @@ struct RankSim {
     position: DataPosition,
     weights: Vec<(String, Tensor)>,
     share: val::Share,
-    classifier_parts: Vec<Tensor>,
+    classifier_part: Tensor,
     embed_dim: i64,
     /// This rank's evaluation batches (its heartbeats).
     eval_batches: usize,
@@ -276,7 +276,7 @@ impl RankSim {
             position: data_position(world, args),
             weights: vec![("logit_scale".into(), Tensor::from(4.6f32))],
             share,
-            classifier_parts: classifier_parts(world, args.embed_dim),
+            classifier_part: classifier_part(world, args.embed_dim),
             embed_dim: args.embed_dim,
             eval_batches,
         }
@@ -339,7 +339,7 @@ impl RankSim {
             dist.heartbeat(self.step as u64)?;
         }
         let all = val::in_order(&self.share, comm, self.embed_dim, Device::Cpu)?;
-        let classifier = zeroshot::gather_classifier(&self.classifier_parts, comm)?;
+        let classifier = zeroshot::gather_classifier(&self.classifier_part, comm)?;
         if classifier.size() != [self.embed_dim, 1000] || all.images.size()[1] != self.embed_dim {
             bail!(
                 "gathered {:?} classifier and {:?} features",
@@ -387,12 +387,12 @@ fn val_share(world: WorldInfo, args: &Args) -> val::Share {
 }
 
 /// The zero-shot classifier's columns this rank computes: groups of 10 classes `g` with
-/// `g % W == rank` (as `zeroshot::classifier_parts` shares them).
-fn classifier_parts(world: WorldInfo, dim: i64) -> Vec<Tensor> {
-    (0..100)
+/// `g % W == rank` (as `zeroshot::classifier_parts` shares them; none past rank 99).
+fn classifier_part(world: WorldInfo, dim: i64) -> Tensor {
+    let groups = (0..100)
         .filter(|g| g % world.world_size == world.rank)
-        .map(|_| Tensor::randn([dim, 10], (Kind::Float, Device::Cpu)))
-        .collect()
+        .count() as i64;
+    Tensor::randn([dim, 10 * groups], (Kind::Float, Device::Cpu))
 }
 
 /// A webdataset position mid-epoch: `args.workers` streams, each with `args.waiting` members

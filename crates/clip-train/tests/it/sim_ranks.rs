@@ -70,3 +70,13 @@ fn store_requests_per_step_grow_at_most_linearly_with_the_world() {
         "an evaluation at 64 ranks moved {eval} bytes through the store ({features} of features)"
     );
 }
+
+/// Past 100 ranks some ranks encode none of the zero-shot classifier's 100 class groups and
+/// most run no validation batch: they still take part in every gather (an empty share of the
+/// dtype the others send) and every rank checks it got the whole `[768, 1000]` classifier.
+#[test]
+fn ranks_without_classifier_groups_or_val_batches_take_part() {
+    let rows = simulate("101", &["--steps", "3", "--val-samples", "64"]);
+    let eval = &rows[&(101, "evaluation".to_string())];
+    assert!(eval["steps"].as_u64().unwrap() >= 3, "{eval}");
+}
