@@ -317,7 +317,7 @@ impl Remote {
             let dest = dir.join(Path::new(&rel).file_name()?);
             let fetched = self
                 .fetch(&rel, &dest)
-                .and_then(|()| checkpoint::load(&dest));
+                .and_then(|()| checkpoint::load_finite(&dest));
             match fetched {
                 Ok(loaded) => {
                     log.info(&format!(

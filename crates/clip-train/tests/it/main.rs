@@ -8,12 +8,16 @@ mod flags;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod gpu_check;
+mod guards;
+mod nonfinite;
 mod optim_golden;
 mod optim_train;
 mod optimizer;
 mod plan;
 mod prefetch;
 mod pretrained_image;
+#[path = "../../../../tests/support/procs.rs"]
+mod procs;
 mod profile;
 mod remote_sync;
 mod resume_data;
@@ -21,6 +25,7 @@ mod resume_data;
 mod s3_server;
 mod scheduler;
 mod siglip;
+mod sim_ranks;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
 mod slurm;
