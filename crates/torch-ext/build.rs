@@ -20,6 +20,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/profiler.cpp");
     println!("cargo:rerun-if-changed=src/generator.cpp");
     println!("cargo:rerun-if-changed=src/cuda.cpp");
+    println!("cargo:rerun-if-changed=src/storage.cpp");
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -34,6 +35,7 @@ fn main() {
         .file("src/profiler.cpp")
         .file("src/generator.cpp")
         .file("src/cuda.cpp")
+        .file("src/storage.cpp")
         .compile("torch_ext_shim");
     // This crate's own tests need the rpath too.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());

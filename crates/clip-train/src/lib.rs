@@ -10,6 +10,7 @@ pub mod ddp;
 pub mod device;
 pub mod divergence;
 pub mod evaluator;
+pub mod fsdp;
 pub mod loss;
 pub mod metrics;
 pub mod optimizer;

@@ -10,6 +10,7 @@ pub mod grad_hooks;
 pub mod optim;
 pub mod pickle;
 pub mod profiler;
+pub mod storage;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;
