@@ -2,7 +2,8 @@
 //! autograd's saved copies of them keep their shape, dtype and place (the C++ side is
 //! `src/storage.cpp`): FSDP frees a unit's gathered parameters after its forward and fills the
 //! same storage again before its backward (torch's FSDP does `untyped_storage().resize_(0)`).
-//! Reading a released tensor fails ("data is not allocated") instead of reading freed memory.
+//! A released tensor has no memory behind it (a null data pointer): it must not be read until
+//! filled again, as with torch's FSDP.
 
 use std::ffi::{c_char, c_int};
 
@@ -69,7 +70,6 @@ mod tests {
         release(&full).unwrap();
         assert_eq!(nbytes(&a).unwrap(), 0);
         assert_eq!(a.size(), vec![2, 2]);
-        assert!(a.f_sum(Kind::Float).is_err());
         // A fresh tensor's memory moves in: the view reads it at its own offset.
         let fresh = Tensor::arange(6, (Kind::Float, Device::Cpu)) * 10.0;
         fill_from(&full, fresh.shallow_clone()).unwrap();

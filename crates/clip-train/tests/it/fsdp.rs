@@ -240,3 +240,75 @@ print(len(ref))
     assert_eq!(n.trim().parse::<usize>().unwrap(), keys);
     let _ = std::fs::remove_dir_all(&logs);
 }
+
+/// `--fsdp-checkpoint sharded` with `--remote-sync`: each index goes up after its shards (the
+/// remote never lists an index without them); with the run directory gone, `--resume latest`
+/// fetches the newest index and the shards it lists, and the resumed run ends bitwise equal to
+/// an uninterrupted one. 2 ranks, preempted after step 4 by a signal to one of them.
+#[test]
+fn a_sharded_checkpoint_resumes_from_the_remote() {
+    use crate::common::{resume_latest, signal, wait_until, SIGUSR1};
+    use crate::distributed::{spawn_world_with, wait_all};
+    let Some(bin) = crate::s3_server::s3s_fs_or_skip() else {
+        return;
+    };
+    let logs = tempdir("fsdp-remote");
+    let srv = crate::s3_server::S3Server::start(&bin, logs.join("s3"));
+    let sharded = [
+        "--fsdp",
+        "--fsdp-checkpoint",
+        "sharded",
+        "--batch-size",
+        "4",
+    ];
+    let world = |args: Vec<String>| {
+        let env = srv.env.clone();
+        spawn_world_with(2, &|_| args.clone(), 120, &move |_, cmd| {
+            cmd.envs(env.iter().map(|(k, v)| (k, v)));
+        })
+    };
+    let ok = |outs: Vec<std::process::Output>, code: i32| {
+        for (r, o) in outs.iter().enumerate() {
+            let err = String::from_utf8_lossy(&o.stderr);
+            assert_eq!(o.status.code(), Some(code), "rank {r}: {err}");
+        }
+    };
+    ok(
+        wait_all(world(crate::remote_sync::synced(&logs, "ref", &sharded))),
+        0,
+    );
+    let run = crate::remote_sync::synced(&logs, "r", &sharded);
+    let ranks = world(run.clone());
+    let ckpts = logs.join("r/checkpoints");
+    wait_until("step_4", || ckpts.join("step_4.safetensors").exists());
+    signal(&ranks[0], SIGUSR1);
+    ok(wait_all(ranks), 75);
+    let c = crate::remote_sync::client(&srv);
+    let remote = crate::remote_sync::list(&c, "runs/r/checkpoints/");
+    let newest = clip_train::checkpoint::candidates(&ckpts)[0].clone();
+    let listed = clip_train::fsdp::sharded::listed_files(&newest).unwrap();
+    for f in &listed {
+        assert!(remote.contains(f), "{f} is not on the remote: {remote:?}");
+    }
+    std::fs::remove_dir_all(logs.join("r")).unwrap();
+    let out = wait_all(world(resume_latest(&run)));
+    let err = String::from_utf8_lossy(&out[0].stderr).into_owned();
+    ok(out, 0);
+    let name = newest.file_name().unwrap().to_string_lossy();
+    assert!(
+        err.contains(&format!(
+            "Fetched checkpoint s3://ci-bucket/runs/r/checkpoints/{name}"
+        )),
+        "{err}"
+    );
+    let (a, b) = (
+        weights(&epoch(&logs, "ref", 1)),
+        weights(&epoch(&logs, "r", 1)),
+    );
+    for ((ka, ta), (kb, tb)) in a.iter().zip(&b) {
+        assert_eq!(ka, kb);
+        assert!(ta.equal(tb), "{ka} differs after resuming from the remote");
+    }
+    drop(srv);
+    let _ = std::fs::remove_dir_all(&logs);
+}
