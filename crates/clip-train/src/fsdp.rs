@@ -34,6 +34,7 @@ mod layout;
 mod runtime;
 pub mod sharded;
 mod state;
+mod subgroup;
 
 use std::sync::Arc;
 
@@ -48,6 +49,7 @@ use crate::params::Params;
 use crate::precision::Precision;
 use layout::Group;
 use runtime::{Ordered, Runtime, Settings, UnitRt};
+use subgroup::SubGroup;
 
 /// `--fsdp-checkpoint`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,9 +114,6 @@ impl FsdpPlan {
         if p.fsdp_offload_cpu {
             bail!("not supported yet: --fsdp-offload-cpu");
         }
-        if shard_size != w {
-            bail!("not supported yet: --fsdp-shard-size");
-        }
         Ok(Some(FsdpPlan {
             reshard_after_forward: !p.fsdp_no_reshard_after_forward,
             offload_cpu: p.fsdp_offload_cpu,
@@ -125,29 +124,79 @@ impl FsdpPlan {
     }
 }
 
-/// Which ranks share shards: this rank's place in its shard group.
+/// Which ranks share shards: shard groups of `ranks` consecutive ranks (all of them, unless
+/// `--fsdp-shard-size`), each a replica of the others.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Topology {
     /// Ranks per shard group.
     pub ranks: usize,
     /// This rank's index in its shard group.
     pub rank: usize,
+    /// The world size and this rank's global rank.
+    world: usize,
+    global: usize,
 }
 
 impl Topology {
-    /// Every rank's `t` concatenated in shard-group order.
-    fn all_gather(&self, comm: &dyn Collectives, t: &Tensor) -> Result<Tensor> {
-        Ok(comm.all_gather(t)?)
+    fn new(ranks: usize, world: &WorldInfo) -> Topology {
+        Topology {
+            ranks,
+            rank: world.rank % ranks,
+            world: world.world_size,
+            global: world.rank,
+        }
     }
 
-    /// `t` (`[R·S]`) averaged over all ranks, this rank's S elements of it.
+    fn hybrid(&self) -> bool {
+        self.ranks != self.world
+    }
+
+    /// This rank's shard group.
+    fn shard_group<'a>(&self, comm: &'a dyn Collectives) -> SubGroup<'a> {
+        let first = self.global - self.rank;
+        SubGroup::new(comm, (first..first + self.ranks).collect())
+    }
+
+    /// The ranks holding the same shard as this one, one per shard group.
+    fn replicas<'a>(&self, comm: &'a dyn Collectives) -> SubGroup<'a> {
+        let members = (0..self.world / self.ranks).map(|g| g * self.ranks + self.rank);
+        SubGroup::new(comm, members.collect())
+    }
+
+    /// Every rank's `t` concatenated in shard-group order.
+    fn all_gather(&self, comm: &dyn Collectives, t: &Tensor) -> Result<Tensor> {
+        match (self.hybrid(), self.ranks) {
+            (false, _) => Ok(comm.all_gather(t)?),
+            (true, 1) => Ok(t.copy()),
+            (true, _) => self.shard_group(comm).all_gather(t),
+        }
+    }
+
+    /// `t` (`[R·S]`) averaged over all ranks, this rank's S elements of it: hybrid, summed
+    /// within the shard group (reduce-scatter), then across the groups (all-reduce).
     fn reduce_mean(&self, comm: &dyn Collectives, t: &Tensor) -> Result<Tensor> {
-        Ok(comm.reduce_scatter(t, ReduceOp::Mean)?)
+        if !self.hybrid() {
+            return Ok(comm.reduce_scatter(t, ReduceOp::Mean)?);
+        }
+        let mine = match self.ranks {
+            1 => t.copy(),
+            _ => self.shard_group(comm).reduce_scatter_sum(t)?,
+        };
+        let sum = self.replicas(comm).all_reduce_sum(&mine)?;
+        Ok(tch::no_grad(|| sum / self.world as f64))
     }
 
     /// `t` summed over the ranks of the shard group (in place).
     fn sum_over_shards(&self, comm: &dyn Collectives, t: &mut Tensor) -> Result<()> {
-        Ok(comm.all_reduce(t, ReduceOp::Sum)?)
+        match (self.hybrid(), self.ranks) {
+            (false, _) => comm.all_reduce(t, ReduceOp::Sum)?,
+            (true, 1) => {}
+            (true, _) => {
+                let sum = self.shard_group(comm).all_reduce_sum(t)?;
+                tch::no_grad(|| t.copy_(&sum));
+            }
+        }
+        Ok(())
     }
 }
 
@@ -178,10 +227,7 @@ impl Fsdp {
     /// the hooks; from here on its units' parameters hold values only while gathered.
     pub fn new(model: &Clip, plan: &FsdpPlan, world: &WorldInfo, reduce: Kind) -> Result<Fsdp> {
         let initial_checksum = crate::ddp::weights_checksum(model.named_parameters());
-        let topology = Topology {
-            ranks: plan.shard_size,
-            rank: world.rank % plan.shard_size,
-        };
+        let topology = Topology::new(plan.shard_size, world);
         let device = model.logit_scale.device();
         let shard_device = if plan.offload_cpu {
             Device::Cpu
