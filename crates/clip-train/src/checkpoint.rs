@@ -192,8 +192,9 @@ impl Snapshot {
         Self::made(model, optimizer, state, HostTensor::copy_of)
     }
 
-    /// A snapshot of tensors nothing else writes (copies made for it, e.g. gathered shards):
-    /// contiguous CPU tensors are taken as they are, without a second copy.
+    /// A snapshot of tensors nothing writes while it lives (copies made for it — gathered
+    /// shards —, or shards written before training goes on): contiguous CPU tensors are taken
+    /// as they are, without a copy.
     pub fn of_copies(
         model: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],

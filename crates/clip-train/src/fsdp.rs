@@ -111,8 +111,8 @@ impl FsdpPlan {
                 bail!("--fsdp-shard-size {n}: must be at least 1 and divide the world size {w}")
             }
         };
-        if p.fsdp_offload_cpu {
-            bail!("not supported yet: --fsdp-offload-cpu");
+        if p.fsdp_offload_cpu && precision.scales_loss() {
+            bail!("not supported yet: --fsdp-offload-cpu with --precision amp (the loss scaler's inf check lives on the GPU, the optimizer step on the host)");
         }
         Ok(Some(FsdpPlan {
             reshard_after_forward: !p.fsdp_no_reshard_after_forward,
@@ -200,6 +200,37 @@ impl Topology {
     }
 }
 
+/// On the CPU, FSDP frees and allocates unit-sized buffers all the time (gathered parameters,
+/// full gradients), of sizes glibc's dynamic mmap threshold soon serves from the heap, where
+/// freed memory stays in the process: the resident size would creep back to the whole model's.
+/// A fixed threshold of 1 MiB (`M_MMAP_THRESHOLD`, also `MALLOC_MMAP_THRESHOLD_`) maps every such
+/// buffer on its own, so freeing it returns it; and the memory of the whole model, freed by the
+/// sharding, goes back now (`malloc_trim`). GPU memory stays in torch's caching allocator.
+fn host_memory_returns_to_the_system() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
+        extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+            fn malloc_trim(pad: usize) -> std::ffi::c_int;
+        }
+        // SAFETY: glibc's allocator settings and trimming; neither has preconditions.
+        unsafe {
+            mallopt(M_MMAP_THRESHOLD, 1 << 20);
+            malloc_trim(0);
+        }
+    }
+}
+
+/// A host copy of `t` (pinned when the model computes on a GPU, so copies run at DMA speed).
+pub(crate) fn host(t: &Tensor, device: Device) -> Tensor {
+    let copy = t.detach().to_device(Device::Cpu).copy();
+    match device {
+        Device::Cuda(_) => copy.pin_memory(device),
+        _ => copy,
+    }
+}
+
 /// The dtypes of `params`, in order of first appearance: a unit's groups.
 fn kinds_of(params: &[(String, Tensor)]) -> Vec<Kind> {
     let mut kinds: Vec<Kind> = vec![];
@@ -216,6 +247,9 @@ pub struct Fsdp {
     rt: Arc<Runtime>,
     /// `logit_scale` / `logit_bias`: whole on every rank, gradients all-reduced.
     replicated: Vec<(String, Tensor)>,
+    /// `--fsdp-offload-cpu`: host copies of the replicated scalars, which AdamW steps on the host
+    /// with the shards (copied from the model's before each step, back after the update).
+    masters: Vec<Tensor>,
     /// CRC-32 of the whole model's weights before sharding (every rank's must agree).
     pub initial_checksum: u32,
     plan: FsdpPlan,
@@ -262,15 +296,26 @@ impl Fsdp {
         };
         let rt = Runtime::new(units, settings)?;
         model.set_unit_hooks(Some(rt.clone() as Hooks));
-        let replicated = model
+        if device == Device::Cpu {
+            host_memory_returns_to_the_system();
+        }
+        let replicated: Vec<(String, Tensor)> = model
             .named_parameters()
             .iter()
             .filter(|(k, _)| k == "logit_scale" || k == "logit_bias")
             .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect();
+        let masters = match plan.offload_cpu {
+            true => replicated
+                .iter()
+                .map(|(_, t)| host(t, device).set_requires_grad(true))
+                .collect(),
+            false => vec![],
+        };
         Ok(Fsdp {
             rt,
             replicated,
+            masters,
             initial_checksum,
             plan: plan.clone(),
             world: world.world_size,
@@ -308,10 +353,12 @@ impl Fsdp {
             .iter()
             .map(|(k, t, ..)| (k.clone(), t.shallow_clone()))
             .collect();
+        let scalars = self.stepped_scalars();
         named.extend(
             self.replicated
                 .iter()
-                .map(|(k, t)| (k.clone(), t.shallow_clone())),
+                .zip(scalars)
+                .map(|((k, _), t)| (k.clone(), t.shallow_clone())),
         );
         let mut opt = AdamW::new(&named, config);
         for (param, (_, _, decay, m, v)) in opt.params.iter_mut().zip(pieces) {
@@ -337,6 +384,10 @@ impl Fsdp {
         self.rt.begin_step()?;
         let tensors: Vec<&Tensor> = self.replicated.iter().map(|(_, t)| t).collect();
         torch_ext::optim::set_grads_to_none(&tensors)?;
+        // The model's scalars may have changed since the update (the logit_scale clamp).
+        for (m, (_, t)) in self.masters.iter().zip(&self.replicated) {
+            tch::no_grad(|| m.shallow_clone().f_copy_(t))?;
+        }
         let out = {
             let _scope = self.rt.scope(comm);
             let ordered = Ordered {
@@ -356,7 +407,31 @@ impl Fsdp {
             comm.all_reduce(&mut wide, ReduceOp::Mean)?;
             tch::no_grad(|| g.copy_(&wide));
         }
+        for (m, (_, t)) in self.masters.iter().zip(&self.replicated) {
+            let g = t.grad();
+            if g.defined() {
+                torch_ext::grad_hooks::set_grad(m, &g.to_device(Device::Cpu))?;
+            }
+        }
         Ok(out)
+    }
+
+    /// The tensors AdamW steps for the replicated scalars: the model's, or with
+    /// `--fsdp-offload-cpu` their host copies.
+    fn stepped_scalars(&self) -> Vec<&Tensor> {
+        match self.masters.is_empty() {
+            true => self.replicated.iter().map(|(_, t)| t).collect(),
+            false => self.masters.iter().collect(),
+        }
+    }
+
+    /// After AdamW's update: with `--fsdp-offload-cpu`, the model's scalars take their host
+    /// copies' new values (the shards need nothing: the next gather reads them).
+    pub fn after_step(&self) -> Result<()> {
+        for (m, (_, t)) in self.masters.iter().zip(&self.replicated) {
+            tch::no_grad(|| t.shallow_clone().f_copy_(m))?;
+        }
+        Ok(())
     }
 
     /// `--grad-clip-norm`: scales every gradient (the shards' and the replicated scalars') by
@@ -374,9 +449,9 @@ impl Fsdp {
             .collect();
         drop(inner);
         let replicated: Vec<Tensor> = self
-            .replicated
-            .iter()
-            .map(|(_, t)| t.grad())
+            .stepped_scalars()
+            .into_iter()
+            .map(Tensor::grad)
             .filter(Tensor::defined)
             .collect();
         let squares = |ts: &[Tensor]| {
@@ -573,6 +648,14 @@ impl GradSync {
         match self {
             GradSync::Ddp(_) => Ok(found_inf),
             GradSync::Fsdp(f) => f.agree_found_inf(found_inf, comm),
+        }
+    }
+
+    /// After the optimizer's update (see [`Fsdp::after_step`]).
+    pub fn after_step(&self) -> Result<()> {
+        match self {
+            GradSync::Ddp(_) => Ok(()),
+            GradSync::Fsdp(f) => f.after_step(),
         }
     }
 

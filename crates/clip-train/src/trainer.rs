@@ -643,6 +643,7 @@ impl Trainer {
         drop(clip_range);
         let _opt_range = Range::new("optimizer");
         o.opt.step(lr, found_inf.as_ref())?;
+        o.buckets.after_step()?;
         if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &found_inf) {
             s.update(inf);
         }

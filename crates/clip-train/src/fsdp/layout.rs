@@ -134,11 +134,12 @@ impl Group {
             true => shard_len,
             false => 0,
         };
-        let opts = (storage, shard_device);
-        let shard = full
-            .narrow(0, rank as i64 * shard_len, shard_len)
-            .to_device(shard_device)
-            .copy();
+        let place = |t: Tensor| match shard_device == device {
+            true => t,
+            false => super::host(&t, device),
+        };
+        let opts = (storage, device);
+        let shard = place(full.narrow(0, rank as i64 * shard_len, shard_len).copy());
         drop(full);
         let full = Tensor::empty([shard_len * ranks as i64], (gather, device));
         tch::no_grad(|| {
@@ -154,9 +155,9 @@ impl Group {
             shard_len,
             storage,
             gather,
-            grad: Tensor::zeros([moments], opts),
-            exp_avg: Tensor::zeros([moments], opts),
-            exp_avg_sq: Tensor::zeros([moments], opts),
+            grad: place(Tensor::zeros([moments], opts)),
+            exp_avg: place(Tensor::zeros([moments], opts)),
+            exp_avg_sq: place(Tensor::zeros([moments], opts)),
             shard,
             full,
         })

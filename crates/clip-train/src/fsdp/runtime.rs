@@ -369,18 +369,21 @@ impl Runtime {
                 parts.push(Tensor::zeros([pad], (reduce, gr_device(g))));
                 Tensor::cat(&parts, 0)
             });
-            let mine = self.settings.topology.reduce_mean(comm, &flat)?;
-            tch::no_grad(|| {
-                let mine = mine.to_device(g.grad.device()).to_kind(g.storage);
-                let _ = g.grad.shallow_clone().g_add_(&mine);
-            });
+            // The full gradients go before the collective: only the flat copy stays.
             if let Some((_, comm_stream)) = &cuda {
                 for gr in grads.iter().filter(|g| g.defined()) {
                     record_stream(gr, comm_stream)?;
                 }
             }
+            drop(grads);
             let tensors: Vec<&Tensor> = g.params.iter().map(|p| &p.tensor).collect();
             torch_ext::optim::set_grads_to_none(&tensors)?;
+            let mine = self.settings.topology.reduce_mean(comm, &flat)?;
+            drop(flat);
+            tch::no_grad(|| {
+                let mine = mine.to_device(g.grad.device()).to_kind(g.storage);
+                let _ = g.grad.shallow_clone().g_add_(&mine);
+            });
         }
         unit.reductions += 1;
         unit.in_backward = false;

@@ -122,7 +122,9 @@ pub(super) fn save(
         let path = shards.join(name(rank));
         let written = std::fs::create_dir_all(&shards)
             .map_err(anyhow::Error::from)
-            .and_then(|()| Snapshot::take(&model, &optimizer, state)?.write(&path))
+            // Written before training goes on: the shards themselves, no copy (on a GPU, host
+            // copies).
+            .and_then(|()| Snapshot::of_copies(&model, &optimizer, state)?.write(&path))
             .and_then(|()| Ok(std::fs::metadata(&path)?.len()));
         match written {
             Ok(bytes) => format!("ok {bytes}"),

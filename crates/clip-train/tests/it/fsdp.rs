@@ -24,10 +24,11 @@ fn epoch(logs: &Path, name: &str, n: usize) -> PathBuf {
     logs.join(format!("{name}/checkpoints/epoch_{n}.safetensors"))
 }
 
-/// DDP on 1 rank × 8 against `--fsdp` on 2 × 4 and 4 × 2, `--accum-freq 2` and
-/// `--grad-checkpointing` (each micro-batch's backward gathers every unit again for the
-/// recompute and reduce-scatters its gradients), both image towers: the same losses and
-/// weights within 1e-5, the same three updates within 1e-3 (as DDP's own world sizes agree).
+/// DDP on 1 rank × 8 against `--fsdp` on 2 × 4 and 4 × 2, and hybrid on 4 × 2 (two groups of
+/// 2 shards: `--fsdp-shard-size 2`), `--accum-freq 2` and `--grad-checkpointing` (each
+/// micro-batch's backward gathers every unit again for the recompute and reduce-scatters its
+/// gradients), both image towers: the same losses and weights within 1e-5, the same three
+/// updates within 1e-3 (as DDP's own world sizes agree).
 #[test]
 fn fsdp_on_2_and_4_ranks_trains_like_ddp_on_1() {
     let logs = tempdir("fsdp-equiv");
@@ -61,8 +62,13 @@ fn fsdp_on_2_and_4_ranks_trains_like_ddp_on_1() {
         let ddp = run(1, "ddp1", &[]);
         let losses = logged_losses(&logs.join(&ddp));
         assert_eq!(losses.len(), 3);
-        for world in [2, 4] {
-            let fsdp = run(world, &format!("fsdp{world}"), &["--fsdp"]);
+        let hybrid = ["--fsdp", "--fsdp-shard-size", "2"];
+        for (world, name, flags) in [
+            (2, "fsdp2", &["--fsdp"][..]),
+            (4, "fsdp4", &["--fsdp"]),
+            (4, "hybrid4", &hybrid),
+        ] {
+            let fsdp = run(world, name, flags);
             for (a, b) in losses.iter().zip(&logged_losses(&logs.join(&fsdp))) {
                 assert!((a - b).abs() <= 1e-5 * a, "{fsdp}: loss {b} vs DDP's {a}");
             }
