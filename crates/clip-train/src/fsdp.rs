@@ -200,25 +200,37 @@ impl Topology {
     }
 }
 
-/// On the CPU, FSDP frees and allocates unit-sized buffers all the time (gathered parameters,
-/// full gradients), of sizes glibc's dynamic mmap threshold soon serves from the heap, where
-/// freed memory stays in the process: the resident size would creep back to the whole model's.
-/// A fixed threshold of 1 MiB (`M_MMAP_THRESHOLD`, also `MALLOC_MMAP_THRESHOLD_`) maps every such
-/// buffer on its own, so freeing it returns it; and the memory of the whole model, freed by the
-/// sharding, goes back now (`malloc_trim`). GPU memory stays in torch's caching allocator.
-fn host_memory_returns_to_the_system() {
+/// `--fsdp` on the CPU, before the model is built: FSDP frees and allocates unit-sized buffers
+/// all the time (the whole model once, sharded; then gathered parameters and full gradients
+/// every step), of sizes glibc's dynamic mmap threshold soon serves from the heap, where freed
+/// memory stays in the process — the resident size would creep back to the whole model's. A
+/// fixed threshold of 1 MiB (`M_MMAP_THRESHOLD`; `MALLOC_MMAP_THRESHOLD_` in the environment)
+/// maps every such buffer on its own, so freeing it returns it. GPU memory is torch's caching
+/// allocator's business: nothing to do there.
+pub fn prepare_host_memory(plan: Option<&FsdpPlan>, device: Device) {
+    if plan.is_none() || device != Device::Cpu {
+        return;
+    }
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     {
         const M_MMAP_THRESHOLD: std::ffi::c_int = -3;
         extern "C" {
             fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        // SAFETY: a glibc allocator setting; no preconditions.
+        unsafe { mallopt(M_MMAP_THRESHOLD, 1 << 20) };
+    }
+}
+
+/// What the sharding freed of the whole model and the heap still holds goes back to the system.
+fn return_freed_host_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        extern "C" {
             fn malloc_trim(pad: usize) -> std::ffi::c_int;
         }
-        // SAFETY: glibc's allocator settings and trimming; neither has preconditions.
-        unsafe {
-            mallopt(M_MMAP_THRESHOLD, 1 << 20);
-            malloc_trim(0);
-        }
+        // SAFETY: glibc's malloc_trim only returns free pages; no preconditions.
+        unsafe { malloc_trim(0) };
     }
 }
 
@@ -297,7 +309,7 @@ impl Fsdp {
         let rt = Runtime::new(units, settings)?;
         model.set_unit_hooks(Some(rt.clone() as Hooks));
         if device == Device::Cpu {
-            host_memory_returns_to_the_system();
+            return_freed_host_memory();
         }
         let replicated: Vec<(String, Tensor)> = model
             .named_parameters()

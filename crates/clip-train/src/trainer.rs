@@ -207,6 +207,10 @@ impl Trainer {
             ));
         }
         crate::device::apply_cuda_settings(plan.device)?;
+        crate::fsdp::prepare_host_memory(
+            plan.train.as_ref().and_then(|t| t.fsdp.as_ref()),
+            plan.device,
+        );
         tch::manual_seed(plan.seed);
         let vs = VarStore::new(plan.device);
         let model = build_model(
@@ -800,6 +804,7 @@ impl Trainer {
         let mut beat = || Ok(dist.heartbeat(step)?);
         // --fsdp: the whole model gathered for the evaluation, freed after it.
         let fsdp = self.optimization.as_ref().and_then(|o| o.buckets.fsdp());
+        let fsdp = fsdp.filter(|_| self.evaluator.any_due(self.state.epoch));
         if let Some(f) = fsdp {
             f.gather_all(dist.collectives())?;
         }

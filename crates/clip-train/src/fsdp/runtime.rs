@@ -345,14 +345,21 @@ impl Runtime {
         }
     }
 
-    /// Reduce-scatters unit `u`'s gradients (mean over the ranks, in the reduce dtype) into its
-    /// shards' gradients, frees the full gradients and, after its backward, its parameters.
+    /// After its backward, frees unit `u`'s parameters and reduce-scatters its gradients (mean
+    /// over the ranks, in the reduce dtype) into its shards' gradients, freeing the full ones.
     fn reduce(&self, inner: &mut Inner, u: usize) -> Result<()> {
         let comm = self.comm(inner)?;
         let reduce = self.settings.reduce;
         let cuda = self.settings.cuda;
         let (_, _guard) = self.on_comm_stream()?;
+        let pinned = inner.pinned;
         let unit = &mut inner.units[u];
+        // Every node of the unit's backward that reads its parameters has run (each sends its
+        // trainable parameters a gradient): they go before the collectives.
+        unit.in_backward = false;
+        if !pinned {
+            free(unit)?;
+        }
         for g in unit.groups.iter().filter(|g| g.trainable()) {
             let grads: Vec<Tensor> = g.params.iter().map(|p| p.tensor.grad()).collect();
             let flat = tch::no_grad(|| {
@@ -386,10 +393,6 @@ impl Runtime {
             });
         }
         unit.reductions += 1;
-        unit.in_backward = false;
-        if !inner.pinned {
-            free(&mut inner.units[u])?;
-        }
         Ok(())
     }
 }

@@ -64,9 +64,7 @@ impl<'a> SubGroup<'a> {
         let parts: Vec<Tensor> = t.chunk(n, 0).iter().map(Tensor::contiguous).collect();
         let got = self.exchange(&parts, &parts[self.me])?;
         Ok(tch::no_grad(|| {
-            got.iter()
-                .skip(1)
-                .fold(got[0].copy(), |acc, g| acc + g)
+            got.iter().skip(1).fold(got[0].copy(), |acc, g| acc + g)
         }))
     }
 
