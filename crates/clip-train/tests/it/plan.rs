@@ -135,6 +135,7 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--fsdp-shard-size", "1"], "--fsdp-shard-size needs --fsdp"),
     (&["--fsdp", "--fsdp-shard-size", "0"], "--fsdp-shard-size 0"),
     (&["--fsdp", "--fsdp-shard-size", "2"], "--fsdp-shard-size 2"),
+    (&["--fsdp", "--fsdp-offload-cpu", "--precision", "amp"], "--fsdp-offload-cpu with --precision amp"),
 ];
 
 #[test]
