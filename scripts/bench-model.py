@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
-"""OpenCLIP's side of scripts/bench-model.sh: seconds per forward+backward step (ClipLoss,
-train mode) on random inputs and peak memory, printed as one JSON line like
-`clip-tool bench-model`.
+"""OpenCLIP's side of scripts/bench-model.sh and gpu-check.sh: seconds per forward+backward step
+(ClipLoss, train mode) on random inputs and peak memory, printed as one JSON line like
+`clip-tool bench-model` and measured as it does: the wall clock over the steps after one
+warm-up, from a device sync to a device sync; on CUDA the caching allocator's peaks
+(`torch.cuda.max_memory_allocated` / `max_memory_reserved`, from the warm-up on).
 
     bench-model.py --model NAME [--batch-size 2] [--steps 3] [--grad-checkpointing] [--precision fp32|amp_bf16] [--device cpu]
 """
@@ -50,16 +52,26 @@ def step():
         img, txt, scale = model(images, tokens)
         loss = loss_fn(img, txt, scale)
     loss.backward()
-    if a.device.startswith("cuda"):
-        torch.cuda.synchronize()
 
 
+cuda = a.device.startswith("cuda")
+sync = torch.cuda.synchronize if cuda else (lambda: None)
+if cuda:
+    # OpenCLIP main.py's flags, as clip-tool applies them (cuDNN TF32 is on by default)
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.benchmark = True
+    torch.cuda.reset_peak_memory_stats()
 step()
+sync()
 t0 = time.perf_counter()
 for _ in range(a.steps):
     step()
+sync()
 per = (time.perf_counter() - t0) / a.steps
+mib = 1024 * 1024
 print(json.dumps({"impl": "openclip", "model": a.model, "batch": b, "precision": a.precision,
                   "grad_checkpointing": a.grad_checkpointing, "device": a.device, "step_s": per,
                   "samples_per_s": b / per,
-                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}))
+                  "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+                  "peak_gpu_allocated_mb": torch.cuda.max_memory_allocated() / mib if cuda else None,
+                  "peak_gpu_reserved_mb": torch.cuda.max_memory_reserved() / mib if cuda else None}))

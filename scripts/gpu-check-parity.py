@@ -5,8 +5,13 @@ weights and inputs (`clip-tool embed`), on one device, TF32 off.
     gpu-check-parity.py prepare MODEL DIR          writes DIR/weights.safetensors (OpenCLIP's
                                                    init, seed 0) and DIR/inputs.safetensors
     gpu-check-parity.py compare MODEL DIR DEVICE OURS.safetensors
-                                                   prints one JSON line: max |ours - OpenCLIP| /
-                                                   max |OpenCLIP| per tower (fp32)
+                                                   prints two JSON lines: max |ours - OpenCLIP| /
+                                                   max |OpenCLIP| per tower (fp32), then the same
+                                                   with TF32 on for OpenCLIP's side only
+
+The second line is the negative control's: the comparison must then exceed its bound. On a GPU
+torch's TF32 flags; on the CPU, which has no TF32, an emulation: OpenCLIP's weights and images
+rounded to TF32's 10 explicit mantissa bits (what TF32 does to a matmul's inputs).
 """
 import json
 import sys
@@ -38,10 +43,33 @@ if mode == "prepare":
 device, ours = sys.argv[4], load_file(sys.argv[5])
 inputs = load_file(out / "inputs.safetensors")
 model.load_state_dict(load_file(out / "weights.safetensors"))
+
+
+def tf32(t):
+    """`t` (f32) rounded to nearest even at TF32's precision: 10 explicit mantissa bits."""
+    bits = t.contiguous().view(torch.int32).to(torch.int64) & 0xFFFFFFFF
+    bits = (bits + 0xFFF + ((bits >> 13) & 1)) & 0xFFFFE000
+    return torch.where(bits >= 2**31, bits - 2**32, bits).to(torch.int32).view(torch.float32)
+
+
+def relative_errors():
+    with torch.no_grad():
+        ref = {"image_features": model.encode_image(inputs["image"].to(device)),
+               "text_features": model.encode_text(inputs["text"].to(device))}
+    return {k: float((ours[k].to(device).float() - r.float()).abs().max() / r.float().abs().max())
+            for k, r in ref.items()}
+
+
 model.to(device)
-with torch.no_grad():
-    ref = {"image_features": model.encode_image(inputs["image"].to(device)),
-           "text_features": model.encode_text(inputs["text"].to(device))}
-rel = {k: float((ours[k].to(device).float() - r.float()).abs().max() / r.float().abs().max())
-       for k, r in ref.items()}
-print(json.dumps(rel))
+print(json.dumps(relative_errors()))
+# The negative control: TF32 on OpenCLIP's side only.
+if device.startswith("cuda"):
+    torch.backends.cuda.matmul.allow_tf32 = True
+    torch.backends.cudnn.allow_tf32 = True
+else:
+    with torch.no_grad():
+        for v in model.state_dict().values():
+            if v.dtype == torch.float32:
+                v.copy_(tf32(v))
+    inputs["image"] = tf32(inputs["image"])
+print(json.dumps(relative_errors()))

@@ -21,4 +21,11 @@ bash scripts/start-slurm.sh
 python3 scripts/check-fn-length.py
 
 cargo build --workspace --all-targets
-cargo test --workspace --no-fail-fast -- --test-threads=2
+# Every process the tests start carries CLIP_TEST_RUN (inherited, down to the servers and ranks
+# they start); whatever still holds it after the tests outlived its test: listed, killed, and
+# the suite fails (scripts/check-leftovers.py). The shared slurm and S3 started above lack it.
+run_id="$$-$(date +%s)"
+status=0
+CLIP_TEST_RUN=$run_id cargo test --workspace --no-fail-fast -- --test-threads=2 || status=$?
+python3 scripts/check-leftovers.py "$run_id" || status=1
+exit $status

@@ -21,6 +21,8 @@ fn main() {
     println!("cargo:rerun-if-changed=src/generator.cpp");
     println!("cargo:rerun-if-changed=src/cuda.cpp");
     println!("cargo:rerun-if-changed=src/storage.cpp");
+    println!("cargo:rerun-if-changed=src/pinned.cpp");
+    println!("cargo:rerun-if-changed=src/finite.cpp");
     cc::Build::new()
         .cpp(true)
         .pic(true)
@@ -36,6 +38,8 @@ fn main() {
         .file("src/generator.cpp")
         .file("src/cuda.cpp")
         .file("src/storage.cpp")
+        .file("src/pinned.cpp")
+        .file("src/finite.cpp")
         .compile("torch_ext_shim");
     // This crate's own tests need the rpath too.
     println!("cargo:rustc-link-arg=-Wl,-rpath,{}", lib.display());

@@ -7,6 +7,7 @@
 
 use std::path::{Path, PathBuf};
 
+use super::procs::kill_by_pid;
 use super::skip::skip;
 
 fn repo_root() -> PathBuf {
@@ -33,7 +34,9 @@ pub fn s3s_fs_or_skip() -> Option<PathBuf> {
     None
 }
 
-/// A running s3s-fs with a bucket `ci-bucket`, its data under `base`.
+/// A running s3s-fs with a bucket `ci-bucket`, its data under `base`. Dropping it kills the
+/// server by the pid it was started with — not through the pid file under `base`, which a test
+/// may have removed with its temporary folder before the guard drops.
 pub struct S3Server {
     pub base: PathBuf,
     pub bin: PathBuf,
@@ -42,6 +45,8 @@ pub struct S3Server {
     pub endpoint: String,
     /// The client environment (`AWS_ENDPOINT_URL`, keys, region) from `s3.env`.
     pub env: Vec<(String, String)>,
+    /// The server's pid, as its last (re)start wrote it.
+    pid: std::cell::Cell<u32>,
 }
 
 impl S3Server {
@@ -55,6 +60,7 @@ impl S3Server {
             bin: bin.to_path_buf(),
             endpoint: String::new(),
             env: Vec::new(),
+            pid: std::cell::Cell::new(0),
         };
         s.run_start();
         let env = std::fs::read_to_string(s.base.join("s3.env")).unwrap();
@@ -76,6 +82,8 @@ impl S3Server {
             .status()
             .unwrap();
         assert!(st.success(), "start-s3.sh failed");
+        let pid = std::fs::read_to_string(self.base.join("s3s-fs.pid")).unwrap();
+        self.pid.set(pid.trim().parse().unwrap());
     }
 
     /// SIGKILL the server (connections drop mid-body).
@@ -109,9 +117,7 @@ impl S3Server {
 
 impl Drop for S3Server {
     fn drop(&mut self) {
-        let _ = std::process::Command::new(repo_root().join("scripts/stop-s3.sh"))
-            .env("S3_BASE", &self.base)
-            .status();
+        kill_by_pid(self.pid.get(), "s3s-fs");
         let _ = std::fs::remove_dir_all(&self.base);
     }
 }

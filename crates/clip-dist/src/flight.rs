@@ -173,9 +173,19 @@ impl Recorder {
 /// This rank's records and, with a store, who the job waits for (from every rank's published
 /// progress; this rank's own is current): what a rank prints on a timeout.
 pub(crate) fn report(rec: &Recorder, store: Option<&StoreClient>, world: usize) -> String {
+    report_and_laggard(rec, store, world).0
+}
+
+/// [`report`], and the first rank that never entered the collective the job waits in (the one
+/// a timeout is blamed on; `None` when every rank entered it or nothing could be read).
+pub(crate) fn report_and_laggard(
+    rec: &Recorder,
+    store: Option<&StoreClient>,
+    world: usize,
+) -> (String, Option<usize>) {
     let mut out = rec.dump();
     let Some(store) = store else {
-        return out;
+        return (out, None);
     };
     let progress: Vec<Option<Progress>> = (0..world)
         .map(|r| match r == rec.rank {
@@ -192,7 +202,19 @@ pub(crate) fn report(rec: &Recorder, store: Option<&StoreClient>, world: usize) 
         out.push_str("\nflight recorder: ");
         out.push_str(&line);
     }
-    out
+    let laggard = newest(&progress)
+        .and_then(|s| (0..world).find(|&r| progress[r].as_ref().is_some_and(|p| p.seq < s)));
+    (out, laggard)
+}
+
+/// The newest collective any rank entered (`None`: none yet).
+fn newest(progress: &[Option<Progress>]) -> Option<u64> {
+    progress
+        .iter()
+        .flatten()
+        .map(|p| p.seq)
+        .max()
+        .filter(|&s| s > 0)
 }
 
 /// Publishes `progress` as `rank`'s on entering a collective: one small write with no reply,
@@ -237,10 +259,7 @@ fn fmt_dur(d: Duration) -> String {
 /// another call disagree about what #S is, and when every rank entered it, the ones that have not
 /// finished it are named.
 pub(crate) fn diagnose(progress: &[Option<Progress>]) -> Option<String> {
-    let s = progress.iter().flatten().map(|p| p.seq).max()?;
-    if s == 0 {
-        return None;
-    }
+    let s = newest(progress)?;
     // What the lowest rank at #S calls it (the others are compared with it).
     let newest = progress.iter().flatten().find(|p| p.seq == s)?;
     let what = &newest.what;

@@ -1,16 +1,21 @@
 //! What every backend shares, written once: this rank's place, the argument checks of each
-//! collective, and the byte collectives, which go through rank 0's store whatever moves the
-//! tensors (TCP, NCCL, or nothing in a world of one); and the flight recorder, which sees
-//! every call here once for all backends.
+//! collective, the host collectives over the control tree (`tree.rs`: flags, bytes), whatever
+//! moves the tensors (TCP, NCCL, or nothing in a world of one); the flight recorder, which sees
+//! every call here once for all backends; and the blame for a failed call, agreed through the
+//! store so every rank names the same culprit.
 
 use crate::error::{Error, Result};
 use crate::flight::{self, Recorder};
 use crate::host::Dtype;
-use crate::store::StoreClient;
+use crate::store::{Culprit, StoreClient};
+use crate::tree::Tree;
 use crate::{Collectives, ReduceOp};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tch::Tensor;
+
+/// How long a rank whose link broke waits for the store to see which rank died first.
+const DEATH_GRACE: Duration = Duration::from_secs(2);
 
 /// The tensor moves of one backend. [`Group`] has checked what every backend would check: the
 /// dtype, the reduction, the root, a reduce-scatter's first dimension.
@@ -39,24 +44,6 @@ pub(crate) trait Transport: Send + Sync {
     }
 }
 
-/// Which byte collective wrote a store value (its first byte), so a rank that called the other
-/// one fails with [`Error::Mismatch`] instead of reading the wrong bytes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum ByteOp {
-    Broadcast = 1,
-    AllGather = 2,
-}
-
-impl ByteOp {
-    fn name(code: u8) -> &'static str {
-        match code {
-            1 => "broadcast_bytes",
-            2 => "all_gather_bytes",
-            _ => "an unknown collective",
-        }
-    }
-}
-
 /// The collectives of this rank: a backend plus what all backends share.
 pub(crate) struct Group {
     rank: usize,
@@ -64,12 +51,11 @@ pub(crate) struct Group {
     /// Shared with the watchdog (abort, asynchronous errors).
     transport: Arc<dyn Transport>,
     /// Rank 0's store (none in a world of one).
-    store: Option<StoreClient>,
+    store: Option<Arc<StoreClient>>,
+    /// The control tree (none in a world of one).
+    tree: Option<Tree>,
     /// Shared with the watchdog, which publishes it and prints it on a verdict.
     recorder: Arc<Recorder>,
-    /// Byte collectives so far, which numbers the next one's keys (every rank makes the same
-    /// calls in the same order).
-    byte_calls: AtomicU64,
 }
 
 impl Group {
@@ -77,7 +63,8 @@ impl Group {
         rank: usize,
         world: usize,
         transport: Box<dyn Transport>,
-        store: Option<StoreClient>,
+        store: Option<Arc<StoreClient>>,
+        tree: Option<Tree>,
     ) -> Self {
         let recorder = Arc::new(Recorder::new(rank));
         // "No collective yet" is news too: a rank that never enters one is named as such.
@@ -89,13 +76,13 @@ impl Group {
             world,
             transport: Arc::from(transport),
             store,
+            tree,
             recorder,
-            byte_calls: AtomicU64::new(0),
         }
     }
 
     pub(crate) fn store(&self) -> Option<&StoreClient> {
-        self.store.as_ref()
+        self.store.as_deref()
     }
 
     pub(crate) fn recorder(&self) -> Arc<Recorder> {
@@ -107,59 +94,92 @@ impl Group {
     }
 
     /// Runs the call `what` under the flight recorder (`numbered`: a job-wide collective, not
-    /// point to point). A timeout prints the records and who the job waits for before the
-    /// error goes up.
+    /// point to point). A failure is blamed on the rank at fault ([`Group::blame`]); a timeout
+    /// prints the records and who the job waits for before the error goes up.
     fn recorded<T>(
         &self,
         what: String,
         numbered: bool,
         f: impl FnOnce() -> Result<T>,
     ) -> Result<T> {
+        self.recorded_as(what, numbered, numbered, f)
+    }
+
+    /// [`Group::recorded`]; `publish`: the entry goes to the store at once (a tensor
+    /// collective: a rank frozen in it is then placed exactly) rather than with the watchdog's
+    /// next poll (the control tree's calls, which every rank makes every step: publishing each
+    /// would cost rank 0 W requests per step).
+    fn recorded_as<T>(
+        &self,
+        what: String,
+        numbered: bool,
+        publish: bool,
+        f: impl FnOnce() -> Result<T>,
+    ) -> Result<T> {
         let entry = self.recorder.enter(what, numbered);
-        if let (Some(store), true) = (&self.store, numbered) {
+        if let (Some(store), true) = (self.store(), publish) {
             flight::publish_entry(store, self.rank, &self.recorder.progress());
         }
         let out = f();
         self.recorder.exit(entry);
-        if let Err(Error::PeerTimeout { .. } | Error::StoreTimeout { .. }) = &out {
-            eprintln!(
-                "{}",
-                flight::report(&self.recorder, self.store.as_ref(), self.world)
-            );
-        }
-        out
+        out.map_err(|e| self.blame(e))
     }
 
-    /// The store and the key prefix of the next byte collective; `None` in a world of one.
-    fn next_byte_call(&self) -> Option<(&StoreClient, String)> {
-        let store = self.store.as_ref()?;
-        let n = self.byte_calls.fetch_add(1, Ordering::Relaxed);
-        Some((store, format!("bytes/{n}")))
-    }
-
-    /// Publishes this rank's `bytes` under `prefix` for the other ranks to read once each.
-    fn publish(&self, store: &StoreClient, prefix: &str, op: ByteOp, bytes: &[u8]) -> Result<()> {
-        let mut value = Vec::with_capacity(bytes.len() + 1);
-        value.push(op as u8);
-        value.extend_from_slice(bytes);
-        store.set(&format!("{prefix}/{}", self.rank), &value)
-    }
-
-    /// Rank `from`'s bytes under `prefix`, published by the same byte collective `op`.
-    fn read(&self, store: &StoreClient, prefix: &str, op: ByteOp, from: usize) -> Result<Vec<u8>> {
-        let mut value = store.take(&format!("{prefix}/{from}"), self.world - 1)?;
-        match value.first() {
-            Some(&code) if code == op as u8 => {
-                value.remove(0);
-                Ok(value)
+    /// The rank really at fault for a failed call. In a ring or a tree a link's peer may only
+    /// be passing on a failure further away (a rank's death ends its neighbours' calls, and
+    /// their exit their neighbours'), so the ranks agree through the store: the first culprit
+    /// proposed is every rank's. A rank proposes, for a broken link, the first rank the store
+    /// saw die (rank 0 when the store itself is gone: it dies with rank 0), and for a timeout
+    /// the first rank that never entered the collective the job waits in (the flight
+    /// recorder's diagnosis, printed with the error).
+    fn blame(&self, e: Error) -> Error {
+        let (during, timed_out) = match &e {
+            Error::PeerDied {
+                during: Some(d), ..
+            } => (*d, false),
+            Error::PeerTimeout { during, .. } => (*during, true),
+            Error::StoreTimeout { .. } => {
+                let report = flight::report(&self.recorder, self.store(), self.world);
+                eprintln!("{report}");
+                return e;
             }
-            sent => Err(Error::Mismatch {
-                during: ByteOp::name(op as u8),
-                rank: from,
-                this_rank: self.rank,
-                sent: ByteOp::name(sent.copied().unwrap_or(0)).to_string(),
-                expected: ByteOp::name(op as u8).to_string(),
-            }),
+            _ => return e,
+        };
+        let Some(store) = self.store() else {
+            if timed_out {
+                eprintln!("{}", flight::report(&self.recorder, None, self.world));
+            }
+            return e;
+        };
+        let (agreed, report) = match e {
+            Error::PeerTimeout { rank, .. } => {
+                let (report, laggard) =
+                    flight::report_and_laggard(&self.recorder, Some(store), self.world);
+                let mine = Culprit::TimedOut(laggard.unwrap_or(rank));
+                let kept = store.failure(Some(mine)).ok().and_then(|(kept, _)| kept);
+                (kept.unwrap_or(mine), Some(report))
+            }
+            Error::PeerDied { rank, .. } => {
+                (first_death(store).unwrap_or(Culprit::Died(rank)), None)
+            }
+            _ => unreachable!("matched above"),
+        };
+        match agreed {
+            Culprit::Died(rank) => Error::PeerDied {
+                rank,
+                during: Some(during),
+            },
+            Culprit::TimedOut(rank) => {
+                // A neighbour's exit adopted as another rank's timeout: this rank's records too.
+                let report = report
+                    .unwrap_or_else(|| flight::report(&self.recorder, Some(store), self.world));
+                eprintln!("{report}");
+                Error::PeerTimeout {
+                    rank,
+                    during,
+                    after: store.timeout(),
+                }
+            }
         }
     }
 
@@ -274,35 +294,60 @@ impl Collectives for Group {
 
     fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>> {
         self.check_root(root)?;
-        let Some((store, prefix)) = self.next_byte_call() else {
+        let Some(tree) = &self.tree else {
             return Ok(bytes.to_vec());
         };
         let what = format!("broadcast_bytes from rank {root}");
-        self.recorded(what, true, || {
-            if self.rank == root {
-                self.publish(store, &prefix, ByteOp::Broadcast, bytes)?;
-                return Ok(bytes.to_vec());
-            }
-            self.read(store, &prefix, ByteOp::Broadcast, root)
-        })
+        self.recorded_as(what, true, false, || tree.broadcast(bytes, root))
     }
 
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
-        let Some((store, prefix)) = self.next_byte_call() else {
+        let Some(tree) = &self.tree else {
             return Ok(vec![bytes.to_vec()]);
         };
-        self.recorded("all_gather_bytes".into(), true, || {
-            self.publish(store, &prefix, ByteOp::AllGather, bytes)?;
-            (0..self.world)
-                .map(|p| {
-                    if p == self.rank {
-                        Ok(bytes.to_vec())
-                    } else {
-                        self.read(store, &prefix, ByteOp::AllGather, p)
-                    }
-                })
-                .collect()
+        self.recorded_as("all_gather_bytes".into(), true, false, || {
+            tree.all_gather(bytes)
         })
+    }
+
+    fn gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>> {
+        let Some(tree) = &self.tree else {
+            return Ok(vec![bytes.to_vec()]);
+        };
+        self.recorded_as("gather_bytes to rank 0".into(), true, false, || {
+            tree.gather(bytes)
+        })
+    }
+
+    fn any_of(&self, flags: &[bool]) -> Result<Vec<bool>> {
+        let Some(tree) = &self.tree else {
+            return Ok(flags.to_vec());
+        };
+        let what = format!("any_of {} flags", flags.len());
+        let mine: Vec<u8> = flags.iter().map(|&f| u8::from(f)).collect();
+        let any = self.recorded_as(what, true, false, || tree.any_of(&mine))?;
+        Ok(any.into_iter().map(|b| b != 0).collect())
+    }
+}
+
+/// The job's culprit once a link broke: the one kept in the store if a rank proposed one,
+/// else the first rank the store saw die (waiting up to [`DEATH_GRACE`] for it to see one: a
+/// dead neighbour's link breaks about when its store connection does), proposed as the job's;
+/// rank 0 when the store is gone (it dies with rank 0); `None` when no rank died.
+fn first_death(store: &StoreClient) -> Option<Culprit> {
+    let deadline = Instant::now() + DEATH_GRACE;
+    loop {
+        match store.failure(None) {
+            Ok((Some(kept), _)) => return Some(kept),
+            Ok((None, deaths)) if !deaths.is_empty() => {
+                let mine = Culprit::Died(deaths[0]);
+                let kept = store.failure(Some(mine)).ok().and_then(|(k, _)| k);
+                return Some(kept.unwrap_or(mine));
+            }
+            Ok(_) if Instant::now() < deadline => std::thread::sleep(Duration::from_millis(20)),
+            Ok(_) => return None,
+            Err(_) => return Some(Culprit::Died(0)),
+        }
     }
 }
 

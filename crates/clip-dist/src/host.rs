@@ -1,6 +1,6 @@
 //! Tensors as host bytes, and the one reduction every CPU backend uses: inputs added in rank
 //! order 0..W-1 (bf16 accumulated in f32 and rounded once), so every rank computes the same bits
-//! and a run repeats them.
+//! and a run repeats them (as a running sum passed from rank to rank: `acc_*`).
 
 use crate::error::{Error, Result};
 use crate::ReduceOp;
@@ -171,48 +171,69 @@ le_elem!(f32, |a, b| a + b, |a, n| a / n as f32);
 le_elem!(f64, |a, b| a + b, |a, n| a / n as f64);
 le_elem!(i64, i64::wrapping_add, |a, _| a);
 
-/// `out = op(inputs[0], inputs[1], …)` elementwise, adding in the given (rank) order, starting
-/// from `inputs[0]` itself (not from 0, which would turn -0.0 into +0.0). A mean divides the sum
-/// by the number of inputs before the single rounding.
-pub(crate) fn reduce_into(dtype: Dtype, op: ReduceOp, inputs: &[&[u8]], out: &mut [u8]) {
+/// The running sum of a chain reduction as it travels from rank to rank (see `tcp.rs`): the
+/// accumulators' little-endian bytes, f32 for bf16 elements and the element type otherwise.
+/// Starting from rank 0's values, adding each next rank's in order and finishing once gives
+/// exactly the sum in rank order 0..W−1 (bf16 rounded once, a mean dividing the sum), the same
+/// bits on every rank and from run to run.
+pub(crate) fn acc_size(dtype: Dtype) -> usize {
+    match dtype {
+        Dtype::Bf16 => 4,
+        d => d.size(),
+    }
+}
+
+/// The accumulators of `input`'s elements (rank 0's values, not 0 + them: -0.0 stays -0.0).
+pub(crate) fn acc_start(dtype: Dtype, input: &[u8]) -> Vec<u8> {
+    match dtype {
+        Dtype::Bf16 => input
+            .chunks_exact(2)
+            .flat_map(|c| bf16_to_f32(c.try_into().expect("2 bytes")).to_le_bytes())
+            .collect(),
+        _ => input.to_vec(),
+    }
+}
+
+/// `acc += input`, elementwise.
+pub(crate) fn acc_add(dtype: Dtype, acc: &mut [u8], input: &[u8]) {
+    match dtype {
+        Dtype::F32 => add::<f32>(acc, input, 4, f32::load),
+        Dtype::F64 => add::<f64>(acc, input, 8, f64::load),
+        Dtype::I64 => add::<i64>(acc, input, 8, i64::load),
+        Dtype::Bf16 => add::<f32>(acc, input, 2, |b| bf16_to_f32(b.try_into().unwrap())),
+    }
+}
+
+/// `out` = the accumulators (÷ `n` for a mean), rounded once to the element type.
+pub(crate) fn acc_finish(dtype: Dtype, op: ReduceOp, n: usize, acc: &[u8], out: &mut [u8]) {
     let mean = op == ReduceOp::Mean;
     match dtype {
-        Dtype::F32 => reduce_le::<f32>(mean, inputs, out),
-        Dtype::F64 => reduce_le::<f64>(mean, inputs, out),
-        Dtype::I64 => reduce_le::<i64>(mean, inputs, out),
-        // Accumulated in f32, rounded once.
-        Dtype::Bf16 => reduce_with(
-            2,
-            |b| bf16_to_f32(b.try_into().unwrap()),
-            |a, out| out.copy_from_slice(&f32_to_bf16(a)),
-            mean,
-            inputs,
-            out,
-        ),
+        Dtype::F32 => finish::<f32>(acc, out, 4, mean, n, f32::store),
+        Dtype::F64 => finish::<f64>(acc, out, 8, mean, n, f64::store),
+        Dtype::I64 => finish::<i64>(acc, out, 8, mean, n, i64::store),
+        Dtype::Bf16 => finish::<f32>(acc, out, 2, mean, n, |a, o| {
+            o.copy_from_slice(&f32_to_bf16(a))
+        }),
     }
 }
 
-fn reduce_le<T: Le>(mean: bool, inputs: &[&[u8]], out: &mut [u8]) {
-    reduce_with(T::SIZE, T::load, T::store, mean, inputs, out)
+fn add<A: Le>(acc: &mut [u8], input: &[u8], size: usize, load: impl Fn(&[u8]) -> A) {
+    for (a, x) in acc.chunks_exact_mut(A::SIZE).zip(input.chunks_exact(size)) {
+        A::load(a).plus(load(x)).store(a);
+    }
 }
 
-/// [`reduce_into`] for elements of `size` bytes, read into and written from accumulators `A`.
-fn reduce_with<A: Acc>(
-    size: usize,
-    load: impl Fn(&[u8]) -> A,
-    store: impl Fn(A, &mut [u8]),
-    mean: bool,
-    inputs: &[&[u8]],
+fn finish<A: Le>(
+    acc: &[u8],
     out: &mut [u8],
+    size: usize,
+    mean: bool,
+    n: usize,
+    store: impl Fn(A, &mut [u8]),
 ) {
-    let mut acc: Vec<A> = inputs[0].chunks_exact(size).map(&load).collect();
-    for input in &inputs[1..] {
-        for (a, c) in acc.iter_mut().zip(input.chunks_exact(size)) {
-            *a = a.plus(load(c));
-        }
-    }
-    for (a, o) in acc.iter().zip(out.chunks_exact_mut(size)) {
-        store(if mean { a.over(inputs.len()) } else { *a }, o);
+    for (a, o) in acc.chunks_exact(A::SIZE).zip(out.chunks_exact_mut(size)) {
+        let a = A::load(a);
+        store(if mean { a.over(n) } else { a }, o);
     }
 }
 

@@ -1,8 +1,10 @@
 //! Data-parallel plumbing for clip-train, with OpenCLIP's semantics
 //! (`open_clip_train/distributed.py`): who this process is ([`WorldInfo`]), a rank-0 TCP store
-//! for rendezvous ([`store`]), collectives over tensors behind one trait ([`Collectives`]: CPU
-//! over TCP, NCCL on CUDA, or the trivial world of one), and a watchdog so a dead or hung rank
-//! ends the job instead of hanging it.
+//! for rendezvous and diagnosis ([`store`]), collectives over tensors behind one trait
+//! ([`Collectives`]: CPU over TCP, NCCL on CUDA, or the trivial world of one), host collectives
+//! (flags, bytes) over a control tree of TCP links on every backend, and a watchdog so a dead or
+//! hung rank ends the job instead of hanging it. Nothing on a step's path goes through the
+//! store: at W ranks each rank sends O(1) messages per call, and rank 0 no more than the others.
 //!
 //! Every call returns [`Error`], whose [`Error::fault`] tells a launch mistake from a failed job
 //! (another rank died, hung or disagrees) and from a failure of this process.
@@ -27,20 +29,22 @@ mod error;
 mod flight;
 mod group;
 mod host;
+mod links;
 mod local;
 mod nccl;
 pub mod store;
 mod tcp;
+mod tree;
 mod watchdog;
 mod world;
 
 pub use device::{
-    driver_problem, driver_problem_here, local_cuda_device, local_cuda_device_from_env,
-    parse_driver_version, DRIVER_VERSION_FILE, MIN_DRIVER,
+    cuda_runtime_here, driver_problem, driver_problem_here, local_cuda_device,
+    local_cuda_device_from_env, min_driver, parse_driver_version, several_visible_problem,
+    several_visible_problem_here, DRIVER_VERSION_FILE,
 };
 pub use error::{Error, Fault, Result, EXIT_DIST_FAILURE, EXIT_USAGE};
-pub use store::{RankState, RankStatus, StoreClient, StoreServer};
-pub use watchdog::verdict;
+pub use store::{verdict, RankState, RankStatus, StoreClient, StoreServer, StoreStats};
 pub use world::{
     is_using_distributed, is_using_distributed_with, master_from_env, parse_dist_url,
     timeout_from_env, WorldInfo, DEFAULT_TIMEOUT, LOCAL_RANK_VARS, RANK_VARS, TIMEOUT_VAR,
@@ -48,9 +52,12 @@ pub use world::{
 };
 
 use group::Group;
+use links::Links;
 use local::LocalCollectives;
 use nccl::NcclCollectives;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tch::Tensor;
 use tcp::TcpCollectives;
 use watchdog::Watchdog;
@@ -91,12 +98,21 @@ pub trait Collectives: Send + Sync {
         sends: &[(usize, &Tensor)],
         recvs: &mut [(usize, &mut Tensor)],
     ) -> Result<()>;
-    /// Rank `root`'s `bytes` on every rank. Any length (up to 1 GiB), through rank 0's store on
-    /// every backend: for names, paths and JSON, not for hot paths.
+    /// Rank `root`'s `bytes` on every rank. Any length, host bytes over the control tree on
+    /// every backend (up the root's path to rank 0, then down to every rank): for names, paths
+    /// and JSON, not for tensors.
     fn broadcast_bytes(&self, bytes: &[u8], root: usize) -> Result<Vec<u8>>;
-    /// Every rank's `bytes` (lengths may differ), in rank order, on every rank; through the
-    /// store like [`Collectives::broadcast_bytes`].
+    /// Every rank's `bytes` (lengths may differ), in rank order, on every rank; over the
+    /// control tree like [`Collectives::broadcast_bytes`] (every rank receives all of them).
     fn all_gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// Every rank's `bytes` (lengths may differ), in rank order, on rank 0 only (an empty list
+    /// on the others): each rank sends its subtree's up the control tree once, so rank 0 takes
+    /// a few messages, not W − 1 round trips.
+    fn gather_bytes(&self, bytes: &[u8]) -> Result<Vec<Vec<u8>>>;
+    /// True where any rank's flag is true, on every rank (every rank passes as many flags): the
+    /// per-step agreement. Host bytes over the control tree: O(1) messages per rank whatever
+    /// the world size, no device sync, nothing through the store.
+    fn any_of(&self, flags: &[bool]) -> Result<Vec<bool>>;
 }
 
 /// Which collectives to use.
@@ -165,7 +181,17 @@ pub struct Dist {
     group: Group,
     watchdog: Option<Watchdog>,
     net: Option<Net>,
+    /// When the last heartbeat was sent ([`Dist::heartbeat`] sends at most one per
+    /// [`Dist::beat_every`]), in milliseconds since `started`.
+    last_beat: AtomicU64,
+    started: Instant,
+    beat_every: Duration,
 }
+
+/// The most time between two heartbeats a training step sends: the watchdog's timeout is
+/// minutes, a beat per second tells it everything, and rank 0 then hears W beats a second
+/// rather than W per step.
+const HEARTBEAT_EVERY: Duration = Duration::from_secs(1);
 
 /// Joins the job: rank 0 starts the store, every rank connects and waits for all `world_size`
 /// ranks, then the backend connects. A world of one needs no network (and no address).
@@ -178,25 +204,24 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
             }
             _ => Box::new(LocalCollectives),
         };
-        return Ok(Dist {
+        return Ok(Dist::new(
             world,
-            group: Group::new(rank, size, transport, None),
-            watchdog: None,
-            net: None,
-        });
+            Group::new(rank, size, transport, None, None),
+            None,
+        ));
     }
     let server = if rank == 0 {
         Some(StoreServer::start(opts.master_port, size)?)
     } else {
         None
     };
-    let store = StoreClient::connect(
+    let store = Arc::new(StoreClient::connect(
         &opts.master_addr,
         opts.master_port,
         rank,
         size,
         opts.timeout,
-    )?;
+    )?);
     if let Err(e) = store.rendezvous() {
         // Rank 0 hosts the store: it stays until the other ranks have their error too.
         if let Some(server) = &server {
@@ -205,8 +230,10 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
         }
         return Err(e);
     }
+    let links = Arc::new(Links::start(store.clone(), rank, size, opts.timeout)?);
+    let tree = tree::Tree::connect(&links, rank, size, opts.timeout)?;
     let transport: Box<dyn group::Transport> = match opts.backend {
-        Backend::Cpu => Box::new(TcpCollectives::connect(&store, rank, size, opts.timeout)?),
+        Backend::Cpu => Box::new(TcpCollectives::connect(links, rank, size, opts.timeout)?),
         Backend::Nccl { device_index } => Box::new(NcclCollectives::new(
             Some(&store),
             rank,
@@ -214,15 +241,23 @@ pub fn init(world: WorldInfo, opts: InitOptions) -> Result<Dist> {
             device_index,
         )?),
     };
-    Ok(Dist {
-        world,
-        group: Group::new(rank, size, transport, Some(store)),
-        watchdog: None,
-        net: Some(Net { opts, server }),
-    })
+    let group = Group::new(rank, size, transport, Some(store), Some(tree));
+    Ok(Dist::new(world, group, Some(Net { opts, server })))
 }
 
 impl Dist {
+    fn new(world: WorldInfo, group: Group, net: Option<Net>) -> Dist {
+        Dist {
+            world,
+            group,
+            watchdog: None,
+            net,
+            last_beat: AtomicU64::new(0),
+            started: Instant::now(),
+            beat_every: HEARTBEAT_EVERY,
+        }
+    }
+
     pub fn world(&self) -> WorldInfo {
         self.world
     }
@@ -244,13 +279,26 @@ impl Dist {
         self.group.store()
     }
 
-    /// Posts this rank's progress for the watchdog; call once per training step (one small
-    /// write, no round trip).
+    /// Posts this rank's progress for the watchdog; call once per training step. At most one
+    /// small write (no round trip) per second, or per eighth of the watchdog's timeout when
+    /// that is shorter: calls in between send nothing.
     pub fn heartbeat(&self, step: u64) -> Result<()> {
-        match self.store() {
-            Some(store) => store.heartbeat(step),
-            None => Ok(()),
+        let Some(store) = self.store() else {
+            return Ok(());
+        };
+        let now = self.started.elapsed().as_millis() as u64;
+        let last = self.last_beat.load(Ordering::Relaxed);
+        if last != 0 && now < last + self.beat_every.as_millis() as u64 {
+            return Ok(());
         }
+        self.last_beat.store(now.max(1), Ordering::Relaxed);
+        store.heartbeat(step)
+    }
+
+    /// What rank 0's store has served so far (`None` on other ranks and in a world of one):
+    /// what `clip-tool sim-ranks` measures.
+    pub fn store_stats(&self) -> Option<StoreStats> {
+        self.net.as_ref()?.server.as_ref().map(StoreServer::stats)
     }
 
     /// Starts the watchdog thread: about once a second it publishes this rank's newest
@@ -279,6 +327,7 @@ impl Dist {
         })
         .map_err(Error::io("starting the watchdog"))?;
         self.watchdog = Some(watchdog);
+        self.beat_every = HEARTBEAT_EVERY.min(timeout / 8);
         Ok(())
     }
 

@@ -25,12 +25,22 @@ const OP_STATUS: u8 = 7;
 const OP_BYE: u8 = 8;
 /// `SET` without a reply (the flight recorder's progress, on every collective).
 const OP_SET_QUIET: u8 = 9;
+/// The watchdog's question: is any rank dead or hung? Answered from one scan of the ranks
+/// shared by every asker for [`VERDICT_FRESH`], so a poll round of W ranks costs rank 0 O(W).
+const OP_VERDICT: u8 = 10;
+/// A failed collective's culprit: the job's first one (kept once proposed) and the deaths in
+/// the order the store saw them.
+const OP_FAILURE: u8 = 11;
+/// Operations, for the request counters.
+const OPS: usize = 12;
 
 const REPLY_OK: u8 = 0;
 const REPLY_ERR: u8 = 1;
 const REPLY_VALUE: u8 = 2;
 const REPLY_INT: u8 = 3;
 const REPLY_STATUS: u8 = 4;
+const REPLY_VERDICT: u8 = 5;
+const REPLY_FAILURE: u8 = 6;
 
 const ERR_REFUSED: u8 = 1;
 const ERR_RENDEZVOUS_TIMEOUT: u8 = 2;
@@ -47,6 +57,8 @@ const MAX_FRAME: usize = 1 << 30;
 const POLL: Duration = Duration::from_millis(100);
 /// Slack on the client's socket timeout beyond the wait it asked the server for.
 const REPLY_SLACK: Duration = Duration::from_secs(10);
+/// How long one scan of the ranks answers every watchdog's [`OP_VERDICT`].
+const VERDICT_FRESH: Duration = Duration::from_millis(200);
 
 // ---------------------------------------------------------------------------------------------
 // Encoding.
@@ -275,11 +287,31 @@ struct State {
     ranks: Vec<Slot>,
     /// A rendezvous error every waiting rank must see.
     failure: Option<Failure>,
+    /// Ranks in the order their connections closed without a goodbye.
+    deaths: Vec<usize>,
+    /// The first culprit a failed collective proposed ([`Culprit::encode`]).
+    culprit: Option<Vec<u8>>,
+    /// The last scan for [`OP_VERDICT`]: when, under which timeout, its answer.
+    verdict: Option<(Instant, Duration, Option<Error>)>,
 }
 
 impl State {
     fn first_with(&self, state: RankState) -> Option<usize> {
         self.ranks.iter().position(|s| s.state == state)
+    }
+
+    fn status(&self) -> Vec<RankStatus> {
+        let now = Instant::now();
+        self.ranks
+            .iter()
+            .enumerate()
+            .map(|(rank, slot)| RankStatus {
+                rank,
+                state: slot.state,
+                step: slot.step,
+                since_heartbeat: now - slot.last_beat,
+            })
+            .collect()
     }
 }
 
@@ -292,6 +324,78 @@ enum Interrupted {
 struct Shared {
     state: Mutex<State>,
     changed: Condvar,
+    counters: Counters,
+}
+
+/// What serving costs rank 0, counted as it goes (see [`StoreStats`]).
+#[derive(Default)]
+struct Counters {
+    requests: [AtomicU64; OPS],
+    bytes_in: AtomicU64,
+    bytes_out: AtomicU64,
+    cpu_ns: AtomicU64,
+}
+
+/// What the store has served since it started: requests by operation, bytes each way, and the
+/// CPU time of its threads (`clip-tool sim-ranks` prints the differences over a step).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StoreStats {
+    /// Requests (frames) received, by operation code.
+    pub by_op: [u64; OPS],
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub cpu: Duration,
+}
+
+impl StoreStats {
+    /// Every request received.
+    pub fn requests(&self) -> u64 {
+        self.by_op.iter().sum()
+    }
+
+    /// What was served between `earlier` and `self`.
+    pub fn since(&self, earlier: &StoreStats) -> StoreStats {
+        StoreStats {
+            by_op: std::array::from_fn(|i| self.by_op[i] - earlier.by_op[i]),
+            bytes_in: self.bytes_in - earlier.bytes_in,
+            bytes_out: self.bytes_out - earlier.bytes_out,
+            cpu: self.cpu.saturating_sub(earlier.cpu),
+        }
+    }
+
+    /// The operations with requests, by name: `get 12, set 3`.
+    pub fn breakdown(&self) -> String {
+        const NAMES: [&str; OPS] = [
+            "?",
+            "hello",
+            "set",
+            "get",
+            "add",
+            "wait_all",
+            "heartbeat",
+            "status",
+            "bye",
+            "set_quiet",
+            "verdict",
+            "failure",
+        ];
+        let parts: Vec<String> = (0..OPS)
+            .filter(|&i| self.by_op[i] > 0)
+            .map(|i| format!("{} {}", NAMES[i], self.by_op[i]))
+            .collect();
+        parts.join(", ")
+    }
+}
+
+/// This thread's CPU time so far (`CLOCK_THREAD_CPUTIME_ID`).
+fn thread_cpu() -> Duration {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: clock_gettime writes the timespec it is given; the clock id is valid on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    Duration::new(ts.tv_sec as u64, ts.tv_nsec as u32)
 }
 
 impl Shared {
@@ -379,8 +483,12 @@ impl StoreServer {
                     })
                     .collect(),
                 failure: None,
+                deaths: Vec::new(),
+                culprit: None,
+                verdict: None,
             }),
             changed: Condvar::new(),
+            counters: Counters::default(),
         });
         let accept_shared = shared.clone();
         std::thread::Builder::new()
@@ -401,6 +509,17 @@ impl StoreServer {
     /// The port it listens on.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// What it has served so far.
+    pub fn stats(&self) -> StoreStats {
+        let c = &self.shared.counters;
+        StoreStats {
+            by_op: std::array::from_fn(|i| c.requests[i].load(Ordering::Relaxed)),
+            bytes_in: c.bytes_in.load(Ordering::Relaxed),
+            bytes_out: c.bytes_out.load(Ordering::Relaxed),
+            cpu: Duration::from_nanos(c.cpu_ns.load(Ordering::Relaxed)),
+        }
     }
 
     /// Waits (up to `timeout`) until no rank is still connected: rank 0 calls this before it
@@ -433,18 +552,35 @@ fn serve(shared: &Shared, stream: TcpStream) {
         rank: None,
         said_bye: false,
     };
+    let counters = &shared.counters;
+    let mut cpu = thread_cpu();
     while let Ok(frame) = read_frame(&stream) {
+        let op = frame.first().map_or(0, |&op| op as usize);
+        counters.requests[op.min(OPS - 1)].fetch_add(1, Ordering::Relaxed);
+        counters
+            .bytes_in
+            .fetch_add(4 + frame.len() as u64, Ordering::Relaxed);
         let reply = conn
             .handle(frame)
             .unwrap_or_else(|e| Some(encode_error(&e)));
         if let Some(reply) = reply {
+            counters
+                .bytes_out
+                .fetch_add(4 + reply.0.len() as u64, Ordering::Relaxed);
             if write_frame(&stream, &reply.0).is_err() {
                 break;
             }
         }
+        let now = thread_cpu();
+        counters
+            .cpu_ns
+            .fetch_add((now - cpu).as_nanos() as u64, Ordering::Relaxed);
+        cpu = now;
     }
     if let (Some(r), false) = (conn.rank, conn.said_bye) {
-        shared.lock().ranks[r].state = RankState::Dead;
+        let mut st = shared.lock();
+        st.ranks[r].state = RankState::Dead;
+        st.deaths.push(r);
         shared.changed.notify_all();
     }
 }
@@ -491,6 +627,8 @@ impl Conn<'_> {
                 Ok(None)
             }
             OP_STATUS => Ok(Some(self.status())),
+            OP_VERDICT => Ok(Some(self.verdict(d.millis()?))),
+            OP_FAILURE => self.failure(&mut d).map(Some),
             OP_BYE => {
                 if let Some(r) = self.rank {
                     self.said_bye = true;
@@ -629,6 +767,49 @@ impl Conn<'_> {
         }
     }
 
+    /// Whether a rank died (the first to) or hung, by [`verdict`]'s rule, from a scan of the
+    /// ranks at most [`VERDICT_FRESH`] old.
+    fn verdict(&self, timeout: Duration) -> Enc {
+        let mut st = self.shared.lock();
+        let fresh = |v: &(Instant, Duration, Option<Error>)| {
+            v.1 == timeout && v.0.elapsed() < VERDICT_FRESH
+        };
+        if !st.verdict.as_ref().is_some_and(fresh) {
+            let found = match st.deaths.first() {
+                Some(&rank) => Some(Error::PeerDied { rank, during: None }),
+                None => verdict(&st.status(), timeout),
+            };
+            st.verdict = Some((Instant::now(), timeout, found));
+        }
+        let reply = Enc::new(REPLY_VERDICT);
+        match &st.verdict.as_ref().expect("just set").2 {
+            Some(Error::PeerDied { rank, .. }) => reply.u8(1).u64(*rank as u64),
+            Some(Error::PeerHung {
+                rank,
+                idle,
+                all_idle,
+            }) => reply
+                .u8(2)
+                .u64(*rank as u64)
+                .millis(*idle)
+                .u8(*all_idle as u8),
+            _ => reply.u8(0),
+        }
+    }
+
+    /// Keeps the proposed culprit unless one is kept already; answers the kept one and the
+    /// deaths in order.
+    fn failure(&mut self, d: &mut Dec) -> Result<Enc> {
+        let proposed = d.bytes()?.to_vec();
+        let mut st = self.shared.lock();
+        if st.culprit.is_none() && !proposed.is_empty() {
+            st.culprit = Some(proposed);
+        }
+        let kept = st.culprit.clone().unwrap_or_default();
+        let deaths: Vec<usize> = st.deaths.clone();
+        Ok(Enc::new(REPLY_FAILURE).bytes(&kept).ranks(&deaths))
+    }
+
     fn status(&self) -> Enc {
         let st = self.shared.lock();
         let now = Instant::now();
@@ -642,6 +823,40 @@ impl Conn<'_> {
         }
         reply
     }
+}
+
+/// What is wrong with the job, if anything: [`Error::PeerDied`] or [`Error::PeerHung`]. A dead
+/// rank comes first. A rank is stuck when its last heartbeat is older than `timeout`; when
+/// others still progressed it is named as hung, and when nobody progressed the one furthest
+/// behind is named (the others wait on it).
+pub fn verdict(status: &[RankStatus], timeout: Duration) -> Option<Error> {
+    if let Some(dead) = status.iter().find(|s| s.state == RankState::Dead) {
+        return Some(Error::PeerDied {
+            rank: dead.rank,
+            during: None,
+        });
+    }
+    let alive: Vec<&RankStatus> = status
+        .iter()
+        .filter(|s| s.state == RankState::Alive)
+        .collect();
+    let stuck: Vec<&RankStatus> = alive
+        .iter()
+        .copied()
+        .filter(|s| s.since_heartbeat > timeout)
+        .collect();
+    // Furthest behind: lowest step (none yet is lowest), then the oldest heartbeat.
+    let culprit = stuck.iter().min_by_key(|s| {
+        (
+            s.step.map_or(0, |x| x + 1),
+            std::cmp::Reverse(s.since_heartbeat),
+        )
+    })?;
+    Some(Error::PeerHung {
+        rank: culprit.rank,
+        idle: culprit.since_heartbeat,
+        all_idle: stuck.len() == alive.len(),
+    })
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -745,6 +960,11 @@ impl StoreClient {
             return Err(decode_error(&mut d)?);
         }
         Ok(d)
+    }
+
+    /// How long a request may wait (`CLIP_DIST_TIMEOUT`).
+    pub fn timeout(&self) -> Duration {
+        self.timeout
     }
 
     /// Stores `value` under `key`, waking every `get` waiting for it.
@@ -851,6 +1071,36 @@ impl StoreClient {
             .collect()
     }
 
+    /// Whether a rank died (the first the store saw die) or hung (no heartbeat for `timeout`):
+    /// the store's [`verdict`], a few bytes whatever the world size.
+    pub fn verdict(&self, timeout: Duration) -> Result<Option<Error>> {
+        let mut d = self.request(&Enc::new(OP_VERDICT).millis(timeout), self.timeout)?;
+        Ok(match d.u8()? {
+            0 => None,
+            1 => Some(Error::PeerDied {
+                rank: d.u64()? as usize,
+                during: None,
+            }),
+            _ => Some(Error::PeerHung {
+                rank: d.u64()? as usize,
+                idle: d.millis()?,
+                all_idle: d.u8()? != 0,
+            }),
+        })
+    }
+
+    /// Proposes `culprit` as the cause of the job's failure (kept only if none was before) and
+    /// returns the one kept, with the ranks that died in the order the store saw them.
+    pub(crate) fn failure(
+        &self,
+        culprit: Option<Culprit>,
+    ) -> Result<(Option<Culprit>, Vec<usize>)> {
+        let proposed = culprit.map_or(Vec::new(), |c| c.encode());
+        let mut d = self.request(&Enc::new(OP_FAILURE).bytes(&proposed), self.timeout)?;
+        let kept = Culprit::decode(d.bytes()?);
+        Ok((kept, d.ranks()?))
+    }
+
     /// Ranks whose connection closed without a goodbye (their process died).
     pub fn dead_ranks(&self) -> Result<Vec<usize>> {
         Ok(self
@@ -865,5 +1115,80 @@ impl StoreClient {
     pub fn bye(&self) -> Result<()> {
         self.request(&Enc::new(OP_BYE), self.timeout)?;
         Ok(())
+    }
+}
+
+/// The cause of a failed collective as the ranks agree on it (see `Group::blame`): a rank that
+/// died, or one the others timed out waiting for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Culprit {
+    Died(usize),
+    TimedOut(usize),
+}
+
+impl Culprit {
+    fn encode(self) -> Vec<u8> {
+        let (kind, rank) = match self {
+            Culprit::Died(r) => (1u8, r),
+            Culprit::TimedOut(r) => (2u8, r),
+        };
+        let mut b = vec![kind];
+        b.extend_from_slice(&(rank as u64).to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Culprit> {
+        let rank = u64::from_le_bytes(b.get(1..9)?.try_into().ok()?) as usize;
+        match b[0] {
+            1 => Some(Culprit::Died(rank)),
+            2 => Some(Culprit::TimedOut(rank)),
+            _ => None,
+        }
+    }
+}
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `(rank, state, step, seconds since its heartbeat)` per rank → the verdict's message.
+    #[test]
+    fn verdicts() {
+        use RankState::{Alive, Dead, Finished};
+        type Row = (usize, RankState, Option<u64>, u64);
+        let cases: [(&[Row], Option<&str>); 4] = [
+            (&[(0, Alive, Some(5), 1), (1, Alive, Some(5), 2)], None),
+            (
+                &[(0, Alive, Some(5), 1), (1, Dead, Some(5), 2)],
+                Some("rank 1 died (its connection to the store closed)"),
+            ),
+            (
+                &[
+                    (0, Alive, Some(9), 1),
+                    (1, Alive, Some(4), 601),
+                    (2, Finished, Some(4), 900),
+                ],
+                Some("rank 1 has made no progress for 601s (hung?)"),
+            ),
+            (
+                &[(0, Alive, Some(9), 700), (1, Alive, None, 650)],
+                Some("no rank has made progress for 650s; rank 1 is furthest behind (hung?)"),
+            ),
+        ];
+        for (rows, want) in cases {
+            let status: Vec<RankStatus> = rows
+                .iter()
+                .map(|&(rank, state, step, secs)| RankStatus {
+                    rank,
+                    state,
+                    step,
+                    since_heartbeat: Duration::from_secs(secs),
+                })
+                .collect();
+            let got = verdict(&status, Duration::from_secs(600));
+            assert_eq!(got.as_ref().map(Error::to_string).as_deref(), want);
+            if let Some(e) = got {
+                assert_eq!(e.fault(), crate::Fault::Job);
+            }
+        }
     }
 }

@@ -1,38 +1,53 @@
-//! CPU collectives over a full mesh of TCP connections (the role of gloo, for development and
-//! tests; worlds up to ~16 ranks).
+//! CPU collectives over TCP (gloo's role: development, tests, and the many-rank simulation of
+//! `clip-tool sim-ranks`), with ring and chain algorithms over links made when first needed
+//! (`links.rs`): each rank holds the ring's two links (to rank r+1, from rank r−1) and a link
+//! per point-to-point peer it exchanges with, never a mesh; each collective moves about twice
+//! the tensor per rank whatever the world size.
 //!
-//! Every exchange is "each rank sends some peers a message and receives from some peers": a
-//! writer thread sends to ranks r+1, r+2, … while the calling thread receives from r-1, r-2, …
-//! (mod W). Step k of one rank's writer meets step k of the receiver's reader, so the slowest
-//! step can always proceed and no pair of ranks can block each other writing (the classic
-//! deadlock when every rank writes a large buffer before reading).
+//! - `all_gather`: the ring, W − 1 steps, each forwarding the chunk received the step before.
+//! - `all_reduce`: a chain 0 → 1 → … → W−1 carries the running sum of each piece (a rank adds its
+//!   own values to what arrives and passes it on), so every element is summed in rank order
+//!   (bf16 in f32, rounded once at rank W−1): exactly the bits of the plain sum in rank order, on
+//!   every rank and from run to run; rank W−1 then broadcasts the result down the ring
+//!   W−1 → 0 → … → W−2. Pieces of at most 1 MiB travel separately, so the chain's ranks work on
+//!   different pieces at once.
+//! - `reduce_scatter`: the same chain, then rank W−1 sends chunk c along the ring to rank c.
+//! - `broadcast`: a chain from the root around the ring; `barrier`: a token from rank 0 to rank
+//!   W−1 and back around.
 //!
-//! Every message carries a small header (collective, reduction, dtype, shape, payload length)
-//! that the receiver checks against its own call, so ranks calling collectives in a different
-//! order or with different shapes fail with one clear line instead of garbage.
-//!
-//! `all_reduce` is a reduce-scatter (rank c reduces chunk c in rank order) followed by an
-//! all-gather, so each element is computed once and every rank receives the same bits.
+//! Each rank reads from the previous rank on the calling thread while a writer thread of its own
+//! sends to the next, so no two ranks block each other writing (the classic deadlock when every
+//! rank writes a large buffer before reading). Every message carries a small header
+//! (collective, reduction, dtype, shape, payload length) that the receiver checks against its own
+//! call, so ranks calling collectives in a different order or with different shapes fail with
+//! one clear line instead of garbage.
 
 use crate::error::{Error, Result};
 use crate::group::Transport;
-use crate::host::{bytes, bytes_mut, chunk_bounds, host, reduce_into, write_back, Dtype};
-use crate::store::StoreClient;
+use crate::host::{
+    acc_add, acc_finish, acc_size, acc_start, bytes, bytes_mut, chunk_bounds, host, write_back,
+    Dtype,
+};
+use crate::links::{peer_io_error, Channel, Links};
 use crate::ReduceOp;
+use std::borrow::Cow;
 use std::io::{self, Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Mutex;
+use std::net::{Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 use tch::{Device, Tensor};
 
-/// Handshake magic (ASCII "CLDT") so a stray connection is refused rather than trusted.
-const MAGIC: u32 = 0x434c_4454;
+/// The largest piece a chain passes on at once (bytes of accumulators).
+const PIECE: usize = 1 << 20;
 
 #[derive(Clone, Copy, PartialEq, Eq, Debug)]
 enum Op {
-    AllReduceScatter = 1,
-    AllReduceGather = 2,
+    /// `all_reduce`'s chain of running sums.
+    AllReduceChain = 1,
+    /// `all_reduce`'s broadcast of the result.
+    AllReduceBroadcast = 2,
     AllGather = 3,
     ReduceScatter = 4,
     Broadcast = 5,
@@ -129,122 +144,265 @@ pub(crate) struct TcpCollectives {
     rank: usize,
     world: usize,
     timeout: Duration,
-    /// `peers[p]`: the connection to rank p (`None` at this rank's own index).
-    peers: Vec<Option<TcpStream>>,
-    /// One collective at a time: messages on a connection must not interleave.
+    links: Arc<Links>,
+    /// The ring: to rank + 1, and from rank − 1 (one connection in a world of two).
+    next: TcpStream,
+    prev: TcpStream,
+    /// Point-to-point links to other ranks, made on first use.
+    others: Vec<OnceLock<TcpStream>>,
+    /// One collective at a time: messages on a link must not interleave.
     busy: Mutex<()>,
-    /// Set by a failed exchange: the streams may hold half a message, so later calls refuse.
+    /// Set by a failed exchange: a link may hold half a message, so later calls refuse.
     broken: AtomicBool,
 }
 
+/// Which side of a [`TcpCollectives::duplex`] failed first.
+const READER: u8 = 1;
+const WRITER: u8 = 2;
+
 impl TcpCollectives {
-    /// Builds the mesh: publishes this rank's listening address in the store, connects to every
-    /// lower rank and accepts every higher one, all within `timeout`.
+    /// Links this rank into the ring (rank + 1 and rank − 1 do the same), within `timeout`.
     pub(crate) fn connect(
-        store: &StoreClient,
+        links: Arc<Links>,
         rank: usize,
         world: usize,
         timeout: Duration,
     ) -> Result<Self> {
         let deadline = Instant::now() + timeout;
-        let listener =
-            TcpListener::bind(("0.0.0.0", 0)).map_err(Error::io("cannot listen for peers"))?;
-        let port = listener
-            .local_addr()
-            .map_err(Error::io("the collectives port"))?
-            .port();
-        let addr = format!("{}:{port}", store.local_ip()?);
-        store.set(&format!("tcp/{rank}"), addr.as_bytes())?;
-
-        let mut peers: Vec<Option<TcpStream>> = (0..world).map(|_| None).collect();
-        for (p, slot) in peers.iter_mut().enumerate().take(rank) {
-            // Read once by every higher rank.
-            let addr = store.take(&format!("tcp/{p}"), world - 1 - p)?;
-            let addr = String::from_utf8_lossy(&addr).into_owned();
-            *slot = Some(connect_to(p, addr, rank, deadline)?);
-        }
-        listener
-            .set_nonblocking(true)
-            .map_err(Error::io("the collectives port"))?;
-        while peers[rank + 1..].iter().any(Option::is_none) {
-            match listener.accept() {
-                Ok((stream, _)) => {
-                    let p = read_hello(&stream, timeout)?;
-                    if p <= rank || p >= world || peers[p].is_some() {
-                        return Err(Error::Protocol(format!(
-                            "unexpected connection to this rank's collectives port (rank {p}?)"
-                        )));
-                    }
-                    peers[p] = Some(stream);
-                }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
-                    if Instant::now() >= deadline {
-                        let missing = (rank + 1..world).filter(|&p| peers[p].is_none());
-                        return Err(Error::ConnectTimeout {
-                            after: timeout,
-                            missing: missing.collect(),
-                        });
-                    }
-                    std::thread::sleep(Duration::from_millis(2));
-                }
-                Err(e) => return Err(Error::io("accepting a peer")(e)),
-            }
-        }
-        for s in peers.iter().flatten() {
-            s.set_nodelay(true)
-                .and_then(|()| s.set_read_timeout(Some(timeout)))
-                .and_then(|()| s.set_write_timeout(Some(timeout)))
-                .map_err(Error::io("setting up a peer connection"))?;
-        }
+        let (n, p) = ((rank + 1) % world, (rank + world - 1) % world);
+        let link = |peer| links.connect(Channel::Tensors, peer, deadline);
+        let (next, prev) = if n == p {
+            let s = link(n)?;
+            let clone = s.try_clone().map_err(Error::io("the ring's connection"))?;
+            (s, clone)
+        } else {
+            (link(n)?, link(p)?)
+        };
         Ok(TcpCollectives {
             rank,
             world,
             timeout,
-            peers,
+            links,
+            next,
+            prev,
+            others: (0..world).map(|_| OnceLock::new()).collect(),
             busy: Mutex::new(()),
             broken: AtomicBool::new(false),
         })
     }
 
-    fn peer(&self, p: usize) -> &TcpStream {
-        self.peers[p].as_ref().expect("a peer other than this rank")
+    fn next_rank(&self) -> usize {
+        (self.rank + 1) % self.world
     }
 
-    /// What a failed read or write on rank `peer`'s connection during `what` means.
-    fn io_error(&self, what: &'static str, peer: usize, e: io::Error) -> Error {
-        use io::ErrorKind::*;
-        match e.kind() {
-            UnexpectedEof | ConnectionReset | ConnectionAborted | BrokenPipe => Error::PeerDied {
-                rank: peer,
-                during: Some(what),
-            },
-            WouldBlock | TimedOut => Error::PeerTimeout {
-                rank: peer,
-                during: what,
-                after: self.timeout,
-            },
-            _ => Error::Io {
-                what: format!("{what}: connection to rank {peer}"),
-                cause: e,
-            },
+    fn prev_rank(&self) -> usize {
+        (self.rank + self.world - 1) % self.world
+    }
+
+    /// Runs one collective: alone, refused after an earlier failure, a failure marking the
+    /// links unusable.
+    fn guarded<T>(&self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        if self.broken.load(Ordering::Relaxed) {
+            return Err(Error::Invalid(
+                "collectives are unusable after an earlier failure".into(),
+            ));
         }
+        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
+        let out = f();
+        if out.is_err() {
+            self.broken.store(true, Ordering::Relaxed);
+        }
+        out
+    }
+
+    /// Runs `read` here, reading from the previous rank; whatever it passes through its sender
+    /// goes to the next rank from a writer thread. The first failure on either side is the
+    /// result; the other side is unblocked by shutting its half of the socket.
+    fn duplex<'a>(
+        &self,
+        header: &Header,
+        read: impl FnOnce(&mpsc::Sender<Cow<'a, [u8]>>) -> Result<()>,
+    ) -> Result<()> {
+        let first = AtomicU8::new(0);
+        let fail = |side: u8, stop: &TcpStream, how: Shutdown| {
+            if first
+                .compare_exchange(0, side, Ordering::SeqCst, Ordering::SeqCst)
+                .is_ok()
+            {
+                let _ = stop.shutdown(how);
+            }
+        };
+        std::thread::scope(|s| {
+            let (tx, rx) = mpsc::channel::<Cow<'a, [u8]>>();
+            let writer = s.spawn(|| {
+                let written = rx
+                    .into_iter()
+                    .try_for_each(|piece| self.write_piece(header, &piece));
+                if written.is_err() {
+                    fail(WRITER, &self.prev, Shutdown::Read);
+                }
+                written
+            });
+            let read = read(&tx);
+            drop(tx);
+            if read.is_err() {
+                fail(READER, &self.next, Shutdown::Write);
+            }
+            let written = writer.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    what: Op::name(header.op).to_string(),
+                    cause: io::Error::other("the sending thread panicked"),
+                })
+            });
+            match first.load(Ordering::SeqCst) {
+                WRITER => written,
+                _ => read.and(written),
+            }
+        })
+    }
+
+    /// A piece for the next rank's reader (`Err` only when the writer already failed; its
+    /// error is the one returned).
+    fn pass<'a>(tx: &mpsc::Sender<Cow<'a, [u8]>>, piece: Cow<'a, [u8]>) -> Result<()> {
+        tx.send(piece)
+            .map_err(|_| Error::Invalid("the sending thread stopped".into()))
+    }
+
+    fn write_piece(&self, header: &Header, buf: &[u8]) -> Result<()> {
+        let mut s = &self.next;
+        s.write_all(&header.with_payload(buf.len()).encode())
+            .and_then(|()| s.write_all(buf))
+            .map_err(|e| peer_io_error(Op::name(header.op), self.next_rank(), self.timeout, e))
+    }
+
+    /// The next message from the previous rank, which must be `header`'s call with `dst.len()`
+    /// bytes, into `dst`.
+    fn read_piece(&self, header: &Header, dst: &mut [u8]) -> Result<()> {
+        read_message(
+            &self.prev,
+            self.prev_rank(),
+            self.rank,
+            header,
+            dst,
+            self.timeout,
+        )
+    }
+
+    /// Sums `input` over the ranks in rank order along the chain 0 → … → W−1 in `pieces` pieces;
+    /// the finished result (÷ W for a mean) on rank W−1, `None` elsewhere.
+    fn chain_reduce(
+        &self,
+        header: &Header,
+        (dtype, op): (Dtype, ReduceOp),
+        input: &[u8],
+        pieces: usize,
+    ) -> Result<Option<Vec<u8>>> {
+        let (r, w) = (self.rank, self.world);
+        let (elt, acc) = (dtype.size(), acc_size(dtype));
+        let n = input.len() / elt;
+        let last = r == w - 1;
+        let mut result = vec![0u8; if last { input.len() } else { 0 }];
+        self.duplex(header, |tx| {
+            for i in 0..pieces {
+                let (a, b) = chunk_bounds(n, pieces, i);
+                let own = &input[a * elt..b * elt];
+                let sum = if r == 0 {
+                    acc_start(dtype, own)
+                } else {
+                    let mut got = vec![0u8; (b - a) * acc];
+                    self.read_piece(header, &mut got)?;
+                    acc_add(dtype, &mut got, own);
+                    got
+                };
+                if last {
+                    acc_finish(dtype, op, w, &sum, &mut result[a * elt..b * elt]);
+                } else {
+                    Self::pass(tx, Cow::Owned(sum))?;
+                }
+            }
+            Ok(())
+        })?;
+        Ok(last.then_some(result))
+    }
+
+    /// Rank `src`'s `slices` on every rank, along the ring from `src` to the rank before it.
+    fn chain_broadcast(&self, header: &Header, src: usize, slices: Vec<&mut [u8]>) -> Result<()> {
+        let end = (src + self.world - 1) % self.world;
+        self.duplex(header, |tx| {
+            for slice in slices {
+                if self.rank != src {
+                    self.read_piece(header, slice)?;
+                }
+                if self.rank != end {
+                    Self::pass(tx, Cow::Borrowed(slice))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Every rank's chunk in `chunks` (this rank's already in place) around the ring.
+    fn ring_gather(&self, header: &Header, mut chunks: Vec<&mut [u8]>) -> Result<()> {
+        let (r, w) = (self.rank, self.world);
+        let own: &[u8] = std::mem::take::<&mut [u8]>(&mut chunks[r]);
+        let mut slots: Vec<Option<&mut [u8]>> = chunks.into_iter().map(Some).collect();
+        self.duplex(header, |tx| {
+            Self::pass(tx, Cow::Borrowed(own))?;
+            // Step s brings chunk r−1−s, which the next step passes on.
+            for s in 0..w - 1 {
+                let dst = slots[(r + w - 1 - s) % w].take().expect("each chunk once");
+                self.read_piece(header, dst)?;
+                if s + 2 < w {
+                    Self::pass(tx, Cow::Borrowed(dst))?;
+                }
+            }
+            Ok(())
+        })
+    }
+
+    /// Reduce-scatter's second half: rank W−1 holds every finished chunk (`all`); chunk c goes
+    /// along the ring W−1 → 0 → 1 → … to rank c, into its `out`.
+    fn scatter_from_last(&self, header: &Header, all: Option<&[u8]>, out: &mut [u8]) -> Result<()> {
+        let (r, w, len) = (self.rank, self.world, out.len());
+        self.duplex(header, |tx| {
+            if let Some(all) = all {
+                for c in 0..w - 1 {
+                    Self::pass(tx, Cow::Borrowed(&all[c * len..(c + 1) * len]))?;
+                }
+                out.copy_from_slice(&all[(w - 1) * len..]);
+                return Ok(());
+            }
+            self.read_piece(header, out)?;
+            for _ in r + 1..w - 1 {
+                let mut passing = vec![0u8; len];
+                self.read_piece(header, &mut passing)?;
+                Self::pass(tx, Cow::Owned(passing))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The link to `p` for a point-to-point exchange: the ring's, or one made on first use.
+    fn peer(&self, p: usize) -> Result<&TcpStream> {
+        if p == self.next_rank() {
+            return Ok(&self.next);
+        }
+        if p == self.prev_rank() {
+            return Ok(&self.prev);
+        }
+        if self.others[p].get().is_none() {
+            let deadline = Instant::now() + self.timeout;
+            let s = self.links.connect(Channel::Tensors, p, deadline)?;
+            let _ = self.others[p].set(s);
+        }
+        Ok(self.others[p].get().expect("set just above"))
     }
 
     /// Sends `sends[p]` to each rank p that has one and receives into `recvs[p]` from each rank
-    /// p that has one; `header` describes this rank's call (its payload length is filled in per
-    /// message and checked against what arrives).
-    fn exchange(
-        &self,
-        header: &Header,
-        sends: &[Option<&[u8]>],
-        recvs: &mut [Option<&mut [u8]>],
-    ) -> Result<()> {
-        self.exchange_described(&|_| header.clone(), &|_| header.clone(), sends, recvs)
-    }
-
-    /// [`TcpCollectives::exchange`] with a header per peer: `sent(p)` describes the message to
-    /// rank p, `expected(p)` the one this rank expects from rank p (point to point, where each
-    /// message has its own shape).
+    /// p that has one: a writer thread sends to ranks r+1, r+2, … while this thread receives
+    /// from r−1, r−2, … (mod W), so step k of one rank's writer meets step k of the receiver's
+    /// reader and no pair of ranks can block each other writing. `sent(p)` describes the
+    /// message to rank p, `expected(p)` the one this rank expects from rank p.
     fn exchange_described(
         &self,
         sent: &(dyn Fn(usize) -> Header + Sync),
@@ -252,204 +410,113 @@ impl TcpCollectives {
         sends: &[Option<&[u8]>],
         recvs: &mut [Option<&mut [u8]>],
     ) -> Result<()> {
-        if self.broken.load(Ordering::Relaxed) {
-            return Err(Error::Invalid(
-                "collectives are unusable after an earlier failure".into(),
-            ));
-        }
-        let _busy = self.busy.lock().unwrap_or_else(|e| e.into_inner());
-        let result = if sends.iter().all(Option::is_none) {
-            self.read_all(expected, recvs)
-        } else {
-            std::thread::scope(|s| {
-                let writer = s.spawn(|| self.write_all(sent, sends));
-                let read = self.read_all(expected, recvs);
-                let written = writer.join().unwrap_or_else(|_| {
-                    Err(Error::Io {
-                        what: sends
-                            .iter()
-                            .position(Option::is_some)
-                            .map_or("sending", |p| Op::name(sent(p).op))
-                            .to_string(),
-                        cause: io::Error::other("the sending thread panicked"),
-                    })
-                });
-                read.and(written)
-            })
-        };
-        if result.is_err() {
-            self.broken.store(true, Ordering::Relaxed);
-        }
-        result
-    }
-
-    /// The sending half of [`TcpCollectives::exchange`]: ranks r+1, r+2, … in turn.
-    fn write_all(&self, header: &dyn Fn(usize) -> Header, sends: &[Option<&[u8]>]) -> Result<()> {
         let (r, w) = (self.rank, self.world);
-        for k in 1..w {
-            let p = (r + k) % w;
-            if let Some(buf) = sends[p] {
-                let header = header(p);
-                let what = Op::name(header.op);
-                let mut stream = self.peer(p);
-                stream
-                    .write_all(&header.with_payload(buf.len()).encode())
-                    .and_then(|()| stream.write_all(buf))
-                    .map_err(|e| self.io_error(what, p, e))?;
+        // Links made lowest rank first: a rank only ever waits for a higher one to call.
+        for p in 0..w {
+            if sends[p].is_some() || recvs[p].is_some() {
+                self.peer(p)?;
             }
         }
-        Ok(())
-    }
-
-    /// The receiving half of [`TcpCollectives::exchange`]: ranks r-1, r-2, … in turn.
-    fn read_all(
-        &self,
-        header: &dyn Fn(usize) -> Header,
-        recvs: &mut [Option<&mut [u8]>],
-    ) -> Result<()> {
-        let (r, w) = (self.rank, self.world);
-        for k in 1..w {
-            let p = (r + w - k) % w;
-            if let Some(dst) = recvs[p].as_deref_mut() {
-                let header = header(p);
-                let what = Op::name(header.op);
-                let mut stream = self.peer(p);
-                let got = Header::read(stream).map_err(|e| self.io_error(what, p, e))?;
-                let want = header.with_payload(dst.len());
-                if got != want {
-                    return Err(Error::Mismatch {
-                        during: what,
-                        rank: p,
-                        this_rank: r,
-                        sent: got.describe(),
-                        expected: want.describe(),
-                    });
+        std::thread::scope(|s| {
+            let writer = s.spawn(|| {
+                for k in 1..w {
+                    let p = (r + k) % w;
+                    if let Some(buf) = sends[p] {
+                        let header = sent(p);
+                        let what = Op::name(header.op);
+                        let mut stream = self.peer(p)?;
+                        stream
+                            .write_all(&header.with_payload(buf.len()).encode())
+                            .and_then(|()| stream.write_all(buf))
+                            .map_err(|e| peer_io_error(what, p, self.timeout, e))?;
+                    }
                 }
-                stream
-                    .read_exact(dst)
-                    .map_err(|e| self.io_error(what, p, e))?;
+                Ok(())
+            });
+            let mut read = Ok(());
+            for k in 1..w {
+                let p = (r + w - k) % w;
+                if let Some(dst) = recvs[p].as_deref_mut() {
+                    let stream = self.peer(p)?;
+                    read = read_message(stream, p, r, &expected(p), dst, self.timeout);
+                    if read.is_err() {
+                        break;
+                    }
+                }
             }
-        }
-        Ok(())
-    }
-
-    /// Sends `part(p)` to every other rank p, receives every other rank's part for this rank
-    /// (`out.len()` bytes each), and reduces them, this rank's own `part(rank)` in its place, in
-    /// rank order into `out`.
-    fn reduce_parts<'a>(
-        &self,
-        header: &Header,
-        dtype: Dtype,
-        op: ReduceOp,
-        part: impl Fn(usize) -> &'a [u8],
-        out: &mut [u8],
-    ) -> Result<()> {
-        let (r, w) = (self.rank, self.world);
-        let mut scratch = vec![0u8; out.len() * (w - 1)];
-        let mut parts = scratch.chunks_exact_mut(out.len().max(1));
-        let mut recvs: Vec<Option<&mut [u8]>> = (0..w)
-            .map(|p| (p != r).then(|| parts.next().unwrap_or(&mut [][..])))
-            .collect();
-        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then(|| part(p))).collect();
-        self.exchange(header, &sends, &mut recvs)?;
-        let inputs: Vec<&[u8]> = recvs
-            .iter()
-            .map(|recv| recv.as_deref().unwrap_or_else(|| part(r)))
-            .collect();
-        reduce_into(dtype, op, &inputs, out);
-        Ok(())
-    }
-
-    /// Sends this rank's chunk (`chunks[rank]`) to every rank and receives rank p's into
-    /// `chunks[p]`.
-    fn gather_chunks(&self, header: &Header, mut chunks: Vec<&mut [u8]>) -> Result<()> {
-        let (r, w) = (self.rank, self.world);
-        let own: &[u8] = std::mem::take::<&mut [u8]>(&mut chunks[r]);
-        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then_some(own)).collect();
-        let mut recvs: Vec<Option<&mut [u8]>> = chunks
-            .into_iter()
-            .enumerate()
-            .map(|(p, c)| (p != r).then_some(c))
-            .collect();
-        self.exchange(header, &sends, &mut recvs)
-    }
-}
-
-/// Connects to rank `p` at `addr` (retrying until `deadline`: it may not listen yet) and says
-/// which rank this is.
-fn connect_to(p: usize, addr: String, rank: usize, deadline: Instant) -> Result<TcpStream> {
-    let mut stream = loop {
-        match TcpStream::connect(&addr) {
-            Ok(s) => break s,
-            Err(cause) if Instant::now() >= deadline => {
-                return Err(Error::PeerUnreachable {
-                    rank: p,
-                    addr,
-                    cause,
+            let written = writer.join().unwrap_or_else(|_| {
+                Err(Error::Io {
+                    what: "send_recv".into(),
+                    cause: io::Error::other("the sending thread panicked"),
                 })
-            }
-            Err(_) => std::thread::sleep(Duration::from_millis(20)),
-        }
-    };
-    let mut hello = MAGIC.to_le_bytes().to_vec();
-    hello.extend_from_slice(&(rank as u32).to_le_bytes());
-    stream
-        .write_all(&hello)
-        .map_err(|cause| Error::PeerUnreachable {
-            rank: p,
-            addr,
-            cause,
-        })?;
-    Ok(stream)
+            });
+            read.and(written)
+        })
+    }
 }
 
-/// The rank a newly accepted peer says it is.
-fn read_hello(mut stream: &TcpStream, timeout: Duration) -> Result<usize> {
-    let mut hello = [0u8; 8];
-    stream
-        .set_nonblocking(false)
-        .and_then(|()| stream.set_read_timeout(Some(timeout)))
-        .and_then(|()| stream.read_exact(&mut hello))
-        .map_err(Error::io("reading a peer's handshake"))?;
-    let magic = u32::from_le_bytes(hello[..4].try_into().unwrap());
-    if magic != MAGIC {
-        return Err(Error::Protocol(
-            "unexpected connection to this rank's collectives port".into(),
-        ));
+/// Reads one message from `peer` on `stream` into `dst`; it must be `want`'s call with
+/// `dst.len()` bytes.
+fn read_message(
+    mut stream: &TcpStream,
+    peer: usize,
+    this_rank: usize,
+    want: &Header,
+    dst: &mut [u8],
+    timeout: Duration,
+) -> Result<()> {
+    let what = Op::name(want.op);
+    let got = Header::read(stream).map_err(|e| peer_io_error(what, peer, timeout, e))?;
+    let want = want.with_payload(dst.len());
+    if got != want {
+        return Err(Error::Mismatch {
+            during: what,
+            rank: peer,
+            this_rank,
+            sent: got.describe(),
+            expected: want.describe(),
+        });
     }
-    Ok(u32::from_le_bytes(hello[4..].try_into().unwrap()) as usize)
+    stream
+        .read_exact(dst)
+        .map_err(|e| peer_io_error(what, peer, timeout, e))
+}
+
+/// `data` (of `elt`-byte elements) cut into `pieces` pieces as `chunk_bounds` cuts it.
+fn split_pieces(data: &mut [u8], pieces: usize, elt: usize) -> Vec<&mut [u8]> {
+    let n = data.len() / elt.max(1);
+    let mut out = Vec::with_capacity(pieces);
+    let mut rest = data;
+    for i in 0..pieces {
+        let (a, b) = chunk_bounds(n, pieces, i);
+        let (head, tail) = rest.split_at_mut((b - a) * elt);
+        out.push(head);
+        rest = tail;
+    }
+    out
+}
+
+/// How many pieces `n` elements travel in (at least one, so every rank sends its header).
+fn pieces_for(n: usize, acc: usize) -> usize {
+    (n * acc).div_ceil(PIECE).max(1)
 }
 
 impl Transport for TcpCollectives {
     fn all_reduce(&self, t: &mut Tensor, op: ReduceOp) -> Result<()> {
         let dtype = Dtype::of(t)?;
-        let (r, w, elt) = (self.rank, self.world, dtype.size());
         let mut h = host(t);
-        let n = h.numel();
+        let pieces = pieces_for(h.numel(), acc_size(dtype));
         let shape = h.size();
-        let span = |c: usize| {
-            let (a, b) = chunk_bounds(n, w, c);
-            a * elt..b * elt
-        };
-        let data = bytes_mut(&mut h);
-
-        // Reduce-scatter: chunk p goes to rank p; this rank reduces chunk r.
-        let mut reduced = vec![0u8; span(r).len()];
-        let header = Header::new(Op::AllReduceScatter, Some(op), dtype, &shape);
-        let view: &[u8] = data;
-        self.reduce_parts(&header, dtype, op, |p| &view[span(p)], &mut reduced)?;
-        data[span(r)].copy_from_slice(&reduced);
-
-        // All-gather of the reduced chunks.
-        let mut chunks: Vec<&mut [u8]> = Vec::with_capacity(w);
-        let mut rest = data;
-        for c in 0..w {
-            let (head, tail) = rest.split_at_mut(span(c).len());
-            chunks.push(head);
-            rest = tail;
-        }
-        let header = Header::new(Op::AllReduceGather, Some(op), dtype, &shape);
-        self.gather_chunks(&header, chunks)?;
+        self.guarded(|| {
+            let data = bytes_mut(&mut h);
+            let chain = Header::new(Op::AllReduceChain, Some(op), dtype, &shape);
+            if let Some(sum) = self.chain_reduce(&chain, (dtype, op), data, pieces)? {
+                data.copy_from_slice(&sum);
+            }
+            let bcast = Header::new(Op::AllReduceBroadcast, Some(op), dtype, &shape);
+            let slices = split_pieces(data, pieces, dtype.size());
+            self.chain_broadcast(&bcast, self.world - 1, slices)
+        })?;
         write_back(t, &h);
         Ok(())
     }
@@ -466,7 +533,7 @@ impl Transport for TcpCollectives {
         };
         chunks[self.rank].copy_from_slice(mine);
         let header = Header::new(Op::AllGather, None, dtype, &h.size());
-        self.gather_chunks(&header, chunks)?;
+        self.guarded(|| self.ring_gather(&header, chunks))?;
         Ok(to_device_of(out, t))
     }
 
@@ -474,42 +541,36 @@ impl Transport for TcpCollectives {
         let dtype = Dtype::of(t)?;
         let h = host(t);
         let mut out = Tensor::empty(out_shape, (t.kind(), Device::Cpu));
-        let data = bytes(&h);
-        let len = data.len() / self.world;
         let header = Header::new(Op::ReduceScatter, Some(op), dtype, &h.size());
-        let part = |p: usize| &data[p * len..(p + 1) * len];
-        self.reduce_parts(&header, dtype, op, part, bytes_mut(&mut out))?;
+        self.guarded(|| {
+            let all = self.chain_reduce(&header, (dtype, op), bytes(&h), self.world)?;
+            self.scatter_from_last(&header, all.as_deref(), bytes_mut(&mut out))
+        })?;
         Ok(to_device_of(out, t))
     }
 
     fn broadcast(&self, t: &mut Tensor, root: usize) -> Result<()> {
         let dtype = Dtype::of(t)?;
-        let w = self.world;
         let mut h = host(t);
+        let pieces = pieces_for(h.numel(), dtype.size());
         let header = Header::new(Op::Broadcast, None, dtype, &h.size());
-        let mut recvs: Vec<Option<&mut [u8]>> = (0..w).map(|_| None).collect();
-        if self.rank == root {
-            let data = bytes(&h);
-            let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != root).then_some(data)).collect();
-            self.exchange(&header, &sends, &mut recvs)
-        } else {
-            recvs[root] = Some(bytes_mut(&mut h));
-            self.exchange(&header, &vec![None; w], &mut recvs)?;
+        self.guarded(|| {
+            let slices = split_pieces(bytes_mut(&mut h), pieces, dtype.size());
+            self.chain_broadcast(&header, root, slices)
+        })?;
+        if self.rank != root {
             write_back(t, &h);
-            Ok(())
         }
+        Ok(())
     }
 
     fn barrier(&self) -> Result<()> {
-        let (r, w) = (self.rank, self.world);
-        let sends: Vec<Option<&[u8]>> = (0..w).map(|p| (p != r).then_some(&[][..])).collect();
-        let mut recvs: Vec<Option<&mut [u8]>> =
-            (0..w).map(|p| (p != r).then(|| &mut [][..])).collect();
-        self.exchange(
-            &Header::new(Op::Barrier, None, Dtype::F32, &[]),
-            &sends,
-            &mut recvs,
-        )
+        let header = Header::new(Op::Barrier, None, Dtype::F32, &[]);
+        self.guarded(|| {
+            // Rank W−1 hears once every rank has arrived, then every rank hears from it.
+            self.chain_broadcast(&header, 0, vec![&mut [][..]])?;
+            self.chain_broadcast(&header, self.world - 1, vec![&mut [][..]])
+        })
     }
 
     /// One message per peer and direction, each with its own header (shape and dtype checked by
@@ -545,12 +606,14 @@ impl Transport for TcpCollectives {
                     .clone()
                     .expect("a header for every peer with a message")
             };
-            self.exchange_described(
-                &|p| header(&sent, p),
-                &|p| header(&expected, p),
-                &send_bufs,
-                &mut recv_bufs,
-            )?;
+            self.guarded(|| {
+                self.exchange_described(
+                    &|p| header(&sent, p),
+                    &|p| header(&expected, p),
+                    &send_bufs,
+                    &mut recv_bufs,
+                )
+            })?;
         }
         for ((_, t), (_, h)) in recvs.iter_mut().zip(&landing) {
             write_back(t, h);

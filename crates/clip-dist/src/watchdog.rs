@@ -4,12 +4,13 @@
 //! dead peer blocks forever and the job burns its allocation. Before exiting it prints the
 //! flight recorder on a timeout and aborts the backend's calls in flight (`ncclCommAbort`), so
 //! no kernel spins on after the process is gone. Each poll also publishes this rank's newest
-//! collective to the store, which every rank's diagnosis reads.
+//! collective to the store, which every rank's diagnosis reads. The store decides dead and hung
+//! ranks ([`crate::store::verdict`]) and answers each poll in a few bytes.
 
 use crate::error::{Error, EXIT_DIST_FAILURE};
 use crate::flight::{self, Publisher, Recorder};
 use crate::group::Transport;
-use crate::store::{RankState, RankStatus, StoreClient};
+use crate::store::StoreClient;
 use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -71,13 +72,14 @@ impl Watched {
         if let Err(e) = self.transport.async_error() {
             self.end(&e.to_string(), true);
         }
-        match self.monitor.status() {
-            Ok(status) => {
-                if let Some(problem) = verdict(&status, self.timeout) {
-                    let hung = matches!(problem, Error::PeerHung { .. });
-                    self.end(&problem.to_string(), hung);
-                }
+        // The store answers from one scan of the ranks shared by every rank's poll: a few
+        // bytes per rank, O(W) at rank 0 per round, not every rank's status to every rank.
+        match self.monitor.verdict(self.timeout) {
+            Ok(Some(problem)) => {
+                let hung = matches!(problem, Error::PeerHung { .. });
+                self.end(&problem.to_string(), hung);
             }
+            Ok(None) => {}
             Err(lost) => {
                 std::thread::sleep(LOST_GRACE);
                 self.end(&lost.to_string(), false);
@@ -99,7 +101,8 @@ impl Watched {
             (true, false) | (false, true) => std::thread::sleep(LINGER),
             (false, false) => {}
         }
-        std::process::exit(EXIT_DIST_FAILURE);
+        // No atexit handlers or C++ destructors while another thread may sit in CUDA or NCCL.
+        unsafe { libc::_exit(EXIT_DIST_FAILURE) }
     }
 }
 
@@ -108,87 +111,6 @@ impl Drop for Watchdog {
         drop(self.stop.take());
         if let Some(t) = self.thread.take() {
             let _ = t.join();
-        }
-    }
-}
-
-/// What is wrong with the job, if anything: [`Error::PeerDied`] or [`Error::PeerHung`]. A dead
-/// rank comes first. A rank is stuck when its last heartbeat is older than `timeout`; when
-/// others still progressed it is named as hung, and when nobody progressed the one furthest
-/// behind is named (the others wait on it).
-pub fn verdict(status: &[RankStatus], timeout: Duration) -> Option<Error> {
-    if let Some(dead) = status.iter().find(|s| s.state == RankState::Dead) {
-        return Some(Error::PeerDied {
-            rank: dead.rank,
-            during: None,
-        });
-    }
-    let alive: Vec<&RankStatus> = status
-        .iter()
-        .filter(|s| s.state == RankState::Alive)
-        .collect();
-    let stuck: Vec<&RankStatus> = alive
-        .iter()
-        .copied()
-        .filter(|s| s.since_heartbeat > timeout)
-        .collect();
-    // Furthest behind: lowest step (none yet is lowest), then the oldest heartbeat.
-    let culprit = stuck.iter().min_by_key(|s| {
-        (
-            s.step.map_or(0, |x| x + 1),
-            std::cmp::Reverse(s.since_heartbeat),
-        )
-    })?;
-    Some(Error::PeerHung {
-        rank: culprit.rank,
-        idle: culprit.since_heartbeat,
-        all_idle: stuck.len() == alive.len(),
-    })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// `(rank, state, step, seconds since its heartbeat)` per rank → the verdict's message.
-    #[test]
-    fn verdicts() {
-        use RankState::{Alive, Dead, Finished};
-        type Row = (usize, RankState, Option<u64>, u64);
-        let cases: [(&[Row], Option<&str>); 4] = [
-            (&[(0, Alive, Some(5), 1), (1, Alive, Some(5), 2)], None),
-            (
-                &[(0, Alive, Some(5), 1), (1, Dead, Some(5), 2)],
-                Some("rank 1 died (its connection to the store closed)"),
-            ),
-            (
-                &[
-                    (0, Alive, Some(9), 1),
-                    (1, Alive, Some(4), 601),
-                    (2, Finished, Some(4), 900),
-                ],
-                Some("rank 1 has made no progress for 601s (hung?)"),
-            ),
-            (
-                &[(0, Alive, Some(9), 700), (1, Alive, None, 650)],
-                Some("no rank has made progress for 650s; rank 1 is furthest behind (hung?)"),
-            ),
-        ];
-        for (rows, want) in cases {
-            let status: Vec<RankStatus> = rows
-                .iter()
-                .map(|&(rank, state, step, secs)| RankStatus {
-                    rank,
-                    state,
-                    step,
-                    since_heartbeat: Duration::from_secs(secs),
-                })
-                .collect();
-            let got = verdict(&status, Duration::from_secs(600));
-            assert_eq!(got.as_ref().map(Error::to_string).as_deref(), want);
-            if let Some(e) = got {
-                assert_eq!(e.fault(), crate::Fault::Job);
-            }
         }
     }
 }

@@ -63,6 +63,8 @@ use tch::{Device, Kind, Tensor};
 use torch_ext::cuda::{record_stream, Event, Stream, StreamGuard};
 use torch_ext::grad_hooks::{set_grad, PostAccumulateGradHook};
 
+use crate::fault::{self, Delay, Fault};
+
 /// DDP's default `bucket_cap_mb`.
 const DEFAULT_BUCKET_CAP_MB: f64 = 25.0;
 
@@ -127,6 +129,8 @@ struct Progress {
     /// Steps run, and the buckets the last one launched during its backward.
     steps: u64,
     launched_in_backward: usize,
+    /// The backwards of this step delayed so far (`CLIP_TRAIN_DELAY=grads`).
+    delayed: u32,
 }
 
 /// A bucket handed to the communication thread and, on CUDA, an event recorded on the stream
@@ -151,6 +155,7 @@ impl Shared {
     fn ready(&self, i: usize) {
         let mut p = self.lock();
         p.fired[i] += 1;
+        self.delay_gradients(&mut p, i);
         let Some(expected) = p.expected.as_ref().map(|e| e[i]) else {
             return;
         };
@@ -169,6 +174,19 @@ impl Shared {
             let _ = p.launch.as_ref().map(|tx| tx.send(launch));
             p.in_flight += 1;
             p.next += 1;
+        }
+    }
+
+    /// `CLIP_TRAIN_DELAY=grads` (the negative controls' setting, `fault.rs`): at the first hook
+    /// of each backward of an overlapped step, the compute stream is kept busy, so the rest of
+    /// the backward's gradients are written long after their buckets are launched — only the
+    /// communication stream's wait for the event orders the all-reduce after them.
+    fn delay_gradients(&self, p: &mut Progress, i: usize) {
+        let Some(device) = self.cuda else { return };
+        if p.launch.is_some() && p.fired[i] > p.delayed && fault::delayed(Delay::Grads) {
+            p.delayed = p.fired[i];
+            // A failure is the device's: the backward's own kernels report it.
+            let _ = torch_ext::cuda::occupy(device, 100);
         }
     }
 
@@ -406,6 +424,7 @@ impl GradBuckets {
         p.late = None;
         p.steps += 1;
         p.launched_in_backward = 0;
+        p.delayed = 0;
         Ok(())
     }
 
@@ -450,20 +469,28 @@ fn reduce_launched(
     comm: &dyn Collectives,
 ) -> Result<()> {
     if let (Some(stream), Some(event)) = (comm_stream, produced?) {
-        stream.wait_event(&event)?;
+        // The planted fault of a negative control (`fault.rs`) skips the one wait that matters.
+        if !fault::planted(Fault::SkipCommWait) {
+            stream.wait_event(&event)?;
+        }
     }
     reduce_mean(flat, dtype, comm)
 }
 
-/// Replaces `flat` (a bucket) with its mean over the ranks, computed in `dtype`.
+/// Replaces `flat` (a bucket) with its mean over the ranks, computed in `dtype` (the sum under
+/// the planted fault `sum-grads`, `fault.rs`).
 fn reduce_mean(flat: &Tensor, dtype: Kind, comm: &dyn Collectives) -> Result<()> {
+    let op = match fault::planted(Fault::SumGrads) {
+        true => ReduceOp::Sum,
+        false => ReduceOp::Mean,
+    };
     tch::no_grad(|| {
         let mut flat = flat.shallow_clone();
         if flat.kind() == dtype {
-            comm.all_reduce(&mut flat, ReduceOp::Mean)?;
+            comm.all_reduce(&mut flat, op)?;
         } else {
             let mut cast = flat.to_kind(dtype);
-            comm.all_reduce(&mut cast, ReduceOp::Mean)?;
+            comm.all_reduce(&mut cast, op)?;
             flat.copy_(&cast);
         }
         Ok(())
@@ -539,6 +566,14 @@ impl Collectives for Quiet<'_> {
     fn all_gather_bytes(&self, bytes: &[u8]) -> clip_dist::Result<Vec<Vec<u8>>> {
         self.wait_idle()?;
         self.comm.all_gather_bytes(bytes)
+    }
+    fn gather_bytes(&self, bytes: &[u8]) -> clip_dist::Result<Vec<Vec<u8>>> {
+        self.wait_idle()?;
+        self.comm.gather_bytes(bytes)
+    }
+    fn any_of(&self, flags: &[bool]) -> clip_dist::Result<Vec<bool>> {
+        self.wait_idle()?;
+        self.comm.any_of(flags)
     }
 }
 

@@ -111,9 +111,10 @@ fn checksum<'a>(
     h.finalize()
 }
 
-/// A checkpoint's contents copied off the model: host copies of every tensor (pinned when they
-/// come from a GPU, so the copy runs at full DMA speed) and the state, taken between two steps.
-/// Training may go on changing the weights while [`Snapshot::write`] runs on another thread.
+/// A checkpoint's contents copied off the model: host copies of every tensor ([`host_copies`]:
+/// pinned memory when they come from a GPU, copied without blocking, one wait) and the state,
+/// taken between two steps. Training may go on changing the weights while [`Snapshot::write`]
+/// runs on another thread.
 pub struct Snapshot {
     /// Sorted by name: the CRC and the file list tensors in name order.
     entries: Vec<(String, HostTensor)>,
@@ -127,25 +128,92 @@ struct HostTensor {
     tensor: Tensor,
 }
 
-impl HostTensor {
-    fn copy_of(t: &Tensor) -> Result<HostTensor> {
-        let mut host = Tensor::empty(t.size(), (t.kind(), Device::Cpu));
-        if t.device().is_cuda() {
-            host = host.pin_memory(t.device());
-        }
-        tch::no_grad(|| host.f_copy_(&t.detach()))?;
-        Ok(HostTensor {
+/// Bytes of host memory per block of [`host_copies`]: a power of two, which torch's caching
+/// host allocator rounds every pinned allocation up to.
+const SNAPSHOT_BLOCK: usize = 256 << 20;
+
+/// Host copies of `tensors`, carved out of a few blocks of [`SNAPSHOT_BLOCK`] bytes (a tensor
+/// larger than that gets a block of its own) at 64-byte-aligned offsets. When any comes from a
+/// GPU the blocks are allocated pinned — page-locked once per block, not once per tensor, and
+/// no pageable memory pinned by a copy — and every copy is enqueued without blocking, with one
+/// wait for each device's current stream at the end.
+fn host_copies(tensors: &[&Tensor]) -> Result<Vec<HostTensor>> {
+    copies_in_blocks(tensors, SNAPSHOT_BLOCK)
+}
+
+/// [`host_copies`] with blocks of `block` bytes.
+fn copies_in_blocks(tensors: &[&Tensor], block: usize) -> Result<Vec<HostTensor>> {
+    let mut devices: Vec<usize> = tensors
+        .iter()
+        .filter_map(|t| match t.device() {
+            Device::Cuda(i) => Some(i),
+            _ => None,
+        })
+        .collect();
+    devices.sort_unstable();
+    devices.dedup();
+    let nbytes = |t: &Tensor| t.numel() * t.kind().elt_size_in_bytes();
+    // The layout: each tensor's (block, offset), and each block's size.
+    let (mut blocks, mut place): (Vec<usize>, Vec<(usize, usize)>) = (vec![], vec![]);
+    let mut open = None;
+    for t in tensors {
+        let n = nbytes(t);
+        let b = match open {
+            Some(b) if n <= block && blocks[b] + n <= block => b,
+            _ => {
+                blocks.push(0);
+                open = (n <= block).then_some(blocks.len() - 1);
+                blocks.len() - 1
+            }
+        };
+        place.push((b, blocks[b]));
+        blocks[b] = (blocks[b] + n).next_multiple_of(64);
+    }
+    let memory = blocks
+        .iter()
+        .map(|&n| match devices.is_empty() {
+            true => Ok(Tensor::f_empty([n as i64], (Kind::Uint8, Device::Cpu))?),
+            false => torch_ext::pinned::empty(&[n as i64], Kind::Uint8),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let mut out = Vec::with_capacity(tensors.len());
+    for (t, (b, at)) in tensors.iter().zip(place) {
+        let bytes = memory[b].f_narrow(0, at as i64, nbytes(t) as i64)?;
+        let mut host = bytes.f_view_dtype(t.kind())?.f_view(t.size().as_slice())?;
+        tch::no_grad(|| torch_ext::pinned::copy_non_blocking(&mut host, &t.detach()))?;
+        out.push(HostTensor {
             dtype: dtype(t.kind())?,
             shape: t.size().iter().map(|&d| d as usize).collect(),
             tensor: host,
-        })
+        });
     }
+    for d in devices {
+        torch_ext::cuda::Stream::current(d)?.synchronize()?;
+    }
+    Ok(out)
+}
 
+/// [`HostTensor::view_of`] each of `tensors`: contiguous CPU tensors as they are, the others
+/// copied together ([`host_copies`]: one wait for all of a GPU's).
+fn views_or_copies(tensors: &[&Tensor]) -> Result<Vec<HostTensor>> {
+    let viewable = |t: &Tensor| t.device() == Device::Cpu && t.is_contiguous();
+    let copied: Vec<&Tensor> = tensors.iter().copied().filter(|t| !viewable(t)).collect();
+    let mut copies = host_copies(&copied)?.into_iter();
+    tensors
+        .iter()
+        .map(|t| match viewable(t) {
+            true => HostTensor::view_of(t),
+            false => copies.next().context("a host copy per tensor copied"),
+        })
+        .collect()
+}
+
+impl HostTensor {
     /// `t` itself when it is a contiguous CPU tensor nothing writes (a file just read: its
-    /// checksum needs no copy of its bytes), else [`HostTensor::copy_of`].
+    /// checksum needs no copy of its bytes), else a copy ([`host_copies`]).
     fn view_of(t: &Tensor) -> Result<HostTensor> {
         if t.device() != Device::Cpu || !t.is_contiguous() {
-            return HostTensor::copy_of(t);
+            return Ok(host_copies(&[t])?.remove(0));
         }
         Ok(HostTensor {
             dtype: dtype(t.kind())?,
@@ -159,7 +227,7 @@ impl HostTensor {
         if len == 0 {
             return &[];
         }
-        // SAFETY: `tensor` is a contiguous CPU tensor (made by `copy_of`, or checked by
+        // SAFETY: `tensor` is a contiguous CPU tensor (made by `host_copies`, or checked by
         // `view_of`) that nothing writes while `self` lives, so its `len` bytes stay valid and
         // unchanged.
         unsafe { std::slice::from_raw_parts(self.tensor.data_ptr() as *const u8, len) }
@@ -189,33 +257,33 @@ impl Snapshot {
         optimizer: &[(String, Tensor)],
         state: &TrainState,
     ) -> Result<Snapshot> {
-        Self::made(model, optimizer, state, HostTensor::copy_of)
+        Self::made(model, optimizer, state, host_copies)
     }
 
     /// A snapshot of tensors nothing writes while it lives (copies made for it — gathered
     /// shards —, or shards written before training goes on): contiguous CPU tensors are taken
-    /// as they are, without a copy.
+    /// as they are, without a copy ([`views_or_copies`]).
     pub fn of_copies(
         model: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],
         state: &TrainState,
     ) -> Result<Snapshot> {
-        Self::made(model, optimizer, state, HostTensor::view_of)
+        Self::made(model, optimizer, state, views_or_copies)
     }
 
     fn made(
         model: &[(String, Tensor)],
         optimizer: &[(String, Tensor)],
         state: &TrainState,
-        host: fn(&Tensor) -> Result<HostTensor>,
+        host: fn(&[&Tensor]) -> Result<Vec<HostTensor>>,
     ) -> Result<Snapshot> {
-        let mut entries = Vec::with_capacity(model.len() + optimizer.len());
-        for (k, t) in model {
-            entries.push((k.clone(), host(t)?));
-        }
-        for (k, t) in optimizer {
-            entries.push((format!("{OPTIMIZER_PREFIX}{k}"), host(t)?));
-        }
+        let names = model.iter().map(|(k, _)| k.clone()).chain(
+            optimizer
+                .iter()
+                .map(|(k, _)| format!("{OPTIMIZER_PREFIX}{k}")),
+        );
+        let tensors: Vec<&Tensor> = model.iter().chain(optimizer).map(|(_, t)| t).collect();
+        let mut entries: Vec<(String, HostTensor)> = names.zip(host(&tensors)?).collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Snapshot {
             entries,
@@ -324,6 +392,53 @@ fn state_of(path: &Path, meta: &HashMap<String, String>) -> Result<TrainState> {
         .ok_or_else(|| anyhow!("{}: no training state", path.display()))?;
     serde_json::from_str(state)
         .with_context(|| format!("{}: unreadable training state", path.display()))
+}
+
+/// The first tensor holding a NaN or an inf, by name (an optimizer tensor with its
+/// `optimizer.` prefix), or None when all are finite. One fused check on the tensors' device and
+/// one host read: every floating tensor's 2-norm (fast, and finite only for a finite tensor); only
+/// a tensor whose 2-norm is not finite gets the exact look (its largest magnitude, which unlike
+/// the 2-norm does not overflow on finite values beyond ~1e19).
+pub fn first_non_finite(
+    model: &[(String, Tensor)],
+    optimizer: &[(String, Tensor)],
+) -> Result<Option<String>> {
+    use torch_ext::finite::{norms, Norm};
+    let named: Vec<(Cow<str>, &Tensor)> = model
+        .iter()
+        .map(|(k, t)| (Cow::Borrowed(k.as_str()), t))
+        .chain(
+            optimizer
+                .iter()
+                .map(|(k, t)| (Cow::Owned(format!("{OPTIMIZER_PREFIX}{k}")), t)),
+        )
+        .filter(|(_, t)| t.is_floating_point())
+        .collect();
+    let tensors: Vec<&Tensor> = named.iter().map(|(_, t)| *t).collect();
+    let two = norms(&tensors, Norm::Two)?;
+    if tch::no_grad(|| two.isfinite().all()).int64_value(&[]) != 0 {
+        return Ok(None);
+    }
+    let two = Vec::<f32>::try_from(two.to_device(Device::Cpu))?;
+    for ((k, t), n) in named.iter().zip(two) {
+        if !n.is_finite() && !norms(&[t], Norm::Max)?.double_value(&[0]).is_finite() {
+            return Ok(Some(k.to_string()));
+        }
+    }
+    Ok(None)
+}
+
+/// [`load`], refusing a checkpoint whose weights or optimizer state hold a NaN or an inf: it
+/// cannot be trained on (`--resume latest` skips it as it skips a corrupt one).
+pub fn load_finite(path: &Path) -> Result<Loaded> {
+    let loaded = load(path)?;
+    if let Some(key) = first_non_finite(&loaded.model, &loaded.optimizer)? {
+        bail!(
+            "{}: not finite (NaN or inf in {key}): never resumed from",
+            path.display()
+        );
+    }
+    Ok(loaded)
 }
 
 /// Reads a checkpoint and verifies its checksum.
@@ -467,14 +582,80 @@ pub fn remove_checkpoint(path: &Path) {
     let _ = std::fs::remove_dir_all(path.with_extension("shards"));
 }
 
-/// `--resume latest`: the newest checkpoint in `dir` that verifies, with a warning (through
-/// `warn`) for each newer one skipped; None when there is none (start fresh, as OpenCLIP does).
+/// `--resume latest`: the newest checkpoint in `dir` that verifies and is finite
+/// ([`load_finite`]), with a warning (through `warn`) for each newer one skipped; None when
+/// there is none (start fresh, as OpenCLIP does).
 pub fn load_latest(dir: &Path, mut warn: impl FnMut(String)) -> Option<(PathBuf, Loaded)> {
     for p in candidates(dir) {
-        match load(&p) {
+        match load_finite(&p) {
             Ok(l) => return Some((p, l)),
             Err(e) => warn(format!("skipping checkpoint: {e:#}")),
         }
     }
     None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Copies carved out of shared blocks hold their tensors' bits, dtypes and shapes — a
+    /// non-contiguous source, a scalar, an empty tensor, one larger than a block — and no two
+    /// overlap (each is then filled with a value of its own, and keeps it).
+    #[test]
+    fn host_copies_share_blocks_and_keep_every_tensor() {
+        let f = (Kind::Float, Device::Cpu);
+        let sources = [
+            Tensor::arange(15, f).view([3, 5]).transpose(0, 1),
+            Tensor::arange(7, f).to_kind(Kind::BFloat16),
+            Tensor::from(42i64),
+            Tensor::zeros([0, 4], f),
+            Tensor::arange(100, f) * -1.5,
+            Tensor::arange(3, (Kind::Int64, Device::Cpu)),
+        ];
+        let refs: Vec<&Tensor> = sources.iter().collect();
+        // 256-byte blocks: the 400-byte tensor gets one of its own.
+        let copies = copies_in_blocks(&refs, 256).unwrap();
+        for (c, s) in copies.iter().zip(&sources) {
+            assert_eq!(c.tensor.kind(), s.kind());
+            assert_eq!(c.tensor.size(), s.size());
+            assert!(c.tensor.equal(s), "{s:?}");
+            assert_eq!(
+                c.shape,
+                s.size().iter().map(|&d| d as usize).collect::<Vec<_>>()
+            );
+        }
+        for (i, c) in copies.iter().enumerate() {
+            let _ = c.tensor.shallow_clone().fill_(i as i64 + 1);
+        }
+        for (i, (c, s)) in copies.iter().zip(&sources).enumerate() {
+            assert!(c.tensor.equal(&s.full_like(i as i64 + 1)), "{s:?}");
+        }
+    }
+
+    fn named(name: &str, t: Tensor) -> (String, Tensor) {
+        (name.to_string(), t)
+    }
+
+    /// The culprit is named (an optimizer tensor with its prefix); finite tensors pass, also
+    /// those whose 2-norm overflows (elements near f32's largest).
+    #[test]
+    fn first_non_finite_names_the_culprit_and_passes_large_finite_values() {
+        let ones = |k: Kind| Tensor::ones([3, 2], (k, Device::Cpu));
+        let model = vec![
+            named("w", ones(Kind::Float)),
+            named("huge", Tensor::full([4], 3e38, (Kind::Float, Device::Cpu))),
+            named("b", ones(Kind::BFloat16)),
+        ];
+        let optimizer = vec![named("exp_avg.w", ones(Kind::Float))];
+        assert_eq!(first_non_finite(&model, &optimizer).unwrap(), None);
+        let _ = optimizer[0].1.get(1).get(0).fill_(f64::NAN);
+        let found = first_non_finite(&model, &optimizer).unwrap();
+        assert_eq!(found.as_deref(), Some("optimizer.exp_avg.w"));
+        let _ = model[2].1.get(2).get(1).fill_(f64::NEG_INFINITY);
+        assert_eq!(
+            first_non_finite(&model, &optimizer).unwrap().as_deref(),
+            Some("b")
+        );
+    }
 }

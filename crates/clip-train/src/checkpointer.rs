@@ -8,7 +8,7 @@
 use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use clip_dist::{Collectives, WorldInfo};
 use tch::Tensor;
 
@@ -90,7 +90,7 @@ impl Checkpointer {
         }
         let loaded = match resume {
             Resume::Fresh => None,
-            Resume::File(path) => Some((path.clone(), checkpoint::load(path)?)),
+            Resume::File(path) => Some((path.clone(), checkpoint::load_finite(path)?)),
             Resume::Latest => self.pick_latest(comm, log)?,
         };
         let Some((path, loaded)) = loaded else {
@@ -168,11 +168,14 @@ impl Checkpointer {
         })
     }
 
-    /// Checkpoints `file`: every rank's data position is gathered, then rank 0 copies the
+    /// Checkpoints `file`: every rank's data position is gathered to rank 0, which copies the
     /// weights, optimizer tensors and state to host memory and writes them on a writer thread
     /// while training goes on (`Write::Background`), or before returning, all ranks waiting
     /// (`Write::Now`: the preemption checkpoint). A save first waits for the previous write.
     /// `then_delete` (`--delete-previous-checkpoint`) is removed once the new file is complete.
+    ///
+    /// Only finite weights are saved: a state holding a NaN or an inf fails the run on every
+    /// rank (see [`Checkpointer::refuse_non_finite`]) before anything is written or deleted.
     #[allow(clippy::too_many_arguments)]
     pub fn save(
         &mut self,
@@ -186,12 +189,15 @@ impl Checkpointer {
         then_delete: Option<String>,
         log: &mut Log,
     ) -> Result<()> {
+        self.refuse_non_finite(file, comm, state, model, optimizer, log)?;
         let take = |s: &TrainState| Snapshot::take(model, optimizer, s);
         self.save_with(file, write, comm, state, position, &take, then_delete, log)
     }
 
     /// [`Checkpointer::save`] of host copies made for it (`--fsdp`'s gathered shards: rank 0's
-    /// only, empty elsewhere), which are written as they are.
+    /// only, empty elsewhere), which are written as they are. The caller has refused a
+    /// non-finite state already ([`Checkpointer::refuse_non_finite`] over every rank's shards,
+    /// before gathering them).
     #[allow(clippy::too_many_arguments)]
     pub fn save_copies(
         &mut self,
@@ -217,9 +223,11 @@ impl Checkpointer {
         position: &DataPosition,
     ) -> Result<TrainState> {
         let mut state = state.clone();
+        // Every rank's position to rank 0, which writes them (up the control tree: rank 0 takes
+        // a few messages, not one round trip per rank).
         state.data_position = Some(if self.world.world_size > 1 {
             let mine = serde_json::to_string(position)?;
-            let ranks = ddp::all_gather_strings(comm, &mine)?
+            let ranks = ddp::gather_strings(comm, &mine)?
                 .iter()
                 .map(|s| serde_json::from_str(s))
                 .collect::<Result<Vec<DataPosition>, _>>()?;
@@ -277,6 +285,38 @@ impl Checkpointer {
                 .context("barrier after saving a checkpoint")?;
         }
         Ok(())
+    }
+
+    /// Fails, naming the newest finite checkpoint, when the state to save holds a NaN or an inf:
+    /// it would become the newest checkpoint, delete the previous one, be synced by
+    /// `--remote-sync` and be resumed from. One fused check on the device per rank (every rank's
+    /// weights are the same, or with `--fsdp` each rank checks its own shards) and an agreement,
+    /// so that every rank stops here together.
+    pub fn refuse_non_finite(
+        &mut self,
+        file: &str,
+        comm: &dyn Collectives,
+        state: &TrainState,
+        model: &[(String, Tensor)],
+        optimizer: &[(String, Tensor)],
+        log: &mut Log,
+    ) -> Result<()> {
+        let culprit = checkpoint::first_non_finite(model, optimizer)?;
+        if !ddp::any(comm, culprit.is_some())? {
+            return Ok(());
+        }
+        self.wait(log);
+        let what = match culprit {
+            Some(key) => format!("{key} holds a NaN or an inf"),
+            None => "another rank's weights are not finite".into(),
+        };
+        let msg = format!(
+            "checkpoint {file} not written: {what} after step {}: the run diverged, stopping; newest finite checkpoint: {}",
+            state.step,
+            self.newest_name()
+        );
+        log.error(&msg);
+        bail!(msg)
     }
 
     /// Logs the write in progress once it is done (a no-op while it runs); between steps.

@@ -1,13 +1,14 @@
-//! Data parallelism around the step: the feature gather of the loss over the collectives, and
-//! the few agreements the trainer needs (identical initial weights, whether to stop — the latter
-//! through the store, so they cost no device round-trip). The gradient average is
+//! Data parallelism around the step: the feature gather of the loss over the collectives, the
+//! gather of rows of any count per rank (evaluation), and the few agreements the trainer needs
+//! (identical initial weights; whether to stop — host flags over clip-dist's control tree, so
+//! they cost no device round-trip and O(1) messages per rank). The gradient average is
 //! [`crate::buckets`]' job (re-exported here).
 //!
 //! Errors: every clip-dist call returns a typed [`clip_dist::Error`], which `?` carries inside
 //! the `anyhow::Error` (context included); [`dist_error`] finds it again, and its
 //! [`clip_dist::Error::fault`] decides the exit status.
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use clip_dist::{Collectives, ReduceOp};
 use tch::{Device, Kind, Tensor};
 
@@ -122,24 +123,26 @@ pub fn any(comm: &dyn Collectives, flag: bool) -> Result<bool> {
 }
 
 /// [`any`] for several flags in one exchange (a preemption signal may reach the ranks at
-/// different steps: every rank must stop at the same step). The flags travel through the store
-/// (host bytes), not a collective on the device: the agreement never waits for the step's
-/// kernels, so a step that does not log has no host sync.
+/// different steps: every rank must stop at the same step). The flags are host bytes ORed up
+/// clip-dist's control tree and sent back down ([`Collectives::any_of`]), not a collective on
+/// the device: the agreement never waits for the step's kernels, so a step that does not log
+/// has no host sync; each rank exchanges a few messages with its tree neighbours whatever the
+/// world size, and none goes through rank 0's store.
 pub fn any_of<const N: usize>(comm: &dyn Collectives, flags: [bool; N]) -> Result<[bool; N]> {
+    let any = comm.any_of(&flags)?;
+    any.try_into()
+        .map_err(|v: Vec<bool>| anyhow::anyhow!("agreed on {} flags, not {N}", v.len()))
+}
+
+/// The loss of the whole global batch on every rank: the mean over ranks of their local
+/// `loss` (a log step's read; one all-reduce of one float).
+pub fn global_loss(comm: &dyn Collectives, loss: &Tensor) -> Result<f64> {
     if comm.world_size() == 1 {
-        return Ok(flags);
+        return Ok(loss.double_value(&[]));
     }
-    let mine = flags.map(u8::from);
-    let mut out = [false; N];
-    for theirs in comm.all_gather_bytes(&mine)? {
-        if theirs.len() != N {
-            bail!("a rank sent {} flags to agree on, not {N}", theirs.len());
-        }
-        for (o, t) in out.iter_mut().zip(theirs) {
-            *o |= t != 0;
-        }
-    }
-    Ok(out)
+    let mut l = loss.to_kind(Kind::Float).reshape([1]);
+    comm.all_reduce(&mut l, ReduceOp::Mean)?;
+    Ok(l.double_value(&[0]))
 }
 
 /// Rank 0's `s` on every rank (a run name, a checkpoint path), any length, through clip-dist's
@@ -149,11 +152,86 @@ pub fn broadcast_string(comm: &dyn Collectives, s: &str) -> Result<String> {
     String::from_utf8(bytes).context("rank 0's string is not UTF-8")
 }
 
-/// Every rank's `s`, in rank order, on every rank (each rank's data position, for a checkpoint
-/// that resumes all of them), any lengths, through clip-dist's byte all-gather (the store).
-pub fn all_gather_strings(comm: &dyn Collectives, s: &str) -> Result<Vec<String>> {
-    comm.all_gather_bytes(s.as_bytes())?
+/// Every rank's `s`, in rank order, on rank 0 (each rank's data position, for a checkpoint that
+/// resumes all of them; an empty list on the other ranks), any lengths, up clip-dist's control
+/// tree ([`Collectives::gather_bytes`]).
+pub fn gather_strings(comm: &dyn Collectives, s: &str) -> Result<Vec<String>> {
+    comm.gather_bytes(s.as_bytes())?
         .into_iter()
         .map(|bytes| String::from_utf8(bytes).context("a rank's string is not UTF-8"))
+        .collect()
+}
+
+/// What the latency of one more collective is worth in bytes moved (about NCCL's tens of
+/// microseconds at 10 GB/s), for [`all_gather_rows`]' choice.
+const COLLECTIVE_BYTES: i64 = 256 << 10;
+
+/// Every rank's rows of each of `parts` (a rank's `parts[i]` may have any number of rows, the
+/// other dimensions and the dtype the same on every rank), as `[rank][part]`, on every rank,
+/// over the collectives (NCCL on GPUs, the TCP backend on the CPU; never the store): one
+/// all-gather of the row counts, then per part one all-gather padded to the longest rank's
+/// rows, or one broadcast from each rank that has rows when the padding would cost more than
+/// those extra collectives (at most `--workers` ranks hold an evaluation's batches, whatever
+/// the world size; the zero-shot classifier's groups are spread evenly). fp16 travels as f32
+/// (exactly). The tensors stay on `parts`' device.
+pub fn all_gather_rows(comm: &dyn Collectives, parts: &[&Tensor]) -> Result<Vec<Vec<Tensor>>> {
+    let world = comm.world_size();
+    if world == 1 {
+        return Ok(vec![parts.iter().map(|t| t.shallow_clone()).collect()]);
+    }
+    let device = parts.first().map_or(Device::Cpu, |t| t.device());
+    let rows: Vec<i64> = parts.iter().map(|t| t.size()[0]).collect();
+    let counts = comm.all_gather(&Tensor::from_slice(&rows).to(device))?;
+    let counts: Vec<i64> = Vec::try_from(&counts.to(Device::Cpu).reshape([-1]))?;
+    let mut out: Vec<Vec<Tensor>> = (0..world).map(|_| Vec::new()).collect();
+    for (i, t) in parts.iter().enumerate() {
+        let rows: Vec<i64> = (0..world).map(|r| counts[r * parts.len() + i]).collect();
+        let wide = widen(t);
+        let gathered = gather_part(comm, &wide, &rows)?;
+        for (o, g) in out.iter_mut().zip(gathered) {
+            o.push(g.to_kind(t.kind()));
+        }
+    }
+    Ok(out)
+}
+
+/// One part of [`all_gather_rows`]: every rank's `rows[r]` rows of `mine` (this rank's).
+fn gather_part(comm: &dyn Collectives, mine: &Tensor, rows: &[i64]) -> Result<Vec<Tensor>> {
+    let (world, rank) = (rows.len(), comm.rank());
+    let (total, longest) = (
+        rows.iter().sum::<i64>(),
+        rows.iter().copied().max().unwrap_or(0),
+    );
+    let shaped = |n: i64| {
+        let mut shape = mine.size();
+        shape[0] = n;
+        mine.new_zeros(shape.as_slice(), (mine.kind(), mine.device()))
+    };
+    // From the counts and the shape only, so every rank chooses alike.
+    let row_bytes =
+        mine.size()[1..].iter().product::<i64>() * mine.kind().elt_size_in_bytes() as i64;
+    let holders = rows.iter().filter(|&&n| n > 0).count() as i64;
+    if (world as i64 * longest - total) * row_bytes <= holders * COLLECTIVE_BYTES {
+        let pad = longest - rows[rank];
+        let padded = match pad {
+            0 => mine.shallow_clone(),
+            _ => Tensor::cat(&[mine, &shaped(pad)], 0),
+        };
+        let all = comm.all_gather(&padded)?;
+        return Ok((0..world)
+            .map(|r| all.narrow(0, r as i64 * longest, rows[r]))
+            .collect());
+    }
+    (0..world)
+        .map(|r| {
+            let mut theirs = match r == rank {
+                true => mine.shallow_clone(),
+                false => shaped(rows[r]),
+            };
+            if rows[r] > 0 {
+                comm.broadcast(&mut theirs, r)?;
+            }
+            Ok(theirs)
+        })
         .collect()
 }

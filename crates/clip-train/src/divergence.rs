@@ -5,10 +5,11 @@
 //! but no checkpoint is written after it, so the stop names the bad step and the newest good
 //! checkpoint exactly as a per-step check would.
 //!
-//! With many ranks the verdicts are agreed through the store (host bytes): the earliest bad step
-//! of any rank, so every rank stops with the same message.
+//! With many ranks the verdicts are agreed over the collectives (one all-gather of two numbers
+//! per rank, on the device, at the check's read): the earliest bad step of any rank, so every
+//! rank stops with the same message.
 
-use anyhow::{bail, Result};
+use anyhow::Result;
 use clip_dist::Collectives;
 use tch::{Device, Kind, Tensor};
 
@@ -60,36 +61,24 @@ impl Divergence {
     /// Reads the verdict (one host sync) and agrees on it with the other ranks: the earliest
     /// bad step of any rank, with that rank's loss. Every rank calls it at the same step.
     pub fn check(&mut self, comm: &dyn Collectives) -> Result<Option<Diverged>> {
-        let step = self.first_step.int64_value(&[]);
-        let mine = match step {
-            -1 => None,
-            s => Some((s, self.first_loss.double_value(&[]))),
+        // (step, loss) per rank, f64: a step is exact below 2^53 and a NaN loss stays NaN.
+        let mine = Tensor::stack(
+            &[
+                self.first_step.to_kind(Kind::Double),
+                self.first_loss.shallow_clone(),
+            ],
+            0,
+        );
+        let all = match comm.world_size() {
+            1 => mine,
+            _ => comm.all_gather(&mine)?,
         };
-        let bad = if comm.world_size() == 1 {
-            mine
-        } else {
-            // (step, loss bits), little-endian; nothing when this rank's losses were finite (a
-            // NaN survives the trip, which JSON would turn into null).
-            let bytes: Vec<u8> = mine.map_or(vec![], |(s, l)| {
-                [s.to_le_bytes(), l.to_bits().to_le_bytes()].concat()
-            });
-            let mut earliest: Option<(i64, f64)> = None;
-            for theirs in comm.all_gather_bytes(&bytes)? {
-                let theirs = match theirs.len() {
-                    0 => None,
-                    16 => {
-                        let (s, l) = theirs.split_at(8);
-                        let (s, l) = (s.try_into().expect("8"), l.try_into().expect("8"));
-                        Some((i64::from_le_bytes(s), f64::from_bits(u64::from_le_bytes(l))))
-                    }
-                    n => bail!("a rank's divergence verdict has {n} bytes, not 0 or 16"),
-                };
-                if let Some(t) = theirs.filter(|t| earliest.is_none_or(|e| t.0 < e.0)) {
-                    earliest = Some(t);
-                }
-            }
-            earliest
-        };
+        let all: Vec<f64> = Vec::try_from(&all.to_device(Device::Cpu))?;
+        let bad = all
+            .chunks_exact(2)
+            .filter(|v| v[0] >= 0.0)
+            .map(|v| (v[0] as i64, v[1]))
+            .min_by_key(|&(step, _)| step);
         let Some((step, loss)) = bad else {
             self.epochs.clear();
             return Ok(None);

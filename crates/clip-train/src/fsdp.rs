@@ -106,7 +106,7 @@ impl FsdpPlan {
         let w = world.world_size;
         let shard_size = match p.fsdp_shard_size {
             None => w,
-            Some(n) if n >= 1 && w % n as usize == 0 => n as usize,
+            Some(n) if n >= 1 && w.is_multiple_of(n as usize) => n as usize,
             Some(n) => {
                 bail!("--fsdp-shard-size {n}: must be at least 1 and divide the world size {w}")
             }
@@ -446,14 +446,13 @@ impl Fsdp {
         Ok(())
     }
 
-    /// `--grad-clip-norm`: scales every gradient (the shards' and the replicated scalars') by
-    /// `min(1, max / (total + 1e-6))`, total the 2-norm of the whole model's gradient: each
-    /// rank's sum of squares over its shards, summed over the shard group, plus the replicated
-    /// scalars' (the same on every rank). Returns the norm (on the device).
-    pub fn clip_grad_norm(&self, max_norm: f64, comm: &dyn Collectives) -> Result<Tensor> {
+    /// The 2-norm of the whole model's gradient: each rank's sum of squares over its shards,
+    /// summed over the shard group, plus the replicated scalars' (the same on every rank); on
+    /// the device, the same on every rank. Also the gradients it is over.
+    fn total_norm(&self, comm: &dyn Collectives) -> Result<(Tensor, Vec<Tensor>)> {
         let inner = self.rt.lock();
         let device = self.replicated[0].1.device();
-        let grads: Vec<Tensor> = inner
+        let mut grads: Vec<Tensor> = inner
             .units
             .iter()
             .flat_map(|u| &u.groups)
@@ -484,9 +483,24 @@ impl Fsdp {
                 .sum_over_shards(comm, &mut shards)?;
             Ok((shards + squares(&replicated)).sqrt())
         })?;
+        grads.extend(replicated);
+        Ok((total, grads))
+    }
+
+    /// The whole model's gradient norm ([`Fsdp::total_norm`]) without clipping: the step's
+    /// finiteness check (a non-finite norm on any rank's shards skips the step on every rank).
+    pub fn grad_norm(&self, comm: &dyn Collectives) -> Result<Tensor> {
+        Ok(self.total_norm(comm)?.0)
+    }
+
+    /// `--grad-clip-norm`: scales every gradient (the shards' and the replicated scalars') by
+    /// `min(1, max / (total + 1e-6))`, total the whole model's gradient norm
+    /// ([`Fsdp::total_norm`]). Returns the norm (on the device).
+    pub fn clip_grad_norm(&self, max_norm: f64, comm: &dyn Collectives) -> Result<Tensor> {
+        let (total, grads) = self.total_norm(comm)?;
         tch::no_grad(|| {
             let coef = (max_norm / (&total + 1e-6)).clamp_max(1.0);
-            for g in grads.iter().chain(&replicated) {
+            for g in &grads {
                 let _ = g.shallow_clone().g_mul_(&coef.to_device(g.device()));
             }
         });
@@ -652,6 +666,15 @@ impl GradSync {
         match self {
             GradSync::Ddp(_) => crate::optimizer::clip_grad_norm(params, max_norm),
             GradSync::Fsdp(f) => f.clip_grad_norm(max_norm, comm),
+        }
+    }
+
+    /// The gradients' global norm, unclipped: the step's finiteness check when nothing clips
+    /// (DDP: every rank's gradients are the same; FSDP: over every shard, a collective).
+    pub fn grad_norm(&self, opt: &AdamW, comm: &dyn Collectives) -> Result<Tensor> {
+        match self {
+            GradSync::Ddp(_) => torch_ext::finite::grad_norm(&opt.tensors()),
+            GradSync::Fsdp(f) => f.grad_norm(comm),
         }
     }
 

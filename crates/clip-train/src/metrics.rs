@@ -135,6 +135,9 @@ pub struct LogStepValues {
     /// The loss of the whole global batch (mean over ranks).
     pub global_loss: f64,
     pub logit_scale: f64,
+    /// Optimizer steps skipped so far for inf/NaN gradients (amp's loss scaler's, or a
+    /// non-finite gradient norm): the run's steps minus AdamW's own count.
+    pub skipped_steps: i64,
 }
 
 /// The run's reporting: rank 0 writes `out.log`, TensorBoard, wandb and `results.jsonl`; the
@@ -294,7 +297,7 @@ impl MetricsLogger {
         let digits = ((self.samples_per_epoch + 1) as f64).log10().ceil() as usize;
         let (loss, lr, scale) = (v.global_loss, r.lr, v.logit_scale);
         self.log.info(&format!(
-            "Train Epoch: {} [{:>digits$}/{} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}%{mfu}",
+            "Train Epoch: {} [{:>digits$}/{} ({:.0}%)] Data (t): {dt:.3} Batch (t): {bt:.3}, {}/s, {}/s/gpu LR: {lr:5.6} Logit Scale: {scale:.3} Contrastive_loss: {} ({}) Loss: {} ({}) Data wait: {:.0}% Skipped steps: {}{mfu}",
             r.epoch,
             r.count * self.step_samples,
             self.samples_per_epoch,
@@ -302,6 +305,7 @@ impl MetricsLogger {
             alt_g(sps, 6), alt_g(per_gpu, 6),
             alt_g(loss, 5), alt_g(avg, 5), alt_g(loss, 5), alt_g(avg, 5),
             100.0 * dt / bt.max(1e-12),
+            v.skipped_steps,
         ));
         // OpenCLIP's scalars (window values, not averages) at its step index: steps_per_epoch *
         // epoch + i, which stays above the previous epoch's eval step (wandb drops a step that

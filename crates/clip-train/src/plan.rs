@@ -83,11 +83,15 @@ pub struct TrainPlan {
     pub grad_reduce: Kind,
     /// Gradient buckets: overlapped with the backward or not, their size (environment).
     pub ddp_buckets: crate::ddp::BucketOptions,
+    /// Skipped steps in a row that stop the run (`CLIP_TRAIN_MAX_SKIPPED`).
+    pub max_skipped: i64,
     /// ClipLoss in its layout, or `--siglip`'s SigLipLoss.
     pub loss: LossKind,
     pub log_every_n_steps: i64,
     /// `--profile-steps A:B`: the global steps (from 1, inclusive) libtorch's profiler records.
     pub profile_steps: Option<(i64, i64)>,
+    /// `CLIP_TRAIN_TIME_STEPS=W:N`: the steps timed for benchmarks (`timing.rs`).
+    pub timed_steps: Option<crate::timing::StepWindow>,
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
     pub summary: String,
@@ -157,6 +161,7 @@ pub fn validate(p: Params) -> Result<Plan, Usage> {
 
 fn plan(p: Params) -> Result<Plan> {
     refuse_unsupported(&p)?;
+    check_numbers(&p)?;
     if p.batch_size < 1 || p.epochs < 1 || p.workers < 0 || p.warmup < 0 {
         bail!("--batch-size and --epochs must be at least 1, --workers and --warmup at least 0");
     }
@@ -410,12 +415,16 @@ fn model_config(p: &Params) -> Result<ClipConfig> {
 }
 
 /// The device (`cuda:{local_rank}` on many ranks unless `--no-set-device-rank`; `cuda:0` when
-/// CUDA_VISIBLE_DEVICES lists one device, slurm's one GPU per task) and the
+/// CUDA_VISIBLE_DEVICES lists one device, slurm's one GPU per task; a local rank past several
+/// visible devices refused, `clip_dist::several_visible_problem`) and the
 /// collectives backend: NCCL on CUDA, the TCP backend on CPU (`--dist-backend gloo` picks it on
 /// GPUs too).
 fn dist_backend(p: &Params, world: &WorldInfo) -> Result<(Device, Backend)> {
     let device = match parse_device(&p.device)? {
         Device::Cuda(_) if world.world_size > 1 && !p.no_set_device_rank => {
+            if let Some(problem) = clip_dist::several_visible_problem_here(world.local_rank) {
+                bail!("--device {}: {problem}", p.device);
+            }
             let index = clip_dist::local_cuda_device_from_env(world.local_rank);
             parse_device(&format!("cuda:{index}"))?
         }
@@ -566,6 +575,7 @@ fn train_plan(
         p.batch_size,
         data.samples_per_epoch
     );
+    crate::fault::check_env()?;
     Ok(TrainPlan {
         summary,
         data: Arc::new(data),
@@ -581,8 +591,10 @@ fn train_plan(
             other => bail!("--grad-reduce-dtype {other}: expected fp32 or bf16"),
         },
         ddp_buckets: crate::ddp::BucketOptions::from_env(&|k| std::env::var(k).ok())?,
+        timed_steps: crate::timing::StepWindow::from_env()?,
+        max_skipped: crate::nonfinite::max_skipped_from_env(&|k| std::env::var(k).ok())?,
         loss,
-        log_every_n_steps: p.log_every_n_steps.max(1),
+        log_every_n_steps: p.log_every_n_steps,
         profile_steps,
         fsdp: None,
         saves: SavePlan {
@@ -651,6 +663,78 @@ fn optimizer_settings(p: &Params) -> Result<(f64, AdamWConfig)> {
             weight_decay: p.wd,
         },
     ))
+}
+
+/// The range a numeric flag must be in (NaN is in none of them).
+#[derive(Clone, Copy)]
+enum Range {
+    /// A finite number ≥ 0 (torch's AdamW refuses a negative lr, eps or weight decay).
+    AtLeastZero,
+    /// A finite number > 0.
+    Positive,
+    /// In [0, 1), as torch's AdamW wants its betas.
+    Beta,
+}
+
+impl Range {
+    fn holds(self, v: f64) -> bool {
+        match self {
+            Range::AtLeastZero => v.is_finite() && v >= 0.0,
+            Range::Positive => v.is_finite() && v > 0.0,
+            Range::Beta => (0.0..1.0).contains(&v),
+        }
+    }
+
+    fn describe(self) -> &'static str {
+        match self {
+            Range::AtLeastZero => "a finite number, at least 0",
+            Range::Positive => "a finite number above 0",
+            Range::Beta => "in [0, 1)",
+        }
+    }
+}
+
+/// Every numeric flag finite and in the range its use needs — torch's optimizer's for AdamW's
+/// settings, the formula's for the rest (a clip norm, the cooldown's power and end, loss weights,
+/// counts and frequencies) — so that no flag makes a run train on NaNs (OpenCLIP crashes on most
+/// of these values with a traceback, or trains on them). The model-dependent flags
+/// (`--force-*`), sizes and data flags are checked where they are read.
+fn check_numbers(p: &Params) -> Result<()> {
+    #[rustfmt::skip]
+    let reals = [
+        ("--lr", p.lr, Range::AtLeastZero),
+        ("--beta1", p.beta1, Range::Beta),
+        ("--beta2", p.beta2, Range::Beta),
+        ("--eps", p.eps, Range::AtLeastZero),
+        ("--wd", Some(p.wd), Range::AtLeastZero),
+        ("--grad-clip-norm", p.grad_clip_norm, Range::Positive),
+        ("--lr-cooldown-end", Some(p.lr_cooldown_end), Range::AtLeastZero),
+        ("--lr-cooldown-power", Some(p.lr_cooldown_power), Range::AtLeastZero),
+        ("--coca-caption-loss-weight", Some(p.coca_caption_loss_weight), Range::AtLeastZero),
+        ("--coca-contrastive-loss-weight", Some(p.coca_contrastive_loss_weight), Range::AtLeastZero),
+    ];
+    for (flag, value, range) in reals {
+        if let Some(v) = value.filter(|v| !range.holds(*v)) {
+            bail!("{flag} {v}: must be {}", range.describe());
+        }
+    }
+    // Counts and frequencies (OpenCLIP divides by --log-every-n-steps; a negative frequency
+    // would evaluate or save every epoch in Python's modulo).
+    #[rustfmt::skip]
+    let counts = [
+        ("--log-every-n-steps", Some(p.log_every_n_steps), 1),
+        ("--save-frequency", Some(p.save_frequency), 0),
+        ("--zeroshot-frequency", Some(p.zeroshot_frequency), 0),
+        ("--val-frequency", Some(p.val_frequency), 0),
+        ("--epochs-cooldown", p.epochs_cooldown, 0),
+        ("--val-num-samples", p.val_num_samples, 1),
+    ];
+    for (flag, value, least) in counts {
+        if let Some(v) = value.filter(|v| *v < least) {
+            bail!("{flag} {v}: must be at least {least}");
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]

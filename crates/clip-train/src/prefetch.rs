@@ -17,6 +17,7 @@ use clip_data::buffers::{BatchBuffer, BufferRing, ImagesMut, Lease};
 use tch::{Device, Kind, Tensor};
 use torch_ext::cuda::{record_stream, Event, Stream, StreamGuard};
 
+use crate::fault::{self, Delay, Fault};
 use crate::precision::Precision;
 
 /// Whether step i+1's batches are taken before step i's compute (`CLIP_TRAIN_PREFETCH=0`: no).
@@ -54,15 +55,17 @@ pub struct HostBuffer {
 impl HostBuffer {
     fn new(device: Device, image_kind: Kind, shape: [i64; 3]) -> Result<HostBuffer> {
         let [b, side, ctx] = shape;
-        let cpu = |size: &[i64], kind| Tensor::f_empty(size, (kind, Device::Cpu));
-        let (mut images, mut tokens) = (
-            cpu(&[b, 3, side, side], image_kind)?,
-            cpu(&[b, ctx], Kind::Int64)?,
+        // Allocated pinned for a GPU (torch's caching host allocator), not pinned by a copy.
+        let host = |size: &[i64], kind| -> Result<Tensor> {
+            match device.is_cuda() {
+                true => torch_ext::pinned::empty(size, kind),
+                false => Ok(Tensor::f_empty(size, (kind, Device::Cpu))?),
+            }
+        };
+        let (images, tokens) = (
+            host(&[b, 3, side, side], image_kind)?,
+            host(&[b, ctx], Kind::Int64)?,
         );
-        if device.is_cuda() {
-            images = images.f_pin_memory(device)?;
-            tokens = tokens.f_pin_memory(device)?;
-        }
         Ok(HostBuffer {
             images,
             tokens,
@@ -192,11 +195,19 @@ impl DeviceBatch {
     /// first, and the tensors — allocated on the copy stream — are marked as used by it, so the
     /// caching allocator keeps their memory until the compute stream is done with them.
     pub fn inputs(&self) -> Result<(Tensor, Tensor)> {
+        // The planted fault of a negative control (`fault.rs`) skips the wait; on the CPU,
+        // where nothing is copied, the step reads what fresh memory would hold instead.
+        let skip_wait = fault::planted(Fault::SkipCopyWait);
         if let Some(copied) = &self.copied {
             let compute = Stream::current(copied_device(&self.images))?;
-            compute.wait_event(copied)?;
+            if !skip_wait {
+                compute.wait_event(copied)?;
+            }
             record_stream(&self.images, &compute)?;
             record_stream(&self.tokens, &compute)?;
+        } else if skip_wait {
+            let zeros = self.images.f_zeros_like()?.f_to_kind(self.image_kind)?;
+            return Ok((zeros, self.tokens.shallow_clone()));
         }
         Ok((
             self.images.f_to_kind(self.image_kind)?,
@@ -251,11 +262,16 @@ pub fn to_device(host: HostBatch, device: Device, image_kind: Kind) -> Result<De
     };
     let pinned = |t: &Tensor| match host.lease {
         Some(_) => Ok(t.shallow_clone()),
-        None => t.f_pin_memory(device),
+        None => torch_ext::pinned::pin(t),
     };
     let stream = copy_stream(index)?;
     let copy = || -> Result<(Tensor, Tensor, Event)> {
         let _on_copy_stream = StreamGuard::new(stream)?;
+        if fault::delayed(Delay::Copy) {
+            // A negative control's setting (`fault.rs`): the copy lands long after it is
+            // enqueued, so only the compute stream's wait for its event orders the step after it.
+            torch_ext::cuda::occupy(index, 100)?;
+        }
         let crossing = host.images.kind();
         let images = pinned(&host.images)?.f_to_device_(device, crossing, true, false)?;
         let tokens = pinned(&host.tokens)?.f_to_device_(device, Kind::Int64, true, false)?;

@@ -331,7 +331,7 @@ impl Remote {
             let fetched = self
                 .fetch(&rel, &dest)
                 .and_then(|()| self.fetch_shards(&dest, dir))
-                .and_then(|()| checkpoint::load(&dest));
+                .and_then(|()| checkpoint::load_finite(&dest));
             match fetched {
                 Ok(loaded) => {
                     log.info(&format!(

@@ -7,8 +7,9 @@
 //! evaluates after epochs.
 //!
 //! Every rank takes the same steps: running out of shards and a preemption signal are agreed
-//! through the store (`ddp::any_of`), so all ranks end an epoch or stop at the same step without
-//! a device round-trip. `--profile-steps` records steps with libtorch's profiler, each step's
+//! over clip-dist's control tree ([`crate::control`]), so all ranks end an epoch or stop at the
+//! same step without a device round-trip, each rank exchanging a few host messages whatever the
+//! world size. `--profile-steps` records steps with libtorch's profiler, each step's
 //! phases as named ranges (`data`, `to_device`, `forward_backward`, `grad_allreduce`,
 //! `clip_grad`, `optimizer`; summarised by `clip-tool profile`).
 
@@ -17,18 +18,20 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use clip_dist::{Collectives, Dist, ReduceOp, WorldInfo};
+use clip_dist::{Collectives, Dist, WorldInfo};
 use clip_model::{weights, Clip};
 use tch::{nn::VarStore, Device, Tensor};
 
 use crate::checkpoint::TrainState;
 use crate::checkpointer::{Checkpointer, Resumed, Write};
+use crate::control;
 use crate::data::{DataPosition, Epoch, HostMemory, SavedPositions};
 use crate::ddp::{self, DistGather, GradBuckets};
 use crate::divergence::{Diverged, Divergence};
 use crate::evaluator::Evaluator;
 use crate::fsdp::{Fsdp, GradSync};
 use crate::metrics::{peak_flops, LogStepValues, MetricsLogger, RunShape, StepReport};
+use crate::nonfinite::{self, SkippedSteps};
 use crate::optimizer::AdamW;
 use crate::plan::{ModelPlan, Plan, TrainPlan};
 use crate::precision::{Precision, Weights};
@@ -38,6 +41,7 @@ use crate::rundir::{self, Log};
 use crate::scaler::{GradScaler, ScalerState};
 use crate::step::{forward_backward, StepOptions};
 use crate::tensorboard::SummaryWriter;
+use crate::timing::StepTimer;
 use crate::tool::profile::STEP_PREFIX;
 use torch_ext::profiler::{Profiler, Range};
 
@@ -89,8 +93,8 @@ pub struct StepDone {
     pub loss: Tensor,
     /// The step's learning rate.
     pub lr: f64,
-    /// `--precision amp`'s found_inf (on the device, 1 when the update was skipped for inf/NaN
-    /// gradients); read only when the loss is not finite.
+    /// `--precision amp`'s found_inf (on the device, 1 when the loss scaler skipped the update
+    /// for inf/NaN gradients): a non-finite loss on such a step is not a divergence.
     pub skipped: Option<Tensor>,
 }
 
@@ -132,6 +136,10 @@ struct Optimization {
     preempted: Arc<AtomicBool>,
     /// Where the batches go (webdataset's host buffers).
     host: HostMemory,
+    /// `CLIP_TRAIN_TIME_STEPS`' clock.
+    timer: Option<StepTimer>,
+    /// The streak of steps skipped for non-finite gradients, on the device.
+    skipped: SkippedSteps,
 }
 
 pub struct Trainer {
@@ -212,7 +220,9 @@ impl Trainer {
             plan.device,
         );
         tch::manual_seed(plan.seed);
-        let vs = VarStore::new(plan.device);
+        // Initialised from the CPU generator and then moved: one seed, the same weights on any
+        // device (the CUDA generator draws other numbers).
+        let mut vs = VarStore::new(Device::Cpu);
         let model = build_model(
             &vs,
             &plan.model,
@@ -220,6 +230,7 @@ impl Trainer {
             &params.model,
             &mut metrics.log,
         )?;
+        vs.set_device(plan.device);
         if let Some(t) = &plan.train {
             for line in crate::fsdp::state_report(&model, t.fsdp.as_ref(), world.world_size) {
                 metrics.log.info(&line);
@@ -440,7 +451,7 @@ impl Trainer {
             // Every rank must take the same number of steps: when any rank's shards run out, the
             // epoch ends on all of them (OpenCLIP's DDP would hang instead); a partial
             // accumulation is dropped, as OpenCLIP's loop drops it.
-            if ddp::any(comm, micro.len() < accum as usize)? {
+            if control::shards_ran_out(comm, micro.len() < accum as usize)? {
                 self.metrics.log.warn(&format!(
                     "epoch {epoch} ended after {} of {steps_per_epoch} batches: the shards ran out (--train-num-samples larger than the data?)",
                     self.state.step_in_epoch
@@ -463,16 +474,21 @@ impl Trainer {
             test_nan_batch(&mut inputs, self.state.step + 1, self.world.rank);
             let done = self.train_step(&inputs, comm)?;
             batches.trained(micro.len());
+            self.time_step()?;
             // The host buffers go back to the ring: on the CPU nothing reads them any more; on
             // CUDA the ring waits for each one's copy event before it is written again.
             drop((inputs, micro));
-            self.divergence
-                .record(self.state.step, epoch, &done.loss, done.skipped.as_ref());
             // A signal on any rank stops every rank at this step.
             let o = self.optimization.as_ref().expect("training run");
-            let [stop] = ddp::any_of(comm, [o.preempted.load(Ordering::SeqCst)])?;
+            let stop = control::after_step(
+                dist,
+                &mut self.divergence,
+                (self.state.step, epoch),
+                &done.loss,
+                done.skipped.as_ref(),
+                o.preempted.load(Ordering::SeqCst),
+            )?;
             self.checkpoints.poll(&mut self.metrics.log);
-            dist.heartbeat(self.state.step as u64)?;
             let log_step = self.metrics.is_log_step(self.state.step_in_epoch);
             if log_step {
                 self.check_divergence(comm)?;
@@ -512,6 +528,7 @@ impl Trainer {
     ) -> Result<Vec<DeviceBatch>> {
         let mut host = Vec::with_capacity(accum as usize);
         let data_range = Range::new("data");
+        let waiting = Instant::now();
         while host.len() < accum as usize {
             match batches.next_batch() {
                 Some(Ok(batch)) => host.push(batch),
@@ -523,6 +540,9 @@ impl Trainer {
             }
         }
         drop(data_range);
+        if let Some(t) = self.optimization.as_mut().and_then(|o| o.timer.as_mut()) {
+            t.waited_for_data(waiting.elapsed().as_secs_f64());
+        }
         let _r = Range::new("to_device");
         let (_, image_kind) = prefetch::image_kinds(self.precision);
         host.into_iter()
@@ -530,11 +550,39 @@ impl Trainer {
             .collect()
     }
 
-    /// Stops the run if a recorded step's loss was not finite on any rank (see [`Divergence`]).
+    /// `CLIP_TRAIN_TIME_STEPS`: the timed window opens or closes after this step (its line in
+    /// the log).
+    fn time_step(&mut self) -> Result<()> {
+        let o = self.optimization.as_mut().expect("training run");
+        let line = match o.timer.as_mut() {
+            Some(t) => t.step_done(self.state.step)?,
+            None => None,
+        };
+        if let Some(line) = line {
+            self.metrics.log.info(&line);
+        }
+        Ok(())
+    }
+
+    /// Stops the run if a recorded step's loss was not finite on any rank (see [`Divergence`]),
+    /// or if `CLIP_TRAIN_MAX_SKIPPED` steps in a row were skipped for non-finite gradients (see
+    /// [`SkippedSteps`]: every rank counts the same streak, so all stop at the same check).
     fn check_divergence(&mut self, comm: &dyn Collectives) -> Result<()> {
-        match self.divergence.check(comm)? {
+        if let Some(d) = self.divergence.check(comm)? {
+            return Err(self.diverged(d));
+        }
+        let streak = self.optimization.as_mut().and_then(|o| o.skipped.check());
+        match streak {
             None => Ok(()),
-            Some(d) => Err(self.diverged(d)),
+            Some(s) => {
+                self.checkpoints.wait(&mut self.metrics.log);
+                let msg = format!(
+                    "{s}: the run diverged, stopping; newest finite checkpoint: {}",
+                    self.checkpoints.newest_name()
+                );
+                self.metrics.log.error(&msg);
+                Err(anyhow::anyhow!(msg))
+            }
         }
     }
 
@@ -617,8 +665,12 @@ impl Trainer {
             .wrapping_add(self.state.step);
         let stream = self.world.rank as i64 * o.plan.accum_freq;
         let seed_of = |j: usize| base.wrapping_add((stream + j as i64).wrapping_mul(1_000_000_007));
+        let (scale, rank) = (
+            o.scaler.as_ref().map(|s| s.scale().shallow_clone()),
+            self.world.rank,
+        );
         let opts = StepOptions {
-            loss_scale: o.scaler.as_ref().map(|s| s.scale().shallow_clone()),
+            loss_scale: nonfinite::test_loss_scale(scale, self.state.step + 1, rank, self.device),
             ..o.step_opts
         };
         // The gradient average runs bucket by bucket during the backward (ddp::GradBuckets), so
@@ -632,24 +684,34 @@ impl Trainer {
             self.metrics.log.info(&line);
         }
         drop(allreduce_range);
-        // The loss scaler (amp): unscale before clipping; a step with inf/NaN gradients is
-        // skipped (every rank sees the same averaged gradients, so all skip together), decided
-        // on the device by found_inf, which AdamW's kernel and the scale update read.
+        // The loss scaler (amp): unscale before clipping. A step with inf/NaN gradients —
+        // amp's check, or a gradient norm that is not finite — is skipped (every rank sees the
+        // same averaged gradients, so all skip together), decided on the device by found_inf,
+        // which AdamW's kernel reads (and amp's own, the scale update).
         let clip_range = Range::new("clip_grad");
-        let found_inf = match &o.scaler {
+        // --fsdp: amp's found_inf agreed over the ranks, and the norm the whole model's (every
+        // rank holds other shards): every rank skips the same steps.
+        let amp_inf = match &o.scaler {
             Some(s) => Some(o.buckets.agree_found_inf(s.unscale(&o.opt.params)?, comm)?),
             None => None,
         };
-        if let Some(max) = o.plan.grad_clip_norm {
-            // The norm (on the device) is not logged: nothing reads it.
-            let _ = o.buckets.clip_grad_norm(&o.opt.params, max, comm)?;
-        }
+        // The norm stays on the device: only its finiteness is used.
+        let norm = match o.plan.grad_clip_norm {
+            Some(max) => o.buckets.clip_grad_norm(&o.opt.params, max, comm)?,
+            None => o.buckets.grad_norm(&o.opt, comm)?,
+        };
+        let found_inf = nonfinite::found_inf(&norm, amp_inf.as_ref());
         drop(clip_range);
         let _opt_range = Range::new("optimizer");
-        o.opt.step(lr, found_inf.as_ref())?;
+        o.opt.step(lr, Some(&found_inf))?;
         o.buckets.after_step()?;
-        if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &found_inf) {
+        if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &amp_inf) {
             s.update(inf);
+        }
+        o.skipped
+            .record(self.state.step + 1, self.state.epoch, &found_inf);
+        if let Some(first) = o.opt.params.first() {
+            nonfinite::test_nan_weight(self.state.step + 1, &first.tensor);
         }
         self.model.clamp_logit_scale();
         self.state.step += 1;
@@ -657,7 +719,7 @@ impl Trainer {
         Ok(StepDone {
             loss,
             lr,
-            skipped: found_inf,
+            skipped: amp_inf,
         })
     }
 
@@ -670,17 +732,13 @@ impl Trainer {
         comm: &dyn Collectives,
     ) -> Result<()> {
         let values = if let Some(loss) = loss {
-            // The loss of the whole global batch: the mean over ranks of their local losses.
-            let global_loss = if self.world.world_size > 1 {
-                let mut l = loss.to_kind(tch::Kind::Float).reshape([1]);
-                comm.all_reduce(&mut l, ReduceOp::Mean)?;
-                l.double_value(&[0])
-            } else {
-                loss.double_value(&[])
-            };
+            // AdamW does not count a skipped step: the difference is the run's skipped steps
+            // (the same on every rank).
+            let o = self.optimization.as_ref().expect("training run");
             Some(LogStepValues {
-                global_loss,
+                global_loss: ddp::global_loss(comm, loss)?,
                 logit_scale: self.model.logit_scale.exp().double_value(&[]),
+                skipped_steps: self.state.step - o.opt.steps_taken(),
             })
         } else {
             None
@@ -874,6 +932,8 @@ impl Optimization {
         };
         Ok(Optimization {
             host,
+            timer: plan.timed_steps.map(|w| StepTimer::new(w, device)),
+            skipped: SkippedSteps::new(device, plan.max_skipped, precision.scales_loss()),
             plan,
             opt,
             scaler: precision

@@ -8,8 +8,9 @@
 //!
 //! Every rank runs the batches of its loader streams (`--workers` streams, as OpenCLIP's val
 //! loader has workers; stream `s` on rank `s % world`, so up to `--workers` ranks share the
-//! work); the features and losses of all batches are gathered and put back in the single
-//! process's order, so every world size computes the single process's figures.
+//! work); the features and losses of all batches are gathered over the collectives (NCCL on
+//! GPUs, the TCP backend on the CPU; never the store) and put back in the single process's
+//! order, so every world size computes the single process's figures.
 
 use std::sync::Arc;
 
@@ -110,14 +111,110 @@ pub fn clip_metrics(image: &Tensor, text: &Tensor, logit_scale: f64) -> Vec<(Str
     out
 }
 
-/// One rank's share of the validation pass: its batches' features (f32, on the host, in the
-/// order run) and per batch `[stream, round, size]`, its ClipLoss and logit scale.
-struct ShareOut {
+/// One rank's share of the validation pass: per batch, in the order run, `[stream, round,
+/// size]`, its ClipLoss and logit scale, and its features (f32, on the device they were
+/// computed on).
+pub struct Share {
     meta: Vec<[i64; 3]>,
     loss: Vec<f64>,
     scale: Vec<f64>,
     images: Vec<Tensor>,
     texts: Vec<Tensor>,
+}
+
+impl Share {
+    pub fn new() -> Share {
+        Share {
+            meta: Vec::new(),
+            loss: Vec::new(),
+            scale: Vec::new(),
+            images: Vec::new(),
+            texts: Vec::new(),
+        }
+    }
+
+    /// Batch `round` of loader stream `stream`: its loss, logit scale and features `[B, D]`.
+    pub fn push(
+        &mut self,
+        (stream, round): (usize, i64),
+        loss: f64,
+        scale: f64,
+        images: Tensor,
+        texts: Tensor,
+    ) {
+        self.meta.push([stream as i64, round, images.size()[0]]);
+        self.loss.push(loss);
+        self.scale.push(scale);
+        self.images.push(images.to_kind(Kind::Float));
+        self.texts.push(texts.to_kind(Kind::Float));
+    }
+
+    /// Every rank's share on every rank, features on the host: per batch `[stream, round,
+    /// size, loss, scale]` (f64: the counts are exact) and the features (images and texts side
+    /// by side, `[N, 2D]`), each all-gathered over the collectives on `device` with every
+    /// rank's rows.
+    fn gather(&self, comm: &dyn Collectives, dim: i64, device: Device) -> Result<Vec<Share>> {
+        let batches: Vec<f64> = (0..self.meta.len())
+            .flat_map(|i| {
+                let [stream, round, size] = self.meta[i];
+                [
+                    stream as f64,
+                    round as f64,
+                    size as f64,
+                    self.loss[i],
+                    self.scale[i],
+                ]
+            })
+            .collect();
+        let batches = Tensor::from_slice(&batches).reshape([-1, 5]).to(device);
+        let feats = match self.images.is_empty() {
+            true => Tensor::zeros([0, 2 * dim], (Kind::Float, device)),
+            false => Tensor::cat(
+                &[Tensor::cat(&self.images, 0), Tensor::cat(&self.texts, 0)],
+                1,
+            ),
+        };
+        crate::ddp::all_gather_rows(comm, &[&batches, &feats])?
+            .into_iter()
+            .map(|parts| Share::from_parts(&parts, dim))
+            .collect()
+    }
+
+    /// A share from its gathered `[batches, features]`, features moved to the host.
+    fn from_parts(parts: &[Tensor], dim: i64) -> Result<Share> {
+        let batches: Vec<f64> = Vec::try_from(&parts[0].to(Device::Cpu).reshape([-1]))?;
+        let batches: Vec<&[f64]> = batches.chunks(5).collect();
+        let meta: Vec<[i64; 3]> = batches
+            .iter()
+            .map(|b| [b[0] as i64, b[1] as i64, b[2] as i64])
+            .collect();
+        let feats = parts[1].to(Device::Cpu);
+        let sizes: Vec<i64> = meta.iter().map(|m| m[2]).collect();
+        if sizes.iter().sum::<i64>() != feats.size()[0] {
+            bail!(
+                "a rank's val share has {} feature rows for {} samples",
+                feats.size()[0],
+                sizes.iter().sum::<i64>()
+            );
+        }
+        let split = |t: Tensor| match sizes.is_empty() {
+            true => Vec::new(),
+            false => t.split_with_sizes(sizes.as_slice(), 0),
+        };
+        Ok(Share {
+            loss: batches.iter().map(|b| b[3]).collect(),
+            scale: batches.iter().map(|b| b[4]).collect(),
+            images: split(feats.narrow(1, 0, dim)),
+            texts: split(feats.narrow(1, dim, dim)),
+            meta,
+        })
+    }
+}
+
+impl Default for Share {
+    fn default() -> Share {
+        Share::new()
+    }
 }
 
 /// Runs this rank's share of the validation set (`eval_share`: its loader streams) through
@@ -131,14 +228,8 @@ fn run_share(
     epoch: i64,
     log: &mut dyn FnMut(&str),
     progress: &mut dyn FnMut() -> Result<()>,
-) -> Result<ShareOut> {
-    let mut out = ShareOut {
-        meta: Vec::new(),
-        loss: Vec::new(),
-        scale: Vec::new(),
-        images: Vec::new(),
-        texts: Vec::new(),
-    };
+) -> Result<Share> {
+    let mut out = Share::new();
     let Some(batches) = data.loader.eval_share(rank, world)? else {
         return Ok(out);
     };
@@ -166,16 +257,17 @@ fn run_share(
                 (img, txt, ls, loss)
             })
         };
-        out.meta.push([b.stream as i64, rounds[b.stream], bs]);
+        let loss = loss.double_value(&[]);
+        out.push(
+            (b.stream, rounds[b.stream]),
+            loss,
+            ls.double_value(&[]),
+            img,
+            txt,
+        );
         rounds[b.stream] += 1;
-        out.scale.push(ls.double_value(&[]));
-        out.loss.push(loss.double_value(&[]));
-        loss_sum += loss.double_value(&[]) * bs as f64;
+        loss_sum += loss * bs as f64;
         n += bs;
-        out.images
-            .push(img.to_device(Device::Cpu).to_kind(Kind::Float));
-        out.texts
-            .push(txt.to_device(Device::Cpu).to_kind(Kind::Float));
         if i % 100 == 0 {
             log(&format!(
                 "Eval Epoch: {epoch} [{n} / {}]\tClip Loss: {:.6}\t",
@@ -188,56 +280,10 @@ fn run_share(
     Ok(out)
 }
 
-impl ShareOut {
-    fn to_bytes(&self) -> Result<Vec<u8>> {
-        let meta: Vec<i64> = self.meta.iter().flatten().copied().collect();
-        let cat = |ts: &[Tensor]| match ts.is_empty() {
-            true => Tensor::zeros([0], (Kind::Float, Device::Cpu)),
-            false => Tensor::cat(ts, 0),
-        };
-        let named = [
-            ("meta", Tensor::from_slice(&meta)),
-            ("loss", Tensor::from_slice(&self.loss)),
-            ("scale", Tensor::from_slice(&self.scale)),
-            ("images", cat(&self.images)),
-            ("texts", cat(&self.texts)),
-        ];
-        let mut bytes = Vec::new();
-        Tensor::save_multi_to_stream(&named, &mut bytes)?;
-        Ok(bytes)
-    }
-
-    fn from_bytes(bytes: Vec<u8>) -> Result<ShareOut> {
-        let named = Tensor::load_multi_from_stream(std::io::Cursor::new(bytes))?;
-        let get = |k: &str| -> Result<Tensor> {
-            let t = named.iter().find(|(n, _)| n == k).map(|(_, t)| t);
-            Ok(t.context("a rank's val share lacks a tensor")?
-                .shallow_clone())
-        };
-        let meta: Vec<i64> = Vec::try_from(&get("meta")?)?;
-        let meta: Vec<[i64; 3]> = meta.chunks(3).map(|c| [c[0], c[1], c[2]]).collect();
-        let (images, texts) = (get("images")?, get("texts")?);
-        let sizes: Vec<i64> = meta.iter().map(|m| m[2]).collect();
-        let split = |t: &Tensor| match sizes.is_empty() {
-            true => Vec::new(),
-            false => t.split_with_sizes(sizes.as_slice(), 0),
-        };
-        Ok(ShareOut {
-            loss: Vec::try_from(&get("loss")?)?,
-            scale: Vec::try_from(&get("scale")?)?,
-            images: split(&images),
-            texts: split(&texts),
-            meta,
-        })
-    }
-}
-
 /// Runs the validation set through `model`, split across the ranks of `comm` by loader stream
 /// (each rank runs the batches of its streams, exactly the batches a single process runs from
-/// them); every rank gets every batch's features and loss, puts them back in the single
-/// process's order and computes OpenCLIP's metrics (without `epoch`) in its order, the same
-/// figures on every rank and at every world size. Also returns each rank's share: (samples,
-/// batches). `log` and `progress` as [`run_share`].
+/// them), then [`combine`]s the shares. Also returns each rank's share: (samples, batches).
+/// `log` and `progress` as [`run_share`].
 pub fn evaluate(
     model: &Clip,
     data: &ValData,
@@ -249,16 +295,54 @@ pub fn evaluate(
 ) -> Result<(Vec<(String, f64)>, Shares)> {
     let share = (comm.rank(), comm.world_size());
     let mine = run_share(model, data, opts, share, epoch, log, progress)?;
-    let shares = comm
-        .all_gather_bytes(&mine.to_bytes()?)?
-        .into_iter()
-        .map(ShareOut::from_bytes)
-        .collect::<Result<Vec<_>>>()?;
+    let dim = model.config().embed_dim;
+    combine(&mine, comm, dim, opts.device, epoch)
+}
+
+/// Every rank's share (features `[B, dim]` on `device`) gathered to every rank and put back in
+/// the single process's order ([`in_order`]); OpenCLIP's metrics (without `epoch`) computed in
+/// its order, the same figures on every rank and at every world size. Also returns each rank's
+/// share: (samples, batches).
+pub fn combine(
+    mine: &Share,
+    comm: &dyn Collectives,
+    dim: i64,
+    device: Device,
+    epoch: i64,
+) -> Result<(Vec<(String, f64)>, Shares)> {
+    let all = in_order(mine, comm, dim, device)?;
+    if all.samples == 0 {
+        bail!("--val-data: no usable sample");
+    }
+    let mut metrics = clip_metrics(&all.images, &all.texts, all.scale);
+    metrics.push(("clip_val_loss".into(), all.loss_sum / all.samples as f64));
+    metrics.push(("epoch".into(), epoch as f64));
+    metrics.push(("num_samples".into(), all.samples as f64));
+    Ok((metrics, all.shares))
+}
+
+/// The whole validation pass on every rank, in the single process's batch order.
+pub struct InOrder {
+    /// `[N, D]` each, on the host.
+    pub images: Tensor,
+    pub texts: Tensor,
+    /// Σ batch loss × batch size.
+    pub loss_sum: f64,
+    pub samples: i64,
+    /// The last batch's logit scale.
+    pub scale: f64,
+    /// Each rank's (samples, batches).
+    pub shares: Shares,
+}
+
+/// Every rank's share gathered over the collectives and put back in the single process's
+/// order: it takes the loader's streams round-robin, a stream's k-th batch in round k.
+pub fn in_order(mine: &Share, comm: &dyn Collectives, dim: i64, device: Device) -> Result<InOrder> {
+    let shares = mine.gather(comm, dim, device)?;
     let counts = shares
         .iter()
         .map(|s| (s.meta.iter().map(|m| m[2]).sum(), s.meta.len()))
         .collect();
-    // The single process takes the streams round-robin: a stream's k-th batch in round k.
     let mut order: Vec<(i64, i64, usize, usize)> = shares
         .iter()
         .enumerate()
@@ -280,14 +364,18 @@ pub fn evaluate(
         images.push(s.images[i].shallow_clone());
         texts.push(s.texts[i].shallow_clone());
     }
-    if n == 0 {
-        bail!("--val-data: no usable sample");
-    }
-    let mut metrics = clip_metrics(&Tensor::cat(&images, 0), &Tensor::cat(&texts, 0), scale);
-    metrics.push(("clip_val_loss".into(), loss_sum / n as f64));
-    metrics.push(("epoch".into(), epoch as f64));
-    metrics.push(("num_samples".into(), n as f64));
-    Ok((metrics, counts))
+    let cat = |ts: &[Tensor]| match ts.is_empty() {
+        true => Tensor::zeros([0, dim], (Kind::Float, Device::Cpu)),
+        false => Tensor::cat(ts, 0),
+    };
+    Ok(InOrder {
+        images: cat(&images),
+        texts: cat(&texts),
+        loss_sum,
+        samples: n,
+        scale,
+        shares: counts,
+    })
 }
 
 #[cfg(test)]

@@ -166,38 +166,39 @@ fn classifier_parts(
 }
 
 /// The whole classifier on every rank of `comm`, each rank encoding its share of the class
-/// groups; the parts travel through the byte all-gather (any dtype) and are put back in class
-/// order, the same bits a single process computes.
+/// groups ([`gather_classifier`] puts them together).
 fn shared_classifier(model: &Clip, opts: &EvalOptions, comm: &dyn Collectives) -> Result<Tensor> {
+    let parts = classifier_parts(model, opts, (comm.rank(), comm.world_size()))?;
+    gather_classifier(&parts, comm)
+}
+
+/// The classifier `[D, 1000]` on every rank from each rank's `parts` (its groups `g` with
+/// `g % world == rank`, `[D, classes]` each, in order): the columns travel as rows over the
+/// collectives (one all-gather of every rank's, padded to the longest share; never the store)
+/// and are put back in class order, the same bits a single process computes.
+pub fn gather_classifier(parts: &[Tensor], comm: &dyn Collectives) -> Result<Tensor> {
     let world = comm.world_size();
-    let parts = classifier_parts(model, opts, (comm.rank(), world))?;
     if world == 1 {
-        return Ok(Tensor::cat(&parts, 1));
+        return Ok(Tensor::cat(parts, 1));
     }
-    let host: Vec<(String, Tensor)> = parts
-        .iter()
-        .enumerate()
-        .map(|(i, t)| (format!("{i}"), t.to_device(Device::Cpu)))
-        .collect();
-    let mut bytes = Vec::new();
-    Tensor::save_multi_to_stream(&host, &mut bytes)?;
-    let mut by_rank = Vec::with_capacity(world);
-    for b in comm.all_gather_bytes(&bytes)? {
-        let mut named = Tensor::load_multi_from_stream(std::io::Cursor::new(b))?;
-        named.sort_by_key(|(k, _)| k.parse::<usize>().unwrap_or(usize::MAX));
-        by_rank.push(named.into_iter().map(|(_, t)| t));
-    }
-    let groups = IMAGENET_CLASSNAMES.len().div_ceil(CLASSES_PER_BATCH);
+    let mine = Tensor::cat(parts, 1).tr().contiguous();
+    let by_rank = crate::ddp::all_gather_rows(comm, &[&mine])?;
+    let n = IMAGENET_CLASSNAMES.len();
+    let groups = n.div_ceil(CLASSES_PER_BATCH);
+    let size = |g: usize| (n - g * CLASSES_PER_BATCH).min(CLASSES_PER_BATCH) as i64;
+    // Each rank's rows are its groups, in order.
+    let mut taken = vec![0i64; world];
     let mut all = Vec::with_capacity(groups);
     for g in 0..groups {
-        all.push(
-            by_rank[g % world]
-                .next()
-                .context("a rank sent too few classifier parts")?
-                .to_device(opts.device),
-        );
+        let (r, k) = (g % world, size(g));
+        let rows = &by_rank[r][0];
+        if taken[r] + k > rows.size()[0] {
+            bail!("rank {r} sent {} classifier rows, too few", rows.size()[0]);
+        }
+        all.push(rows.narrow(0, taken[r], k));
+        taken[r] += k;
     }
-    Ok(Tensor::cat(&all, 1))
+    Ok(Tensor::cat(&all, 0).tr())
 }
 
 /// `100 · normalize(encode_image(images)) @ classifier`: the logits `[B, 1000]`.
@@ -260,25 +261,32 @@ pub fn evaluate(
         batches += 1;
         progress()?;
     }
-    let mine: Vec<u8> = [top1, top5, images_seen, batches as i64]
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
-    let (mut top1, mut top5, mut shares) = (0i64, 0i64, Vec::with_capacity(world));
-    for b in comm.all_gather_bytes(&mine)? {
-        let v: Vec<i64> = b
-            .chunks_exact(8)
-            .map(|c| i64::from_le_bytes(c.try_into().expect("8 bytes")))
-            .collect();
-        let [h1, h5, n, nb] = v[..] else {
-            bail!("a rank sent {} bytes of zero-shot counts", b.len());
-        };
-        top1 += h1;
-        top5 += h5;
-        shares.push((n, nb as usize));
-    }
+    let (top1, top5, shares) =
+        sum_counts(comm, [top1, top5, images_seen, batches as i64], opts.device)?;
     let n = folder.samples.len() as f64;
     Ok((top1 as f64 / n, top5 as f64 / n, shares))
+}
+
+/// Every rank's `[top-1 hits, top-5 hits, images, batches]` summed in rank order, and each
+/// rank's share (images, batches): one all-gather over the collectives (on `device`: NCCL takes
+/// tensors on the GPU).
+pub fn sum_counts(
+    comm: &dyn Collectives,
+    mine: [i64; 4],
+    device: Device,
+) -> Result<(i64, i64, Shares)> {
+    let all = match comm.world_size() {
+        1 => Tensor::from_slice(&mine),
+        _ => comm.all_gather(&Tensor::from_slice(&mine).to(device))?,
+    };
+    let all: Vec<i64> = Vec::try_from(&all.to(Device::Cpu))?;
+    let (mut top1, mut top5, mut shares) = (0i64, 0i64, Vec::new());
+    for v in all.chunks_exact(4) {
+        top1 += v[0];
+        top5 += v[1];
+        shares.push((v[2], v[3] as usize));
+    }
+    Ok((top1, top5, shares))
 }
 
 /// How many rows have their target among the 1 and among the 5 largest logits (OpenCLIP's

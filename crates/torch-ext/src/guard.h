@@ -1,6 +1,7 @@
 // The error convention of every torch-ext entry point (shim.cpp, optim.cpp, grad_hooks.cpp,
-// profiler.cpp, generator.cpp, cuda.cpp): no C++ exception crosses into Rust; a failure comes
-// back as a malloc'd message (freed by Rust with torch_ext_free), success as nullptr.
+// profiler.cpp, generator.cpp, cuda.cpp, pinned.cpp, finite.cpp): no C++ exception crosses into
+// Rust; a failure comes back as a malloc'd message (freed by Rust with torch_ext_free), success as
+// nullptr.
 #pragma once
 
 #include <c10/util/Exception.h>

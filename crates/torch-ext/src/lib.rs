@@ -2,13 +2,16 @@
 //! autocast with a chosen dtype (tch's is fp16-only), gradient checkpointing (a custom autograd
 //! function that recomputes a Rust closure in backward), and — in Rust, see [`pickle`] —
 //! loading torch.save'd dicts such as OpenCLIP's `epoch_N.pt` (tch only reads plain dicts);
-//! and CUDA streams and events ([`cuda`]; torch's current stream is the one NCCL runs on).
+//! CUDA streams and events ([`cuda`]; torch's current stream is the one NCCL runs on); and pinned
+//! host memory allocated as such, with copies that do not block the host ([`pinned`]).
 
 pub mod cuda;
+pub mod finite;
 pub mod generator;
 pub mod grad_hooks;
 pub mod optim;
 pub mod pickle;
+pub mod pinned;
 pub mod profiler;
 pub mod storage;
 

@@ -143,24 +143,29 @@ char *torch_ext_set_grads_to_none(tensor *params, int n) {
 // ---- CUDA backend settings ----------------------------------------------------------------
 // OpenCLIP's main.py on CUDA: torch.backends.cuda.matmul.allow_tf32 = True,
 // torch.backends.cudnn.benchmark = True, cudnn.deterministic = False (cuDNN's TF32 is torch's
-// default, on). These are process-wide flags in libtorch's global context.
+// default, on). These are process-wide flags in libtorch's global context. `deterministic`:
+// cudnn.deterministic and torch.use_deterministic_algorithms(True, warn_only=True), for runs
+// compared bit for bit.
 
-char *torch_ext_set_cuda_backend(int cudnn_benchmark, int tf32) {
+char *torch_ext_set_cuda_backend(int cudnn_benchmark, int tf32, int deterministic) {
   GUARD({
     auto &ctx = at::globalContext();
     ctx.setBenchmarkCuDNN(cudnn_benchmark != 0);
-    ctx.setDeterministicCuDNN(false);
+    ctx.setDeterministicCuDNN(deterministic != 0);
+    ctx.setDeterministicAlgorithms(deterministic != 0, /*warn_only=*/true);
     ctx.setAllowTF32CuBLAS(tf32 != 0);
     ctx.setAllowTF32CuDNN(tf32 != 0);
   })
 }
 
-char *torch_ext_get_cuda_backend(int *cudnn_benchmark, int *tf32_cublas, int *tf32_cudnn) {
+char *torch_ext_get_cuda_backend(int *cudnn_benchmark, int *tf32_cublas, int *tf32_cudnn,
+                                 int *deterministic) {
   GUARD({
     auto &ctx = at::globalContext();
     *cudnn_benchmark = ctx.benchmarkCuDNN() ? 1 : 0;
     *tf32_cublas = ctx.allowTF32CuBLAS() ? 1 : 0;
     *tf32_cudnn = ctx.allowTF32CuDNN() ? 1 : 0;
+    *deterministic = ctx.deterministicCuDNN() && ctx.deterministicAlgorithms() ? 1 : 0;
   })
 }
 

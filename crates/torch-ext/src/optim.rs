@@ -38,11 +38,16 @@ extern "C" {
         found_inf: CTensor,
     ) -> *mut c_char;
     fn torch_ext_set_grads_to_none(params: *const CTensor, n: c_int) -> *mut c_char;
-    fn torch_ext_set_cuda_backend(cudnn_benchmark: c_int, tf32: c_int) -> *mut c_char;
+    fn torch_ext_set_cuda_backend(
+        cudnn_benchmark: c_int,
+        tf32: c_int,
+        deterministic: c_int,
+    ) -> *mut c_char;
     fn torch_ext_get_cuda_backend(
         cudnn_benchmark: *mut c_int,
         tf32_cublas: *mut c_int,
         tf32_cudnn: *mut c_int,
+        deterministic: *mut c_int,
     ) -> *mut c_char;
 }
 
@@ -131,7 +136,7 @@ pub fn set_grads_to_none(params: &[&Tensor]) -> Result<()> {
     check(unsafe { torch_ext_set_grads_to_none(ps.as_ptr(), ps.len() as c_int) })
 }
 
-/// libtorch's process-wide CUDA flags that OpenCLIP sets.
+/// libtorch's process-wide CUDA flags that OpenCLIP sets, and the deterministic mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CudaBackend {
     /// `torch.backends.cudnn.benchmark`.
@@ -140,21 +145,34 @@ pub struct CudaBackend {
     pub tf32_matmul: bool,
     /// `torch.backends.cudnn.allow_tf32`.
     pub tf32_cudnn: bool,
+    /// `torch.backends.cudnn.deterministic` and `torch.use_deterministic_algorithms(True,
+    /// warn_only=True)`.
+    pub deterministic: bool,
 }
 
-/// Sets cuDNN's autotuner and TF32 (for both cuBLAS matmuls and cuDNN convolutions), and
-/// cuDNN's deterministic mode off, in libtorch's global context.
-pub fn set_cuda_backend(cudnn_benchmark: bool, tf32: bool) -> Result<()> {
-    check(unsafe { torch_ext_set_cuda_backend(c_int::from(cudnn_benchmark), c_int::from(tf32)) })
+/// Sets cuDNN's autotuner, TF32 (for both cuBLAS matmuls and cuDNN convolutions) and the
+/// deterministic mode (cuDNN's and libtorch's deterministic algorithms, warning where an op has
+/// none) in libtorch's global context.
+pub fn set_cuda_backend(flags: CudaBackend) -> Result<()> {
+    // One TF32 switch for both, as OpenCLIP's flags leave them equal.
+    debug_assert_eq!(flags.tf32_matmul, flags.tf32_cudnn);
+    check(unsafe {
+        torch_ext_set_cuda_backend(
+            c_int::from(flags.cudnn_benchmark),
+            c_int::from(flags.tf32_matmul),
+            c_int::from(flags.deterministic),
+        )
+    })
 }
 
 /// The flags as libtorch's global context holds them.
 pub fn cuda_backend() -> Result<CudaBackend> {
-    let (mut b, mut m, mut c) = (0, 0, 0);
-    check(unsafe { torch_ext_get_cuda_backend(&mut b, &mut m, &mut c) })?;
+    let (mut b, mut m, mut c, mut d) = (0, 0, 0, 0);
+    check(unsafe { torch_ext_get_cuda_backend(&mut b, &mut m, &mut c, &mut d) })?;
     Ok(CudaBackend {
         cudnn_benchmark: b != 0,
         tf32_matmul: m != 0,
         tf32_cudnn: c != 0,
+        deterministic: d != 0,
     })
 }

@@ -127,13 +127,16 @@ impl AugCfg {
                 cfg.gray_scale_prob
             );
         }
+        // (A literal like 1e999 is an inf in Python, as here.)
         if cfg.scale.0 <= 0.0
             || cfg.scale.0 > cfg.scale.1
             || cfg.ratio.0 <= 0.0
             || cfg.ratio.0 > cfg.ratio.1
+            || !cfg.scale.1.is_finite()
+            || !cfg.ratio.1.is_finite()
         {
             bail!(
-                "aug-cfg scale/ratio must be positive (min, max) ranges, got scale={:?} ratio={:?}",
+                "aug-cfg scale/ratio must be positive, finite (min, max) ranges, got scale={:?} ratio={:?}",
                 cfg.scale,
                 cfg.ratio
             );

@@ -2,6 +2,8 @@
 mod common;
 mod loader;
 mod pipeline;
+#[path = "../../../../tests/support/procs.rs"]
+mod procs;
 mod s3;
 #[path = "../../../../tests/support/s3.rs"]
 mod s3_server;

@@ -422,6 +422,8 @@ fn aug_cfg_parse() {
     assert!(err(&["re_count=1.5"]).contains("re_count"));
     assert!(err(&["use_timm"]).contains("use_timm"));
     assert!(err(&["re_prob=1.5"]).contains("re_prob"));
+    assert!(err(&["scale=(0.5, 1e999)"]).contains("scale"));
+    assert!(err(&["ratio=(0.75, 1e999)"]).contains("ratio"));
     let e = err(&["color_jitter=0.4", "use_timm=True"]);
     assert!(e.contains("not supported yet: aug-cfg color_jitter"), "{e}");
     let e = err(&["color_jitter=(0.4,0.4,0.4,0.1)", "color_jitter_prob=0.8"]);

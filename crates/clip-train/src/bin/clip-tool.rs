@@ -1,6 +1,6 @@
 //! `clip-tool`: utilities around clip-train (convert, embed, tokenize, make-shards, inspect,
-//! bench-data, bench-model, bench-optimizer, profile). Each subcommand lives in
-//! `clip_train::tool::<name>`.
+//! bench-data, bench-model, bench-optimizer, profile, sim-ranks, flops). Each subcommand lives
+//! in `clip_train::tool::<name>`.
 use clap::{Parser, Subcommand};
 use clip_train::tool;
 
@@ -31,6 +31,11 @@ enum Command {
     BenchOptimizer(tool::bench_optimizer::Args),
     /// Ops, host syncs and time per phase of a `--profile-steps` trace.
     Profile(tool::profile::Args),
+    /// The trainer's control path for W simulated ranks (threads) against the real store:
+    /// store requests, bytes and CPU per step, step time, per kind of step.
+    SimRanks(tool::sim_ranks::Args),
+    /// A model's FLOPs per sample (forward; trained, without and with recompute), as JSON.
+    Flops(tool::flops::Args),
 }
 
 fn main() {
@@ -45,6 +50,8 @@ fn main() {
         Command::BenchModel(a) => tool::bench_model::run(a),
         Command::BenchOptimizer(a) => tool::bench_optimizer::run(a),
         Command::Profile(a) => tool::profile::run(a),
+        Command::SimRanks(a) => tool::sim_ranks::run(a),
+        Command::Flops(a) => tool::flops::run(a),
     };
     if let Err(e) = result {
         // One line, no backtrace: the chain of contexts joined, culprit first.

@@ -512,4 +512,11 @@ impl Collectives for Ordered<'_> {
     fn all_gather_bytes(&self, bytes: &[u8]) -> clip_dist::Result<Vec<Vec<u8>>> {
         self.comm.all_gather_bytes(bytes)
     }
+    // Host bytes over the control tree: no device work to order after.
+    fn gather_bytes(&self, bytes: &[u8]) -> clip_dist::Result<Vec<Vec<u8>>> {
+        self.comm.gather_bytes(bytes)
+    }
+    fn any_of(&self, flags: &[bool]) -> clip_dist::Result<Vec<bool>> {
+        self.comm.any_of(flags)
+    }
 }

@@ -118,7 +118,8 @@ pub(super) fn save(
     let name = |r: usize| format!("s{}.rank{r}-of-{}.safetensors", state.step, topology.ranks);
     let rank = comm.rank();
     let outcome = if rank < topology.ranks {
-        let (model, optimizer) = f.local_tensors(opt, rank == 0);
+        let (model, optimizer) =
+            f.local_tensors(opt, rank == 0, |u, _, k| format!("shard.{u}.{k}"));
         let path = shards.join(name(rank));
         let written = std::fs::create_dir_all(&shards)
             .map_err(anyhow::Error::from)

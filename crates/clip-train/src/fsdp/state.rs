@@ -41,6 +41,12 @@ impl Fsdp {
         then_delete: Option<String>,
         log: &mut Log,
     ) -> Result<()> {
+        // Nothing non-finite is written (issue 24): every rank checks its own shards on the
+        // device before anything is gathered or written; the previous checkpoint stays the
+        // newest.
+        let (model, optimizer) = self.local_tensors(opt, true, |_, unit, k| format!("{unit}[{k}]"));
+        checkpoints.refuse_non_finite(file, comm, state, &model, &optimizer, log)?;
+        drop((model, optimizer));
         match self.plan.checkpoint {
             CheckpointKind::Full => {
                 let (model, optimizer) = self.gather_full(comm, opt, comm.rank() == 0)?;
@@ -188,14 +194,20 @@ impl Fsdp {
         opt.load_state(&moments, step)
     }
 
-    /// This rank's own tensors for a sharded checkpoint, named by unit and group
-    /// (`shard.{unit}.{group}`); with `replicated`, the replicated scalars too.
-    pub(crate) fn local_tensors(&self, opt: &AdamW, replicated: bool) -> Tensors {
+    /// This rank's own shards, group `k` of unit `u` (named `unit`) named `name(u, unit, k)` (a
+    /// sharded checkpoint's `shard.{u}.{k}`), their moments under `exp_avg.` / `exp_avg_sq.`;
+    /// with `replicated`, the replicated scalars too.
+    pub(crate) fn local_tensors(
+        &self,
+        opt: &AdamW,
+        replicated: bool,
+        name: impl Fn(usize, &str, usize) -> String,
+    ) -> Tensors {
         let (mut model, mut optimizer) = (vec![], vec![]);
         let inner = self.rt.lock();
         for (u, unit) in inner.units.iter().enumerate() {
             for (k, g) in unit.groups.iter().enumerate() {
-                let name = format!("shard.{u}.{k}");
+                let name = name(u, &unit.name, k);
                 model.push((name.clone(), g.shard.shallow_clone()));
                 if g.trainable() {
                     optimizer.push((format!("exp_avg.{name}"), g.exp_avg.shallow_clone()));

@@ -1,9 +1,10 @@
 //! `clip-tool bench-model`: seconds per forward+backward step (ClipLoss, train mode) of a model
-//! on random inputs, and peak memory; the last line is JSON. On `cuda:N` the steps are timed
-//! with CUDA events on torch's current stream of that device and the peaks are the CUDA caching
-//! allocator's (`torch.cuda.max_memory_allocated` / `max_memory_reserved`); on the CPU, the host
-//! clock and the process's peak RSS. `scripts/bench-model.sh` runs it
-//! next to OpenCLIP's `scripts/bench-model.py` doing the same.
+//! on random inputs, and peak memory; the last line is JSON. The steps are timed by the wall
+//! clock after one warm-up step, from a device sync to a device sync (no sync in between); on
+//! `cuda:N` the peaks are the CUDA caching allocator's (`torch.cuda.max_memory_allocated` /
+//! `max_memory_reserved`, from the warm-up on), and the process's peak RSS everywhere.
+//! `scripts/bench-model.sh` and `scripts/gpu-check.sh` run it next to OpenCLIP's
+//! `scripts/bench-model.py`, which does the same.
 use std::time::Instant;
 
 use anyhow::{bail, Result};
@@ -32,7 +33,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = crate::device::parse_device(&args.device)?;
+    let device = crate::device::tool_device(&args.device)?;
     let precision = crate::precision::Precision::parse(&args.precision)?;
     if args.batch_size < 2 || args.steps == 0 {
         bail!("--batch-size must be at least 2 and --steps at least 1");
@@ -63,20 +64,25 @@ pub fn run(args: Args) -> Result<()> {
         let _loss = forward_backward(&model, &batch, &LocalOnly, &opts, &|_| 0)?;
         Ok(())
     };
-    let steps = || (0..args.steps).try_for_each(|_| step());
-    let (seconds, gpu_peaks) = match device {
-        Device::Cuda(n) => {
-            torch_ext::reset_cuda_peak_memory(n)?;
-            step()?;
-            let seconds = torch_ext::cuda_time(n, steps)?;
-            (seconds, Some(torch_ext::cuda_peak_memory(n)?))
+    let sync = || {
+        if let Device::Cuda(n) = device {
+            tch::Cuda::synchronize(n as i64);
         }
-        _ => {
-            step()?;
-            let t0 = Instant::now();
-            steps()?;
-            (t0.elapsed().as_secs_f64(), None)
-        }
+    };
+    if let Device::Cuda(n) = device {
+        torch_ext::reset_cuda_peak_memory(n)?;
+    }
+    step()?;
+    sync();
+    let t0 = Instant::now();
+    for _ in 0..args.steps {
+        step()?;
+    }
+    sync();
+    let seconds = t0.elapsed().as_secs_f64();
+    let gpu_peaks = match device {
+        Device::Cuda(n) => Some(torch_ext::cuda_peak_memory(n)?),
+        _ => None,
     };
     let per_step = seconds / args.steps as f64;
     let mib = |bytes: i64| bytes as f64 / (1024.0 * 1024.0);
@@ -86,18 +92,10 @@ pub fn run(args: Args) -> Result<()> {
             "impl": "clip-train", "model": args.model, "batch": b, "precision": args.precision,
             "grad_checkpointing": args.grad_checkpointing, "device": args.device,
             "step_s": per_step, "samples_per_s": b as f64 / per_step,
-            "peak_rss_mb": peak_rss_mb(),
+            "peak_rss_mb": crate::timing::peak_rss_mib(),
             "peak_gpu_allocated_mb": gpu_peaks.map(|(a, _)| mib(a)),
             "peak_gpu_reserved_mb": gpu_peaks.map(|(_, r)| mib(r)),
         })
     );
     Ok(())
-}
-
-/// The process's peak resident set (VmHWM), in MiB.
-fn peak_rss_mb() -> Option<f64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
 }

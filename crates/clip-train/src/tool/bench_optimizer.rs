@@ -34,7 +34,7 @@ const CONFIG: AdamWConfig = AdamWConfig {
 };
 
 pub fn run(args: Args) -> Result<()> {
-    let device = crate::device::parse_device(&args.device)?;
+    let device = crate::device::tool_device(&args.device)?;
     if args.steps == 0 {
         bail!("--steps must be at least 1");
     }

@@ -43,7 +43,7 @@ pub struct Args {
 }
 
 pub fn run(args: Args) -> Result<()> {
-    let device = crate::device::parse_device(&args.device)?;
+    let device = crate::device::tool_device(&args.device)?;
     if args.batch_size < 1 {
         bail!("--batch-size {}: must be at least 1", args.batch_size);
     }

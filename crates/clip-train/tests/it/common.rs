@@ -289,8 +289,8 @@ pub fn wait_for_log(run_dir: &Path, needle: &str) {
     });
 }
 
-/// Sends `sig` to a child process.
-pub fn signal(child: &std::process::Child, sig: i32) {
+/// Sends `sig` to a started process.
+pub fn signal(child: &crate::procs::Guarded, sig: i32) {
     unsafe { libc_kill(child.id() as i32, sig) };
 }
 

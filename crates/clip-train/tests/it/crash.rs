@@ -99,12 +99,12 @@ fn a_second_signal_during_the_preemption_save_changes_nothing() {
     let ckpts = logs.join("pre/checkpoints");
     let every_3 = ["--save-every-n-steps", "3"];
     // Every step_N write stops the process inside it.
-    let child = Command::new(BIN)
-        .args(args(&logs, "pre", &every_3))
-        .env(HOOK, format!("step_:{SIGSTOP}"))
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = crate::procs::Guarded::spawn(
+        Command::new(BIN)
+            .args(args(&logs, "pre", &every_3))
+            .env(HOOK, format!("step_:{SIGSTOP}"))
+            .stderr(Stdio::piped()),
+    );
     let writing = || stopped(child.id()) && temp_file(&ckpts).is_some();
     wait_until("the step 3 save to stop itself", writing);
     signal(&child, SIGUSR1);
@@ -116,7 +116,7 @@ fn a_second_signal_during_the_preemption_save_changes_nothing() {
     signal(&child, SIGTERM);
     signal(&child, SIGUSR1);
     signal(&child, SIGCONT);
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert_eq!(

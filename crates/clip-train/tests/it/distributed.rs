@@ -6,8 +6,9 @@ use crate::common::{
     assert_bitwise_equal, cli, free_port, logged_losses, make_shards, no_drop_path_config,
     resume_latest, signal, tempdir, wait_for_log, weights, SIGKILL, SIGSTOP, SIGUSR1,
 };
+use crate::procs::Guarded;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 const BIN: &str = env!("CARGO_BIN_EXE_clip-train");
@@ -17,7 +18,7 @@ pub(crate) fn spawn_world(
     world: usize,
     args: &dyn Fn(usize) -> Vec<String>,
     timeout_s: u32,
-) -> Vec<Child> {
+) -> Vec<Guarded> {
     spawn_world_with(world, args, timeout_s, &|_, _| {})
 }
 
@@ -27,7 +28,7 @@ pub(crate) fn spawn_world_with(
     args: &dyn Fn(usize) -> Vec<String>,
     timeout_s: u32,
     setup: &dyn Fn(usize, &mut Command),
-) -> Vec<Child> {
+) -> Vec<Guarded> {
     let port = free_port().to_string();
     (0..world)
         .map(|rank| {
@@ -44,16 +45,13 @@ pub(crate) fn spawn_world_with(
                 .stdout(Stdio::piped())
                 .stderr(Stdio::piped());
             setup(rank, &mut cmd);
-            cmd.spawn().unwrap()
+            Guarded::spawn(&mut cmd)
         })
         .collect()
 }
 
-pub(crate) fn wait_all(children: Vec<Child>) -> Vec<Output> {
-    children
-        .into_iter()
-        .map(|c| c.wait_with_output().unwrap())
-        .collect()
+pub(crate) fn wait_all(children: Vec<Guarded>) -> Vec<Output> {
+    children.into_iter().map(|c| c.wait_with_output()).collect()
 }
 
 pub(crate) fn run_world_ok(world: usize, args: &dyn Fn(usize) -> Vec<String>) {
@@ -298,7 +296,7 @@ fn a_killed_rank_ends_the_others_with_its_name() {
         wait_for_log(&logs.join(&name), "Train Epoch: 0 [");
         signal(&children[victim], SIGKILL);
         let t0 = Instant::now();
-        let survivor = children.remove(1 - victim).wait_with_output().unwrap();
+        let survivor = children.remove(1 - victim).wait_with_output();
         let _ = children.remove(0).wait();
         let err = String::from_utf8_lossy(&survivor.stderr);
         assert!(
@@ -326,7 +324,7 @@ fn a_killed_rank_ends_the_others_with_its_name() {
     );
     wait_for_log(&logs.join("hung"), "Train Epoch: 0 [");
     signal(&children[1], SIGSTOP);
-    let survivor = children.remove(0).wait_with_output().unwrap();
+    let survivor = children.remove(0).wait_with_output();
     signal(&children[0], SIGKILL);
     let _ = children.remove(0).wait();
     let err = String::from_utf8_lossy(&survivor.stderr);

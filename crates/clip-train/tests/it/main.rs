@@ -9,10 +9,14 @@ mod fsdp;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod gpu_check;
+mod guards;
+mod nonfinite;
 mod optimizer;
 mod plan;
 mod prefetch;
 mod pretrained_image;
+#[path = "../../../../tests/support/procs.rs"]
+mod procs;
 mod profile;
 mod remote_sync;
 mod resume_data;
@@ -20,6 +24,7 @@ mod resume_data;
 mod s3_server;
 mod scheduler;
 mod siglip;
+mod sim_ranks;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
 mod slurm;

@@ -66,6 +66,14 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--train-num-samples", "0"], "--train-num-samples"),
     (&["--train-num-samples", "3"], "--train-num-samples 3"),
     (&["--image-mean", "0.1", "0.2"], "--image-mean"),
+    // Numbers that are not finite, or outside what torch's AdamW and the formulas accept: one
+    // case per rule here (each case costs a process start); NUMBER_CASES has the rest.
+    (&["--lr", "nan"], "--lr NaN: must be a finite number, at least 0"),
+    (&["--lr", "inf"], "--lr inf"),
+    (&["--lr", "-1"], "--lr -1"),
+    (&["--beta1", "1"], "--beta1 1: must be in [0, 1)"),
+    (&["--grad-clip-norm", "0"], "--grad-clip-norm 0: must be a finite number above 0"),
+    (&["--log-every-n-steps", "0"], "--log-every-n-steps 0: must be at least 1"),
     // Values the trainer does not implement.
     (&["--precision", "fp16"], "--precision fp16"),
     (&["--precision", "pure_fp16"], "--precision pure_fp16"),
@@ -138,6 +146,51 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--fsdp", "--fsdp-offload-cpu", "--precision", "amp"], "--fsdp-offload-cpu with --precision amp"),
 ];
 
+/// The other numeric refusals, checked in this process by `plan::validate` (the same refusal
+/// the process cases above turn into exit 2 with nothing written): each flag's value refused in
+/// one line naming it.
+#[rustfmt::skip]
+const NUMBER_CASES: &[(&[&str], &str)] = &[
+    (&["--beta1", "-0.1"], "--beta1 -0.1"),
+    (&["--beta2", "nan"], "--beta2 NaN"),
+    (&["--eps", "-0.1"], "--eps -0.1"),
+    (&["--eps", "inf"], "--eps inf"),
+    (&["--wd", "-0.1"], "--wd -0.1"),
+    (&["--wd", "nan"], "--wd NaN"),
+    (&["--grad-clip-norm", "-1"], "--grad-clip-norm -1"),
+    (&["--grad-clip-norm", "inf"], "--grad-clip-norm inf"),
+    (&["--lr-cooldown-end", "-0.5"], "--lr-cooldown-end -0.5"),
+    (&["--lr-cooldown-power", "nan"], "--lr-cooldown-power NaN"),
+    (&["--lr-cooldown-power", "-1"], "--lr-cooldown-power -1"),
+    (&["--lr-scheduler", "const-cooldown", "--epochs-cooldown", "-1"], "--epochs-cooldown -1"),
+    (&["--coca-caption-loss-weight", "nan"], "--coca-caption-loss-weight NaN"),
+    (&["--coca-contrastive-loss-weight", "-1"], "--coca-contrastive-loss-weight -1"),
+    (&["--force-patch-dropout", "nan"], "--force-patch-dropout"),
+    (&["--save-frequency", "-1"], "--save-frequency -1"),
+    (&["--zeroshot-frequency", "-2"], "--zeroshot-frequency -2"),
+    (&["--val-frequency", "-1"], "--val-frequency -1"),
+    (&["--val-num-samples", "0"], "--val-num-samples 0"),
+    (&["--image-std", "nan"], "--image-mean/--image-std"),
+    (&["--image-mean", "inf"], "--image-mean/--image-std"),
+];
+
+#[test]
+fn every_numeric_flag_must_be_finite_and_in_range() {
+    for (extra, culprit) in NUMBER_CASES {
+        let argv = [&["clip-train"][..], BASE, extra].concat();
+        let params = clip_train::params::parse(argv).unwrap();
+        let Err(e) = clip_train::plan::validate(params) else {
+            panic!("{extra:?} was accepted");
+        };
+        let msg = e.to_string();
+        assert!(
+            msg.contains(culprit),
+            "{extra:?} must name {culprit:?}: {msg}"
+        );
+        assert!(!msg.contains('\n'), "{extra:?}: {msg}");
+    }
+}
+
 #[test]
 fn every_bad_flag_value_is_refused_before_anything_is_written() {
     let dir = crate::common::tempdir("plan-refusals");
@@ -162,6 +215,30 @@ fn every_bad_flag_value_is_refused_before_anything_is_written() {
             .map(|e| e.unwrap().path())
             .collect();
         assert!(left.is_empty(), "{extra:?} wrote {left:?}");
+    }
+}
+
+/// The environment switches of the benchmarks and gpu-check's negative controls are checked
+/// like flags: a bad value is refused in one line naming the variable, exit 2, nothing written.
+#[test]
+fn bad_benchmark_and_fault_switches_are_refused_before_anything_is_written() {
+    let dir = crate::common::tempdir("plan-env-refusals");
+    for (var, value) in [
+        ("CLIP_TRAIN_FAULT", "skip-wait"),
+        ("CLIP_TRAIN_DELAY", "slow"),
+        ("CLIP_TRAIN_TIME_STEPS", "0:3"),
+    ] {
+        let out = Command::new(env!("CARGO_BIN_EXE_clip-train"))
+            .args(BASE)
+            .current_dir(&dir)
+            .env(var, value)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{var}={value}: {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert!(stderr.contains(var), "{stderr}");
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 0, "{var} wrote");
     }
 }
 

@@ -150,15 +150,12 @@ fn a_run_synced_to_s3_resumes_from_the_remote_when_its_directory_is_gone() {
     // Preempted after step 4's checkpoint exists: the preemption checkpoint, then the final sync.
     let run = synced(&logs, "r", &[]);
     let run_dir = logs.join("r");
-    let child = command(&srv.env, &run)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = crate::procs::Guarded::spawn(command(&srv.env, &run).stderr(Stdio::piped()));
     wait_until("step_4", || {
         run_dir.join("checkpoints/step_4.safetensors").exists()
     });
     signal(&child, SIGUSR1);
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("Final remote sync successful."), "{err}");
@@ -260,13 +257,13 @@ fn a_server_killed_during_an_upload_loses_nothing_and_never_shows_a_partial_chec
         stop.clone(),
         logs.clone(),
     );
-    let child = cmd.stderr(Stdio::piped()).spawn().unwrap();
+    let child = crate::procs::Guarded::spawn(cmd.stderr(Stdio::piped()));
     wait_until("the paused upload", || flag.exists());
     srv.kill();
     std::fs::remove_file(&flag).unwrap();
     std::thread::sleep(Duration::from_secs(2));
     srv.restart();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     stop.store(true, Ordering::SeqCst);

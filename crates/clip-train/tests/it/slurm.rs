@@ -45,6 +45,19 @@ fn args(shards: &Path, logs: &Path, name: &str) -> Vec<String> {
     cli(flags, name, logs, &["--train-data", &data])
 }
 
+/// Cancels the slurm jobs `scancel ARGS` names when the test ends, however it ends: a job's
+/// processes are slurmd's children, not the test's.
+struct Cancel(Vec<String>);
+
+impl Drop for Cancel {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel")
+            .args(&self.0)
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 fn check(out: &Output, code: i32) {
     assert_eq!(
         out.status.code(),
@@ -62,6 +75,7 @@ fn srun_two_ranks_preempted_by_scancel_then_resumed_is_bitwise_the_uninterrupted
     make_shards(&dir, &shards, 64, 16, 0);
     let logs = dir.join("logs");
     let job = format!("clip-train-test-{}", std::process::id());
+    let _cancel = Cancel(vec!["-n".into(), job.clone()]);
 
     check(
         &srun(&job, &args(&shards, &logs, "ref")).output().unwrap(),
@@ -70,11 +84,11 @@ fn srun_two_ranks_preempted_by_scancel_then_resumed_is_bitwise_the_uninterrupted
     let reference = logs.join("ref/checkpoints/epoch_4.safetensors");
     assert!(reference.exists());
 
-    let child = srun(&job, &args(&shards, &logs, "pre"))
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = crate::procs::Guarded::spawn(
+        srun(&job, &args(&shards, &logs, "pre"))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped()),
+    );
     wait_for_log(&logs.join("pre"), "Train Epoch: 1 [");
     let ids = Command::new("squeue")
         .args(["-h", "-n", &job, "-o", "%A"])
@@ -87,7 +101,7 @@ fn srun_two_ranks_preempted_by_scancel_then_resumed_is_bitwise_the_uninterrupted
         .status()
         .unwrap();
     assert!(sc.success());
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     check(&out, 75);
     // Rank 0 logs the step to out.log, rank 1 to its stderr (tagged "rank 1"): the same step.
     let log = std::fs::read_to_string(logs.join("pre/out.log")).unwrap();
@@ -143,6 +157,7 @@ fn sbatch_local_example_completes() {
         String::from_utf8_lossy(&out.stderr)
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let _cancel = Cancel(vec![id.clone()]);
     wait_until(&format!("job {id} to leave the queue"), || {
         let q = Command::new("squeue")
             .args(["-h", "-j", &id])

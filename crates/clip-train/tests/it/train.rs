@@ -68,16 +68,16 @@ fn preemption_signal_checkpoints_and_exits_75_then_resume_finishes_identically()
     // Slow enough to be signalled mid-run: many steps.
     let pre = args(&logs, "pre", &["--train-num-samples", "400"]);
     ok(&args(&logs, "ref", &["--train-num-samples", "400"]));
-    let child = Command::new(BIN)
-        .args(&pre)
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = crate::procs::Guarded::spawn(
+        Command::new(BIN)
+            .args(&pre)
+            .stderr(std::process::Stdio::piped()),
+    );
     // Wait until training has started (first log line), then signal.
     let ckpts = logs.join("pre/checkpoints");
     wait_until("step_3", || ckpts.join("step_3.safetensors").exists());
     signal(&child, SIGUSR1);
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
     assert!(err.contains("Preemption signal"), "{err}");

@@ -120,20 +120,20 @@ fn csv_trains_resumes_and_splits_across_ranks() {
     let port = free_port().to_string();
     let children: Vec<_> = (0..2)
         .map(|r| {
-            Command::new(env!("CARGO_BIN_EXE_clip-train"))
-                .args(args(&dir, "ddp", &tsv, &[]))
-                .env("RANK", r.to_string())
-                .env("WORLD_SIZE", "2")
-                .env("MASTER_ADDR", "127.0.0.1")
-                .env("MASTER_PORT", &port)
-                .env("OMP_NUM_THREADS", "1")
-                .stderr(Stdio::piped())
-                .spawn()
-                .unwrap()
+            crate::procs::Guarded::spawn(
+                Command::new(env!("CARGO_BIN_EXE_clip-train"))
+                    .args(args(&dir, "ddp", &tsv, &[]))
+                    .env("RANK", r.to_string())
+                    .env("WORLD_SIZE", "2")
+                    .env("MASTER_ADDR", "127.0.0.1")
+                    .env("MASTER_PORT", &port)
+                    .env("OMP_NUM_THREADS", "1")
+                    .stderr(Stdio::piped()),
+            )
         })
         .collect();
     for c in children {
-        let o = c.wait_with_output().unwrap();
+        let o = c.wait_with_output();
         assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     }
     let log = std::fs::read_to_string(dir.join("ddp/out.log")).unwrap();

@@ -252,11 +252,11 @@ fn a_resumed_run_continues_the_same_wandb_run() {
                  --model clip_tiny_test --lr 1e-3 --warmup 2 --log-every-n-steps 1 \
                  --save-every-n-steps 3 --report-to wandb";
     let args = cli(flags, "pre", &logs, &[]);
-    let child = command(&args, &dir).stderr(Stdio::piped()).spawn().unwrap();
+    let child = crate::procs::Guarded::spawn(command(&args, &dir).stderr(Stdio::piped()));
     let ckpts = logs.join("pre/checkpoints");
     wait_until("step_3", || ckpts.join("step_3.safetensors").exists());
     signal(&child, SIGUSR1);
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(75), "{err}");
     let stopped: i64 = err
@@ -360,7 +360,7 @@ fn a_dead_wandb_process_is_an_error_line_and_training_goes_on() {
                  --model clip_tiny_test --lr 1e-3 --warmup 2 --log-every-n-steps 1 \
                  --report-to wandb";
     let args = cli(flags, "dies", &logs, &[]);
-    let child = command(&args, &dir).stderr(Stdio::piped()).spawn().unwrap();
+    let child = crate::procs::Guarded::spawn(command(&args, &dir).stderr(Stdio::piped()));
     let log = logs.join("dies/out.log");
     let read = || std::fs::read_to_string(&log).unwrap_or_default();
     wait_until("a first log step", || read().contains("Train Epoch: 0"));
@@ -370,7 +370,7 @@ fn a_dead_wandb_process_is_an_error_line_and_training_goes_on() {
         .args(["-KILL", &sinks[0].to_string()])
         .status()
         .unwrap();
-    let out = child.wait_with_output().unwrap();
+    let out = child.wait_with_output();
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(out.status.success(), "{err}");
     let log = read();

@@ -6,8 +6,11 @@
 //! - `nccl OUT`: the same cases on `cuda:LOCAL_RANK` (`cuda:0` when CUDA_VISIBLE_DEVICES lists
 //!   one device) through NCCL, at any world size (one GPU
 //!   runs the real backend); in a world of one each result is also compared bitwise with the
-//!   local stand-in's, and a produce → all-reduce → consume chain with no host sync in between
-//!   is checked (`scripts/gpu-check.sh` runs it);
+//!   local stand-in's, a produce → all-reduce → consume chain with no host sync in between is
+//!   checked, and out-of-place collectives of a buffer written behind a long kernel must read
+//!   what was written (`scripts/gpu-check.sh` runs it, and once more with
+//!   `CLIP_TRAIN_FAULT=skip-comm-wait`, its negative control: the collectives then run on a
+//!   stream that does not wait, and the check must fail);
 //! - `rendezvous`: joins and leaves;
 //! - `train`: all-reduces and heartbeats in a loop under the watchdog until killed;
 //! - `heartbeat STALL_RANK`: heartbeats without collectives under the watchdog; rank STALL_RANK
@@ -266,7 +269,48 @@ fn run_nccl(c: &dyn Collectives, device: Device) -> Result<Vec<(String, Tensor)>
          consume chain is ordered",
         results.len()
     );
+    out_of_place_after_a_long_kernel(c, device)?;
     Ok(results)
+}
+
+/// A buffer holding -1s is rewritten behind a long kernel (≈0.15 s of matmuls on torch's
+/// current stream), then all-gathered and reduce-scattered (mean) out of place at once, with no
+/// host sync: NCCL runs on the current stream, so both must read what was written. Under the
+/// negative control's fault (`CLIP_TRAIN_FAULT=skip-comm-wait`) they run on a stream of torch's
+/// pool that does not wait, and must read the -1s: the check then fails, as it must.
+fn out_of_place_after_a_long_kernel(c: &dyn Collectives, device: Device) -> Result<()> {
+    let Device::Cuda(index) = device else {
+        bail!("the ordering check needs a CUDA device");
+    };
+    let skip_wait = std::env::var("CLIP_TRAIN_FAULT")
+        .is_ok_and(|v| v.split(',').any(|f| f.trim() == "skip-comm-wait"));
+    let want = Tensor::arange(1 << 22, (Kind::Float, device)) / 7.0;
+    let mut x = Tensor::full([1 << 22], -1.0, (Kind::Float, device));
+    tch::Cuda::synchronize(index as i64);
+    torch_ext::cuda::occupy(index, 100)?;
+    x.copy_(&want);
+    let side = match skip_wait {
+        true => Some(torch_ext::cuda::StreamGuard::new(
+            torch_ext::cuda::Stream::from_pool(index)?,
+        )?),
+        false => None,
+    };
+    let gathered = c.all_gather(&x)?;
+    let scattered = c.reduce_scatter(&x, ReduceOp::Mean)?;
+    drop(side);
+    tch::Cuda::synchronize(index as i64);
+    let wrong = |got: &Tensor| -> i64 { got.ne_tensor(&want).sum(Kind::Int64).int64_value(&[]) };
+    let (g, s) = (wrong(&gathered), wrong(&scattered));
+    let what = "out-of-place all_gather and reduce_scatter (mean) of a buffer written behind a long kernel";
+    if g + s > 0 {
+        bail!(
+            "{what}: {g} and {s} of {} elements are not what was written: the collective read \
+             its input before the write (fault planted: {skip_wait})",
+            want.numel()
+        );
+    }
+    println!("nccl: {what}: read what was written (fault planted: {skip_wait})");
+    Ok(())
 }
 
 /// Every case's results on `device`, named `c<index>_<collective>`, moved to the CPU.
