@@ -2,7 +2,8 @@
 //! 2 × 4 = 4 × 2 samples, ConvNeXt and ViT, `--accum-freq 2`, `--grad-checkpointing`), in fp32 to
 //! float round-off and under `amp_bf16` to bf16 rounding; checkpoints — `full` as DDP writes
 //! them (OpenCLIP loads them strictly), `sharded` one file per rank and an index — that resume on
-//! any number of ranks, with or without `--fsdp`; evaluation of the sharded model.
+//! any number of ranks, with or without `--fsdp`; evaluation of the sharded model; a non-finite
+//! step skipped with every shard untouched, a non-finite shard never checkpointed.
 use std::path::{Path, PathBuf};
 
 use tch::Tensor;
@@ -327,5 +328,66 @@ fn a_sharded_checkpoint_resumes_from_the_remote() {
         assert!(ta.equal(tb), "{ka} differs after resuming from the remote");
     }
     drop(srv);
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// Issue 24 under `--fsdp`, 2 ranks, `--fsdp-checkpoint sharded`, no clipping (the unclipped
+/// norm over every shard decides): rank 1's gradients are infinite at steps 3 and 4, and both
+/// ranks skip both steps — step 4's checkpoint is step 2's bit for bit, every shard and moment,
+/// AdamW counted 2 steps. Then a NaN lands in rank 1's shard alone after step 6: both ranks refuse
+/// step 6's checkpoint (rank 1 naming the unit, rank 0 told another rank's weights are not
+/// finite), nothing of it is written, and the run stops naming step_4.
+#[test]
+fn fsdp_skips_non_finite_steps_and_never_saves_a_non_finite_shard() {
+    use crate::distributed::{spawn_world_with, wait_all};
+    use crate::nonfinite::{files, skipped_counts};
+    let logs = tempdir("fsdp-nonfinite");
+    let flags = "--dataset-type synthetic --train-num-samples 48 --batch-size 4 --epochs 1 \
+                 --model clip_tiny_test --lr 1e-3 --warmup 2 --log-every-n-steps 1 --seed 3 \
+                 --save-every-n-steps 2 --fsdp --fsdp-checkpoint sharded";
+    let children = spawn_world_with(2, &|_| cli(flags, "r", &logs, &[]), 60, &|rank, cmd| {
+        if rank == 1 {
+            cmd.env("CLIP_TRAIN_TEST_INF_GRADS_AT_STEP", "3-4")
+                .env("CLIP_TRAIN_TEST_NAN_WEIGHT_AT_STEP", "6");
+        }
+    });
+    let outs = wait_all(children);
+    let ckpts = logs.join("r/checkpoints");
+    let step4 = ckpts.join("step_4.safetensors");
+    // Rank 0, which wrote the indexes, names the newest; rank 1 names the unit it found.
+    let why = "after step 6: the run diverged, stopping; newest finite checkpoint: ";
+    let newest = format!("{why}{}", step4.display());
+    for (rank, out) in outs.iter().enumerate() {
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "rank {rank}: {err}");
+        let line = err
+            .lines()
+            .find(|l| l.contains("checkpoint step_6.safetensors not written: "))
+            .expect(&err);
+        let ok = match rank {
+            0 => {
+                line.contains(": another rank's weights are not finite ") && line.ends_with(&newest)
+            }
+            _ => line.contains("] holds a NaN or an inf ") && line.contains(why),
+        };
+        assert!(ok, "rank {rank}: {line}");
+    }
+    let log = std::fs::read_to_string(logs.join("r/out.log")).unwrap();
+    assert_eq!(skipped_counts(&log), [0, 0, 1, 2, 2, 2], "{log}");
+    let names = [
+        "step_2.safetensors",
+        "step_2.shards",
+        "step_4.safetensors",
+        "step_4.shards",
+    ];
+    assert_eq!(files(&ckpts), names);
+    let state = clip_train::checkpoint::peek_state(&step4).unwrap();
+    assert_eq!((state.step, state.optimizer_step), (4, Some(2)));
+    let (at2, at4) = (weights(&ckpts.join("step_2.safetensors")), weights(&step4));
+    assert_eq!(at2.len(), at4.len());
+    for ((ka, a), (kb, b)) in at2.iter().zip(&at4) {
+        assert_eq!(ka, kb);
+        assert!(a.equal(b), "{ka} changed in a skipped step");
+    }
     let _ = std::fs::remove_dir_all(&logs);
 }
