@@ -234,13 +234,19 @@ fn return_freed_host_memory() {
     }
 }
 
-/// A host copy of `t` (pinned when the model computes on a GPU, so copies run at DMA speed).
-pub(crate) fn host(t: &Tensor, device: Device) -> Tensor {
-    let copy = t.detach().to_device(Device::Cpu).copy();
-    match device {
-        Device::Cuda(_) => copy.pin_memory(device),
-        _ => copy,
-    }
+/// A host copy of `t` (when the model computes on a GPU, allocated pinned — torch's caching
+/// host allocator, as `torch_ext::pinned` does for the checkpoint snapshot — so copies run at
+/// DMA speed).
+pub(crate) fn host(t: &Tensor, device: Device) -> Result<Tensor> {
+    let t = t.detach();
+    Ok(match device {
+        Device::Cuda(_) => {
+            let pinned = torch_ext::pinned::empty(&t.size(), t.kind())?;
+            tch::no_grad(|| pinned.shallow_clone().f_copy_(&t))?;
+            pinned
+        }
+        _ => t.to_device(Device::Cpu).copy(),
+    })
 }
 
 /// The dtypes of `params`, in order of first appearance: a unit's groups.
@@ -320,8 +326,8 @@ impl Fsdp {
         let masters = match plan.offload_cpu {
             true => replicated
                 .iter()
-                .map(|(_, t)| host(t, device).set_requires_grad(true))
-                .collect(),
+                .map(|(_, t)| Ok(host(t, device)?.set_requires_grad(true)))
+                .collect::<Result<_>>()?,
             false => vec![],
         };
         Ok(Fsdp {

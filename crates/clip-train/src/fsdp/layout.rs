@@ -135,11 +135,11 @@ impl Group {
             false => 0,
         };
         let place = |t: Tensor| match shard_device == device {
-            true => t,
+            true => Ok(t),
             false => super::host(&t, device),
         };
         let opts = (storage, device);
-        let shard = place(full.narrow(0, rank as i64 * shard_len, shard_len).copy());
+        let shard = place(full.narrow(0, rank as i64 * shard_len, shard_len).copy())?;
         drop(full);
         let full = Tensor::empty([shard_len * ranks as i64], (gather, device));
         tch::no_grad(|| {
@@ -155,9 +155,9 @@ impl Group {
             shard_len,
             storage,
             gather,
-            grad: place(Tensor::zeros([moments], opts)),
-            exp_avg: place(Tensor::zeros([moments], opts)),
-            exp_avg_sq: place(Tensor::zeros([moments], opts)),
+            grad: place(Tensor::zeros([moments], opts))?,
+            exp_avg: place(Tensor::zeros([moments], opts))?,
+            exp_avg_sq: place(Tensor::zeros([moments], opts))?,
             shard,
             full,
         })
