@@ -101,7 +101,15 @@ impl AdamW {
     /// On CUDA the kernel reads the step count on the device. libtorch's CPU kernel reads it with
     /// `.item()` once per tensor: `aten::_local_scalar_dense` nested under `aten::_fused_adamw_`
     /// in a profile, a read of host memory rather than a wait on a device.
+    ///
+    /// A `found_inf` on another device than the parameters' (`--fsdp-offload-cpu`: the verdict
+    /// on the GPU, the step on the host) is copied to theirs first.
     pub fn step(&mut self, lr: f64, found_inf: Option<&Tensor>) -> Result<()> {
+        let device = self.state_step.device();
+        let moved = found_inf
+            .filter(|t| t.device() != device)
+            .map(|t| t.to_device(device));
+        let found_inf = moved.as_ref().or(found_inf);
         tch::no_grad(|| {
             let _ = self.state_step.g_add_scalar_(1.0);
             if let Some(inf) = found_inf {

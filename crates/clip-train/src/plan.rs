@@ -95,6 +95,8 @@ pub struct TrainPlan {
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
     pub summary: String,
+    /// `--fsdp`: sharded parameters, gradients and optimizer state (None: DDP).
+    pub fsdp: Option<crate::fsdp::FsdpPlan>,
 }
 
 /// When checkpoints are written.
@@ -180,10 +182,15 @@ fn plan(p: Params) -> Result<Plan> {
         Some(path) => bail!("--resume {path}: no such checkpoint"),
     };
     let layout = saved_layout(&p, &resume, &world)?;
+    let fsdp = crate::fsdp::FsdpPlan::from_params(&p, &world, precision)?;
     let train = if eval_only {
+        if fsdp.is_some() {
+            bail!("--fsdp shards training, and this run only evaluates (no --train-data)");
+        }
         None
     } else {
-        Some(train_plan(&p, &cfg, &world, loss, layout)?)
+        let plan = train_plan(&p, &cfg, &world, loss, layout)?;
+        Some(TrainPlan { fsdp, ..plan })
     };
     let pretrained = match p.pretrained.as_str() {
         "" => None,
@@ -319,6 +326,9 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         remote_sync_protocol: _, siglip: _, loss_dist_impl: _, image_interpolation: _,
         image_resize_mode: _, pretrained_image: _, lock_image_unlocked_groups: _,
         force_context_length: _, force_image_size: _, force_quick_gelu: _, force_patch_dropout: _,
+        // Read by `fsdp::FsdpPlan::from_params`.
+        fsdp: _, fsdp_no_reshard_after_forward: _, fsdp_offload_cpu: _, fsdp_checkpoint: _,
+        fsdp_shard_size: _,
         // wandb's project and notes: read by `reporting` (and unused without wandb, as in
         // OpenCLIP).
         wandb_project_name: _, wandb_notes: _,
@@ -586,6 +596,7 @@ fn train_plan(
         loss,
         log_every_n_steps: p.log_every_n_steps,
         profile_steps,
+        fsdp: None,
         saves: SavePlan {
             frequency: p.save_frequency,
             every_n_steps: p.save_every_n_steps,
