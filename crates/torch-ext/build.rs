@@ -21,6 +21,7 @@ fn main() {
     println!("cargo:rerun-if-changed=src/profiler.cpp");
     println!("cargo:rerun-if-changed=src/generator.cpp");
     println!("cargo:rerun-if-changed=src/cuda.cpp");
+    println!("cargo:rerun-if-changed=src/storage.cpp");
     println!("cargo:rerun-if-changed=src/pinned.cpp");
     println!("cargo:rerun-if-changed=src/finite.cpp");
     cc::Build::new()
@@ -38,6 +39,7 @@ fn main() {
         .file("src/profiler.cpp")
         .file("src/generator.cpp")
         .file("src/cuda.cpp")
+        .file("src/storage.cpp")
         .file("src/pinned.cpp")
         .file("src/finite.cpp")
         .compile("torch_ext_shim");

@@ -7,6 +7,7 @@ use crate::config::{ClipConfig, VisionTower};
 use crate::layers::{l2_normalize, Init, ParamRecorder};
 use crate::timm_model::TimmModel;
 use crate::transformer::TextTransformer;
+use crate::units::{run_root, unit_of, Hooks, Unit};
 use crate::vit::VisionTransformer;
 
 /// The image tower `visual`.
@@ -51,6 +52,8 @@ pub struct Clip {
     pub logit_bias: Option<Tensor>,
     params: Vec<(String, Tensor)>,
     cfg: ClipConfig,
+    /// The unit hooks of the towers' roots (`set_unit_hooks`).
+    hooks: std::cell::RefCell<Option<Hooks>>,
 }
 
 /// Where a state-dict key sits in OpenCLIP's `CLIP.state_dict()`: CLIP's own parameters
@@ -111,7 +114,64 @@ impl Clip {
             logit_bias,
             params,
             cfg: cfg.clone(),
+            hooks: Default::default(),
         })
+    }
+
+    /// The image tower's blocks (units 1..=n).
+    fn visual_blocks(&self) -> usize {
+        match &self.visual {
+            Visual::Timm(t) => t.trunk.blocks(),
+            Visual::Vit(v) => v.blocks(),
+        }
+    }
+
+    /// The text tower's root unit (its blocks follow it).
+    fn text_root(&self) -> usize {
+        1 + self.visual_blocks()
+    }
+
+    /// The model's units in forward order (see [`crate::units`]): unit `i` is `units()[i]`.
+    /// `logit_scale` and `logit_bias` are in none.
+    pub fn units(&self) -> Vec<Unit> {
+        let depths = match &self.cfg.vision.tower {
+            VisionTower::Timm(t) => t.trunk.depths.clone(),
+            VisionTower::Vit(_) => vec![],
+        };
+        let (nv, nt) = (self.visual_blocks(), self.text.blocks());
+        let mut units: Vec<Unit> = (0..2 + nv + nt)
+            .map(|i| Unit {
+                name: match i {
+                    0 => "visual".to_string(),
+                    i if i <= nv => format!("visual block {}", i - 1),
+                    i if i == nv + 1 => "text".to_string(),
+                    i => format!("text block {}", i - nv - 2),
+                },
+                params: vec![],
+            })
+            .collect();
+        for (k, t) in &self.params {
+            let id = match unit_of(k, &depths) {
+                None => continue,
+                Some((0, None)) => 0,
+                Some((0, Some(b))) => 1 + b,
+                Some((_, None)) => nv + 1,
+                Some((_, Some(b))) => nv + 2 + b,
+            };
+            units[id].params.push((k.clone(), t.shallow_clone()));
+        }
+        units
+    }
+
+    /// Installs (or, `None`, removes) the hooks called around every unit's forward.
+    pub fn set_unit_hooks(&self, hooks: Option<Hooks>) {
+        let blocks = |first: usize| hooks.as_ref().map(|h| (h.clone(), first));
+        match &self.visual {
+            Visual::Timm(t) => t.trunk.hooks.set(blocks(1)),
+            Visual::Vit(v) => v.hooks.set(blocks(1)),
+        }
+        self.text.hooks.set(blocks(self.text_root() + 1));
+        *self.hooks.borrow_mut() = hooks;
     }
 
     pub fn config(&self) -> &ClipConfig {
@@ -271,15 +331,19 @@ impl Clip {
     /// OpenCLIP's `encode_image(images, normalize=False)`; `train` turns on drop path / dropout /
     /// patch dropout.
     pub fn encode_image(&self, images: &Tensor, train: bool) -> Tensor {
-        match &self.visual {
+        let hooks = self.hooks.borrow().clone();
+        run_root(hooks.as_ref(), 0, || match &self.visual {
             Visual::Timm(t) => t.forward(images, train),
             Visual::Vit(v) => v.forward(images, train),
-        }
+        })
     }
 
     /// OpenCLIP's `encode_text(tokens, normalize=False)` (the text tower has no dropout).
     pub fn encode_text(&self, tokens: &Tensor) -> Tensor {
-        self.text.forward(tokens)
+        let hooks = self.hooks.borrow().clone();
+        run_root(hooks.as_ref(), self.text_root(), || {
+            self.text.forward(tokens)
+        })
     }
 
     /// `(normalize(encode_image), normalize(encode_text), logit_scale.exp())`, the inputs of ClipLoss.

@@ -11,6 +11,7 @@ use std::cell::Cell;
 use tch::{nn, Tensor};
 
 use crate::layers::{drop_path_mask, layer_norm, layer_norm_2d, Init, ParamRecorder};
+use crate::units::{run_block, BlockHooks};
 
 /// A ConvNeXt trunk's shape (timm's model-entry arguments).
 #[derive(Debug, Clone, PartialEq)]
@@ -239,6 +240,7 @@ pub struct ConvNeXt {
     grad_checkpointing: Cell<bool>,
     channels_last: Cell<bool>,
     num_features: i64,
+    pub(crate) hooks: BlockHooks,
 }
 
 impl ConvNeXt {
@@ -307,6 +309,7 @@ impl ConvNeXt {
             grad_checkpointing: Cell::new(false),
             channels_last: Cell::new(false),
             num_features: nf,
+            hooks: BlockHooks::default(),
         }
     }
 
@@ -320,6 +323,10 @@ impl ConvNeXt {
 
     pub fn set_grad_checkpointing(&self, enable: bool) {
         self.grad_checkpointing.set(enable);
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.stages.iter().map(|s| s.blocks.len()).sum()
     }
 
     pub fn grad_checkpointing(&self) -> bool {
@@ -350,6 +357,8 @@ impl ConvNeXt {
         );
         let mut x = layer_norm_2d(&x, &self.stem_norm_w, &self.stem_norm_b, self.eps);
         let ckpt = self.grad_checkpointing.get();
+        let hooks = self.hooks.get();
+        let mut unit = hooks.as_ref().map_or(0, |(_, first)| *first);
         for stage in &self.stages {
             if let Some(ds) = &stage.downsample {
                 let h = layer_norm_2d(&x, &ds.norm_w, &ds.norm_b, self.eps);
@@ -362,13 +371,16 @@ impl ConvNeXt {
                 } else {
                     None
                 };
-                x = if ckpt {
-                    let b = block.shallow_clone();
-                    torch_ext::checkpoint(&x, &block.params(), move |t| b.forward(t, mask.as_ref()))
-                        .expect("checkpointed ConvNeXt block")
-                } else {
-                    block.forward(&x, mask.as_ref())
-                };
+                let b = block.shallow_clone();
+                let h = hooks.as_ref().map(|(h, _)| (h, unit));
+                x = run_block(
+                    &x,
+                    || block.params(),
+                    ckpt,
+                    h,
+                    move |t| b.forward(t, mask.as_ref()),
+                );
+                unit += 1;
             }
         }
         x

@@ -20,6 +20,7 @@ pub mod flops;
 pub mod layers;
 pub mod timm_model;
 pub mod transformer;
+pub mod units;
 pub mod vit;
 pub mod weights;
 
@@ -32,4 +33,5 @@ pub use convnext::{ConvNeXt, ConvNextConfig};
 pub use layers::l2_normalize;
 pub use timm_model::TimmModel;
 pub use transformer::TextTransformer;
+pub use units::{Hooks, Unit, UnitHooks};
 pub use vit::VisionTransformer;

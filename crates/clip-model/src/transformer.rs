@@ -9,6 +9,7 @@ use tch::{nn, Kind, Tensor};
 
 use crate::config::{TextConfig, TextPool};
 use crate::layers::{layer_norm_cast, Init, ParamRecorder};
+use crate::units::{run_block, BlockHooks, Hooks};
 
 /// LayerNorm eps of OpenCLIP's text tower (nn.LayerNorm's default).
 const LN_EPS: f64 = 1e-5;
@@ -192,16 +193,24 @@ fn layer_scale(x: Tensor, gamma: Option<&Tensor>) -> Tensor {
 }
 
 /// The blocks in turn (OpenCLIP's `Transformer.forward`); with `checkpointed`, each through
-/// `torch_ext::checkpoint`, which keeps only its input and recomputes it in backward.
-pub(crate) fn run_blocks(blocks: &[ResBlock], x: Tensor, checkpointed: bool) -> Tensor {
-    blocks.iter().fold(x, |x, block| {
-        if checkpointed {
-            let b = block.shallow_clone();
-            torch_ext::checkpoint(&x, &block.params(), move |t| b.forward(t))
-                .expect("checkpointed resblock")
-        } else {
-            block.forward(&x)
-        }
+/// `torch_ext::checkpoint`, which keeps only its input and recomputes it in backward; with
+/// `hooks`, block i is unit `first + i` (see [`crate::units`]).
+pub(crate) fn run_blocks(
+    blocks: &[ResBlock],
+    x: Tensor,
+    checkpointed: bool,
+    hooks: Option<(Hooks, usize)>,
+) -> Tensor {
+    blocks.iter().enumerate().fold(x, |x, (i, block)| {
+        let b = block.shallow_clone();
+        let unit = hooks.as_ref().map(|(h, first)| (h, first + i));
+        run_block(
+            &x,
+            || block.params(),
+            checkpointed,
+            unit,
+            move |t| b.forward(t),
+        )
     })
 }
 
@@ -215,6 +224,7 @@ pub struct TextTransformer {
     pool: TextPool,
     eos_id: i64,
     grad_checkpointing: Cell<bool>,
+    pub(crate) hooks: BlockHooks,
 }
 
 impl TextTransformer {
@@ -277,6 +287,7 @@ impl TextTransformer {
             pool: cfg.pool_type,
             eos_id: cfg.eos_id,
             grad_checkpointing: Cell::new(false),
+            hooks: BlockHooks::default(),
         }
     }
 
@@ -286,6 +297,10 @@ impl TextTransformer {
 
     pub fn context_length(&self) -> i64 {
         self.positional_embedding.size()[0]
+    }
+
+    pub(crate) fn blocks(&self) -> usize {
+        self.resblocks.len()
     }
 
     pub fn output_dim(&self) -> i64 {
@@ -310,7 +325,8 @@ impl TextTransformer {
         let kind = self.resblocks[0].c_fc_w.kind();
         let x = Tensor::embedding(&self.token_embedding, tokens, -1, false, false).to_kind(kind)
             + self.positional_embedding.narrow(0, 0, l).to_kind(kind);
-        let x = run_blocks(&self.resblocks, x, self.grad_checkpointing.get());
+        let ckpt = self.grad_checkpointing.get();
+        let x = run_blocks(&self.resblocks, x, ckpt, self.hooks.get());
         let x = layer_norm_cast(&x, &self.ln_final_w, &self.ln_final_b, LN_EPS);
         let idx = match self.pool {
             TextPool::Argmax => tokens.argmax(-1, false),

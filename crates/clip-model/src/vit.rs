@@ -9,6 +9,7 @@ use tch::{nn, Device, Kind, Tensor};
 use crate::config::{VitConfig, VitPool};
 use crate::layers::{layer_norm_cast, Init, ParamRecorder};
 use crate::transformer::{run_blocks, BlockSpec, ResBlock};
+use crate::units::BlockHooks;
 
 /// LayerNorm eps of OpenCLIP's VisionTransformer (nn.LayerNorm's default).
 const LN_EPS: f64 = 1e-5;
@@ -28,6 +29,7 @@ pub struct VisionTransformer {
     pool_type: VitPool,
     final_ln_after_pool: bool,
     grad_checkpointing: Cell<bool>,
+    pub(crate) hooks: BlockHooks,
 }
 
 impl VisionTransformer {
@@ -99,6 +101,7 @@ impl VisionTransformer {
             pool_type: cfg.pool_type,
             final_ln_after_pool: cfg.final_ln_after_pool,
             grad_checkpointing: Cell::new(false),
+            hooks: BlockHooks::default(),
         }
     }
 
@@ -110,11 +113,16 @@ impl VisionTransformer {
         self.proj.size()[1]
     }
 
+    pub(crate) fn blocks(&self) -> usize {
+        self.resblocks.len()
+    }
+
     /// OpenCLIP's `VisionTransformer.forward` (pooled features, projected); `train` turns on
     /// patch dropout.
     pub fn forward(&self, images: &Tensor, train: bool) -> Tensor {
         let x = self.embeds(images, train);
-        let x = run_blocks(&self.resblocks, x, self.grad_checkpointing.get());
+        let ckpt = self.grad_checkpointing.get();
+        let x = run_blocks(&self.resblocks, x, ckpt, self.hooks.get());
         let ln_post = |t: &Tensor| layer_norm_cast(t, &self.ln_post_w, &self.ln_post_b, LN_EPS);
         let pooled = if self.final_ln_after_pool {
             ln_post(&self.pool(&x))

@@ -22,6 +22,9 @@ use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Device, Kind, Tensor};
 
 pub const FORMAT: &str = "clip-train-checkpoint/1";
+/// An `--fsdp-checkpoint sharded` checkpoint's index: no tensors, the state and the shards'
+/// layout in its header; the shards are files of [`FORMAT`] beside it (`crate::fsdp::sharded`).
+pub const SHARDED_FORMAT: &str = "clip-train-sharded/1";
 /// Keys under this prefix hold optimizer state, not weights.
 pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 
@@ -29,7 +32,12 @@ pub const OPTIMIZER_PREFIX: &str = "optimizer.";
 /// `clip_model::weights` reads), keyed as OpenCLIP's state dict: a clip-train checkpoint's
 /// without its optimizer state.
 pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
-    let mut tensors = weights::read_state_dict(path)?;
+    let sharded = read_metadata(path)
+        .is_ok_and(|m| m.get("format").map(String::as_str) == Some(SHARDED_FORMAT));
+    let mut tensors = match sharded {
+        true => load(path)?.model,
+        false => weights::read_state_dict(path)?,
+    };
     tensors.retain(|(k, _)| !k.starts_with(OPTIMIZER_PREFIX));
     Ok(tensors)
 }
@@ -189,6 +197,21 @@ fn copies_in_blocks(tensors: &[&Tensor], block: usize) -> Result<Vec<HostTensor>
     Ok(out)
 }
 
+/// [`HostTensor::view_of`] each of `tensors`: contiguous CPU tensors as they are, the others
+/// copied together ([`host_copies`]: one wait for all of a GPU's).
+fn views_or_copies(tensors: &[&Tensor]) -> Result<Vec<HostTensor>> {
+    let viewable = |t: &Tensor| t.device() == Device::Cpu && t.is_contiguous();
+    let copied: Vec<&Tensor> = tensors.iter().copied().filter(|t| !viewable(t)).collect();
+    let mut copies = host_copies(&copied)?.into_iter();
+    tensors
+        .iter()
+        .map(|t| match viewable(t) {
+            true => HostTensor::view_of(t),
+            false => copies.next().context("a host copy per tensor copied"),
+        })
+        .collect()
+}
+
 impl HostTensor {
     /// `t` itself when it is a contiguous CPU tensor nothing writes (a file just read: its
     /// checksum needs no copy of its bytes), else a copy ([`host_copies`]).
@@ -238,13 +261,33 @@ impl Snapshot {
         optimizer: &[(String, Tensor)],
         state: &TrainState,
     ) -> Result<Snapshot> {
+        Self::made(model, optimizer, state, host_copies)
+    }
+
+    /// A snapshot of tensors nothing writes while it lives (copies made for it — gathered
+    /// shards —, or shards written before training goes on): contiguous CPU tensors are taken
+    /// as they are, without a copy ([`views_or_copies`]).
+    pub fn of_copies(
+        model: &[(String, Tensor)],
+        optimizer: &[(String, Tensor)],
+        state: &TrainState,
+    ) -> Result<Snapshot> {
+        Self::made(model, optimizer, state, views_or_copies)
+    }
+
+    fn made(
+        model: &[(String, Tensor)],
+        optimizer: &[(String, Tensor)],
+        state: &TrainState,
+        host: fn(&[&Tensor]) -> Result<Vec<HostTensor>>,
+    ) -> Result<Snapshot> {
         let names = model.iter().map(|(k, _)| k.clone()).chain(
             optimizer
                 .iter()
                 .map(|(k, _)| format!("{OPTIMIZER_PREFIX}{k}")),
         );
         let tensors: Vec<&Tensor> = model.iter().chain(optimizer).map(|(_, t)| t).collect();
-        let mut entries: Vec<(String, HostTensor)> = names.zip(host_copies(&tensors)?).collect();
+        let mut entries: Vec<(String, HostTensor)> = names.zip(host(&tensors)?).collect();
         entries.sort_by(|a, b| a.0.cmp(&b.0));
         Ok(Snapshot {
             entries,
@@ -304,7 +347,7 @@ pub struct Loaded {
 }
 
 /// The header metadata of a safetensors file (reads only the header).
-fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
+pub(crate) fn read_metadata(path: &Path) -> Result<HashMap<String, String>> {
     let mut f = File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
     let mut len = [0u8; 8];
     f.read_exact(&mut len)
@@ -342,7 +385,10 @@ pub fn peek_state(path: &Path) -> Result<TrainState> {
 
 /// The training state in a checkpoint's header metadata.
 fn state_of(path: &Path, meta: &HashMap<String, String>) -> Result<TrainState> {
-    if meta.get("format").map(String::as_str) != Some(FORMAT) {
+    if !matches!(
+        meta.get("format").map(String::as_str),
+        Some(FORMAT | SHARDED_FORMAT)
+    ) {
         bail!("{}: not a clip-train checkpoint", path.display());
     }
     let state = meta
@@ -403,6 +449,14 @@ pub fn load_finite(path: &Path) -> Result<Loaded> {
 pub fn load(path: &Path) -> Result<Loaded> {
     let meta = read_metadata(path)?;
     let state = state_of(path, &meta)?;
+    if meta.get("format").map(String::as_str) == Some(SHARDED_FORMAT) {
+        let (model, optimizer) = crate::fsdp::sharded::assemble(path, &meta)?;
+        return Ok(Loaded {
+            state,
+            model,
+            optimizer,
+        });
+    }
     let want = meta
         .get("crc32")
         .ok_or_else(|| anyhow!("{}: no checksum", path.display()))?;
@@ -463,15 +517,73 @@ pub fn remove_stale_temp_files(dir: &Path) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return vec![];
     };
-    rd.filter_map(|e| e.ok().map(|e| e.path()))
-        .filter(|p| {
-            p.file_name().is_some_and(|n| {
-                let n = n.to_string_lossy();
-                n.starts_with('.') && n.contains(".safetensors.tmp-")
-            })
-        })
-        .filter(|p| std::fs::remove_file(p).is_ok())
-        .collect()
+    let mut removed = vec![];
+    for p in rd.filter_map(|e| e.ok().map(|e| e.path())) {
+        if p.is_dir() && p.extension().is_some_and(|e| e == "shards") {
+            // A sharded checkpoint's shards are written in a folder of their own.
+            removed.extend(remove_stale_temp_files(&p));
+            continue;
+        }
+        let stale = p.file_name().is_some_and(|n| {
+            let n = n.to_string_lossy();
+            n.starts_with('.') && n.contains(".safetensors.tmp-")
+        });
+        if stale && std::fs::remove_file(&p).is_ok() {
+            removed.push(p);
+        }
+    }
+    removed
+}
+
+/// Writes a sharded checkpoint's index at `path`, atomically: no tensors; in the header
+/// `format` ([`SHARDED_FORMAT`]), `state`, `layout` (the shards' files and layout, JSON) and a
+/// CRC-32 of both.
+pub fn write_index(path: &Path, state: &TrainState, layout: &str) -> Result<()> {
+    let state_json = serde_json::to_string(state)?;
+    let crc = checksum(&format!("{state_json}{layout}"), std::iter::empty());
+    let meta = HashMap::from([
+        ("format".to_string(), SHARDED_FORMAT.to_string()),
+        ("state".to_string(), state_json),
+        ("layout".to_string(), layout.to_string()),
+        ("crc32".to_string(), format!("{crc:08x}")),
+    ]);
+    // A safetensors file of no tensors, written by hand (safetensors 0.3 writes an invalid
+    // header for an empty list): the 8-byte length, the JSON header padded to 8 bytes.
+    let mut header = serde_json::to_string(&serde_json::json!({ "__metadata__": meta }))?;
+    while header.len() % 8 != 0 {
+        header.push(' ');
+    }
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    write_atomically(path, |tmp| {
+        std::fs::write(tmp, &bytes)?;
+        test_signal_in_write(path);
+        Ok(())
+    })
+}
+
+/// A sharded checkpoint index's layout, its checksum verified.
+pub fn index_layout<'a>(path: &Path, meta: &'a HashMap<String, String>) -> Result<&'a str> {
+    let (Some(state), Some(layout), Some(want)) =
+        (meta.get("state"), meta.get("layout"), meta.get("crc32"))
+    else {
+        bail!("{}: an incomplete sharded checkpoint index", path.display());
+    };
+    let crc = checksum(&format!("{state}{layout}"), std::iter::empty());
+    if format!("{crc:08x}") != *want {
+        bail!(
+            "{}: checksum mismatch (corrupt checkpoint index)",
+            path.display()
+        );
+    }
+    Ok(layout)
+}
+
+/// Removes checkpoint `path` and, for a sharded one, the folder of its shards.
+pub fn remove_checkpoint(path: &Path) {
+    // Already gone is fine: only the newest matters.
+    let _ = std::fs::remove_file(path);
+    let _ = std::fs::remove_dir_all(path.with_extension("shards"));
 }
 
 /// `--resume latest`: the newest checkpoint in `dir` that verifies and is finite

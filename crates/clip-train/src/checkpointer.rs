@@ -5,7 +5,7 @@
 //! training goes on; the preemption checkpoint is complete before the run exits. The file format
 //! itself is [`crate::checkpoint`]'s.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread::JoinHandle;
 
 use anyhow::{bail, Context, Result};
@@ -64,6 +64,11 @@ impl Checkpointer {
 
     fn master(&self) -> bool {
         self.world.rank == 0
+    }
+
+    /// The checkpoints folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
     }
 
     /// The checkpoint to continue from (None: start fresh). Rank 0 first removes the temp files
@@ -185,6 +190,38 @@ impl Checkpointer {
         log: &mut Log,
     ) -> Result<()> {
         self.refuse_non_finite(file, comm, state, model, optimizer, log)?;
+        let take = |s: &TrainState| Snapshot::take(model, optimizer, s);
+        self.save_with(file, write, comm, state, position, &take, then_delete, log)
+    }
+
+    /// [`Checkpointer::save`] of host copies made for it (`--fsdp`'s gathered shards: rank 0's
+    /// only, empty elsewhere), which are written as they are. The caller has refused a
+    /// non-finite state already ([`Checkpointer::refuse_non_finite`] over every rank's shards,
+    /// before gathering them).
+    #[allow(clippy::too_many_arguments)]
+    pub fn save_copies(
+        &mut self,
+        file: &str,
+        write: Write,
+        comm: &dyn Collectives,
+        state: &TrainState,
+        position: &DataPosition,
+        model: &[(String, Tensor)],
+        optimizer: &[(String, Tensor)],
+        then_delete: Option<String>,
+        log: &mut Log,
+    ) -> Result<()> {
+        let take = |s: &TrainState| Snapshot::of_copies(model, optimizer, s);
+        self.save_with(file, write, comm, state, position, &take, then_delete, log)
+    }
+
+    /// `state` with every rank's data position in it (a collective).
+    pub fn with_positions(
+        &self,
+        comm: &dyn Collectives,
+        state: &TrainState,
+        position: &DataPosition,
+    ) -> Result<TrainState> {
         let mut state = state.clone();
         // Every rank's position to rank 0, which writes them (up the control tree: rank 0 takes
         // a few messages, not one round trip per rank).
@@ -198,9 +235,32 @@ impl Checkpointer {
         } else {
             SavedPositions::One(position.clone())
         });
+        Ok(state)
+    }
+
+    /// A checkpoint written by the caller (`--fsdp-checkpoint sharded`, every rank its shard):
+    /// logged, and the newest from now on.
+    pub fn written(&mut self, path: PathBuf, log: &mut Log) {
+        log.info(&format!("Saved checkpoint {}", path.display()));
+        self.newest = Some(path);
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn save_with(
+        &mut self,
+        file: &str,
+        write: Write,
+        comm: &dyn Collectives,
+        state: &TrainState,
+        position: &DataPosition,
+        take: &dyn Fn(&TrainState) -> Result<Snapshot>,
+        then_delete: Option<String>,
+        log: &mut Log,
+    ) -> Result<()> {
+        let state = self.with_positions(comm, state, position)?;
         if self.master() {
             self.wait(log);
-            let snapshot = Snapshot::take(model, optimizer, &state)?;
+            let snapshot = take(&state)?;
             let path = self.dir.join(file);
             let then_delete = then_delete.map(|f| self.dir.join(f));
             let target = path.clone();
@@ -210,8 +270,7 @@ impl Checkpointer {
                     snapshot.write(&target)?;
                     drop(snapshot);
                     if let Some(old) = then_delete {
-                        // Already gone is fine: only the newest matters.
-                        let _ = std::fs::remove_file(old);
+                        checkpoint::remove_checkpoint(&old);
                     }
                     Ok(())
                 })
@@ -231,8 +290,9 @@ impl Checkpointer {
     /// Fails, naming the newest finite checkpoint, when the state to save holds a NaN or an inf:
     /// it would become the newest checkpoint, delete the previous one, be synced by
     /// `--remote-sync` and be resumed from. One fused check on the device per rank (every rank's
-    /// weights are the same) and an agreement, so that every rank stops here together.
-    fn refuse_non_finite(
+    /// weights are the same, or with `--fsdp` each rank checks its own shards) and an agreement,
+    /// so that every rank stops here together.
+    pub fn refuse_non_finite(
         &mut self,
         file: &str,
         comm: &dyn Collectives,

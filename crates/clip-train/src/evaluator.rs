@@ -32,6 +32,13 @@ impl Evaluator {
         Evaluator { plan, epochs }
     }
 
+    /// Whether any evaluation is due after `epoch` (`--fsdp` gathers the model only then).
+    pub fn any_due(&self, epoch: i64) -> bool {
+        let p = &self.plan;
+        (p.zeroshot.is_some() && due(epoch, p.zeroshot_frequency, self.epochs))
+            || (p.val.is_some() && due(epoch, p.val_frequency, self.epochs))
+    }
+
     /// The metrics due after `epoch`, in OpenCLIP's order (empty when nothing is due), on every
     /// rank of `comm` (each called it). `heartbeat` is called after every batch.
     pub fn evaluate(

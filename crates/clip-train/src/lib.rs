@@ -12,6 +12,7 @@ pub mod device;
 pub mod divergence;
 pub mod evaluator;
 pub mod fault;
+pub mod fsdp;
 pub mod loss;
 pub mod metrics;
 pub mod nonfinite;

@@ -9,7 +9,10 @@
 //!
 //! Every rank sees the same verdict without agreeing on it: the norm (and amp's `found_inf`) is
 //! of the gradients after the all-reduce, which every rank holds bit for bit (see
-//! [`crate::buckets`]), so every rank skips the same steps and counts the same streaks.
+//! [`crate::buckets`]), so every rank skips the same steps and counts the same streaks. With
+//! `--fsdp` each rank holds other shards of the gradients: the norm is the whole model's, summed
+//! over the shards by a collective, and amp's `found_inf` is agreed by one
+//! ([`crate::fsdp::GradSync`]), so the verdict is again the same on every rank.
 //!
 //! [`SkippedSteps`] keeps the current streak of skipped steps on the device; the host reads it
 //! where the divergence check reads its own verdict (log steps, before every checkpoint, an

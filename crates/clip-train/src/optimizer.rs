@@ -38,6 +38,15 @@ pub struct AdamWConfig {
     pub weight_decay: f64,
 }
 
+/// A tensor for [`Optimizer::adamw_grouped`]: whether it is in the weight-decay group, and its
+/// moments (`exp_avg`, `exp_avg_sq`) when the caller holds them (else zeros are made).
+pub struct GroupedParam {
+    pub name: String,
+    pub tensor: Tensor,
+    pub decay: bool,
+    pub moments: Option<(Tensor, Tensor)>,
+}
+
 /// One trainable tensor, its group and its optimizer state.
 pub struct Param {
     pub name: String,
@@ -95,6 +104,47 @@ impl Optimizer {
         };
         Self::build(named, &spec, &Rules::Main, &ModelLayout::default())
             .expect("the main rule needs no model layout")
+    }
+
+    /// AdamW with OpenCLIP 3.3.0's two groups (`no_wd` first, as main.py lists them) over
+    /// tensors whose group and moments are given rather than derived from the tensor: `--fsdp`
+    /// steps 1-D pieces of parameters, each in the group of its whole parameter, with moments that
+    /// are views of its shards' own (no second copy of them is allocated). Tensors not requiring
+    /// grad are left out, as in [`Optimizer::new`].
+    pub fn adamw_grouped(given: Vec<GroupedParam>, config: AdamWConfig) -> Self {
+        let algo = Algo::AdamW {
+            betas: (config.beta1, config.beta2),
+            eps: config.eps,
+        };
+        let group = |name: &str, weight_decay| Group {
+            name: name.into(),
+            weight_decay,
+            lr_scale: 1.0,
+            fallback: false,
+        };
+        let params: Vec<Param> = given
+            .into_iter()
+            .filter(|g| g.tensor.requires_grad())
+            .map(|g| Param {
+                state: match g.moments {
+                    Some((m, v)) => vec![("exp_avg", m), ("exp_avg_sq", v)],
+                    None => initial_state(&algo, &g.tensor, false),
+                },
+                name: g.name,
+                tensor: g.tensor,
+                group: usize::from(g.decay),
+                matrix: false,
+            })
+            .collect();
+        let device = params.first().map_or(Device::Cpu, |p| p.tensor.device());
+        Self {
+            name: "adamw".into(),
+            algo,
+            groups: vec![group("no_wd", 0.0), group("wd", config.weight_decay)],
+            params,
+            state_step: Tensor::zeros([], (Kind::Float, device)),
+            mu_product: None,
+        }
     }
 
     /// `spec`'s optimizer over the trainable tensors of `named`, grouped by `rules`.
@@ -186,7 +236,15 @@ impl Optimizer {
     /// store). On CUDA the fused kernel reads the step count on the device. libtorch's CPU kernel
     /// reads it with `.item()` once per tensor: `aten::_local_scalar_dense` nested under
     /// `aten::_fused_adamw_` in a profile, a read of host memory rather than a wait on a device.
+    ///
+    /// A `found_inf` on another device than the parameters' (`--fsdp-offload-cpu`: the verdict
+    /// on the GPU, the step on the host) is copied to theirs first.
     pub fn step(&mut self, lr: f64, found_inf: Option<&Tensor>) -> Result<()> {
+        let device = self.state_step.device();
+        let moved = found_inf
+            .filter(|t| t.device() != device)
+            .map(|t| t.to_device(device));
+        let found_inf = moved.as_ref().or(found_inf);
         tch::no_grad(|| {
             let _ = self.state_step.g_add_scalar_(1.0);
             if let Some(inf) = found_inf {

@@ -8,6 +8,8 @@
 //! `--opt-fallback-list`, `--text-layer-decay`, `--image-layer-decay` (`--visual-layer-decay`),
 //! `--wd-exclude` and `--text-pooler-own-group` are OpenCLIP's development branch's (4.2.0.dev0),
 //! as it parses them; every error is one line with exit status 2.
+//! The `--fsdp` flags come from OpenCLIP's development branch too (same names, help and
+//! defaults), `--fsdp-shard-size` is ours.
 //! Whether a flag is *implemented* is the trainer's business: it refuses the ones it does not
 //! implement with "not supported yet: --X" rather than ignoring them.
 
@@ -270,6 +272,23 @@ pub struct Params {
     /// bytes on the wire, rounding each gradient to bf16 once).
     #[arg(long = "grad-reduce-dtype", default_value = "fp32", value_parser = ["fp32", "bf16"])]
     pub grad_reduce_dtype: String,
+    /// Use FSDP2 (fully_shard) instead of DDP for distributed training.
+    #[arg(long = "fsdp")]
+    pub fsdp: bool,
+    /// Disable resharding parameters after forward pass. Lower communication but higher memory.
+    #[arg(long = "fsdp-no-reshard-after-forward")]
+    pub fsdp_no_reshard_after_forward: bool,
+    /// Offload FSDP parameters to CPU when not in use.
+    #[arg(long = "fsdp-offload-cpu")]
+    pub fsdp_offload_cpu: bool,
+    /// FSDP checkpoint type. 'full' gathers to rank 0 as a single .pt file. 'sharded' uses DCP per-rank shards in a directory (faster, lower memory).
+    #[arg(long = "fsdp-checkpoint", default_value = "full", value_parser = ["full", "sharded"])]
+    pub fsdp_checkpoint: String,
+    /// (clip-train) Hybrid sharding with --fsdp: shard within groups of N consecutive ranks (a
+    /// node), replicate across the groups (gradients all-reduced between them). Default: shard
+    /// over all ranks.
+    #[arg(long = "fsdp-shard-size")]
+    pub fsdp_shard_size: Option<i64>,
     /// Default random seed.
     #[arg(long = "seed", default_value_t = 0)]
     pub seed: i64,

@@ -20,7 +20,8 @@ use tch::{Device, Kind};
 use crate::data::{SavedLayout, TrainData};
 use crate::device::parse_device;
 use crate::loss::LossLayout;
-use crate::optim_spec::OptimSpec;
+use crate::optim_spec::{Algo, OptimSpec};
+use crate::optimizer::AdamWConfig;
 use crate::param_groups::{DevRules, Rules};
 use crate::params::Params;
 use crate::precision::Precision;
@@ -97,6 +98,8 @@ pub struct TrainPlan {
     pub saves: SavePlan,
     /// The log's `Data:` line: the source and its epoch plan.
     pub summary: String,
+    /// `--fsdp`: sharded parameters, gradients and optimizer state (None: DDP).
+    pub fsdp: Option<crate::fsdp::FsdpPlan>,
 }
 
 /// The optimizer a run builds (see [`crate::optim_spec`] and [`crate::param_groups`]).
@@ -104,6 +107,24 @@ pub struct TrainPlan {
 pub struct OptimizerPlan {
     pub spec: OptimSpec,
     pub rules: Rules,
+}
+
+impl OptimizerPlan {
+    /// The settings of `--opt adamw` with OpenCLIP 3.3.0's two groups (what `--fsdp` steps on
+    /// its shards); None for any other optimizer or grouping.
+    pub fn adamw(&self) -> Option<AdamWConfig> {
+        match (&self.spec.algo, &self.rules) {
+            (Algo::AdamW { betas, eps }, Rules::Main) if self.spec.name == "adamw" => {
+                Some(AdamWConfig {
+                    beta1: betas.0,
+                    beta2: betas.1,
+                    eps: *eps,
+                    weight_decay: self.spec.weight_decay,
+                })
+            }
+            _ => None,
+        }
+    }
 }
 
 /// When checkpoints are written.
@@ -189,10 +210,23 @@ fn plan(p: Params) -> Result<Plan> {
         Some(path) => bail!("--resume {path}: no such checkpoint"),
     };
     let layout = saved_layout(&p, &resume, &world)?;
+    let fsdp = crate::fsdp::FsdpPlan::from_params(&p, &world, precision)?;
     let train = if eval_only {
+        if fsdp.is_some() {
+            bail!("--fsdp shards training, and this run only evaluates (no --train-data)");
+        }
         None
     } else {
-        Some(train_plan(&p, &cfg, &world, loss, layout)?)
+        let plan = train_plan(&p, &cfg, &world, loss, layout)?;
+        if fsdp.is_some() && plan.optimizer.adamw().is_none() {
+            let o = &plan.optimizer;
+            let groups = match o.rules {
+                Rules::Dev(_) => ", the development branch's parameter groups",
+                _ => "",
+            };
+            bail!("not supported yet: --fsdp with --opt {}{groups} (--fsdp shards the state of --opt adamw with OpenCLIP 3.3.0's two groups)", o.spec.name);
+        }
+        Some(TrainPlan { fsdp, ..plan })
     };
     if let Some(t) = &train {
         check_resumed_optimizer(&p, &resume, &t.optimizer.spec.name)?;
@@ -333,6 +367,9 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         force_context_length: _, force_image_size: _, force_quick_gelu: _, force_patch_dropout: _,
         momentum: _, opt: _, opt_kwargs: _, opt_fallback_list: _, text_layer_decay: _,
         image_layer_decay: _, wd_exclude_patterns: _, text_pooler_in_head: _,
+        // Read by `fsdp::FsdpPlan::from_params`.
+        fsdp: _, fsdp_no_reshard_after_forward: _, fsdp_offload_cpu: _, fsdp_checkpoint: _,
+        fsdp_shard_size: _,
         // wandb's project and notes: read by `reporting` (and unused without wandb, as in
         // OpenCLIP).
         wandb_project_name: _, wandb_notes: _,
@@ -620,6 +657,7 @@ fn train_plan(
         loss,
         log_every_n_steps: p.log_every_n_steps,
         profile_steps,
+        fsdp: None,
         saves: SavePlan {
             frequency: p.save_frequency,
             every_n_steps: p.save_every_n_steps,

@@ -296,6 +296,19 @@ impl Remote {
         })
     }
 
+    /// The shard files a sharded checkpoint's index (fetched to `index`, in `dir`) lists, each
+    /// fetched beside it (none for a full checkpoint).
+    fn fetch_shards(&self, index: &Path, dir: &Path) -> Result<()> {
+        for rel in crate::fsdp::sharded::listed_files(index).unwrap_or_default() {
+            let dest = dir.join(&rel);
+            if let Some(parent) = dest.parent() {
+                std::fs::create_dir_all(parent)?;
+            }
+            self.fetch(&format!("checkpoints/{rel}"), &dest)?;
+        }
+        Ok(())
+    }
+
     /// `--resume latest` with a remote: when the remote holds a checkpoint newer than step
     /// `local_step` (the newest local one that verifies; -1 for none), fetches the newest that
     /// verifies into `dir` and returns it. A remote that cannot be read is a warning: the run
@@ -317,6 +330,7 @@ impl Remote {
             let dest = dir.join(Path::new(&rel).file_name()?);
             let fetched = self
                 .fetch(&rel, &dest)
+                .and_then(|()| self.fetch_shards(&dest, dir))
                 .and_then(|()| checkpoint::load_finite(&dest));
             match fetched {
                 Ok(loaded) => {
@@ -433,7 +447,14 @@ fn files_under(dir: &Path) -> Vec<(String, PathBuf)> {
             }
         }
     }
-    out.sort();
+    // Checkpoints last: a sharded checkpoint's index after its shards, so the remote never holds
+    // an index whose shards are missing (a pass stops at its first failed file).
+    out.sort_by_key(|(rel, _)| {
+        let top_checkpoint = rel.starts_with("checkpoints/")
+            && rel.matches('/').count() == 1
+            && rel.ends_with(".safetensors");
+        (top_checkpoint, rel.clone())
+    });
     out
 }
 

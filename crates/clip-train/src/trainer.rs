@@ -29,10 +29,11 @@ use crate::data::{DataPosition, Epoch, HostMemory, SavedPositions};
 use crate::ddp::{self, DistGather, GradBuckets};
 use crate::divergence::{Diverged, Divergence};
 use crate::evaluator::Evaluator;
+use crate::fsdp::{Fsdp, GradSync};
 use crate::metrics::{peak_flops, LogStepValues, MetricsLogger, RunShape, StepReport};
 use crate::nonfinite::{self, SkippedSteps};
 use crate::optim_spec::OptimSpec;
-use crate::optimizer::{clip_grad_norm, Optimizer};
+use crate::optimizer::Optimizer;
 use crate::param_groups::{ModelLayout, TowerLayers};
 use crate::plan::{ModelPlan, Plan, TrainPlan};
 use crate::precision::{Precision, Weights};
@@ -130,7 +131,8 @@ struct Optimization {
     /// `--precision amp`'s loss scaler, live on the device (its state is checkpointed through
     /// [`TrainState::scaler`]).
     scaler: Option<GradScaler>,
-    buckets: GradBuckets,
+    /// DDP's gradient buckets, or `--fsdp`'s shards.
+    buckets: GradSync,
     step_opts: StepOptions,
     /// Raised by SIGUSR1 / SIGTERM (slurm's warning), polled between steps.
     preempted: Arc<AtomicBool>,
@@ -215,6 +217,10 @@ impl Trainer {
             ));
         }
         crate::device::apply_cuda_settings(plan.device)?;
+        crate::fsdp::prepare_host_memory(
+            plan.train.as_ref().and_then(|t| t.fsdp.as_ref()),
+            plan.device,
+        );
         tch::manual_seed(plan.seed);
         // Initialised from the CPU generator and then moved: one seed, the same weights on any
         // device (the CUDA generator draws other numbers).
@@ -227,11 +233,16 @@ impl Trainer {
             &mut metrics.log,
         )?;
         vs.set_device(plan.device);
+        if let Some(t) = &plan.train {
+            for line in crate::fsdp::state_report(&model, t.fsdp.as_ref(), world.world_size) {
+                metrics.log.info(&line);
+            }
+        }
         let optimization = plan
             .train
             .map(|t| {
                 let reduced = plan.dist.runs_backend(world.world_size);
-                Optimization::new(t, &model, plan.device, plan.precision, reduced)
+                Optimization::new(t, &model, &world, plan.precision, reduced)
             })
             .transpose()?;
         if let Some(o) = &optimization {
@@ -284,13 +295,25 @@ impl Trainer {
     /// the loss scaler (a checkpoint from another precision starts a new one).
     fn restore(&mut self, r: Resumed) -> Result<()> {
         let path = r.path.display().to_string();
-        weights::load_state_dict(&self.vs, r.loaded.model).context(path.clone())?;
         let state = r.loaded.state;
-        if let Some(o) = self.optimization.as_mut() {
-            let opt_step = state.optimizer_step.unwrap_or(state.step);
-            o.opt
-                .load_state(&r.loaded.optimizer, opt_step)
-                .context(path)?;
+        let opt_step = state.optimizer_step.unwrap_or(state.step);
+        match self.optimization.as_mut() {
+            // --fsdp: each rank copies out its own shards (any layout, full or sharded).
+            Some(Optimization {
+                buckets: GradSync::Fsdp(f),
+                opt,
+                ..
+            }) => f
+                .load(&r.loaded.model, &r.loaded.optimizer, opt, opt_step)
+                .context(path)?,
+            o => {
+                weights::load_state_dict(&self.vs, r.loaded.model).context(path.clone())?;
+                if let Some(o) = o {
+                    o.opt
+                        .load_state(&r.loaded.optimizer, opt_step)
+                        .context(path)?;
+                }
+            }
         }
         let scaler = match self.precision.scales_loss() {
             true => state.scaler.or(Some(ScalerState::default())),
@@ -394,7 +417,12 @@ impl Trainer {
         if self.world.world_size == 1 {
             return Ok(());
         }
-        let sum = ddp::weights_checksum(self.model.named_parameters());
+        // --fsdp: the whole model as every rank built it, before it was sharded.
+        let fsdp = self.optimization.as_ref().and_then(|o| o.buckets.fsdp());
+        let sum = match fsdp {
+            Some(f) => f.initial_checksum,
+            None => ddp::weights_checksum(self.model.named_parameters()),
+        };
         ddp::check_same_everywhere(comm, self.device, sum, "the initial weights' checksum")?;
         self.metrics.log.info(&format!(
             "Initial weights identical on all {} ranks (crc32 {sum:08x})",
@@ -669,19 +697,22 @@ impl Trainer {
         // same averaged gradients, so all skip together), decided on the device by found_inf,
         // which every `--opt`'s step reads (and amp's own, the scale update).
         let clip_range = Range::new("clip_grad");
+        // --fsdp: amp's found_inf agreed over the ranks, and the norm the whole model's (every
+        // rank holds other shards): every rank skips the same steps.
         let amp_inf = match &o.scaler {
-            Some(s) => Some(s.unscale(&o.opt.params)?),
+            Some(s) => Some(o.buckets.agree_found_inf(s.unscale(&o.opt.params)?, comm)?),
             None => None,
         };
         // The norm stays on the device: only its finiteness is used.
         let norm = match o.plan.grad_clip_norm {
-            Some(max) => clip_grad_norm(&o.opt.params, max)?,
-            None => torch_ext::finite::grad_norm(&o.opt.tensors())?,
+            Some(max) => o.buckets.clip_grad_norm(&o.opt.params, max, comm)?,
+            None => o.buckets.grad_norm(&o.opt, comm)?,
         };
         let found_inf = nonfinite::found_inf(&norm, amp_inf.as_ref());
         drop(clip_range);
         let _opt_range = Range::new("optimizer");
         o.opt.step(lr, Some(&found_inf))?;
+        o.buckets.after_step()?;
         if let (Some(s), Some(inf)) = (o.scaler.as_mut(), &amp_inf) {
             s.update(inf);
         }
@@ -804,6 +835,21 @@ impl Trainer {
             .position
             .clone()
             .unwrap_or_else(|| o.plan.data.epoch_start(state.epoch));
+        if let Some(f) = o.buckets.fsdp() {
+            let log = &mut self.metrics.log;
+            let (ck, opt) = (&mut self.checkpoints, &o.opt);
+            return f.save(
+                ck,
+                file,
+                write,
+                comm,
+                &state,
+                &position,
+                opt,
+                then_delete,
+                log,
+            );
+        }
         self.checkpoints.save(
             file,
             write,
@@ -822,13 +868,23 @@ impl Trainer {
     fn evaluate(&mut self, dist: &Dist) -> Result<()> {
         let step = self.state.step as u64;
         let mut beat = || Ok(dist.heartbeat(step)?);
+        // --fsdp: the whole model gathered for the evaluation, freed after it.
+        let fsdp = self.optimization.as_ref().and_then(|o| o.buckets.fsdp());
+        let fsdp = fsdp.filter(|_| self.evaluator.any_due(self.state.epoch));
+        if let Some(f) = fsdp {
+            f.gather_all(dist.collectives())?;
+        }
         let metrics = self.evaluator.evaluate(
             &self.model,
             self.state.epoch,
             dist.collectives(),
             &mut self.metrics.log,
             &mut beat,
-        )?;
+        );
+        if let Some(f) = fsdp {
+            f.release()?;
+        }
+        let metrics = metrics?;
         if self.world.rank != 0 {
             return Ok(());
         }
@@ -840,10 +896,11 @@ impl Optimization {
     fn new(
         plan: TrainPlan,
         model: &Clip,
-        device: Device,
+        world: &WorldInfo,
         precision: Precision,
         reduced: bool,
     ) -> Result<Self> {
+        let device = model.logit_scale.device();
         let trainable: Vec<(String, Tensor)> = model
             .named_parameters()
             .iter()
@@ -852,8 +909,23 @@ impl Optimization {
             .collect();
         let layout = model_layout(model);
         let o = &plan.optimizer;
-        let opt = Optimizer::build(&trainable, &o.spec, &o.rules, &layout)?;
-        let buckets = GradBuckets::new(&trainable, plan.grad_reduce, plan.ddp_buckets, reduced)?;
+        let (opt, buckets) = match &plan.fsdp {
+            Some(f) => {
+                // The plan refuses --fsdp with any other optimizer.
+                let config = o.adamw().expect("--fsdp steps --opt adamw");
+                let fsdp = Fsdp::new(model, f, world, plan.grad_reduce)?;
+                (fsdp.adamw(config)?, GradSync::Fsdp(fsdp))
+            }
+            None => (
+                Optimizer::build(&trainable, &o.spec, &o.rules, &layout)?,
+                GradSync::Ddp(GradBuckets::new(
+                    &trainable,
+                    plan.grad_reduce,
+                    plan.ddp_buckets,
+                    reduced,
+                )?),
+            ),
+        };
         let step_opts = StepOptions {
             autocast: precision.autocast().map(|k| (device, k)),
             loss_scale: None,

@@ -14,6 +14,16 @@
 namespace {
 
 typedef void (*rust_ready_t)(void *ctx);
+typedef void (*rust_drop_t)(void *ctx);
+
+// A Rust callback owned by a tensor hook: dropped with the graph node that holds the hook.
+struct RustCallback {
+  void *ctx;
+  rust_ready_t call;
+  rust_drop_t drop;
+  RustCallback(void *c, rust_ready_t f, rust_drop_t d) : ctx(c), call(f), drop(d) {}
+  ~RustCallback() { drop(ctx); }
+};
 
 // Runs after AccumulateGrad has added this backward's gradient into the parameter's `.grad`
 // (torch's register_post_accumulate_grad_hook; DDP hooks the same AccumulateGrad node).
@@ -47,6 +57,17 @@ char *torch_ext_set_grad(at::Tensor *param, at::Tensor *grad) {
                     grad->device() == param->device(),
                 "a gradient must have its parameter's shape, dtype and device");
     param->mutable_grad() = *grad;
+  })
+}
+
+// `call(ctx)` when the backward has computed the gradient of `t` (a tensor requiring grad), before
+// that gradient flows on into `t`'s grad_fn (torch's `Tensor.register_hook`). Takes ownership of
+// `ctx` at once: `drop(ctx)` runs when the hook goes with the graph, or now if this fails.
+char *torch_ext_on_grad(at::Tensor *t, void *ctx, rust_ready_t call, rust_drop_t drop) {
+  auto cb = std::make_shared<RustCallback>(ctx, call, drop);
+  GUARD({
+    TORCH_CHECK(t->requires_grad(), "a gradient hook needs a tensor that requires grad");
+    t->register_hook([cb](const at::TensorBase &) { cb->call(cb->ctx); });
   })
 }
 

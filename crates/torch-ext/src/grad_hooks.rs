@@ -1,7 +1,9 @@
 //! Gradient hooks for data parallelism (the C++ side is `src/grad_hooks.cpp`): a callback after
 //! a parameter's gradient has been accumulated by a backward (torch's
-//! `register_post_accumulate_grad_hook`, the AccumulateGrad hook DDP's reducer uses), and
-//! `param.grad = view` (tch binds no `.grad` setter), so gradients can live in flat buckets.
+//! `register_post_accumulate_grad_hook`, the AccumulateGrad hook DDP's reducer uses),
+//! `param.grad = view` (tch binds no `.grad` setter), so gradients can live in flat buckets, and a
+//! callback when the backward reaches a tensor ([`on_grad`], torch's `Tensor.register_hook`: FSDP
+//! gathers a unit's parameters there, before the unit's backward).
 
 use std::ffi::{c_char, c_void};
 
@@ -12,6 +14,7 @@ use crate::{check, CTensor};
 
 type Callback = Box<dyn Fn() + Send + Sync>;
 type ReadyFn = unsafe extern "C" fn(*mut c_void);
+type DropFn = unsafe extern "C" fn(*mut c_void);
 
 extern "C" {
     fn torch_ext_set_post_accumulate_grad_hook(
@@ -20,6 +23,21 @@ extern "C" {
         ready: Option<ReadyFn>,
     ) -> *mut c_char;
     fn torch_ext_set_grad(param: CTensor, grad: CTensor) -> *mut c_char;
+    fn torch_ext_on_grad(t: CTensor, ctx: *mut c_void, call: ReadyFn, drop: DropFn) -> *mut c_char;
+}
+
+unsafe extern "C" fn drop_callback(ctx: *mut c_void) {
+    drop(Box::from_raw(ctx as *mut Callback));
+}
+
+/// `f` runs when a backward has computed the gradient of `t` (a tensor that requires grad,
+/// normally an intermediate result), before that gradient flows on into the operation that made
+/// `t`: torch's `t.register_hook`. It runs on the thread running the backward, once per backward
+/// through `t`; it lives as long as the graph node that made `t`.
+pub fn on_grad(t: &Tensor, f: impl Fn() + Send + Sync + 'static) -> Result<()> {
+    let ctx = Box::into_raw(Box::new(Box::new(f) as Callback)) as *mut c_void;
+    // The shim owns ctx from here: drop_callback runs even if this fails.
+    check(unsafe { torch_ext_on_grad(t.as_ptr() as CTensor, ctx, call_ready, drop_callback) })
 }
 
 unsafe extern "C" fn call_ready(ctx: *mut c_void) {
@@ -121,6 +139,26 @@ mod tests {
             Vec::<f32>::try_from(&bucket).unwrap(),
             vec![0., 0., 0., 6., 8.]
         );
+    }
+
+    #[test]
+    fn on_grad_fires_before_the_gradient_flows_on() {
+        let p = Tensor::from_slice(&[1.0f32, 2.0]).set_requires_grad(true);
+        let y = &p * 3.0;
+        let fired = Arc::new(AtomicUsize::new(0));
+        let f = fired.clone();
+        let pg = std::sync::Mutex::new(p.shallow_clone());
+        on_grad(&y, move || {
+            // p's gradient is not in yet: y's gradient is computed, y's backward not run.
+            assert!(!pg.lock().unwrap().grad().defined());
+            f.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        (&y * &y).sum(Kind::Float).backward();
+        assert_eq!(fired.load(Ordering::SeqCst), 1);
+        assert_eq!(Vec::<f32>::try_from(&p.grad()).unwrap(), vec![18., 36.]);
+        let e = on_grad(&Tensor::zeros([1], (Kind::Float, Device::Cpu)), || {}).unwrap_err();
+        assert!(e.to_string().contains("requires grad"), "{e}");
     }
 
     #[test]

@@ -14,6 +14,7 @@ pub mod optim_algos;
 pub mod pickle;
 pub mod pinned;
 pub mod profiler;
+pub mod storage;
 
 use std::ffi::{c_char, c_int, c_void, CStr};
 use std::path::Path;

@@ -17,7 +17,7 @@ import openclip_tiny
 
 /// `PY_PRELUDE` + `code` run by OpenCLIP's Python with `args` (after the repository root); its
 /// stdout.
-fn openclip<S: AsRef<OsStr>>(code: &str, args: impl IntoIterator<Item = S>) -> String {
+pub(crate) fn openclip<S: AsRef<OsStr>>(code: &str, args: impl IntoIterator<Item = S>) -> String {
     let code = format!("{PY_PRELUDE}\n{code}");
     let mut all: Vec<OsString> = vec!["-c".into(), code.into(), root().into()];
     all.extend(args.into_iter().map(|a| a.as_ref().to_owned()));
@@ -26,7 +26,7 @@ fn openclip<S: AsRef<OsStr>>(code: &str, args: impl IntoIterator<Item = S>) -> S
 
 /// The golden `name` that `code` makes (cached, see `golden`): keyed by `code`, `args` and the
 /// contents of `files` (what it reads) and of the tiny-model files the prelude imports.
-fn openclip_golden(
+pub(crate) fn openclip_golden(
     name: &str,
     code: &str,
     files: &[&Path],

@@ -73,7 +73,7 @@ fn args(logs: &Path, name: &str, model: &str, batch: usize, extra: &[&str]) -> V
 }
 
 /// Per tensor: max |a − b| / max |a| over the model weights.
-fn max_relative_error(a: &Path, b: &Path) -> (f64, String) {
+pub(crate) fn max_relative_error(a: &Path, b: &Path) -> (f64, String) {
     let (wa, wb) = (weights(a), weights(b));
     let mut worst = (0.0, String::new());
     for ((k, ta), (_, tb)) in wa.iter().zip(&wb) {
@@ -91,7 +91,7 @@ fn max_relative_error(a: &Path, b: &Path) -> (f64, String) {
 
 /// Per tensor: max |Δa − Δb| / max |Δa|, Δ = weights − initial weights: what the three steps
 /// changed must agree too, not only the (much larger) weights.
-fn max_update_error(init: &Path, a: &Path, b: &Path) -> (f64, String) {
+pub(crate) fn max_update_error(init: &Path, a: &Path, b: &Path) -> (f64, String) {
     let (w0, wa, wb) = (weights(init), weights(a), weights(b));
     let mut worst = (0.0, String::new());
     for ((k, t0), ((_, ta), (_, tb))) in w0.iter().zip(wa.iter().zip(&wb)) {

@@ -5,6 +5,7 @@ mod common;
 mod crash;
 mod distributed;
 mod flags;
+mod fsdp;
 #[path = "../../../../tests/support/golden.rs"]
 mod golden;
 mod gpu_check;

@@ -27,7 +27,7 @@ fn assert_finite(path: &Path) {
 }
 
 /// The checkpoint file names in `dir`, sorted (temp files included: there must be none).
-fn files(dir: &Path) -> Vec<String> {
+pub(crate) fn files(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
         .map(|rd| {
             rd.map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -39,7 +39,7 @@ fn files(dir: &Path) -> Vec<String> {
 }
 
 /// The `Skipped steps: N` of every `Train Epoch:` line of a log, in order.
-fn skipped_counts(log: &str) -> Vec<i64> {
+pub(crate) fn skipped_counts(log: &str) -> Vec<i64> {
     log.lines()
         .filter(|l| l.contains("Train Epoch:"))
         .map(|l| {

@@ -152,6 +152,17 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--siglip", "--local-loss"], "--local-loss"),
     (&["--model", "vit_tiny_test", "--pretrained-image"], "--pretrained-image: model vit_tiny_test"),
     (&["--siglip", "--gather-with-grad"], "--gather-with-grad"),
+    // --fsdp's flags without it, or that cannot shard this world.
+    (&["--fsdp-no-reshard-after-forward"], "--fsdp-no-reshard-after-forward needs --fsdp"),
+    (&["--fsdp-offload-cpu"], "--fsdp-offload-cpu needs --fsdp"),
+    (&["--fsdp-checkpoint", "sharded"], "--fsdp-checkpoint sharded needs --fsdp"),
+    (&["--fsdp-shard-size", "1"], "--fsdp-shard-size needs --fsdp"),
+    (&["--fsdp", "--fsdp-shard-size", "0"], "--fsdp-shard-size 0"),
+    (&["--fsdp", "--fsdp-shard-size", "2"], "--fsdp-shard-size 2"),
+    (&["--fsdp", "--fsdp-offload-cpu", "--precision", "amp"], "--fsdp-offload-cpu with --precision amp"),
+    // --fsdp shards AdamW's state in OpenCLIP 3.3.0's two groups only.
+    (&["--fsdp", "--opt", "timm/lion", "--lr", "1e-3"], "not supported yet: --fsdp with --opt timm/lion ("),
+    (&["--fsdp", "--wd-exclude", "*.bias"], "not supported yet: --fsdp with --opt adamw, the development branch's parameter groups"),
 ];
 
 /// The other numeric refusals, checked in this process by `plan::validate` (the same refusal

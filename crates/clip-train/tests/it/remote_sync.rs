@@ -31,7 +31,7 @@ fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
     cli(flags, name, logs, extra)
 }
 
-fn synced(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
+pub(crate) fn synced(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
     let remote = [
         "--remote-sync",
         "s3://ci-bucket/runs",
@@ -62,7 +62,7 @@ fn output(cmd: &mut Command) -> Output {
     out
 }
 
-fn client(srv: &S3Server) -> aws_sdk_s3::Client {
+pub(crate) fn client(srv: &S3Server) -> aws_sdk_s3::Client {
     let get = |k: &str| srv.env.iter().find(|(n, _)| n == k).unwrap().1.clone();
     let creds = Credentials::new(
         get("AWS_ACCESS_KEY_ID"),
@@ -82,7 +82,7 @@ fn client(srv: &S3Server) -> aws_sdk_s3::Client {
 }
 
 /// The objects under `prefix` (keys relative to it); an unreachable server lists nothing.
-fn list(c: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
+pub(crate) fn list(c: &aws_sdk_s3::Client, prefix: &str) -> Vec<String> {
     let req = c.list_objects_v2().bucket(BUCKET).prefix(prefix).send();
     let Ok(out) = block_on(req) else {
         return vec![];
