@@ -223,15 +223,16 @@ fn format_4g(x: f64) -> String {
     if x == 0.0 {
         return "0".into();
     }
-    let exp = x.abs().log10().floor() as i32;
+    // %g picks its form by the exponent after rounding to 4 significant digits (9.9996e-05
+    // prints as 0.0001).
+    let s = format!("{x:.3e}");
+    let (m, e) = s.split_once('e').unwrap();
+    let exp: i32 = e.parse().unwrap();
     if !(-4..4).contains(&exp) {
-        let s = format!("{:.3e}", x);
-        let (m, e) = s.split_once('e').unwrap();
         let m = m.trim_end_matches('0').trim_end_matches('.');
-        let e: i32 = e.parse().unwrap();
-        return format!("{m}e{}{:02}", if e < 0 { '-' } else { '+' }, e.abs());
+        return format!("{m}e{}{:02}", if exp < 0 { '-' } else { '+' }, exp.abs());
     }
-    let decimals = (3 - exp).max(0) as usize;
+    let decimals = (3 - exp) as usize;
     let s = format!("{x:.decimals$}");
     if s.contains('.') {
         s.trim_end_matches('0').trim_end_matches('.').to_string()
@@ -333,6 +334,10 @@ mod tests {
         assert_eq!(format_4g(0.421875), "0.4219");
         assert_eq!(format_4g(0.0316406), "0.03164");
         assert_eq!(format_4g(1e-5), "1e-05");
-        assert_eq!(format_4g(0.00012345), "0.0001235");
+        // Python's values (`'%.4g' % x`): 0.00012345 is 1.23449…e-4 in binary.
+        assert_eq!(format_4g(0.00012345), "0.0001234");
+        assert_eq!(format_4g(0.000099996), "0.0001");
+        assert_eq!(format_4g(0.00099996), "0.001");
+        assert_eq!(format_4g(9999.6), "1e+04");
     }
 }
