@@ -14,6 +14,7 @@ fn main() {
         .to_path_buf();
     let include = root.join("include");
     println!("cargo:rerun-if-changed=src/guard.h");
+    println!("cargo:rerun-if-changed=src/tensor_groups.h");
     println!("cargo:rerun-if-changed=src/shim.cpp");
     println!("cargo:rerun-if-changed=src/optim.cpp");
     println!("cargo:rerun-if-changed=src/optim_algos.cpp");

@@ -4,6 +4,7 @@
 // Like optim.cpp, a constant number of ATen ops per (device, dtype) group, never one per tensor,
 // and no value read back to the host. Errors come back as malloc'd messages (guard.h).
 #include "guard.h"
+#include "tensor_groups.h"
 #include <ATen/ATen.h>
 #include <torch/csrc/autograd/grad_mode.h>
 
@@ -17,36 +18,14 @@ typedef at::Tensor *tensor;
 
 namespace {
 
-// Indices of `ts` grouped by (device, dtype): the foreach kernels take uniform lists.
-std::vector<std::vector<size_t>> groups_of(const std::vector<at::Tensor> &ts) {
-  std::vector<std::pair<std::pair<at::Device, at::ScalarType>, std::vector<size_t>>> groups;
-  for (size_t i = 0; i < ts.size(); i++) {
-    auto key = std::make_pair(ts[i].device(), ts[i].scalar_type());
-    auto it = groups.begin();
-    while (it != groups.end() && it->first != key) ++it;
-    if (it == groups.end()) {
-      groups.push_back({key, {}});
-      it = groups.end() - 1;
-    }
-    it->second.push_back(i);
-  }
-  std::vector<std::vector<size_t>> out;
-  for (auto &g : groups) out.push_back(std::move(g.second));
-  return out;
-}
-
-std::vector<at::Tensor> pick(const std::vector<at::Tensor> &ts, const std::vector<size_t> &idx) {
-  std::vector<at::Tensor> out;
-  out.reserve(idx.size());
-  for (size_t i : idx) out.push_back(ts[i]);
-  return out;
-}
+using torch_ext::by_device_and_dtype;
+using torch_ext::pick;
 
 // Each group's per-tensor `ord`-norms (_foreach_norm, in the group's dtype), as one f32 vector
 // on the first tensor's device.
 at::Tensor norms_of(const std::vector<at::Tensor> &ts, double ord) {
   std::vector<at::Tensor> norms;
-  for (const auto &idx : groups_of(ts)) {
+  for (const auto &idx : by_device_and_dtype(ts)) {
     auto ns = at::_foreach_norm(pick(ts, idx), ord);
     norms.push_back(at::stack(ns).to(ts[0].device(), at::kFloat));
   }
@@ -91,7 +70,7 @@ char *torch_ext_norms(tensor *ts, int n, double ord, tensor *out) {
       return nullptr;
     }
     std::vector<at::Tensor> placed(all.size());
-    for (const auto &idx : groups_of(all)) {
+    for (const auto &idx : by_device_and_dtype(all)) {
       auto ns = at::stack(at::_foreach_norm(pick(all, idx), ord)).to(all[0].device(), at::kFloat);
       auto each = ns.unbind();
       for (size_t i = 0; i < idx.size(); i++) placed[idx[i]] = each[i];

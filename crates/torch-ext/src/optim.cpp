@@ -7,6 +7,7 @@
 // AdamW reads the step tensor with .item(): host memory, no wait.) Errors come back as malloc'd
 // messages, as in shim.cpp.
 #include "guard.h"
+#include "tensor_groups.h"
 #include <ATen/ATen.h>
 #include <ATen/Context.h>
 #include <torch/csrc/autograd/grad_mode.h>
@@ -22,31 +23,8 @@ typedef at::Tensor *tensor;
 
 namespace {
 
-// Indices of `ts` grouped by (device, dtype), in first-seen order: the fused and foreach kernels
-// take uniform lists, so torch.optim groups the same way (_group_tensors_by_device_and_dtype).
-std::vector<std::vector<size_t>> by_device_and_dtype(const std::vector<at::Tensor> &ts) {
-  std::vector<std::pair<std::pair<at::Device, at::ScalarType>, std::vector<size_t>>> groups;
-  for (size_t i = 0; i < ts.size(); i++) {
-    auto key = std::make_pair(ts[i].device(), ts[i].scalar_type());
-    auto it = groups.begin();
-    while (it != groups.end() && it->first != key) ++it;
-    if (it == groups.end()) {
-      groups.push_back({key, {}});
-      it = groups.end() - 1;
-    }
-    it->second.push_back(i);
-  }
-  std::vector<std::vector<size_t>> out;
-  for (auto &g : groups) out.push_back(std::move(g.second));
-  return out;
-}
-
-std::vector<at::Tensor> pick(const std::vector<at::Tensor> &ts, const std::vector<size_t> &idx) {
-  std::vector<at::Tensor> out;
-  out.reserve(idx.size());
-  for (size_t i : idx) out.push_back(ts[i]);
-  return out;
-}
+using torch_ext::by_device_and_dtype;
+using torch_ext::pick;
 
 // The defined gradients of `params` (torch skips `p.grad is None`).
 std::vector<at::Tensor> grads_of(tensor *params, int n) {
