@@ -163,7 +163,9 @@ pub fn make_shards(dir: &Path, out: &Path, n: usize, per_shard: usize, salt: usi
 
 /// The same `n` pictures as `make_shards`, but `size`×`size`, encoded as `format` (PNG or JPEG,
 /// at the `image` crate's defaults), in shards `{00000..}.tar` of `per_shard` samples in `out`
-/// (the same bytes every time: no timestamps); their paths.
+/// (the same bytes every time: no timestamps); their paths. Each caption ends with its sample's
+/// number: no two texts are equal, so no two candidates of a retrieval tie exactly (torch's
+/// unstable argsort orders exact ties differently on different CPUs).
 pub fn image_shards(
     out: &Path,
     n: usize,
@@ -184,7 +186,7 @@ pub fn image_shards(
                         .unwrap();
                     [
                         (format!("{i:05}.{ext}"), bytes),
-                        (format!("{i:05}.txt"), caption.into_bytes()),
+                        (format!("{i:05}.txt"), format!("{caption} {i}").into_bytes()),
                     ]
                 })
                 .collect();
