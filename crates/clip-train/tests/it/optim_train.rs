@@ -98,9 +98,11 @@ fn every_optimizer_resumes_exactly_and_trains_alike_on_two_ranks() {
         // order on 2 ranks) move Muon's updates by bf16's resolution and flip some of AdaMuon's
         // near-zero ones, as Lion's near-zero ones. What may differ, per optimizer: the losses
         // (relative), and the share of updates off by more than a fraction of their tensor's
-        // largest (measured: under 0.1 % but Muon's 0.3 %, AdaMuon's 0.8–1 %).
+        // largest (measured: under 0.1 % but Muon's 0.3 %, AdaMuon's 0.8–1 %). Lion's flipped
+        // signs moved step 2's loss by 3.7e-4 (relative) on one machine, 0 on another.
         let (loss_tol, update_tol, share) = match *opt {
             "timm/muon" => (1e-3, 0.1, 0.01),
+            "timm/lion" => (1e-3, 1e-3, 0.01),
             "timm/adamuon" | "timm/nadamuon" => (1e-2, 0.5, 0.03),
             _ => (1e-4, 1e-3, 0.01),
         };
