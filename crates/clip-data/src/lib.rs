@@ -1,5 +1,6 @@
 pub mod buffers;
 pub mod csv;
+pub mod hf_tokenizer;
 pub mod inspect;
 pub mod loader;
 pub mod make_shards;

@@ -269,7 +269,7 @@ impl Tokenizer {
 // ---------------------------------------------------------------------------------------------
 
 /// Python's `str.isspace`.
-fn py_isspace(c: char) -> bool {
+pub(crate) fn py_isspace(c: char) -> bool {
     c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
 }
 

@@ -1,5 +1,8 @@
 //! clip-data's integration tests: one binary, a module per subject, shared helpers in `common`.
 mod common;
+#[path = "../../../../tests/support/golden.rs"]
+mod golden;
+mod hf_tokenizer;
 mod loader;
 mod pipeline;
 #[path = "../../../../tests/support/procs.rs"]

@@ -201,6 +201,104 @@ print(json.dumps(open_clip.tokenize(sys.argv[5:], context_length=5).tolist()))";
     assert_eq!(json(&ours), theirs.next().unwrap());
 }
 
+/// `--hf-tokenizer`: OpenCLIP's `HFTokenizer` ids for a WordPiece tokenizer (trained here; the
+/// hub's cannot be fetched) from its folder and from the Hugging Face cache, canonicalized, its
+/// [SEP] stripped; a hub id not in the cache is one line naming the path searched and the
+/// download command. (clip-data's tests compare thousands of captions in every mode.)
+#[test]
+fn tokenize_with_a_hugging_face_tokenizer_prints_openclips_ids() {
+    let texts = [
+        "A Photo of a CAT!",
+        "two_dogs &amp; a ball, running",
+        "Ünïcode — ok 🐱",
+    ];
+    let code = r#"
+from tokenizers import BertWordPieceTokenizer
+from tokenizers.processors import BertProcessing
+from open_clip.tokenizer import HFTokenizer
+out = sys.argv[2]
+tok = BertWordPieceTokenizer(lowercase=True)
+tok.train_from_iterator(sys.argv[3:] * 20, vocab_size=200, show_progress=False,
+                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+tok.post_processor = BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+tok.save(out + "/tokenizer.json")
+json.dump({"tokenizer_class": "BertTokenizer", "pad_token": "[PAD]", "sep_token": "[SEP]"},
+          open(out + "/tokenizer_config.json", "w"))
+ids = HFTokenizer(out, context_length=12, clean="canonicalize", strip_sep_token=True)(sys.argv[3:])
+print(json.dumps(ids.tolist()))
+"#;
+    let Some(gold) = openclip_golden("tokenize-hf", code, &[], &texts, |out| {
+        let args = [&[out.to_str().unwrap()][..], &texts].concat();
+        std::fs::write(out.join("ids.json"), openclip(code, args)).unwrap();
+    }) else {
+        return;
+    };
+    let want: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(gold.join("ids.json")).unwrap()).unwrap();
+    let flags = [
+        "tokenize",
+        "--context-length",
+        "12",
+        "--clean",
+        "canonicalize",
+    ];
+    let from_dir = [
+        &flags[..],
+        &[
+            "--strip-sep-token",
+            "--hf-tokenizer",
+            gold.to_str().unwrap(),
+        ],
+    ];
+    let ours = ok(&[&from_dir.concat()[..], &texts].concat());
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ours).unwrap(),
+        want
+    );
+
+    // The same files as huggingface_hub caches them, found by hub id under --cache-dir.
+    let cache = tempdir("hf-cache");
+    let snap = cache.join("models--org--tiny-bert/snapshots/c0ffee");
+    std::fs::create_dir_all(&snap).unwrap();
+    std::fs::create_dir_all(cache.join("models--org--tiny-bert/refs")).unwrap();
+    std::fs::write(cache.join("models--org--tiny-bert/refs/main"), "c0ffee\n").unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(gold.join(f), snap.join(f)).unwrap();
+    }
+    let c = cache.to_str().unwrap();
+    let by_id = [
+        "--strip-sep-token",
+        "--hf-tokenizer",
+        "org/tiny-bert",
+        "--cache-dir",
+        c,
+    ];
+    let ours = ok(&[&flags[..], &by_id, &texts].concat());
+    assert_eq!(
+        serde_json::from_str::<serde_json::Value>(&ours).unwrap(),
+        want
+    );
+
+    let missing = [
+        "tokenize",
+        "--hf-tokenizer",
+        "org/absent",
+        "--cache-dir",
+        c,
+        "x",
+    ];
+    let out = clip_tool(&missing);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.lines().count() == 1, "{err}");
+    let searched = cache.join("models--org--absent").display().to_string();
+    assert!(err.contains(&searched), "{err}");
+    assert!(
+        err.contains("huggingface-cli download org/absent tokenizer.json"),
+        "{err}"
+    );
+    let _ = std::fs::remove_dir_all(&cache);
+}
+
 #[test]
 fn convert_openclip_epoch_checkpoint_loads_back_into_openclip_strictly() {
     let dir = tempdir("convert");

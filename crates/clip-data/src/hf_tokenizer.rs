@@ -1,0 +1,354 @@
+//! OpenCLIP's `HFTokenizer` (open_clip/tokenizer.py) for configs that name `hf_tokenizer_name`:
+//! a Hugging Face `tokenizer.json` run by the `tokenizers` library (what transformers' fast
+//! tokenizers are), after OpenCLIP's cleaning, padded and truncated to the context length as
+//! `AutoTokenizer(texts, max_length=ctx, padding="max_length", truncation=True)` does.
+//!
+//! The files come from a local folder or from the Hugging Face cache, found offline as
+//! `huggingface_hub` finds them (`models--ORG--NAME/snapshots/<refs/main>/`); never downloaded:
+//! compute nodes have no internet. What transformers reads besides `tokenizer.json`:
+//! `tokenizer_config.json` and `special_tokens_map.json` for the pad and sep tokens and the
+//! padding and truncation sides (transformers 5 ignores `add_bos_token` / `add_eos_token` where
+//! there is a `tokenizer.json`).
+//!
+//! Which transformers class `tokenizer_config.json` names matters in transformers 5: the generic
+//! one (`PreTrainedTokenizerFast`) and `BertTokenizer` / `RobertaTokenizer` run `tokenizer.json`
+//! as it is (tested here), while classes such as `T5Tokenizer` and `GemmaTokenizer` rebuild their
+//! own normalizer and pre-tokenizer, which equal a genuine T5 / Gemma `tokenizer.json`'s but were
+//! not compared here (the hub's files cannot be fetched): [`HfTokenizer::unverified_class`]
+//! names such a class so that callers can say so.
+//!
+//! Cleaning (`tokenizer_kwargs.clean`), as OpenCLIP's `get_clean_fn`:
+//! - `whitespace` (the default): `whitespace_clean(basic_clean(x))`;
+//! - `lower`: the same, lower-cased;
+//! - `canonicalize`: big_vision's `canonicalize_text(basic_clean(x))`: `_` to space, ASCII
+//!   punctuation removed, lower-cased, whitespace collapsed.
+//!
+//! `basic_clean` is the CLIP tokenizer's ftfy + double HTML unescape (see `tokenizer.rs`, which
+//! does not repair mojibake).
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+use tokenizers::{
+    PaddingDirection, PaddingParams, PaddingStrategy, TruncationDirection, TruncationParams,
+    TruncationStrategy,
+};
+
+use crate::tokenizer::{fix_text, html_unescape, py_isspace};
+
+/// OpenCLIP's `clean` modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Clean {
+    Whitespace,
+    Lower,
+    Canonicalize,
+}
+
+impl Clean {
+    /// `tokenizer_kwargs.clean`'s value.
+    pub fn parse(s: &str) -> Result<Clean, String> {
+        match s {
+            "whitespace" => Ok(Clean::Whitespace),
+            "lower" => Ok(Clean::Lower),
+            "canonicalize" => Ok(Clean::Canonicalize),
+            _ => Err(format!(
+                "clean {s:?}: OpenCLIP knows whitespace, lower and canonicalize"
+            )),
+        }
+    }
+
+    /// The text OpenCLIP hands the tokenizer.
+    pub fn apply(self, text: &str) -> String {
+        let basic = html_unescape(&html_unescape(&fix_text(text)));
+        match self {
+            Clean::Whitespace => collapse_whitespace(&basic),
+            Clean::Lower => collapse_whitespace(&basic).to_lowercase(),
+            Clean::Canonicalize => {
+                // Python's string.punctuation: ASCII only; `_` became a space first.
+                let kept: String = basic
+                    .chars()
+                    .map(|c| if c == '_' { ' ' } else { c })
+                    .filter(|c| !c.is_ascii_punctuation())
+                    .collect();
+                collapse_whitespace(&kept.to_lowercase())
+            }
+        }
+    }
+}
+
+/// Python's `" ".join(text.split())` (which also strips).
+fn collapse_whitespace(text: &str) -> String {
+    let words: Vec<&str> = text.split(py_isspace).filter(|w| !w.is_empty()).collect();
+    words.join(" ")
+}
+
+/// How OpenCLIP's `HFTokenizer` is set up: the config's `hf_tokenizer_name` and
+/// `tokenizer_kwargs`, the context length, `--cache-dir`.
+#[derive(Clone, Debug)]
+pub struct HfSpec {
+    pub name: String,
+    pub clean: Clean,
+    pub strip_sep_token: bool,
+    pub context_length: usize,
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// OpenCLIP's `HFTokenizer`. `Send + Sync`.
+pub struct HfTokenizer {
+    tok: tokenizers::Tokenizer,
+    clean: Clean,
+    /// `strip_sep_token`: the sep id, replaced by 0 in the output.
+    strip_sep: Option<u32>,
+    context_length: usize,
+    /// `tokenizer_config.json`'s `tokenizer_class`.
+    class: Option<String>,
+}
+
+/// transformers classes that run `tokenizer.json` as it is (compared with transformers 5 in
+/// clip-data's tests; `Fast` suffixes alike).
+const FILE_AS_IS: [&str; 4] = [
+    "PreTrainedTokenizer",
+    "TokenizersBackend",
+    "BertTokenizer",
+    "RobertaTokenizer",
+];
+
+impl HfTokenizer {
+    /// Loads `spec.name`'s files (a folder, else the Hugging Face cache); every failure is one
+    /// line naming the path or the setting at fault.
+    pub fn load(spec: &HfSpec) -> Result<HfTokenizer, String> {
+        let dir = find_files(&spec.name, spec.cache_dir.as_deref())?;
+        let file = dir.join("tokenizer.json");
+        let mut tok = tokenizers::Tokenizer::from_file(&file).map_err(|e| {
+            format!(
+                "{}: not a tokenizer.json the tokenizers library reads: {e}",
+                file.display()
+            )
+        })?;
+        let cfg = TokenizerConfig::read(&dir)?;
+        let name = &spec.name;
+        let class = cfg.config["tokenizer_class"].as_str().map(str::to_string);
+        let id = |role: &str, token: &str| {
+            tok.token_to_id(token).ok_or_else(|| {
+                format!("{name}: {role} {token:?} (tokenizer_config.json) is not in the vocabulary")
+            })
+        };
+        let pad_token = cfg.special("pad_token").ok_or_else(|| {
+            format!("{name}: no pad_token in tokenizer_config.json or special_tokens_map.json (OpenCLIP pads every text)")
+        })?;
+        let pad_id = id("pad_token", &pad_token)?;
+        let strip_sep = match (spec.strip_sep_token, cfg.special("sep_token")) {
+            (false, _) => None,
+            (true, Some(sep)) => Some(id("sep_token", &sep)?),
+            (true, None) => {
+                return Err(format!(
+                    "{name}: strip_sep_token needs a sep_token, and its tokenizer has none"
+                ))
+            }
+        };
+        let ctx = spec.context_length;
+        if ctx == 0 {
+            return Err(format!("{name}: context length 0"));
+        }
+        tok.with_truncation(Some(TruncationParams {
+            direction: cfg.side("truncation_side")?.truncation(),
+            max_length: ctx,
+            strategy: TruncationStrategy::LongestFirst,
+            stride: 0,
+        }))
+        .map_err(|e| format!("{name}: truncation to {ctx}: {e}"))?;
+        tok.with_padding(Some(PaddingParams {
+            strategy: PaddingStrategy::Fixed(ctx),
+            direction: cfg.side("padding_side")?.padding(),
+            pad_to_multiple_of: None,
+            pad_id,
+            pad_type_id: 0,
+            pad_token,
+        }));
+        Ok(HfTokenizer {
+            tok,
+            clean: spec.clean,
+            strip_sep,
+            context_length: ctx,
+            class,
+        })
+    }
+
+    /// The transformers class `tokenizer_config.json` names when transformers 5 builds its own
+    /// pipeline for it instead of running `tokenizer.json` as it is (see the module's note).
+    pub fn unverified_class(&self) -> Option<&str> {
+        let class = self.class.as_deref()?;
+        let base = class.strip_suffix("Fast").unwrap_or(class);
+        (!FILE_AS_IS.contains(&base)).then_some(class)
+    }
+
+    pub fn context_length(&self) -> usize {
+        self.context_length
+    }
+
+    /// One text's ids into `row` (`context_length` long).
+    pub fn tokenize_into(&self, text: &str, row: &mut [i64]) {
+        let enc = self
+            .tok
+            .encode(self.clean.apply(text), true)
+            .expect("a tokenizer that loaded encodes any text");
+        let ids = enc.get_ids();
+        assert_eq!(
+            ids.len(),
+            row.len(),
+            "padded and truncated to the context length"
+        );
+        for (out, &id) in row.iter_mut().zip(ids) {
+            *out = if Some(id) == self.strip_sep {
+                0
+            } else {
+                id as i64
+            };
+        }
+    }
+
+    /// `texts`' ids, `context_length` per text, row after row.
+    pub fn tokenize(&self, texts: &[&str]) -> Vec<i64> {
+        let mut out = vec![0; texts.len() * self.context_length];
+        for (text, row) in texts.iter().zip(out.chunks_mut(self.context_length)) {
+            self.tokenize_into(text, row);
+        }
+        out
+    }
+}
+
+/// The folder holding `name`'s `tokenizer.json`: `name` itself when it is a folder (as
+/// transformers takes a local path), else its snapshot in the Hugging Face cache.
+pub fn find_files(name: &str, cache_dir: Option<&Path>) -> Result<PathBuf, String> {
+    let local = Path::new(name);
+    if local.is_dir() {
+        return if local.join("tokenizer.json").is_file() {
+            Ok(local.to_path_buf())
+        } else {
+            Err(format!("{name}: a folder without tokenizer.json"))
+        };
+    }
+    let cache = cache_dir.map(Path::to_path_buf).unwrap_or_else(hub_cache);
+    let repo = cache.join(format!("models--{}", name.replace('/', "--")));
+    let snapshots = repo.join("snapshots");
+    // refs/main names the snapshot the hub's `main` pointed at when it was downloaded;
+    // without it, the one snapshot there is.
+    let chosen = match std::fs::read_to_string(repo.join("refs/main")) {
+        Ok(commit) => Some(snapshots.join(commit.trim())),
+        Err(_) => {
+            let all: Vec<PathBuf> = std::fs::read_dir(&snapshots)
+                .into_iter()
+                .flatten()
+                .flatten()
+                .map(|e| e.path())
+                .filter(|p| p.join("tokenizer.json").is_file())
+                .collect();
+            match &all[..] {
+                [one] => Some(one.clone()),
+                [] => None,
+                _ => {
+                    return Err(format!(
+                        "{name}: {} snapshots in {} and no refs/main to choose one",
+                        all.len(),
+                        snapshots.display()
+                    ))
+                }
+            }
+        }
+    };
+    match chosen {
+        Some(dir) if dir.join("tokenizer.json").is_file() => Ok(dir),
+        _ => Err(format!(
+            "{name}: no tokenizer.json in the Hugging Face cache (searched {}; never downloaded \
+             here); on a machine with internet: huggingface-cli download {name} tokenizer.json \
+             tokenizer_config.json special_tokens_map.json --cache-dir {}",
+            repo.display(),
+            cache.display()
+        )),
+    }
+}
+
+/// huggingface_hub's cache folder: `$HF_HUB_CACHE`, `$HUGGINGFACE_HUB_CACHE`, `$HF_HOME/hub`,
+/// `$XDG_CACHE_HOME/huggingface/hub`, `~/.cache/huggingface/hub`.
+fn hub_cache() -> PathBuf {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var("HF_HUB_CACHE")
+        .or_else(|| var("HUGGINGFACE_HUB_CACHE"))
+        .or_else(|| var("HF_HOME").map(|h| h.join("hub")))
+        .or_else(|| var("XDG_CACHE_HOME").map(|c| c.join("huggingface/hub")))
+        .or_else(|| var("HOME").map(|h| h.join(".cache/huggingface/hub")))
+        .unwrap_or_else(|| PathBuf::from(".cache/huggingface/hub"))
+}
+
+#[derive(Clone, Copy)]
+enum Side {
+    Left,
+    Right,
+}
+
+impl Side {
+    fn padding(self) -> PaddingDirection {
+        match self {
+            Side::Left => PaddingDirection::Left,
+            Side::Right => PaddingDirection::Right,
+        }
+    }
+    fn truncation(self) -> TruncationDirection {
+        match self {
+            Side::Left => TruncationDirection::Left,
+            Side::Right => TruncationDirection::Right,
+        }
+    }
+}
+
+/// What transformers reads from `tokenizer_config.json`, with `special_tokens_map.json`
+/// filling the special tokens the first leaves out.
+struct TokenizerConfig {
+    config: Value,
+    special_map: Value,
+    dir: PathBuf,
+}
+
+impl TokenizerConfig {
+    fn read(dir: &Path) -> Result<TokenizerConfig, String> {
+        let json = |f: &str| -> Result<Value, String> {
+            let path = dir.join(f);
+            match std::fs::read(&path) {
+                Ok(bytes) => serde_json::from_slice(&bytes)
+                    .map_err(|e| format!("{}: not JSON: {e}", path.display())),
+                Err(_) => Ok(Value::Null),
+            }
+        };
+        Ok(TokenizerConfig {
+            config: json("tokenizer_config.json")?,
+            special_map: json("special_tokens_map.json")?,
+            dir: dir.to_path_buf(),
+        })
+    }
+
+    /// A special token's text: a string, or an AddedToken object's `content`.
+    fn special(&self, key: &str) -> Option<String> {
+        let text = |v: &Value| match v {
+            Value::String(s) => Some(s.clone()),
+            Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
+            _ => None,
+        };
+        text(&self.config[key]).or_else(|| text(&self.special_map[key]))
+    }
+
+    fn side(&self, key: &str) -> Result<Side, String> {
+        match &self.config[key] {
+            Value::Null => Ok(Side::Right),
+            Value::String(s) if s == "right" => Ok(Side::Right),
+            Value::String(s) if s == "left" => Ok(Side::Left),
+            v => Err(format!(
+                "{}: {key} {v}: transformers knows \"left\" and \"right\"",
+                self.dir.join("tokenizer_config.json").display()
+            )),
+        }
+    }
+}
