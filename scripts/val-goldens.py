@@ -8,6 +8,9 @@ true pair's were ordered either way. Two implementations' float rounding (the lo
 
     val-goldens.py MODEL WEIGHTS.safetensors SHARDS VAL_NUM_SAMPLES BATCH [WORKERS]
 
+MODEL: a model name, or a config .json (added with open_clip.add_model_config; its tokenizer,
+CLIP's or the Hugging Face one it names, is get_tokenizer's).
+
 WORKERS (default 1): the val loader's workers, each reading its own shards (split_by_worker)
 and making its own batches.
 """
@@ -59,6 +62,9 @@ openclip_get_clip_metrics = train.get_clip_metrics
 train.get_clip_metrics = get_clip_metrics  # what train.evaluate calls
 
 model_name, weights, shards, num_samples, batch = sys.argv[1:6]
+if model_name.endswith(".json"):
+    open_clip.add_model_config(model_name)
+    model_name = Path(model_name).stem
 workers = int(sys.argv[6]) if len(sys.argv) > 6 else 1
 model, _, preprocess_val = open_clip.create_model_and_transforms(model_name, output_dict=True)
 sd = {k: v for k, v in load_file(weights).items() if not k.startswith("optimizer.")}

@@ -186,6 +186,11 @@ impl HfTokenizer {
         self.context_length
     }
 
+    /// Ids it can give: the vocabulary with the added tokens.
+    pub fn vocab_size(&self) -> usize {
+        self.tok.get_vocab_size(true)
+    }
+
     /// One text's ids into `row` (`context_length` long).
     pub fn tokenize_into(&self, text: &str, row: &mut [i64]) {
         let enc = self

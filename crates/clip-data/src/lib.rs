@@ -12,6 +12,7 @@ pub mod s3;
 pub mod samples;
 pub mod shards;
 pub mod source;
+pub mod text;
 pub mod tokenizer;
 pub mod transform;
 

@@ -7,7 +7,7 @@
 //! cfg.resampled = args.dataset_resampled; cfg.seed = args.seed; cfg.rank = rank; cfg.world = world;
 //! cfg.workers = args.workers; cfg.num_samples = Some(args.train_num_samples);
 //! let aug = AugCfg::parse(&args.aug_cfg)?;
-//! let loader = Loader::new(cfg, Arc::new(ClipProcessor::train(size, &aug, mean, std, 77)))?;
+//! let loader = Loader::new(cfg, Arc::new(ClipProcessor::train(size, &aug, mean, std, Arc::new(TextTokenizer::clip(77)))))?;
 //! let (_, batches_per_epoch, samples_per_epoch) = loader.plan().unwrap();
 //! let mut it = loader.epoch(epoch, saved_position.as_ref())?;   // None = epoch start
 //! while let Some(batch) = it.next() {

@@ -1,7 +1,9 @@
-//! The real sample processor: decode + OpenCLIP/timm image transform + CLIP tokenizer.
+//! The real sample processor: decode + OpenCLIP/timm image transform + the model's tokenizer.
+
+use std::sync::Arc;
 
 use crate::loader::Processor;
-use crate::tokenizer::Tokenizer;
+use crate::text::TextTokenizer;
 use crate::transform::{decode_image, AugCfg, ImageTransform, Interpolation, ResizeMode};
 use anyhow::Result;
 use rand_pcg::Pcg64;
@@ -11,9 +13,8 @@ pub use crate::transform::{OPENAI_MEAN, OPENAI_STD};
 
 pub struct ClipProcessor {
     transform: ImageTransform,
-    tokenizer: Tokenizer,
+    tokenizer: Arc<TextTokenizer>,
     size: usize,
-    ctx: usize,
 }
 
 impl ClipProcessor {
@@ -23,22 +24,25 @@ impl ClipProcessor {
         aug: &AugCfg,
         mean: [f32; 3],
         std: [f32; 3],
-        context_length: usize,
+        tokenizer: Arc<TextTokenizer>,
     ) -> Self {
         ClipProcessor {
             transform: ImageTransform::train(image_size, aug, mean, std),
-            tokenizer: Tokenizer::new(),
+            tokenizer,
             size: image_size as usize,
-            ctx: context_length,
         }
     }
     /// Eval transform (resize + centre crop).
-    pub fn eval(image_size: u32, mean: [f32; 3], std: [f32; 3], context_length: usize) -> Self {
+    pub fn eval(
+        image_size: u32,
+        mean: [f32; 3],
+        std: [f32; 3],
+        tokenizer: Arc<TextTokenizer>,
+    ) -> Self {
         ClipProcessor {
             transform: ImageTransform::eval(image_size, mean, std),
-            tokenizer: Tokenizer::new(),
+            tokenizer,
             size: image_size as usize,
-            ctx: context_length,
         }
     }
 
@@ -68,6 +72,6 @@ impl Processor for ClipProcessor {
         self.size
     }
     fn context_length(&self) -> usize {
-        self.ctx
+        self.tokenizer.context_length()
     }
 }

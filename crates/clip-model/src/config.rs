@@ -397,9 +397,13 @@ pub struct TextConfig {
     pub no_causal_mask: bool,
     /// false for `proj_type: "none"` (features are the width-sized pooled tokens).
     pub projection: bool,
-    /// `hf_tokenizer_name`: the model's captions need this HuggingFace tokenizer, not CLIP's BPE
-    /// (the model builds; what tokenizes for it refuses it).
+    /// `hf_tokenizer_name`: the model's captions need this HuggingFace tokenizer (a hub id or a
+    /// folder), not CLIP's BPE.
     pub hf_tokenizer_name: Option<String>,
+    /// `tokenizer_kwargs.clean` for the HuggingFace tokenizer (OpenCLIP's default "whitespace").
+    pub tokenizer_clean: String,
+    /// `tokenizer_kwargs.strip_sep_token`.
+    pub strip_sep_token: bool,
 }
 
 impl TextConfig {
@@ -980,11 +984,10 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
         "none" => false,
         other => bail!("config {src}: `text_cfg.proj_type` = {other:?} is not supported (supported: linear, none)"),
     };
+    let (tokenizer_clean, strip_sep_token) = tokenizer_kwargs(&mut s, src)?;
     refuse_unbuilt_text_options(&mut s)?;
-    // Tokenizer settings and HF-only fields: not part of the model built here.
+    // HF-only fields: not part of the model built here.
     s.ignore(&[
-        "tokenizer_mode",
-        "tokenizer_kwargs",
         "pad_id",
         "hf_model_pretrained",
         "hf_proj_type",
@@ -1020,11 +1023,36 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
         no_causal_mask,
         projection,
         hf_tokenizer_name,
+        tokenizer_clean,
+        strip_sep_token,
     })
 }
 
 /// The `text_cfg` options OpenCLIP has whose non-default values build a tower this crate does
 /// not: refused, naming the option.
+/// `tokenizer_kwargs` (what OpenCLIP's `HFTokenizer` takes: `clean`, `strip_sep_token`) and
+/// `tokenizer_mode` (only the standard one, unset).
+fn tokenizer_kwargs(s: &mut Section, src: &str) -> Result<(String, bool)> {
+    let mode: Option<String> = s.opt("tokenizer_mode")?;
+    if let Some(mode) = mode.filter(|m| !m.is_empty()) {
+        bail!("config {src}: `text_cfg.tokenizer_mode` = {mode:?} is not supported (only the standard mode)");
+    }
+    let kwargs: serde_json::Map<String, serde_json::Value> =
+        s.opt("tokenizer_kwargs")?.unwrap_or_default();
+    let mut clean = "whitespace".to_string();
+    let mut strip = false;
+    for (k, v) in kwargs {
+        match (k.as_str(), v) {
+            ("clean", serde_json::Value::String(c)) => clean = c,
+            ("strip_sep_token", serde_json::Value::Bool(b)) => strip = b,
+            (k, v) => bail!(
+                "config {src}: `text_cfg.tokenizer_kwargs.{k}` = {v} is not supported (supported: clean, strip_sep_token)"
+            ),
+        }
+    }
+    Ok((clean, strip))
+}
+
 fn refuse_unbuilt_text_options(s: &mut Section) -> Result<()> {
     s.unsupported_unless(
         "proj_bias",

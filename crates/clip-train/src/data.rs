@@ -40,9 +40,6 @@ use clip_data::buffers::BufferRing;
 use clip_data::pyliteral::PyLiteral;
 use std::sync::mpsc::Receiver;
 
-/// Ids the CLIP tokenizer produces (`[0, 49408)`): the text tower must have at least as many.
-const TOKENIZER_VOCAB: i64 = clip_data::tokenizer::VOCAB_SIZE as i64;
-
 /// The resolved `--dataset-type`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -255,21 +252,14 @@ pub enum SavedPositions {
     One(DataPosition),
 }
 
-/// Fails unless `cfg` is a model clip-data's train transform and tokenizer can feed: square
-/// images, a text vocabulary covering the tokenizer's ids. Returns the image side.
+/// Fails unless `cfg` is a model clip-data's train transform can feed: square images. Returns the
+/// image side.
 fn image_side(p: &Params, cfg: &ClipConfig) -> Result<u32> {
     let (h, w) = cfg.vision.image_size;
     if h != w || h < 1 {
         bail!(
             "not supported yet: non-square image size {h}x{w} of model {}",
             p.model
-        );
-    }
-    if cfg.text.vocab_size < TOKENIZER_VOCAB {
-        bail!(
-            "model {}: text vocab_size {} is smaller than the tokenizer's {TOKENIZER_VOCAB} ids (captions would index past the token embedding)",
-            p.model,
-            cfg.text.vocab_size
         );
     }
     Ok(h as u32)
@@ -282,15 +272,16 @@ fn train_processor(p: &Params, cfg: &ClipConfig) -> Result<(ClipProcessor, Vec<S
     let aug = aug_cfg(p)?;
     let (mean, std) = normalization(p)?;
     let unused = aug.unused_keys();
-    let warnings = if unused.is_empty() {
-        Vec::new()
-    } else {
-        vec![format!(
+    let tokenizer = crate::tokenizer::for_model(cfg, &p.model)?;
+    crate::tokenizer::check_vocab(cfg, &tokenizer, &p.model)?;
+    let mut warnings = crate::tokenizer::warnings(&tokenizer);
+    if !unused.is_empty() {
+        warnings.push(format!(
             "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
-        )]
-    };
+        ));
+    }
     let (interpolation, mode) = image_options(p)?;
-    let processor = ClipProcessor::train(side, &aug, mean, std, cfg.text.context_length as usize)
+    let processor = ClipProcessor::train(side, &aug, mean, std, Arc::new(tokenizer))
         .with_image_options(interpolation, mode);
     Ok((processor, warnings))
 }

@@ -34,6 +34,7 @@ pub mod step;
 pub mod synthetic;
 pub mod tensorboard;
 pub mod timing;
+pub mod tokenizer;
 pub mod tool;
 pub mod trainer;
 pub mod val;

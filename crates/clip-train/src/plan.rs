@@ -198,6 +198,9 @@ fn plan(p: Params) -> Result<Plan> {
     let (device, backend) = dist_backend(&p, &world)?;
     let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
     let cfg = siglip_model(&p, model_config(&p)?);
+    // The tokenizer's files are there and its ids fit the text tower, before anything is written
+    // (each part that tokenizes builds its own from `cfg`).
+    crate::tokenizer::for_model(&cfg, &p.model)?;
     let loss = loss_kind(&p)?;
     let eval = eval_plan(&p, &cfg, device, precision)?;
     let eval_only = p.train_data.is_none()
@@ -405,16 +408,9 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
 }
 
 /// `--model`'s config with the `--force-*` overrides applied as OpenCLIP's `create_model` applies
-/// them (to the config, before the model is built), checked by building nothing: the tokenizer
-/// it needs must be CLIP's.
+/// them (to the config, before the model is built), checked by building nothing.
 fn model_config(p: &Params) -> Result<ClipConfig> {
     let mut cfg = ClipConfig::load(&p.model)?;
-    if let Some(tok) = &cfg.text.hf_tokenizer_name {
-        bail!(
-            "not supported yet: model {} tokenizes with HuggingFace's {tok} (only CLIP's tokenizer is built)",
-            p.model
-        );
-    }
     if p.force_quick_gelu {
         cfg.quick_gelu = true;
     }

@@ -59,7 +59,8 @@ impl ValData {
         lc.num_samples = p.val_num_samples.map(|n| n as u64);
         let (mean, std) = crate::data::normalization(p)?;
         let (interpolation, mode) = crate::data::image_options(p)?;
-        let processor = ClipProcessor::eval(h as u32, mean, std, cfg.text.context_length as usize)
+        let tokenizer = Arc::new(crate::tokenizer::for_model(cfg, &p.model)?);
+        let processor = ClipProcessor::eval(h as u32, mean, std, tokenizer)
             .with_image_options(interpolation, mode);
         // An eval loader needs no count to start (`LoaderError::NumSamplesUnknown` is training's):
         // a missing one is reported just below.

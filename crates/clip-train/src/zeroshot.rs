@@ -15,7 +15,6 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
-use clip_data::tokenizer::Tokenizer;
 use clip_data::transform::{decode_image, ImageTransform};
 use clip_dist::Collectives;
 use clip_model::{l2_normalize, Clip};
@@ -131,8 +130,9 @@ fn classifier_parts(
     opts: &EvalOptions,
     (rank, world): (usize, usize),
 ) -> Result<Tensor> {
-    let tokenizer = Tokenizer::new();
-    let ctx = model.config().text.context_length;
+    let cfg = model.config();
+    let tokenizer = crate::tokenizer::for_model(cfg, "of the zero-shot classifier")?;
+    let ctx = cfg.text.context_length;
     let n_templates = OPENAI_IMAGENET_TEMPLATES.len() as i64;
     let _ac = opts.autocast()?;
     let parts = tch::no_grad(|| -> Vec<Tensor> {
@@ -150,7 +150,7 @@ fn classifier_parts(
                     })
                     .collect();
                 let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
-                let ids = tokenizer.tokenize(&refs, ctx as usize);
+                let ids = tokenizer.tokenize(&refs);
                 let tokens = Tensor::from_slice(&ids)
                     .reshape([texts.len() as i64, ctx])
                     .to_device(opts.device);

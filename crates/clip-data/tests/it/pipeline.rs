@@ -4,6 +4,7 @@ use crate::common::*;
 use clip_data::loader::{Batch, Loader, LoaderConfig};
 use clip_data::processor::{ClipProcessor, OPENAI_MEAN, OPENAI_STD};
 use clip_data::shards::ShardList;
+use clip_data::text::TextTokenizer;
 use clip_data::transform::AugCfg;
 use std::sync::Arc;
 
@@ -27,7 +28,7 @@ fn real_processor_batches() {
         "use_timm=True".into(),
     ])
     .unwrap();
-    let p = ClipProcessor::train(32, &aug, OPENAI_MEAN, OPENAI_STD, 77);
+    let p = ClipProcessor::train(32, &aug, OPENAI_MEAN, OPENAI_STD, clip77());
     let mut cfg = LoaderConfig::new(
         ShardList::parse(&format!("{}/{{0..1}}.tar", d.display()), None).unwrap(),
         8,
@@ -48,7 +49,7 @@ fn real_processor_batches() {
         assert!(b.images().iter().all(|x| x.is_finite() && x.abs() < 10.0));
     }
     // same seed, same tensors
-    let p2 = ClipProcessor::train(32, &aug, OPENAI_MEAN, OPENAI_STD, 77);
+    let p2 = ClipProcessor::train(32, &aug, OPENAI_MEAN, OPENAI_STD, clip77());
     let bs2: Vec<Batch> = Loader::new(cfg, Arc::new(p2))
         .unwrap()
         .epoch(0, None)
@@ -59,4 +60,9 @@ fn real_processor_batches() {
         bs.iter().map(|b| b.images()).collect::<Vec<_>>(),
         bs2.iter().map(|b| b.images()).collect::<Vec<_>>()
     );
+}
+
+/// CLIP's BPE at OpenCLIP's default context length.
+fn clip77() -> Arc<TextTokenizer> {
+    Arc::new(TextTokenizer::clip(77))
 }

@@ -5,6 +5,7 @@ use anyhow::Result;
 use clip_data::loader::{Loader, LoaderConfig};
 use clip_data::processor::{ClipProcessor, OPENAI_MEAN, OPENAI_STD};
 use clip_data::shards::ShardList;
+use clip_data::text::TextTokenizer;
 use clip_data::transform::AugCfg;
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,7 +44,13 @@ pub struct Args {
 pub fn run(a: Args) -> Result<()> {
     let shards = ShardList::parse(&a.train_data, a.train_data_upsampling_factors.as_deref())?;
     let aug = AugCfg::parse(&a.aug_cfg)?;
-    let proc_ = ClipProcessor::train(a.image_size, &aug, OPENAI_MEAN, OPENAI_STD, 77);
+    let proc_ = ClipProcessor::train(
+        a.image_size,
+        &aug,
+        OPENAI_MEAN,
+        OPENAI_STD,
+        Arc::new(TextTokenizer::clip(77)),
+    );
     let mut cfg = LoaderConfig::new(shards, a.batch_size);
     cfg.resampled = a.dataset_resampled;
     cfg.workers = a.workers;

@@ -5,7 +5,6 @@
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clip_data::tokenizer::Tokenizer;
 use clip_data::transform::{decode_image, ImageTransform, OPENAI_MEAN, OPENAI_STD};
 use clip_model::weights;
 use tch::{Device, Kind, Tensor};
@@ -137,15 +136,13 @@ fn read_inputs(args: &Args) -> Result<(Option<Tensor>, Option<Tensor>)> {
     let text = if args.texts.is_empty() {
         None
     } else {
-        if let Some(tok) = &cfg.text.hf_tokenizer_name {
-            bail!(
-                "--texts: model {} tokenizes with HuggingFace's {tok}, which is not supported yet (give pre-tokenized `text` in --inputs)",
-                args.model
-            );
+        let tokenizer = crate::tokenizer::for_model(&cfg, &args.model)?;
+        for w in crate::tokenizer::warnings(&tokenizer) {
+            eprintln!("clip-tool: note: {w}");
         }
         let ctx = cfg.text.context_length;
         let texts: Vec<&str> = args.texts.iter().map(String::as_str).collect();
-        let ids = Tokenizer::new().tokenize(&texts, ctx as usize);
+        let ids = tokenizer.tokenize(&texts);
         Some(Tensor::from_slice(&ids).reshape([texts.len() as i64, ctx]))
     };
     Ok((image, text))

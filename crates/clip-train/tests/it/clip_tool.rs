@@ -425,7 +425,8 @@ fn bad_input_is_one_clear_line() {
         ],
         "convnext_large_d_320",
     );
-    // OpenCLIP configs on timm ViT trunks: refused by name; HuggingFace tokenizers: not here.
+    // OpenCLIP configs on timm ViT trunks: refused by name; a HuggingFace tokenizer not in the
+    // cache: named.
     fails_with(
         &[
             "embed",

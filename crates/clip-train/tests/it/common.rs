@@ -161,6 +161,11 @@ pub fn make_shards(dir: &Path, out: &Path, n: usize, per_shard: usize, salt: usi
     clip_data::make_shards::make_shards(&cfg).unwrap();
 }
 
+/// Sample `i`'s caption in [`image_shards`]: its picture's, numbered.
+pub fn shape_caption(i: usize, salt: usize) -> String {
+    format!("{} {i}", shape_image(i, salt, 1, 1).1)
+}
+
 /// The same `n` pictures as `make_shards`, but `size`×`size`, encoded as `format` (PNG or JPEG,
 /// at the `image` crate's defaults), in shards `{00000..}.tar` of `per_shard` samples in `out`
 /// (the same bytes every time: no timestamps); their paths. Each caption ends with its sample's
@@ -180,13 +185,13 @@ pub fn image_shards(
         .map(|s| {
             let members: Vec<(String, Vec<u8>)> = (s * per_shard..n.min((s + 1) * per_shard))
                 .flat_map(|i| {
-                    let (img, caption) = shape_image(i, salt, size, size);
+                    let (img, _) = shape_image(i, salt, size, size);
                     let mut bytes = Vec::new();
                     img.write_to(&mut std::io::Cursor::new(&mut bytes), format)
                         .unwrap();
                     [
                         (format!("{i:05}.{ext}"), bytes),
-                        (format!("{i:05}.txt"), format!("{caption} {i}").into_bytes()),
+                        (format!("{i:05}.txt"), shape_caption(i, salt).into_bytes()),
                     ]
                 })
                 .collect();

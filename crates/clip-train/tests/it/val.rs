@@ -1,7 +1,7 @@
 //! `--val-data`: contrastive validation against OpenCLIP's own `evaluate` on the same weights and
 //! shards (scripts/val-goldens.py, cached): the same ranks and recalls, the same loss; logged
 //! after the epoch and in `results.jsonl`, and once more when there is no training data.
-use crate::common::{cli, image_shards, model_weights, ok, tempdir};
+use crate::common::{cli, image_shards, model_weights, ok, shape_caption, tempdir};
 use crate::golden::{golden, run_python, script_inputs};
 use image::ImageFormat;
 use serde_json::Value;
@@ -73,11 +73,24 @@ impl OpenClipVal {
     }
 }
 
-/// OpenCLIP's metrics for `weights` on `shards` (cached by the contents of both), read in batches
-/// of 4 by `workers` loader workers; `None` after a loud skip where there are neither the cache
-/// nor Python.
+/// OpenCLIP's metrics for `clip_tiny` `weights` on `shards` (cached by the contents of both),
+/// read in batches of 4 by `workers` loader workers; `None` after a loud skip where there are
+/// neither the cache nor Python.
 pub(crate) fn openclip_metrics(
     name: &str,
+    weights: &Path,
+    shards: &[PathBuf],
+    workers: usize,
+) -> Option<OpenClipVal> {
+    openclip_model_metrics(name, "clip_tiny", &[], weights, shards, workers)
+}
+
+/// [`openclip_metrics`] for `model` (a name, or a config .json), whose own files (its config, a
+/// tokenizer's) are `model_files`: they key the cache too.
+fn openclip_model_metrics(
+    name: &str,
+    model: &str,
+    model_files: &[PathBuf],
     weights: &Path,
     shards: &[PathBuf],
     workers: usize,
@@ -85,11 +98,15 @@ pub(crate) fn openclip_metrics(
     let mut inputs = script_inputs("val-goldens.py");
     inputs.push(weights.to_path_buf());
     inputs.extend(shards.iter().cloned());
+    inputs.extend(model_files.iter().cloned());
     let (n, spec, w) = (N.to_string(), spec(shards), workers.to_string());
-    let dir = golden(name, &inputs, &["clip_tiny", &n, "4", &w], |out| {
+    // Keyed by the config's file name, not its folder (a test's temporary one): its contents
+    // are among the inputs.
+    let key = Path::new(model).file_name().unwrap().to_str().unwrap();
+    let dir = golden(name, &inputs, &[key, &n, "4", &w], |out| {
         let script = inputs[0].display().to_string();
         let weights = weights.display().to_string();
-        let stdout = run_python([script.as_str(), "clip_tiny", &weights, &spec, &n, "4", &w]);
+        let stdout = run_python([script.as_str(), model, &weights, &spec, &n, "4", &w]);
         let lines: Vec<&str> = stdout.lines().collect();
         let [.., metrics, ties] = lines[..] else {
             panic!("val-goldens.py printed {stdout}")
@@ -206,5 +223,73 @@ fn val_data_metrics_match_openclip() {
         }
     };
     compare(&ours, 0, &theirs.metrics, within(tol));
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// A CLIPA-style config (bidirectional text attention, last-token pooling) whose captions go
+/// through a Hugging Face WordPiece tokenizer with `strip_sep_token`, named by its folder in
+/// `hf_tokenizer_name`: clip-train trains on webdataset shards with it, and its `--val-data`
+/// metrics are OpenCLIP's `evaluate` of the same weights with OpenCLIP's `HFTokenizer` (up to
+/// the order of near ties). A caption tokenized differently would move its pair's logits.
+#[test]
+fn a_hugging_face_tokenizer_config_trains_and_evaluates_as_openclip() {
+    let dir = tempdir("val-hf");
+    let png = image_shards(&dir.join("png"), N, 8, 2, 64, ImageFormat::Png);
+    let captions: Vec<String> = (0..N).map(|i| shape_caption(i, 2)).collect();
+    let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
+    let code = r#"
+from tokenizers import BertWordPieceTokenizer
+from tokenizers.processors import BertProcessing
+out = sys.argv[2]
+tok = BertWordPieceTokenizer(lowercase=True)
+tok.train_from_iterator(sys.argv[3:] * 10, vocab_size=300, show_progress=False,
+                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+tok.post_processor = BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+tok.save(out + "/tokenizer.json")
+json.dump({"tokenizer_class": "BertTokenizer", "pad_token": "[PAD]", "sep_token": "[SEP]"},
+          open(out + "/tokenizer_config.json", "w"))
+"#;
+    let Some(tok) =
+        crate::clip_tool::openclip_golden("val-hf-tokenizer", code, &[], &refs, |out| {
+            crate::clip_tool::openclip(code, [&[out.to_str().unwrap()][..], &refs].concat());
+        })
+    else {
+        return;
+    };
+    let config = dir.join("clip_tiny_hf.json");
+    let mut cfg: Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::golden::root().join("configs/clip_tiny.json")).unwrap(),
+    )
+    .unwrap();
+    cfg["text_cfg"]["context_length"] = 16.into();
+    cfg["text_cfg"]["vocab_size"] = 300.into();
+    cfg["text_cfg"]["pool_type"] = "last".into();
+    cfg["text_cfg"]["no_causal_mask"] = true.into();
+    cfg["text_cfg"]["hf_tokenizer_name"] = tok.display().to_string().into();
+    cfg["text_cfg"]["tokenizer_kwargs"] = serde_json::json!({"strip_sep_token": true});
+    std::fs::write(&config, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+
+    let model = config.display().to_string();
+    let flags = "--batch-size 4 --epochs 1 --lr 1e-3 --warmup 2 --workers 1 --val-num-samples 22 \
+                 --train-num-samples 16";
+    let (png_spec, extra) = (spec(&png), ["--model", &model, "--train-data"]);
+    ok(&cli(
+        flags,
+        "run",
+        &dir,
+        &[&extra[..], &[&png_spec, "--val-data", &png_spec]].concat(),
+    ));
+    let ours = last_results(&dir.join("run"));
+    let ckpt = dir.join("run/checkpoints/epoch_1.safetensors");
+    let weights = model_weights(&ckpt, &dir.join("weights.safetensors"));
+    let files = [
+        config.clone(),
+        tok.join("tokenizer.json"),
+        tok.join("tokenizer_config.json"),
+    ];
+    let Some(theirs) = openclip_model_metrics("val-hf", &model, &files, &weights, &png, 1) else {
+        return;
+    };
+    compare(&ours, 1, &theirs.metrics, theirs.tie_range());
     let _ = std::fs::remove_dir_all(&dir);
 }
