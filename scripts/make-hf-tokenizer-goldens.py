@@ -7,6 +7,9 @@ files cannot be fetched on this machine):
   unigram    SentencePiece unigram, as T5 / SigLIP (`$A </s>`, pad `<pad>`)
   wordpiece  BERT WordPiece, lower-cased, as bert-base-uncased (`[CLS] $A [SEP]`, pad `[PAD]`)
   bpe        byte-level BPE, as RoBERTa (`<s> $A </s>`, pad `<pad>`), padded on the left
+  bert-auto  the WordPiece one laid out as bert-base-uncased's repository is: no class and no
+             special tokens in tokenizer_config.json, `model_type` "bert" in config.json
+             (AutoTokenizer picks BertTokenizer, whose defaults name [PAD] and [SEP])
 
 tokenizer_config.json names the class transformers builds: PreTrainedTokenizerFast for the
 unigram one, BertTokenizer and RobertaTokenizer for the others (transformers 5 builds those two
@@ -103,6 +106,14 @@ def train(texts, out):
     save(wp, post, "wordpiece", out, {"tokenizer_class": "BertTokenizer", "pad_token": "[PAD]", "sep_token": "[SEP]",
                                       "cls_token": "[CLS]", "unk_token": "[UNK]"})
 
+    folder = os.path.join(out, "bert-auto")
+    os.makedirs(folder, exist_ok=True)
+    wp.save(os.path.join(folder, "tokenizer.json"))
+    with open(os.path.join(folder, "tokenizer_config.json"), "w") as f:
+        json.dump({"do_lower_case": True, "model_max_length": 512}, f)
+    with open(os.path.join(folder, "config.json"), "w") as f:
+        json.dump({"model_type": "bert"}, f)
+
     bpe = ByteLevelBPETokenizer()
     bpe.train_from_iterator(texts, vocab_size=VOCAB, show_progress=False,
                             special_tokens=["<s>", "<pad>", "</s>", "<unk>"])
@@ -121,7 +132,8 @@ def main():
         json.dump(texts, f, ensure_ascii=False)
     train(texts, out)
     cases = []
-    kinds = [("unigram", [False]), ("wordpiece", [True, False]), ("bpe", [False])]
+    kinds = [("unigram", [False]), ("wordpiece", [True, False]), ("bpe", [False]),
+             ("bert-auto", [True])]
     for kind, strips in kinds:
         for clean in ["canonicalize", "lower", "whitespace"]:
             for strip in strips:

@@ -127,7 +127,7 @@ impl HfTokenizer {
         })?;
         let cfg = TokenizerConfig::read(&dir)?;
         let name = &spec.name;
-        let class = cfg.config["tokenizer_class"].as_str().map(str::to_string);
+        let class = cfg.class();
         let id = |role: &str, token: &str| {
             tok.token_to_id(token).ok_or_else(|| {
                 format!("{name}: {role} {token:?} (tokenizer_config.json) is not in the vocabulary")
@@ -266,7 +266,7 @@ pub fn find_files(name: &str, cache_dir: Option<&Path>) -> Result<PathBuf, Strin
         _ => Err(format!(
             "{name}: no tokenizer.json in the Hugging Face cache (searched {}; never downloaded \
              here); on a machine with internet: huggingface-cli download {name} tokenizer.json \
-             tokenizer_config.json special_tokens_map.json --cache-dir {}",
+             tokenizer_config.json special_tokens_map.json config.json --cache-dir {}",
             repo.display(),
             cache.display()
         )),
@@ -311,11 +311,44 @@ impl Side {
 }
 
 /// What transformers reads from `tokenizer_config.json`, with `special_tokens_map.json`
-/// filling the special tokens the first leaves out.
+/// filling the special tokens the first leaves out, then the class's own defaults (the class
+/// named there, or the one `config.json`'s `model_type` maps to, as AutoTokenizer picks it).
 struct TokenizerConfig {
     config: Value,
     special_map: Value,
+    model_type: Option<String>,
     dir: PathBuf,
+}
+
+/// (`model_type`, class) as transformers' tokenizer auto-mapping has them, for the families
+/// OpenCLIP's configs name.
+const MODEL_TYPES: [(&str, &str); 9] = [
+    ("bert", "BertTokenizer"),
+    ("roberta", "RobertaTokenizer"),
+    ("xlm-roberta", "XLMRobertaTokenizer"),
+    ("t5", "T5Tokenizer"),
+    ("mt5", "T5Tokenizer"),
+    ("umt5", "T5Tokenizer"),
+    ("gemma", "GemmaTokenizer"),
+    ("gemma2", "GemmaTokenizer"),
+    ("siglip", "SiglipTokenizer"),
+];
+
+/// The `__init__` defaults of those classes' pad and sep tokens (transformers 5).
+fn class_default(class: &str, key: &str) -> Option<&'static str> {
+    let class = class.strip_suffix("Fast").unwrap_or(class);
+    let (pad, sep) = match class {
+        "BertTokenizer" => ("[PAD]", Some("[SEP]")),
+        "RobertaTokenizer" | "XLMRobertaTokenizer" => ("<pad>", Some("</s>")),
+        "T5Tokenizer" | "GemmaTokenizer" => ("<pad>", None),
+        "SiglipTokenizer" => ("</s>", None),
+        _ => return None,
+    };
+    match key {
+        "pad_token" => Some(pad),
+        "sep_token" => sep,
+        _ => None,
+    }
 }
 
 impl TokenizerConfig {
@@ -328,11 +361,27 @@ impl TokenizerConfig {
                 Err(_) => Ok(Value::Null),
             }
         };
+        let model_type = json("config.json")?["model_type"]
+            .as_str()
+            .map(str::to_string);
         Ok(TokenizerConfig {
             config: json("tokenizer_config.json")?,
             special_map: json("special_tokens_map.json")?,
+            model_type,
             dir: dir.to_path_buf(),
         })
+    }
+
+    /// The transformers class AutoTokenizer builds: `tokenizer_class`, else `model_type`'s.
+    fn class(&self) -> Option<String> {
+        if let Some(class) = self.config["tokenizer_class"].as_str() {
+            return Some(class.to_string());
+        }
+        let model_type = self.model_type.as_deref()?;
+        MODEL_TYPES
+            .iter()
+            .find(|(t, _)| *t == model_type)
+            .map(|(_, class)| class.to_string())
     }
 
     /// A special token's text: a string, or an AddedToken object's `content`.
@@ -342,7 +391,9 @@ impl TokenizerConfig {
             Value::Object(o) => o.get("content").and_then(Value::as_str).map(str::to_string),
             _ => None,
         };
-        text(&self.config[key]).or_else(|| text(&self.special_map[key]))
+        text(&self.config[key])
+            .or_else(|| text(&self.special_map[key]))
+            .or_else(|| class_default(&self.class()?, key).map(str::to_string))
     }
 
     fn side(&self, key: &str) -> Result<Side, String> {

@@ -2,7 +2,9 @@
 //! for every caption of scripts/make-hf-tokenizer-goldens.py (tests/corpus/captions.txt and
 //! variants: over 5,000), for a SentencePiece unigram, a WordPiece and a byte-level BPE
 //! `tokenizer.json` (trained by the script; the hub's cannot be fetched here), in every cleaning
-//! mode, with and without `strip_sep_token`, padded right and left, at two context lengths; and
+//! mode, with and without `strip_sep_token`, padded right and left, at two context lengths, the
+//! WordPiece one also laid out as bert-base-uncased's repository (special tokens from the class
+//! `config.json`'s `model_type` picks); and
 //! the files found as the Hugging Face cache holds them, or a one-line error naming the path.
 use std::path::{Path, PathBuf};
 
@@ -75,7 +77,7 @@ fn token_ids_equal_openclips_hf_tokenizer_on_every_caption() {
         checked += 1;
     }
     // Every kind in every mode; strip_sep_token changes WordPiece's ids (its [SEP] is real).
-    assert_eq!(kinds.len(), 3, "{kinds:?}");
+    assert_eq!(kinds.len(), 4, "{kinds:?}");
     assert!(checked >= 3 * 3 + 3, "{checked} cases");
     let wp = |strip| {
         HfTokenizer::load(&spec(&dir.join("wordpiece"), "lower", strip, 64))
