@@ -38,6 +38,22 @@ pub(crate) fn openclip_golden(
     golden(name, &inputs, &[&[code], args].concat(), make)
 }
 
+/// Python (after `PY_PRELUDE`) that trains a small lower-cased WordPiece tokenizer, as BERT's
+/// (`[CLS] $A [SEP]`, pad `[PAD]`), on the texts `sys.argv[3:]` and saves it in the folder
+/// `sys.argv[2]` (`out`) as a Hugging Face repository holds it; the hub's cannot be fetched here.
+pub(crate) const TRAIN_WORDPIECE: &str = r#"
+from tokenizers import BertWordPieceTokenizer
+from tokenizers.processors import BertProcessing
+out = sys.argv[2]
+tok = BertWordPieceTokenizer(lowercase=True)
+tok.train_from_iterator(sys.argv[3:] * 20, vocab_size=300, show_progress=False,
+                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+tok.post_processor = BertProcessing(("[SEP]", 3), ("[CLS]", 2))
+tok.save(out + "/tokenizer.json")
+json.dump({"tokenizer_class": "BertTokenizer", "pad_token": "[PAD]", "sep_token": "[SEP]"},
+          open(out + "/tokenizer_config.json", "w"))
+"#;
+
 fn clip_tool(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_clip-tool"))
         .args(args)
@@ -212,21 +228,13 @@ fn tokenize_with_a_hugging_face_tokenizer_prints_openclips_ids() {
         "two_dogs &amp; a ball, running",
         "Ünïcode — ok 🐱",
     ];
-    let code = r#"
-from tokenizers import BertWordPieceTokenizer
-from tokenizers.processors import BertProcessing
+    let code = format!(
+        "{TRAIN_WORDPIECE}
 from open_clip.tokenizer import HFTokenizer
-out = sys.argv[2]
-tok = BertWordPieceTokenizer(lowercase=True)
-tok.train_from_iterator(sys.argv[3:] * 20, vocab_size=200, show_progress=False,
-                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-tok.post_processor = BertProcessing(("[SEP]", 3), ("[CLS]", 2))
-tok.save(out + "/tokenizer.json")
-json.dump({"tokenizer_class": "BertTokenizer", "pad_token": "[PAD]", "sep_token": "[SEP]"},
-          open(out + "/tokenizer_config.json", "w"))
-ids = HFTokenizer(out, context_length=12, clean="canonicalize", strip_sep_token=True)(sys.argv[3:])
-print(json.dumps(ids.tolist()))
-"#;
+ids = HFTokenizer(out, context_length=12, clean='canonicalize', strip_sep_token=True)(sys.argv[3:])
+print(json.dumps(ids.tolist()))"
+    );
+    let code = code.as_str();
     let Some(gold) = openclip_golden("tokenize-hf", code, &[], &texts, |out| {
         let args = [&[out.to_str().unwrap()][..], &texts].concat();
         std::fs::write(out.join("ids.json"), openclip(code, args)).unwrap();

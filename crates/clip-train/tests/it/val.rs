@@ -237,18 +237,7 @@ fn a_hugging_face_tokenizer_config_trains_and_evaluates_as_openclip() {
     let png = image_shards(&dir.join("png"), N, 8, 2, 64, ImageFormat::Png);
     let captions: Vec<String> = (0..N).map(|i| shape_caption(i, 2)).collect();
     let refs: Vec<&str> = captions.iter().map(String::as_str).collect();
-    let code = r#"
-from tokenizers import BertWordPieceTokenizer
-from tokenizers.processors import BertProcessing
-out = sys.argv[2]
-tok = BertWordPieceTokenizer(lowercase=True)
-tok.train_from_iterator(sys.argv[3:] * 10, vocab_size=300, show_progress=False,
-                        special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
-tok.post_processor = BertProcessing(("[SEP]", 3), ("[CLS]", 2))
-tok.save(out + "/tokenizer.json")
-json.dump({"tokenizer_class": "BertTokenizer", "pad_token": "[PAD]", "sep_token": "[SEP]"},
-          open(out + "/tokenizer_config.json", "w"))
-"#;
+    let code = crate::clip_tool::TRAIN_WORDPIECE;
     let Some(tok) =
         crate::clip_tool::openclip_golden("val-hf-tokenizer", code, &[], &refs, |out| {
             crate::clip_tool::openclip(code, [&[out.to_str().unwrap()][..], &refs].concat());
