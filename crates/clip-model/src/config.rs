@@ -1028,8 +1028,6 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
     })
 }
 
-/// The `text_cfg` options OpenCLIP has whose non-default values build a tower this crate does
-/// not: refused, naming the option.
 /// `tokenizer_kwargs` (what OpenCLIP's `HFTokenizer` takes: `clean`, `strip_sep_token`) and
 /// `tokenizer_mode` (only the standard one, unset).
 fn tokenizer_kwargs(s: &mut Section, src: &str) -> Result<(String, bool)> {
@@ -1053,6 +1051,8 @@ fn tokenizer_kwargs(s: &mut Section, src: &str) -> Result<(String, bool)> {
     Ok((clean, strip))
 }
 
+/// The `text_cfg` options OpenCLIP has whose non-default values build a tower this crate does
+/// not: refused, naming the option.
 fn refuse_unbuilt_text_options(s: &mut Section) -> Result<()> {
     s.unsupported_unless(
         "proj_bias",

@@ -198,9 +198,11 @@ fn plan(p: Params) -> Result<Plan> {
     let (device, backend) = dist_backend(&p, &world)?;
     let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
     let cfg = siglip_model(&p, model_config(&p)?);
-    // The tokenizer's files are there and its ids fit the text tower, before anything is written
-    // (each part that tokenizes builds its own from `cfg`).
-    crate::tokenizer::for_model(&cfg, &p.model)?;
+    // A Hugging Face tokenizer's files are there, before anything is written (each part that
+    // tokenizes builds its own from `cfg`).
+    if cfg.text.hf_tokenizer_name.is_some() {
+        crate::tokenizer::for_model(&cfg, &p.model)?;
+    }
     let loss = loss_kind(&p)?;
     let eval = eval_plan(&p, &cfg, device, precision)?;
     let eval_only = p.train_data.is_none()
