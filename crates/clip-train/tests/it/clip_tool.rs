@@ -1,5 +1,5 @@
 //! clip-tool end to end: embed, tokenize and convert against OpenCLIP itself, and bad input.
-use crate::common::{get, tempdir};
+use crate::common::{get, succeeds, tempdir};
 use crate::golden::{golden, openclip_tiny_inputs, root, run_python};
 use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
@@ -62,12 +62,7 @@ fn clip_tool(args: &[&str]) -> Output {
 }
 
 fn ok(args: &[&str]) -> String {
-    let out = clip_tool(args);
-    assert!(
-        out.status.success(),
-        "clip-tool {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeds(Command::new(env!("CARGO_BIN_EXE_clip-tool")).args(args));
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -566,16 +561,8 @@ fn binaries_run_with_no_environment_and_link_torch_cuda() {
         env!("CARGO_BIN_EXE_clip-tool"),
         env!("CARGO_BIN_EXE_clip-train"),
     ] {
-        let out = Command::new(bin)
-            .env_clear()
-            .arg("--version")
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{bin} without env: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        // Without any environment: the panic shows the command (its env_clear too).
+        succeeds(Command::new(bin).env_clear().arg("--version"));
         // The libtorch here is the CUDA wheel's: without torch_cuda in NEEDED, CUDA would be
         // silently unavailable on a GPU host.
         let elf = std::fs::read(bin).unwrap();

@@ -50,10 +50,19 @@ pub fn ok(args: &[String]) -> Output {
 
 /// [`run_with_env`], which must succeed.
 pub fn ok_with_env(args: &[String], env: &[(&str, &str)]) -> Output {
-    let out = run_with_env(args, env);
+    succeeds(
+        Command::new(env!("CARGO_BIN_EXE_clip-train"))
+            .args(args)
+            .envs(env.iter().copied()),
+    )
+}
+
+/// Runs `cmd`, which must succeed (else the panic shows it and its stderr); its output.
+pub fn succeeds(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("run {cmd:?}: {e}"));
     assert!(
         out.status.success(),
-        "clip-train failed: {}",
+        "{cmd:?} failed: {}",
         String::from_utf8_lossy(&out.stderr)
     );
     out

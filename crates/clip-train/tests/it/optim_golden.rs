@@ -12,7 +12,7 @@
 //! golden run (about 2 minutes) makes them all; the test takes a few seconds.
 use std::collections::{BTreeMap, HashMap};
 
-use crate::common::get;
+use crate::common::{get, succeeds};
 use crate::golden::{root, run_python, script_inputs};
 
 use clip_model::{weights, Clip, ClipConfig};
@@ -253,15 +253,10 @@ struct DevCase {
 
 /// `clip-train FLAGS --print-params` has the branch's values for its optimizer flags.
 fn parses_as_the_branch(case: &str, c: &DevCase) {
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_clip-train"))
-        .args(&c.flags)
-        .args(["--model", &c.model, "--print-params"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        std::process::Command::new(env!("CARGO_BIN_EXE_clip-train"))
+            .args(&c.flags)
+            .args(["--model", &c.model, "--print-params"]),
     );
     let ours: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     for (k, want) in &c.parsed {

@@ -1,6 +1,6 @@
 //! `--profile-steps`: libtorch's profiler over chosen steps, the trace torch.profiler writes,
 //! and `clip-tool profile`'s summary of it (ops, host syncs, time per phase).
-use crate::common::{assert_bitwise_equal, cli, ok, tempdir};
+use crate::common::{assert_bitwise_equal, cli, ok, succeeds, tempdir};
 use clip_train::tool::profile::PHASES;
 use serde_json::Value;
 use std::path::Path;
@@ -15,15 +15,10 @@ fn args(logs: &Path, name: &str, extra: &[&str]) -> Vec<String> {
 }
 
 fn summary(trace: &Path) -> Value {
-    let out = Command::new(env!("CARGO_BIN_EXE_clip-tool"))
-        .args(["profile", "--json"])
-        .arg(trace)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new(env!("CARGO_BIN_EXE_clip-tool"))
+            .args(["profile", "--json"])
+            .arg(trace),
     );
     serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -4,8 +4,8 @@
 //! `srun … --resume latest` ends bitwise equal to an uninterrupted run. And the sbatch example
 //! runs to completion.
 use crate::common::{
-    assert_bitwise_equal, cli, free_port, make_shards, resume_latest, tempdir, wait_for_log,
-    wait_until,
+    assert_bitwise_equal, cli, free_port, make_shards, resume_latest, succeeds, tempdir,
+    wait_for_log, wait_until,
 };
 use crate::golden::root;
 use std::path::Path;
@@ -141,20 +141,15 @@ fn srun_two_ranks_preempted_by_scancel_then_resumed_is_bitwise_the_uninterrupted
 fn sbatch_local_example_completes() {
     require_slurm();
     let dir = tempdir("slurm-sbatch");
-    let out = Command::new("sbatch")
-        .args(["--parsable", "-o"])
-        .arg(dir.join("job.out"))
-        .arg(root().join("slurm/local_cpu.sbatch"))
-        .current_dir(root())
-        .env("CLIP_TRAIN", BIN)
-        .env("LOGS", &dir)
-        .env("NAME", "sb")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out = succeeds(
+        Command::new("sbatch")
+            .args(["--parsable", "-o"])
+            .arg(dir.join("job.out"))
+            .arg(root().join("slurm/local_cpu.sbatch"))
+            .current_dir(root())
+            .env("CLIP_TRAIN", BIN)
+            .env("LOGS", &dir)
+            .env("NAME", "sb"),
     );
     let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
     let _cancel = Cancel(vec![id.clone()]);

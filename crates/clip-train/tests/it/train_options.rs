@@ -2,7 +2,7 @@
 //! --lock-image / --lock-text, MFU in the log line, the progress bar on a terminal.
 use crate::common::{
     assert_bitwise_equal, cli, get, logged_losses, no_drop_path_config, ok, resume_latest,
-    stopped_copy, tempdir, weights,
+    stopped_copy, succeeds, tempdir, weights,
 };
 use std::path::Path;
 use std::process::Command;
@@ -170,15 +170,7 @@ fn progress_bar_only_on_a_terminal() {
         .map(|s| format!("'{s}'"))
         .collect::<Vec<_>>()
         .join(" ");
-    let out = Command::new("script")
-        .args(["-qec", &cmd, "/dev/null"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let out = succeeds(Command::new("script").args(["-qec", &cmd, "/dev/null"]));
     let tty = String::from_utf8_lossy(&out.stdout);
     assert!(tty.contains("\r\x1b[2Kepoch 0 [#"), "{tty}");
     assert!(tty.contains("4/4 loss "), "{tty}");
