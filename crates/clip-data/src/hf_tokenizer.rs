@@ -34,7 +34,7 @@ use tokenizers::{
     TruncationStrategy,
 };
 
-use crate::tokenizer::{fix_text, html_unescape, py_isspace};
+use crate::tokenizer::{basic_clean, clean_lower, whitespace_clean};
 
 /// OpenCLIP's `clean` modes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -59,27 +59,20 @@ impl Clean {
 
     /// The text OpenCLIP hands the tokenizer.
     pub fn apply(self, text: &str) -> String {
-        let basic = html_unescape(&html_unescape(&fix_text(text)));
         match self {
-            Clean::Whitespace => collapse_whitespace(&basic),
-            Clean::Lower => collapse_whitespace(&basic).to_lowercase(),
+            Clean::Whitespace => whitespace_clean(&basic_clean(text)),
+            Clean::Lower => clean_lower(text),
             Clean::Canonicalize => {
                 // Python's string.punctuation: ASCII only; `_` became a space first.
-                let kept: String = basic
+                let kept: String = basic_clean(text)
                     .chars()
                     .map(|c| if c == '_' { ' ' } else { c })
                     .filter(|c| !c.is_ascii_punctuation())
                     .collect();
-                collapse_whitespace(&kept.to_lowercase())
+                whitespace_clean(&kept.to_lowercase())
             }
         }
     }
-}
-
-/// Python's `" ".join(text.split())` (which also strips).
-fn collapse_whitespace(text: &str) -> String {
-    let words: Vec<&str> = text.split(py_isspace).filter(|w| !w.is_empty()).collect();
-    words.join(" ")
 }
 
 /// How OpenCLIP's `HFTokenizer` is set up: the config's `hf_tokenizer_name` and

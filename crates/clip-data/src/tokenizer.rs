@@ -269,23 +269,31 @@ impl Tokenizer {
 // ---------------------------------------------------------------------------------------------
 
 /// Python's `str.isspace`.
-pub(crate) fn py_isspace(c: char) -> bool {
+fn py_isspace(c: char) -> bool {
     c.is_whitespace() || ('\x1c'..='\x1f').contains(&c)
 }
 
 /// OpenCLIP's `_clean_lower`: `whitespace_clean(basic_clean(x)).lower()`.
 pub fn clean_lower(text: &str) -> String {
-    let t = fix_text(text);
-    let t = html_unescape(&html_unescape(&t));
-    // basic_clean's strip() is subsumed by whitespace_clean's split/join.
-    let mut out = String::with_capacity(t.len());
-    for (i, w) in t.split(py_isspace).filter(|w| !w.is_empty()).enumerate() {
+    whitespace_clean(&basic_clean(text)).to_lowercase()
+}
+
+/// OpenCLIP's `basic_clean`: ftfy, then HTML unescaped twice; its `strip()` is left to
+/// [`whitespace_clean`], which every caller applies after it and which strips too.
+pub(crate) fn basic_clean(text: &str) -> String {
+    html_unescape(&html_unescape(&fix_text(text)))
+}
+
+/// OpenCLIP's `whitespace_clean`: Python's `" ".join(text.split())`.
+pub(crate) fn whitespace_clean(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, w) in text.split(py_isspace).filter(|w| !w.is_empty()).enumerate() {
         if i > 0 {
             out.push(' ');
         }
         out.push_str(w);
     }
-    out.to_lowercase()
+    out
 }
 
 struct Tables {
