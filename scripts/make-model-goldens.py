@@ -111,8 +111,9 @@ def make(name, out_path, batch, seed=0):
 
 
 BUILTIN = ['convnext_base_w', 'convnext_base_w_320', 'convnext_large_d', 'convnext_large_d_320',
-           'convnext_xxlarge', 'clip_tiny_test', 'clip_tiny', 'vit_tiny_test'] + sorted(
-    p.stem for p in (ROOT / 'configs').glob('ViT-*.json'))
+           'convnext_xxlarge', 'clip_tiny_test', 'clip_tiny'] + sorted(
+    p.stem for p in (ROOT / 'configs').glob('*.json')
+    if p.stem.startswith(('ViT-', 'vit_')) and p.stem != 'timm_vit_presets')
 
 
 def write_shapes(out_path):

@@ -1,11 +1,12 @@
-//! OpenCLIP's `CLIP` (`open_clip/model.py`) with a timm ConvNeXt or an OpenCLIP ViT image tower.
+//! OpenCLIP's `CLIP` (`open_clip/model.py`) with a timm (ConvNeXt or ViT) or an OpenCLIP ViT
+//! image tower.
 
 use anyhow::{bail, Result};
 use tch::{nn, Kind, Tensor};
 
-use crate::config::{ClipConfig, VisionTower};
+use crate::config::{ClipConfig, TimmTrunk, VisionTower};
 use crate::layers::{l2_normalize, Init, ParamRecorder};
-use crate::timm_model::TimmModel;
+use crate::timm_model::{TimmModel, Trunk};
 use crate::transformer::TextTransformer;
 use crate::units::{run_root, unit_of, Hooks, Unit};
 use crate::vit::VisionTransformer;
@@ -135,7 +136,10 @@ impl Clip {
     /// `logit_scale` and `logit_bias` are in none.
     pub fn units(&self) -> Vec<Unit> {
         let depths = match &self.cfg.vision.tower {
-            VisionTower::Timm(t) => t.trunk.depths.clone(),
+            VisionTower::Timm(t) => match &t.trunk {
+                TimmTrunk::ConvNext(c) => c.depths.clone(),
+                TimmTrunk::Vit(_) => vec![],
+            },
             VisionTower::Vit(_) => vec![],
         };
         let (nv, nt) = (self.visual_blocks(), self.text.blocks());
@@ -167,7 +171,7 @@ impl Clip {
     pub fn set_unit_hooks(&self, hooks: Option<Hooks>) {
         let blocks = |first: usize| hooks.as_ref().map(|h| (h.clone(), first));
         match &self.visual {
-            Visual::Timm(t) => t.trunk.hooks.set(blocks(1)),
+            Visual::Timm(t) => t.trunk.hooks().set(blocks(1)),
             Visual::Vit(v) => v.hooks.set(blocks(1)),
         }
         self.text.hooks.set(blocks(self.text_root() + 1));
@@ -323,8 +327,12 @@ impl Clip {
     /// Channels-last activations in a ConvNeXt trunk (faster on GPUs; see
     /// `ConvNeXt::set_channels_last`); a ViT's activations are tokens, not feature maps.
     pub fn set_channels_last(&self, enable: bool) {
-        if let Visual::Timm(t) = &self.visual {
-            t.trunk.set_channels_last(enable);
+        if let Visual::Timm(TimmModel {
+            trunk: Trunk::ConvNext(c),
+            ..
+        }) = &self.visual
+        {
+            c.set_channels_last(enable);
         }
     }
 
@@ -367,18 +375,22 @@ impl Clip {
     }
 }
 
-/// timm's `group_parameters(trunk, trunk.group_matcher())` for ConvNeXt: the stem; each block
-/// (a stage's downsample joins its block 0); everything unmatched (the trunk's head) last.
+/// timm's `group_parameters(trunk, trunk.group_matcher())`. ConvNeXt: the stem; each block (a
+/// stage's downsample joins its block 0); everything unmatched (the trunk's head) last.
+/// VisionTransformer: the embeddings (`cls_token`, `reg_token`, `pos_embed`, `patch_embed`,
+/// `norm_pre`); each block; `norm`; everything unmatched (`attn_pool`, `fc_norm`, `head`) last.
 /// `(key, group)` for every `visual.trunk.` parameter.
 fn timm_trunk_groups(params: &[(String, Tensor)]) -> Vec<(String, usize)> {
     let ordinal = |k: &str| -> (u64, u64, u64) {
-        if k.starts_with("stem.") {
-            return (0, 0, 0);
-        }
         let parts: Vec<&str> = k.split('.').collect();
         match parts.as_slice() {
+            ["stem", ..] => (0, 0, 0),
+            ["cls_token" | "reg_token" | "pos_embed" | "patch_embed" | "norm_pre", ..] => (0, 0, 0),
             ["stages", n, "downsample", ..] => (1, n.parse().unwrap_or(0), 0),
             ["stages", n, "blocks", m, ..] => (1, n.parse().unwrap_or(0), m.parse().unwrap_or(0)),
+            ["blocks", n, ..] => (1, n.parse().unwrap_or(0), 0),
+            // timm's `(r'^norm', (99999,))`: after every block.
+            ["norm", ..] => (1, 99_999, 0),
             _ => (u64::MAX, 0, 0),
         }
     };
@@ -453,7 +465,10 @@ fn validate(cfg: &ClipConfig) -> Result<()> {
         );
     }
     match &cfg.vision.tower {
-        VisionTower::Timm(timm) => validate_convnext(&cfg.name, &timm.trunk),
+        VisionTower::Timm(timm) => match &timm.trunk {
+            TimmTrunk::ConvNext(c) => validate_convnext(&cfg.name, c),
+            TimmTrunk::Vit(v) => validate_timm_vit(&cfg.name, v),
+        },
         VisionTower::Vit(v) => validate_vit(&cfg.name, v, cfg.vision.image_size),
     }
 }
@@ -464,6 +479,24 @@ fn validate_convnext(name: &str, v: &crate::convnext::ConvNextConfig) -> Result<
             "{name}: a ConvNeXt trunk needs 4 positive depths and dims, found {:?} / {:?}",
             v.depths,
             v.dims
+        );
+    }
+    if !(0.0..1.0).contains(&v.drop_path_rate) {
+        bail!(
+            "{name}: drop_path_rate must be in [0, 1), found {}",
+            v.drop_path_rate
+        );
+    }
+    Ok(())
+}
+
+fn validate_timm_vit(name: &str, v: &crate::timm_vit::TimmVitConfig) -> Result<()> {
+    let (gh, gw) = v.grid_size();
+    if gh <= 0 || gw <= 0 {
+        bail!(
+            "{name}: image size {:?} is smaller than one {:?}-pixel patch",
+            v.img_size,
+            v.patch_size
         );
     }
     if !(0.0..1.0).contains(&v.drop_path_rate) {

@@ -14,6 +14,7 @@ use serde::de::DeserializeOwned;
 use serde_json::{Map, Value};
 
 use crate::convnext::ConvNextConfig;
+use crate::timm_vit::{self, TimmVitConfig, TrunkHead};
 
 /// The built-in configs: OpenCLIP's own files, copied verbatim (the ConvNeXt ones and every
 /// `ViT-*` with OpenCLIP's own towers), plus three tiny models (`clip_tiny_test` and
@@ -192,6 +193,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
     ("ViT-e-14", include_str!("../../../configs/ViT-e-14.json")),
     ("ViT-g-14", include_str!("../../../configs/ViT-g-14.json")),
+    (
+        "vit_medium_patch16_gap_256",
+        include_str!("../../../configs/vit_medium_patch16_gap_256.json"),
+    ),
 ];
 
 /// OpenCLIP 3.3.0's ViT configs whose towers this crate does not build, refused by name with the
@@ -238,20 +243,12 @@ const REFUSED: &[(&str, &str)] = &[
     ("ViTamin-XL-256", "its image tower is the timm trunk vitamin_xlarge_256"),
     ("ViTamin-XL-336", "its image tower is the timm trunk vitamin_xlarge_336"),
     ("ViTamin-XL-384", "its image tower is the timm trunk vitamin_xlarge_384"),
-    ("vit_medium_patch16_gap_256", "its image tower is the timm trunk vit_medium_patch16_gap_256"),
-    ("vit_relpos_medium_patch16_cls_224", "its image tower is the timm trunk vit_relpos_medium_patch16_cls_224"),
+    ("vit_relpos_medium_patch16_cls_224", "its image tower is the timm trunk vit_relpos_medium_patch16_cls_224 (VisionTransformerRelPos, relative position biases)"),
 ];
 
 /// The names `ClipConfig::load` knows without a path.
 pub fn builtin_names() -> Vec<&'static str> {
     BUILTIN.iter().map(|(n, _)| *n).collect()
-}
-
-/// Pooling of the timm trunk's feature map (`timm_pool`). `""` leaves the trunk's own pooling,
-/// which for ConvNeXt is global average pooling, so both mean the same here.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TimmPool {
-    Avg,
 }
 
 /// The projection head after the trunk (`timm_proj`).
@@ -267,18 +264,54 @@ pub enum TimmProj {
     TrunkFc,
 }
 
+/// The timm model inside OpenCLIP's TimmModel.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TimmTrunk {
+    ConvNext(ConvNextConfig),
+    /// timm's VisionTransformer (SigLIP's image towers and their family).
+    Vit(TimmVitConfig),
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct TimmVisionConfig {
     pub timm_model_name: String,
     pub timm_model_pretrained: bool,
-    pub timm_pool: TimmPool,
+    /// `timm_pool` as the config gives it (`""`: the trunk's own pooling). A ConvNeXt pools by
+    /// global average either way; a ViT trunk's pooling is resolved into its config.
+    pub timm_pool: String,
     pub timm_proj: TimmProj,
     pub timm_proj_bias: bool,
     pub timm_drop: f64,
     /// None: timm's default (0).
     pub timm_drop_path: Option<f64>,
     /// The trunk, resolved from `timm_model_name` (with `timm_drop_path` filled in).
-    pub trunk: ConvNextConfig,
+    pub trunk: TimmTrunk,
+}
+
+impl TimmVisionConfig {
+    /// The ConvNeXt trunk's settings; panics on a ViT trunk (for code and tests that build only
+    /// ConvNeXt towers).
+    pub fn convnext(&self) -> &ConvNextConfig {
+        match &self.trunk {
+            TimmTrunk::ConvNext(c) => c,
+            TimmTrunk::Vit(_) => panic!("not a ConvNeXt trunk"),
+        }
+    }
+
+    pub fn convnext_mut(&mut self) -> &mut ConvNextConfig {
+        match &mut self.trunk {
+            TimmTrunk::ConvNext(c) => c,
+            TimmTrunk::Vit(_) => panic!("not a ConvNeXt trunk"),
+        }
+    }
+
+    /// The width the trunk hands the head: its pooled features, or its classifier's outputs.
+    pub fn trunk_features(&self) -> i64 {
+        match &self.trunk {
+            TimmTrunk::ConvNext(c) => *c.dims.last().unwrap(),
+            TimmTrunk::Vit(v) => v.embed_dim,
+        }
+    }
 }
 
 /// How OpenCLIP's VisionTransformer pools its tokens (`vision_cfg.pool_type`).
@@ -341,6 +374,19 @@ pub struct VisionConfig {
 }
 
 impl VisionConfig {
+    /// `--force-image-size`: the input size, and a timm ViT trunk's position-embedding grid with
+    /// it (OpenCLIP's `set_input_size` on the trunk).
+    pub fn set_image_size(&mut self, size: (i64, i64)) {
+        self.image_size = size;
+        if let VisionTower::Timm(TimmVisionConfig {
+            trunk: TimmTrunk::Vit(v),
+            ..
+        }) = &mut self.tower
+        {
+            v.img_size = size;
+        }
+    }
+
     /// The timm tower's settings; panics on a ViT (for code and tests that build only timm towers).
     pub fn timm(&self) -> &TimmVisionConfig {
         match &self.tower {
@@ -641,7 +687,7 @@ impl ClipConfig {
             .ok_or_else(|| anyhow!("config {src}: missing field `text_cfg`"))?;
         top.ignore(&["cast_dtype", "output_dict", "preprocess_cfg"]);
         top.finish()?;
-        let vision = parse_vision(src, vision_v)?;
+        let vision = parse_vision(src, vision_v, embed_dim)?;
         let text = parse_text(src, text_v)?;
         Ok(Self {
             name: src.to_string(),
@@ -657,7 +703,7 @@ impl ClipConfig {
     /// The width of `encode_image`'s output.
     pub fn image_feature_dim(&self) -> i64 {
         match &self.vision.tower {
-            VisionTower::Timm(t) if t.timm_proj == TimmProj::None => *t.trunk.dims.last().unwrap(),
+            VisionTower::Timm(t) if t.timm_proj == TimmProj::None => t.trunk_features(),
             _ => self.embed_dim,
         }
     }
@@ -705,13 +751,23 @@ const CUSTOM_ATTENTION_KEYS: &[&str] = &[
     "scale_fc",
 ];
 
-fn parse_vision(src: &str, v: &Value) -> Result<VisionConfig> {
+fn parse_vision(src: &str, v: &Value, embed_dim: i64) -> Result<VisionConfig> {
     let mut s = Section::new(src, "vision_cfg", v)?;
     let image_size = parse_image_size(src, s.raw("image_size"))?;
     let name: Option<String> = s.opt("timm_model_name")?;
     let tower = match name {
         Some(timm_model_name) => {
-            let t = parse_timm(src, &mut s, timm_model_name)?;
+            let t = parse_timm(src, &mut s, timm_model_name, embed_dim)?;
+            if let TimmTrunk::Vit(v) = &t.trunk {
+                if v.img_size != image_size && !v.dynamic_img_size {
+                    bail!(
+                        "config {src}: `vision_cfg.image_size` {image_size:?} differs from {}'s {:?}, \
+                         for which timm lays out its position embedding (use --force-image-size to resample it)",
+                        t.timm_model_name,
+                        v.img_size
+                    );
+                }
+            }
             s.ignore(VIT_ONLY_KEYS);
             s.ignore(CUSTOM_ATTENTION_KEYS);
             VisionTower::Timm(t)
@@ -736,7 +792,12 @@ const TIMM_ONLY_KEYS: &[&str] = &[
     "timm_drop_path",
 ];
 
-fn parse_timm(src: &str, s: &mut Section, timm_model_name: String) -> Result<TimmVisionConfig> {
+fn parse_timm(
+    src: &str,
+    s: &mut Section,
+    timm_model_name: String,
+    embed_dim: i64,
+) -> Result<TimmVisionConfig> {
     let timm_model_pretrained: bool = s.get("timm_model_pretrained", false)?;
     if timm_model_pretrained {
         bail!(
@@ -759,15 +820,41 @@ fn parse_timm(src: &str, s: &mut Section, timm_model_name: String) -> Result<Tim
     s.unsupported_unless(
         "patch_dropout",
         is_zero,
-        "timm ConvNeXt has no patch dropout",
+        "timm trunks are built without timm's PatchDropout",
     )?;
-    let mut trunk = ConvNextConfig::preset(&timm_model_name).ok_or_else(|| {
-        anyhow!(
-            "config {src}: `vision_cfg.timm_model_name` = {timm_model_name:?} is not supported (supported timm models: {})",
+    let drop_path = timm_drop_path.unwrap_or(0.0);
+    let trunk = if let Some(mut c) = ConvNextConfig::preset(&timm_model_name) {
+        if !matches!(timm_pool.as_str(), "" | "avg") {
+            bail!(
+                "config {src}: `vision_cfg.timm_pool` = {timm_pool:?} is not supported for a ConvNeXt trunk (supported: \"\", \"avg\")"
+            );
+        }
+        c.drop_path_rate = drop_path;
+        TimmTrunk::ConvNext(c)
+    } else if timm_vit::is_timm_vit_name(&timm_model_name) {
+        // OpenCLIP creates the trunk with its pooling and classifier unless it adds a head of
+        // its own, in which case it resets a default-built trunk's classifier.
+        let head = match timm_proj {
+            TimmProj::Linear | TimmProj::Mlp => TrunkHead::Reset { pool: &timm_pool },
+            TimmProj::None => TrunkHead::Create {
+                pool: &timm_pool,
+                num_classes: 0,
+            },
+            TimmProj::TrunkFc => TrunkHead::Create {
+                pool: &timm_pool,
+                num_classes: embed_dim,
+            },
+        };
+        TimmTrunk::Vit(
+            TimmVitConfig::resolve(&timm_model_name, head, drop_path)
+                .map_err(|e| anyhow!("config {src}: `vision_cfg.timm_model_name`: {e}"))?,
+        )
+    } else {
+        bail!(
+            "config {src}: `vision_cfg.timm_model_name` = {timm_model_name:?} is not supported (supported: the ConvNeXt models {} and timm's VisionTransformer family, configs/timm_vit_presets.json)",
             ConvNextConfig::preset_names().join(", ")
         )
-    })?;
-    trunk.drop_path_rate = timm_drop_path.unwrap_or(0.0);
+    };
     Ok(TimmVisionConfig {
         timm_model_name,
         timm_model_pretrained,
@@ -894,14 +981,16 @@ fn refuse_unbuilt_vit_options(s: &mut Section) -> Result<()> {
 }
 
 /// `timm_pool` and `timm_proj`: the pooling and the head over the trunk.
-fn parse_timm_head(src: &str, s: &mut Section) -> Result<(TimmPool, TimmProj)> {
+fn parse_timm_head(src: &str, s: &mut Section) -> Result<(String, TimmProj)> {
     let pool: String = s.get("timm_pool", "avg".to_string())?;
-    let timm_pool = match pool.as_str() {
-        "" | "avg" => TimmPool::Avg,
-        other => bail!(
-            "config {src}: `vision_cfg.timm_pool` = {other:?} is not supported (supported: \"\", \"avg\")"
-        ),
-    };
+    if !matches!(
+        pool.as_str(),
+        "" | "avg" | "max" | "avgmax" | "token" | "map"
+    ) {
+        bail!(
+            "config {src}: `vision_cfg.timm_pool` = {pool:?} is not supported (supported: \"\", avg, max, avgmax, token, map; OpenCLIP's abs_attn / rot_attn heads are not built)"
+        );
+    }
     // Absent: OpenCLIP's default "linear". Null or "": no extra head, the trunk's classifier projects.
     let proj: Option<String> = match s.raw("timm_proj") {
         None => Some("linear".to_string()),
@@ -928,7 +1017,7 @@ fn parse_timm_head(src: &str, s: &mut Section) -> Result<(TimmPool, TimmProj)> {
             proj.unwrap_or_default()
         );
     }
-    Ok((timm_pool, timm_proj))
+    Ok((pool, timm_proj))
 }
 
 /// `image_size`: an integer or `[h, w]`, positive; absent: 224.

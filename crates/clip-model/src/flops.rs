@@ -2,7 +2,9 @@
 //! matrix product; norms, activations and softmax are left out, as MFU conventions do). They turn
 //! samples/s into the model FLOP utilisation the trainer logs.
 
-use crate::config::{ClipConfig, TimmProj, TimmVisionConfig, VisionTower, VitConfig};
+use crate::config::{ClipConfig, TimmProj, TimmTrunk, TimmVisionConfig, VisionTower, VitConfig};
+use crate::convnext::ConvNextConfig;
+use crate::timm_vit::{GlobalPool, TimmVitConfig};
 
 /// Forward FLOPs of one sample through both towers.
 pub fn forward_flops(cfg: &ClipConfig) -> f64 {
@@ -17,7 +19,7 @@ pub fn train_flops(cfg: &ClipConfig, grad_checkpointing: bool) -> f64 {
 
 fn image_forward_flops(cfg: &ClipConfig) -> f64 {
     match &cfg.vision.tower {
-        VisionTower::Timm(t) => convnext_forward_flops(t, cfg.vision.image_size, cfg.embed_dim),
+        VisionTower::Timm(t) => timm_forward_flops(t, cfg.vision.image_size, cfg.embed_dim),
         VisionTower::Vit(v) => vit_forward_flops(v, cfg.vision.image_size, cfg.embed_dim),
     }
 }
@@ -36,8 +38,24 @@ fn vit_forward_flops(v: &VitConfig, image_size: (i64, i64), embed_dim: i64) -> f
     embed + v.layers as f64 * per_layer + 2.0 * d * embed_dim as f64
 }
 
-fn convnext_forward_flops(cfg: &TimmVisionConfig, image_size: (i64, i64), embed_dim: i64) -> f64 {
-    let t = &cfg.trunk;
+/// The trunk, then OpenCLIP's head over its pooled features.
+fn timm_forward_flops(cfg: &TimmVisionConfig, image_size: (i64, i64), embed_dim: i64) -> f64 {
+    let trunk = match &cfg.trunk {
+        TimmTrunk::ConvNext(c) => convnext_trunk_flops(c, image_size),
+        TimmTrunk::Vit(v) => timm_vit_trunk_flops(v, image_size),
+    };
+    let (prev, e) = (cfg.trunk_features() as f64, embed_dim as f64);
+    trunk
+        + match cfg.timm_proj {
+            TimmProj::Linear => 2.0 * prev * e,
+            TimmProj::Mlp => 2.0 * prev * 2.0 * e + 2.0 * 2.0 * e * e,
+            // The trunk's classifier, built with embed_dim outputs.
+            TimmProj::TrunkFc => 2.0 * prev * e,
+            TimmProj::None => 0.0,
+        }
+}
+
+fn convnext_trunk_flops(t: &ConvNextConfig, image_size: (i64, i64)) -> f64 {
     let (h, w) = image_size;
     let (mut h, mut w) = ((h / t.patch_size) as f64, (w / t.patch_size) as f64);
     let k2 = (t.kernel_size * t.kernel_size) as f64;
@@ -57,14 +75,24 @@ fn convnext_forward_flops(cfg: &TimmVisionConfig, image_size: (i64, i64), embed_
         flops += depth as f64 * h * w * (2.0 * k2 * c + 4.0 * c * hidden);
         prev = c;
     }
-    let e = embed_dim as f64;
-    flops += match cfg.timm_proj {
-        TimmProj::Linear => 2.0 * prev * e,
-        TimmProj::Mlp => 2.0 * prev * 2.0 * e + 2.0 * 2.0 * e * e,
-        TimmProj::TrunkFc => 2.0 * prev * t.num_classes as f64,
-        TimmProj::None => 0.0,
-    };
     flops
+}
+
+/// As [`vit_forward_flops`] over the patches and prefix tokens, plus the attention pool: the
+/// latent's q, the tokens' k and v, one query's scores, the output projection and the MLP.
+fn timm_vit_trunk_flops(v: &TimmVitConfig, image_size: (i64, i64)) -> f64 {
+    let (ph, pw) = v.patch_size;
+    let patches = ((image_size.0 / ph) * (image_size.1 / pw)) as f64;
+    let n = patches + v.num_prefix_tokens() as f64;
+    let (d, hidden) = (v.embed_dim as f64, v.mlp_hidden as f64);
+    let embed = 2.0 * patches * (3 * ph * pw) as f64 * d;
+    let per_layer = n * (2.0 * 4.0 * d * d + 2.0 * 2.0 * d * hidden) + 2.0 * 2.0 * n * n * d;
+    let pool = if v.global_pool == GlobalPool::Map {
+        2.0 * d * d * (3.0 + 2.0 * n) + 2.0 * 2.0 * n * d + 2.0 * 2.0 * d * hidden
+    } else {
+        0.0
+    };
+    embed + v.depth as f64 * per_layer + pool
 }
 
 fn text_forward_flops(cfg: &ClipConfig) -> f64 {
@@ -102,7 +130,7 @@ mod tests {
     fn convnext_base_trunk_matches_timm() {
         let mut cfg = ClipConfig::load("convnext_base_w").unwrap();
         cfg.vision.image_size = (224, 224);
-        cfg.vision.timm_mut().trunk.dims = vec![128, 256, 512, 1024];
+        cfg.vision.timm_mut().convnext_mut().dims = vec![128, 256, 512, 1024];
         cfg.vision.timm_mut().timm_proj = TimmProj::None;
         let gmac = image_forward_flops(&cfg) / 2e9;
         assert!((gmac - 15.4).abs() < 0.3, "{gmac} GMAC");

@@ -21,6 +21,8 @@ pub enum Init {
     Normal(f64),
     /// timm's `trunc_normal_(std=std, a=-2, b=2)` (bounds absolute, as timm passes them).
     TruncNormal(f64),
+    /// timm's `trunc_normal_tf_(std=std)`: N(0, 1) cut at ±2, then scaled by std.
+    TruncNormalTf(f64),
     /// U(-b, b): PyTorch's nn.Linear / nn.Conv default for both weight and bias is
     /// b = 1/sqrt(fan_in) (kaiming_uniform with a=√5 gives the same bound for the weight).
     Uniform(f64),
@@ -53,6 +55,7 @@ fn make(dims: &[i64], init: Init, device: tch::Device) -> Tensor {
         Init::Const(c) => Tensor::full(dims, c, opts),
         Init::Normal(std) => Tensor::randn(dims, opts) * std,
         Init::TruncNormal(std) => trunc_normal(dims, std, -2.0, 2.0, device),
+        Init::TruncNormalTf(std) => trunc_normal(dims, 1.0, -2.0, 2.0, device) * std,
         Init::Uniform(b) => Tensor::empty(dims, opts).uniform_(-b, b),
     }
 }

@@ -1,4 +1,4 @@
-//! OpenCLIP's CLIP with a timm ConvNeXt or an OpenCLIP ViT image tower, on tch, numerically
+//! OpenCLIP's CLIP with a timm ConvNeXt or ViT, or an OpenCLIP ViT image tower, on tch, numerically
 //! OpenCLIP's.
 //!
 //! Variable paths are OpenCLIP's state-dict keys (`visual.trunk.stages.0.blocks.3.conv_dw.weight`,
@@ -19,6 +19,7 @@ pub mod convnext;
 pub mod flops;
 pub mod layers;
 pub mod timm_model;
+pub mod timm_vit;
 pub mod transformer;
 pub mod units;
 pub mod vit;
@@ -26,12 +27,13 @@ pub mod weights;
 
 pub use clip::{Clip, LayerGroups, Tower, Visual, INIT_LOGIT_SCALE};
 pub use config::{
-    ClipConfig, TextConfig, TextPool, TimmPool, TimmProj, TimmVisionConfig, VisionConfig,
+    ClipConfig, TextConfig, TextPool, TimmProj, TimmTrunk, TimmVisionConfig, VisionConfig,
     VisionTower, VitConfig, VitPool,
 };
 pub use convnext::{ConvNeXt, ConvNextConfig};
 pub use layers::l2_normalize;
-pub use timm_model::TimmModel;
+pub use timm_model::{TimmModel, Trunk};
+pub use timm_vit::{TimmVit, TimmVitConfig};
 pub use transformer::TextTransformer;
 pub use units::{Hooks, Unit, UnitHooks};
 pub use vit::VisionTransformer;

@@ -1,17 +1,63 @@
-//! OpenCLIP's TimmModel (`open_clip/timm_model.py`) around a ConvNeXt trunk: `visual.trunk` plus
-//! the projection head `visual.head`.
+//! OpenCLIP's TimmModel (`open_clip/timm_model.py`) around a timm ConvNeXt or ViT trunk:
+//! `visual.trunk` plus the projection head `visual.head`.
 //!
 //! With `timm_proj` "linear" or "mlp" OpenCLIP creates the trunk with timm's defaults and then
 //! `reset_classifier(0)`, keeping the pooling when `timm_pool` is "" (ConvNeXt's default is global
-//! average pooling): the trunk returns LayerNorm(avg_pool(features)) and `visual.head` projects it.
+//! average pooling): the trunk returns its pooled features and `visual.head` projects them.
 //! With "none" the trunk is built with `num_classes=0`; with ""/null its own classifier
-//! `visual.trunk.head.fc` is the projection.
+//! (`visual.trunk.head.fc` in a ConvNeXt, `visual.trunk.head` in a ViT) is the projection.
 
 use tch::{nn, Tensor};
 
-use crate::config::{TimmProj, TimmVisionConfig};
+use crate::config::{TimmProj, TimmTrunk, TimmVisionConfig};
 use crate::convnext::ConvNeXt;
 use crate::layers::{Init, ParamRecorder};
+use crate::timm_vit::TimmVit;
+use crate::units::BlockHooks;
+
+/// The timm model under `visual.trunk`.
+pub enum Trunk {
+    ConvNext(ConvNeXt),
+    Vit(TimmVit),
+}
+
+impl Trunk {
+    /// Its residual blocks (a ConvNeXt's numbered across stages).
+    pub(crate) fn blocks(&self) -> usize {
+        match self {
+            Trunk::ConvNext(c) => c.blocks(),
+            Trunk::Vit(v) => v.blocks(),
+        }
+    }
+
+    pub(crate) fn hooks(&self) -> &BlockHooks {
+        match self {
+            Trunk::ConvNext(c) => &c.hooks,
+            Trunk::Vit(v) => &v.hooks,
+        }
+    }
+
+    pub fn set_grad_checkpointing(&self, enable: bool) {
+        match self {
+            Trunk::ConvNext(c) => c.set_grad_checkpointing(enable),
+            Trunk::Vit(v) => v.set_grad_checkpointing(enable),
+        }
+    }
+
+    pub fn output_dim(&self) -> i64 {
+        match self {
+            Trunk::ConvNext(c) => c.output_dim(),
+            Trunk::Vit(v) => v.output_dim(),
+        }
+    }
+
+    fn forward(&self, images: &Tensor, train: bool) -> Tensor {
+        match self {
+            Trunk::ConvNext(c) => c.forward(images, train),
+            Trunk::Vit(v) => v.forward(images, train),
+        }
+    }
+}
 
 enum Head {
     /// `head.proj`: Dropout → Linear (bias optional).
@@ -30,7 +76,7 @@ enum Head {
 }
 
 pub struct TimmModel {
-    pub trunk: ConvNeXt,
+    pub trunk: Trunk,
     head: Head,
     drop: f64,
 }
@@ -39,12 +85,18 @@ impl TimmModel {
     /// Builds `p/trunk` and `p/head` (OpenCLIP: `p` = `visual`). Head layers keep PyTorch's
     /// nn.Linear default init (U(±1/√fan_in) for weight and bias), as OpenCLIP leaves them.
     pub fn new(p: &nn::Path, r: &ParamRecorder, cfg: &TimmVisionConfig, embed_dim: i64) -> Self {
-        let mut trunk_cfg = cfg.trunk.clone();
-        if cfg.timm_proj == TimmProj::TrunkFc {
-            trunk_cfg.num_classes = embed_dim;
-        }
-        let trunk = ConvNeXt::new(&(p / "trunk"), r, &trunk_cfg);
-        let nf = trunk_cfg.num_features();
+        let tp = p / "trunk";
+        let trunk = match &cfg.trunk {
+            TimmTrunk::ConvNext(c) => {
+                let mut c = c.clone();
+                if cfg.timm_proj == TimmProj::TrunkFc {
+                    c.num_classes = embed_dim;
+                }
+                Trunk::ConvNext(ConvNeXt::new(&tp, r, &c))
+            }
+            TimmTrunk::Vit(v) => Trunk::Vit(TimmVit::new(&tp, r, v)),
+        };
+        let nf = cfg.trunk_features();
         let hp = p / "head";
         let bound = |fan_in: i64| Init::Uniform(1.0 / (fan_in as f64).sqrt());
         let head = match cfg.timm_proj {

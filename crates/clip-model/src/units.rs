@@ -98,7 +98,8 @@ pub(crate) fn run_root(hooks: Option<&Hooks>, unit: usize, f: impl FnOnce() -> T
 
 /// Which unit a state-dict key belongs to: `(tower, block)` with tower 0 the image tower and 1
 /// the text tower, block `None` for the tower's root; `None` for `logit_scale` / `logit_bias`.
-/// `convnext_depths`: a ConvNeXt trunk's blocks per stage (its blocks are numbered across stages).
+/// `convnext_depths`: a ConvNeXt trunk's blocks per stage (its blocks are numbered across stages);
+/// a timm ViT trunk's blocks are `trunk.blocks.N`.
 pub(crate) fn unit_of(key: &str, convnext_depths: &[i64]) -> Option<(usize, Option<usize>)> {
     if key == "logit_scale" || key == "logit_bias" {
         return None;
@@ -106,6 +107,9 @@ pub(crate) fn unit_of(key: &str, convnext_depths: &[i64]) -> Option<(usize, Opti
     let index = |rest: &str| rest.split('.').next()?.parse::<usize>().ok();
     if let Some(rest) = key.strip_prefix("visual.") {
         if let Some(rest) = rest.strip_prefix("transformer.resblocks.") {
+            return Some((0, index(rest)));
+        }
+        if let Some(rest) = rest.strip_prefix("trunk.blocks.") {
             return Some((0, index(rest)));
         }
         if let Some(rest) = rest.strip_prefix("trunk.stages.") {
@@ -147,6 +151,14 @@ mod tests {
             Some((0, None))
         );
         assert_eq!(unit_of("visual.head.proj.weight", &d), Some((0, None)));
+        assert_eq!(
+            unit_of("visual.trunk.blocks.11.attn.qkv.weight", &[]),
+            Some((0, Some(11)))
+        );
+        assert_eq!(
+            unit_of("visual.trunk.attn_pool.latent", &[]),
+            Some((0, None))
+        );
         assert_eq!(
             unit_of("transformer.resblocks.0.attn.in_proj_bias", &d),
             Some((1, Some(0)))

@@ -15,7 +15,8 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use tch::{nn::VarStore, Tensor};
 
-use crate::config::{ClipConfig, VisionTower};
+use crate::config::{ClipConfig, TimmTrunk, VisionTower};
+use crate::timm_vit::resample_abs_pos_embed;
 
 /// The on-disk formats this module reads, told apart by their first bytes, not their names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,7 +206,10 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
 /// (another image size, e.g. `--force-image-size`) is resized to `cfg`'s — the class token's row
 /// kept, the square grid of patch rows resampled bicubically with antialiasing — and a
 /// `positional_embedding` for another context length (`--force-context-length`) linearly.
-/// Anything else is left for the strict load to judge.
+/// A timm ViT trunk's `visual.trunk.pos_embed` for another grid (a 384 px checkpoint fine-tuned
+/// at 512, `--force-image-size`) is resampled as timm's `resample_abs_pos_embed` does (what
+/// OpenCLIP's `set_input_size` and timm's checkpoint filter call): the prefix tokens' rows kept,
+/// the square grid bicubic with antialiasing. Anything else is left for the strict load to judge.
 pub fn resize_pos_embeds(state_dict: &mut [(String, Tensor)], cfg: &ClipConfig) -> Result<()> {
     for (k, t) in state_dict.iter_mut() {
         match (k.as_str(), &cfg.vision.tower) {
@@ -213,6 +217,22 @@ pub fn resize_pos_embeds(state_dict: &mut [(String, Tensor)], cfg: &ClipConfig) 
                 if let Some(resized) = resize_vit_pos_embed(t, v.grid_size(cfg.vision.image_size))?
                 {
                     *t = resized;
+                }
+            }
+            ("visual.trunk.pos_embed", VisionTower::Timm(timm)) if t.dim() == 3 => {
+                let TimmTrunk::Vit(v) = &timm.trunk else {
+                    continue;
+                };
+                let prefix = if v.no_embed_class {
+                    0
+                } else {
+                    v.num_prefix_tokens()
+                };
+                let rows = t.size()[1];
+                let old = ((rows - prefix).max(0) as f64).sqrt() as i64;
+                let square = old > 0 && old * old == rows - prefix;
+                if rows != v.pos_embed_len() && square && t.size()[2] == v.embed_dim {
+                    *t = resample_abs_pos_embed(t, v.grid_size(), (old, old), prefix);
                 }
             }
             ("positional_embedding", _) if t.dim() == 2 => {

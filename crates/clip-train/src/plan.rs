@@ -423,11 +423,11 @@ fn model_config(p: &Params) -> Result<ClipConfig> {
         cfg.text.context_length = n;
     }
     if let Some(size) = &p.force_image_size {
-        cfg.vision.image_size = match size.as_slice() {
+        cfg.vision.set_image_size(match size.as_slice() {
             [s] if *s > 0 => (*s, *s),
             [h, w] if *h > 0 && *w > 0 => (*h, *w),
             _ => bail!("--force-image-size {size:?}: one or two positive sizes (SIZE or H W)"),
-        };
+        });
         if let VisionTower::Vit(v) = &cfg.vision.tower {
             if cfg.vision.image_size.0 < v.patch_size || cfg.vision.image_size.1 < v.patch_size {
                 bail!(
@@ -445,7 +445,7 @@ fn model_config(p: &Params) -> Result<ClipConfig> {
             }
             VisionTower::Vit(v) => v.patch_dropout = rate,
             VisionTower::Timm(_) => bail!(
-                "--force-patch-dropout: model {} has a ConvNeXt image tower, which has no patch dropout",
+                "--force-patch-dropout: model {} has a timm image tower, built without patch dropout",
                 p.model
             ),
         }

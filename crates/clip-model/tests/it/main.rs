@@ -5,6 +5,7 @@ mod model;
 mod parity;
 #[path = "../../../../tests/support/skip.rs"]
 mod skip;
+mod timm_vit;
 mod vit;
 mod weights;
 

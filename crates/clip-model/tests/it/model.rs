@@ -64,9 +64,9 @@ fn every_builtin_config_parses() {
     assert_eq!(c.embed_dim, 768);
     assert_eq!(c.vision.image_size, (320, 320));
     assert_eq!(c.vision.timm().timm_proj, TimmProj::Mlp);
-    assert_eq!(c.vision.timm().trunk.depths, vec![3, 3, 27, 3]);
-    assert_eq!(c.vision.timm().trunk.dims, vec![192, 384, 768, 1536]);
-    assert_eq!(c.vision.timm().trunk.drop_path_rate, 0.1);
+    assert_eq!(c.vision.timm().convnext().depths, vec![3, 3, 27, 3]);
+    assert_eq!(c.vision.timm().convnext().dims, vec![192, 384, 768, 1536]);
+    assert_eq!(c.vision.timm().convnext().drop_path_rate, 0.1);
     assert_eq!(
         (
             c.text.width,
@@ -77,8 +77,8 @@ fn every_builtin_config_parses() {
         (768, 12, 16, 77)
     );
     let xx = ClipConfig::load("convnext_xxlarge").unwrap();
-    assert_eq!(xx.vision.timm().trunk.norm_eps, 1e-5);
-    assert_eq!(xx.vision.timm().trunk.depths, vec![3, 4, 30, 3]);
+    assert_eq!(xx.vision.timm().convnext().norm_eps, 1e-5);
+    assert_eq!(xx.vision.timm().convnext().depths, vec![3, 4, 30, 3]);
     assert_eq!(
         ClipConfig::load("convnext_large_d")
             .unwrap()
@@ -207,13 +207,31 @@ fn unsupported_towers_are_clear_errors() {
         e.contains("ViT-B-16-SigLIP") && e.contains("vit_base_patch16_siglip_224"),
         "{e}"
     );
-    let e = err(
-        r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "vit_base_patch16_224"}, "text_cfg": {}}"#,
-    );
+    // A timm model outside both families, and one of timm's ViT-like models whose architecture
+    // is not the plain VisionTransformer: each named, with the reason.
+    let e =
+        err(r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "resnet50"}, "text_cfg": {}}"#);
     assert!(
-        e.contains("vit_base_patch16_224") && e.contains("convnext_large"),
+        e.contains("resnet50") && e.contains("convnext_large") && e.contains("VisionTransformer"),
         "{e}"
     );
+    let e = err(
+        r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "vit_relpos_medium_patch16_cls_224"}, "text_cfg": {}}"#,
+    );
+    assert!(
+        e.contains("vit_relpos_medium_patch16_cls_224") && e.contains("VisionTransformerRelPos"),
+        "{e}"
+    );
+    // timm's reset_classifier cannot add an attention pool to a class-token trunk.
+    let e = err(
+        r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "timm_pool": "map"}, "text_cfg": {}}"#,
+    );
+    assert!(e.contains("attention pooling"), "{e}");
+    // A trunk without a class token has nothing for token pooling.
+    let e = err(
+        r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "vit_base_patch16_siglip_224", "timm_pool": "token", "timm_proj": "none"}, "text_cfg": {}}"#,
+    );
+    assert!(e.contains("no class token"), "{e}");
     let e = err(
         r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "convnext_base", "timm_pool": "abs_attn"}, "text_cfg": {}}"#,
     );
@@ -365,7 +383,7 @@ fn convnext_large_d_320_has_openclips_keys_and_parameter_count() {
 fn drop_path_is_active_only_in_train_mode() {
     let _rng = crate::rng_lock();
     let mut cfg = tiny();
-    cfg.vision.timm_mut().trunk.drop_path_rate = 0.5;
+    cfg.vision.timm_mut().convnext_mut().drop_path_rate = 0.5;
     tch::manual_seed(11);
     let (_vs, m) = build(&cfg);
     let (images, _) = inputs(&cfg, 8);
@@ -387,7 +405,7 @@ fn drop_path_is_active_only_in_train_mode() {
         assert_eq!(max_abs_diff(&e, &m.encode_image(&images, false)), 0.0);
     });
     // No drop path configured: train == eval (timm_drop is 0 too).
-    cfg.vision.timm_mut().trunk.drop_path_rate = 0.0;
+    cfg.vision.timm_mut().convnext_mut().drop_path_rate = 0.0;
     let (_vs, m) = build(&cfg);
     tch::no_grad(|| {
         assert_eq!(
@@ -418,7 +436,7 @@ fn grads_after_step(m: &Clip, images: &Tensor, text: &Tensor, seed: i64) -> Vec<
 fn grad_checkpointing_gives_identical_gradients() {
     let _rng = crate::rng_lock();
     let mut cfg = tiny();
-    cfg.vision.timm_mut().trunk.drop_path_rate = 0.3;
+    cfg.vision.timm_mut().convnext_mut().drop_path_rate = 0.3;
     tch::manual_seed(5);
     let (_vs, m) = build(&cfg);
     tch::no_grad(|| {

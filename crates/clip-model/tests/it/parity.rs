@@ -24,7 +24,7 @@ fn golden_dir() -> PathBuf {
 }
 
 /// The safetensors header's `__metadata__` (tch does not expose it).
-fn safetensors_metadata(path: &Path) -> HashMap<String, String> {
+pub(crate) fn safetensors_metadata(path: &Path) -> HashMap<String, String> {
     use std::io::Read;
     let mut f = std::fs::File::open(path).unwrap();
     let mut len = [0u8; 8];

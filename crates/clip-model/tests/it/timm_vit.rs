@@ -1,0 +1,168 @@
+//! The timm ViT trunk (`visual.trunk.*`) against OpenCLIP + timm themselves: goldens from
+//! scripts/make-timm-vit-goldens.py (weights, inputs, eval features, loss gradients; cached under
+//! `.deps/golden/`), every feature and gradient within 1e-5 of timm's (relative to the largest
+//! value), and timm's position-embedding resampling.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+
+use clip_model::timm_vit::resample_abs_pos_embed;
+use clip_model::{l2_normalize, Clip, ClipConfig, TimmTrunk, VisionTower};
+use tch::{nn, Device, Kind, Tensor};
+
+use crate::golden::{golden, run_python, script_inputs};
+use crate::parity::{load_weights, rel_err, safetensors_metadata};
+
+const TOL: f64 = 1e-5;
+
+/// The golden folder made by `make-timm-vit-goldens.py OUT ARGS`.
+fn timm_golden(name: &str, args: &[&str]) -> Option<PathBuf> {
+    let mut inputs = script_inputs("make-timm-vit-goldens.py");
+    inputs.push(crate::golden::root().join("scripts/make-model-goldens.py"));
+    golden(name, &inputs, args, |out| {
+        let mut a = vec![inputs[0].as_os_str(), out.as_os_str()];
+        a.extend(args.iter().map(OsStr::new));
+        run_python(a);
+    })
+}
+
+/// OpenCLIP's SigLipLoss for a world of one: −Σ log σ(±(s·img·txtᵀ + b)) / N, + on the diagonal.
+fn siglip_loss(img: &Tensor, txt: &Tensor, scale: &Tensor, bias: &Tensor) -> Tensor {
+    let n = img.size()[0];
+    let logits = scale * img.matmul(&txt.tr()) + bias;
+    let labels = Tensor::eye(n, (Kind::Float, img.device())) * 2.0 - 1.0;
+    -(labels * logits).log_sigmoid().sum(Kind::Float) / n as f64
+}
+
+fn clip_loss(img: &Tensor, txt: &Tensor, scale: &Tensor) -> Tensor {
+    let n = img.size()[0];
+    let labels = Tensor::arange(n, (Kind::Int64, img.device()));
+    let ce =
+        |l: Tensor| l.cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0);
+    (ce((scale * img).matmul(&txt.tr())) + ce((scale * txt).matmul(&img.tr()))) / 2.0
+}
+
+/// The case's config as the golden built it: its blocks cut to the metadata's counts.
+fn case_config(dir: &Path, name: &str, meta: &HashMap<String, String>) -> ClipConfig {
+    let mut cfg = ClipConfig::load(dir.join(format!("{name}.json")).to_str().unwrap()).unwrap();
+    if let Some(d) = serde_json::from_str::<Option<i64>>(&meta["trunk_depth"]).unwrap() {
+        match &mut cfg.vision.tower {
+            VisionTower::Timm(t) => match &mut t.trunk {
+                TimmTrunk::Vit(v) => v.depth = d,
+                TimmTrunk::ConvNext(_) => panic!("{name}: not a ViT trunk"),
+            },
+            VisionTower::Vit(_) => panic!("{name}: not a timm tower"),
+        }
+    }
+    if let Some(l) = serde_json::from_str::<Option<i64>>(&meta["text_layers"]).unwrap() {
+        cfg.text.layers = l;
+    }
+    cfg
+}
+
+/// Loads the golden's weights, runs the same forward and loss backward, and checks features, loss
+/// and every gradient within `TOL`; the worst relative errors are printed.
+fn check_case(dir: &Path, name: &str) {
+    let path = dir.join(format!("{name}.safetensors"));
+    let g: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let meta = safetensors_metadata(&path);
+    let cfg = case_config(dir, name, &meta);
+    let vs = nn::VarStore::new(Device::Cpu);
+    let model = Clip::new(&vs.root(), &cfg).unwrap();
+    load_weights(&model, &g);
+    let order: Vec<String> = serde_json::from_str(&meta["param_order"]).unwrap();
+    let ours: Vec<&String> = model.named_parameters().iter().map(|(n, _)| n).collect();
+    assert_eq!(
+        ours,
+        order.iter().collect::<Vec<_>>(),
+        "{name}: state-dict order"
+    );
+    let img = model.encode_image(&g["image"], false);
+    let txt = model.encode_text(&g["text"]);
+    let image = rel_err(&img, &g["image_features"]);
+    let text = rel_err(&txt, &g["text_features"]);
+    let (fi, ft) = (l2_normalize(&img), l2_normalize(&txt));
+    let scale = model.logit_scale.exp();
+    let loss = match &model.logit_bias {
+        Some(b) => siglip_loss(&fi, &ft, &scale, b),
+        None => clip_loss(&fi, &ft, &scale),
+    };
+    let loss_err = rel_err(&loss.reshape([1]), &g["loss"]);
+    loss.backward();
+    let mut worst = (String::new(), 0.0);
+    let mut over = Vec::new();
+    for (k, t) in model.named_parameters() {
+        let grad = t.grad();
+        assert!(grad.defined(), "{name}: no gradient for {k}");
+        let e = rel_err(&grad, &g[&format!("grad.{k}")]);
+        if e > worst.1 || e.is_nan() {
+            worst = (k.clone(), e);
+        }
+        if e.is_nan() || e > TOL {
+            over.push(format!("{k}: {e:.2e}"));
+        }
+    }
+    eprintln!(
+        "{name}: image {image:.2e}, text {text:.2e}, loss {loss_err:.2e}, worst gradient {} {:.2e} ({} tensors)",
+        worst.0,
+        worst.1,
+        ours.len()
+    );
+    assert!(
+        image <= TOL && text <= TOL && loss_err <= TOL,
+        "{name}: features or loss over {TOL}"
+    );
+    assert!(
+        over.is_empty(),
+        "{name}: gradients over {TOL}: {}",
+        over.join(", ")
+    );
+}
+
+/// Register tokens with average pooling and fc_norm, OpenCLIP's config with LayerScale and no
+/// qkv bias, and a class-token, pre-norm, QuickGELU trunk whose classifier projects.
+#[test]
+fn timm_vit_trunks_match_openclip_and_timm() {
+    let _rng = crate::rng_lock();
+    let Some(dir) = timm_golden("timm-vit", &[]) else {
+        return;
+    };
+    for name in [
+        "timm_vit_reg4_gap",
+        "vit_medium_patch16_gap_256",
+        "timm_vit_clip_token",
+    ] {
+        check_case(&dir, name);
+    }
+}
+
+/// `resample_abs_pos_embed` equals timm's for prefix rows kept or not, grids grown, shrunk and
+/// made non-square.
+#[test]
+fn position_embeddings_resample_as_timm() {
+    let Some(dir) = timm_golden("timm-vit-resample", &["--resample"]) else {
+        return;
+    };
+    let path = dir.join("resample.safetensors");
+    let g: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
+        .unwrap()
+        .into_iter()
+        .collect();
+    let cases: HashMap<String, (i64, [i64; 2], [i64; 2])> =
+        serde_json::from_str(&safetensors_metadata(&path)["cases"]).unwrap();
+    assert_eq!(cases.len(), 3);
+    for (name, (prefix, old, new)) in cases {
+        let ours = resample_abs_pos_embed(
+            &g[&format!("in.{name}")],
+            (new[0], new[1]),
+            (old[0], old[1]),
+            prefix,
+        );
+        let e = rel_err(&ours, &g[&format!("out.{name}")]);
+        assert!(e <= TOL, "{name}: {e:.2e}");
+    }
+}
