@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 import open_clip
 import timm
+from open_clip.loss import ClipLoss, SigLipLoss
 from timm.layers import resample_abs_pos_embed
 from safetensors.torch import save_file
 
@@ -57,12 +58,16 @@ CASES = {
     'timm_vit_clip_token': (tiny_text_config({
         'image_size': 224, 'timm_model_name': 'vit_base_patch32_clip_quickgelu_224',
         'timm_pool': 'token', 'timm_proj': None}), 2, None, 4),
+    # SigLIP 2's SO400M/16 trunk (gelu_tanh, the MAP head kept through reset_classifier) under a
+    # linear head, 2 of its blocks.
+    'timm_vit_so400m16_map': (tiny_text_config({
+        'image_size': 256, 'timm_model_name': 'vit_so400m_patch16_siglip_256',
+        'timm_pool': 'map', 'timm_proj': 'linear'}), 2, None, 2),
 }
 # The SigLIP models (their text tower is OpenCLIP's own with SigLIP's options, under `text.`).
 SIGLIP_CASES = {
     'ViT-B-16-SigLIP2': ('ViT-B-16-SigLIP2', None, None, 2),
     'ViT-SO400M-14-SigLIP-384-shallow': ('ViT-SO400M-14-SigLIP-384', 2, 2, 2),
-    'ViT-SO400M-16-SigLIP2-256-shallow': ('ViT-SO400M-16-SigLIP2-256', 2, 2, 2),
 }
 
 
@@ -101,9 +106,9 @@ def make(name, cfg, trunk_depth, text_layers, batch, out_dir, seed=0):
     txt = model.encode_text(text)
     fi, ft = F.normalize(img, dim=-1), F.normalize(txt, dim=-1)
     if model.logit_bias is not None:
-        loss = open_clip.SigLipLoss()(fi, ft, model.logit_scale.exp(), model.logit_bias)
+        loss = SigLipLoss()(fi, ft, model.logit_scale.exp(), model.logit_bias)
     else:
-        loss = open_clip.ClipLoss()(fi, ft, model.logit_scale.exp())
+        loss = ClipLoss()(fi, ft, model.logit_scale.exp())
     loss.backward()
     tensors = {k: v.detach().contiguous() for k, v in sd.items()}
     for k in order:

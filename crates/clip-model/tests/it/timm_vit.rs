@@ -124,7 +124,8 @@ fn check_case(dir: &Path, name: &str) {
 }
 
 /// Register tokens with average pooling and fc_norm, OpenCLIP's config with LayerScale and no
-/// qkv bias, and a class-token, pre-norm, QuickGELU trunk whose classifier projects.
+/// qkv bias, a class-token, pre-norm, QuickGELU trunk whose classifier projects, and SigLIP 2's
+/// SO400M/16 trunk (gelu_tanh, the MAP head) under a linear head.
 #[test]
 fn timm_vit_trunks_match_openclip_and_timm() {
     let _rng = crate::rng_lock();
@@ -135,6 +136,7 @@ fn timm_vit_trunks_match_openclip_and_timm() {
         "timm_vit_reg4_gap",
         "vit_medium_patch16_gap_256",
         "timm_vit_clip_token",
+        "timm_vit_so400m16_map",
     ] {
         check_case(&dir, name);
     }
@@ -165,4 +167,27 @@ fn position_embeddings_resample_as_timm() {
         let e = rel_err(&ours, &g[&format!("out.{name}")]);
         assert!(e <= TOL, "{name}: {e:.2e}");
     }
+}
+
+/// The whole ViT-B-16-SigLIP2 (its 256k-token vocabulary makes it 375 M parameters): the MAP
+/// head, the SigLIP text tower under `text.` (no causal mask, last-token pooling, a biased
+/// projection, LayerNorm eps 1e-6, tanh GELU), logit_bias under SigLipLoss.
+#[test]
+fn vit_b_16_siglip2_matches_openclip_and_timm() {
+    let _rng = crate::rng_lock();
+    let Some(dir) = timm_golden("timm-vit-siglip2", &["ViT-B-16-SigLIP2"]) else {
+        return;
+    };
+    check_case(&dir, "ViT-B-16-SigLIP2");
+}
+
+/// ViT-SO400M-14-SigLIP-384 with the same widths and 2 blocks per tower.
+#[test]
+fn shallow_so400m_siglip_matches_openclip_and_timm() {
+    let _rng = crate::rng_lock();
+    let name = "ViT-SO400M-14-SigLIP-384-shallow";
+    let Some(dir) = timm_golden("timm-vit-so400m", &[name]) else {
+        return;
+    };
+    check_case(&dir, name);
 }

@@ -1,7 +1,8 @@
 //! One training step (`step::forward_backward` → ClipLoss → backward → clip_grad_norm → AdamW with
 //! OpenCLIP's groups → logit-scale clamp), twice, against OpenCLIP's on the same weights and batch
 //! (CPU; fp32, and the bf16 / pure_bf16 low-precision models; fp32 with `--siglip`'s model and
-//! SigLipLoss), on the tiny ConvNeXt CLIP and the tiny ViT CLIP.
+//! SigLipLoss), on the tiny ConvNeXt CLIP and the tiny ViT CLIP, and with `--siglip` on the whole
+//! ViT-B-16-SigLIP2 (timm trunk with the MAP head, SigLIP text tower under `text.`).
 use crate::common::get;
 use crate::golden::{root, run_python, script_inputs};
 use std::ffi::OsStr;
@@ -16,10 +17,20 @@ use clip_train::step::{forward_backward, LossKind, StepOptions};
 use tch::{nn::VarStore, Device, Tensor};
 
 const VIT: &str = "vit_tiny_test";
+const SIGLIP2: &str = "ViT-B-16-SigLIP2";
 
-/// A tiny model's initial weights and batch: `clip_tiny_test`'s committed golden, or
-/// `vit_tiny_test`'s from scripts/make-vit-goldens.py (cached; `None` after a loud skip).
+/// A model's initial weights and batch: `clip_tiny_test`'s committed golden, `vit_tiny_test`'s
+/// from scripts/make-vit-goldens.py, or ViT-B-16-SigLIP2's from scripts/make-timm-vit-goldens.py
+/// (cached; `None` after a loud skip).
 fn tiny_weights(model: &str) -> Option<PathBuf> {
+    if model == SIGLIP2 {
+        let mut inputs = script_inputs("make-timm-vit-goldens.py");
+        inputs.push(root().join("scripts/make-model-goldens.py"));
+        let dir = crate::golden::golden("timm-vit-siglip2", &inputs, &[SIGLIP2], |out| {
+            run_python([inputs[0].as_os_str(), out.as_os_str(), OsStr::new(SIGLIP2)]);
+        })?;
+        return Some(dir.join(format!("{SIGLIP2}.safetensors")));
+    }
     if model != VIT {
         return Some(root().join("tests/golden/model/clip_tiny_test.safetensors"));
     }
@@ -48,9 +59,10 @@ fn golden_of(precision: &str, siglip: bool, model: &str) -> Option<Vec<(String, 
         args.push("siglip");
         name.push_str("-siglip");
     }
-    if model == VIT {
+    if model == VIT || model == SIGLIP2 {
         args.extend([model, weights.to_str().unwrap()]);
-        name = name.replacen("step-", "step-vit-", 1);
+        let tag = if model == VIT { "vit" } else { model };
+        name = name.replacen("step-", &format!("step-{tag}-"), 1);
     }
     let dir = crate::golden::golden(&name, &inputs, &args, |out| {
         let out = out.join("steps.safetensors");
@@ -154,6 +166,18 @@ fn siglip_steps_match_openclip() {
     let sig = LossKind::SigLip(SigLipDist::Bidir);
     let gold = two_steps_match("clip_tiny_test", Start::SigLip, sig);
     assert!(gold.is_none_or(|g| g.iter().any(|(k, _)| k == "step1.logit_bias")));
+}
+
+/// Two fine-tune steps of the whole ViT-B-16-SigLIP2 with `--siglip` (its own logit_bias −10 and
+/// scale ln 10), as OpenCLIP's trainer takes them: every updated parameter within 1e-5 after the
+/// first step (1e-4 after the second).
+#[test]
+fn siglip2_fine_tune_steps_match_openclip() {
+    let sig = LossKind::SigLip(SigLipDist::Bidir);
+    let gold = two_steps_match(SIGLIP2, Start::SigLip, sig);
+    assert!(gold.is_none_or(|g| g
+        .iter()
+        .any(|(k, _)| k == "step1.visual.trunk.attn_pool.latent")));
 }
 
 /// Two fp32 steps of `model_name` from `start` with `loss_kind`, each compared with OpenCLIP's:
