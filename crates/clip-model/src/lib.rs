@@ -26,8 +26,8 @@ pub mod weights;
 
 pub use clip::{Clip, LayerGroups, Tower, Visual, INIT_LOGIT_SCALE};
 pub use config::{
-    ClipConfig, TextConfig, TextPool, TimmPool, TimmProj, TimmVisionConfig, VisionConfig,
-    VisionTower, VitConfig, VitPool,
+    BlockOptions, ClipConfig, GeluApprox, TextConfig, TextPool, TimmPool, TimmProj,
+    TimmVisionConfig, VisionConfig, VisionTower, VitConfig, VitPool,
 };
 pub use convnext::{ConvNeXt, ConvNextConfig};
 pub use layers::l2_normalize;
