@@ -11,7 +11,9 @@ Each file holds, in fp32 on CPU, from open_clip 3.3.0 itself (seeded):
   <param name>        the random-init weights under OpenCLIP state-dict keys
   image, text         inputs ([N,3,H,W] f32, [N,77] i64 with realistic eot positions)
   image_features, text_features   encode_image / encode_text (not normalised), eval mode
-  grad.<param name>   d ClipLoss()(normalize(img), normalize(txt), logit_scale.exp()) / d param
+  grad.<param name>   d ClipLoss()(normalize(img), normalize(txt), logit_scale.exp()) / d param;
+                      for a model with SigLIP's logit_bias (which ClipLoss leaves without a
+                      gradient), d SigLipLoss()(…, logit_bias) / d param (a world of one)
   meta.param_order    (i64, the index of each state-dict key in OpenCLIP order; see __metadata__)
 The state-dict key order is also stored in the safetensors metadata under "param_order".
 """
@@ -27,6 +29,7 @@ import torch.nn.functional as F
 
 import open_clip
 import timm
+from open_clip.loss import SigLipLoss
 from safetensors.torch import save_file
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -74,10 +77,14 @@ def make(name, out_path, batch, seed=0):
 
     img = model.encode_image(image)
     txt = model.encode_text(text)
-    loss = clip_loss(F.normalize(img, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp())
-    # the same as OpenCLIP's own ClipLoss for a world of one
-    ref = open_clip.ClipLoss()(F.normalize(img, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp())
-    assert torch.equal(loss, ref)
+    img_n, txt_n, scale = F.normalize(img, dim=-1), F.normalize(txt, dim=-1), model.logit_scale.exp()
+    if model.logit_bias is None:
+        loss = clip_loss(img_n, txt_n, scale)
+        # the same as OpenCLIP's own ClipLoss for a world of one
+        ref = open_clip.ClipLoss()(img_n, txt_n, scale)
+        assert torch.equal(loss, ref)
+    else:
+        loss = SigLipLoss()(img_n, txt_n, scale, model.logit_bias)
     loss.backward()
     t2 = time.time()
 

@@ -22,6 +22,11 @@ written next to its golden as NAME.json (the Rust test loads that same file):
   vit_tiny_patchdrop    patch_dropout 0.5: the eval features have none; NAME.train.safetensors holds
                         `image_features_train`, encode_image in train mode right after
                         torch.manual_seed(TRAIN_SEED) (PatchDropout draws from the CPU generator)
+  vit_tiny_siglip_text  the SigLIP configs' text tower: CustomTextCLIP (`custom_text`, keys under
+                        `text.`), `init_logit_bias` (the gradients are SigLipLoss's), no causal
+                        mask, last-token pooling, an nn.Linear text_projection (`proj_bias`),
+                        LayerNorm eps 1e-6 and tanh GELU (`norm_kwargs`, `act_kwargs`)
+  vit_tiny_siglip_both  the same, with the image tower's `norm_kwargs` (eps 0.1) / `act_kwargs` too
 """
 import argparse
 import copy
@@ -47,6 +52,14 @@ TRAIN_SEED = 1234
 LOCK_GROUPS = [0, 1, 2, 3, 5, 100]
 RESIZE = {'48': (48, 32), '24x40': ([24, 40], 32)}   # name: (image_size, context_length)
 
+# The text tower of OpenCLIP's ViT-*-SigLIP2 configs (SigLIP's have no act_kwargs).
+BLOCK_KWARGS = {'norm_kwargs': {'eps': 1e-6}, 'act_kwargs': {'approximate': 'tanh'}}
+SIGLIP_TOP = {'custom_text': True, 'init_logit_bias': -10}
+# The image tower's: an eps large enough that a LayerNorm ignoring it misses the 1e-4 tolerance
+# (1e-6 against the default 1e-5 moves the tiny model's features by less).
+VISION_KWARGS = {'norm_kwargs': {'eps': 0.1}, 'act_kwargs': {'approximate': 'tanh'}}
+SIGLIP_TEXT = {'no_causal_mask': True, 'pool_type': 'last', 'proj_bias': True, **BLOCK_KWARGS}
+
 VARIANTS = {
     'vit_tiny_test': ({}, {}, {}),
     'vit_tiny_quickgelu': ({'quick_gelu': True}, {}, {}),
@@ -55,6 +68,8 @@ VARIANTS = {
                             'image_size': [32, 48]},
                        {'no_causal_mask': True, 'pool_type': 'last'}),
     'vit_tiny_patchdrop': ({}, {'patch_dropout': 0.5}, {}),
+    'vit_tiny_siglip_text': (SIGLIP_TOP, {}, SIGLIP_TEXT),
+    'vit_tiny_siglip_both': (SIGLIP_TOP, VISION_KWARGS, SIGLIP_TEXT),
 }
 
 

@@ -1,5 +1,5 @@
-//! OpenCLIP's `CLIP` (`open_clip/model.py`) with a timm (ConvNeXt or ViT) or an OpenCLIP ViT
-//! image tower.
+//! OpenCLIP's `CLIP` and `CustomTextCLIP` (`open_clip/model.py`) with a timm (ConvNeXt or ViT)
+//! or an OpenCLIP ViT image tower.
 
 use anyhow::{bail, Result};
 use tch::{nn, Kind, Tensor};
@@ -57,21 +57,55 @@ pub struct Clip {
     hooks: std::cell::RefCell<Option<Hooks>>,
 }
 
-/// Where a state-dict key sits in OpenCLIP's `CLIP.state_dict()`: CLIP's own parameters
-/// (`positional_embedding`, `text_projection`, `logit_scale`, `logit_bias`) first, then its
-/// children in registration order (`visual`, `transformer`, `token_embedding`, `ln_final`).
-fn state_dict_rank(name: &str) -> usize {
-    let first = name.split('.').next().unwrap_or("");
-    match first {
-        "positional_embedding" => 0,
-        "text_projection" => 1,
-        "logit_scale" => 2,
-        "logit_bias" => 3,
-        "visual" => 4,
-        "transformer" => 5,
-        "token_embedding" => 6,
-        "ln_final" => 7,
+/// Where a state-dict key sits in OpenCLIP's `state_dict()` (sorted by this, stably: within a
+/// rank the creation order holds). `CLIP`: its own parameters (`positional_embedding`,
+/// `text_projection`, `logit_scale`, `logit_bias`) first, then its children in registration order
+/// (`visual`, `transformer`, `token_embedding`, `ln_final`, an nn.Linear `text_projection`).
+/// `CustomTextCLIP`: `logit_scale`, `logit_bias`, `visual`, then `text`, a TextTransformer in its
+/// own order: `positional_embedding`, `text_projection`, then `token_embedding`, `transformer`,
+/// `ln_final`, an nn.Linear `text_projection`.
+fn state_dict_rank(name: &str, custom_text: bool) -> (usize, usize) {
+    let first = |k: &str| k.split('.').next().unwrap_or("").to_string();
+    if custom_text {
+        return match name.strip_prefix("text.") {
+            Some("text_projection") => (3, 1),
+            Some(k) => match first(k).as_str() {
+                "positional_embedding" => (3, 0),
+                "token_embedding" => (3, 2),
+                "transformer" => (3, 3),
+                "ln_final" => (3, 4),
+                _ => (3, 5),
+            },
+            None => match name {
+                "logit_scale" => (0, 0),
+                "logit_bias" => (1, 0),
+                _ => (2, 0),
+            },
+        };
+    }
+    let rank = match (name, first(name).as_str()) {
+        (_, "positional_embedding") => 0,
+        ("text_projection", _) => 1,
+        ("logit_scale", _) => 2,
+        ("logit_bias", _) => 3,
+        (_, "visual") => 4,
+        (_, "transformer") => 5,
+        (_, "token_embedding") => 6,
+        (_, "ln_final") => 7,
         _ => 8,
+    };
+    (rank, 0)
+}
+
+/// The text tower's own name for the model's key `k` (CustomTextCLIP's `text.` taken off); None
+/// for a key outside the text tower.
+fn text_key(k: &str, custom_text: bool) -> Option<&str> {
+    if custom_text {
+        k.strip_prefix("text.")
+    } else if k.starts_with("visual.") || k == "logit_scale" || k == "logit_bias" {
+        None
+    } else {
+        Some(k)
     }
 }
 
@@ -93,7 +127,12 @@ impl Clip {
                 cfg.quick_gelu,
             )),
         };
-        let text = TextTransformer::new(path, &r, &cfg.text, cfg.embed_dim, cfg.quick_gelu);
+        let text_root = if cfg.custom_text {
+            path / "text"
+        } else {
+            path.clone()
+        };
+        let text = TextTransformer::new(&text_root, &r, &cfg.text, cfg.embed_dim, cfg.quick_gelu);
         let logit_scale = r.param(path, "logit_scale", &[], Init::Const(cfg.init_logit_scale));
         let logit_bias = cfg
             .init_logit_bias
@@ -107,7 +146,7 @@ impl Clip {
             }
         };
         let mut params = r.into_vec();
-        params.sort_by_key(|(n, _)| state_dict_rank(&n[prefix_len..]));
+        params.sort_by_key(|(n, _)| state_dict_rank(&n[prefix_len..], cfg.custom_text));
         Ok(Clip {
             visual,
             text,
@@ -211,10 +250,11 @@ impl Clip {
         self.freeze(|k| groups.iter().any(|(n, g)| n == k && *g < first_unlocked));
     }
 
-    /// OpenCLIP's `lock_text_tower(unlocked_layers)`: the text tower's parameters stop requiring
+    /// OpenCLIP's `lock_text_tower(unlocked_layers)` (CustomTextCLIP's calls its text tower's
+    /// `lock`, the same function on the same groups): the text tower's parameters stop requiring
     /// gradients except the last `unlocked_layers` of its groups, which are, in order: the
     /// embeddings, each residual block but the last, the last block with `ln_final`, and
-    /// `text_projection`.
+    /// `text_projection` (both tensors of an nn.Linear one).
     pub fn lock_text_tower(&self, unlocked_layers: usize) {
         let groups = self.layer_groups(Tower::Text);
         let first_unlocked = groups.count.saturating_sub(unlocked_layers);
@@ -251,7 +291,8 @@ impl Clip {
                 .params
                 .iter()
                 .filter_map(|(k, _)| {
-                    text_group(k, self.cfg.text.layers as usize).map(|g| (k.clone(), g))
+                    let t = text_key(k, self.cfg.custom_text)?;
+                    text_group(t, self.cfg.text.layers as usize).map(|g| (k.clone(), g))
                 })
                 .collect(),
         };
@@ -261,11 +302,12 @@ impl Clip {
         }
     }
 
-    /// OpenCLIP's `CLIP.no_weight_decay()`: the names timm's optimizers (and the development
-    /// branch's weight-decay rule) exempt from decay beyond the 1-D ones — the positional
-    /// embeddings and a ViT's class embedding.
+    /// OpenCLIP's `CLIP.no_weight_decay()` (`CustomTextCLIP`'s: the text tower's under `text.`):
+    /// the names timm's optimizers (and the development branch's weight-decay rule) exempt from
+    /// decay beyond the 1-D ones — the positional embeddings and a ViT's class embedding.
     pub fn no_weight_decay(&self) -> Vec<String> {
-        let mut out = vec!["positional_embedding".to_string()];
+        let text = if self.cfg.custom_text { "text." } else { "" };
+        let mut out = vec![format!("{text}positional_embedding")];
         if let Visual::Vit(_) = self.visual {
             out.extend(["visual.positional_embedding", "visual.class_embedding"].map(String::from));
         }
@@ -276,12 +318,17 @@ impl Clip {
     /// bf16 in place (`pure_bf16`); with `mixed` (`bf16`), a timm-tower model becomes bf16 but
     /// for the text tower's LayerNorms, which OpenCLIP builds as `LayerNormFp32` and casts back to
     /// fp32, and a ViT model converts only what `convert_weights_to_lp` does (convolutions,
-    /// linear layers, attention projections, `text_projection`, `visual.proj`).
+    /// linear layers — an nn.Linear `text_projection` too —, attention projections, a matrix
+    /// `text_projection`, `visual.proj`). (OpenCLIP 3.3.0's `convert_weights_to_lp` converts an
+    /// nn.Linear `text_projection` and then fails on it: clip-train refuses `bf16` there.)
     pub fn to_bf16(&self, mixed: bool) {
+        let custom = self.cfg.custom_text;
         let text_norm = |k: &str| {
-            k.starts_with("ln_final.")
-                || (k.starts_with("transformer.resblocks.")
-                    && (k.contains(".ln_1.") || k.contains(".ln_2.")))
+            text_key(k, custom).is_some_and(|t| {
+                t.starts_with("ln_final.")
+                    || (t.starts_with("transformer.resblocks.")
+                        && (t.contains(".ln_1.") || t.contains(".ln_2.")))
+            })
         };
         let lp_converted = |k: &str| {
             [".in_proj_weight", ".in_proj_bias"]
@@ -290,7 +337,9 @@ impl Clip {
                 || [".out_proj.", ".mlp.c_fc.", ".mlp.c_proj."]
                     .iter()
                     .any(|s| k.contains(s))
-                || ["text_projection", "visual.proj", "visual.conv1.weight"].contains(&k)
+                || ["visual.proj", "visual.conv1.weight"].contains(&k)
+                || text_key(k, custom)
+                    .is_some_and(|t| t.split('.').next() == Some("text_projection"))
         };
         let vit = matches!(self.visual, Visual::Vit(_));
         let keep_fp32 = |k: &str| mixed && if vit { !lp_converted(k) } else { text_norm(k) };
@@ -426,6 +475,7 @@ fn vit_group(k: &str, layers: usize) -> Option<usize> {
 
 /// The text tower's groups (OpenCLIP's `lock_text_tower` and the development branch's
 /// `_text_layer_groups`): the embeddings, each block, `ln_final` with the last, `text_projection`.
+/// `k`: the tower's own key (see [`text_key`]).
 fn text_group(k: &str, layers: usize) -> Option<usize> {
     if k == "token_embedding.weight" || k == "positional_embedding" {
         return Some(0);
@@ -437,7 +487,7 @@ fn text_group(k: &str, layers: usize) -> Option<usize> {
     if k.starts_with("ln_final.") {
         return Some(layers);
     }
-    (k == "text_projection").then_some(layers + 1)
+    (k.split('.').next() == Some("text_projection")).then_some(layers + 1)
 }
 
 /// Checks what `ClipConfig`'s parser checks, for configs built or edited in code.
@@ -462,6 +512,12 @@ fn validate(cfg: &ClipConfig) -> Result<()> {
             cfg.name,
             t.width,
             t.heads
+        );
+    }
+    if let Some(section) = cfg.act_kwargs_with_quick_gelu() {
+        bail!(
+            "{}: {section}.act_kwargs with quick_gelu: OpenCLIP's QuickGELU takes no arguments",
+            cfg.name
         );
     }
     match &cfg.vision.tower {

@@ -4,7 +4,7 @@
 //!
 //! Parsing is by hand over `serde_json::Value` so that every error is one line naming the field
 //! and the reason (`text_cfg.width: invalid type: string "x", expected i64`). Fields OpenCLIP knows
-//! but this crate does not build (timm ViT trunks, HF text towers, SigLIP bias, ...) are accepted only at
+//! but this crate does not build (timm ViT trunks, HF text towers, CoCa, ...) are accepted only at
 //! their defaults; anything else is an error naming the field.
 
 use std::path::Path;
@@ -197,37 +197,115 @@ pub const BUILTIN: &[(&str, &str)] = &[
         "vit_medium_patch16_gap_256",
         include_str!("../../../configs/vit_medium_patch16_gap_256.json"),
     ),
+    (
+        "ViT-B-16-SigLIP",
+        include_str!("../../../configs/ViT-B-16-SigLIP.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP-256",
+        include_str!("../../../configs/ViT-B-16-SigLIP-256.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP-384",
+        include_str!("../../../configs/ViT-B-16-SigLIP-384.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP-512",
+        include_str!("../../../configs/ViT-B-16-SigLIP-512.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP-i18n-256",
+        include_str!("../../../configs/ViT-B-16-SigLIP-i18n-256.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP2",
+        include_str!("../../../configs/ViT-B-16-SigLIP2.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP2-256",
+        include_str!("../../../configs/ViT-B-16-SigLIP2-256.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP2-384",
+        include_str!("../../../configs/ViT-B-16-SigLIP2-384.json"),
+    ),
+    (
+        "ViT-B-16-SigLIP2-512",
+        include_str!("../../../configs/ViT-B-16-SigLIP2-512.json"),
+    ),
+    (
+        "ViT-B-32-SigLIP2-256",
+        include_str!("../../../configs/ViT-B-32-SigLIP2-256.json"),
+    ),
+    (
+        "ViT-L-16-SigLIP-256",
+        include_str!("../../../configs/ViT-L-16-SigLIP-256.json"),
+    ),
+    (
+        "ViT-L-16-SigLIP-384",
+        include_str!("../../../configs/ViT-L-16-SigLIP-384.json"),
+    ),
+    (
+        "ViT-L-16-SigLIP2-256",
+        include_str!("../../../configs/ViT-L-16-SigLIP2-256.json"),
+    ),
+    (
+        "ViT-L-16-SigLIP2-384",
+        include_str!("../../../configs/ViT-L-16-SigLIP2-384.json"),
+    ),
+    (
+        "ViT-L-16-SigLIP2-512",
+        include_str!("../../../configs/ViT-L-16-SigLIP2-512.json"),
+    ),
+    (
+        "ViT-SO400M-14-SigLIP",
+        include_str!("../../../configs/ViT-SO400M-14-SigLIP.json"),
+    ),
+    (
+        "ViT-SO400M-14-SigLIP-378",
+        include_str!("../../../configs/ViT-SO400M-14-SigLIP-378.json"),
+    ),
+    (
+        "ViT-SO400M-14-SigLIP-384",
+        include_str!("../../../configs/ViT-SO400M-14-SigLIP-384.json"),
+    ),
+    (
+        "ViT-SO400M-14-SigLIP2",
+        include_str!("../../../configs/ViT-SO400M-14-SigLIP2.json"),
+    ),
+    (
+        "ViT-SO400M-14-SigLIP2-378",
+        include_str!("../../../configs/ViT-SO400M-14-SigLIP2-378.json"),
+    ),
+    (
+        "ViT-SO400M-16-SigLIP-i18n-256",
+        include_str!("../../../configs/ViT-SO400M-16-SigLIP-i18n-256.json"),
+    ),
+    (
+        "ViT-SO400M-16-SigLIP2-256",
+        include_str!("../../../configs/ViT-SO400M-16-SigLIP2-256.json"),
+    ),
+    (
+        "ViT-SO400M-16-SigLIP2-384",
+        include_str!("../../../configs/ViT-SO400M-16-SigLIP2-384.json"),
+    ),
+    (
+        "ViT-SO400M-16-SigLIP2-512",
+        include_str!("../../../configs/ViT-SO400M-16-SigLIP2-512.json"),
+    ),
+    (
+        "ViT-gopt-16-SigLIP2-256",
+        include_str!("../../../configs/ViT-gopt-16-SigLIP2-256.json"),
+    ),
+    (
+        "ViT-gopt-16-SigLIP2-384",
+        include_str!("../../../configs/ViT-gopt-16-SigLIP2-384.json"),
+    ),
 ];
 
 /// OpenCLIP 3.3.0's ViT configs whose towers this crate does not build, refused by name with the
 /// reason (`--model ViT-B-16-SigLIP` says why rather than "unknown model").
 const REFUSED: &[(&str, &str)] = &[
-    ("ViT-B-16-SigLIP-256", "its image tower is the timm trunk vit_base_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-B-16-SigLIP-384", "its image tower is the timm trunk vit_base_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-B-16-SigLIP-512", "its image tower is the timm trunk vit_base_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-B-16-SigLIP-i18n-256", "its image tower is the timm trunk vit_base_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP-i18n-256"),
-    ("ViT-B-16-SigLIP", "its image tower is the timm trunk vit_base_patch16_siglip_224 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-B-16-SigLIP2-256", "its image tower is the timm trunk vit_base_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2-256"),
-    ("ViT-B-16-SigLIP2-384", "its image tower is the timm trunk vit_base_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2-384"),
-    ("ViT-B-16-SigLIP2-512", "its image tower is the timm trunk vit_base_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2-512"),
-    ("ViT-B-16-SigLIP2", "its image tower is the timm trunk vit_base_patch16_siglip_224 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP2"),
-    ("ViT-B-32-SigLIP2-256", "its image tower is the timm trunk vit_base_patch32_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-32-SigLIP2-256"),
-    ("ViT-L-16-SigLIP-256", "its image tower is the timm trunk vit_large_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-L-16-SigLIP-384", "its image tower is the timm trunk vit_large_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-L-16-SigLIP2-256", "its image tower is the timm trunk vit_large_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-L-16-SigLIP2-256"),
-    ("ViT-L-16-SigLIP2-384", "its image tower is the timm trunk vit_large_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-L-16-SigLIP2-384"),
-    ("ViT-L-16-SigLIP2-512", "its image tower is the timm trunk vit_large_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-L-16-SigLIP2-512"),
-    ("ViT-SO400M-14-SigLIP-378", "its image tower is the timm trunk vit_so400m_patch14_siglip_378 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-SO400M-14-SigLIP-384", "its image tower is the timm trunk vit_so400m_patch14_siglip_384 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-SO400M-14-SigLIP", "its image tower is the timm trunk vit_so400m_patch14_siglip_224 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP"),
-    ("ViT-SO400M-14-SigLIP2-378", "its image tower is the timm trunk vit_so400m_patch14_siglip_378 and its tokenizer HuggingFace's timm/ViT-SO400M-14-SigLIP2-378"),
-    ("ViT-SO400M-14-SigLIP2", "its image tower is the timm trunk vit_so400m_patch14_siglip_224 and its tokenizer HuggingFace's timm/ViT-SO400M-14-SigLIP2"),
-    ("ViT-SO400M-16-SigLIP-i18n-256", "its image tower is the timm trunk vit_so400m_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-B-16-SigLIP-i18n-256"),
-    ("ViT-SO400M-16-SigLIP2-256", "its image tower is the timm trunk vit_so400m_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-SO400M-16-SigLIP2-256"),
-    ("ViT-SO400M-16-SigLIP2-384", "its image tower is the timm trunk vit_so400m_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-SO400M-16-SigLIP2-384"),
-    ("ViT-SO400M-16-SigLIP2-512", "its image tower is the timm trunk vit_so400m_patch16_siglip_512 and its tokenizer HuggingFace's timm/ViT-SO400M-16-SigLIP2-512"),
-    ("ViT-gopt-16-SigLIP2-256", "its image tower is the timm trunk vit_giantopt_patch16_siglip_256 and its tokenizer HuggingFace's timm/ViT-gopt-16-SigLIP2-256"),
-    ("ViT-gopt-16-SigLIP2-384", "its image tower is the timm trunk vit_giantopt_patch16_siglip_384 and its tokenizer HuggingFace's timm/ViT-gopt-16-SigLIP2-384"),
     ("ViTamin-B-LTT", "its image tower is the timm trunk vitamin_base_224"),
     ("ViTamin-B", "its image tower is the timm trunk vitamin_base_224"),
     ("ViTamin-L-256", "its image tower is the timm trunk vitamin_large_256"),
@@ -341,6 +419,8 @@ pub struct VitConfig {
     pub final_ln_after_pool: bool,
     /// No `ln_pre` before the transformer.
     pub no_ln_pre: bool,
+    /// `norm_kwargs` / `act_kwargs`: every LayerNorm's eps, the blocks' GELU.
+    pub block: BlockOptions,
 }
 
 impl VitConfig {
@@ -355,6 +435,33 @@ impl VitConfig {
             image_size.0 / self.patch_size,
             image_size.1 / self.patch_size,
         )
+    }
+}
+
+/// The GELU approximation `act_kwargs.approximate` selects (`nn.GELU(approximate=…)`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GeluApprox {
+    None,
+    Tanh,
+}
+
+/// What a tower's `norm_kwargs` and `act_kwargs` set in OpenCLIP's own transformers (which pass
+/// them to every `norm_layer(…)` and `act_layer(…)` as `functools.partial` arguments).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BlockOptions {
+    /// `norm_kwargs.eps`: every LayerNorm's eps (nn.LayerNorm's 1e-5 unless set).
+    pub ln_eps: f64,
+    /// `act_kwargs.approximate`: None when `act_kwargs` sets nothing (exact GELU, or QuickGELU
+    /// under `quick_gelu`, which takes no argument).
+    pub gelu_approx: Option<GeluApprox>,
+}
+
+impl Default for BlockOptions {
+    fn default() -> Self {
+        Self {
+            ln_eps: 1e-5,
+            gelu_approx: None,
+        }
     }
 }
 
@@ -443,6 +550,11 @@ pub struct TextConfig {
     pub no_causal_mask: bool,
     /// false for `proj_type: "none"` (features are the width-sized pooled tokens).
     pub projection: bool,
+    /// `proj_bias`: the projection is an nn.Linear (`text_projection.weight` [embed_dim, width]
+    /// and `.bias`), not a bias-free [width, embed_dim] matrix.
+    pub proj_bias: bool,
+    /// `norm_kwargs` / `act_kwargs`: every LayerNorm's eps, the blocks' GELU.
+    pub block: BlockOptions,
     /// `hf_tokenizer_name`: the model's captions need this HuggingFace tokenizer (a hub id or a
     /// folder), not CLIP's BPE.
     pub hf_tokenizer_name: Option<String>,
@@ -472,6 +584,9 @@ pub struct ClipConfig {
     /// `init_logit_bias`: when set, the model has SigLIP's `logit_bias` parameter, initialised
     /// to it (−10 under `--siglip`).
     pub init_logit_bias: Option<f64>,
+    /// `custom_text`: OpenCLIP's `CustomTextCLIP`, whose text tower's keys sit under `text.`
+    /// (`text.token_embedding.weight`, …) after `logit_scale`, `logit_bias` and `visual.`.
+    pub custom_text: bool,
     pub vision: VisionConfig,
     pub text: TextConfig,
 }
@@ -619,10 +734,6 @@ fn is_zero(v: &Value) -> bool {
     v.as_f64() == Some(0.0)
 }
 
-fn is_empty_obj(v: &Value) -> bool {
-    v.as_object().is_some_and(|o| o.is_empty())
-}
-
 impl ClipConfig {
     /// A built-in config by name (`convnext_large_d_320`, ...), else a path to a JSON file.
     pub fn load(name_or_path: &str) -> Result<Self> {
@@ -662,11 +773,7 @@ impl ClipConfig {
             bail!("config {src}: `embed_dim` must be positive, found {embed_dim}");
         }
         let quick_gelu: bool = top.get("quick_gelu", false)?;
-        top.unsupported_unless(
-            "custom_text",
-            is_false,
-            "CustomTextCLIP (keys under `text.`) is not built by clip-model",
-        )?;
+        let custom_text: bool = top.get("custom_text", false)?;
         let init_logit_scale: f64 = top.get("init_logit_scale", crate::clip::INIT_LOGIT_SCALE)?;
         let init_logit_bias: Option<f64> = top.opt("init_logit_bias")?;
         top.unsupported_unless(
@@ -689,15 +796,32 @@ impl ClipConfig {
         top.finish()?;
         let vision = parse_vision(src, vision_v, embed_dim)?;
         let text = parse_text(src, text_v)?;
-        Ok(Self {
+        let cfg = Self {
             name: src.to_string(),
             embed_dim,
             quick_gelu,
             init_logit_scale,
             init_logit_bias,
+            custom_text,
             vision,
             text,
-        })
+        };
+        if let Some(section) = cfg.act_kwargs_with_quick_gelu() {
+            bail!("config {src}: `{section}.act_kwargs` with `quick_gelu`: OpenCLIP's QuickGELU takes no arguments");
+        }
+        Ok(cfg)
+    }
+
+    /// The section whose `act_kwargs` OpenCLIP would pass to QuickGELU (under `quick_gelu` or
+    /// `--force-quick-gelu`), where it fails: `QuickGELU()` takes no arguments.
+    pub fn act_kwargs_with_quick_gelu(&self) -> Option<&'static str> {
+        if !self.quick_gelu {
+            return None;
+        }
+        match &self.vision.tower {
+            VisionTower::Vit(v) if v.block.gelu_approx.is_some() => Some("vision_cfg"),
+            _ => self.text.block.gelu_approx.is_some().then_some("text_cfg"),
+        }
     }
 
     /// The width of `encode_image`'s output.
@@ -900,6 +1024,7 @@ fn parse_vit(src: &str, s: &mut Section) -> Result<VitConfig> {
             "config {src}: `vision_cfg.pool_type` = {other:?} is not supported (supported: tok, avg)"
         ),
     };
+    let block = parse_block_options(src, s, "vision_cfg")?;
     refuse_unbuilt_vit_options(s)?;
     for (k, val) in [
         ("layers", layers),
@@ -931,23 +1056,53 @@ fn parse_vit(src: &str, s: &mut Section) -> Result<VitConfig> {
         pool_type,
         final_ln_after_pool,
         no_ln_pre,
+        block,
     })
 }
 
+/// `norm_kwargs` and `act_kwargs` of OpenCLIP's own transformer towers (`section`: `vision_cfg`
+/// or `text_cfg`): `eps` for the LayerNorms, `approximate` for GELU; any other argument is refused
+/// by name.
+fn parse_block_options(src: &str, s: &mut Section, section: &str) -> Result<BlockOptions> {
+    let mut opts = BlockOptions::default();
+    let norm: Map<String, Value> = s.opt("norm_kwargs")?.unwrap_or_default();
+    for (k, v) in norm {
+        match (k.as_str(), v.as_f64()) {
+            ("eps", Some(eps)) if eps > 0.0 => opts.ln_eps = eps,
+            ("eps", _) => bail!(
+                "config {src}: `{section}.norm_kwargs.eps` must be a positive number, found {}",
+                short(&v)
+            ),
+            _ => {
+                bail!("config {src}: `{section}.norm_kwargs.{k}` is not supported (supported: eps)")
+            }
+        }
+    }
+    let act: Map<String, Value> = s.opt("act_kwargs")?.unwrap_or_default();
+    for (k, v) in act {
+        opts.gelu_approx = Some(match (k.as_str(), v.as_str()) {
+            ("approximate", Some("none")) => GeluApprox::None,
+            ("approximate", Some("tanh")) => GeluApprox::Tanh,
+            ("approximate", _) => bail!(
+                "config {src}: `{section}.act_kwargs.approximate` = {} is not supported (supported: \"none\", \"tanh\")",
+                short(&v)
+            ),
+            _ => bail!(
+                "config {src}: `{section}.act_kwargs.{k}` is not supported (supported: approximate)"
+            ),
+        });
+    }
+    Ok(opts)
+}
+
 /// The options of OpenCLIP's transformer blocks that both towers share and clip-model does not
-/// build: token outputs, LayerNorm / activation arguments, other block types, custom attention.
+/// build: token outputs, other block types, custom attention.
 fn refuse_unbuilt_block_options(s: &mut Section) -> Result<()> {
     s.unsupported_unless(
         "output_tokens",
         is_false,
         "only pooled features are returned",
     )?;
-    s.unsupported_unless(
-        "norm_kwargs",
-        is_empty_obj,
-        "LayerNorm options are fixed (eps 1e-5)",
-    )?;
-    s.unsupported_unless("act_kwargs", is_empty_obj, "activation options are fixed")?;
     s.unsupported_unless(
         "block_type",
         |v| v == "default",
@@ -1073,7 +1228,9 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
         "none" => false,
         other => bail!("config {src}: `text_cfg.proj_type` = {other:?} is not supported (supported: linear, none)"),
     };
+    let proj_bias: bool = s.get("proj_bias", false)?;
     let (tokenizer_clean, strip_sep_token) = tokenizer_kwargs(&mut s, src)?;
+    let block = parse_block_options(src, &mut s, "text_cfg")?;
     refuse_unbuilt_text_options(&mut s)?;
     // HF-only fields: not part of the model built here.
     s.ignore(&[
@@ -1111,6 +1268,8 @@ fn parse_text(src: &str, v: &Value) -> Result<TextConfig> {
         eos_id,
         no_causal_mask,
         projection,
+        proj_bias,
+        block,
         hf_tokenizer_name,
         tokenizer_clean,
         strip_sep_token,
@@ -1143,11 +1302,6 @@ fn tokenizer_kwargs(s: &mut Section, src: &str) -> Result<(String, bool)> {
 /// The `text_cfg` options OpenCLIP has whose non-default values build a tower this crate does
 /// not: refused, naming the option.
 fn refuse_unbuilt_text_options(s: &mut Section) -> Result<()> {
-    s.unsupported_unless(
-        "proj_bias",
-        is_false,
-        "the text projection is a bias-free matrix here",
-    )?;
     s.unsupported_unless(
         "hf_model_name",
         |_| false,

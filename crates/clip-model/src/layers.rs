@@ -3,7 +3,40 @@
 
 use std::cell::RefCell;
 
+use serde::Deserialize;
 use tch::{nn, Kind, Tensor};
+
+/// An MLP's activation (`act_layer`): OpenCLIP's towers and timm's ViT use the same three.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Activation {
+    /// nn.GELU (erf).
+    Gelu,
+    /// nn.GELU(approximate='tanh').
+    GeluTanh,
+    /// x·σ(1.702x).
+    QuickGelu,
+}
+
+impl Activation {
+    /// OpenCLIP's own towers: QuickGELU under `quick_gelu`, else nn.GELU with `act_kwargs`'
+    /// approximation.
+    pub(crate) fn new(quick_gelu: bool, opts: &crate::config::BlockOptions) -> Self {
+        match (quick_gelu, opts.gelu_approx) {
+            (true, _) => Activation::QuickGelu,
+            (false, Some(crate::config::GeluApprox::Tanh)) => Activation::GeluTanh,
+            (false, _) => Activation::Gelu,
+        }
+    }
+
+    pub fn apply(self, x: &Tensor) -> Tensor {
+        match self {
+            Activation::Gelu => x.gelu("none"),
+            Activation::GeluTanh => x.gelu("tanh"),
+            Activation::QuickGelu => x * (x * 1.702).sigmoid(),
+        }
+    }
+}
 
 /// Records every parameter created, with its full state-dict name, in creation order.
 #[derive(Default)]

@@ -27,8 +27,8 @@ pub mod weights;
 
 pub use clip::{Clip, LayerGroups, Tower, Visual, INIT_LOGIT_SCALE};
 pub use config::{
-    ClipConfig, TextConfig, TextPool, TimmProj, TimmTrunk, TimmVisionConfig, VisionConfig,
-    VisionTower, VitConfig, VitPool,
+    BlockOptions, ClipConfig, GeluApprox, TextConfig, TextPool, TimmProj, TimmTrunk,
+    TimmVisionConfig, VisionConfig, VisionTower, VitConfig, VitPool,
 };
 pub use convnext::{ConvNeXt, ConvNextConfig};
 pub use layers::l2_normalize;

@@ -18,7 +18,7 @@ use crate::units::BlockHooks;
 /// The timm model under `visual.trunk`.
 pub enum Trunk {
     ConvNext(ConvNeXt),
-    Vit(TimmVit),
+    Vit(Box<TimmVit>),
 }
 
 impl Trunk {
@@ -94,7 +94,7 @@ impl TimmModel {
                 }
                 Trunk::ConvNext(ConvNeXt::new(&tp, r, &c))
             }
-            TimmTrunk::Vit(v) => Trunk::Vit(TimmVit::new(&tp, r, v)),
+            TimmTrunk::Vit(v) => Trunk::Vit(Box::new(TimmVit::new(&tp, r, v))),
         };
         let nf = cfg.trunk_features();
         let hp = p / "head";

@@ -17,30 +17,8 @@ use anyhow::{anyhow, bail, Result};
 use serde::Deserialize;
 use tch::{nn, Kind, Tensor};
 
-use crate::layers::{drop_path_mask, layer_norm, Init, ParamRecorder};
+use crate::layers::{drop_path_mask, layer_norm, Activation, Init, ParamRecorder};
 use crate::units::{run_block, BlockHooks};
-
-/// The MLP activation (`act_layer`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Activation {
-    /// nn.GELU (erf).
-    Gelu,
-    /// nn.GELU(approximate='tanh').
-    GeluTanh,
-    /// x·σ(1.702x).
-    QuickGelu,
-}
-
-impl Activation {
-    pub fn apply(self, x: &Tensor) -> Tensor {
-        match self {
-            Activation::Gelu => x.gelu("none"),
-            Activation::GeluTanh => x.gelu("tanh"),
-            Activation::QuickGelu => x * (x * 1.702).sigmoid(),
-        }
-    }
-}
 
 /// One entry of `configs/timm_vit_presets.json`: the model timm builds for a name with its
 /// defaults (see the script for how each field is read).

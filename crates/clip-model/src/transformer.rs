@@ -1,18 +1,16 @@
 //! OpenCLIP's text tower (`open_clip/transformer.py`: TextTransformer with the default
-//! ResidualAttentionBlock), with the parameter names CLIP gives it at the root of its state dict:
-//! `token_embedding.weight`, `positional_embedding`, `transformer.resblocks.{l}.…`, `ln_final`,
-//! `text_projection`.
+//! ResidualAttentionBlock), with the parameter names CLIP gives it at the root of its state dict
+//! (CustomTextCLIP: under `text.`): `token_embedding.weight`, `positional_embedding`,
+//! `transformer.resblocks.{l}.…`, `ln_final`, `text_projection` (`.weight` and `.bias` when it
+//! is an nn.Linear, `proj_bias`).
 
 use std::cell::Cell;
 
 use tch::{nn, Kind, Tensor};
 
 use crate::config::{TextConfig, TextPool};
-use crate::layers::{layer_norm_cast, Init, ParamRecorder};
+use crate::layers::{layer_norm_cast, Activation, Init, ParamRecorder};
 use crate::units::{run_block, BlockHooks, Hooks};
-
-/// LayerNorm eps of OpenCLIP's text tower (nn.LayerNorm's default).
-const LN_EPS: f64 = 1e-5;
 
 /// One tower's residual attention blocks: OpenCLIP's `Transformer` settings.
 pub(crate) struct BlockSpec {
@@ -21,7 +19,9 @@ pub(crate) struct BlockSpec {
     pub mlp_width: i64,
     pub layers: i64,
     pub causal: bool,
-    pub quick_gelu: bool,
+    pub act: Activation,
+    /// Every LayerNorm's eps (`norm_kwargs.eps`).
+    pub ln_eps: f64,
     /// LayerScale `ls_1` / `ls_2` with this initial value.
     pub ls_init_value: Option<f64>,
     /// The text tower's `init_parameters` (normal inits scaled by width and depth); otherwise
@@ -49,7 +49,8 @@ pub(crate) struct ResBlock {
     ls_2: Option<Tensor>,
     heads: i64,
     causal: bool,
-    quick_gelu: bool,
+    act: Activation,
+    ln_eps: f64,
 }
 
 impl ResBlock {
@@ -100,7 +101,8 @@ impl ResBlock {
             ls_2: ls("ls_2"),
             heads: spec.heads,
             causal: spec.causal,
-            quick_gelu: spec.quick_gelu,
+            act: spec.act,
+            ln_eps: spec.ln_eps,
         }
     }
 
@@ -171,15 +173,12 @@ impl ResBlock {
     }
 
     fn forward(&self, x: &Tensor) -> Tensor {
-        let a = self.attention(&layer_norm_cast(x, &self.ln_1_w, &self.ln_1_b, LN_EPS));
+        let eps = self.ln_eps;
+        let a = self.attention(&layer_norm_cast(x, &self.ln_1_w, &self.ln_1_b, eps));
         let x = x + layer_scale(a, self.ls_1.as_ref());
-        let h = layer_norm_cast(&x, &self.ln_2_w, &self.ln_2_b, LN_EPS)
+        let h = layer_norm_cast(&x, &self.ln_2_w, &self.ln_2_b, eps)
             .linear(&self.c_fc_w, Some(&self.c_fc_b));
-        let h = if self.quick_gelu {
-            &h * (&h * 1.702).sigmoid()
-        } else {
-            h.gelu("none")
-        };
+        let h = self.act.apply(&h);
         let h = h.linear(&self.c_proj_w, Some(&self.c_proj_b));
         x + layer_scale(h, self.ls_2.as_ref())
     }
@@ -214,13 +213,21 @@ pub(crate) fn run_blocks(
     })
 }
 
+/// The text projection: OpenCLIP's `nn.Parameter` [width, embed_dim] (`x @ text_projection`) or,
+/// with `proj_bias`, its `nn.Linear(width, embed_dim)`.
+enum TextProjection {
+    Matrix(Tensor),
+    Linear { weight: Tensor, bias: Tensor },
+}
+
 pub struct TextTransformer {
     token_embedding: Tensor,
     positional_embedding: Tensor,
     resblocks: Vec<ResBlock>,
     ln_final_w: Tensor,
     ln_final_b: Tensor,
-    text_projection: Option<Tensor>,
+    text_projection: Option<TextProjection>,
+    ln_eps: f64,
     pool: TextPool,
     eos_id: i64,
     grad_checkpointing: Cell<bool>,
@@ -228,10 +235,11 @@ pub struct TextTransformer {
 }
 
 impl TextTransformer {
-    /// Builds the text tower's parameters under `root` (CLIP's root), initialised as OpenCLIP's
-    /// `TextTransformer.init_parameters`: token embedding N(0, 0.02), positional N(0, 0.01),
-    /// in_proj N(0, w^-½), out_proj and c_proj N(0, w^-½·(2L)^-½), c_fc N(0, (2w)^-½),
-    /// text_projection N(0, w^-½); attention biases 0, MLP biases nn.Linear's default, LayerNorms 1/0.
+    /// Builds the text tower's parameters under `root` (CLIP's root, or CustomTextCLIP's `text`),
+    /// initialised as OpenCLIP's `TextTransformer.init_parameters`: token embedding N(0, 0.02),
+    /// positional N(0, 0.01), in_proj N(0, w^-½), out_proj and c_proj N(0, w^-½·(2L)^-½), c_fc
+    /// N(0, (2w)^-½), text_projection N(0, w^-½) (an nn.Linear's weight likewise, its bias 0);
+    /// attention biases 0, MLP biases nn.Linear's default, LayerNorms 1/0.
     pub fn new(
         root: &nn::Path,
         r: &ParamRecorder,
@@ -258,7 +266,8 @@ impl TextTransformer {
             mlp_width: cfg.mlp_width(),
             layers: cfg.layers,
             causal: !cfg.no_causal_mask,
-            quick_gelu,
+            act: Activation::new(quick_gelu, &cfg.block),
+            ln_eps: cfg.block.ln_eps,
             ls_init_value: None,
             text_init: true,
         };
@@ -269,13 +278,17 @@ impl TextTransformer {
         let lnf = root / "ln_final";
         let ln_final_w = r.param(&lnf, "weight", &[w], Init::Ones);
         let ln_final_b = r.param(&lnf, "bias", &[w], Init::Zeros);
+        let std = Init::Normal((w as f64).powf(-0.5));
         let text_projection = cfg.projection.then(|| {
-            r.param(
-                root,
-                "text_projection",
-                &[w, embed_dim],
-                Init::Normal((w as f64).powf(-0.5)),
-            )
+            if cfg.proj_bias {
+                let p = root / "text_projection";
+                TextProjection::Linear {
+                    weight: r.param(&p, "weight", &[embed_dim, w], std),
+                    bias: r.param(&p, "bias", &[embed_dim], Init::Zeros),
+                }
+            } else {
+                TextProjection::Matrix(r.param(root, "text_projection", &[w, embed_dim], std))
+            }
         });
         Self {
             token_embedding,
@@ -284,6 +297,7 @@ impl TextTransformer {
             ln_final_w,
             ln_final_b,
             text_projection,
+            ln_eps: cfg.block.ln_eps,
             pool: cfg.pool_type,
             eos_id: cfg.eos_id,
             grad_checkpointing: Cell::new(false),
@@ -305,7 +319,8 @@ impl TextTransformer {
 
     pub fn output_dim(&self) -> i64 {
         match &self.text_projection {
-            Some(p) => p.size()[1],
+            Some(TextProjection::Matrix(p)) => p.size()[1],
+            Some(TextProjection::Linear { weight, .. }) => weight.size()[0],
             None => self.ln_final_w.size()[0],
         }
     }
@@ -327,7 +342,7 @@ impl TextTransformer {
             + self.positional_embedding.narrow(0, 0, l).to_kind(kind);
         let ckpt = self.grad_checkpointing.get();
         let x = run_blocks(&self.resblocks, x, ckpt, self.hooks.get());
-        let x = layer_norm_cast(&x, &self.ln_final_w, &self.ln_final_b, LN_EPS);
+        let x = layer_norm_cast(&x, &self.ln_final_w, &self.ln_final_b, self.ln_eps);
         let idx = match self.pool {
             TextPool::Argmax => tokens.argmax(-1, false),
             TextPool::First => Tensor::zeros([n], (Kind::Int64, x.device())),
@@ -337,7 +352,8 @@ impl TextTransformer {
         let rows = Tensor::arange(n, (Kind::Int64, x.device()));
         let pooled = x.index(&[Some(rows), Some(idx)]);
         match &self.text_projection {
-            Some(p) => pooled.matmul(p),
+            Some(TextProjection::Matrix(p)) => pooled.matmul(p),
+            Some(TextProjection::Linear { weight, bias }) => pooled.linear(weight, Some(bias)),
             None => pooled,
         }
     }

@@ -97,7 +97,8 @@ pub(crate) fn run_root(hooks: Option<&Hooks>, unit: usize, f: impl FnOnce() -> T
 }
 
 /// Which unit a state-dict key belongs to: `(tower, block)` with tower 0 the image tower and 1
-/// the text tower, block `None` for the tower's root; `None` for `logit_scale` / `logit_bias`.
+/// the text tower (CLIP's root keys, or CustomTextCLIP's under `text.`), block `None` for the
+/// tower's root; `None` for `logit_scale` / `logit_bias`.
 /// `convnext_depths`: a ConvNeXt trunk's blocks per stage (its blocks are numbered across stages);
 /// a timm ViT trunk's blocks are `trunk.blocks.N`.
 pub(crate) fn unit_of(key: &str, convnext_depths: &[i64]) -> Option<(usize, Option<usize>)> {
@@ -123,7 +124,8 @@ pub(crate) fn unit_of(key: &str, convnext_depths: &[i64]) -> Option<(usize, Opti
         }
         return Some((0, None));
     }
-    match key.strip_prefix("transformer.resblocks.") {
+    let text = key.strip_prefix("text.").unwrap_or(key);
+    match text.strip_prefix("transformer.resblocks.") {
         Some(rest) => Some((1, index(rest))),
         None => Some((1, None)),
     }
@@ -165,5 +167,12 @@ mod tests {
         );
         assert_eq!(unit_of("token_embedding.weight", &d), Some((1, None)));
         assert_eq!(unit_of("text_projection", &d), Some((1, None)));
+        // CustomTextCLIP's keys.
+        assert_eq!(
+            unit_of("text.transformer.resblocks.1.mlp.c_fc.bias", &d),
+            Some((1, Some(1)))
+        );
+        assert_eq!(unit_of("text.text_projection.bias", &d), Some((1, None)));
+        assert_eq!(unit_of("logit_bias", &d), None);
     }
 }

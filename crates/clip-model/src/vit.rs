@@ -7,12 +7,9 @@ use std::cell::Cell;
 use tch::{nn, Device, Kind, Tensor};
 
 use crate::config::{VitConfig, VitPool};
-use crate::layers::{layer_norm_cast, Init, ParamRecorder};
+use crate::layers::{layer_norm_cast, Activation, Init, ParamRecorder};
 use crate::transformer::{run_blocks, BlockSpec, ResBlock};
 use crate::units::BlockHooks;
-
-/// LayerNorm eps of OpenCLIP's VisionTransformer (nn.LayerNorm's default).
-const LN_EPS: f64 = 1e-5;
 
 pub struct VisionTransformer {
     class_embedding: Tensor,
@@ -28,6 +25,8 @@ pub struct VisionTransformer {
     patch_dropout: f64,
     pool_type: VitPool,
     final_ln_after_pool: bool,
+    /// Every LayerNorm's eps (`norm_kwargs.eps`).
+    ln_eps: f64,
     grad_checkpointing: Cell<bool>,
     pub(crate) hooks: BlockHooks,
 }
@@ -75,7 +74,8 @@ impl VisionTransformer {
             mlp_width: cfg.mlp_width(),
             layers: cfg.layers,
             causal: false,
-            quick_gelu,
+            act: Activation::new(quick_gelu, &cfg.block),
+            ln_eps: cfg.block.ln_eps,
             ls_init_value: cfg.ls_init_value,
             text_init: false,
         };
@@ -100,6 +100,7 @@ impl VisionTransformer {
             patch_dropout: cfg.patch_dropout,
             pool_type: cfg.pool_type,
             final_ln_after_pool: cfg.final_ln_after_pool,
+            ln_eps: cfg.block.ln_eps,
             grad_checkpointing: Cell::new(false),
             hooks: BlockHooks::default(),
         }
@@ -123,7 +124,8 @@ impl VisionTransformer {
         let x = self.embeds(images, train);
         let ckpt = self.grad_checkpointing.get();
         let x = run_blocks(&self.resblocks, x, ckpt, self.hooks.get());
-        let ln_post = |t: &Tensor| layer_norm_cast(t, &self.ln_post_w, &self.ln_post_b, LN_EPS);
+        let ln_post =
+            |t: &Tensor| layer_norm_cast(t, &self.ln_post_w, &self.ln_post_b, self.ln_eps);
         let pooled = if self.final_ln_after_pool {
             ln_post(&self.pool(&x))
         } else {
@@ -161,7 +163,7 @@ impl VisionTransformer {
             x
         };
         match &self.ln_pre {
-            Some((lw, lb)) => layer_norm_cast(&x, lw, lb, LN_EPS),
+            Some((lw, lb)) => layer_norm_cast(&x, lw, lb, self.ln_eps),
             None => x,
         }
     }

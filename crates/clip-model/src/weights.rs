@@ -204,13 +204,19 @@ pub fn write_atomically(path: &Path, write: impl FnOnce(&Path) -> Result<()>) ->
 /// OpenCLIP's `resize_pos_embed` and `resize_text_pos_embed`, which `load_checkpoint` applies to
 /// every pretrained state dict: a ViT's `visual.positional_embedding` made for another grid
 /// (another image size, e.g. `--force-image-size`) is resized to `cfg`'s — the class token's row
-/// kept, the square grid of patch rows resampled bicubically with antialiasing — and a
-/// `positional_embedding` for another context length (`--force-context-length`) linearly.
-/// A timm ViT trunk's `visual.trunk.pos_embed` for another grid (a 384 px checkpoint fine-tuned
-/// at 512, `--force-image-size`) is resampled as timm's `resample_abs_pos_embed` does (what
-/// OpenCLIP's `set_input_size` and timm's checkpoint filter call): the prefix tokens' rows kept,
-/// the square grid bicubic with antialiasing. Anything else is left for the strict load to judge.
+/// kept, the square grid of patch rows resampled bicubically with antialiasing — and the text
+/// tower's `positional_embedding` (CustomTextCLIP: `text.positional_embedding`) for another
+/// context length (`--force-context-length`) linearly. A timm ViT trunk's `visual.trunk.pos_embed`
+/// for another grid (a 384 px checkpoint fine-tuned at 512, `--force-image-size`) is resampled as
+/// timm's `resample_abs_pos_embed` does (what OpenCLIP's `set_input_size` and timm's checkpoint
+/// filter call): the prefix tokens' rows kept, the square grid bicubic with antialiasing.
+/// Anything else is left for the strict load to judge.
 pub fn resize_pos_embeds(state_dict: &mut [(String, Tensor)], cfg: &ClipConfig) -> Result<()> {
+    let text_pos = if cfg.custom_text {
+        "text.positional_embedding"
+    } else {
+        "positional_embedding"
+    };
     for (k, t) in state_dict.iter_mut() {
         match (k.as_str(), &cfg.vision.tower) {
             ("visual.positional_embedding", VisionTower::Vit(v)) => {
@@ -235,7 +241,7 @@ pub fn resize_pos_embeds(state_dict: &mut [(String, Tensor)], cfg: &ClipConfig) 
                     *t = resample_abs_pos_embed(t, v.grid_size(), (old, old), prefix);
                 }
             }
-            ("positional_embedding", _) if t.dim() == 2 => {
+            (k, _) if k == text_pos && t.dim() == 2 => {
                 let (n, w) = (t.size()[0], t.size()[1]);
                 let ctx = cfg.text.context_length;
                 if n != ctx && w == cfg.text.width {
@@ -252,6 +258,31 @@ pub fn resize_pos_embeds(state_dict: &mut [(String, Tensor)], cfg: &ClipConfig) 
         }
     }
     Ok(())
+}
+
+/// OpenCLIP's `convert_to_custom_text_state_dict`, which `load_checkpoint` applies when a state
+/// dict has a root `positional_embedding` and the model has none (a CLIP checkpoint loaded into a
+/// CustomTextCLIP, `cfg.custom_text`): if the state dict holds a `text_projection` (a bias-free
+/// one: OpenCLIP looks for that key alone), every key starting with `text_projection`,
+/// `positional_embedding`, `token_embedding`, `transformer` or `ln_final` moves under `text.`.
+/// Otherwise the keys stay, for the strict load to judge, as OpenCLIP's does.
+pub fn convert_to_custom_text(state_dict: &mut [(String, Tensor)], cfg: &ClipConfig) {
+    let has = |key: &str| state_dict.iter().any(|(k, _)| k == key);
+    if !cfg.custom_text || !has("positional_embedding") || !has("text_projection") {
+        return;
+    }
+    const TEXT: [&str; 5] = [
+        "text_projection",
+        "positional_embedding",
+        "token_embedding",
+        "transformer",
+        "ln_final",
+    ];
+    for (k, _) in state_dict.iter_mut() {
+        if TEXT.iter().any(|p| k.starts_with(p)) {
+            *k = format!("text.{k}");
+        }
+    }
 }
 
 /// The class-token row and a square grid of patch rows resized to `grid`; None when the rows

@@ -43,11 +43,13 @@ pub fn read_weights(path: &Path) -> Result<Vec<(String, Tensor)>> {
 }
 
 /// Reads the weights at `path` (see [`read_weights`]) into `vs` (a model built from `cfg`),
-/// strictly, naming the file in any error. As OpenCLIP's `load_checkpoint` does, positional
-/// embeddings made for another image size or context length are resized first, and CLIP weights
-/// without a `logit_bias` start a SigLIP model's at 0 (open_clip#712), not at its −10.
+/// strictly, naming the file in any error. As OpenCLIP's `load_checkpoint` does, CLIP weights
+/// move under `text.` for a CustomTextCLIP (`weights::convert_to_custom_text`), CLIP weights
+/// without a `logit_bias` start a SigLIP model's at 0 (open_clip#712), not at its −10, and
+/// positional embeddings made for another image size or context length are resized.
 pub fn load_weights(vs: &VarStore, path: &Path, cfg: &ClipConfig) -> Result<()> {
     let mut sd = read_weights(path)?;
+    weights::convert_to_custom_text(&mut sd, cfg);
     if cfg.init_logit_bias.is_some() && !sd.iter().any(|(k, _)| k == "logit_bias") {
         sd.push((
             "logit_bias".to_string(),

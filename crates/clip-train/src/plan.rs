@@ -198,6 +198,7 @@ fn plan(p: Params) -> Result<Plan> {
     let (device, backend) = dist_backend(&p, &world)?;
     let dist = InitOptions::from_env(&world, p.dist_url.as_deref(), backend)?;
     let cfg = siglip_model(&p, model_config(&p)?);
+    refuse_lp_linear_projection(&p, &cfg, precision)?;
     // A Hugging Face tokenizer's files are there, before anything is written (each part that
     // tokenizes builds its own from `cfg`).
     if cfg.text.hf_tokenizer_name.is_some() {
@@ -370,6 +371,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         remote_sync_protocol: _, siglip: _, loss_dist_impl: _, image_interpolation: _,
         image_resize_mode: _, pretrained_image: _, lock_image_unlocked_groups: _,
         force_context_length: _, force_image_size: _, force_quick_gelu: _, force_patch_dropout: _,
+        force_custom_text: _,
         momentum: _, opt: _, opt_kwargs: _, opt_fallback_list: _, text_layer_decay: _,
         image_layer_decay: _, wd_exclude_patterns: _, text_pooler_in_head: _,
         // Read by `fsdp::FsdpPlan::from_params`.
@@ -387,7 +389,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         debug: _,
         // Refused below unless left at their defaults.
         imagenet_v2, cache_dir, log_local, use_bn_sync, skip_scheduler,
-        force_custom_text, torchscript, torchcompile, trace, copy_codebase, horovod,
+        torchscript, torchcompile, trace, copy_codebase, horovod,
         distill_model, distill_pretrained, use_bnb_linear,
     } = p;
     // Each entry: the flag, and whether it differs from its default.
@@ -396,7 +398,7 @@ fn refuse_unsupported(p: &Params) -> Result<()> {
         ("--imagenet-v2", imagenet_v2.is_some()), ("--cache-dir", cache_dir.is_some()),
         ("--log-local", *log_local),
         ("--use-bn-sync", *use_bn_sync), ("--skip-scheduler", *skip_scheduler),
-        ("--force-custom-text", *force_custom_text), ("--torchscript", *torchscript),
+        ("--torchscript", *torchscript),
         ("--torchcompile", *torchcompile), ("--trace", *trace),
         ("--copy-codebase", *copy_codebase), ("--horovod", *horovod),
         ("--distill-model", distill_model.is_some()),
@@ -415,6 +417,12 @@ fn model_config(p: &Params) -> Result<ClipConfig> {
     let mut cfg = ClipConfig::load(&p.model)?;
     if p.force_quick_gelu {
         cfg.quick_gelu = true;
+        if let Some(section) = cfg.act_kwargs_with_quick_gelu() {
+            bail!("--force-quick-gelu with --model {}: its `{section}.act_kwargs` would go to QuickGELU, which takes no arguments (OpenCLIP fails)", p.model);
+        }
+    }
+    if p.force_custom_text {
+        cfg.custom_text = true;
     }
     if let Some(n) = p.force_context_length {
         if n < 1 {
@@ -451,6 +459,20 @@ fn model_config(p: &Params) -> Result<ClipConfig> {
         }
     }
     Ok(cfg)
+}
+
+/// `--precision bf16` builds a ViT model with OpenCLIP's `convert_weights_to_lp`, which in 3.3.0
+/// fails on an nn.Linear `text_projection` (it reads the module's `.data`): refused there, as
+/// there is no OpenCLIP model to match. A timm-tower model is cast whole and works.
+fn refuse_lp_linear_projection(p: &Params, cfg: &ClipConfig, precision: Precision) -> Result<()> {
+    let linear = cfg.text.projection && cfg.text.proj_bias;
+    if precision == Precision::Bf16 && linear && matches!(cfg.vision.tower, VisionTower::Vit(_)) {
+        bail!(
+            "--precision bf16 with --model {}: OpenCLIP 3.3.0's convert_weights_to_lp fails on its nn.Linear text_projection (text_cfg.proj_bias); use amp_bf16 or pure_bf16",
+            p.model
+        );
+    }
+    Ok(())
 }
 
 /// The device (`cuda:{local_rank}` on many ranks unless `--no-set-device-rank`; `cuda:0` when

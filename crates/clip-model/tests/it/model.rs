@@ -3,7 +3,8 @@
 use std::collections::BTreeMap;
 
 use clip_model::config::builtin_names;
-use clip_model::{l2_normalize, Clip, ClipConfig, TimmProj};
+use clip_model::weights::{convert_to_custom_text, resize_pos_embeds};
+use clip_model::{l2_normalize, Clip, ClipConfig, TimmProj, Tower};
 use tch::{nn, Device, Kind, Tensor};
 
 fn tiny() -> ClipConfig {
@@ -288,6 +289,222 @@ fn init_logit_bias_and_scale_build_siglips_parameters() {
         .named_parameters()
         .iter()
         .any(|(n, _)| n == "logit_bias"));
+}
+
+/// The options of OpenCLIP's SigLIP configs: `norm_kwargs` / `act_kwargs` take `eps` /
+/// `approximate` only, and `act_kwargs` under `quick_gelu` (OpenCLIP's QuickGELU takes no
+/// arguments) is refused; each a one-line error naming the field.
+#[test]
+fn block_kwargs_and_custom_text_errors_name_the_field() {
+    let _rng = crate::rng_lock();
+    for (text, field) in [
+        (
+            r#""norm_kwargs": {"elementwise_affine": false}"#,
+            "`text_cfg.norm_kwargs.elementwise_affine` is not supported",
+        ),
+        (
+            r#""norm_kwargs": {"eps": "small"}"#,
+            "`text_cfg.norm_kwargs.eps`",
+        ),
+        (r#""norm_kwargs": {"eps": 0}"#, "`text_cfg.norm_kwargs.eps`"),
+        (r#""norm_kwargs": 1e-6"#, "`text_cfg.norm_kwargs`"),
+        (
+            r#""act_kwargs": {"approximate": "erf"}"#,
+            "`text_cfg.act_kwargs.approximate` = \"erf\"",
+        ),
+        (
+            r#""act_kwargs": {"inplace": true}"#,
+            "`text_cfg.act_kwargs.inplace`",
+        ),
+        (r#""proj_bias": 1"#, "`text_cfg.proj_bias`"),
+    ] {
+        let e = err(&format!(
+            r#"{{"embed_dim": 64, {GOOD_VISION}, "text_cfg": {{{text}}}}}"#
+        ));
+        assert!(e.contains(field), "{text}: {e}");
+    }
+    let vit =
+        r#""vision_cfg": {"image_size": 32, "patch_size": 8, "norm_kwargs": {"bias": false}}"#;
+    let e = err(&format!(r#"{{"embed_dim": 64, {vit}, "text_cfg": {{}}}}"#));
+    assert!(e.contains("`vision_cfg.norm_kwargs.bias`"), "{e}");
+    let e = err(&format!(
+        r#"{{"embed_dim": 64, "quick_gelu": true, {GOOD_VISION}, "text_cfg": {{"act_kwargs": {{"approximate": "tanh"}}}}}}"#
+    ));
+    assert!(
+        e.contains("`text_cfg.act_kwargs`") && e.contains("QuickGELU"),
+        "{e}"
+    );
+    let e = err(&format!(
+        r#"{{"embed_dim": 64, "custom_text": "yes", {GOOD_VISION}, "text_cfg": {{}}}}"#
+    ));
+    assert!(e.contains("`custom_text`"), "{e}");
+    // `--force-quick-gelu` edits a parsed config: building the model refuses it too.
+    let mut cfg = ClipConfig::from_json_str(
+        &format!(r#"{{"embed_dim": 64, {GOOD_VISION}, "text_cfg": {{"act_kwargs": {{"approximate": "none"}}}}}}"#),
+        "t.json",
+    )
+    .unwrap();
+    cfg.quick_gelu = true;
+    let vs = nn::VarStore::new(Device::Cpu);
+    let e = Clip::new(&vs.root(), &cfg).err().unwrap().to_string();
+    assert!(e.contains("text_cfg.act_kwargs"), "{e}");
+}
+
+/// `custom_text` (OpenCLIP's CustomTextCLIP, its order checked against OpenCLIP by the parity
+/// goldens): the text tower's keys under `text.`, and every rule keyed on them follows — FSDP
+/// units, layer groups and the text lock, `no_weight_decay`, `to_bf16`, the context-length resize
+/// and OpenCLIP's move of CLIP weights under `text.`.
+#[test]
+fn custom_text_keys_follow_everywhere() {
+    let _rng = crate::rng_lock();
+    let mut cfg = ClipConfig::load("vit_tiny_test").unwrap();
+    cfg.custom_text = true;
+    cfg.init_logit_bias = Some(-10.0);
+    cfg.text.proj_bias = true;
+    let (_vs, m) = build(&cfg);
+    let keys: Vec<&str> = m
+        .named_parameters()
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect();
+    assert_eq!(
+        keys[..3],
+        ["logit_scale", "logit_bias", "visual.class_embedding"]
+    );
+    let text: Vec<&str> = keys
+        .iter()
+        .copied()
+        .filter(|k| k.starts_with("text."))
+        .collect();
+    assert_eq!(
+        text.len(),
+        keys.len() - 2 - keys.iter().filter(|k| k.starts_with("visual.")).count()
+    );
+    assert_eq!(
+        text[..2],
+        ["text.positional_embedding", "text.token_embedding.weight"]
+    );
+    assert_eq!(
+        text[text.len() - 2..],
+        ["text.text_projection.weight", "text.text_projection.bias"]
+    );
+    let shape = |k: &str| {
+        m.named_parameters()
+            .iter()
+            .find(|(n, _)| n == k)
+            .unwrap()
+            .1
+            .size()
+    };
+    assert_eq!(shape("text.text_projection.bias"), [32]);
+    let units = m.units();
+    let unit = |k: &str| {
+        units
+            .iter()
+            .position(|u| u.params.iter().any(|(n, _)| n == k))
+    };
+    assert_eq!(
+        unit("text.text_projection.bias"),
+        unit("text.token_embedding.weight")
+    );
+    assert_eq!(
+        units[unit("text.token_embedding.weight").unwrap()].name,
+        "text"
+    );
+    assert_eq!(
+        units[unit("text.transformer.resblocks.1.ln_1.bias").unwrap()].name,
+        "text block 1"
+    );
+    assert_eq!(unit("logit_bias"), None);
+    let g = m.layer_groups(Tower::Text);
+    assert_eq!(g.count, 4);
+    assert_eq!(g.of("text.positional_embedding"), Some(0));
+    assert_eq!(g.of("text.ln_final.bias"), Some(2));
+    assert_eq!(g.of("text.text_projection.weight"), Some(3));
+    assert_eq!(g.of("logit_bias"), None);
+    assert_eq!(
+        m.no_weight_decay(),
+        [
+            "text.positional_embedding",
+            "visual.positional_embedding",
+            "visual.class_embedding"
+        ]
+    );
+    m.lock_text_tower(1);
+    let trainable: Vec<&str> = m
+        .named_parameters()
+        .iter()
+        .filter(|(k, t)| k.starts_with("text.") && t.requires_grad())
+        .map(|(k, _)| k.as_str())
+        .collect();
+    assert_eq!(
+        trainable,
+        ["text.text_projection.weight", "text.text_projection.bias"]
+    );
+    // `bf16` on a ViT model: the nn.Linear projection converted as every nn.Linear, the
+    // embeddings and LayerNorms kept.
+    m.to_bf16(true);
+    for (k, kind) in [
+        ("text.text_projection.bias", Kind::BFloat16),
+        (
+            "text.transformer.resblocks.0.mlp.c_fc.weight",
+            Kind::BFloat16,
+        ),
+        ("text.ln_final.weight", Kind::Float),
+        ("text.token_embedding.weight", Kind::Float),
+        ("logit_bias", Kind::Float),
+    ] {
+        let t = &m.named_parameters().iter().find(|(n, _)| n == k).unwrap().1;
+        assert_eq!(t.kind(), kind, "{k}");
+    }
+    // --force-context-length: `text.positional_embedding` is the one resized.
+    let mut short = cfg.clone();
+    short.text.context_length = 40;
+    let mut sd = vec![(
+        "text.positional_embedding".to_string(),
+        Tensor::randn([77, 32], (Kind::Float, Device::Cpu)),
+    )];
+    resize_pos_embeds(&mut sd, &short).unwrap();
+    assert_eq!(sd[0].1.size(), [40, 32]);
+    // A CLIP state dict (bias-free projection) loaded into a CustomTextCLIP moves under `text.`.
+    let plain = ClipConfig::load("vit_tiny_test").unwrap();
+    let (_vs, clip) = build(&plain);
+    let mut sd: Vec<(String, Tensor)> = clip
+        .named_parameters()
+        .iter()
+        .map(|(k, t)| (k.clone(), t.shallow_clone()))
+        .collect();
+    let mut custom = plain.clone();
+    custom.custom_text = true;
+    convert_to_custom_text(&mut sd, &custom);
+    let (_vs, target) = build(&custom);
+    let mut got: Vec<&str> = sd.iter().map(|(k, _)| k.as_str()).collect();
+    let mut want: Vec<&str> = target
+        .named_parameters()
+        .iter()
+        .map(|(k, _)| k.as_str())
+        .collect();
+    got.sort();
+    want.sort();
+    assert_eq!(got, want);
+    // Moved keys stay (no root `positional_embedding` is left); an nn.Linear projection's state
+    // dict stays too, as OpenCLIP's does (it looks for a `text_projection` key).
+    let before: Vec<String> = sd.iter().map(|(k, _)| k.clone()).collect();
+    convert_to_custom_text(&mut sd, &custom);
+    let mut linear: Vec<(String, Tensor)> = m
+        .named_parameters()
+        .iter()
+        .map(|(k, t)| {
+            (
+                k.strip_prefix("text.").unwrap_or(k).to_string(),
+                t.shallow_clone(),
+            )
+        })
+        .collect();
+    let unchanged: Vec<String> = linear.iter().map(|(k, _)| k.clone()).collect();
+    convert_to_custom_text(&mut linear, &cfg);
+    assert!(linear.iter().map(|(k, _)| k).eq(unchanged.iter()));
+    assert!(sd.iter().map(|(k, _)| k).eq(before.iter()));
 }
 
 // ---- state dict ----------------------------------------------------------------------------

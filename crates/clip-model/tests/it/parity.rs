@@ -1,7 +1,8 @@
 //! Parity with OpenCLIP 3.3.0 itself: goldens written by scripts/make-model-goldens.py hold the
 //! random-init weights (state-dict keys), inputs, encode_image / encode_text outputs and the gradient
-//! of ClipLoss for every parameter, in fp32 on CPU (eval mode). This test loads the weights into
-//! the Rust model, runs the same forward and loss backward, and compares.
+//! of ClipLoss for every parameter (SigLipLoss's for a model with `logit_bias`), in fp32 on CPU
+//! (eval mode). This test loads the weights into the Rust model, runs the same forward and loss
+//! backward, and compares.
 //!
 //! - tiny config (`clip_tiny_test`, batch 4): tests/golden/model/clip_tiny_test.safetensors, committed.
 //! - `convnext_large_d_320` (batch 2, 320 px, ~2.8 GB): `scripts/make-model-goldens.py DIR
@@ -67,6 +68,15 @@ fn clip_loss(img: &Tensor, txt: &Tensor, scale: &Tensor) -> Tensor {
         / 2.0
 }
 
+/// OpenCLIP's SigLipLoss for a world of one: −Σ log σ(y ⊙ (s·I·Tᵀ + b)) / N, y = 2·eye − 1
+/// (clip-train's `siglip.rs` computes it too; this crate's tests cannot depend on clip-train).
+fn siglip_loss(img: &Tensor, txt: &Tensor, scale: &Tensor, bias: &Tensor) -> Tensor {
+    let n = img.size()[0];
+    let logits = (scale * img).matmul(&txt.tr()) + bias;
+    let labels = Tensor::eye(n, (Kind::Float, img.device())) * 2.0 - 1.0;
+    -(labels * logits).log_sigmoid().sum(Kind::Float) / n as f64
+}
+
 /// Copies the golden weights into the model's variables by name; the key sets must be equal.
 pub(crate) fn load_weights(model: &Clip, golden: &HashMap<String, Tensor>) {
     let golden_params: HashSet<&str> = golden
@@ -128,11 +138,15 @@ pub(crate) fn run_parity(cfg_name: &str, golden_path: &Path) -> Report {
     let txt = model.encode_text(&golden["text"]);
     let image = rel_err(&img, &golden["image_features"]);
     let text = rel_err(&txt, &golden["text_features"]);
-    let loss_t = clip_loss(
-        &l2_normalize(&img),
-        &l2_normalize(&txt),
-        &model.logit_scale.exp(),
+    let (img_n, txt_n, scale) = (
+        l2_normalize(&img),
+        l2_normalize(&txt),
+        model.logit_scale.exp(),
     );
+    let loss_t = match &model.logit_bias {
+        Some(bias) => siglip_loss(&img_n, &txt_n, &scale, bias),
+        None => clip_loss(&img_n, &txt_n, &scale),
+    };
     let loss = rel_err(&loss_t.reshape([1]), &golden["loss"]);
     loss_t.backward();
     eprintln!(

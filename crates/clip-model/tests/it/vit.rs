@@ -1,8 +1,10 @@
 //! OpenCLIP's VisionTransformer tower against OpenCLIP itself: goldens from
 //! scripts/make-vit-goldens.py (weights, inputs, eval features, ClipLoss gradients; cached under
 //! `.deps/golden/`), compared by `parity::run_parity` within 1e-4 relative. The tiny variants cover
-//! QuickGELU, LayerScale, CLIPA's pooling options and patch dropout (off in eval; in train mode the
-//! same tokens dropped as OpenCLIP's for the same seed); ViT-B-32 and ViT-L-14 run at full size.
+//! QuickGELU, LayerScale, CLIPA's pooling options, patch dropout (off in eval; in train mode the
+//! same tokens dropped as OpenCLIP's for the same seed) and the SigLIP configs' text tower
+//! (CustomTextCLIP's `text.` keys, `logit_bias` under SigLipLoss, an nn.Linear projection,
+//! `norm_kwargs` / `act_kwargs` in either tower); ViT-B-32 and ViT-L-14 run at full size.
 
 use std::collections::HashMap;
 use std::ffi::OsStr;
@@ -44,6 +46,8 @@ fn tiny_vit_variants_match_openclip() {
         "vit_tiny_ls",
         "vit_tiny_clipa",
         "vit_tiny_patchdrop",
+        "vit_tiny_siglip_text",
+        "vit_tiny_siglip_both",
     ] {
         let cfg = dir.join(format!("{name}.json"));
         let r = run_parity(

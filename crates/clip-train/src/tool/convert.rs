@@ -26,11 +26,13 @@ pub fn run(args: Args) -> Result<()> {
     }
     let tensors = crate::checkpoint::read_weights(&args.input)?;
     if let Some(model) = &args.model {
-        let (vs, _) = crate::tool::build_model(model, tch::Device::Cpu)?;
-        let copy = tensors
+        let (vs, clip) = crate::tool::build_model(model, tch::Device::Cpu)?;
+        let mut copy: Vec<_> = tensors
             .iter()
             .map(|(k, t)| (k.clone(), t.shallow_clone()))
             .collect();
+        // OpenCLIP's loader moves CLIP keys under `text.` for a CustomTextCLIP; so does the check.
+        weights::convert_to_custom_text(&mut copy, clip.config());
         weights::load_state_dict(&vs, copy)
             .map_err(|e| e.context(format!("{} does not fit {model}", args.input.display())))?;
     }

@@ -115,7 +115,6 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--log-local"], "--log-local"),
     (&["--use-bn-sync"], "--use-bn-sync"),
     (&["--skip-scheduler"], "--skip-scheduler"),
-    (&["--force-custom-text"], "--force-custom-text"),
     (&["--torchscript"], "--torchscript"),
     (&["--torchcompile"], "--torchcompile"),
     (&["--trace"], "--trace"),

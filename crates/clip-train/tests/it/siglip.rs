@@ -2,12 +2,14 @@
 //! amp for training and resume): SigLIP's model
 //! (`logit_bias` in every checkpoint, logit scale from ln 10), OpenCLIP's log line, exact resume,
 //! `--accum-freq`, `--pretrained` CLIP weights without a `logit_bias`, and the loads that do not
-//! fit.
+//! fit; the SigLIP configs' text tower (CustomTextCLIP's `text.` keys) against OpenCLIP itself.
+use crate::clip_tool::{openclip, openclip_golden};
 use crate::common::{
-    assert_bitwise_equal, cli, get, logged_losses, no_drop_path_config, ok, resume_latest, run,
-    stopped_copy, tempdir, weights,
+    assert_bitwise_equal, cli, get, logged_losses, model_weights, no_drop_path_config, ok,
+    resume_latest, run, stopped_copy, tempdir, weights,
 };
-use std::path::Path;
+use crate::golden::root;
+use std::path::{Path, PathBuf};
 
 fn args(logs: &Path, name: &str, model: &str, extra: &[&str]) -> Vec<String> {
     let flags = "--dataset-type synthetic --train-num-samples 64 --batch-size 8 --epochs 1 \
@@ -207,5 +209,190 @@ fn siglip_trains_and_resumes_exactly_in_every_precision() {
             &logs.join(precision).join("checkpoints/epoch_1.safetensors"),
         );
     }
+    let _ = std::fs::remove_dir_all(&logs);
+}
+
+/// The tiny ViT with the SigLIP configs' text tower, as make-vit-goldens.py's
+/// `vit_tiny_siglip_text`: CustomTextCLIP, `init_logit_bias`, no causal mask, last-token pooling,
+/// an nn.Linear projection, LayerNorm eps 1e-6, tanh GELU.
+fn siglip_text_config(dir: &Path) -> PathBuf {
+    let base = std::fs::read_to_string(root().join("configs/vit_tiny_test.json")).unwrap();
+    let mut cfg: serde_json::Value = serde_json::from_str(&base).unwrap();
+    cfg["custom_text"] = true.into();
+    cfg["init_logit_bias"] = (-10).into();
+    let text = cfg["text_cfg"].as_object_mut().unwrap();
+    for (k, v) in [
+        ("no_causal_mask", serde_json::json!(true)),
+        ("pool_type", serde_json::json!("last")),
+        ("proj_bias", serde_json::json!(true)),
+        ("norm_kwargs", serde_json::json!({"eps": 1e-6})),
+        ("act_kwargs", serde_json::json!({"approximate": "tanh"})),
+    ] {
+        text.insert(k.to_string(), v);
+    }
+    let path = dir.join("vit_tiny_siglip_text.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&cfg).unwrap()).unwrap();
+    path
+}
+
+/// OpenCLIP builds the config `sys.argv[2]` with the weights `sys.argv[3]` (a strict load),
+/// checks it got exactly them, and prints its state-dict keys and the text keys its
+/// `lock_text_tower(1)` leaves trainable.
+const OPENCLIP_SIGLIP_TEXT: &str = r#"
+import os
+from safetensors.torch import load_file
+open_clip.add_model_config(sys.argv[2])
+name = os.path.basename(sys.argv[2])[:-len(".json")]
+model = open_clip.create_model(name, pretrained=sys.argv[3])   # strict load
+assert type(model).__name__ == "CustomTextCLIP"
+ref = load_file(sys.argv[3])
+for k, v in model.state_dict().items():
+    assert torch.equal(v, ref[k]), k
+model.lock_text_tower(1)
+trainable = [k for k, p in model.named_parameters() if p.requires_grad and k.startswith("text.")]
+print(json.dumps({"keys": list(model.state_dict()), "trainable": trainable}))
+"#;
+
+/// The SigLIP configs' text tower (CustomTextCLIP on the tiny ViT) under `--siglip`: its `text.`
+/// keys and `logit_bias` trained and checkpointed with their optimizer state, an exact resume,
+/// weights that OpenCLIP's `create_model` loads strictly for the same config, `--lock-text`
+/// leaving trainable what OpenCLIP's `lock_text_tower` leaves, `--pretrained` CLIP weights moved
+/// under `text.` (`--force-custom-text`) as OpenCLIP's `load_checkpoint` moves them, and the two
+/// settings OpenCLIP fails on refused.
+#[test]
+fn custom_text_siglip_config_trains_resumes_and_loads_into_openclip() {
+    let logs = tempdir("siglip-text");
+    let cfg = siglip_text_config(&logs);
+    let model = cfg.display().to_string();
+    let short = ["--train-num-samples", "32", "--save-every-n-steps", "2"];
+    ok(&args(&logs, "full", &model, &short));
+    let full = logs.join("full");
+    let ckpt = full.join("checkpoints/epoch_1.safetensors");
+    let w = weights(&ckpt);
+    let has = |k: &str| w.iter().any(|(n, _)| n == k);
+    for k in [
+        "logit_bias",
+        "text.token_embedding.weight",
+        "text.text_projection.weight",
+        "text.text_projection.bias",
+        "optimizer.exp_avg.logit_bias",
+        "optimizer.exp_avg.text.text_projection.bias",
+    ] {
+        assert!(has(k), "no {k}");
+    }
+    assert!(!has("token_embedding.weight") && !has("positional_embedding"));
+    let bias = get(&w, "logit_bias").double_value(&[]);
+    assert!(
+        bias != -10.0 && (bias + 10.0).abs() < 0.1,
+        "logit_bias {bias}"
+    );
+    stopped_copy(&full, &logs.join("stopped"), 2);
+    ok(&resume_latest(&args(&logs, "stopped", &model, &short)));
+    assert_bitwise_equal(&logs.join("stopped/checkpoints/epoch_1.safetensors"), &ckpt);
+
+    // OpenCLIP's verdict on these exact weights (cached by their contents and the config's).
+    let file = model_weights(&ckpt, &logs.join("weights.safetensors"));
+    let made = openclip_golden(
+        "siglip-text-strict",
+        OPENCLIP_SIGLIP_TEXT,
+        &[&cfg, &file],
+        &[],
+        |d| {
+            let out = openclip(OPENCLIP_SIGLIP_TEXT, [&cfg, &file]);
+            std::fs::write(d.join("out.json"), out).unwrap();
+        },
+    );
+    let lock = [
+        "--train-num-samples",
+        "16",
+        "--lock-text",
+        "--lock-text-unlocked-layers",
+        "1",
+    ];
+    ok(&args(&logs, "locked", &model, &lock));
+    if let Some(made) = made {
+        let out: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(made.join("out.json")).unwrap()).unwrap();
+        let mut keys: Vec<&str> = out["keys"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap())
+            .collect();
+        keys.sort();
+        let ours: Vec<&str> = w
+            .iter()
+            .map(|(k, _)| k.as_str())
+            .filter(|k| !k.starts_with("optimizer."))
+            .collect();
+        assert_eq!(ours, keys);
+        // The optimizer keeps state for the trainable parameters alone.
+        let locked = weights(&logs.join("locked/checkpoints/epoch_1.safetensors"));
+        let trainable: Vec<&str> = locked
+            .iter()
+            .filter_map(|(k, _)| k.strip_prefix("optimizer.exp_avg.text."))
+            .collect();
+        let want: Vec<&str> = out["trainable"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|k| k.as_str().unwrap().strip_prefix("text.").unwrap())
+            .collect();
+        assert_eq!(trainable.len(), want.len());
+        assert!(
+            want.iter().all(|k| trainable.contains(k)),
+            "{trainable:?} vs {want:?}"
+        );
+    }
+
+    // CLIP weights into the same tower as a CustomTextCLIP: moved under `text.`, unchanged (lr 0).
+    let one = ["--train-num-samples", "8"];
+    ok(&args(&logs, "plain", "vit_tiny_test", &one));
+    let plain = logs.join("plain/checkpoints/epoch_1.safetensors");
+    let pre = plain.display().to_string();
+    let from = [
+        "--train-num-samples",
+        "8",
+        "--lr",
+        "0",
+        "--force-custom-text",
+        "--pretrained",
+        &pre,
+    ];
+    ok(&args(&logs, "custom", "vit_tiny_test", &from));
+    let custom = weights(&logs.join("custom/checkpoints/epoch_1.safetensors"));
+    let plain = weights(&plain);
+    let mut moved = 0;
+    for (k, t) in plain.iter().filter(|(k, _)| !k.starts_with("optimizer.")) {
+        let text = [
+            "positional_embedding",
+            "text_projection",
+            "token_embedding.",
+            "transformer.",
+            "ln_final.",
+        ];
+        let k2 = match text.iter().any(|p| k.starts_with(p)) {
+            true => {
+                moved += 1;
+                format!("text.{k}")
+            }
+            false => k.clone(),
+        };
+        assert!(get(&custom, &k2).equal(t), "{k2}");
+    }
+    assert!(moved > 10, "{moved}");
+
+    // What OpenCLIP fails on: bf16 weights with an nn.Linear projection on a ViT model
+    // (convert_weights_to_lp), and act_kwargs given to QuickGELU.
+    for (flags, want) in [
+        (&["--precision", "bf16"][..], "convert_weights_to_lp"),
+        (&["--force-quick-gelu"][..], "act_kwargs"),
+    ] {
+        let out = run(&args(&logs, "refused", &model, flags));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{err}");
+        assert!(err.contains(want), "{err}");
+    }
+    assert!(!logs.join("refused").exists());
     let _ = std::fs::remove_dir_all(&logs);
 }
