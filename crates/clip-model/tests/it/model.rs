@@ -202,10 +202,10 @@ fn unsupported_towers_are_clear_errors() {
         ));
         assert!(e.contains(field), "{vision}: {e}");
     }
-    // OpenCLIP configs with timm ViT trunks are refused by name, saying why.
-    let e = ClipConfig::load("ViT-B-16-SigLIP").unwrap_err().to_string();
+    // OpenCLIP configs whose towers are not built are refused by name, saying why.
+    let e = ClipConfig::load("ViTamin-B").unwrap_err().to_string();
     assert!(
-        e.contains("ViT-B-16-SigLIP") && e.contains("vit_base_patch16_siglip_224"),
+        e.contains("ViTamin-B") && e.contains("vitamin_base_224"),
         "{e}"
     );
     // A timm model outside both families, and one of timm's ViT-like models whose architecture
