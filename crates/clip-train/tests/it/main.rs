@@ -32,6 +32,7 @@ mod skip;
 mod slurm;
 mod step;
 mod tensorboard;
+mod timm_vit;
 mod train;
 mod train_csv;
 mod train_options;
