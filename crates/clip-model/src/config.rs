@@ -589,6 +589,36 @@ pub struct ClipConfig {
     pub custom_text: bool,
     pub vision: VisionConfig,
     pub text: TextConfig,
+    /// `preprocess_cfg`: the image preprocessing the weights expect, from an
+    /// `open_clip_config.json` (the Hugging Face hub's layout) or a config that carries one.
+    pub preprocess: PreprocessCfg,
+}
+
+/// OpenCLIP's `PreprocessCfg` fields a config may set (None: OpenCLIP's default, or the flag).
+/// `size` is the model's image size and `mode` / `fill_color` have one value OpenCLIP accepts,
+/// so those are not kept.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PreprocessCfg {
+    pub mean: Option<Vec<f64>>,
+    pub std: Option<Vec<f64>>,
+    pub interpolation: Option<String>,
+    pub resize_mode: Option<String>,
+}
+
+fn parse_preprocess(src: &str, v: Option<&Value>) -> Result<PreprocessCfg> {
+    let Some(v) = v.filter(|v| !v.is_null()) else {
+        return Ok(PreprocessCfg::default());
+    };
+    let mut s = Section::new(src, "preprocess_cfg", v)?;
+    let cfg = PreprocessCfg {
+        mean: s.opt("mean")?,
+        std: s.opt("std")?,
+        interpolation: s.opt("interpolation")?,
+        resize_mode: s.opt("resize_mode")?,
+    };
+    s.ignore(&["size", "mode", "fill_color"]);
+    s.finish()?;
+    Ok(cfg)
 }
 
 /// A JSON object being read: the section name for messages and the keys consumed so far.
@@ -766,7 +796,20 @@ impl ClipConfig {
         Self::from_value(&v, src)
     }
 
+    /// A model config, or an `open_clip_config.json` (`{"model_cfg": …, "preprocess_cfg": …}`,
+    /// what OpenCLIP's `hf-hub:` / `local-dir:` models read).
     pub fn from_value(v: &Value, src: &str) -> Result<Self> {
+        if let Some(model_cfg) = v.get("model_cfg") {
+            let mut outer = Section::new(src, "", v)?;
+            let pre = parse_preprocess(src, outer.raw("preprocess_cfg"))?;
+            outer.raw("model_cfg");
+            outer.finish()?;
+            let mut cfg = Self::from_value(model_cfg, src)?;
+            if pre != PreprocessCfg::default() {
+                cfg.preprocess = pre;
+            }
+            return Ok(cfg);
+        }
         let mut top = Section::new(src, "", v)?;
         let embed_dim: i64 = top.req("embed_dim")?;
         if embed_dim <= 0 {
@@ -792,7 +835,8 @@ impl ClipConfig {
         let text_v = top
             .raw("text_cfg")
             .ok_or_else(|| anyhow!("config {src}: missing field `text_cfg`"))?;
-        top.ignore(&["cast_dtype", "output_dict", "preprocess_cfg"]);
+        let preprocess = parse_preprocess(src, top.raw("preprocess_cfg"))?;
+        top.ignore(&["cast_dtype", "output_dict"]);
         top.finish()?;
         let vision = parse_vision(src, vision_v, embed_dim)?;
         let text = parse_text(src, text_v)?;
@@ -805,6 +849,7 @@ impl ClipConfig {
             custom_text,
             vision,
             text,
+            preprocess,
         };
         if let Some(section) = cfg.act_kwargs_with_quick_gelu() {
             bail!("config {src}: `{section}.act_kwargs` with `quick_gelu`: OpenCLIP's QuickGELU takes no arguments");

@@ -27,7 +27,7 @@ pub mod weights;
 
 pub use clip::{Clip, LayerGroups, Tower, Visual, INIT_LOGIT_SCALE};
 pub use config::{
-    BlockOptions, ClipConfig, GeluApprox, TextConfig, TextPool, TimmProj, TimmTrunk,
+    BlockOptions, ClipConfig, GeluApprox, PreprocessCfg, TextConfig, TextPool, TimmProj, TimmTrunk,
     TimmVisionConfig, VisionConfig, VisionTower, VitConfig, VitPool,
 };
 pub use convnext::{ConvNeXt, ConvNextConfig};

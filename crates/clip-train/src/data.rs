@@ -27,7 +27,7 @@ use clip_data::loader::{EpochIter, Loader, LoaderConfig, LoaderError, Position};
 use clip_data::processor::ClipProcessor;
 use clip_data::shards::ShardList;
 use clip_data::transform::{AugCfg, Interpolation, ResizeMode, OPENAI_MEAN, OPENAI_STD};
-use clip_model::ClipConfig;
+use clip_model::{ClipConfig, PreprocessCfg};
 use serde::{Deserialize, Serialize};
 use tch::Tensor;
 
@@ -126,12 +126,21 @@ pub fn aug_cfg(p: &Params) -> Result<AugCfg> {
     AugCfg::parse(&tokens).map_err(|e| anyhow::anyhow!("--aug-cfg: {e:#}"))
 }
 
-/// `--image-mean` / `--image-std`: one value (all channels, as torchvision broadcasts it) or three.
-/// `--image-mean` / `--image-std` (OpenAI's CLIP values by default), checked: what both the
-/// training and the evaluation transforms normalise with.
-pub fn normalization(p: &Params) -> Result<([f32; 3], [f32; 3])> {
-    let mean = channels("--image-mean", p.image_mean.as_deref(), OPENAI_MEAN)?;
-    let std = channels("--image-std", p.image_std.as_deref(), OPENAI_STD)?;
+/// `--image-mean` / `--image-std`: one value (all channels, as torchvision broadcasts it) or three;
+/// without them the model config's `preprocess_cfg`, else OpenAI's CLIP values (OpenCLIP's
+/// factory order). Checked: what both the training and the evaluation transforms normalise with.
+pub fn normalization(p: &Params, pre: &PreprocessCfg) -> Result<([f32; 3], [f32; 3])> {
+    let or = |flag: &Option<Vec<f64>>, cfg: &Option<Vec<f64>>| flag.clone().or(cfg.clone());
+    let mean = channels(
+        "--image-mean",
+        or(&p.image_mean, &pre.mean).as_deref(),
+        OPENAI_MEAN,
+    )?;
+    let std = channels(
+        "--image-std",
+        or(&p.image_std, &pre.std).as_deref(),
+        OPENAI_STD,
+    )?;
     if std.iter().any(|s| *s == 0.0 || !s.is_finite()) || mean.iter().any(|m| !m.is_finite()) {
         bail!("--image-mean/--image-std must be finite and the std non-zero");
     }
@@ -140,11 +149,21 @@ pub fn normalization(p: &Params) -> Result<([f32; 3], [f32; 3])> {
 
 /// `--image-interpolation` (bicubic by default; `random` draws per image on timm's train path,
 /// is bicubic elsewhere) and `--image-resize-mode` (shortest by default; the eval transform's),
-/// as OpenCLIP's `image_transform` reads them. clap has checked the names.
-pub fn image_options(p: &Params) -> Result<(Interpolation, ResizeMode)> {
-    let interpolation = p.image_interpolation.as_deref().unwrap_or("bicubic");
-    let mode = p.image_resize_mode.as_deref().unwrap_or("shortest");
-    match (Interpolation::parse(interpolation), ResizeMode::parse(mode)) {
+/// as OpenCLIP's `image_transform` reads them; without the flags the model config's
+/// `preprocess_cfg` (SigLIP's: bicubic, squash).
+pub fn image_options(p: &Params, pre: &PreprocessCfg) -> Result<(Interpolation, ResizeMode)> {
+    let pick = |flag: &Option<String>, cfg: &Option<String>, default: &str| {
+        flag.as_deref()
+            .or(cfg.as_deref())
+            .unwrap_or(default)
+            .to_string()
+    };
+    let interpolation = pick(&p.image_interpolation, &pre.interpolation, "bicubic");
+    let mode = pick(&p.image_resize_mode, &pre.resize_mode, "shortest");
+    match (
+        Interpolation::parse(&interpolation),
+        ResizeMode::parse(&mode),
+    ) {
         (Some(i), Some(m)) => Ok((i, m)),
         (None, _) => {
             bail!("--image-interpolation {interpolation}: expected bicubic, bilinear or random")
@@ -270,7 +289,7 @@ fn image_side(p: &Params, cfg: &ClipConfig) -> Result<u32> {
 fn train_processor(p: &Params, cfg: &ClipConfig) -> Result<(ClipProcessor, Vec<String>)> {
     let side = image_side(p, cfg)?;
     let aug = aug_cfg(p)?;
-    let (mean, std) = normalization(p)?;
+    let (mean, std) = normalization(p, &cfg.preprocess)?;
     let unused = aug.unused_keys();
     let tokenizer = crate::tokenizer::for_model(cfg, &p.model)?;
     crate::tokenizer::check_vocab(cfg, &tokenizer, &p.model)?;
@@ -280,7 +299,7 @@ fn train_processor(p: &Params, cfg: &ClipConfig) -> Result<(ClipProcessor, Vec<S
             "Unused augmentation cfg items, specify `use_timm` to use ({unused:?})."
         ));
     }
-    let (interpolation, mode) = image_options(p)?;
+    let (interpolation, mode) = image_options(p, &cfg.preprocess)?;
     let processor = ClipProcessor::train(side, &aug, mean, std, Arc::new(tokenizer))
         .with_image_options(interpolation, mode);
     Ok((processor, warnings))

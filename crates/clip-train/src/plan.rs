@@ -507,8 +507,8 @@ fn eval_plan(
     device: Device,
     precision: Precision,
 ) -> Result<EvalPlan> {
-    let (mean, std) = crate::data::normalization(p)?;
-    let (interpolation, resize_mode) = crate::data::image_options(p)?;
+    let (mean, std) = crate::data::normalization(p, &cfg.preprocess)?;
+    let (interpolation, resize_mode) = crate::data::image_options(p, &cfg.preprocess)?;
     let (h, w) = cfg.vision.image_size;
     let zeroshot = match &p.imagenet_val {
         Some(_) if h != w => bail!(

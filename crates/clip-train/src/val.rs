@@ -57,8 +57,8 @@ impl ValData {
         lc.train = false;
         lc.workers = p.workers.max(1) as usize;
         lc.num_samples = p.val_num_samples.map(|n| n as u64);
-        let (mean, std) = crate::data::normalization(p)?;
-        let (interpolation, mode) = crate::data::image_options(p)?;
+        let (mean, std) = crate::data::normalization(p, &cfg.preprocess)?;
+        let (interpolation, mode) = crate::data::image_options(p, &cfg.preprocess)?;
         let tokenizer = Arc::new(crate::tokenizer::for_model(cfg, &p.model)?);
         let processor = ClipProcessor::eval(h as u32, mean, std, tokenizer)
             .with_image_options(interpolation, mode);

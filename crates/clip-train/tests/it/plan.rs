@@ -313,3 +313,44 @@ fn image_options_reach_the_eval_transform() {
     assert_eq!(got, want);
     assert_ne!(got, default);
 }
+
+/// An `open_clip_config.json` (the hub's `{"model_cfg", "preprocess_cfg"}`, as SigLIP's repos
+/// ship it) sets the model and the preprocessing — mean and std 0.5, bilinear, squash here — where
+/// no flag does; a flag still wins.
+#[test]
+fn an_open_clip_config_json_brings_its_preprocessing() {
+    use clip_data::transform::{ImageTransform, Interpolation, ResizeMode};
+    use rand::SeedableRng;
+    let dir = crate::common::tempdir("open-clip-config");
+    let model_cfg: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(crate::golden::root().join("configs/clip_tiny_test.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let file = dir.join("open_clip_config.json");
+    let json = serde_json::json!({
+        "model_cfg": model_cfg,
+        "preprocess_cfg": {"mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5],
+                           "interpolation": "bilinear", "resize_mode": "squash"}
+    });
+    std::fs::write(&file, json.to_string()).unwrap();
+    let model = file.display().to_string();
+    let plan_with = |extra: &[&str]| {
+        let argv = [&["clip-train"][..], BASE, &["--model", &model], extra].concat();
+        clip_train::plan::validate(clip_train::params::parse(argv).unwrap()).unwrap()
+    };
+    let plan = plan_with(&[]);
+    let side = plan.model.cfg.vision.image_size.0 as u32;
+    let img = image::RgbImage::from_fn(3 * side, side, |x, y| {
+        image::Rgb([(x % 251) as u8, (y * 3 % 256) as u8, ((x + y) % 256) as u8])
+    });
+    let mut rng = rand_pcg::Pcg64::seed_from_u64(0);
+    let want = ImageTransform::eval(side, [0.5; 3], [0.5; 3])
+        .with_interpolation(Interpolation::Bilinear)
+        .with_resize_mode(ResizeMode::Squash)
+        .apply(&img, &mut rng);
+    assert_eq!(plan.eval.transform.apply(&img, &mut rng), want);
+    let flagged = plan_with(&["--image-resize-mode", "shortest"]);
+    assert_ne!(flagged.eval.transform.apply(&img, &mut rng), want);
+    let _ = std::fs::remove_dir_all(&dir);
+}
