@@ -112,15 +112,22 @@ pub(crate) struct Report {
 }
 
 pub(crate) fn run_parity(cfg_name: &str, golden_path: &Path) -> Report {
+    run_parity_with(&ClipConfig::load(cfg_name).unwrap(), golden_path, TOL)
+}
+
+/// Loads the golden's weights into a model of `cfg`, runs the same forward and loss backward
+/// (SigLipLoss when the model has `logit_bias`, else ClipLoss), and checks the state-dict order,
+/// the features, the loss and every gradient within `tol` of OpenCLIP's.
+pub(crate) fn run_parity_with(cfg: &ClipConfig, golden_path: &Path, tol: f64) -> Report {
     let t0 = std::time::Instant::now();
+    let cfg_name = cfg.name.as_str();
     let golden: HashMap<String, Tensor> = Tensor::read_safetensors(golden_path)
         .unwrap_or_else(|e| panic!("reading {}: {e}", golden_path.display()))
         .into_iter()
         .collect();
     let meta = safetensors_metadata(golden_path);
-    let cfg = ClipConfig::load(cfg_name).unwrap();
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = Clip::new(&vs.root(), &cfg).unwrap();
+    let model = Clip::new(&vs.root(), cfg).unwrap();
     load_weights(&model, &golden);
     // The ordered parameter list is OpenCLIP's state-dict order.
     let order: Vec<String> = serde_json::from_str(&meta["param_order"]).unwrap();
@@ -163,7 +170,7 @@ pub(crate) fn run_parity(cfg_name: &str, golden_path: &Path) -> Report {
         if e > worst.1 {
             worst = (name.clone(), e);
         }
-        if e.is_nan() || e > TOL {
+        if e.is_nan() || e > tol {
             failures.push(format!("{name}: {e:.3e}"));
         }
     }
@@ -174,9 +181,9 @@ pub(crate) fn run_parity(cfg_name: &str, golden_path: &Path) -> Report {
         worst.1,
         model.named_parameters().len()
     );
-    assert!(image <= TOL, "image_features rel err {image:.3e}");
-    assert!(text <= TOL, "text_features rel err {text:.3e}");
-    assert!(loss <= TOL, "loss rel err {loss:.3e}");
+    assert!(image <= tol, "image_features rel err {image:.3e}");
+    assert!(text <= tol, "text_features rel err {text:.3e}");
+    assert!(loss <= tol, "loss rel err {loss:.3e}");
     assert!(
         failures.is_empty(),
         "gradients over tolerance: {}",

@@ -8,11 +8,11 @@ use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use clip_model::timm_vit::resample_abs_pos_embed;
-use clip_model::{l2_normalize, Clip, ClipConfig, TimmTrunk, VisionTower};
-use tch::{nn, Device, Kind, Tensor};
+use clip_model::{ClipConfig, TimmTrunk, VisionTower};
+use tch::Tensor;
 
 use crate::golden::{golden, run_python, script_inputs};
-use crate::parity::{load_weights, rel_err, safetensors_metadata};
+use crate::parity::{rel_err, run_parity_with, safetensors_metadata};
 
 const TOL: f64 = 1e-5;
 
@@ -25,22 +25,6 @@ fn timm_golden(name: &str, args: &[&str]) -> Option<PathBuf> {
         a.extend(args.iter().map(OsStr::new));
         run_python(a);
     })
-}
-
-/// OpenCLIP's SigLipLoss for a world of one: −Σ log σ(±(s·img·txtᵀ + b)) / N, + on the diagonal.
-fn siglip_loss(img: &Tensor, txt: &Tensor, scale: &Tensor, bias: &Tensor) -> Tensor {
-    let n = img.size()[0];
-    let logits = scale * img.matmul(&txt.tr()) + bias;
-    let labels = Tensor::eye(n, (Kind::Float, img.device())) * 2.0 - 1.0;
-    -(labels * logits).log_sigmoid().sum(Kind::Float) / n as f64
-}
-
-fn clip_loss(img: &Tensor, txt: &Tensor, scale: &Tensor) -> Tensor {
-    let n = img.size()[0];
-    let labels = Tensor::arange(n, (Kind::Int64, img.device()));
-    let ce =
-        |l: Tensor| l.cross_entropy_loss::<Tensor>(&labels, None, tch::Reduction::Mean, -100, 0.0);
-    (ce((scale * img).matmul(&txt.tr())) + ce((scale * txt).matmul(&img.tr()))) / 2.0
 }
 
 /// The case's config as the golden built it: its blocks cut to the metadata's counts.
@@ -61,66 +45,12 @@ fn case_config(dir: &Path, name: &str, meta: &HashMap<String, String>) -> ClipCo
     cfg
 }
 
-/// Loads the golden's weights, runs the same forward and loss backward, and checks features, loss
-/// and every gradient within `TOL`; the worst relative errors are printed.
+/// [`run_parity_with`] on the case's config at `TOL`.
 fn check_case(dir: &Path, name: &str) {
     let path = dir.join(format!("{name}.safetensors"));
-    let g: HashMap<String, Tensor> = Tensor::read_safetensors(&path)
-        .unwrap()
-        .into_iter()
-        .collect();
-    let meta = safetensors_metadata(&path);
-    let cfg = case_config(dir, name, &meta);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let model = Clip::new(&vs.root(), &cfg).unwrap();
-    load_weights(&model, &g);
-    let order: Vec<String> = serde_json::from_str(&meta["param_order"]).unwrap();
-    let ours: Vec<&String> = model.named_parameters().iter().map(|(n, _)| n).collect();
-    assert_eq!(
-        ours,
-        order.iter().collect::<Vec<_>>(),
-        "{name}: state-dict order"
-    );
-    let img = model.encode_image(&g["image"], false);
-    let txt = model.encode_text(&g["text"]);
-    let image = rel_err(&img, &g["image_features"]);
-    let text = rel_err(&txt, &g["text_features"]);
-    let (fi, ft) = (l2_normalize(&img), l2_normalize(&txt));
-    let scale = model.logit_scale.exp();
-    let loss = match &model.logit_bias {
-        Some(b) => siglip_loss(&fi, &ft, &scale, b),
-        None => clip_loss(&fi, &ft, &scale),
-    };
-    let loss_err = rel_err(&loss.reshape([1]), &g["loss"]);
-    loss.backward();
-    let mut worst = (String::new(), 0.0);
-    let mut over = Vec::new();
-    for (k, t) in model.named_parameters() {
-        let grad = t.grad();
-        assert!(grad.defined(), "{name}: no gradient for {k}");
-        let e = rel_err(&grad, &g[&format!("grad.{k}")]);
-        if e > worst.1 || e.is_nan() {
-            worst = (k.clone(), e);
-        }
-        if e.is_nan() || e > TOL {
-            over.push(format!("{k}: {e:.2e}"));
-        }
-    }
-    eprintln!(
-        "{name}: image {image:.2e}, text {text:.2e}, loss {loss_err:.2e}, worst gradient {} {:.2e} ({} tensors)",
-        worst.0,
-        worst.1,
-        ours.len()
-    );
-    assert!(
-        image <= TOL && text <= TOL && loss_err <= TOL,
-        "{name}: features or loss over {TOL}"
-    );
-    assert!(
-        over.is_empty(),
-        "{name}: gradients over {TOL}: {}",
-        over.join(", ")
-    );
+    let cfg = case_config(dir, name, &safetensors_metadata(&path));
+    let r = run_parity_with(&cfg, &path, TOL);
+    assert!(r.image.is_finite() && r.text.is_finite() && r.worst_grad.1.is_finite());
 }
 
 /// Register tokens with average pooling and fc_norm, OpenCLIP's config with LayerScale and no
