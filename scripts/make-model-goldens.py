@@ -117,10 +117,8 @@ def make(name, out_path, batch, seed=0):
           f'({out_path.stat().st_size / 1e6:.1f} MB)', flush=True)
 
 
-BUILTIN = ['convnext_base_w', 'convnext_base_w_320', 'convnext_large_d', 'convnext_large_d_320',
-           'convnext_xxlarge', 'clip_tiny_test', 'clip_tiny'] + sorted(
-    p.stem for p in (ROOT / 'configs').glob('*.json')
-    if p.stem.startswith(('ViT-', 'vit_')) and p.stem != 'timm_vit_presets')
+# Every built-in config: each file in configs/ but the timm ViT preset table.
+BUILTIN = sorted(p.stem for p in (ROOT / 'configs').glob('*.json') if p.stem != 'timm_vit_presets')
 
 
 def write_shapes(out_path):

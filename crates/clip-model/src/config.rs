@@ -194,6 +194,10 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ("ViT-e-14", include_str!("../../../configs/ViT-e-14.json")),
     ("ViT-g-14", include_str!("../../../configs/ViT-g-14.json")),
     (
+        "MobileCLIP2-L-14",
+        include_str!("../../../configs/MobileCLIP2-L-14.json"),
+    ),
+    (
         "vit_medium_patch16_gap_256",
         include_str!("../../../configs/vit_medium_patch16_gap_256.json"),
     ),
@@ -303,8 +307,8 @@ pub const BUILTIN: &[(&str, &str)] = &[
     ),
 ];
 
-/// OpenCLIP 3.3.0's ViT configs whose towers this crate does not build, refused by name with the
-/// reason (`--model ViT-B-16-SigLIP` says why rather than "unknown model").
+/// OpenCLIP 3.3.0's configs whose towers this crate does not build, refused by name with the
+/// reason (`--model EVA02-L-14` says why rather than "unknown model").
 const REFUSED: &[(&str, &str)] = &[
     ("ViTamin-B-LTT", "its image tower is the timm trunk vitamin_base_224"),
     ("ViTamin-B", "its image tower is the timm trunk vitamin_base_224"),
@@ -321,7 +325,50 @@ const REFUSED: &[(&str, &str)] = &[
     ("ViTamin-XL-256", "its image tower is the timm trunk vitamin_xlarge_256"),
     ("ViTamin-XL-336", "its image tower is the timm trunk vitamin_xlarge_336"),
     ("ViTamin-XL-384", "its image tower is the timm trunk vitamin_xlarge_384"),
-    ("vit_relpos_medium_patch16_cls_224", "its image tower is the timm trunk vit_relpos_medium_patch16_cls_224 (VisionTransformerRelPos, relative position biases)"),
+    ("vit_relpos_medium_patch16_cls_224", "its image tower is the timm trunk vit_relpos_medium_patch16_cls_224 (VisionTransformerRelPos, relative position biases)"),    ("EVA01-g-14", "its image tower is the timm model eva_giant_patch14_224 (architecture Eva)"),
+    ("EVA01-g-14-plus", "its image tower is the timm model eva_giant_patch14_224 (architecture Eva)"),
+    ("EVA02-B-16", "its image tower is the timm model eva02_base_patch16_clip_224 (architecture Eva)"),
+    ("EVA02-E-14", "its image tower is the timm model eva02_enormous_patch14_clip_224 (architecture Eva)"),
+    ("EVA02-E-14-plus", "its image tower is the timm model eva02_enormous_patch14_clip_224 (architecture Eva)"),
+    ("EVA02-L-14", "its image tower is the timm model eva02_large_patch14_clip_224 (architecture Eva)"),
+    ("EVA02-L-14-336", "its image tower is the timm model eva02_large_patch14_clip_336 (architecture Eva)"),
+    ("MobileCLIP-B", "its image tower is the timm model vit_base_mci_224 (patch embedding HybridEmbed)"),
+    ("MobileCLIP-S1", "its image tower is the timm model fastvit_mci1, neither a ConvNeXt nor a VisionTransformer"),
+    ("MobileCLIP-S2", "its image tower is the timm model fastvit_mci2, neither a ConvNeXt nor a VisionTransformer"),
+    ("MobileCLIP2-B", "its image tower is the timm model vit_base_mci_224 (patch embedding HybridEmbed)"),
+    ("MobileCLIP2-S0", "its image tower is the timm model fastvit_mci0, neither a ConvNeXt nor a VisionTransformer"),
+    ("MobileCLIP2-S2", "its image tower is the timm model fastvit_mci2, neither a ConvNeXt nor a VisionTransformer"),
+    ("MobileCLIP2-S3", "its image tower is the timm model fastvit_mci3, neither a ConvNeXt nor a VisionTransformer"),
+    ("MobileCLIP2-S4", "its image tower is the timm model fastvit_mci4, neither a ConvNeXt nor a VisionTransformer"),
+    ("PE-Core-B-16", "its image tower is the timm model vit_pe_core_base_patch16_224 (architecture Eva)"),
+    ("PE-Core-L-14-336", "its image tower is the timm model vit_pe_core_large_patch14_336 (architecture Eva)"),
+    ("PE-Core-S-16-384", "its image tower is the timm model vit_pe_core_small_patch16_384 (architecture Eva)"),
+    ("PE-Core-T-16-384", "its image tower is the timm model vit_pe_core_tiny_patch16_384 (architecture Eva)"),
+    ("PE-Core-bigG-14-448", "its image tower is the timm model vit_pe_core_gigantic_patch14_448 (architecture Eva)"),
+    ("RN101", "its image tower is a ModifiedResNet"),
+    ("RN101-quickgelu", "its image tower is a ModifiedResNet"),
+    ("RN50", "its image tower is a ModifiedResNet"),
+    ("RN50-quickgelu", "its image tower is a ModifiedResNet"),
+    ("RN50x16", "its image tower is a ModifiedResNet"),
+    ("RN50x16-quickgelu", "its image tower is a ModifiedResNet"),
+    ("RN50x4", "its image tower is a ModifiedResNet"),
+    ("RN50x4-quickgelu", "its image tower is a ModifiedResNet"),
+    ("RN50x64", "its image tower is a ModifiedResNet"),
+    ("RN50x64-quickgelu", "its image tower is a ModifiedResNet"),
+    ("coca_ViT-B-32", "it is a CoCa model (multimodal decoder)"),
+    ("coca_ViT-L-14", "it is a CoCa model (multimodal decoder)"),
+    ("coca_base", "it is a CoCa model (multimodal decoder)"),
+    ("coca_roberta-ViT-B-32", "it is a CoCa model (multimodal decoder)"),
+    ("mt5-base-ViT-B-32", "its text tower is the Hugging Face model google/mt5-base"),
+    ("mt5-xl-ViT-H-14", "its text tower is the Hugging Face model google/mt5-xl"),
+    ("nllb-clip-base", "its text tower is the Hugging Face model facebook/nllb-200-distilled-600M"),
+    ("nllb-clip-base-siglip", "its text tower is the Hugging Face model facebook/nllb-200-distilled-600M"),
+    ("nllb-clip-large", "its text tower is the Hugging Face model facebook/nllb-200-distilled-1.3B"),
+    ("nllb-clip-large-siglip", "its text tower is the Hugging Face model facebook/nllb-200-distilled-1.3B"),
+    ("roberta-ViT-B-32", "its text tower is the Hugging Face model roberta-base"),
+    ("swin_base_patch4_window7_224", "its image tower is the timm model swin_base_patch4_window7_224, neither a ConvNeXt nor a VisionTransformer"),
+    ("xlm-roberta-base-ViT-B-32", "its text tower is the Hugging Face model xlm-roberta-base"),
+    ("xlm-roberta-large-ViT-H-14", "its text tower is the Hugging Face model xlm-roberta-large"),
 ];
 
 /// The names `ClipConfig::load` knows without a path.

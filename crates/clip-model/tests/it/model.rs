@@ -838,12 +838,20 @@ fn every_builtin_config_has_openclips_state_dict() {
             .collect();
         let mut cfg = ClipConfig::load(name).unwrap();
         let count = g["param_count"].as_i64().unwrap();
-        let vit = matches!(cfg.vision.tower, clip_model::config::VisionTower::Vit(_));
-        let cut = vit && count > FULL_BUILD_MAX_PARAMS;
+        // A ViT tower's blocks (OpenCLIP's or a timm trunk's) are alike: past 2 they are counted,
+        // not built.
+        let vision_depth = match &mut cfg.vision.tower {
+            clip_model::config::VisionTower::Vit(v) => Some(&mut v.layers),
+            clip_model::config::VisionTower::Timm(t) => match &mut t.trunk {
+                clip_model::TimmTrunk::Vit(v) => Some(&mut v.depth),
+                clip_model::TimmTrunk::ConvNext(_) => None,
+            },
+        };
+        let cut = vision_depth.is_some() && count > FULL_BUILD_MAX_PARAMS;
         let (mut vision_layers, text_layers) = (0, cfg.text.layers);
-        if cut {
-            vision_layers = cfg.vision.vit().layers;
-            cfg.vision.vit_mut().layers = 2;
+        if let Some(depth) = vision_depth.filter(|_| cut) {
+            vision_layers = *depth;
+            *depth = 2;
             cfg.text.layers = 2;
         }
         let want: Vec<(String, Vec<i64>)> = want
@@ -869,8 +877,11 @@ fn every_builtin_config_has_openclips_state_dict() {
                     .map(|(_, t)| t.numel() as i64)
                     .sum()
             };
-            ours_count += (vision_layers - 2) * block_size("visual.transformer.resblocks.1.")
-                + (text_layers - 2) * block_size("transformer.resblocks.1.");
+            let text = if cfg.custom_text { "text." } else { "" };
+            ours_count += (vision_layers - 2)
+                * (block_size("visual.transformer.resblocks.1.")
+                    + block_size("visual.trunk.blocks.1."))
+                + (text_layers - 2) * block_size(&format!("{text}transformer.resblocks.1."));
         }
         assert_eq!(ours_count, count, "{name}: parameter count");
     }
@@ -878,6 +889,9 @@ fn every_builtin_config_has_openclips_state_dict() {
 
 /// The block number in `…transformer.resblocks.N.…`.
 fn block_index(key: &str) -> Option<usize> {
-    let rest = key.split("transformer.resblocks.").nth(1)?;
+    let rest = key
+        .split("transformer.resblocks.")
+        .nth(1)
+        .or_else(|| key.split("visual.trunk.blocks.").nth(1))?;
     rest.split('.').next()?.parse().ok()
 }
