@@ -49,7 +49,8 @@ loss_fn = ClipLoss()
 def step():
     model.zero_grad(set_to_none=False)
     with torch.autocast(device_type=a.device.split(":")[0], dtype=torch.bfloat16, enabled=a.precision == "amp_bf16"):
-        img, txt, scale = model(images, tokens)
+        # A SigLIP model also returns its logit_bias; both sides time ClipLoss alike.
+        img, txt, scale = model(images, tokens)[:3]
         loss = loss_fn(img, txt, scale)
     loss.backward()
 

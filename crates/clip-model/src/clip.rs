@@ -113,8 +113,18 @@ impl Clip {
     /// Builds the model's variables under `path` (normally a VarStore's root, so that variable
     /// names are OpenCLIP's state-dict keys), freshly initialised as OpenCLIP initialises them.
     pub fn new(path: &nn::Path, cfg: &ClipConfig) -> Result<Clip> {
+        Self::build(path, cfg, ParamRecorder::new())
+    }
+
+    /// [`Clip::new`] with the variables allocated but not initialised: for a model whose every
+    /// weight is loaded next (a checkpoint, a golden), or whose values are never read (shapes and
+    /// keys alone) — what OpenCLIP does building on the meta device.
+    pub fn new_uninitialised(path: &nn::Path, cfg: &ClipConfig) -> Result<Clip> {
+        Self::build(path, cfg, ParamRecorder::uninitialised())
+    }
+
+    fn build(path: &nn::Path, cfg: &ClipConfig, r: ParamRecorder) -> Result<Clip> {
         validate(cfg)?;
-        let r = ParamRecorder::new();
         let vp = path / "visual";
         let visual = match &cfg.vision.tower {
             VisionTower::Timm(t) => Visual::Timm(TimmModel::new(&vp, &r, t, cfg.embed_dim)),

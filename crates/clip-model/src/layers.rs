@@ -42,6 +42,8 @@ impl Activation {
 #[derive(Default)]
 pub struct ParamRecorder {
     params: RefCell<Vec<(String, Tensor)>>,
+    /// Allocate only: the caller loads every value next.
+    uninitialised: bool,
 }
 
 /// How a fresh parameter is initialised.
@@ -66,9 +68,20 @@ impl ParamRecorder {
         Self::default()
     }
 
+    /// A recorder whose parameters are allocated, not initialised (no random draws, no fill).
+    pub fn uninitialised() -> Self {
+        Self {
+            uninitialised: true,
+            ..Self::default()
+        }
+    }
+
     /// Creates the trainable variable `p/name` on `p`'s device, initialised by `init`.
     pub fn param(&self, p: &nn::Path, name: &str, dims: &[i64], init: Init) -> Tensor {
-        let t = tch::no_grad(|| make(dims, init, p.device()));
+        let t = tch::no_grad(|| match self.uninitialised {
+            true => Tensor::empty(dims, (Kind::Float, p.device())),
+            false => make(dims, init, p.device()),
+        });
         let full = p.path(name);
         let t = p.add(name, t, true);
         self.params.borrow_mut().push((full, t.shallow_clone()));

@@ -127,7 +127,7 @@ pub(crate) fn run_parity_with(cfg: &ClipConfig, golden_path: &Path, tol: f64) ->
         .collect();
     let meta = safetensors_metadata(golden_path);
     let vs = nn::VarStore::new(Device::Cpu);
-    let model = Clip::new(&vs.root(), cfg).unwrap();
+    let model = Clip::new_uninitialised(&vs.root(), cfg).unwrap();
     load_weights(&model, &golden);
     // The ordered parameter list is OpenCLIP's state-dict order.
     let order: Vec<String> = serde_json::from_str(&meta["param_order"]).unwrap();
