@@ -95,6 +95,14 @@ pub fn golden(
     if done.is_dir() {
         return Some(done);
     }
+    // One golden made at a time in this process: two tests of one binary asking for the same
+    // missing golden would otherwise share the temporary folder below (named by the process),
+    // one renaming it away under the other. The second waits, then finds it made.
+    static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one = MAKING.lock().unwrap_or_else(|e| e.into_inner());
+    if done.is_dir() {
+        return Some(done);
+    }
     if !python().exists() {
         skip(&format!(
             "golden {} is not cached and there is no Python at {} to make it (set CLIP_PYTHON, or \

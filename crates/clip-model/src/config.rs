@@ -975,10 +975,10 @@ fn parse_vision(src: &str, v: &Value, embed_dim: i64) -> Result<VisionConfig> {
         Some(timm_model_name) => {
             let t = parse_timm(src, &mut s, timm_model_name, embed_dim)?;
             if let TimmTrunk::Vit(v) = &t.trunk {
-                if v.img_size != image_size && !v.dynamic_img_size {
+                if v.img_size != image_size {
                     bail!(
                         "config {src}: `vision_cfg.image_size` {image_size:?} differs from {}'s {:?}, \
-                         for which timm lays out its position embedding (use --force-image-size to resample it)",
+                         for which timm lays out its position embedding (--force-image-size resamples it)",
                         t.timm_model_name,
                         v.img_size
                     );

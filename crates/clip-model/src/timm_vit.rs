@@ -130,8 +130,6 @@ pub struct TimmVitConfig {
     /// `fc_norm` after pooling.
     pub fc_norm: bool,
     pub global_pool: GlobalPool,
-    /// The position embedding is resampled to each input's grid.
-    pub dynamic_img_size: bool,
     pub act: Activation,
     pub norm_eps: f64,
     /// `head`: Linear(embed_dim, num_classes) when > 0.
@@ -190,6 +188,9 @@ impl TimmVitConfig {
                 (g, built, 0)
             }
         };
+        if p.dynamic_img_size {
+            bail!("{name} resamples its position embedding to every input's size (dynamic_img_size), which clip-model does not build");
+        }
         if global_pool == GlobalPool::Token && !p.class_token {
             bail!("{name} has no class token to pool (timm_pool \"token\")");
         }
@@ -213,7 +214,6 @@ impl TimmVitConfig {
             norm: p.final_norm && !use_fc_norm,
             fc_norm: p.final_norm && use_fc_norm,
             global_pool,
-            dynamic_img_size: p.dynamic_img_size,
             act: p.act,
             norm_eps: p.norm_eps,
             num_classes,
@@ -613,23 +613,13 @@ impl TimmVit {
         );
         let d = self.cfg.embed_dim;
         let x = x.flatten(2, -1).transpose(1, 2);
+        assert!(
+            grid == self.cfg.grid_size(),
+            "images are {h}x{w}; this timm ViT's position embedding is for {}x{} (use --force-image-size)",
+            self.cfg.img_size.0,
+            self.cfg.img_size.1
+        );
         let pos = self.pos_embed.to_kind(x.kind());
-        let pos = if grid == self.cfg.grid_size() {
-            pos
-        } else {
-            assert!(
-                self.cfg.dynamic_img_size,
-                "images are {h}x{w}; this timm ViT's position embedding is for {}x{} (use --force-image-size)",
-                self.cfg.img_size.0,
-                self.cfg.img_size.1
-            );
-            let prefix = if self.cfg.no_embed_class {
-                0
-            } else {
-                self.cfg.num_prefix_tokens()
-            };
-            resample_abs_pos_embed(&pos, grid, self.cfg.grid_size(), prefix)
-        };
         let prefix: Vec<Tensor> = [&self.cls_token, &self.reg_token]
             .into_iter()
             .flatten()

@@ -228,6 +228,19 @@ fn unsupported_towers_are_clear_errors() {
         r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "vit_base_patch16_224", "timm_pool": "map"}, "text_cfg": {}}"#,
     );
     assert!(e.contains("attention pooling"), "{e}");
+    // A trunk timm resamples per input is not built.
+    let e = err(
+        r#"{"embed_dim": 512, "vision_cfg": {"image_size": 448, "timm_model_name": "vit_intern300m_patch14_448", "timm_proj": "none"}, "text_cfg": {}}"#,
+    );
+    assert!(e.contains("dynamic_img_size"), "{e}");
+    // A config's image size must be the trunk's.
+    let e = err(
+        r#"{"embed_dim": 512, "vision_cfg": {"image_size": 256, "timm_model_name": "vit_base_patch16_siglip_224", "timm_pool": "map", "timm_proj": "none"}, "text_cfg": {}}"#,
+    );
+    assert!(
+        e.contains("image_size") && e.contains("--force-image-size"),
+        "{e}"
+    );
     // A trunk without a class token has nothing for token pooling.
     let e = err(
         r#"{"embed_dim": 512, "vision_cfg": {"timm_model_name": "vit_base_patch16_siglip_224", "timm_pool": "token", "timm_proj": "none"}, "text_cfg": {}}"#,
