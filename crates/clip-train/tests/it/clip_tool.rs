@@ -428,8 +428,20 @@ fn bad_input_is_one_clear_line() {
         ],
         "convnext_large_d_320",
     );
-    // OpenCLIP configs on timm ViT trunks: refused by name; a HuggingFace tokenizer not in the
-    // cache: named.
+    // OpenCLIP configs on towers not built: refused by name, naming the tower; a HuggingFace
+    // tokenizer not in the cache (SigLIP's, CLIPA's): named.
+    fails_with(
+        &[
+            "embed",
+            "--model",
+            "EVA02-L-14",
+            "--texts",
+            "x",
+            "--output",
+            o,
+        ],
+        "eva02_large_patch14_clip_224",
+    );
     fails_with(
         &[
             "embed",
@@ -440,7 +452,7 @@ fn bad_input_is_one_clear_line() {
             "--output",
             o,
         ],
-        "vit_base_patch16_siglip_224",
+        "timm/ViT-B-16-SigLIP",
     );
     fails_with(
         &[

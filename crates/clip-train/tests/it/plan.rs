@@ -84,7 +84,9 @@ const CASES: &[(&[&str], &str)] = &[
     (&["--device", "tpu"], "--device tpu"),
     (&["--device", "cuda:99"], "--device cuda:99"),
     (&["--model", "no_such_model"], "no_such_model"),
-    (&["--model", "ViT-B-16-SigLIP"], "vit_base_patch16_siglip_224"),
+    (&["--model", "EVA02-L-14"], "eva02_large_patch14_clip_224"),
+    // A SigLIP model whose tokenizer is not in the Hugging Face cache: named, nothing written.
+    (&["--model", "ViT-B-16-SigLIP"], "timm/ViT-B-16-SigLIP"),
     (&["--model", "ViT-L-14-CLIPA"], "bert-base-uncased"),
     // Model overrides out of range or for a tower that has no such thing.
     (&["--lock-image", "--lock-image-unlocked-groups", "-1"], "--lock-image-unlocked-groups"),
