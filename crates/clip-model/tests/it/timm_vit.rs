@@ -4,27 +4,19 @@
 //! value), and timm's position-embedding resampling.
 
 use std::collections::HashMap;
-use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 
 use clip_model::timm_vit::resample_abs_pos_embed;
 use clip_model::{ClipConfig, TimmTrunk, VisionTower};
 use tch::Tensor;
 
-use crate::golden::{golden, run_python, script_inputs};
 use crate::parity::{rel_err, run_parity_with, safetensors_metadata};
 
 const TOL: f64 = 1e-5;
 
 /// The golden folder made by `make-timm-vit-goldens.py OUT ARGS`.
 fn timm_golden(name: &str, args: &[&str]) -> Option<PathBuf> {
-    let mut inputs = script_inputs("make-timm-vit-goldens.py");
-    inputs.push(crate::golden::root().join("scripts/make-model-goldens.py"));
-    golden(name, &inputs, args, |out| {
-        let mut a = vec![inputs[0].as_os_str(), out.as_os_str()];
-        a.extend(args.iter().map(OsStr::new));
-        run_python(a);
-    })
+    crate::vit::model_script_golden("make-timm-vit-goldens.py", name, args)
 }
 
 /// The case's config as the golden built it: its blocks cut to the metadata's counts.

@@ -18,20 +18,21 @@ use crate::parity::{load_weights, rel_err, run_parity};
 
 const TOL: f64 = 1e-4;
 
-fn inputs() -> Vec<PathBuf> {
-    let mut v = script_inputs("make-vit-goldens.py");
-    v.push(root().join("scripts/make-model-goldens.py"));
-    v
-}
-
-/// The golden folder made by `make-vit-goldens.py OUT ARGS`.
-fn vit_golden(name: &str, args: &[&str]) -> Option<PathBuf> {
-    let inputs = inputs();
+/// The golden folder `scripts/SCRIPT OUT ARGS` makes, for a golden script that builds on
+/// make-model-goldens.py (make-vit-goldens.py, make-timm-vit-goldens.py): keyed by both.
+pub(crate) fn model_script_golden(script: &str, name: &str, args: &[&str]) -> Option<PathBuf> {
+    let mut inputs = script_inputs(script);
+    inputs.push(root().join("scripts/make-model-goldens.py"));
     golden(name, &inputs, args, |out| {
         let mut a = vec![inputs[0].as_os_str(), out.as_os_str()];
         a.extend(args.iter().map(OsStr::new));
         run_python(a);
     })
+}
+
+/// The golden folder made by `make-vit-goldens.py OUT ARGS`.
+fn vit_golden(name: &str, args: &[&str]) -> Option<PathBuf> {
+    model_script_golden("make-vit-goldens.py", name, args)
 }
 
 #[test]
